@@ -1,0 +1,2804 @@
+//! `loadgen` — load generator for roomd.
+//!
+//! Speaks roomd's protocol (Meteor DDP, JSON text frames over WebSocket) over real
+//! sockets, records latencies in HdrHistograms (reported in ms with µs precision) and
+//! samples the server process (RSS from `/proc/PID/status` VmRSS, CPU time as
+//! utime+stime from `/proc/PID/stat` divided by CLK_TCK = 100) before and after each
+//! measured phase, so throughput can be given per server CPU-second.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- <scenario> [args] [options]
+//!
+//! scenarios
+//!   idle N [--guests F] [--shard K/M] [--settle 5s] [--hold D] [--baseline-rss-kb KB]
+//!       N connections (fraction F as guests) spread over N/10 rooms, each joined via
+//!       `join-room` and subscribed to the room's messages; reports server RSS per connection.
+//!   join C R K [--rate X]
+//!       C logged-in clients join R rooms of capacity K (half `join-room` by code, half
+//!       `joinRoom(rid)`); verifies accepted == min(C, R*K) exactly.
+//!   race [--clients 300] [--seats 5] [--iterations 50]
+//!       all clients race `join-room` for a fresh room of `seats` places per iteration;
+//!       fails on any over- or under-admission.
+//!   fanout R M RATE [--duration 10s] [--ramp]
+//!       R rooms x M subscribed members, RATE msgs/s in total sent by one bot per room;
+//!       reports end-to-end delivery latency and deliveries per server CPU-second.
+//!   chat [--clients 200] [--duration 60s]
+//!       mixed steady workload (join/leave/send/typing/history) with an RSS series.
+//!   probe
+//!       print the server pid, RSS and CPU time and this process's open-files limit.
+//!
+//! options (accepted before or after the scenario arguments)
+//!   --url ws://127.0.0.1:3000/websocket   server endpoint
+//!   --server-pid PID    process to sample. Without it, /proc/*/comm is scanned for
+//!                       `roomd`; if several match, those whose command line mentions the
+//!                       URL's port are preferred, then the most recently started one.
+//!   --secret-file PATH  HS256 JWT secret (file contents, trimmed); otherwise the
+//!                       ROOMD_JWT_SECRET environment variable is used.
+//!   --json              human summary to stderr, one JSON summary line to stdout
+//!   --concurrency 256   connection setups in flight at once
+//!   --src-addrs 8       client sockets are bound round-robin to 127.0.0.1..127.0.0.N
+//!                       (each source address gives ~28k ephemeral ports)
+//!   --timeout 30s       per connect / method call timeout
+//!   --threads N         tokio worker threads (default: one per CPU)
+//! ```
+//!
+//! Users log in with HS256 JWTs minted here (claims `sub`, `username`, `name`, `roles`,
+//! `exp` = now + 24 h). The open-files limit cannot be raised from here (no `setrlimit`
+//! without `libc`/unsafe), so scenarios check `/proc/self/limits` up front and stop with
+//! a hint (`ulimit -n`, or split an `idle` run with `--shard`) when it is too low.
+//!
+//! Exit status: 0 success, 1 a verification failed (join/race mismatch, failed setups),
+//! 2 could not run (bad arguments, server unreachable, no secret).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------
+// Small helpers: durations, a PRNG, formatting.
+// ---------------------------------------------------------------------------
+mod util {
+    use super::*;
+
+    /// Parses `500ms`, `10s`, `10` (seconds), `2m`, `1h`, `250us`.
+    pub fn parse_duration(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("bad duration `{s}` (use e.g. 500ms, 10s, 2m)"))?;
+        let secs = match unit.trim() {
+            "" | "s" => n,
+            "ms" => n / 1e3,
+            "us" | "µs" => n / 1e6,
+            "m" | "min" => n * 60.0,
+            "h" => n * 3600.0,
+            other => return Err(format!("bad duration unit `{other}` in `{s}`")),
+        };
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("bad duration `{s}`"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    /// Parses `K/M` with 1 <= K <= M.
+    pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+        let (k, m) = s.split_once('/').ok_or("shard must look like K/M, e.g. 2/4")?;
+        let k: usize = k.trim().parse().map_err(|_| format!("bad shard `{s}`"))?;
+        let m: usize = m.trim().parse().map_err(|_| format!("bad shard `{s}`"))?;
+        if m == 0 || k == 0 || k > m {
+            return Err(format!("bad shard `{s}`: K must be in 1..=M"));
+        }
+        Ok((k, m))
+    }
+
+    pub fn unix_micros() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    }
+
+    /// xorshift64* — plenty for picking actions and rooms.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub fn next_u64(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next_u64() % n.max(1) as u64) as usize
+        }
+        /// Uniform in [0, 1).
+        pub fn unit(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    pub fn mib(kb: u64) -> f64 {
+        kb as f64 / 1024.0
+    }
+
+    pub fn truncate(s: &str, max: usize) -> &str {
+        if s.len() <= max {
+            return s;
+        }
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        &s[..end]
+    }
+
+    pub fn fmt_rate(x: f64) -> String {
+        if x >= 100.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.1}")
+        }
+    }
+
+    pub fn opt_rate(x: Option<f64>) -> String {
+        x.map(fmt_rate).unwrap_or_else(|| "n/a".into())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /proc sampling of the server (and of ourselves).
+// ---------------------------------------------------------------------------
+mod procfs {
+    use super::*;
+
+    /// sysconf(_SC_CLK_TCK) on Linux.
+    pub const CLK_TCK: f64 = 100.0;
+
+    #[derive(Clone, Copy, Debug)]
+    pub struct ProcSample {
+        pub rss_kb: u64,
+        pub cpu_ticks: u64,
+    }
+
+    /// `pid` is a number or `self`.
+    pub fn sample(pid: &str) -> Option<ProcSample> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised comm: [0] = field 3 (state), so utime (14)
+        // is [11] and stime (15) is [12].
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = f.get(11)?.parse().ok()?;
+        let stime: u64 = f.get(12)?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss_kb = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Some(ProcSample {
+            rss_kb,
+            cpu_ticks: utime + stime,
+        })
+    }
+
+    fn start_time(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s[s.rfind(')')? + 1..].to_string();
+                rest.split_whitespace().nth(19)?.parse().ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Finds a process whose comm is `roomd`. Returns the pid and how it was chosen.
+    pub fn find_server(port: u16) -> (Option<u32>, String) {
+        let mut cands: Vec<(u32, u64, String)> = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() != "roomd" {
+                    continue;
+                }
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                cands.push((pid, start_time(pid), cmd));
+            }
+        }
+        if cands.is_empty() {
+            return (None, "no process named `roomd` in /proc/*/comm".into());
+        }
+        let total = cands.len();
+        let needle = format!(":{port}");
+        if cands.iter().any(|c| c.2.contains(&needle)) {
+            cands.retain(|c| c.2.contains(&needle));
+        }
+        cands.sort_by_key(|c| c.1);
+        let (pid, _, cmd) = cands.pop().expect("non-empty");
+        let how = if total > 1 {
+            format!("picked from {total} `roomd` processes (port match, newest): {cmd}")
+        } else {
+            format!("found via /proc/*/comm: {cmd}")
+        };
+        (Some(pid), how.trim().to_string())
+    }
+
+    /// (soft, hard) open-files limit of this process; `None` = unlimited.
+    pub fn open_files_limit() -> (Option<u64>, Option<u64>) {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) else {
+            return (None, None);
+        };
+        let mut it = line["Max open files".len()..].split_whitespace();
+        let soft = it.next().and_then(|v| v.parse().ok());
+        let hard = it.next().and_then(|v| v.parse().ok());
+        (soft, hard)
+    }
+
+    /// Fails early when `needed` sockets would not fit under the soft limit.
+    pub fn check_fd_budget(needed: usize) -> Result<(), String> {
+        let (soft, hard) = open_files_limit();
+        let Some(soft) = soft else { return Ok(()) };
+        let needed = needed as u64 + 64;
+        if needed <= soft {
+            return Ok(());
+        }
+        let hard = hard.map(|h| h.to_string()).unwrap_or("unlimited".into());
+        Err(format!(
+            "this run needs ~{needed} file descriptors but the open-files limit is {soft} \
+             (hard {hard}; see /proc/self/limits). Raise it in the launching shell with \
+             `ulimit -n {hard}` (loadgen cannot call setrlimit), or split `idle` across \
+             processes with --shard K/M."
+        ))
+    }
+
+    /// A point-in-time sample of the server and of this process.
+    #[derive(Clone, Copy)]
+    pub struct Snap {
+        pub at: Instant,
+        pub server: Option<ProcSample>,
+        pub me: Option<ProcSample>,
+    }
+
+    /// Resource use between two snapshots.
+    pub struct Usage {
+        pub wall: f64,
+        pub server_cpu: Option<f64>,
+        pub self_cpu: Option<f64>,
+        pub rss_before_kb: Option<u64>,
+        pub rss_after_kb: Option<u64>,
+    }
+
+    impl Usage {
+        pub fn between(a: &Snap, b: &Snap) -> Usage {
+            let cpu = |x: Option<ProcSample>, y: Option<ProcSample>| {
+                Some(y?.cpu_ticks.saturating_sub(x?.cpu_ticks) as f64 / CLK_TCK)
+            };
+            Usage {
+                wall: b.at.duration_since(a.at).as_secs_f64(),
+                server_cpu: cpu(a.server, b.server),
+                self_cpu: cpu(a.me, b.me),
+                rss_before_kb: a.server.map(|s| s.rss_kb),
+                rss_after_kb: b.server.map(|s| s.rss_kb),
+            }
+        }
+
+        /// `n` operations per server CPU-second (None without a server or when the
+        /// phase was shorter than one clock tick of server CPU).
+        pub fn per_cpu(&self, n: f64) -> Option<f64> {
+            self.server_cpu.filter(|c| *c > 0.0).map(|c| n / c)
+        }
+
+        pub fn text(&self) -> String {
+            let server = match self.server_cpu {
+                Some(c) => format!(
+                    "server CPU {c:.2} s ({:.0}% of one core)",
+                    100.0 * c / self.wall.max(1e-9)
+                ),
+                None => "server CPU n/a".into(),
+            };
+            let me = self
+                .self_cpu
+                .map(|c| format!("loadgen CPU {c:.2} s"))
+                .unwrap_or_default();
+            format!("{server}, {me}, wall {:.2} s", self.wall)
+        }
+
+        pub fn json(&self) -> Value {
+            json!({
+                "wall_s": self.wall,
+                "server_cpu_s": self.server_cpu,
+                "loadgen_cpu_s": self.self_cpu,
+                "server_rss_before_kb": self.rss_before_kb,
+                "server_rss_after_kb": self.rss_after_kb,
+            })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Latency histograms and error tallies.
+// ---------------------------------------------------------------------------
+mod stats {
+    use super::*;
+    use hdrhistogram::Histogram;
+
+    /// Latency histogram in microseconds (1 µs .. 1 h, 3 significant digits).
+    #[derive(Clone)]
+    pub struct Lat(Histogram<u64>);
+
+    impl Default for Lat {
+        fn default() -> Self {
+            Lat(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"))
+        }
+    }
+
+    impl Lat {
+        pub fn record(&mut self, d: Duration) {
+            self.record_us(d.as_micros() as u64);
+        }
+        pub fn record_us(&mut self, us: u64) {
+            self.0.saturating_record(us);
+        }
+        pub fn count(&self) -> u64 {
+            self.0.len()
+        }
+        pub fn q_ms(&self, q: f64) -> f64 {
+            if self.0.is_empty() {
+                return 0.0;
+            }
+            self.0.value_at_quantile(q) as f64 / 1000.0
+        }
+        pub fn max_ms(&self) -> f64 {
+            self.0.max() as f64 / 1000.0
+        }
+        pub fn text(&self) -> String {
+            if self.0.is_empty() {
+                return "no samples".into();
+            }
+            format!(
+                "p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  (n={})",
+                self.q_ms(0.5),
+                self.q_ms(0.99),
+                self.max_ms(),
+                self.count()
+            )
+        }
+        pub fn json(&self) -> Value {
+            json!({
+                "n": self.count(),
+                "p50_ms": self.q_ms(0.5),
+                "p99_ms": self.q_ms(0.99),
+                "max_ms": self.max_ms(),
+            })
+        }
+    }
+
+    pub type SharedLat = Arc<Mutex<Lat>>;
+
+    pub fn shared_lat() -> SharedLat {
+        Arc::new(Mutex::new(Lat::default()))
+    }
+
+    pub fn take(l: &SharedLat) -> Lat {
+        l.lock().unwrap().clone()
+    }
+
+    /// Counts of named outcomes (error codes per stage, ...).
+    #[derive(Default)]
+    pub struct Tally(Mutex<BTreeMap<String, u64>>);
+
+    impl Tally {
+        pub fn add(&self, key: impl Into<String>) {
+            *self.0.lock().unwrap().entry(key.into()).or_default() += 1;
+        }
+        pub fn total(&self) -> u64 {
+            self.0.lock().unwrap().values().sum()
+        }
+        pub fn text(&self) -> String {
+            let m = self.0.lock().unwrap();
+            if m.is_empty() {
+                return "none".into();
+            }
+            m.iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        pub fn json(&self) -> Value {
+            let m = self.0.lock().unwrap();
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// DDP client over a WebSocket.
+// ---------------------------------------------------------------------------
+mod ddp {
+    use super::*;
+    use futures_util::stream::{SplitSink, SplitStream};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::{TcpSocket, TcpStream};
+    use tokio::sync::{mpsc, oneshot};
+    use tokio::task::JoinHandle;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    type Ws = WebSocketStream<TcpStream>;
+    type Reply = oneshot::Sender<Result<Value, DdpError>>;
+
+    /// Called from the connection's reader task for `added`/`changed`/`removed`
+    /// frames with (collection, fields).
+    pub type Handler = Arc<dyn Fn(&str, &Value) + Send + Sync>;
+
+    const CONNECT_FRAME: &str = r#"{"msg":"connect","version":"1","support":["1","pre2","pre1"]}"#;
+
+    #[derive(Debug, Clone)]
+    pub enum DdpError {
+        /// A method or subscription error reported by the server.
+        Method {
+            error: String,
+            reason: String,
+        },
+        Closed,
+        Timeout,
+        Io(String),
+        Protocol(String),
+    }
+
+    impl DdpError {
+        /// Short code for tallies: the server's error code, or closed/timeout/io/protocol.
+        pub fn code(&self) -> String {
+            match self {
+                DdpError::Method { error, .. } => error.clone(),
+                DdpError::Closed => "closed".into(),
+                DdpError::Timeout => "timeout".into(),
+                DdpError::Io(_) => "io".into(),
+                DdpError::Protocol(_) => "protocol".into(),
+            }
+        }
+        pub fn is(&self, code: &str) -> bool {
+            matches!(self, DdpError::Method { error, .. } if error == code)
+        }
+    }
+
+    impl fmt::Display for DdpError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                DdpError::Method { error, reason } => write!(f, "{error}: {reason}"),
+                DdpError::Closed => write!(f, "connection closed"),
+                DdpError::Timeout => write!(f, "timed out"),
+                DdpError::Io(e) => write!(f, "{e}"),
+                DdpError::Protocol(e) => write!(f, "protocol: {e}"),
+            }
+        }
+    }
+
+    fn io(e: std::io::Error) -> DdpError {
+        DdpError::Io(e.to_string())
+    }
+
+    fn method_error(e: &Value) -> DdpError {
+        let error = match e.get("error") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) if !v.is_null() => v.to_string(),
+            _ => "unknown-error".into(),
+        };
+        let reason = e
+            .get("reason")
+            .or_else(|| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        DdpError::Method { error, reason }
+    }
+
+    /// Process-wide counters of things that should not happen.
+    pub static DISCONNECTS: AtomicU64 = AtomicU64::new(0);
+    static NOTES: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+    /// Counts an unusual frame/event and prints the first three of each kind.
+    pub fn note(kind: &'static str, detail: &str) {
+        let n = {
+            let mut m = NOTES.lock().unwrap();
+            let e = m.entry(kind).or_default();
+            *e += 1;
+            *e
+        };
+        if n <= 3 {
+            eprintln!("[loadgen] {kind}: {}", truncate(detail, 400));
+        }
+    }
+
+    pub fn notes() -> BTreeMap<&'static str, u64> {
+        NOTES.lock().unwrap().clone()
+    }
+
+    /// Where to connect and how.
+    #[derive(Clone, Debug)]
+    pub struct Endpoint {
+        pub url: String,
+        pub addr: SocketAddr,
+        pub src_addrs: u8,
+        pub timeout: Duration,
+    }
+
+    impl Endpoint {
+        pub async fn resolve(url: &str, src_addrs: u8, timeout: Duration) -> Result<Self, String> {
+            let rest = url
+                .strip_prefix("ws://")
+                .ok_or_else(|| format!("only ws:// URLs are supported, got `{url}`"))?;
+            let host = rest.split('/').next().unwrap_or(rest);
+            let host = if host
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                host.to_string()
+            } else {
+                format!("{host}:80")
+            };
+            let addr = tokio::net::lookup_host(&host)
+                .await
+                .map_err(|e| format!("resolving {host}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{host} did not resolve"))?;
+            Ok(Endpoint {
+                url: url.to_string(),
+                addr,
+                src_addrs: src_addrs.max(1),
+                timeout,
+            })
+        }
+
+        /// Source address for connection `index`: 127.0.0.(1 + index % src_addrs)
+        /// when the server is on IPv4 loopback, so more than ~28k sockets fit.
+        fn source_ip(&self, index: usize) -> Option<IpAddr> {
+            match self.addr.ip() {
+                IpAddr::V4(v4) if v4.is_loopback() => {
+                    let last = 1 + (index % self.src_addrs as usize) as u8;
+                    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    struct Shared {
+        tx: mpsc::UnboundedSender<Message>,
+        methods: Mutex<HashMap<u64, Reply>>,
+        subs: Mutex<HashMap<u64, Reply>>,
+        connected: Mutex<Option<Reply>>,
+        next_id: AtomicU64,
+        closing: AtomicBool,
+        alive: AtomicBool,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Incoming {
+        msg: Option<String>,
+        id: Option<Value>,
+        result: Option<Value>,
+        error: Option<Value>,
+        subs: Option<Vec<String>>,
+        collection: Option<String>,
+        fields: Option<Value>,
+        session: Option<String>,
+        version: Option<String>,
+    }
+
+    fn sub_id(s: &str) -> Option<u64> {
+        s.strip_prefix('s')?.parse().ok()
+    }
+
+    impl Shared {
+        fn send(&self, text: String) -> bool {
+            self.tx.send(Message::text(text)).is_ok()
+        }
+
+        fn dispatch(&self, text: &str, handler: Option<&Handler>) {
+            let m: Incoming = match serde_json::from_str(text) {
+                Ok(m) => m,
+                Err(_) => return note("unparseable frame", text),
+            };
+            match m.msg.as_deref().unwrap_or("") {
+                "ping" => {
+                    let pong = match m.id {
+                        Some(id) => json!({"msg": "pong", "id": id}),
+                        None => json!({"msg": "pong"}),
+                    };
+                    self.send(pong.to_string());
+                }
+                "connected" => {
+                    if let Some(tx) = self.connected.lock().unwrap().take() {
+                        let _ = tx.send(Ok(Value::String(m.session.unwrap_or_default())));
+                    }
+                }
+                "failed" => {
+                    note("connect failed", text);
+                    if let Some(tx) = self.connected.lock().unwrap().take() {
+                        let msg = format!("server refused DDP version, suggests {:?}", m.version);
+                        let _ = tx.send(Err(DdpError::Protocol(msg)));
+                    }
+                }
+                "result" => {
+                    let id = m.id.as_ref().and_then(Value::as_str);
+                    let id = id.and_then(|s| s.parse::<u64>().ok());
+                    let tx = id.and_then(|id| self.methods.lock().unwrap().remove(&id));
+                    match tx {
+                        Some(tx) => {
+                            let r = match m.error {
+                                Some(e) => Err(method_error(&e)),
+                                None => Ok(m.result.unwrap_or(Value::Null)),
+                            };
+                            let _ = tx.send(r);
+                        }
+                        None => note("result for an unknown method id", text),
+                    }
+                }
+                "ready" => {
+                    for s in m.subs.unwrap_or_default() {
+                        let tx = sub_id(&s).and_then(|id| self.subs.lock().unwrap().remove(&id));
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Ok(Value::Null));
+                        }
+                    }
+                }
+                "nosub" => {
+                    let id = m.id.as_ref().and_then(Value::as_str).and_then(sub_id);
+                    let tx = id.and_then(|id| self.subs.lock().unwrap().remove(&id));
+                    if let Some(tx) = tx {
+                        let err = m
+                            .error
+                            .as_ref()
+                            .map(method_error)
+                            .unwrap_or(DdpError::Protocol("nosub without error".into()));
+                        let _ = tx.send(Err(err));
+                    }
+                }
+                "added" | "changed" | "removed" | "addedBefore" | "movedBefore" => {
+                    if let Some(h) = handler {
+                        let coll = m.collection.as_deref().unwrap_or("");
+                        h(coll, m.fields.as_ref().unwrap_or(&Value::Null));
+                    }
+                }
+                "updated" | "pong" => {}
+                "error" => note("server error frame", text),
+                _ => note("unexpected frame", text),
+            }
+        }
+
+        fn fail_all(&self) {
+            let mut replies: Vec<Reply> = Vec::new();
+            replies.extend(self.methods.lock().unwrap().drain().map(|(_, r)| r));
+            replies.extend(self.subs.lock().unwrap().drain().map(|(_, r)| r));
+            replies.extend(self.connected.lock().unwrap().take());
+            for r in replies {
+                let _ = r.send(Err(DdpError::Closed));
+            }
+        }
+    }
+
+    async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Message>) {
+        while let Some(m) = rx.recv().await {
+            if sink.feed(m).await.is_err() {
+                return;
+            }
+            // Batch whatever else is queued into one flush.
+            while let Ok(m) = rx.try_recv() {
+                if sink.feed(m).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn read_loop(mut stream: SplitStream<Ws>, shared: Arc<Shared>, handler: Option<Handler>) {
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(Message::Text(t)) => shared.dispatch(t.as_str(), handler.as_ref()),
+                Ok(Message::Close(frame)) => {
+                    if !shared.closing.load(Relaxed) {
+                        note("server closed a connection", &format!("{frame:?}"));
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if !shared.closing.load(Relaxed) {
+                        note("connection error", &e.to_string());
+                    }
+                    break;
+                }
+            }
+        }
+        shared.alive.store(false, Relaxed);
+        if !shared.closing.load(Relaxed) {
+            DISCONNECTS.fetch_add(1, Relaxed);
+        }
+        shared.fail_all();
+    }
+
+    /// A reply still to come (method result or subscription readiness).
+    pub struct Pending {
+        shared: Arc<Shared>,
+        id: u64,
+        sub: bool,
+        rx: oneshot::Receiver<Result<Value, DdpError>>,
+        timeout: Duration,
+    }
+
+    impl Pending {
+        pub async fn wait(self) -> Result<Value, DdpError> {
+            let Pending {
+                shared,
+                id,
+                sub,
+                rx,
+                timeout,
+            } = self;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(DdpError::Closed),
+                Err(_) => {
+                    let map = if sub { &shared.subs } else { &shared.methods };
+                    map.lock().unwrap().remove(&id);
+                    Err(DdpError::Timeout)
+                }
+            }
+        }
+    }
+
+    struct Inner {
+        shared: Arc<Shared>,
+        tasks: [JoinHandle<()>; 2],
+        timeout: Duration,
+    }
+
+    impl Drop for Inner {
+        fn drop(&mut self) {
+            self.shared.closing.store(true, Relaxed);
+            for t in &self.tasks {
+                t.abort();
+            }
+        }
+    }
+
+    /// One DDP connection. Cloning shares it; the socket closes when the last
+    /// clone is dropped (or on `close`).
+    #[derive(Clone)]
+    pub struct Client {
+        inner: Arc<Inner>,
+    }
+
+    impl Client {
+        /// Opens TCP + WebSocket and sends `connect`; the returned `Pending` resolves
+        /// on `connected`.
+        pub async fn connect(
+            ep: &Endpoint,
+            index: usize,
+            handler: Option<Handler>,
+        ) -> Result<(Client, Pending), DdpError> {
+            let sock = if ep.addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(io)?;
+            if let Some(ip) = ep.source_ip(index) {
+                sock.bind(SocketAddr::new(ip, 0))
+                    .map_err(|e| DdpError::Io(format!("bind {ip}:0: {e}")))?;
+            }
+            let stream = tokio::time::timeout(ep.timeout, sock.connect(ep.addr))
+                .await
+                .map_err(|_| DdpError::Timeout)?
+                .map_err(io)?;
+            stream.set_nodelay(true).map_err(io)?;
+            // Small buffers: thousands of mostly idle connections.
+            let cfg = WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .write_buffer_size(16 * 1024);
+            let handshake = tokio_tungstenite::client_async_with_config(ep.url.as_str(), stream, Some(cfg));
+            let (ws, _response) = tokio::time::timeout(ep.timeout, handshake)
+                .await
+                .map_err(|_| DdpError::Timeout)?
+                .map_err(|e| DdpError::Io(format!("websocket handshake: {e}")))?;
+            let (sink, stream) = ws.split();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (ctx, crx) = oneshot::channel();
+            let shared = Arc::new(Shared {
+                tx,
+                methods: Mutex::default(),
+                subs: Mutex::default(),
+                connected: Mutex::new(Some(ctx)),
+                next_id: AtomicU64::new(1),
+                closing: AtomicBool::new(false),
+                alive: AtomicBool::new(true),
+            });
+            let writer = tokio::spawn(write_loop(sink, rx));
+            let reader = tokio::spawn(read_loop(stream, shared.clone(), handler));
+            shared.send(CONNECT_FRAME.to_string());
+            let connected = Pending {
+                shared: shared.clone(),
+                id: 0,
+                sub: false,
+                rx: crx,
+                timeout: ep.timeout,
+            };
+            let inner = Inner {
+                shared,
+                tasks: [writer, reader],
+                timeout: ep.timeout,
+            };
+            Ok((
+                Client {
+                    inner: Arc::new(inner),
+                },
+                connected,
+            ))
+        }
+
+        /// Connects and (with a token) logs in, pipelining `login` after `connect`.
+        /// The error names the stage that failed.
+        pub async fn open(
+            ep: &Endpoint,
+            index: usize,
+            token: Option<&str>,
+            handler: Option<Handler>,
+        ) -> Result<Client, (&'static str, DdpError)> {
+            let (client, connected) = Client::connect(ep, index, handler)
+                .await
+                .map_err(|e| ("connect", e))?;
+            let login = token.map(|t| client.start("login", json!([{ "resume": t }])));
+            connected.wait().await.map_err(|e| ("connect", e))?;
+            if let Some(login) = login {
+                login.wait().await.map_err(|e| ("login", e))?;
+            }
+            Ok(client)
+        }
+
+        /// Registers a method call and returns its frame without sending it.
+        pub fn prepare(&self, method: &str, params: Value) -> (String, Pending) {
+            let shared = &self.inner.shared;
+            let id = shared.next_id.fetch_add(1, Relaxed);
+            let (tx, rx) = oneshot::channel();
+            shared.methods.lock().unwrap().insert(id, tx);
+            let frame = json!({
+                "msg": "method",
+                "method": method,
+                "params": params,
+                "id": id.to_string(),
+            })
+            .to_string();
+            let pending = Pending {
+                shared: shared.clone(),
+                id,
+                sub: false,
+                rx,
+                timeout: self.inner.timeout,
+            };
+            (frame, pending)
+        }
+
+        /// Sends a prepared frame. On a dead connection the pending call fails at once.
+        pub fn send_prepared(&self, frame: String, pending: &Pending) {
+            if !self.inner.shared.send(frame) {
+                let map = if pending.sub {
+                    &self.inner.shared.subs
+                } else {
+                    &self.inner.shared.methods
+                };
+                map.lock().unwrap().remove(&pending.id);
+            }
+        }
+
+        pub fn start(&self, method: &str, params: Value) -> Pending {
+            let (frame, pending) = self.prepare(method, params);
+            self.send_prepared(frame, &pending);
+            pending
+        }
+
+        pub async fn call(&self, method: &str, params: Value) -> Result<Value, DdpError> {
+            self.start(method, params).wait().await
+        }
+
+        /// Subscribes and waits for `ready`; returns the subscription id.
+        pub async fn subscribe(&self, name: &str, params: Value) -> Result<u64, DdpError> {
+            let shared = &self.inner.shared;
+            let id = shared.next_id.fetch_add(1, Relaxed);
+            let (tx, rx) = oneshot::channel();
+            shared.subs.lock().unwrap().insert(id, tx);
+            let frame = json!({"msg": "sub", "id": format!("s{id}"), "name": name, "params": params});
+            let pending = Pending {
+                shared: shared.clone(),
+                id,
+                sub: true,
+                rx,
+                timeout: self.inner.timeout,
+            };
+            self.send_prepared(frame.to_string(), &pending);
+            pending.wait().await.map(|_| id)
+        }
+
+        pub fn unsubscribe(&self, sid: u64) {
+            self.inner.shared.subs.lock().unwrap().remove(&sid);
+            let frame = json!({"msg": "unsub", "id": format!("s{sid}")});
+            self.inner.shared.send(frame.to_string());
+        }
+
+        pub fn is_alive(&self) -> bool {
+            self.inner.shared.alive.load(Relaxed)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared scenario plumbing: context, tokens, rooms, bounded fan-out of setups.
+// ---------------------------------------------------------------------------
+mod common {
+    use super::*;
+    pub use ddp::{Client, DdpError, Endpoint, Handler};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    pub use procfs::{Snap, Usage};
+    pub use stats::{Lat, SharedLat, Tally, shared_lat, take};
+    use tokio::sync::Semaphore;
+    use tokio::task::JoinSet;
+    pub use util::*;
+
+    pub struct Minter {
+        key: EncodingKey,
+        header: Header,
+    }
+
+    impl Minter {
+        pub fn new(secret: &[u8]) -> Self {
+            Minter {
+                key: EncodingKey::from_secret(secret),
+                header: Header::new(Algorithm::HS256),
+            }
+        }
+
+        pub fn mint(&self, id: &str, name: &str, role: &str) -> String {
+            let exp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                + 86_400;
+            let claims = json!({
+                "sub": id,
+                "username": name,
+                "name": name,
+                "roles": [role],
+                "exp": exp,
+            });
+            jsonwebtoken::encode(&self.header, &claims, &self.key).expect("HS256 signing")
+        }
+    }
+
+    pub struct Ctx {
+        pub ep: Endpoint,
+        pub minter: Option<Minter>,
+        pub server_pid: Option<u32>,
+        /// Random per-process tag, part of every user and room name.
+        pub run: String,
+        pub json: bool,
+        pub concurrency: usize,
+    }
+
+    impl Ctx {
+        /// Token for a loadgen user `lg<run><kind><i>` (id and username alike).
+        pub fn token(&self, kind: &str, i: usize, role: &str) -> Result<String, String> {
+            let minter = self.minter.as_ref().ok_or(
+                "no JWT secret: set ROOMD_JWT_SECRET or pass --secret-file PATH (the \
+                 secret roomd was started with)",
+            )?;
+            let name = format!("lg{}{kind}{i}", self.run);
+            Ok(minter.mint(&name, &name, role))
+        }
+
+        pub fn username(&self, kind: &str, i: usize) -> String {
+            format!("lg{}{kind}{i}", self.run)
+        }
+
+        pub fn snap(&self) -> Snap {
+            Snap {
+                at: Instant::now(),
+                server: self.server_pid.and_then(|p| procfs::sample(&p.to_string())),
+                me: procfs::sample("self"),
+            }
+        }
+
+        /// A line of the human summary (stderr when --json keeps stdout for JSON).
+        pub fn say(&self, line: impl fmt::Display) {
+            if self.json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+
+        pub fn progress(&self, line: impl fmt::Display) {
+            eprintln!("[loadgen] {line}");
+        }
+
+        /// Logs in an admin bot used to create rooms.
+        pub async fn admin(&self) -> Result<Client, String> {
+            let token = self.token("admin", 0, "admin")?;
+            Client::open(&self.ep, 0, Some(&token), None)
+                .await
+                .map_err(|(stage, e)| format!("admin bot {stage} to {} failed: {e}", self.ep.url))
+        }
+
+        /// Common trailer lines: unexpected disconnects and protocol notes.
+        pub fn say_health(&self) -> Value {
+            let disconnects = ddp::DISCONNECTS.load(Relaxed);
+            let notes = ddp::notes();
+            let notes_text = if notes.is_empty() {
+                "none".to_string()
+            } else {
+                notes
+                    .iter()
+                    .map(|(k, v)| format!("{k} x{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            self.say(format!(
+                "health      unexpected disconnects {disconnects}; protocol notes: {notes_text}"
+            ));
+            json!({"unexpected_disconnects": disconnects, "protocol_notes": notes})
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct Room {
+        pub rid: String,
+        pub code: String,
+    }
+
+    pub async fn create_room(admin: &Client, name: &str, extra: Value) -> Result<Room, DdpError> {
+        let doc = admin
+            .call("createChannel", json!([name, [], false, {}, extra]))
+            .await?;
+        let rid = doc.get("rid").or_else(|| doc.get("_id")).and_then(Value::as_str);
+        let code = doc.get("code").and_then(Value::as_str);
+        match (rid, code) {
+            (Some(rid), Some(code)) => Ok(Room {
+                rid: rid.to_string(),
+                code: code.to_string(),
+            }),
+            _ => Err(DdpError::Protocol(format!(
+                "createChannel result lacks rid/code: {}",
+                truncate(&doc.to_string(), 300)
+            ))),
+        }
+    }
+
+    /// Creates `n` rooms named `lg-<run>-<prefix>-<j>` (32 calls in flight).
+    pub async fn create_rooms(
+        ctx: &Ctx,
+        admin: &Client,
+        n: usize,
+        prefix: &str,
+        extra: Value,
+    ) -> Result<Vec<Room>, String> {
+        use futures_util::stream::{self, StreamExt};
+        let names: Vec<String> = (0..n).map(|j| format!("lg-{}-{prefix}-{j}", ctx.run)).collect();
+        let results: Vec<Result<Room, DdpError>> = stream::iter(names.iter())
+            .map(|name| create_room(admin, name, extra.clone()))
+            .buffered(32)
+            .collect()
+            .await;
+        names
+            .iter()
+            .zip(results)
+            .map(|(name, r)| r.map_err(|e| format!("createChannel {name}: {e}")))
+            .collect()
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    pub enum Via {
+        /// `join-room` with `{code}` (plus `guestName` for guests).
+        Code,
+        /// `joinRoom(rid)`.
+        Rid,
+    }
+
+    pub async fn join_room(
+        client: &Client,
+        room: &Room,
+        via: Via,
+        guest_name: Option<&str>,
+    ) -> Result<Value, DdpError> {
+        match via {
+            Via::Code => {
+                let mut arg = json!({"code": room.code});
+                if let Some(g) = guest_name {
+                    arg["guestName"] = json!(g);
+                }
+                client.call("join-room", json!([arg])).await
+            }
+            Via::Rid => {
+                let r = client.call("joinRoom", json!([room.rid])).await?;
+                if r != Value::Bool(true) {
+                    ddp::note("joinRoom returned something other than true", &r.to_string());
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    pub async fn subscribe_room(client: &Client, rid: &str) -> Result<u64, DdpError> {
+        client
+            .subscribe("stream-room-messages", json!([rid, false]))
+            .await
+    }
+
+    /// What a client does right after connecting.
+    pub struct Plan {
+        pub index: usize,
+        pub token: Option<String>,
+        pub handler: Option<Handler>,
+        /// Room, how to join, guest name.
+        pub join: Option<(Room, Via, Option<String>)>,
+        pub subscribe: bool,
+    }
+
+    /// connect (+login) (+join) (+subscribe); the error names the failed stage.
+    pub async fn setup_client(ep: Endpoint, plan: Plan) -> Result<Client, (&'static str, DdpError)> {
+        let client = Client::open(&ep, plan.index, plan.token.as_deref(), plan.handler).await?;
+        if let Some((room, via, guest)) = &plan.join {
+            join_room(&client, room, *via, guest.as_deref())
+                .await
+                .map_err(|e| ("join", e))?;
+            if plan.subscribe {
+                subscribe_room(&client, &room.rid)
+                    .await
+                    .map_err(|e| ("subscribe", e))?;
+            }
+        }
+        Ok(client)
+    }
+
+    /// Runs `f(0..n)` as tasks with at most `limit` in flight; results by index.
+    pub async fn bounded<T, F, Fut>(n: usize, limit: usize, f: F) -> Vec<T>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let sem = Arc::new(Semaphore::new(limit.max(1)));
+        let mut set = JoinSet::new();
+        for i in 0..n {
+            let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+            let fut = f(i);
+            set.spawn(async move {
+                let r = fut.await;
+                drop(permit);
+                (i, r)
+            });
+        }
+        let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+        while let Some(res) = set.join_next().await {
+            let (i, r) = res.expect("setup task panicked");
+            out[i] = Some(r);
+        }
+        out.into_iter().map(|o| o.expect("every task ran")).collect()
+    }
+
+    /// Sets up many clients with `bounded`, recording setup latency and failures
+    /// (as `<stage>:<code>`). Returns the clients in plan order (None = failed).
+    pub async fn setup_many(
+        ctx: &Ctx,
+        plans: Vec<Plan>,
+        lat: &SharedLat,
+        failures: &Arc<Tally>,
+    ) -> Vec<Option<Client>> {
+        let total = plans.len();
+        let plans: Vec<Mutex<Option<Plan>>> = plans.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        let done = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let reporter = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    eprintln!(
+                        "[loadgen]   ... {}/{total} set up after {:.0} s",
+                        done.load(Relaxed),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            })
+        };
+        let out = bounded(total, ctx.concurrency, |i| {
+            let plan = plans[i].lock().unwrap().take().expect("plan used once");
+            let ep = ctx.ep.clone();
+            let lat = lat.clone();
+            let failures = failures.clone();
+            let done = done.clone();
+            async move {
+                let t0 = Instant::now();
+                let r = setup_client(ep, plan).await;
+                done.fetch_add(1, Relaxed);
+                match r {
+                    Ok(c) => {
+                        lat.lock().unwrap().record(t0.elapsed());
+                        Some(c)
+                    }
+                    Err((stage, e)) => {
+                        if failures.total() < 3 {
+                            eprintln!("[loadgen] setup failed at {stage}: {e}");
+                        }
+                        failures.add(format!("{stage}:{}", e.code()));
+                        None
+                    }
+                }
+            }
+        })
+        .await;
+        reporter.abort();
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios.
+// ---------------------------------------------------------------------------
+mod scenarios {
+    use super::common::*;
+    use super::*;
+    use tokio::task::JoinSet;
+
+    // ----------------------------------------------------------------- idle
+    pub struct IdleArgs {
+        pub n: usize,
+        pub guests: f64,
+        pub shard: (usize, usize),
+        pub room_size: usize,
+        pub room_capacity: Option<u64>,
+        pub settle: Duration,
+        pub hold: Option<Duration>,
+        pub baseline_rss_kb: Option<u64>,
+    }
+
+    pub async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
+        let (k, m) = a.shard;
+        let mine: Vec<usize> = (0..a.n).filter(|i| i % m == k - 1).collect();
+        procfs::check_fd_budget(mine.len() + 1)?;
+        let is_guest = |i: usize| ((i + 1) as f64 * a.guests).floor() > (i as f64 * a.guests).floor();
+        let n_rooms = mine.len().div_ceil(a.room_size.max(1)).max(1);
+        let guests = mine.iter().filter(|&&i| is_guest(i)).count();
+        ctx.progress(format!(
+            "idle: {} connections ({guests} guests) into {n_rooms} rooms, shard {k}/{m}",
+            mine.len()
+        ));
+        let admin = ctx.admin().await?;
+        let mut extra = json!({"guestAccess": true});
+        if let Some(c) = a.room_capacity {
+            extra["maxParticipants"] = json!(c);
+        }
+        let rooms = create_rooms(ctx, &admin, n_rooms, &format!("idle{k}"), extra).await?;
+
+        let mut plans = Vec::with_capacity(mine.len());
+        for (j, &i) in mine.iter().enumerate() {
+            let guest = is_guest(i);
+            let token = if guest {
+                None
+            } else {
+                Some(ctx.token("u", i, "user")?)
+            };
+            let guest_name = guest.then(|| format!("Guest {i}"));
+            plans.push(Plan {
+                index: i,
+                token,
+                handler: None,
+                join: Some((rooms[j % n_rooms].clone(), Via::Code, guest_name)),
+                subscribe: true,
+            });
+        }
+        let lat = shared_lat();
+        let failures = Arc::new(Tally::default());
+        let before = ctx.snap();
+        let clients = setup_many(ctx, plans, &lat, &failures).await;
+        let after_setup = ctx.snap();
+        let ok = clients.iter().flatten().count();
+        ctx.progress(format!("{ok} connections settled; waiting {:?}", a.settle));
+        tokio::time::sleep(a.settle).await;
+        let settled = ctx.snap();
+        let alive = clients.iter().flatten().filter(|c| c.is_alive()).count();
+
+        let setup = Usage::between(&before, &after_setup);
+        let lat = take(&lat);
+        let base_kb = a.baseline_rss_kb.or(setup.rss_before_kb);
+        let now_kb = settled.server.map(|s| s.rss_kb);
+        let divisor = if a.baseline_rss_kb.is_some() { a.n } else { ok };
+        let delta_kb = match (base_kb, now_kb) {
+            (Some(b), Some(n)) => Some(n as i64 - b as i64),
+            _ => None,
+        };
+        let per_conn = delta_kb.map(|d| d as f64 * 1024.0 / divisor.max(1) as f64);
+
+        ctx.say(format!(
+            "== idle: {} connections ({guests} guests) in {n_rooms} rooms, shard {k}/{m} ==",
+            mine.len()
+        ));
+        ctx.say(format!(
+            "setup       {ok} ok, {} failed in {:.2} s = {} setups/s wall, {} setups per server CPU-s",
+            mine.len() - ok,
+            setup.wall,
+            fmt_rate(ok as f64 / setup.wall.max(1e-9)),
+            opt_rate(setup.per_cpu(ok as f64)),
+        ));
+        ctx.say(format!("            {}", setup.text()));
+        ctx.say(format!("latency     connect+login+join+subscribe {}", lat.text()));
+        match (base_kb, now_kb, delta_kb, per_conn) {
+            (Some(b), Some(n), Some(d), Some(p)) => ctx.say(format!(
+                "server RSS  {} {:.1} MiB -> {:.1} MiB after {:.0} s settle: delta {:+.1} MiB = {:.0} bytes/connection (over {divisor})",
+                if a.baseline_rss_kb.is_some() { "baseline" } else { "before" },
+                mib(b),
+                mib(n),
+                a.settle.as_secs_f64(),
+                d as f64 / 1024.0,
+                p
+            )),
+            _ => ctx.say("server RSS  n/a (server pid unknown)"),
+        }
+        ctx.say(format!(
+            "alive       {alive}/{ok} connections still open after settling"
+        ));
+        ctx.say(format!("failures    {}", failures.text()));
+        let mut hold_rss = None;
+        if let Some(h) = a.hold {
+            ctx.progress(format!("holding connections for {h:?}"));
+            tokio::time::sleep(h).await;
+            hold_rss = ctx.snap().server.map(|s| s.rss_kb);
+            let still = clients.iter().flatten().filter(|c| c.is_alive()).count();
+            ctx.say(format!(
+                "after hold  server RSS {} MiB, {still}/{ok} connections open",
+                hold_rss.map(|v| format!("{:.1}", mib(v))).unwrap_or("n/a".into())
+            ));
+        }
+        let health = ctx.say_health();
+        if ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "idle",
+                    "connections": mine.len(),
+                    "total_n": a.n,
+                    "shard": format!("{k}/{m}"),
+                    "guests": guests,
+                    "rooms": n_rooms,
+                    "ok": ok,
+                    "failed": mine.len() - ok,
+                    "alive_after_settle": alive,
+                    "setups_per_s": ok as f64 / setup.wall.max(1e-9),
+                    "setups_per_server_cpu_s": setup.per_cpu(ok as f64),
+                    "setup": setup.json(),
+                    "setup_latency": lat.json(),
+                    "rss_base_kb": base_kb,
+                    "rss_settled_kb": now_kb,
+                    "rss_delta_kb": delta_kb,
+                    "rss_per_conn_bytes": per_conn,
+                    "rss_after_hold_kb": hold_rss,
+                    "failures": failures.json(),
+                    "health": health,
+                })
+            );
+        }
+        drop(admin);
+        Ok(ok == mine.len() && alive == ok)
+    }
+
+    // ----------------------------------------------------------------- join
+    pub struct JoinArgs {
+        pub clients: usize,
+        pub rooms: usize,
+        pub capacity: usize,
+        pub rate: Option<f64>,
+    }
+
+    pub async fn join(ctx: &Ctx, a: JoinArgs) -> Result<bool, String> {
+        if a.rooms == 0 {
+            return Err("R must be at least 1".into());
+        }
+        procfs::check_fd_budget(a.clients + 1)?;
+        ctx.progress(format!(
+            "join: {} clients, {} rooms of capacity {}",
+            a.clients, a.rooms, a.capacity
+        ));
+        let admin = ctx.admin().await?;
+        let rooms = create_rooms(
+            ctx,
+            &admin,
+            a.rooms,
+            "join",
+            json!({"maxParticipants": a.capacity}),
+        )
+        .await?;
+
+        // Phase 1: connect + login.
+        let mut plans = Vec::with_capacity(a.clients);
+        for i in 0..a.clients {
+            plans.push(Plan {
+                index: i,
+                token: Some(ctx.token("u", i, "user")?),
+                handler: None,
+                join: None,
+                subscribe: false,
+            });
+        }
+        let conn_lat = shared_lat();
+        let conn_fail = Arc::new(Tally::default());
+        let s0 = ctx.snap();
+        let clients: Vec<Client> = setup_many(ctx, plans, &conn_lat, &conn_fail)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let s1 = ctx.snap();
+        let conn = Usage::between(&s0, &s1);
+        let conn_lat = take(&conn_lat);
+
+        // Phase 2: joins, client k -> room k % R; even k by code, odd k by rid.
+        let c = clients.len();
+        let per_room_target: Vec<usize> = (0..a.rooms)
+            .map(|j| (0..c).filter(|k| k % a.rooms == j).count())
+            .collect();
+        let accepted: Arc<Vec<AtomicU64>> = Arc::new((0..a.rooms).map(|_| AtomicU64::new(0)).collect());
+        let full = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Tally::default());
+        let lat_all = shared_lat();
+        let lat_code = shared_lat();
+        let lat_rid = shared_lat();
+        ctx.progress(format!(
+            "{c} clients connected; joining{}",
+            a.rate.map(|r| format!(" at {r}/s")).unwrap_or_default()
+        ));
+        let s2 = ctx.snap();
+        let t0 = tokio::time::Instant::now();
+        let mut set = JoinSet::new();
+        for (k, client) in clients.iter().enumerate() {
+            let start_at = a.rate.map(|r| t0 + Duration::from_secs_f64(k as f64 / r));
+            let room_ix = k % a.rooms;
+            let room = rooms[room_ix].clone();
+            let via = if k % 2 == 0 { Via::Code } else { Via::Rid };
+            let client = client.clone();
+            let (accepted, full, errors) = (accepted.clone(), full.clone(), errors.clone());
+            let lat_all = lat_all.clone();
+            let lat_via = if k % 2 == 0 {
+                lat_code.clone()
+            } else {
+                lat_rid.clone()
+            };
+            set.spawn(async move {
+                if let Some(at) = start_at {
+                    tokio::time::sleep_until(at).await;
+                }
+                let t = Instant::now();
+                let r = join_room(&client, &room, via, None).await;
+                let d = t.elapsed();
+                lat_all.lock().unwrap().record(d);
+                lat_via.lock().unwrap().record(d);
+                match r {
+                    Ok(_) => {
+                        accepted[room_ix].fetch_add(1, Relaxed);
+                    }
+                    Err(e) if e.is("error-room-full") => {
+                        full.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => errors.add(format!("{via:?}:{}", e.code())),
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let s3 = ctx.snap();
+        let joins = Usage::between(&s2, &s3);
+
+        let acc_total: u64 = accepted.iter().map(|a| a.load(Relaxed)).sum();
+        let expected = a.clients.min(a.rooms * a.capacity) as u64;
+        let bad_rooms: Vec<String> = accepted
+            .iter()
+            .enumerate()
+            .filter_map(|(j, got)| {
+                let got = got.load(Relaxed);
+                let want = per_room_target[j].min(a.capacity) as u64;
+                (got != want).then(|| format!("room {j}: {got} != {want}"))
+            })
+            .collect();
+        let full = full.load(Relaxed);
+        let lat_all = take(&lat_all);
+        let verified = acc_total == expected && bad_rooms.is_empty();
+
+        ctx.say(format!(
+            "== join: {} clients -> {} rooms x capacity {}{} ==",
+            a.clients,
+            a.rooms,
+            a.capacity,
+            a.rate
+                .map(|r| format!(", rate-limited to {r}/s"))
+                .unwrap_or_default()
+        ));
+        ctx.say(format!(
+            "connect     {c} ok, {} failed in {:.2} s = {} setups/s wall, {} setups per server CPU-s",
+            a.clients - c,
+            conn.wall,
+            fmt_rate(c as f64 / conn.wall.max(1e-9)),
+            opt_rate(conn.per_cpu(c as f64))
+        ));
+        ctx.say(format!("            {}", conn.text()));
+        ctx.say(format!("            connect+login latency {}", conn_lat.text()));
+        ctx.say(format!(
+            "joins       {c} attempts in {:.2} s = {} joins/s wall, {} joins per server CPU-s",
+            joins.wall,
+            fmt_rate(c as f64 / joins.wall.max(1e-9)),
+            opt_rate(joins.per_cpu(c as f64))
+        ));
+        ctx.say(format!("            {}", joins.text()));
+        ctx.say(format!("latency     all       {}", lat_all.text()));
+        ctx.say(format!("            join-room {}", take(&lat_code).text()));
+        ctx.say(format!("            joinRoom  {}", take(&lat_rid).text()));
+        ctx.say(format!(
+            "outcome     accepted {acc_total}, rejected (error-room-full) {full}, other errors: {}",
+            errors.text()
+        ));
+        ctx.say(format!(
+            "verify      accepted {acc_total} vs expected min(C, R*K) = {expected}: {}{}",
+            if verified { "OK" } else { "MISMATCH" },
+            if bad_rooms.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (per-room: {}{})",
+                    bad_rooms.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
+                    if bad_rooms.len() > 5 { "; ..." } else { "" }
+                )
+            }
+        ));
+        let health = ctx.say_health();
+        if ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "join",
+                    "clients": a.clients,
+                    "rooms": a.rooms,
+                    "capacity": a.capacity,
+                    "rate": a.rate,
+                    "connected": c,
+                    "connect": conn.json(),
+                    "connect_per_s": c as f64 / conn.wall.max(1e-9),
+                    "connect_per_server_cpu_s": conn.per_cpu(c as f64),
+                    "connect_latency": conn_lat.json(),
+                    "connect_failures": conn_fail.json(),
+                    "joins": joins.json(),
+                    "joins_per_s": c as f64 / joins.wall.max(1e-9),
+                    "joins_per_server_cpu_s": joins.per_cpu(c as f64),
+                    "join_latency": lat_all.json(),
+                    "accepted": acc_total,
+                    "rejected_full": full,
+                    "other_errors": errors.json(),
+                    "expected": expected,
+                    "verified": verified,
+                    "health": health,
+                })
+            );
+        }
+        Ok(verified && c == a.clients)
+    }
+
+    // ----------------------------------------------------------------- race
+    pub struct RaceArgs {
+        pub clients: usize,
+        pub seats: usize,
+        pub iterations: usize,
+    }
+
+    pub async fn race(ctx: &Ctx, a: RaceArgs) -> Result<bool, String> {
+        procfs::check_fd_budget(a.clients + 1)?;
+        let admin = ctx.admin().await?;
+        let mut plans = Vec::with_capacity(a.clients);
+        for i in 0..a.clients {
+            plans.push(Plan {
+                index: i,
+                token: Some(ctx.token("u", i, "user")?),
+                handler: None,
+                join: None,
+                subscribe: false,
+            });
+        }
+        let lat_conn = shared_lat();
+        let fail = Arc::new(Tally::default());
+        let clients: Vec<Client> = setup_many(ctx, plans, &lat_conn, &fail)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if clients.len() != a.clients {
+            return Err(format!(
+                "only {}/{} clients connected ({})",
+                clients.len(),
+                a.clients,
+                fail.text()
+            ));
+        }
+        let expected = a.seats.min(a.clients);
+        let lat = shared_lat();
+        let errors = Tally::default();
+        let leave_errors = Tally::default();
+        let (mut over, mut under) = (0usize, 0usize);
+        let (mut min_acc, mut max_acc) = (usize::MAX, 0usize);
+        ctx.progress(format!(
+            "race: {} clients x {} iterations for {} seats",
+            a.clients, a.iterations, a.seats
+        ));
+        let s0 = ctx.snap();
+        for it in 0..a.iterations {
+            let name = format!("lg-{}-race-{it}", ctx.run);
+            let room = create_room(&admin, &name, json!({"maxParticipants": a.seats}))
+                .await
+                .map_err(|e| format!("createChannel {name}: {e}"))?;
+            let prepared: Vec<(String, ddp::Pending)> = clients
+                .iter()
+                .map(|c| c.prepare("join-room", json!([{ "code": room.code }])))
+                .collect();
+            let t0 = Instant::now();
+            let mut pendings = Vec::with_capacity(prepared.len());
+            for (c, (frame, p)) in clients.iter().zip(prepared) {
+                c.send_prepared(frame, &p);
+                pendings.push(p);
+            }
+            let results = futures_util::future::join_all(pendings.into_iter().map(|p| async move {
+                let r = p.wait().await;
+                (r, t0.elapsed())
+            }))
+            .await;
+            let mut winners = Vec::new();
+            {
+                let mut l = lat.lock().unwrap();
+                for (ix, (r, d)) in results.iter().enumerate() {
+                    l.record(*d);
+                    match r {
+                        Ok(_) => winners.push(ix),
+                        Err(e) => errors.add(e.code()),
+                    }
+                }
+            }
+            let acc = winners.len();
+            min_acc = min_acc.min(acc);
+            max_acc = max_acc.max(acc);
+            if acc > a.seats {
+                over += 1;
+                ctx.say(format!(
+                    "iteration {it}: OVER-ADMISSION: {acc} accepted for {} seats (room {})",
+                    a.seats, room.rid
+                ));
+            } else if acc < expected {
+                under += 1;
+                ctx.say(format!(
+                    "iteration {it}: UNDER-ADMISSION: {acc} accepted, expected {expected} (room {})",
+                    room.rid
+                ));
+            }
+            // Leave again so the next iteration starts from a clean slate.
+            let leaves = winners
+                .iter()
+                .map(|&ix| clients[ix].call("leaveRoom", json!([room.rid])));
+            for r in futures_util::future::join_all(leaves).await {
+                if let Err(e) = r {
+                    leave_errors.add(e.code());
+                }
+            }
+        }
+        let usage = Usage::between(&s0, &ctx.snap());
+        let lat = take(&lat);
+        let ok = over == 0 && under == 0;
+        ctx.say(format!(
+            "== race: {} clients, {} seats, {} iterations ==",
+            a.clients, a.seats, a.iterations
+        ));
+        ctx.say(format!(
+            "admission   accepted per iteration min {min_acc} max {max_acc} (expected {expected}); over-admission {over}, under-admission {under}: {}",
+            if ok { "OK" } else { "FAILED" }
+        ));
+        ctx.say(format!("rejections  {}", errors.text()));
+        ctx.say(format!("leaveRoom   errors: {}", leave_errors.text()));
+        ctx.say(format!("latency     join-room under contention {}", lat.text()));
+        ctx.say(format!("            {}", usage.text()));
+        let health = ctx.say_health();
+        if ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "race",
+                    "clients": a.clients,
+                    "seats": a.seats,
+                    "iterations": a.iterations,
+                    "min_accepted": min_acc,
+                    "max_accepted": max_acc,
+                    "over_admissions": over,
+                    "under_admissions": under,
+                    "rejections": errors.json(),
+                    "leave_errors": leave_errors.json(),
+                    "join_latency": lat.json(),
+                    "usage": usage.json(),
+                    "ok": ok,
+                    "health": health,
+                })
+            );
+        }
+        Ok(ok)
+    }
+
+    // ----------------------------------------------------------------- fanout
+    pub struct FanoutArgs {
+        pub rooms: usize,
+        pub members: usize,
+        pub rate: f64,
+        pub duration: Duration,
+        pub ramp: bool,
+        pub ramp_factor: f64,
+        pub step: Duration,
+        pub p99_limit: Duration,
+        pub max_rate: Option<f64>,
+        pub max_steps: usize,
+        pub drain: Duration,
+    }
+
+    #[derive(Default)]
+    struct StepStats {
+        delivered: AtomicU64,
+        last_delivery_us: AtomicU64,
+        e2e: Mutex<Lat>,
+        send_lat: Mutex<Lat>,
+        send_ok: AtomicU64,
+        rate_limited: AtomicU64,
+        send_err: AtomicU64,
+    }
+
+    struct FanoutShared {
+        /// `lg:<run>:` — prefix of every message text; then `<step>:<unix µs>`.
+        tag: String,
+        steps: Vec<StepStats>,
+        system: AtomicU64,
+        foreign: AtomicU64,
+        errors: Tally,
+    }
+
+    struct StepResult {
+        rate: f64,
+        sent: u64,
+        ok: u64,
+        rate_limited: u64,
+        send_err: u64,
+        expected: u64,
+        delivered: u64,
+        active_wall: f64,
+        usage: Usage,
+        e2e: Lat,
+        send_lat: Lat,
+    }
+
+    impl StepResult {
+        fn delivered_ratio(&self) -> f64 {
+            if self.expected == 0 {
+                0.0
+            } else {
+                self.delivered as f64 / self.expected as f64
+            }
+        }
+        fn deliveries_per_s(&self) -> f64 {
+            self.delivered as f64 / self.active_wall.max(1e-9)
+        }
+        fn json(&self) -> Value {
+            json!({
+                "rate": self.rate,
+                "sent": self.sent,
+                "send_ok": self.ok,
+                "rate_limited": self.rate_limited,
+                "send_errors": self.send_err,
+                "expected_deliveries": self.expected,
+                "delivered": self.delivered,
+                "deliveries_per_s": self.deliveries_per_s(),
+                "deliveries_per_server_cpu_s": self.usage.per_cpu(self.delivered as f64),
+                "e2e": self.e2e.json(),
+                "send_latency": self.send_lat.json(),
+                "usage": self.usage.json(),
+            })
+        }
+    }
+
+    fn fanout_handler(fs: Arc<FanoutShared>) -> Handler {
+        Arc::new(move |coll: &str, fields: &Value| {
+            if coll != "stream-room-messages" {
+                return;
+            }
+            let Some(msg) = fields.get("args").and_then(|a| a.get(0)) else {
+                return;
+            };
+            if msg.get("t").is_some_and(|t| !t.is_null()) {
+                fs.system.fetch_add(1, Relaxed);
+                return;
+            }
+            let Some(text) = msg.get("msg").and_then(Value::as_str) else {
+                return;
+            };
+            let Some(rest) = text.strip_prefix(fs.tag.as_str()) else {
+                fs.foreign.fetch_add(1, Relaxed);
+                return;
+            };
+            let Some((step, ts)) = rest.split_once(':') else {
+                return;
+            };
+            let (Ok(step), Ok(ts)) = (step.parse::<usize>(), ts.parse::<u64>()) else {
+                return;
+            };
+            let now = unix_micros();
+            if let Some(st) = fs.steps.get(step) {
+                st.delivered.fetch_add(1, Relaxed);
+                st.last_delivery_us.fetch_max(now, Relaxed);
+                st.e2e.lock().unwrap().record_us(now.saturating_sub(ts));
+            }
+        })
+    }
+
+    async fn fanout_step(
+        ctx: &Ctx,
+        fs: &Arc<FanoutShared>,
+        senders: &[(Client, Room)],
+        members: usize,
+        step: usize,
+        rate: f64,
+        dur: Duration,
+        drain: Duration,
+    ) -> StepResult {
+        let st = &fs.steps[step];
+        let outstanding = Arc::new(AtomicI64::new(0));
+        let before = ctx.snap();
+        let start = Instant::now();
+        let start_us = unix_micros();
+        let deadline = start + dur;
+        let mut sent: u64 = 0;
+        loop {
+            let el = start.elapsed();
+            if el >= dur {
+                break;
+            }
+            // Message k is due at k / rate.
+            let due = (el.as_secs_f64() * rate) as u64 + 1;
+            while sent < due {
+                let (client, room) = &senders[(sent % senders.len() as u64) as usize];
+                let text = format!("{}{step}:{}", fs.tag, unix_micros());
+                let pending = client.start("sendMessage", json!([{ "rid": room.rid, "msg": text }]));
+                outstanding.fetch_add(1, Relaxed);
+                let (fs2, out2) = (fs.clone(), outstanding.clone());
+                let t = Instant::now();
+                tokio::spawn(async move {
+                    let r = pending.wait().await;
+                    let st = &fs2.steps[step];
+                    match r {
+                        Ok(_) => {
+                            st.send_lat.lock().unwrap().record(t.elapsed());
+                            st.send_ok.fetch_add(1, Relaxed);
+                        }
+                        Err(e) if e.is("too-many-requests") => {
+                            st.rate_limited.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            st.send_err.fetch_add(1, Relaxed);
+                            fs2.errors.add(format!("sendMessage:{}", e.code()));
+                        }
+                    }
+                    out2.fetch_sub(1, Relaxed);
+                });
+                sent += 1;
+            }
+            let next = start + Duration::from_secs_f64(sent as f64 / rate);
+            tokio::time::sleep_until(next.min(deadline).into()).await;
+        }
+        // Drain: wait for replies and deliveries (or give up after `drain`).
+        let drain_end = Instant::now() + drain;
+        loop {
+            let expected = st.send_ok.load(Relaxed) * members as u64;
+            let settled = outstanding.load(Relaxed) == 0 && st.delivered.load(Relaxed) >= expected;
+            if settled || Instant::now() >= drain_end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let after = ctx.snap();
+        let last = st.last_delivery_us.load(Relaxed);
+        let active = (last.saturating_sub(start_us) as f64 / 1e6).max(dur.as_secs_f64());
+        let ok = st.send_ok.load(Relaxed);
+        StepResult {
+            rate,
+            sent,
+            ok,
+            rate_limited: st.rate_limited.load(Relaxed),
+            send_err: st.send_err.load(Relaxed),
+            expected: ok * members as u64,
+            delivered: st.delivered.load(Relaxed),
+            active_wall: active,
+            usage: Usage::between(&before, &after),
+            e2e: st.e2e.lock().unwrap().clone(),
+            send_lat: st.send_lat.lock().unwrap().clone(),
+        }
+    }
+
+    pub async fn fanout(ctx: &Ctx, a: FanoutArgs) -> Result<bool, String> {
+        if a.rooms == 0 || a.members == 0 || a.rate <= 0.0 {
+            return Err("R, M and RATE must be positive".into());
+        }
+        let n_members = a.rooms * a.members;
+        procfs::check_fd_budget(n_members + a.rooms + 1)?;
+        let steps_cap = if a.ramp { a.max_steps.max(1) } else { 1 };
+        let fs = Arc::new(FanoutShared {
+            tag: format!("lg:{}:", ctx.run),
+            steps: (0..steps_cap).map(|_| StepStats::default()).collect(),
+            system: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            errors: Tally::default(),
+        });
+        ctx.progress(format!(
+            "fanout: {} rooms x {} members, setting up",
+            a.rooms, a.members
+        ));
+        let admin = ctx.admin().await?;
+        // Room for the members plus the sender bot.
+        let extra = json!({"maxParticipants": a.members + 1});
+        let rooms = create_rooms(ctx, &admin, a.rooms, "fanout", extra).await?;
+
+        let mut plans = Vec::with_capacity(n_members + a.rooms);
+        for i in 0..n_members {
+            plans.push(Plan {
+                index: i,
+                token: Some(ctx.token("u", i, "user")?),
+                handler: Some(fanout_handler(fs.clone())),
+                join: Some((rooms[i / a.members].clone(), Via::Code, None)),
+                subscribe: true,
+            });
+        }
+        for (j, room) in rooms.iter().enumerate() {
+            plans.push(Plan {
+                index: n_members + j,
+                token: Some(ctx.token("bot", j, "bot")?),
+                handler: None,
+                join: Some((room.clone(), Via::Code, None)),
+                subscribe: false,
+            });
+        }
+        let lat = shared_lat();
+        let fail = Arc::new(Tally::default());
+        let s0 = ctx.snap();
+        let clients = setup_many(ctx, plans, &lat, &fail).await;
+        let setup = Usage::between(&s0, &ctx.snap());
+        let ok = clients.iter().flatten().count();
+        if ok != clients.len() {
+            return Err(format!(
+                "setup failed for {} of {} connections: {}",
+                clients.len() - ok,
+                clients.len(),
+                fail.text()
+            ));
+        }
+        let clients: Vec<Client> = clients.into_iter().flatten().collect();
+        let senders: Vec<(Client, Room)> = clients[n_members..]
+            .iter()
+            .cloned()
+            .zip(rooms.iter().cloned())
+            .collect();
+        let rss_setup = setup.rss_after_kb;
+
+        ctx.say(format!(
+            "== fanout: {} rooms x {} members, {} ==",
+            a.rooms,
+            a.members,
+            if a.ramp {
+                format!(
+                    "ramp from {} msgs/s x{} every {:?}",
+                    a.rate, a.ramp_factor, a.step
+                )
+            } else {
+                format!("{} msgs/s for {:?}", a.rate, a.duration)
+            }
+        ));
+        ctx.say(format!(
+            "setup       {ok} connections (members joined+subscribed, {} sender bots joined) in {:.2} s; latency {}",
+            a.rooms,
+            setup.wall,
+            take(&lat).text()
+        ));
+        ctx.say(format!("            {}", setup.text()));
+
+        let mut results = Vec::new();
+        let mut best: Option<f64> = None;
+        let mut stop_reason = String::new();
+        let mut rate = a.rate;
+        for step in 0..steps_cap {
+            let dur = if a.ramp { a.step } else { a.duration };
+            ctx.progress(format!("step {step}: {rate:.0} msgs/s for {dur:?}"));
+            let r = fanout_step(ctx, &fs, &senders, a.members, step, rate, dur, a.drain).await;
+            let p99_ok = r.e2e.q_ms(0.99) <= a.p99_limit.as_secs_f64() * 1e3;
+            let keeping_up = r.delivered_ratio() >= 0.95;
+            let limited = r.rate_limited as f64 > 0.01 * r.sent as f64;
+            let errors = r.send_err as f64 > 0.01 * r.sent as f64;
+            if a.ramp {
+                ctx.say(format!(
+                    "step {step:<3} rate {:>8.0}/s sent {:>7} delivered {:>9} ({:>5.1}%) {:>9} deliv/s {:>9} deliv/CPU-s  e2e p50 {:.3} p99 {:.3} max {:.3} ms  send p99 {:.3} ms{}",
+                    r.rate,
+                    r.sent,
+                    r.delivered,
+                    100.0 * r.delivered_ratio(),
+                    fmt_rate(r.deliveries_per_s()),
+                    opt_rate(r.usage.per_cpu(r.delivered as f64)),
+                    r.e2e.q_ms(0.5),
+                    r.e2e.q_ms(0.99),
+                    r.e2e.max_ms(),
+                    r.send_lat.q_ms(0.99),
+                    if r.rate_limited > 0 {
+                        format!(" rate-limited {}", r.rate_limited)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            let passed = p99_ok && keeping_up && !limited && !errors;
+            results.push(r);
+            if !a.ramp {
+                break;
+            }
+            if passed {
+                best = Some(rate);
+            } else {
+                stop_reason = if limited {
+                    "server rate-limited sendMessage (too-many-requests)".into()
+                } else if errors {
+                    "sendMessage errors".into()
+                } else if !keeping_up {
+                    "deliveries fell behind (< 95% of expected)".into()
+                } else {
+                    format!("p99 e2e above {:?}", a.p99_limit)
+                };
+                break;
+            }
+            rate *= a.ramp_factor;
+            if a.max_rate.is_some_and(|m| rate > m) {
+                stop_reason = "reached --max-rate".into();
+                break;
+            }
+            if step + 1 == steps_cap {
+                stop_reason = "reached --max-steps".into();
+            }
+        }
+
+        if !a.ramp {
+            let r = &results[0];
+            ctx.say(format!(
+                "sent        {} messages ({} ok, {} rate-limited, {} other errors) at {} msgs/s target",
+                r.sent, r.ok, r.rate_limited, r.send_err, a.rate
+            ));
+            ctx.say(format!(
+                "delivered   {} of {} expected ({:.2}%) = {} deliveries/s, {} deliveries per server CPU-s",
+                r.delivered,
+                r.expected,
+                100.0 * r.delivered_ratio(),
+                fmt_rate(r.deliveries_per_s()),
+                opt_rate(r.usage.per_cpu(r.delivered as f64))
+            ));
+            ctx.say(format!("            {}", r.usage.text()));
+            ctx.say(format!("e2e         {}", r.e2e.text()));
+            ctx.say(format!("sendMessage {}", r.send_lat.text()));
+        } else {
+            ctx.say(format!(
+                "ramp        highest sustainable rate: {} msgs/s (stopped: {stop_reason})",
+                best.map(|b| format!("{b:.0}")).unwrap_or("none".into())
+            ));
+        }
+        let rss_end = ctx.snap().server.map(|s| s.rss_kb);
+        if let (Some(b), Some(e)) = (rss_setup, rss_end) {
+            ctx.say(format!(
+                "server RSS  {:.1} MiB after setup -> {:.1} MiB at end",
+                mib(b),
+                mib(e)
+            ));
+        }
+        ctx.say(format!(
+            "other       system messages seen {}, foreign messages {}, errors: {}",
+            fs.system.load(Relaxed),
+            fs.foreign.load(Relaxed),
+            fs.errors.text()
+        ));
+        let health = ctx.say_health();
+        if ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "fanout",
+                    "rooms": a.rooms,
+                    "members": a.members,
+                    "ramp": a.ramp,
+                    "setup": setup.json(),
+                    "steps": results.iter().map(StepResult::json).collect::<Vec<_>>(),
+                    "best_rate": best,
+                    "stop_reason": stop_reason,
+                    "errors": fs.errors.json(),
+                    "health": health,
+                })
+            );
+        }
+        let ok = if a.ramp {
+            true
+        } else {
+            let r = &results[0];
+            r.send_err == 0 && r.delivered >= r.expected
+        };
+        Ok(ok)
+    }
+
+    // ----------------------------------------------------------------- chat
+    pub struct ChatArgs {
+        pub clients: usize,
+        pub duration: Duration,
+        pub room_size: usize,
+        pub think: Duration,
+        pub sample: Duration,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Op {
+        Join,
+        Subscribe,
+        Leave,
+        Send,
+        Typing,
+        History,
+    }
+    const OPS: [(&str, Op); 6] = [
+        ("join", Op::Join),
+        ("subscribe", Op::Subscribe),
+        ("leave", Op::Leave),
+        ("send", Op::Send),
+        ("typing", Op::Typing),
+        ("history", Op::History),
+    ];
+
+    struct ChatShared {
+        lats: Vec<Mutex<Lat>>,
+        errors: Tally,
+        ops: AtomicU64,
+        deliveries: AtomicU64,
+        system: AtomicU64,
+    }
+
+    impl ChatShared {
+        async fn timed(
+            &self,
+            op: Op,
+            fut: impl Future<Output = Result<Value, DdpError>>,
+        ) -> Result<Value, DdpError> {
+            let t = Instant::now();
+            let r = fut.await;
+            self.ops.fetch_add(1, Relaxed);
+            match &r {
+                Ok(_) => self.lats[op as usize].lock().unwrap().record(t.elapsed()),
+                Err(e) => self.errors.add(format!("{}:{}", OPS[op as usize].0, e.code())),
+            }
+            r
+        }
+    }
+
+    async fn chat_client(
+        i: usize,
+        client: Client,
+        username: String,
+        rooms: Arc<Vec<Room>>,
+        cs: Arc<ChatShared>,
+        deadline: Instant,
+        think: Duration,
+    ) {
+        let mut rng = Rng::new(unix_micros() ^ ((i as u64) << 20));
+        let mut current: Option<(usize, Option<u64>)> = None;
+        let mut n = 0u64;
+        let pause = |rng: &mut Rng| think.mul_f64(0.5 + rng.unit());
+        tokio::time::sleep(think.mul_f64(rng.unit())).await;
+        while Instant::now() < deadline {
+            match current {
+                None => {
+                    let ri = rng.below(rooms.len());
+                    let via = if rng.below(2) == 0 { Via::Code } else { Via::Rid };
+                    let joined = cs
+                        .timed(Op::Join, join_room(&client, &rooms[ri], via, None))
+                        .await;
+                    if joined.is_ok() {
+                        let sid = cs
+                            .timed(Op::Subscribe, async {
+                                subscribe_room(&client, &rooms[ri].rid).await.map(Value::from)
+                            })
+                            .await
+                            .ok()
+                            .and_then(|v| v.as_u64());
+                        current = Some((ri, sid));
+                    }
+                }
+                Some((ri, sid)) => {
+                    let rid = rooms[ri].rid.as_str();
+                    let roll = rng.below(100);
+                    if roll < 50 {
+                        n += 1;
+                        let msg = json!([{ "rid": rid, "msg": format!("chat {username} #{n}") }]);
+                        let _ = cs.timed(Op::Send, client.call("sendMessage", msg)).await;
+                    } else if roll < 75 {
+                        let params = json!([format!("{rid}/user-activity"), username, ["user-typing"], {}]);
+                        let _ = cs
+                            .timed(Op::Typing, client.call("stream-notify-room", params))
+                            .await;
+                    } else if roll < 87 {
+                        let params = json!([rid, null, 50, null]);
+                        let _ = cs.timed(Op::History, client.call("loadHistory", params)).await;
+                    } else {
+                        if let Some(sid) = sid {
+                            client.unsubscribe(sid);
+                        }
+                        let _ = cs.timed(Op::Leave, client.call("leaveRoom", json!([rid]))).await;
+                        current = None;
+                    }
+                }
+            }
+            let wake = (Instant::now() + pause(&mut rng)).min(deadline);
+            tokio::time::sleep_until(wake.into()).await;
+        }
+        if let Some((ri, sid)) = current {
+            if let Some(sid) = sid {
+                client.unsubscribe(sid);
+            }
+            let _ = client.call("leaveRoom", json!([rooms[ri].rid])).await;
+        }
+    }
+
+    pub async fn chat(ctx: &Ctx, a: ChatArgs) -> Result<bool, String> {
+        procfs::check_fd_budget(a.clients + 1)?;
+        let n_rooms = a.clients.div_ceil(a.room_size.max(1)).max(1);
+        let admin = ctx.admin().await?;
+        let rooms = Arc::new(create_rooms(ctx, &admin, n_rooms, "chat", json!({})).await?);
+        let cs = Arc::new(ChatShared {
+            lats: OPS.iter().map(|_| Mutex::new(Lat::default())).collect(),
+            errors: Tally::default(),
+            ops: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            system: AtomicU64::new(0),
+        });
+        let handler: Handler = {
+            let cs = cs.clone();
+            Arc::new(move |coll: &str, fields: &Value| {
+                if coll != "stream-room-messages" {
+                    return;
+                }
+                let msg = fields.get("args").and_then(|a| a.get(0));
+                if msg.and_then(|m| m.get("t")).is_some_and(|t| !t.is_null()) {
+                    cs.system.fetch_add(1, Relaxed);
+                } else {
+                    cs.deliveries.fetch_add(1, Relaxed);
+                }
+            })
+        };
+        let mut plans = Vec::with_capacity(a.clients);
+        for i in 0..a.clients {
+            plans.push(Plan {
+                index: i,
+                token: Some(ctx.token("u", i, "user")?),
+                handler: Some(handler.clone()),
+                join: None,
+                subscribe: false,
+            });
+        }
+        ctx.progress(format!(
+            "chat: connecting {} clients ({n_rooms} rooms)",
+            a.clients
+        ));
+        let s_before = ctx.snap();
+        let lat = shared_lat();
+        let fail = Arc::new(Tally::default());
+        let clients = setup_many(ctx, plans, &lat, &fail).await;
+        let connected = clients.iter().flatten().count();
+        ctx.progress(format!(
+            "{connected} connected; running mixed workload for {:?}",
+            a.duration
+        ));
+
+        let start = Instant::now();
+        let deadline = start + a.duration;
+        let mut set = JoinSet::new();
+        for (i, c) in clients.iter().enumerate() {
+            if let Some(c) = c {
+                set.spawn(chat_client(
+                    i,
+                    c.clone(),
+                    ctx.username("u", i),
+                    rooms.clone(),
+                    cs.clone(),
+                    deadline,
+                    a.think,
+                ));
+            }
+        }
+        // (t s, rss kb, server cpu % over the interval, ops/s, deliveries/s, alive)
+        let mut series: Vec<(f64, Option<u64>, Option<f64>, f64, f64, usize)> = Vec::new();
+        let mut prev = ctx.snap();
+        let (mut prev_ops, mut prev_del) = (0u64, 0u64);
+        let push = |series: &mut Vec<_>, prev: &mut Snap, prev_ops: &mut u64, prev_del: &mut u64| {
+            let now = ctx.snap();
+            let u = Usage::between(prev, &now);
+            let ops = cs.ops.load(Relaxed);
+            let del = cs.deliveries.load(Relaxed);
+            let alive = clients.iter().flatten().filter(|c| c.is_alive()).count();
+            let row = (
+                now.at.duration_since(start).as_secs_f64(),
+                now.server.map(|s| s.rss_kb),
+                u.server_cpu.map(|c| 100.0 * c / u.wall.max(1e-9)),
+                (ops - *prev_ops) as f64 / u.wall.max(1e-9),
+                (del - *prev_del) as f64 / u.wall.max(1e-9),
+                alive,
+            );
+            eprintln!(
+                "[loadgen]   t={:>5.0}s rss {} MiB cpu {}% ops/s {:.0} deliveries/s {:.0} alive {}",
+                row.0,
+                row.1.map(|v| format!("{:.1}", mib(v))).unwrap_or("n/a".into()),
+                row.2.map(|v| format!("{v:.0}")).unwrap_or("n/a".into()),
+                row.3,
+                row.4,
+                row.5
+            );
+            series.push(row);
+            *prev = now;
+            *prev_ops = ops;
+            *prev_del = del;
+        };
+        push(&mut series, &mut prev, &mut prev_ops, &mut prev_del);
+        loop {
+            let next = (prev.at + a.sample).min(deadline);
+            tokio::time::sleep_until(next.into()).await;
+            push(&mut series, &mut prev, &mut prev_ops, &mut prev_del);
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        while set.join_next().await.is_some() {}
+        let total = Usage::between(&s_before, &ctx.snap());
+
+        ctx.say(format!(
+            "== chat: {} clients, {n_rooms} rooms, {:?}, think {:?} ==",
+            a.clients, a.duration, a.think
+        ));
+        ctx.say(format!(
+            "setup       {connected} connected, failures: {}; connect+login {}",
+            fail.text(),
+            take(&lat).text()
+        ));
+        ctx.say("series      t(s)   RSS(MiB)  CPU%   ops/s  deliveries/s  alive");
+        for r in &series {
+            ctx.say(format!(
+                "            {:>5.0}  {:>8}  {:>4}  {:>6.0}  {:>12.0}  {:>5}",
+                r.0,
+                r.1.map(|v| format!("{:.1}", mib(v))).unwrap_or("n/a".into()),
+                r.2.map(|v| format!("{v:.0}")).unwrap_or("n/a".into()),
+                r.3,
+                r.4,
+                r.5
+            ));
+        }
+        let rss: Vec<u64> = series.iter().filter_map(|r| r.1).collect();
+        let mut rss_json = Value::Null;
+        if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
+            let (min, max) = (rss.iter().min().unwrap(), rss.iter().max().unwrap());
+            let drift = *last as f64 - *first as f64;
+            ctx.say(format!(
+                "RSS         start {:.1} MiB, end {:.1} MiB, min {:.1}, max {:.1}; drift {:+.1} MiB ({:+.1}%)",
+                mib(*first),
+                mib(*last),
+                mib(*min),
+                mib(*max),
+                drift / 1024.0,
+                100.0 * drift / (*first as f64).max(1.0)
+            ));
+            rss_json = json!({"start_kb": first, "end_kb": last, "min_kb": min, "max_kb": max});
+        }
+        let ops_total = cs.ops.load(Relaxed);
+        ctx.say(format!(
+            "ops         {ops_total} in {:.1} s = {:.0} ops/s, {} ops per server CPU-s; deliveries {}, system messages {}",
+            total.wall,
+            ops_total as f64 / a.duration.as_secs_f64().max(1e-9),
+            opt_rate(total.per_cpu(ops_total as f64)),
+            cs.deliveries.load(Relaxed),
+            cs.system.load(Relaxed)
+        ));
+        ctx.say(format!("            {}", total.text()));
+        let mut lat_json = serde_json::Map::new();
+        for (name, op) in OPS {
+            let l = cs.lats[op as usize].lock().unwrap().clone();
+            ctx.say(format!("  {name:<10} {}", l.text()));
+            lat_json.insert(name.to_string(), l.json());
+        }
+        ctx.say(format!("errors      {}", cs.errors.text()));
+        let health = ctx.say_health();
+        if ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "chat",
+                    "clients": a.clients,
+                    "connected": connected,
+                    "rooms": n_rooms,
+                    "duration_s": a.duration.as_secs_f64(),
+                    "ops": ops_total,
+                    "ops_per_server_cpu_s": total.per_cpu(ops_total as f64),
+                    "deliveries": cs.deliveries.load(Relaxed),
+                    "latency": lat_json,
+                    "errors": cs.errors.json(),
+                    "rss": rss_json,
+                    "series": series.iter().map(|r| json!({
+                        "t_s": r.0, "rss_kb": r.1, "cpu_pct": r.2, "ops_per_s": r.3,
+                        "deliveries_per_s": r.4, "alive": r.5,
+                    })).collect::<Vec<_>>(),
+                    "usage": total.json(),
+                    "health": health,
+                })
+            );
+        }
+        drop(admin);
+        Ok(connected == a.clients)
+    }
+
+    // ----------------------------------------------------------------- probe
+    pub fn probe(ctx: &Ctx, how: &str) -> Result<bool, String> {
+        let s = ctx.snap();
+        let (soft, hard) = procfs::open_files_limit();
+        let lim = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("unlimited".into());
+        ctx.say(format!(
+            "server      pid {} ({how})",
+            ctx.server_pid.map(|p| p.to_string()).unwrap_or("?".into())
+        ));
+        if let Some(srv) = s.server {
+            ctx.say(format!(
+                "            RSS {} kB ({:.1} MiB), CPU {:.2} s",
+                srv.rss_kb,
+                mib(srv.rss_kb),
+                srv.cpu_ticks as f64 / procfs::CLK_TCK
+            ));
+        }
+        ctx.say(format!("open files  soft {} hard {}", lim(soft), lim(hard)));
+        if ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "probe",
+                    "server_pid": ctx.server_pid,
+                    "server_rss_kb": s.server.map(|v| v.rss_kb),
+                    "server_cpu_s": s.server.map(|v| v.cpu_ticks as f64 / procfs::CLK_TCK),
+                    "nofile_soft": soft,
+                    "nofile_hard": hard,
+                })
+            );
+        }
+        Ok(s.server.is_some())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Command line.
+// ---------------------------------------------------------------------------
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator for roomd (DDP over WebSocket)",
+    after_help = "See the doc comment at the top of examples/loadgen.rs for details."
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Server WebSocket endpoint.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:3000/websocket")]
+    url: String,
+    /// Server process to sample (default: scan /proc/*/comm for `roomd`).
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// File holding the JWT secret (default: env ROOMD_JWT_SECRET).
+    #[arg(long, global = true)]
+    secret_file: Option<PathBuf>,
+    /// Print one JSON summary line on stdout (human summary goes to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Connection setups in flight at once.
+    #[arg(long, global = true, default_value_t = 256)]
+    concurrency: usize,
+    /// Bind client sockets round-robin to 127.0.0.1..127.0.0.N.
+    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=254))]
+    src_addrs: u8,
+    /// Timeout for connects and each method call.
+    #[arg(long, global = true, default_value = "30s", value_parser = util::parse_duration)]
+    timeout: Duration,
+    /// Tokio worker threads (default: one per CPU).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N idle connections (logged in or guests) joined and subscribed; RSS per connection.
+    Idle {
+        n: usize,
+        /// Fraction of connections that join as guests (no login).
+        #[arg(long, default_value_t = 0.0)]
+        guests: f64,
+        /// Handle only connections i with i % M == K-1 (K in 1..=M).
+        #[arg(long, value_parser = util::parse_shard)]
+        shard: Option<(usize, usize)>,
+        /// Connections per room (rooms = N / room-size).
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        /// Also set extraData.maxParticipants on the rooms.
+        #[arg(long)]
+        room_capacity: Option<u64>,
+        /// Wait after all connections settled before sampling RSS.
+        #[arg(long, default_value = "5s", value_parser = util::parse_duration)]
+        settle: Duration,
+        /// Keep the connections open this long after reporting (for sharded runs).
+        #[arg(long, value_parser = util::parse_duration)]
+        hold: Option<Duration>,
+        /// Server RSS (kB) before any shard started; per-connection RSS is then
+        /// (RSS - baseline) / N over all shards.
+        #[arg(long)]
+        baseline_rss_kb: Option<u64>,
+    },
+    /// C clients join R rooms of capacity K; verifies accepted == min(C, R*K).
+    Join {
+        clients: usize,
+        rooms: usize,
+        capacity: usize,
+        /// Start joins at this many per second instead of all at once.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// All clients race for `seats` places in a fresh room each iteration.
+    Race {
+        #[arg(long, default_value_t = 300)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        seats: usize,
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+    },
+    /// R rooms x M subscribed members, RATE msgs/s in total; end-to-end latency.
+    Fanout {
+        rooms: usize,
+        members: usize,
+        rate: f64,
+        #[arg(long, default_value = "10s", value_parser = util::parse_duration)]
+        duration: Duration,
+        /// Raise the rate step by step until p99 or delivery falls over.
+        #[arg(long)]
+        ramp: bool,
+        #[arg(long, default_value_t = 1.5)]
+        ramp_factor: f64,
+        /// Length of each ramp step.
+        #[arg(long, default_value = "5s", value_parser = util::parse_duration)]
+        step: Duration,
+        /// Ramp stops when p99 end-to-end latency exceeds this.
+        #[arg(long, default_value = "100ms", value_parser = util::parse_duration)]
+        p99_limit: Duration,
+        #[arg(long)]
+        max_rate: Option<f64>,
+        #[arg(long, default_value_t = 30)]
+        max_steps: usize,
+        /// After sending, wait up to this long for outstanding deliveries.
+        #[arg(long, default_value = "3s", value_parser = util::parse_duration)]
+        drain: Duration,
+    },
+    /// Mixed steady workload with an RSS series (soak).
+    Chat {
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value = "60s", value_parser = util::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        /// Mean pause between a client's actions (uniform 0.5x..1.5x).
+        #[arg(long, default_value = "1s", value_parser = util::parse_duration)]
+        think: Duration,
+        /// RSS sampling interval.
+        #[arg(long, default_value = "5s", value_parser = util::parse_duration)]
+        sample: Duration,
+    },
+    /// Print server pid/RSS/CPU and the open-files limit.
+    Probe,
+}
+
+async fn run(cli: Cli) -> Result<bool, String> {
+    let secret = match &cli.secret_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("reading --secret-file {}: {e}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("ROOMD_JWT_SECRET").ok(),
+    }
+    .filter(|s| !s.is_empty());
+    let ep = ddp::Endpoint::resolve(&cli.url, cli.src_addrs, cli.timeout).await?;
+    let (server_pid, how) = match cli.server_pid {
+        Some(p) => (Some(p), "from --server-pid".to_string()),
+        None => procfs::find_server(ep.addr.port()),
+    };
+    match server_pid {
+        Some(p) => eprintln!("[loadgen] server pid {p} ({how})"),
+        None => eprintln!("[loadgen] server pid unknown ({how}): CPU/RSS figures unavailable"),
+    }
+    let run = nanoid::nanoid!(
+        6,
+        &[
+            'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'j', 'k', 'm', 'n', 'p', 'q', 'r', 's', 't', 'u', 'v',
+            'w', 'x', 'y', 'z', '2', '3', '4', '5', '6', '7', '8', '9'
+        ]
+    );
+    let ctx = common::Ctx {
+        ep,
+        minter: secret.map(|s| common::Minter::new(s.as_bytes())),
+        server_pid,
+        run,
+        json: cli.json,
+        concurrency: cli.concurrency,
+    };
+    use scenarios::*;
+    match cli.scenario {
+        Scenario::Idle {
+            n,
+            guests,
+            shard,
+            room_size,
+            room_capacity,
+            settle,
+            hold,
+            baseline_rss_kb,
+        } => {
+            if !(0.0..=1.0).contains(&guests) {
+                return Err("--guests must be a fraction in 0..=1".into());
+            }
+            let a = IdleArgs {
+                n,
+                guests,
+                shard: shard.unwrap_or((1, 1)),
+                room_size,
+                room_capacity,
+                settle,
+                hold,
+                baseline_rss_kb,
+            };
+            idle(&ctx, a).await
+        }
+        Scenario::Join {
+            clients,
+            rooms,
+            capacity,
+            rate,
+        } => {
+            let a = JoinArgs {
+                clients,
+                rooms,
+                capacity,
+                rate,
+            };
+            join(&ctx, a).await
+        }
+        Scenario::Race {
+            clients,
+            seats,
+            iterations,
+        } => {
+            let a = RaceArgs {
+                clients,
+                seats,
+                iterations,
+            };
+            race(&ctx, a).await
+        }
+        Scenario::Fanout {
+            rooms,
+            members,
+            rate,
+            duration,
+            ramp,
+            ramp_factor,
+            step,
+            p99_limit,
+            max_rate,
+            max_steps,
+            drain,
+        } => {
+            let a = FanoutArgs {
+                rooms,
+                members,
+                rate,
+                duration,
+                ramp,
+                ramp_factor,
+                step,
+                p99_limit,
+                max_rate,
+                max_steps,
+                drain,
+            };
+            fanout(&ctx, a).await
+        }
+        Scenario::Chat {
+            clients,
+            duration,
+            room_size,
+            think,
+            sample,
+        } => {
+            let a = ChatArgs {
+                clients,
+                duration,
+                room_size,
+                think,
+                sample,
+            };
+            chat(&ctx, a).await
+        }
+        Scenario::Probe => probe(&ctx, &how),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = cli.threads {
+        builder.worker_threads(t.max(1));
+    }
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("[loadgen] cannot start tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = rt.block_on(run(cli));
+    // Thousands of open sockets: skip the orderly runtime teardown.
+    rt.shutdown_background();
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("[loadgen] FAILED: see the summary above");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("[loadgen] error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Identity: verifying resume tokens (JWTs) and minting them for `roomd token`.
+//!
+//! The algorithm is pinned when the verifier is built: a token whose header
+//! names any other algorithm (including `none`) is refused before its
+//! signature is even looked at.
+
+use crate::ids::UserId;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Largest token we will try to decode; real tokens are a few hundred bytes.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Claims roomd reads from a resume token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// Server-wide roles from the token's `roles` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GlobalRole {
+    Admin,
+    User,
+    Bot,
+}
+
+impl GlobalRole {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(GlobalRole::Admin),
+            "user" => Some(GlobalRole::User),
+            "bot" => Some(GlobalRole::Bot),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GlobalRole::Admin => "admin",
+            GlobalRole::User => "user",
+            GlobalRole::Bot => "bot",
+        }
+    }
+}
+
+/// A verified, signed-in user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub name: Option<String>,
+    pub roles: Vec<GlobalRole>,
+    /// Token expiry in ms, echoed as `tokenExpires`.
+    pub expires_ms: i64,
+}
+
+impl User {
+    pub fn has_role(&self, role: GlobalRole) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// Why a token was refused. All map to Meteor.Error 403.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("algorithm not accepted")]
+    WrongAlgorithm,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token too large")]
+    TooLarge,
+    #[error("token lacks a usable username or subject")]
+    MissingClaims,
+}
+
+impl AuthError {
+    /// Human reason sent to the client; says what is wrong without helping
+    /// an attacker (no key material, no library messages).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Expired => "Your session has expired. Please log in again.",
+            AuthError::NotYetValid => "Token is not valid yet",
+            AuthError::BadSignature => "Invalid token signature",
+            AuthError::WrongAlgorithm => "Token algorithm is not accepted",
+            AuthError::Malformed => "Malformed token",
+            AuthError::TooLarge => "Token is too large",
+            AuthError::MissingClaims => "Token must carry sub and username claims",
+        }
+    }
+}
+
+/// Verifies (and, for the CLI, mints) tokens with one secret.
+#[derive(Clone)]
+pub struct Authenticator {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator { .. }")
+    }
+}
+
+impl Authenticator {
+    pub fn hs256(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Small skew tolerance for clocks that disagree by a few seconds.
+        validation.leeway = 30;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Authenticator {
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<User, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
+                ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaims,
+                _ => AuthError::Malformed,
+            }
+        })?;
+        let c = data.claims;
+        let username = c.username.trim();
+        if c.sub.is_empty() || c.sub.len() > 128 || username.is_empty() || username.len() > 128 {
+            return Err(AuthError::MissingClaims);
+        }
+        // `guest-` ids belong to roomd's guests; a token may not claim one.
+        if c.sub.starts_with("guest-") {
+            return Err(AuthError::MissingClaims);
+        }
+        let roles = match &c.roles {
+            Some(list) => list.iter().filter_map(|r| GlobalRole::parse(r)).collect(),
+            None => vec![GlobalRole::User],
+        };
+        Ok(User {
+            id: UserId(c.sub.clone()),
+            username: username.to_owned(),
+            name: c.name.clone(),
+            roles,
+            expires_ms: i64::try_from(c.exp)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
+        })
+    }
+
+    pub fn mint(&self, claims: &Claims) -> String {
+        // HS256 signing with an in-memory key cannot fail.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
+    }
+}
+
+/// Where the secret came from, for the startup log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env,
+    File(String),
+    /// Generated (or reused) development secret in the data directory.
+    DevFile(String),
+}
+
+/// Resolves the JWT secret: env var, then `--jwt-secret-file`, then a
+/// development secret created on first start under `data_dir` and reused.
+pub fn load_secret(
+    env_secret: Option<&str>,
+    secret_file: Option<&Path>,
+    data_dir: &Path,
+) -> std::io::Result<(Vec<u8>, SecretSource)> {
+    if let Some(s) = env_secret.filter(|s| !s.is_empty()) {
+        return Ok((s.as_bytes().to_vec(), SecretSource::Env));
+    }
+    if let Some(p) = secret_file {
+        let s = std::fs::read_to_string(p)?;
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("secret file {} is empty", p.display()),
+            ));
+        }
+        return Ok((s.as_bytes().to_vec(), SecretSource::File(p.display().to_string())));
+    }
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok((
+            s.trim().as_bytes().to_vec(),
+            SecretSource::DevFile(path.display().to_string()),
+        )),
+        _ => {
+            std::fs::create_dir_all(data_dir)?;
+            let secret = crate::ids::secret(64);
+            write_private(&path, &secret)?;
+            Ok((
+                secret.into_bytes(),
+                SecretSource::DevFile(path.display().to_string()),
+            ))
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: "u1".into(),
+            username: "alice".into(),
+            name: None,
+            roles: None,
+            exp,
+            nbf: None,
+            iat: None,
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_rejections() {
+        let a = Authenticator::hs256(b"s3cret");
+        let t = a.mint(&claims(now_secs() + 60));
+        let u = a.verify(&t).unwrap();
+        assert_eq!(u.username, "alice");
+        assert_eq!(u.roles, vec![GlobalRole::User]);
+
+        let expired = a.mint(&claims(now_secs() - 3600));
+        assert_eq!(a.verify(&expired), Err(AuthError::Expired));
+
+        let other = Authenticator::hs256(b"other").mint(&claims(now_secs() + 60));
+        assert_eq!(a.verify(&other), Err(AuthError::BadSignature));
+
+        // alg:none: header {"alg":"none","typ":"JWT"}, empty signature.
+        let body = t.split('.').nth(1).unwrap();
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{body}.");
+        assert!(a.verify(&none).is_err());
+        assert_eq!(a.verify("garbage"), Err(AuthError::Malformed));
+    }
+}

@@ -1,0 +1,195 @@
+//! The method layer's error type and the one place where every error of
+//! every layer becomes a wire code.
+//!
+//! The mapping is an exhaustive `match` (no `_` arm): adding a variant
+//! anywhere fails to compile until it has a code, a reason and a status.
+//! `tests/it/docs.rs` checks that every code here is documented in
+//! `protocol/errors.md`.
+
+use crate::auth::AuthError;
+use crate::room::RoomError;
+use crate::wire::{ErrorCode, WireError};
+use serde_json::{Map, Value};
+
+/// Why a method call or a subscription failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MethodError {
+    #[error("unknown method {0}")]
+    UnknownMethod(String),
+    /// A parameter had the wrong type or shape (Meteor's `check` failure).
+    #[error("match failed: {0:?}")]
+    Match(MatchError),
+    /// The method needs a signed-in user and the connection has none.
+    #[error("not logged in")]
+    InvalidUser,
+    #[error("login failed: {0}")]
+    Auth(#[from] AuthError),
+    #[error("unrecognized login options")]
+    UnrecognizedLogin,
+    /// No room with that id (Rocket.Chat family).
+    #[error("invalid room")]
+    InvalidRoom,
+    /// No room with that code (meeting family).
+    #[error("room not found")]
+    RoomNotFound,
+    #[error("empty name")]
+    InvalidName,
+    #[error("unknown username {0}")]
+    InvalidUsername(String),
+    #[error("message longer than {0} characters")]
+    MessageTooLong(usize),
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    /// A subscription the caller may not read.
+    #[error("subscription not allowed")]
+    SubNotAllowed,
+}
+
+/// Details of a `Match failed` error: which field, what was expected.
+#[derive(Debug, Clone)]
+pub struct MatchError {
+    pub field: String,
+    pub expected: String,
+}
+
+impl MethodError {
+    pub fn matching(field: impl Into<String>, expected: impl Into<String>) -> Self {
+        MethodError::Match(MatchError {
+            field: field.into(),
+            expected: expected.into(),
+        })
+    }
+
+    /// Server faults are logged at `error`; everything else is the client's
+    /// doing and is logged at `debug`.
+    pub fn is_server_fault(&self) -> bool {
+        matches!(self, MethodError::Room(RoomError::Unavailable))
+    }
+
+    /// The Meteor.Error sent to the client. `method` goes into `details` as
+    /// Rocket.Chat does, so clients can tell which call failed.
+    pub fn to_wire(&self, method: &str) -> WireError {
+        use ErrorCode::{Num, Str};
+        let mut details = Map::new();
+        if !method.is_empty() {
+            details.insert("method".into(), Value::from(method));
+        }
+        let (code, reason, status): (ErrorCode, String, Option<u16>) = match self {
+            MethodError::UnknownMethod(name) => (Num(404), format!("Method '{name}' not found"), None),
+            MethodError::Match(m) => {
+                details.insert("field".into(), Value::from(m.field.clone()));
+                details.insert("expected".into(), Value::from(m.expected.clone()));
+                (
+                    Num(400),
+                    format!("Match failed: {} must be {}", m.field, m.expected),
+                    Some(400),
+                )
+            }
+            MethodError::InvalidUser => (Str("error-invalid-user"), "Invalid user".into(), None),
+            MethodError::Auth(e) => (Num(403), e.reason().into(), Some(403)),
+            MethodError::UnrecognizedLogin => (
+                Num(400),
+                "Unrecognized options for login request".into(),
+                Some(400),
+            ),
+            MethodError::InvalidRoom => (Str("error-invalid-room"), "Invalid room".into(), None),
+            MethodError::RoomNotFound => (Str("error-room-not-found"), "Room not found".into(), Some(404)),
+            MethodError::InvalidName => (Str("error-invalid-name"), "Invalid name".into(), None),
+            MethodError::InvalidUsername(u) => {
+                details.insert("username".into(), Value::from(u.clone()));
+                (Str("error-invalid-username"), "Invalid username".into(), None)
+            }
+            MethodError::MessageTooLong(max) => {
+                details.insert("maxLength".into(), Value::from(*max));
+                (
+                    Str("error-message-size-exceeded"),
+                    format!("Message size exceeds {max} characters"),
+                    Some(400),
+                )
+            }
+            MethodError::SubNotAllowed => (Str("not-allowed"), "Not allowed".into(), Some(403)),
+            MethodError::Room(e) => match e {
+                RoomError::NotAllowed => (Str("error-not-allowed"), "Not allowed".into(), Some(403)),
+                RoomError::GuestsNotAllowed => (
+                    Str("error-not-allowed"),
+                    "Guests are not allowed in this room".into(),
+                    Some(403),
+                ),
+                RoomError::Archived => (Str("error-room-archived"), "Room is archived".into(), Some(400)),
+                RoomError::Inactive => (
+                    Str("error-room-inactive"),
+                    "Room is no longer active".into(),
+                    Some(400),
+                ),
+                RoomError::Locked => (Str("error-room-locked"), "Room is locked".into(), Some(403)),
+                RoomError::CodeRequired => (Str("error-code-required"), "Code required".into(), Some(400)),
+                RoomError::CodeInvalid => (Str("error-code-invalid"), "Invalid code".into(), Some(400)),
+                RoomError::Full => (Str("error-room-full"), "Room is full".into(), Some(400)),
+                RoomError::NotInRoom => (
+                    Str("error-user-not-in-room"),
+                    "You are not in this room".into(),
+                    None,
+                ),
+                RoomError::LastOwner => (
+                    Str("error-you-are-last-owner"),
+                    "You are the last owner. Please set new owner before leaving the room.".into(),
+                    None,
+                ),
+                RoomError::ActionNotAllowed(action) => {
+                    details.insert("action".into(), Value::from(*action));
+                    (
+                        Str("error-action-not-allowed"),
+                        format!("{action} is not allowed"),
+                        Some(403),
+                    )
+                }
+                RoomError::InvalidSettings(s) => {
+                    details.insert("setting".into(), Value::from(s.clone()));
+                    (
+                        Str("error-invalid-settings"),
+                        "Invalid settings provided".into(),
+                        None,
+                    )
+                }
+                RoomError::InvalidSettingValue(s) => {
+                    details.insert("setting".into(), Value::from(s.clone()));
+                    (
+                        Str("error-invalid-settings"),
+                        format!("Invalid value for setting {s}"),
+                        None,
+                    )
+                }
+                RoomError::DuplicateName(n) => {
+                    details.insert("channel_name".into(), Value::from(n.clone()));
+                    (
+                        Str("error-duplicate-channel-name"),
+                        format!("A channel with name '{n}' exists"),
+                        None,
+                    )
+                }
+                RoomError::InvalidRoomName(n) => {
+                    details.insert("channel_name".into(), Value::from(n.clone()));
+                    (
+                        Str("error-invalid-room-name"),
+                        format!("{n} is not a valid room name"),
+                        None,
+                    )
+                }
+                RoomError::DuplicateMessage => (
+                    Str("error-message-already-exists"),
+                    "A message with this _id already exists".into(),
+                    None,
+                ),
+                RoomError::Unavailable => (Str("error-internal"), "Internal server error".into(), Some(500)),
+            },
+        };
+        if let Some(s) = status {
+            details.insert("statusCode".into(), Value::from(s));
+        }
+        WireError {
+            error: code,
+            reason,
+            details,
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Identifier newtypes and their generators.
+//!
+//! Ids are plain strings on the wire; the newtypes exist so that a room id can
+//! never be passed where a user id is expected.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Rocket.Chat ids use Meteor's `Random.id()` alphabet: 17 characters from
+/// `23456789ABCDEFGHJKLMNPQRSTWXYZabcdefghijkmnopqrstuvwxyz` (no look-alikes).
+const METEOR_ALPHABET: [char; 55] = [
+    '2', '3', '4', '5', '6', '7', '8', '9', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'J', 'K', 'L', 'M', 'N',
+    'P', 'Q', 'R', 'S', 'T', 'W', 'X', 'Y', 'Z', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'm',
+    'n', 'o', 'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z',
+];
+
+const CODE_ALPHABET: [char; 26] = [
+    'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't', 'u',
+    'v', 'w', 'x', 'y', 'z',
+];
+
+/// A fresh 17-character Meteor-style id (~98 bits of entropy).
+pub fn meteor_id() -> String {
+    nanoid::nanoid!(17, &METEOR_ALPHABET)
+}
+
+/// A long random secret (guest resume tokens, session ids).
+pub fn secret(len: usize) -> String {
+    nanoid::nanoid!(len)
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A room's `_id` (also `rid` on the wire).
+    RoomId
+);
+id_type!(
+    /// A user's id: the JWT `sub` for signed-in users, `guest-…` for guests.
+    UserId
+);
+id_type!(
+    /// A message's `_id`.
+    MessageId
+);
+id_type!(
+    /// A room's shareable `xxx-xxx-xxx` code.
+    RoomCode
+);
+
+impl RoomId {
+    pub fn generate() -> Self {
+        Self(meteor_id())
+    }
+}
+
+impl MessageId {
+    pub fn generate() -> Self {
+        Self(meteor_id())
+    }
+}
+
+impl UserId {
+    /// Guests get an id that can never collide with a JWT subject we mint,
+    /// because it carries a prefix and a random part.
+    pub fn new_guest() -> Self {
+        Self(format!("guest-{}", meteor_id()))
+    }
+
+    pub fn is_guest(&self) -> bool {
+        self.0.starts_with("guest-")
+    }
+}
+
+impl RoomCode {
+    /// `xxx-xxx-xxx` from 26 lowercase letters: 26^9 ≈ 5.4e12 codes, enough
+    /// that guessing one is impractical once joins are rate-limited.
+    pub fn generate() -> Self {
+        let raw = nanoid::nanoid!(9, &CODE_ALPHABET);
+        Self(format!("{}-{}-{}", &raw[0..3], &raw[3..6], &raw[6..9]))
+    }
+
+    /// Whether `s` has the code's shape; used to reject junk before a lookup.
+    pub fn is_well_formed(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 11
+            && b.iter().enumerate().all(|(i, c)| {
+                if i == 3 || i == 7 {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_lowercase()
+                }
+            })
+    }
+}
+
+/// Identifies one WebSocket connection for the lifetime of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_well_formed() {
+        for _ in 0..1000 {
+            let c = RoomCode::generate();
+            assert!(RoomCode::is_well_formed(c.as_str()), "{c}");
+        }
+        assert!(!RoomCode::is_well_formed("abc-def-gh"));
+        assert!(!RoomCode::is_well_formed("abc_def-ghi"));
+        assert!(!RoomCode::is_well_formed("ABC-def-ghi"));
+    }
+
+    #[test]
+    fn meteor_ids_have_17_chars_from_alphabet() {
+        let id = meteor_id();
+        assert_eq!(id.chars().count(), 17);
+        assert!(id.chars().all(|c| METEOR_ALPHABET.contains(&c)));
+    }
+}

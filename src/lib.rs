@@ -1,0 +1,38 @@
+//! roomd: a realtime room server speaking Meteor DDP, wire-compatible with
+//! the rooms part of the Rocket.Chat Realtime API, plus a meeting-room
+//! `join-room` by shareable code for users and guests.
+//!
+//! # Layout
+//! - [`server`]: accept loop, handshake, shutdown; [`ServerState`](server::ServerState).
+//! - [`conn`]: one connection's reader/writer tasks, outbound queue, close reasons.
+//! - [`session`]: per-connection DDP state (connected, identity, subs); frame handling.
+//! - [`wire`]: the only module that parses inbound frames or shapes outbound ones.
+//! - [`method`]: one `match` on the method name, one file per method.
+//! - [`sub`]: stream subscriptions.
+//! - [`room`]: pure rules (`state`), the actor that owns a room (`actor`), data (`model`).
+//! - [`registry`]: rooms by id, name, code. [`users`]: users seen, their rooms.
+//! - [`auth`]: JWT verification and minting. [`permissions`]: who may do what.
+//! - [`error`]: method errors and the one mapping of every error to a wire code.
+//!
+//! # Invariants
+//! - Only a room's actor mutates that room; every join is check-and-insert in
+//!   one actor step.
+//! - Rooms reach connections only by `try_send` on a bounded queue; a full
+//!   queue disconnects the client as a slow consumer.
+//! - Only `wire` knows frame JSON; only `error` knows wire error codes.
+
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod ids;
+pub mod method;
+pub mod permissions;
+pub mod registry;
+pub mod room;
+pub mod server;
+pub mod session;
+pub mod sub;
+pub mod time;
+pub mod users;
+pub mod wire;

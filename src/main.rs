@@ -1,0 +1,122 @@
+//! Thin entry point: parse configuration, set up logging, bind, run.
+
+use clap::Parser;
+use roomd::auth::{self, Authenticator, Claims, SecretSource};
+use roomd::config::{Cli, Command, LogFormat, SecretArgs, TokenArgs};
+use roomd::server::{self, RunConfig, ServerState};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => token(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn load_secret(args: &SecretArgs) -> Result<(Vec<u8>, SecretSource), String> {
+    auth::load_secret(
+        args.jwt_secret.as_deref(),
+        args.jwt_secret_file.as_deref(),
+        &args.data_dir,
+    )
+    .map_err(|e| format!("cannot load the JWT secret: {e}"))
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let (secret, _) = match load_secret(&args.secret) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("roomd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = auth::now_secs();
+    let claims = Claims {
+        sub: args.user_id,
+        username: args.username,
+        name: args.name,
+        roles: Some(args.role),
+        exp: now + args.ttl.as_secs().max(1),
+        nbf: None,
+        iat: Some(now),
+    };
+    println!("{}", Authenticator::hs256(&secret).mint(&claims));
+    ExitCode::SUCCESS
+}
+
+fn serve(args: roomd::config::ServeArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let (secret, source) = match load_secret(&args.secret) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let SecretSource::DevFile(path) = &source {
+        tracing::warn!(
+            path,
+            "using a development JWT secret generated on first start; set ROOMD_JWT_SECRET or --jwt-secret-file in production"
+        );
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(addr = %args.listen, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, "roomd listening; DDP endpoint ws://{addr}/websocket");
+        let state = Arc::new(ServerState::new(Authenticator::hs256(&secret), &args.limits));
+        server::run(
+            listener,
+            state,
+            RunConfig::from_limits(&args.limits),
+            shutdown_signal(),
+        )
+        .await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,28 @@
+//! `loadHistory(rid, end, limit, lastSeen)`: newest first, system messages
+//! included, from the room's bounded in-memory history.
+
+use super::{MethodResult, Params, room};
+use crate::room::RoomCommand;
+use crate::session::Session;
+use serde_json::json;
+
+/// Upper bound on one page, whatever the client asks for.
+const MAX_LIMIT: u64 = 1000;
+
+pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+    let who = s.require_user()?;
+    let rid = p.str(0, "rid")?;
+    let end = p.opt_date(1, "end")?;
+    let limit = p.opt_uint(2, "limit")?.unwrap_or(20).min(MAX_LIMIT) as usize;
+    let _last_seen = p.opt_date(3, "lastSeen")?;
+    let room = room(s, rid)?;
+    let messages = room
+        .ask(|tx| RoomCommand::History {
+            uid: who.id,
+            end,
+            limit,
+            respond_to: tx,
+        })
+        .await?;
+    Ok(Some(json!({"messages": messages, "unreadNotLoaded": 0})))
+}

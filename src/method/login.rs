@@ -1,0 +1,40 @@
+//! `login` with a resume token (a JWT) and `logout`.
+
+use super::{MethodResult, Params};
+use crate::error::MethodError;
+use crate::session::Session;
+use crate::time::Millis;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub async fn login(s: &mut Session, p: Params) -> MethodResult {
+    let opts = p.obj(0, "params[0]")?;
+    let token = match opts.get("resume") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(MethodError::matching("resume", "a string")),
+        // Password and OAuth logins belong to an identity provider, not here.
+        None => return Err(MethodError::UnrecognizedLogin),
+    };
+    let user = s.server.auth.verify(token)?;
+    s.server.users.remember(&user);
+    if s.user.as_ref().is_some_and(|u| u.id != user.id) {
+        // Subscriptions were granted to the previous identity.
+        s.drop_all_subs(&MethodError::SubNotAllowed).await;
+    }
+    let result = json!({
+        "id": user.id,
+        "token": token,
+        "tokenExpires": Millis(user.expires_ms),
+        "type": "resume",
+    });
+    tracing::debug!(conn = %s.conn().id, user = %user.id, "logged in");
+    s.user = Some(Arc::new(user));
+    Ok(Some(result))
+}
+
+pub async fn logout(s: &mut Session) -> MethodResult {
+    if s.user.take().is_some() {
+        s.drop_all_subs(&MethodError::SubNotAllowed).await;
+    }
+    Ok(None)
+}

@@ -1,0 +1,537 @@
+//! The room actor: one tokio task per room owns its [`RoomState`], its
+//! message history and its subscribers, and handles one command at a time.
+//! That serialisation is what makes "check, then insert" atomic: there is no
+//! lock to forget.
+//!
+//! Flow control: connections reach the actor through a bounded mailbox with
+//! `send().await` (a busy room slows its callers down); the actor reaches
+//! connections only through [`ConnHandle::try_send`] on their bounded
+//! outbound queues, so a slow client is disconnected and never stalls the
+//! room. There is no cycle of awaiting sends.
+
+use super::RoomError;
+use super::model::Message;
+use super::state::{Effect, Joined, RoomState, Setting};
+use crate::conn::ConnHandle;
+use crate::ids::{ConnId, MessageId, RoomId, UserId};
+use crate::permissions::{Permission, Principal, allowed};
+use crate::registry::Registry;
+use crate::time::Millis;
+use crate::users::Directory;
+use crate::wire;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Which of a room's streams a connection listens to. One connection holds
+/// each topic at most once, however many DDP subs it opened for it, so no
+/// event is delivered twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// `stream-room-messages` / `<rid>`.
+    Messages = 1,
+    /// `stream-notify-room` / `<rid>/participants`.
+    Participants = 2,
+    /// `stream-notify-room` / `<rid>/typing`.
+    Typing = 4,
+    /// `stream-notify-room` / `<rid>/user-activity`.
+    UserActivity = 8,
+    /// `stream-notify-room` / `<rid>/deleteMessage`.
+    DeleteMessage = 16,
+}
+
+impl Topic {
+    fn bit(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Parameters of `sendMessage`, validated by the method layer.
+#[derive(Debug)]
+pub struct SendParams {
+    pub id: Option<MessageId>,
+    pub msg: String,
+    pub tmid: Option<String>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
+
+/// What a room can be asked to do.
+#[derive(Debug)]
+pub enum RoomCommand {
+    JoinSelf {
+        who: Principal,
+        code: Option<String>,
+        respond_to: Reply<Joined>,
+    },
+    /// `join-room`; replies with the participant object.
+    JoinByCode {
+        who: Principal,
+        respond_to: Reply<Value>,
+    },
+    /// A reconnecting guest presents its token: the participant and the
+    /// guest's id if the token is known, `None` otherwise.
+    ResumeGuest {
+        token: String,
+        respond_to: Reply<Option<(UserId, Value)>>,
+    },
+    Leave {
+        uid: UserId,
+        respond_to: Reply<()>,
+    },
+    End {
+        who: Principal,
+        respond_to: Reply<()>,
+    },
+    Settings {
+        who: Principal,
+        settings: Vec<Setting>,
+        respond_to: Reply<()>,
+    },
+    Doc {
+        respond_to: Reply<Value>,
+    },
+    /// Room doc only if `uid` may see it (member, or public channel).
+    DocFor {
+        uid: UserId,
+        respond_to: Reply<Value>,
+    },
+    Subscribe {
+        conn: ConnHandle,
+        uid: UserId,
+        signed_in: bool,
+        topic: Topic,
+        respond_to: Reply<()>,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        topic: Topic,
+        respond_to: Reply<()>,
+    },
+    /// The connection is gone: drop its subscriptions; if it carried a guest
+    /// member of this room, start that guest's grace period.
+    ConnClosed {
+        conn: ConnId,
+        guest: Option<UserId>,
+    },
+    GuestExpired {
+        uid: UserId,
+        epoch: u64,
+    },
+    Send {
+        who: Principal,
+        params: SendParams,
+        respond_to: Reply<Value>,
+    },
+    History {
+        uid: UserId,
+        end: Option<Millis>,
+        limit: usize,
+        respond_to: Reply<Vec<Value>>,
+    },
+    /// `stream-notify-room` typing/user-activity, re-emitted to others.
+    Notify {
+        from: ConnId,
+        uid: UserId,
+        topic: Topic,
+        event: String,
+        args: Value,
+    },
+}
+
+/// Cheap, cloneable way to talk to a room.
+#[derive(Clone, Debug)]
+pub struct RoomHandle {
+    pub id: RoomId,
+    tx: mpsc::Sender<RoomCommand>,
+}
+
+/// Room-wide knobs from the server config.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    pub mailbox: usize,
+    pub history_limit: usize,
+    pub guest_grace: Duration,
+    pub max_message_len: usize,
+}
+
+impl RoomHandle {
+    /// Spawns the actor for `state` and returns its handle.
+    pub fn spawn(
+        state: RoomState,
+        cfg: Arc<RoomConfig>,
+        registry: Arc<Registry>,
+        users: Arc<Directory>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.mailbox);
+        let handle = RoomHandle {
+            id: state.id.clone(),
+            tx: tx.clone(),
+        };
+        let actor = RoomActor {
+            state,
+            rx,
+            me: tx.downgrade(),
+            cfg,
+            registry,
+            users,
+            subscribers: HashMap::new(),
+            history: VecDeque::new(),
+            history_ids: HashSet::new(),
+            guest_epochs: HashMap::new(),
+            next_epoch: 0,
+        };
+        tokio::spawn(actor.run());
+        handle
+    }
+
+    /// Sends a command built around a reply channel and waits for the reply.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> RoomCommand) -> Result<T, RoomError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| RoomError::Unavailable)?;
+        rx.await.map_err(|_| RoomError::Unavailable)?
+    }
+
+    /// Fire-and-forget for notices that need no answer. Waits for mailbox
+    /// space (bounded), never drops.
+    pub async fn tell(&self, cmd: RoomCommand) {
+        let _ = self.tx.send(cmd).await;
+    }
+}
+
+struct Subscriber {
+    conn: ConnHandle,
+    uid: UserId,
+    topics: u8,
+}
+
+struct RoomActor {
+    state: RoomState,
+    rx: mpsc::Receiver<RoomCommand>,
+    /// Weak, so the actor's own timers do not keep it alive.
+    me: mpsc::WeakSender<RoomCommand>,
+    cfg: Arc<RoomConfig>,
+    registry: Arc<Registry>,
+    users: Arc<Directory>,
+    subscribers: HashMap<ConnId, Subscriber>,
+    history: VecDeque<Arc<Message>>,
+    /// Ids in `history`, to refuse a client-chosen `_id` twice.
+    history_ids: HashSet<MessageId>,
+    /// Guests in their reconnect grace, with the epoch of their timer.
+    guest_epochs: HashMap<UserId, u64>,
+    next_epoch: u64,
+}
+
+impl RoomActor {
+    async fn run(mut self) {
+        // The registry holds the only strong senders besides in-flight
+        // callers; the loop ends when the room is removed from it and the
+        // last caller is done.
+        while let Some(cmd) = self.rx.recv().await {
+            self.handle(cmd);
+        }
+        tracing::debug!(room = %self.state.id, "room actor stopped");
+    }
+
+    fn handle(&mut self, cmd: RoomCommand) {
+        let now = Millis::now();
+        let mut fx = Vec::new();
+        match cmd {
+            RoomCommand::JoinSelf {
+                who,
+                code,
+                respond_to,
+            } => {
+                let r = self.state.join_self(&who, code.as_deref(), now, &mut fx);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::JoinByCode { who, respond_to } => {
+                let r = self
+                    .state
+                    .join_by_code(&who, now, &mut fx)
+                    .map(|j| self.participant(j.member()));
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::ResumeGuest { token, respond_to } => {
+                let found = self.state.guest_by_token(&token).cloned();
+                let r = found.map(|m| {
+                    // Back within the grace period: the seat is kept.
+                    self.guest_epochs.remove(&m.user.id);
+                    (m.user.id.clone(), self.participant(&m))
+                });
+                let _ = respond_to.send(Ok(r));
+            }
+            RoomCommand::Leave { uid, respond_to } => {
+                let r = self.state.leave(&uid, now, &mut fx).map(|_| ());
+                self.guest_epochs.remove(&uid);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::End { who, respond_to } => {
+                let r = self.state.end(&who, now, &mut fx);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::Settings {
+                who,
+                settings,
+                respond_to,
+            } => {
+                let r = self.save_settings(&who, settings, now, &mut fx);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::Doc { respond_to } => {
+                let _ = respond_to.send(Ok(self.state.to_doc()));
+            }
+            RoomCommand::DocFor { uid, respond_to } => {
+                let r = if self.can_read(&uid, true) {
+                    Ok(self.state.to_doc())
+                } else {
+                    Err(RoomError::NotAllowed)
+                };
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::Subscribe {
+                conn,
+                uid,
+                signed_in,
+                topic,
+                respond_to,
+            } => {
+                let r = if self.can_read(&uid, signed_in && topic == Topic::Messages) {
+                    let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber {
+                        conn,
+                        uid,
+                        topics: 0,
+                    });
+                    entry.topics |= topic.bit();
+                    Ok(())
+                } else {
+                    Err(RoomError::NotAllowed)
+                };
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::Unsubscribe {
+                conn,
+                topic,
+                respond_to,
+            } => {
+                if let Some(s) = self.subscribers.get_mut(&conn) {
+                    s.topics &= !topic.bit();
+                    if s.topics == 0 {
+                        self.subscribers.remove(&conn);
+                    }
+                }
+                let _ = respond_to.send(Ok(()));
+            }
+            RoomCommand::ConnClosed { conn, guest } => {
+                self.subscribers.remove(&conn);
+                if let Some(uid) = guest.filter(|u| self.state.is_member(u)) {
+                    self.start_guest_grace(uid);
+                }
+            }
+            RoomCommand::GuestExpired { uid, epoch } => {
+                if self.guest_epochs.get(&uid) == Some(&epoch) {
+                    self.guest_epochs.remove(&uid);
+                    if self.state.is_member(&uid) {
+                        self.state.remove_member(&uid, now, "ul", None, &mut fx);
+                        self.publish(fx, now);
+                    }
+                }
+            }
+            RoomCommand::Send {
+                who,
+                params,
+                respond_to,
+            } => {
+                let r = self.send_message(&who, params, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::History {
+                uid,
+                end,
+                limit,
+                respond_to,
+            } => {
+                let r = if self.can_read(&uid, true) {
+                    let msgs = self
+                        .history
+                        .iter()
+                        .rev()
+                        .filter(|m| end.is_none_or(|e| m.ts < e))
+                        .take(limit)
+                        .map(|m| serde_json::to_value(&**m).unwrap_or(Value::Null))
+                        .collect();
+                    Ok(msgs)
+                } else {
+                    Err(RoomError::NotAllowed)
+                };
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::Notify {
+                from,
+                uid,
+                topic,
+                event,
+                args,
+            } => {
+                if self.state.is_member(&uid) {
+                    let frame = wire::stream_changed("stream-notify-room", &event, &args);
+                    self.broadcast(topic, &frame, Some(from));
+                }
+            }
+        }
+    }
+
+    /// The participant object returned by `join-room`; guests also get the
+    /// token that lets them reclaim the seat after a reconnect.
+    fn participant(&self, m: &super::Member) -> Value {
+        let mut p = m.participant(&self.state.id, &self.state.host_id, None);
+        if let (Some(t), Value::Object(o)) = (&m.guest_token, &mut p) {
+            o.insert("guestToken".into(), Value::from(t.as_str()));
+        }
+        p
+    }
+
+    /// Members may read everything; signed-in non-members may read the
+    /// messages of public channels when `public_ok`.
+    fn can_read(&self, uid: &UserId, public_ok: bool) -> bool {
+        self.state.is_member(uid)
+            || (public_ok && self.state.t == super::RoomType::Channel && !uid.is_guest())
+    }
+
+    fn save_settings(
+        &mut self,
+        who: &Principal,
+        settings: Vec<Setting>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), RoomError> {
+        self.state.check_settings(who, &settings)?;
+        // A rename must win the name in the registry before anything changes.
+        for s in &settings {
+            if let Setting::RoomName(n) = s
+                && n != &self.state.name
+            {
+                self.registry.reserve_name(n, &self.state.id)?;
+            }
+        }
+        self.state.apply_settings(who, settings, now, fx);
+        Ok(())
+    }
+
+    fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Value, RoomError> {
+        let roles = self.state.roles_of(&who.id);
+        let Some(member) = self.state.members.get(&who.id) else {
+            return Err(RoomError::NotInRoom);
+        };
+        if self.state.archived {
+            return Err(RoomError::Archived);
+        }
+        if !self.state.active {
+            return Err(RoomError::Inactive);
+        }
+        if self.state.ro && !allowed(Permission::PostReadonly, who, roles) {
+            return Err(RoomError::ActionNotAllowed("Posting in a read-only room"));
+        }
+        if member.muted {
+            return Err(RoomError::ActionNotAllowed("Posting while muted"));
+        }
+        let id = match p.id {
+            Some(id) if self.history_ids.contains(&id) => return Err(RoomError::DuplicateMessage),
+            Some(id) => id,
+            None => MessageId::generate(),
+        };
+        let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, now);
+        let value = serde_json::to_value(&msg).unwrap_or(Value::Null);
+        self.store_and_broadcast(msg);
+        Ok(value)
+    }
+
+    fn store_and_broadcast(&mut self, msg: Message) {
+        self.state.msgs += 1;
+        let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&msg]);
+        let msg = Arc::new(msg);
+        self.history_ids.insert(msg.id.clone());
+        self.history.push_back(msg);
+        while self.history.len() > self.cfg.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.history_ids.remove(&old.id);
+            }
+        }
+        self.broadcast(Topic::Messages, &frame, None);
+    }
+
+    fn start_guest_grace(&mut self, uid: UserId) {
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.guest_epochs.insert(uid.clone(), epoch);
+        let me = self.me.clone();
+        let grace = self.cfg.guest_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(tx) = me.upgrade() {
+                let _ = tx.send(RoomCommand::GuestExpired { uid, epoch }).await;
+            }
+        });
+    }
+
+    /// Turns effects into stored messages and stream events, in order.
+    fn publish(&mut self, fx: Vec<Effect>, now: Millis) {
+        let rid = self.state.id.clone();
+        for e in fx {
+            match e {
+                Effect::System { t, msg, by, role } => {
+                    let mut m = Message::system(&rid, t, msg, by, now);
+                    m.role = role;
+                    self.store_and_broadcast(m);
+                }
+                Effect::Participant { joined, member, at } => {
+                    let p = member.participant(&rid, &self.state.host_id, (!joined).then_some(at));
+                    let args = json!([if joined { "joined" } else { "left" }, p]);
+                    let frame =
+                        wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
+                    self.broadcast(Topic::Participants, &frame, None);
+                }
+                Effect::RoomUpdated => {
+                    let args = json!(["room-updated", self.state.meeting_status()]);
+                    let frame =
+                        wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
+                    self.broadcast(Topic::Participants, &frame, None);
+                }
+                Effect::MembershipAdded(uid) => self.users.add_membership(&uid, &rid),
+                Effect::MembershipRemoved(uid) => {
+                    self.users.remove_membership(&uid, &rid);
+                    // A member who left stops hearing the room at once.
+                    self.subscribers.retain(|_, s| s.uid != uid);
+                }
+                Effect::Renamed { old, new: _ } => self.registry.release_name(&old, &rid),
+            }
+        }
+    }
+
+    /// Queues one pre-serialised frame on every subscriber of `topic`.
+    /// Subscribers whose queue is closed or full are dropped (a full queue
+    /// also closes that connection as a slow consumer).
+    fn broadcast(&mut self, topic: Topic, frame: &Utf8Bytes, except: Option<ConnId>) {
+        let bit = topic.bit();
+        let mut dead = Vec::new();
+        for (id, s) in &self.subscribers {
+            if s.topics & bit == 0 || Some(*id) == except {
+                continue;
+            }
+            if !s.conn.try_send(frame.clone()) {
+                dead.push(*id);
+            }
+        }
+        for id in dead {
+            self.subscribers.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Errors of the room layer: a rule said no.
+
+/// Every way a room operation can be refused. Mapped to wire codes only in
+/// `crate::error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("room is private and caller is not a member")]
+    NotAllowed,
+    #[error("room is archived")]
+    Archived,
+    #[error("room has ended")]
+    Inactive,
+    #[error("room is locked")]
+    Locked,
+    #[error("join code required")]
+    CodeRequired,
+    #[error("join code invalid")]
+    CodeInvalid,
+    #[error("room is full")]
+    Full,
+    #[error("caller is not a member")]
+    NotInRoom,
+    #[error("caller is the last owner")]
+    LastOwner,
+    #[error("action {0} not allowed")]
+    ActionNotAllowed(&'static str),
+    #[error("invalid setting {0}")]
+    InvalidSettings(String),
+    #[error("invalid value for setting {0}")]
+    InvalidSettingValue(String),
+    #[error("name {0} taken")]
+    DuplicateName(String),
+    #[error("invalid room name {0}")]
+    InvalidRoomName(String),
+    #[error("guests are not allowed in this room")]
+    GuestsNotAllowed,
+    #[error("message id already used")]
+    DuplicateMessage,
+    /// The actor is gone (room ended and released, or the task panicked).
+    #[error("room actor unavailable")]
+    Unavailable,
+}

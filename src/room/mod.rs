@@ -1,0 +1,12 @@
+//! Rooms: the pure rules ([`state`]), the actor that owns a room's state and
+//! its subscribers ([`actor`]), and the handle everyone else holds.
+
+pub mod actor;
+mod error;
+pub mod model;
+pub mod state;
+
+pub use actor::{RoomCommand, RoomHandle, SendParams, Topic};
+pub use error::RoomError;
+pub use model::{Member, Message, RoomRoles, RoomType, UserRef};
+pub use state::{CreateOptions, Effect, Joined, RoomState, Setting};

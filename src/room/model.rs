@@ -1,0 +1,199 @@
+//! Plain data of a room: members, roles, messages. No rules, no tokio.
+
+use crate::ids::{MessageId, RoomId, UserId};
+use crate::time::Millis;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// `c` public channel, `p` private group, `d` direct message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoomType {
+    Channel,
+    Private,
+    Direct,
+}
+
+impl RoomType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomType::Channel => "c",
+            RoomType::Private => "p",
+            RoomType::Direct => "d",
+        }
+    }
+}
+
+/// A member's roles in one room, as a tiny bit set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct RoomRoles(u8);
+
+impl RoomRoles {
+    pub const NONE: RoomRoles = RoomRoles(0);
+    pub const OWNER: RoomRoles = RoomRoles(1);
+    pub const MODERATOR: RoomRoles = RoomRoles(2);
+    pub const LEADER: RoomRoles = RoomRoles(4);
+
+    pub fn contains(self, other: RoomRoles) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+    pub fn insert(&mut self, other: RoomRoles) {
+        self.0 |= other.0;
+    }
+    pub fn remove(&mut self, other: RoomRoles) {
+        self.0 &= !other.0;
+    }
+    /// Rocket.Chat role names, for `getRoomRoles` and subscriptions.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.contains(RoomRoles::OWNER) {
+            v.push("owner");
+        }
+        if self.contains(RoomRoles::MODERATOR) {
+            v.push("moderator");
+        }
+        if self.contains(RoomRoles::LEADER) {
+            v.push("leader");
+        }
+        v
+    }
+}
+
+/// `{_id, username, name}` as embedded in messages and room documents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRef {
+    #[serde(rename = "_id")]
+    pub id: UserId,
+    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One member of a room: a signed-in user or a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user: UserRef,
+    pub guest: bool,
+    pub roles: RoomRoles,
+    /// The meeting family's participant id; stable for the membership.
+    pub participant_id: String,
+    pub joined_at: Millis,
+    pub muted: bool,
+    /// Per-user subscription flags (`f`, `open`).
+    pub favorite: bool,
+    pub open: bool,
+    /// Secret a guest presents to reclaim its seat after a reconnect.
+    pub guest_token: Option<String>,
+}
+
+impl Member {
+    pub fn new(user: UserRef, guest: bool, now: Millis) -> Self {
+        Member {
+            user,
+            guest,
+            roles: RoomRoles::NONE,
+            participant_id: crate::ids::meteor_id(),
+            joined_at: now,
+            muted: false,
+            favorite: false,
+            open: true,
+            guest_token: guest.then(|| crate::ids::secret(32)),
+        }
+    }
+
+    /// The meeting-API participant object. `left_at` is set for the `left`
+    /// event.
+    pub fn participant(&self, room: &RoomId, host: &UserId, left_at: Option<Millis>) -> Value {
+        json!({
+            "id": self.participant_id,
+            "roomId": room,
+            "userId": if self.guest { Value::Null } else { Value::from(self.user.id.as_str()) },
+            "guestName": if self.guest { Value::from(self.user.username.as_str()) } else { Value::Null },
+            "isActive": left_at.is_none(),
+            "isHost": !self.guest && &self.user.id == host,
+            "joinedAt": self.joined_at.to_iso8601(),
+            "leftAt": left_at.map(|t| Value::from(t.to_iso8601())).unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// A stored message: a user's text or a system message (`t` set).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    #[serde(rename = "_id")]
+    pub id: MessageId,
+    pub rid: RoomId,
+    /// Always present, `""` when empty: clients crash on a missing `msg`.
+    pub msg: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub t: Option<&'static str>,
+    pub ts: Millis,
+    pub u: UserRef,
+    #[serde(rename = "_updatedAt")]
+    pub updated_at: Millis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groupable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmid: Option<String>,
+    /// Role name for `subscription-role-added/removed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// Rocket.Chat's parsed-content fields; roomd does not parse markdown,
+    /// but clients expect the arrays on user messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub urls: Option<[(); 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<[(); 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<[(); 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md: Option<[(); 0]>,
+}
+
+impl Message {
+    /// A system message of type `t`; `groupable: false` as Rocket.Chat sets.
+    pub fn system(rid: &RoomId, t: &'static str, msg: String, u: UserRef, now: Millis) -> Self {
+        Message {
+            id: MessageId::generate(),
+            rid: rid.clone(),
+            msg,
+            t: Some(t),
+            ts: now,
+            u,
+            updated_at: now,
+            groupable: Some(false),
+            tmid: None,
+            role: None,
+            urls: None,
+            mentions: None,
+            channels: None,
+            md: None,
+        }
+    }
+
+    /// A user's chat message.
+    pub fn user(
+        id: MessageId,
+        rid: &RoomId,
+        msg: String,
+        u: UserRef,
+        tmid: Option<String>,
+        now: Millis,
+    ) -> Self {
+        Message {
+            id,
+            rid: rid.clone(),
+            msg,
+            t: None,
+            ts: now,
+            u,
+            updated_at: now,
+            groupable: None,
+            tmid,
+            role: None,
+            urls: Some([]),
+            mentions: Some([]),
+            channels: Some([]),
+            md: Some([]),
+        }
+    }
+}

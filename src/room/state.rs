@@ -1,0 +1,604 @@
+//! The room's rules, pure and synchronous: every operation checks and applies
+//! in one call, so the actor that owns a `RoomState` makes each of them atomic
+//! simply by handling one command at a time.
+//!
+//! Operations return what happened as [`Effect`]s; the actor turns them into
+//! stored system messages and stream events. Nothing here knows about tokio,
+//! sockets or JSON frames, which is what lets `tests/it/model.rs` drive it
+//! with random operation sequences.
+
+use super::RoomError;
+use super::model::{Member, RoomRoles, RoomType, UserRef};
+use crate::ids::{RoomCode, RoomId, UserId};
+use crate::permissions::{Permission, Principal, allowed};
+use crate::time::Millis;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+/// Something the actor must publish after a successful operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Store and broadcast a system message of type `t`.
+    System {
+        t: &'static str,
+        msg: String,
+        by: UserRef,
+        role: Option<&'static str>,
+    },
+    /// `stream-notify-room` `<rid>/participants` `["joined"|"left", participant]`.
+    Participant {
+        joined: bool,
+        member: Member,
+        at: Millis,
+    },
+    /// `stream-notify-room` `<rid>/participants` `["room-updated", {...}]`.
+    RoomUpdated,
+    /// A user gained or lost membership (directory index, user streams).
+    MembershipAdded(UserId),
+    MembershipRemoved(UserId),
+    /// The room was renamed: the registry's name index must follow.
+    Renamed {
+        old: String,
+        new: String,
+    },
+}
+
+/// Result of a join attempt that did not fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Joined {
+    New(Member),
+    /// Already a member: no new seat, no event.
+    Existing(Member),
+}
+
+impl Joined {
+    pub fn member(&self) -> &Member {
+        match self {
+            Joined::New(m) | Joined::Existing(m) => m,
+        }
+    }
+}
+
+/// One setting change, already parsed from the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    RoomName(String),
+    RoomTopic(String),
+    RoomDescription(String),
+    RoomAnnouncement(String),
+    ReadOnly(bool),
+    JoinCode(String),
+    Locked(bool),
+    /// `None` = unlimited.
+    MaxParticipants(Option<u32>),
+    GuestAccess(bool),
+    RoomType(RoomType),
+    SystemMessages(bool),
+    Default(bool),
+    Favorite(bool),
+}
+
+/// Options a creator may set at creation time (`extraData`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateOptions {
+    pub read_only: bool,
+    pub max_participants: Option<u32>,
+    pub locked: bool,
+    pub guest_access: bool,
+    pub custom_fields: Map<String, Value>,
+}
+
+/// The whole state of one room.
+#[derive(Debug, Clone)]
+pub struct RoomState {
+    pub id: RoomId,
+    pub name: String,
+    pub fname: String,
+    pub t: RoomType,
+    pub code: RoomCode,
+    /// Creator as `u` (Rocket.Chat's room owner field).
+    pub creator: UserRef,
+    /// The meeting family's host: the creator's id, fixed for the room's life.
+    pub host_id: UserId,
+    pub ts: Millis,
+    pub updated_at: Millis,
+    pub ro: bool,
+    pub archived: bool,
+    pub join_code: Option<String>,
+    pub locked: bool,
+    pub max_participants: Option<u32>,
+    pub active: bool,
+    pub guest_access: bool,
+    pub custom_fields: Map<String, Value>,
+    pub msgs: u64,
+    pub default: bool,
+    pub sys_mes: bool,
+    pub featured: bool,
+    pub topic: Option<String>,
+    pub description: Option<String>,
+    pub announcement: Option<String>,
+    pub members: HashMap<UserId, Member>,
+}
+
+impl RoomState {
+    /// A new room with `creator` as its only member and owner, and `others`
+    /// as plain members. Capacity must be checked by the caller first
+    /// ([`RoomState::check_initial_capacity`]).
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    pub fn new(
+        id: RoomId,
+        name: String,
+        t: RoomType,
+        code: RoomCode,
+        creator: &Principal,
+        others: Vec<UserRef>,
+        opts: CreateOptions,
+        now: Millis,
+    ) -> Self {
+        let creator_ref = user_ref(creator);
+        let mut members = HashMap::new();
+        let mut owner = Member::new(creator_ref.clone(), false, now);
+        owner.roles.insert(RoomRoles::OWNER);
+        members.insert(creator.id.clone(), owner);
+        for u in others {
+            if !members.contains_key(&u.id) {
+                members.insert(u.id.clone(), Member::new(u, false, now));
+            }
+        }
+        RoomState {
+            id,
+            fname: name.clone(),
+            name,
+            t,
+            code,
+            creator: UserRef {
+                id: creator.id.clone(),
+                username: creator.username.clone(),
+                name: None,
+            },
+            host_id: creator.id.clone(),
+            ts: now,
+            updated_at: now,
+            ro: opts.read_only,
+            archived: false,
+            join_code: None,
+            locked: opts.locked,
+            max_participants: opts.max_participants,
+            active: true,
+            guest_access: opts.guest_access,
+            custom_fields: opts.custom_fields,
+            msgs: 0,
+            default: false,
+            sys_mes: true,
+            featured: false,
+            topic: None,
+            description: None,
+            announcement: None,
+            members,
+        }
+    }
+
+    /// `error-room-full` when `count` initial members would exceed capacity.
+    pub fn check_initial_capacity(count: usize, max: Option<u32>) -> Result<(), RoomError> {
+        match max {
+            Some(m) if count > m as usize => Err(RoomError::Full),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn roles_of(&self, uid: &UserId) -> RoomRoles {
+        self.members.get(uid).map(|m| m.roles).unwrap_or_default()
+    }
+
+    pub fn is_member(&self, uid: &UserId) -> bool {
+        self.members.contains_key(uid)
+    }
+
+    pub fn is_full(&self) -> bool {
+        matches!(self.max_participants, Some(m) if self.members.len() >= m as usize)
+    }
+
+    fn can_bypass_lock(&self, who: &Principal) -> bool {
+        who.id == self.host_id || allowed(Permission::BypassLock, who, self.roles_of(&who.id))
+    }
+
+    /// `joinRoom(rid, joinCode?)`: a signed-in user joins a public channel.
+    pub fn join_self(
+        &mut self,
+        who: &Principal,
+        join_code: Option<&str>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Joined, RoomError> {
+        if let Some(m) = self.members.get(&who.id) {
+            return Ok(Joined::Existing(m.clone()));
+        }
+        if self.t != RoomType::Channel || who.guest {
+            return Err(RoomError::NotAllowed);
+        }
+        if self.archived {
+            return Err(RoomError::Archived);
+        }
+        if !self.active {
+            return Err(RoomError::Inactive);
+        }
+        if self.locked && !self.can_bypass_lock(who) {
+            return Err(RoomError::Locked);
+        }
+        if let Some(expected) = &self.join_code
+            && !allowed(Permission::JoinWithoutJoinCode, who, RoomRoles::NONE)
+        {
+            match join_code {
+                None | Some("") => return Err(RoomError::CodeRequired),
+                Some(given) if !constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+                    return Err(RoomError::CodeInvalid);
+                }
+                Some(_) => {}
+            }
+        }
+        if self.is_full() {
+            return Err(RoomError::Full);
+        }
+        Ok(Joined::New(self.admit(who, now, fx)))
+    }
+
+    /// `join-room {code, guestName}`: join by shareable code, as a user or a
+    /// guest. The code itself is the invitation, so private rooms and join
+    /// codes do not apply; activity, lock and capacity do.
+    pub fn join_by_code(
+        &mut self,
+        who: &Principal,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<Joined, RoomError> {
+        if let Some(m) = self.members.get(&who.id) {
+            return Ok(Joined::Existing(m.clone()));
+        }
+        if who.guest && !self.guest_access {
+            return Err(RoomError::GuestsNotAllowed);
+        }
+        if self.t == RoomType::Direct {
+            return Err(RoomError::NotAllowed);
+        }
+        if self.archived {
+            return Err(RoomError::Archived);
+        }
+        if !self.active {
+            return Err(RoomError::Inactive);
+        }
+        if self.locked && !self.can_bypass_lock(who) {
+            return Err(RoomError::Locked);
+        }
+        if self.is_full() {
+            return Err(RoomError::Full);
+        }
+        Ok(Joined::New(self.admit(who, now, fx)))
+    }
+
+    /// Finds a guest's membership by its resume token (reconnect grace).
+    pub fn guest_by_token(&self, token: &str) -> Option<&Member> {
+        self.members.values().find(|m| {
+            m.guest_token
+                .as_deref()
+                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        })
+    }
+
+    fn admit(&mut self, who: &Principal, now: Millis, fx: &mut Vec<Effect>) -> Member {
+        let member = Member::new(user_ref(who), who.guest, now);
+        self.members.insert(who.id.clone(), member.clone());
+        self.updated_at = now;
+        fx.push(Effect::MembershipAdded(who.id.clone()));
+        fx.push(Effect::System {
+            t: "uj",
+            msg: member.user.username.clone(),
+            by: member.user.clone(),
+            role: None,
+        });
+        fx.push(Effect::Participant {
+            joined: true,
+            member: member.clone(),
+            at: now,
+        });
+        fx.push(Effect::RoomUpdated);
+        member
+    }
+
+    /// `leaveRoom(rid)`. When the last owner is also the last member, the
+    /// room ends with their departure instead of being left ownerless.
+    pub fn leave(&mut self, uid: &UserId, now: Millis, fx: &mut Vec<Effect>) -> Result<Member, RoomError> {
+        let Some(member) = self.members.get(uid) else {
+            return Err(RoomError::NotInRoom);
+        };
+        if self.t == RoomType::Direct {
+            return Err(RoomError::ActionNotAllowed("Leaving a direct message"));
+        }
+        let is_owner = member.roles.contains(RoomRoles::OWNER);
+        let other_owners = self
+            .members
+            .values()
+            .filter(|m| m.roles.contains(RoomRoles::OWNER) && &m.user.id != uid)
+            .count();
+        let last_member = self.members.len() == 1;
+        if is_owner && other_owners == 0 && !last_member {
+            return Err(RoomError::LastOwner);
+        }
+        let member = self.remove_member(uid, now, "ul", None, fx);
+        if is_owner && last_member && self.active {
+            self.active = false;
+            fx.push(Effect::System {
+                t: "room-ended",
+                msg: String::new(),
+                by: member.user.clone(),
+                role: None,
+            });
+            fx.push(Effect::RoomUpdated);
+        }
+        Ok(member)
+    }
+
+    /// Removes a member for any reason (`ul` leave, `ru` removal, guest
+    /// expiry) and emits the matching events. The member must exist.
+    pub fn remove_member(
+        &mut self,
+        uid: &UserId,
+        now: Millis,
+        t: &'static str,
+        by: Option<UserRef>,
+        fx: &mut Vec<Effect>,
+    ) -> Member {
+        let member = self.members.remove(uid).expect("caller checked membership");
+        self.updated_at = now;
+        let by = by.unwrap_or_else(|| member.user.clone());
+        fx.push(Effect::System {
+            t,
+            msg: member.user.username.clone(),
+            by,
+            role: None,
+        });
+        fx.push(Effect::Participant {
+            joined: false,
+            member: member.clone(),
+            at: now,
+        });
+        fx.push(Effect::RoomUpdated);
+        fx.push(Effect::MembershipRemoved(uid.clone()));
+        member
+    }
+
+    /// `endRoom(rid)`: no further joins; members are told.
+    pub fn end(&mut self, who: &Principal, now: Millis, fx: &mut Vec<Effect>) -> Result<(), RoomError> {
+        if !allowed(Permission::EndRoom, who, self.roles_of(&who.id)) {
+            return Err(RoomError::ActionNotAllowed("Ending the room"));
+        }
+        if !self.active {
+            return Err(RoomError::Inactive);
+        }
+        self.active = false;
+        self.updated_at = now;
+        fx.push(Effect::System {
+            t: "room-ended",
+            msg: String::new(),
+            by: user_ref(who),
+            role: None,
+        });
+        fx.push(Effect::RoomUpdated);
+        Ok(())
+    }
+
+    /// Checks permission and every value of a `saveRoomSettings` call; only
+    /// when all pass does [`RoomState::apply_settings`] change anything, so a
+    /// call with one bad setting changes nothing.
+    pub fn check_settings(&self, who: &Principal, settings: &[Setting]) -> Result<(), RoomError> {
+        if !allowed(Permission::EditRoom, who, self.roles_of(&who.id)) {
+            return Err(RoomError::ActionNotAllowed("Editing room"));
+        }
+        for s in settings {
+            match s {
+                Setting::RoomName(n) if !valid_room_name(n) => {
+                    return Err(RoomError::InvalidRoomName(n.clone()));
+                }
+                Setting::MaxParticipants(Some(0)) => {
+                    return Err(RoomError::InvalidSettingValue("maxParticipants".into()));
+                }
+                Setting::RoomType(t) if self.t == RoomType::Direct || *t == RoomType::Direct => {
+                    return Err(RoomError::InvalidSettingValue("roomType".into()));
+                }
+                Setting::RoomType(RoomType::Channel) | Setting::RoomType(RoomType::Private)
+                    if !allowed(Permission::ArchiveRoom, who, self.roles_of(&who.id)) =>
+                {
+                    // Changing privacy is an owner/admin matter in Rocket.Chat.
+                    return Err(RoomError::ActionNotAllowed("Change room type"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies settings already accepted by [`RoomState::check_settings`].
+    /// Settings that do not change anything emit nothing.
+    pub fn apply_settings(
+        &mut self,
+        who: &Principal,
+        settings: Vec<Setting>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let by = user_ref(who);
+        let sys = |t: &'static str, msg: String| Effect::System {
+            t,
+            msg,
+            by: by.clone(),
+            role: None,
+        };
+        let mut room_updated = false;
+        for s in settings {
+            match s {
+                Setting::RoomName(n) => {
+                    if n != self.name {
+                        let old = std::mem::replace(&mut self.name, n.clone());
+                        self.fname = n.clone();
+                        fx.push(Effect::Renamed { old, new: n.clone() });
+                        fx.push(sys("r", n));
+                    }
+                }
+                Setting::RoomTopic(v) => {
+                    if self.topic.as_deref().unwrap_or("") != v {
+                        self.topic = Some(v.clone());
+                        fx.push(sys("room_changed_topic", v));
+                    }
+                }
+                Setting::RoomDescription(v) => {
+                    if self.description.as_deref().unwrap_or("") != v {
+                        self.description = Some(v.clone());
+                        fx.push(sys("room_changed_description", v));
+                    }
+                }
+                Setting::RoomAnnouncement(v) => {
+                    if self.announcement.as_deref().unwrap_or("") != v {
+                        self.announcement = Some(v.clone());
+                        fx.push(sys("room_changed_announcement", v));
+                    }
+                }
+                Setting::ReadOnly(v) => {
+                    if self.ro != v {
+                        self.ro = v;
+                        let t = if v {
+                            "room-set-read-only"
+                        } else {
+                            "room-removed-read-only"
+                        };
+                        fx.push(sys(t, who.username.clone()));
+                    }
+                }
+                Setting::JoinCode(code) => {
+                    let new = (!code.is_empty()).then_some(code);
+                    if self.join_code != new {
+                        // Never broadcast the code itself: members who may
+                        // not edit the room must not learn it from the stream.
+                        let t = if new.is_some() {
+                            "room-join-code-set"
+                        } else {
+                            "room-join-code-removed"
+                        };
+                        self.join_code = new;
+                        fx.push(sys(t, String::new()));
+                    }
+                }
+                Setting::Locked(v) => {
+                    if self.locked != v {
+                        self.locked = v;
+                        fx.push(sys(
+                            if v { "room-locked" } else { "room-unlocked" },
+                            String::new(),
+                        ));
+                        room_updated = true;
+                    }
+                }
+                Setting::MaxParticipants(v) => {
+                    if self.max_participants != v {
+                        self.max_participants = v;
+                        let msg = v.map(|n| n.to_string()).unwrap_or_default();
+                        fx.push(sys("room-max-participants-changed", msg));
+                        room_updated = true;
+                    }
+                }
+                Setting::GuestAccess(v) => {
+                    if self.guest_access != v {
+                        self.guest_access = v;
+                        fx.push(sys("room-guest-access-changed", v.to_string()));
+                    }
+                }
+                Setting::RoomType(t) => {
+                    if self.t != t {
+                        self.t = t;
+                        fx.push(sys("room_changed_privacy", t.as_str().to_owned()));
+                    }
+                }
+                Setting::SystemMessages(v) => self.sys_mes = v,
+                Setting::Default(v) => self.default = v,
+                Setting::Favorite(v) => self.featured = v,
+            }
+        }
+        self.updated_at = now;
+        if room_updated {
+            fx.push(Effect::RoomUpdated);
+        }
+    }
+
+    /// `room-updated` payload of the meeting view.
+    pub fn meeting_status(&self) -> Value {
+        json!({
+            "isLocked": self.locked,
+            "isActive": self.active,
+            "maxParticipants": self.max_participants,
+            "participantCount": self.members.len(),
+        })
+    }
+
+    /// The room document in Rocket.Chat's shape plus roomd's fields.
+    pub fn to_doc(&self) -> Value {
+        let mut doc = json!({
+            "_id": self.id,
+            "name": self.name,
+            "fname": self.fname,
+            "t": self.t.as_str(),
+            "msgs": self.msgs,
+            "usersCount": self.members.len(),
+            "u": {"_id": self.creator.id, "username": self.creator.username},
+            "ts": self.ts,
+            "ro": self.ro,
+            "default": self.default,
+            "sysMes": self.sys_mes,
+            "_updatedAt": self.updated_at,
+            "customFields": self.custom_fields,
+            "archived": self.archived,
+            "code": self.code,
+            "locked": self.locked,
+            "maxParticipants": self.max_participants,
+            "active": self.active,
+            "joinCodeRequired": self.join_code.is_some(),
+            "guestAccess": self.guest_access,
+            "hostId": self.host_id,
+        });
+        if let Value::Object(o) = &mut doc {
+            for (k, v) in [
+                ("topic", &self.topic),
+                ("description", &self.description),
+                ("announcement", &self.announcement),
+            ] {
+                if let Some(v) = v {
+                    o.insert(k.into(), Value::from(v.as_str()));
+                }
+            }
+        }
+        doc
+    }
+}
+
+pub fn user_ref(p: &Principal) -> UserRef {
+    UserRef {
+        id: p.id.clone(),
+        username: p.username.clone(),
+        name: p.name.clone(),
+    }
+}
+
+/// Rocket.Chat's default channel-name rule: `[0-9a-zA-Z-_.]+`.
+pub fn valid_room_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Compares secrets without an early exit, so response timing does not tell
+/// a brute-forcer how many leading characters were right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

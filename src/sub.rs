@@ -1,0 +1,89 @@
+//! DDP subscriptions to Rocket.Chat streams.
+//!
+//! Streams roomd knows reach a room actor, which checks the caller may read
+//! and records the connection for that topic. Streams or events roomd does
+//! not produce still get `ready` (clients subscribe to many things
+//! speculatively) and simply never fire.
+
+use crate::error::MethodError;
+use crate::room::{RoomCommand, Topic};
+use crate::session::{RoomSub, Session};
+use crate::wire;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Handles `sub`; returns the frames to send, in order.
+pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>) -> Vec<Utf8Bytes> {
+    let Some(Value::String(event)) = params.first() else {
+        let e = MethodError::matching("params[0]", "the stream's event name (a string)");
+        return vec![wire::nosub(id, Some(&e.to_wire("")))];
+    };
+    // Second param: `true`, `false`, or `{useCollection, args}`.
+    let use_collection = match params.get(1) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Object(o)) => o.get("useCollection").and_then(Value::as_bool).unwrap_or(false),
+        _ => false,
+    };
+    let result = match name {
+        "stream-room-messages" => room_topic(s, id, event, Topic::Messages).await,
+        "stream-notify-room" => match event.rsplit_once('/') {
+            Some((rid, "participants")) => room_topic_of(s, id, rid, Topic::Participants).await,
+            Some((rid, "typing")) => room_topic_of(s, id, rid, Topic::Typing).await,
+            Some((rid, "user-activity")) => room_topic_of(s, id, rid, Topic::UserActivity).await,
+            Some((rid, "deleteMessage")) => room_topic_of(s, id, rid, Topic::DeleteMessage).await,
+            _ => Ok(()),
+        },
+        "stream-notify-user" => match event.split_once('/') {
+            // Only the user themself may listen to their stream.
+            Some((uid, _)) if s.user.as_ref().is_some_and(|u| u.id.as_str() == uid) => Ok(()),
+            _ => Err(MethodError::SubNotAllowed),
+        },
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) => {
+            let mut frames = Vec::with_capacity(2);
+            if use_collection {
+                frames.push(wire::stream_added(name, event));
+            }
+            frames.push(wire::ready(id));
+            frames
+        }
+        Err(e) => {
+            tracing::debug!(conn = %s.conn().id, stream = name, event = %event, error = %e, "sub refused");
+            vec![wire::nosub(id, Some(&e.to_wire("")))]
+        }
+    }
+}
+
+async fn room_topic(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Result<(), MethodError> {
+    if rid == "__my_messages__" {
+        return Ok(());
+    }
+    room_topic_of(s, id, rid, topic).await
+}
+
+async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Result<(), MethodError> {
+    let room = s
+        .server
+        .registry
+        .get(&rid.into())
+        .ok_or(MethodError::SubNotAllowed)?;
+    let (uid, signed_in) = match (&s.user, &s.guest_id) {
+        (Some(u), _) => (u.id.clone(), true),
+        (None, Some(g)) => (g.clone(), false),
+        (None, None) => return Err(MethodError::SubNotAllowed),
+    };
+    let conn = s.conn().clone();
+    room.ask(|tx| RoomCommand::Subscribe {
+        conn,
+        uid,
+        signed_in,
+        topic,
+        respond_to: tx,
+    })
+    .await
+    .map_err(|_| MethodError::SubNotAllowed)?;
+    s.subs.insert(id.to_owned(), RoomSub { room, topic });
+    Ok(())
+}

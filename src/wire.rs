@@ -1,0 +1,305 @@
+//! DDP frames: the only module that parses inbound JSON frames or knows the
+//! outbound frame shapes. Everything else deals in typed values.
+//!
+//! Shapes follow Meteor's DDP spec and the server's actual behaviour (what
+//! real client libraries depend on), not just the written spec: e.g. `result`
+//! omits the key when a method returns nothing, stream events use the literal
+//! document id `"id"`.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// One inbound frame after validation.
+#[derive(Debug)]
+pub enum ClientFrame {
+    Connect {
+        version: Option<String>,
+        support: Vec<String>,
+    },
+    Ping {
+        id: Option<Value>,
+    },
+    Pong,
+    Method {
+        id: String,
+        method: String,
+        params: Vec<Value>,
+    },
+    Sub {
+        id: String,
+        name: String,
+        params: Vec<Value>,
+    },
+    Unsub {
+        id: String,
+    },
+}
+
+/// Why an inbound frame could not be turned into a [`ClientFrame`]. Each maps
+/// to a DDP `{"msg":"error"}` frame; none of them ends the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("Parse error")]
+    Parse,
+    #[error("Bad request")]
+    BadRequest(Value),
+    #[error("Malformed method invocation")]
+    MalformedMethod(Value),
+    #[error("Malformed subscription")]
+    MalformedSub(Value),
+}
+
+impl FrameError {
+    /// The `{"msg":"error"}` frame for this failure.
+    pub fn to_frame(&self) -> Utf8Bytes {
+        let reason = self.to_string();
+        match self {
+            FrameError::Parse => to_frame(&json!({"msg": "error", "reason": reason})),
+            FrameError::BadRequest(v) | FrameError::MalformedMethod(v) | FrameError::MalformedSub(v) => {
+                error_frame(&reason, v)
+            }
+        }
+    }
+}
+
+/// Parses one text frame. Never panics: serde_json bounds nesting depth, and
+/// every shape check is explicit.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: Value = serde_json::from_str(text).map_err(|_| FrameError::Parse)?;
+    let Value::Object(mut obj) = value else {
+        return Err(FrameError::BadRequest(value));
+    };
+    let msg = obj.get("msg").and_then(Value::as_str).unwrap_or("");
+    match msg {
+        "connect" => {
+            let version = obj.get("version").and_then(Value::as_str).map(str::to_owned);
+            let support = obj
+                .get("support")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            Ok(ClientFrame::Connect { version, support })
+        }
+        "ping" => Ok(ClientFrame::Ping { id: obj.remove("id") }),
+        "pong" => Ok(ClientFrame::Pong),
+        "method" => {
+            let ok = matches!(obj.get("id"), Some(Value::String(_)))
+                && matches!(obj.get("method"), Some(Value::String(_)))
+                && matches!(obj.get("params"), None | Some(Value::Array(_)));
+            if !ok {
+                return Err(FrameError::MalformedMethod(Value::Object(obj)));
+            }
+            let id = take_string(&mut obj, "id");
+            let method = take_string(&mut obj, "method");
+            let params = take_array(&mut obj, "params");
+            Ok(ClientFrame::Method { id, method, params })
+        }
+        "sub" => {
+            let ok = matches!(obj.get("id"), Some(Value::String(_)))
+                && matches!(obj.get("name"), Some(Value::String(_)))
+                && matches!(obj.get("params"), None | Some(Value::Array(_)));
+            if !ok {
+                return Err(FrameError::MalformedSub(Value::Object(obj)));
+            }
+            let id = take_string(&mut obj, "id");
+            let name = take_string(&mut obj, "name");
+            let params = take_array(&mut obj, "params");
+            Ok(ClientFrame::Sub { id, name, params })
+        }
+        "unsub" => match obj.get("id") {
+            Some(Value::String(_)) => Ok(ClientFrame::Unsub {
+                id: take_string(&mut obj, "id"),
+            }),
+            _ => Err(FrameError::BadRequest(Value::Object(obj))),
+        },
+        _ => Err(FrameError::BadRequest(Value::Object(obj))),
+    }
+}
+
+fn take_string(obj: &mut Map<String, Value>, key: &str) -> String {
+    match obj.remove(key) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn take_array(obj: &mut Map<String, Value>, key: &str) -> Vec<Value> {
+    match obj.remove(key) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    }
+}
+
+/// A Meteor.Error as it travels in `result.error` and `nosub.error`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireError {
+    /// Meteor allows a string or a number (404 for unknown methods, 400 for
+    /// `Match failed`); Rocket.Chat clients match on the string codes.
+    pub error: ErrorCode,
+    pub reason: String,
+    pub details: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErrorCode {
+    Str(&'static str),
+    Num(u16),
+}
+
+impl ErrorCode {
+    fn to_value(&self) -> Value {
+        match self {
+            ErrorCode::Str(s) => Value::from(*s),
+            ErrorCode::Num(n) => Value::from(*n),
+        }
+    }
+
+    pub fn as_string(&self) -> String {
+        match self {
+            ErrorCode::Str(s) => (*s).to_owned(),
+            ErrorCode::Num(n) => n.to_string(),
+        }
+    }
+}
+
+impl WireError {
+    pub fn to_value(&self) -> Value {
+        let code = self.error.to_value();
+        json!({
+            "isClientSafe": true,
+            "error": code,
+            "reason": self.reason,
+            "message": format!("{} [{}]", self.reason, self.error.as_string()),
+            "errorType": "Meteor.Error",
+            "details": self.details,
+        })
+    }
+}
+
+pub fn to_frame<T: Serialize>(v: &T) -> Utf8Bytes {
+    // Serialising our own types into a String cannot fail (no non-string map
+    // keys, no failing Serialize impls), so the fallback is unreachable.
+    Utf8Bytes::from(serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned()))
+}
+
+pub fn connected(session: &str) -> Utf8Bytes {
+    to_frame(&json!({"msg": "connected", "session": session}))
+}
+
+pub fn failed(version: &str) -> Utf8Bytes {
+    to_frame(&json!({"msg": "failed", "version": version}))
+}
+
+pub fn ping() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"msg":"ping"}"#)
+}
+
+pub fn pong(id: Option<Value>) -> Utf8Bytes {
+    match id {
+        Some(id) => to_frame(&json!({"msg": "pong", "id": id})),
+        None => Utf8Bytes::from_static(r#"{"msg":"pong"}"#),
+    }
+}
+
+/// `result` for a successful call; `None` omits the `result` key, as Meteor
+/// does for methods that return `undefined`.
+pub fn result_ok(id: &str, value: Option<Value>) -> Utf8Bytes {
+    match value {
+        Some(v) => to_frame(&json!({"msg": "result", "id": id, "result": v})),
+        None => to_frame(&json!({"msg": "result", "id": id})),
+    }
+}
+
+pub fn result_err(id: &str, err: &WireError) -> Utf8Bytes {
+    to_frame(&json!({"msg": "result", "id": id, "error": err.to_value()}))
+}
+
+pub fn updated(id: &str) -> Utf8Bytes {
+    to_frame(&json!({"msg": "updated", "methods": [id]}))
+}
+
+pub fn ready(sub_id: &str) -> Utf8Bytes {
+    to_frame(&json!({"msg": "ready", "subs": [sub_id]}))
+}
+
+pub fn nosub(sub_id: &str, err: Option<&WireError>) -> Utf8Bytes {
+    match err {
+        Some(e) => to_frame(&json!({"msg": "nosub", "id": sub_id, "error": e.to_value()})),
+        None => to_frame(&json!({"msg": "nosub", "id": sub_id})),
+    }
+}
+
+/// DDP connection-level error (`{"msg":"error"}`), echoing the offending frame.
+pub fn error_frame(reason: &str, offending: &Value) -> Utf8Bytes {
+    to_frame(&json!({"msg": "error", "reason": reason, "offendingMessage": offending}))
+}
+
+/// A stream event. Serialised once per event and shared by every recipient.
+pub fn stream_changed<A: Serialize>(collection: &str, event: &str, args: &A) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Fields<'a, A> {
+        #[serde(rename = "eventName")]
+        event_name: &'a str,
+        args: &'a A,
+    }
+    #[derive(Serialize)]
+    struct Changed<'a, A> {
+        msg: &'static str,
+        collection: &'a str,
+        id: &'static str,
+        fields: Fields<'a, A>,
+    }
+    to_frame(&Changed {
+        msg: "changed",
+        collection,
+        id: "id",
+        fields: Fields {
+            event_name: event,
+            args,
+        },
+    })
+}
+
+/// The `added` document a `useCollection: true` subscriber expects before
+/// `ready`.
+pub fn stream_added(collection: &str, event: &str) -> Utf8Bytes {
+    to_frame(&json!({
+        "msg": "added", "collection": collection, "id": "id",
+        "fields": {"eventName": event}
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        assert!(matches!(parse_client_frame("{"), Err(FrameError::Parse)));
+        assert!(matches!(parse_client_frame("[]"), Err(FrameError::BadRequest(_))));
+        assert!(matches!(
+            parse_client_frame(r#"{"msg":"x"}"#),
+            Err(FrameError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"msg":"method","id":1,"method":"a"}"#),
+            Err(FrameError::MalformedMethod(_))
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"msg":"sub","id":"1","name":"a","params":{}}"#),
+            Err(FrameError::MalformedSub(_))
+        ));
+        match parse_client_frame(r#"{"msg":"method","id":"1","method":"a"}"#) {
+            Ok(ClientFrame::Method { params, .. }) => assert!(params.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        let deep = "[".repeat(10_000);
+        assert!(matches!(parse_client_frame(&deep), Err(FrameError::Parse)));
+    }
+
+    #[test]
+    fn result_without_value_omits_key() {
+        assert_eq!(result_ok("7", None).as_str(), r#"{"id":"7","msg":"result"}"#);
+    }
+}

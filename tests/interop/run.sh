@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Interop suite: run published DDP client libraries against a real roomd.
+#
+# usage: tests/interop/run.sh [path-to-roomd-binary]
+#   default binary: target/release/roomd (relative to the repo root)
+# env:
+#   SCENARIOS="simpleddp-core ddpjs-core"  run a subset (names with or without .mjs)
+#   INTEROP_SKIP_RC=1                       skip the rc-messages scenario
+#   DEBUG_FRAMES=1                          print every WebSocket frame live
+#   INTEROP_TIMEOUT_MS=20000                overall timeout per scenario
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+ALL_SCENARIOS=(simpleddp-core ddpjs-core rc-messages)
+
+log() { printf '[interop] %s\n' "$*"; }
+die() { printf '[interop] ERROR: %s\n' "$*" >&2; exit 2; }
+
+# --- binary ---------------------------------------------------------------
+if [[ $# -ge 1 && -n "$1" ]]; then
+  BIN="$1"
+  [[ "$BIN" = /* ]] || BIN="$PWD/$BIN"
+else
+  BIN="$REPO_ROOT/target/release/roomd"
+fi
+[[ -x "$BIN" ]] || die "roomd binary not found or not executable: $BIN (build it with: cargo build --release)"
+
+command -v node >/dev/null || die "node is required"
+command -v npm >/dev/null || die "npm is required"
+
+# --- scenarios ------------------------------------------------------------
+if [[ -n "${SCENARIOS:-}" ]]; then
+  read -r -a SELECTED <<<"$SCENARIOS"
+else
+  SELECTED=("${ALL_SCENARIOS[@]}")
+fi
+RUN_LIST=()
+for s in "${SELECTED[@]}"; do
+  s="${s%.mjs}"
+  [[ -f "$SCRIPT_DIR/$s.mjs" ]] || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
+  if [[ "$s" == rc-messages && "${INTEROP_SKIP_RC:-0}" == 1 ]]; then
+    log "skipping rc-messages (INTEROP_SKIP_RC=1)"
+    continue
+  fi
+  RUN_LIST+=("$s")
+done
+[[ ${#RUN_LIST[@]} -gt 0 ]] || die "no scenario selected"
+
+# --- node dependencies ----------------------------------------------------
+log "installing node dependencies in $SCRIPT_DIR"
+if [[ -f "$SCRIPT_DIR/package-lock.json" ]]; then
+  (cd "$SCRIPT_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+else
+  (cd "$SCRIPT_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+# --- server ---------------------------------------------------------------
+export ROOMD_JWT_SECRET=interop-secret
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/roomd-interop.XXXXXX")"
+SERVER_LOG="$WORK/server.log"
+SERVER_PID=""
+
+cleanup() {
+  local rc=$?
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ $rc -ne 0 && -s "$SERVER_LOG" ]]; then
+    printf '[interop] last lines of the server log (%s):\n' "$SERVER_LOG" >&2
+    tail -n 40 "$SERVER_LOG" >&2 || true
+  fi
+  if [[ $rc -eq 0 && "${INTEROP_KEEP_LOGS:-0}" != 1 ]]; then
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+PORT="$(node -e '
+  const s = require("net").createServer();
+  s.listen(0, "127.0.0.1", () => { process.stdout.write(String(s.address().port)); s.close(); });
+')"
+[[ "$PORT" =~ ^[0-9]+$ ]] || die "could not pick a free port"
+
+SERVER_ARGS=(--listen "127.0.0.1:$PORT")
+if "$BIN" --help 2>&1 | grep -q -- '--in-memory'; then
+  SERVER_ARGS+=(--in-memory)
+else
+  log "binary does not advertise --in-memory; starting without it"
+fi
+
+log "starting $BIN ${SERVER_ARGS[*]} (log: $SERVER_LOG)"
+"$BIN" "${SERVER_ARGS[@]}" >"$SERVER_LOG" 2>&1 &
+SERVER_PID=$!
+
+ready=0
+for _ in $(seq 1 100); do
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    wait "$SERVER_PID" && code=0 || code=$?
+    SERVER_PID=""
+    die "server exited early with status $code"
+  fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+[[ $ready == 1 ]] || die "server did not accept connections on 127.0.0.1:$PORT within 10s"
+log "server is up on 127.0.0.1:$PORT (pid $SERVER_PID)"
+
+# --- tokens ---------------------------------------------------------------
+mint() { # mint USER_ID USERNAME "Full Name" ROLE
+  local tok
+  tok="$("$BIN" token --user-id "$1" --username "$2" --name "$3" --role "$4" --ttl 24h)" ||
+    die "minting a token for $2 failed"
+  tok="$(printf '%s' "$tok" | tr -d '[:space:]')"
+  [[ -n "$tok" ]] || die "minting a token for $2 printed nothing"
+  printf '%s' "$tok"
+}
+
+export ROOMD_URL="ws://127.0.0.1:$PORT/websocket"
+export ALICE_ID=interop-alice BOB_ID=interop-bob CAROL_ID=interop-carol BOT_ID=interop-bot
+export BOT_USERNAME=interop-bot
+ALICE_TOKEN="$(mint "$ALICE_ID" alice "Alice Liddell" user)"
+BOB_TOKEN="$(mint "$BOB_ID" bob "Bob Builder" user)"
+CAROL_TOKEN="$(mint "$CAROL_ID" carol "Carol Danvers" user)"
+BOT_TOKEN="$(mint "$BOT_ID" "$BOT_USERNAME" "Interop Bot" bot)"
+export ALICE_TOKEN BOB_TOKEN CAROL_TOKEN BOT_TOKEN
+
+# --- run ------------------------------------------------------------------
+passed=0
+failed=0
+FAILED_NAMES=()
+for s in "${RUN_LIST[@]}"; do
+  log "running $s"
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    log "server is no longer running; $s cannot run"
+    failed=$((failed + 1)); FAILED_NAMES+=("$s")
+    continue
+  fi
+  # The scenario has its own (shorter) timeout; this is only a last resort.
+  if timeout 120 node "$SCRIPT_DIR/$s.mjs"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); FAILED_NAMES+=("$s")
+  fi
+done
+
+log "results: ${#RUN_LIST[@]} scenario(s)"
+if [[ $failed -gt 0 ]]; then
+  log "failed: ${FAILED_NAMES[*]}"
+fi
+echo "interop: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

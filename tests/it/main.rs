@@ -1,0 +1,6 @@
+//! One integration-test binary (compiles once). Every test talks to a real
+//! server over real sockets.
+
+mod support;
+
+mod ddp;
