@@ -284,6 +284,10 @@ async fn write_loop<S>(
     }
     let reason = conn.reason();
     if reason == CloseReason::PeerClosed {
+        // If the peer sent a close frame, the WebSocket layer has queued the
+        // reply; flushing and closing our half sends it, so the client sees a
+        // clean 1000 instead of 1006.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
         return;
     }
     // Deliver what was queued before the close (e.g. `failed`), unless the

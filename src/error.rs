@@ -8,6 +8,7 @@
 
 use crate::auth::AuthError;
 use crate::room::RoomError;
+use crate::room::state::RoleKind;
 use crate::wire::{ErrorCode, WireError};
 use serde_json::{Map, Value};
 
@@ -175,6 +176,47 @@ impl MethodError {
                         None,
                     )
                 }
+                RoomError::TargetNotInRoom => (
+                    Str("error-user-not-in-room"),
+                    "User is not in this room".into(),
+                    None,
+                ),
+                RoomError::AlreadyHasRole(role) => match role {
+                    RoleKind::Owner => (
+                        Str("error-user-already-owner"),
+                        "User is already an owner".into(),
+                        None,
+                    ),
+                    RoleKind::Moderator => (
+                        Str("error-user-already-moderator"),
+                        "User is already a moderator".into(),
+                        None,
+                    ),
+                    RoleKind::Leader => (
+                        Str("error-user-already-leader"),
+                        "User is already a leader".into(),
+                        None,
+                    ),
+                },
+                RoomError::LacksRole(role) => match role {
+                    RoleKind::Owner => (Str("error-user-not-owner"), "User is not an owner".into(), None),
+                    RoleKind::Moderator => (
+                        Str("error-user-not-moderator"),
+                        "User is not a moderator".into(),
+                        None,
+                    ),
+                    RoleKind::Leader => (Str("error-user-not-leader"), "User is not a leader".into(), None),
+                },
+                RoomError::RemoveLastOwner => (
+                    Str("error-remove-last-owner"),
+                    "This is the last owner. Please set a new owner before removing this one.".into(),
+                    None,
+                ),
+                RoomError::CantInviteDirect => (
+                    Str("error-cant-invite-for-direct-room"),
+                    "Can't invite user to direct rooms".into(),
+                    None,
+                ),
                 RoomError::DuplicateMessage => (
                     Str("error-message-already-exists"),
                     "A message with this _id already exists".into(),

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod hub;
 pub mod ids;
 pub mod method;
 pub mod permissions;

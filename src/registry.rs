@@ -71,6 +71,15 @@ impl Registry {
         self.by_id.insert(handle.id.clone(), handle);
     }
 
+    /// The room `id`, creating it with `make` if absent; the bool says
+    /// whether it was created by this call.
+    pub fn get_or_insert_with(&self, id: &RoomId, make: impl FnOnce() -> RoomHandle) -> (RoomHandle, bool) {
+        match self.by_id.entry(id.clone()) {
+            Entry::Occupied(e) => (e.get().clone(), false),
+            Entry::Vacant(v) => (v.insert(make()).clone(), true),
+        }
+    }
+
     pub fn remove(&self, id: &RoomId) {
         self.by_id.remove(id);
     }

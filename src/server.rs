@@ -6,11 +6,12 @@
 use crate::auth::Authenticator;
 use crate::config::Limits;
 use crate::conn::{self, CloseReason, ConnConfig};
+use crate::hub::UserHub;
 use crate::ids::{ConnId, RoomId};
 use crate::permissions::Principal;
 use crate::registry::Registry;
 use crate::room::actor::RoomConfig;
-use crate::room::{CreateOptions, RoomError, RoomHandle, RoomState, RoomType, UserRef};
+use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::time::Millis;
 use crate::users::Directory;
 use futures_util::SinkExt;
@@ -35,6 +36,7 @@ pub struct ServerState {
     pub auth: Authenticator,
     pub registry: Arc<Registry>,
     pub users: Arc<Directory>,
+    pub hub: Arc<UserHub>,
     pub room_config: Arc<RoomConfig>,
     pub conn_config: ConnConfig,
     next_conn: AtomicU64,
@@ -46,6 +48,7 @@ impl ServerState {
             auth,
             registry: Arc::new(Registry::default()),
             users: Arc::new(Directory::default()),
+            hub: Arc::new(UserHub::default()),
             room_config: Arc::new(RoomConfig {
                 mailbox: limits.room_mailbox.max(1),
                 history_limit: limits.history_limit,
@@ -59,6 +62,14 @@ impl ServerState {
                 connect_timeout: limits.connect_timeout,
             },
             next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub fn deps(&self) -> RoomDeps {
+        RoomDeps {
+            registry: self.registry.clone(),
+            users: self.users.clone(),
+            hub: self.hub.clone(),
         }
     }
 
@@ -83,14 +94,43 @@ impl ServerState {
         for uid in &member_ids {
             self.users.add_membership(uid, &id);
         }
-        let handle = RoomHandle::spawn(
-            state,
-            self.room_config.clone(),
-            self.registry.clone(),
-            self.users.clone(),
-        );
+        let handle = RoomHandle::spawn(state, self.room_config.clone(), self.deps());
         self.registry.insert(handle);
         Ok(doc)
+    }
+
+    /// The direct-message room of `creator` and `others`, created on first
+    /// use. Its id is derived from the sorted member ids, so the same set of
+    /// people always lands in the same room, even when two of them create it
+    /// at the same moment (`entry()` decides the race).
+    pub fn direct_room(&self, creator: &Principal, others: Vec<UserRef>) -> (RoomHandle, bool) {
+        let mut ids: Vec<&str> = std::iter::once(creator.id.as_str())
+            .chain(others.iter().map(|u| u.id.as_str()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let id = RoomId(ids.concat());
+        self.registry.get_or_insert_with(&id, || {
+            let code = self.registry.reserve_code(&id);
+            let mut state = RoomState::new(
+                id.clone(),
+                id.to_string(),
+                RoomType::Direct,
+                code,
+                creator,
+                others.clone(),
+                CreateOptions::default(),
+                Millis::now(),
+            );
+            // Direct messages have no owners in Rocket.Chat.
+            for m in state.members.values_mut() {
+                m.roles = crate::room::RoomRoles::NONE;
+            }
+            for uid in state.members.keys() {
+                self.users.add_membership(uid, &id);
+            }
+            RoomHandle::spawn(state, self.room_config.clone(), self.deps())
+        })
     }
 }
 

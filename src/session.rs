@@ -4,6 +4,7 @@
 use crate::auth::{GlobalRole, User};
 use crate::conn::{CloseReason, ConnHandle};
 use crate::error::MethodError;
+use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{RoomId, UserId};
 use crate::method;
 use crate::permissions::Principal;
@@ -17,11 +18,24 @@ use std::sync::Arc;
 /// predates heartbeats.
 const SUPPORTED_VERSIONS: [&str; 3] = ["1", "pre2", "pre1"];
 
-/// An open subscription that reaches a room (inert subs are not stored).
+/// An open subscription that delivers something (inert subs are not
+/// stored: they never fire, and `unsub` answers `nosub` for any id).
 #[derive(Debug, Clone)]
-pub struct RoomSub {
-    pub room: RoomHandle,
-    pub topic: Topic,
+pub enum Sub {
+    Room { room: RoomHandle, topic: Topic },
+    User { uid: UserId, event: UserEvent },
+    Logged(LoggedEvent),
+}
+
+impl Sub {
+    fn same_target(&self, other: &Sub) -> bool {
+        match (self, other) {
+            (Sub::Room { room: a, topic: t }, Sub::Room { room: b, topic: u }) => a.id == b.id && t == u,
+            (Sub::User { uid: a, event: e }, Sub::User { uid: b, event: f }) => a == b && e == f,
+            (Sub::Logged(a), Sub::Logged(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 pub struct Session {
@@ -37,8 +51,10 @@ pub struct Session {
     /// told so the guest's seat is released after the grace period. Recorded
     /// before the join is sent, so a disconnect mid-join leaves no ghost.
     pub guest_rooms: Vec<RoomHandle>,
-    /// DDP sub id → room subscription.
-    pub subs: HashMap<String, RoomSub>,
+    /// DDP sub id → what it listens to.
+    pub subs: HashMap<String, Sub>,
+    /// The user this connection counts as online for.
+    online_as: Option<UserId>,
 }
 
 impl Session {
@@ -52,6 +68,7 @@ impl Session {
             guest_id: None,
             guest_rooms: Vec::new(),
             subs: HashMap::new(),
+            online_as: None,
         }
     }
 
@@ -150,21 +167,49 @@ impl Session {
     /// other sub of this connection still wants it.
     pub async fn unsubscribe(&mut self, id: &str) {
         let Some(sub) = self.subs.remove(id) else { return };
-        let still_wanted = self
-            .subs
-            .values()
-            .any(|s| s.room.id == sub.room.id && s.topic == sub.topic);
-        if !still_wanted {
-            let conn = self.conn.id;
-            let topic = sub.topic;
-            let _ = sub
-                .room
-                .ask(|tx| RoomCommand::Unsubscribe {
-                    conn,
-                    topic,
-                    respond_to: tx,
-                })
-                .await;
+        if self.subs.values().any(|s| s.same_target(&sub)) {
+            return;
+        }
+        let conn = self.conn.id;
+        match sub {
+            Sub::Room { room, topic } => {
+                let _ = room
+                    .ask(|tx| RoomCommand::Unsubscribe {
+                        conn,
+                        topic,
+                        respond_to: tx,
+                    })
+                    .await;
+            }
+            Sub::User { uid, event } => self.server.hub.unlisten_user(&uid, conn, event),
+            Sub::Logged(event) => self.server.hub.unlisten_logged(conn, event),
+        }
+    }
+
+    /// Marks this connection online as `uid` (or offline with `None`),
+    /// announcing `user-status` when a user's first connection opens or the
+    /// last one closes.
+    pub fn set_online(&mut self, uid: Option<(UserId, String)>) {
+        if self.online_as.as_ref() == uid.as_ref().map(|(u, _)| u) {
+            return;
+        }
+        let hub = &self.server.hub;
+        if let Some(old) = self.online_as.take()
+            && hub.offline(&old)
+        {
+            let name = self
+                .server
+                .users
+                .by_id(&old)
+                .map(|u| u.username)
+                .unwrap_or_default();
+            hub.send_logged(LoggedEvent::UserStatus, &status_frame(&old, &name, 0));
+        }
+        if let Some((uid, name)) = uid {
+            if hub.online(&uid) {
+                hub.send_logged(LoggedEvent::UserStatus, &status_frame(&uid, &name, 1));
+            }
+            self.online_as = Some(uid);
         }
     }
 
@@ -183,7 +228,7 @@ impl Session {
     pub async fn finish(&mut self) {
         let conn = self.conn.id;
         let mut told: Vec<RoomId> = Vec::new();
-        for room in self.guest_rooms.drain(..) {
+        for room in std::mem::take(&mut self.guest_rooms) {
             if told.contains(&room.id) {
                 continue;
             }
@@ -194,13 +239,30 @@ impl Session {
             })
             .await;
         }
+        let mut uids = Vec::new();
         for (_, sub) in self.subs.drain() {
-            if !told.contains(&sub.room.id) {
-                told.push(sub.room.id.clone());
-                sub.room.tell(RoomCommand::ConnClosed { conn, guest: None }).await;
+            match sub {
+                Sub::Room { room, .. } if !told.contains(&room.id) => {
+                    told.push(room.id.clone());
+                    room.tell(RoomCommand::ConnClosed { conn, guest: None }).await;
+                }
+                Sub::User { uid, .. } if !uids.contains(&uid) => uids.push(uid),
+                _ => {}
             }
         }
+        self.server.hub.drop_conn(conn, &uids);
+        self.set_online(None);
     }
+}
+
+/// `stream-notify-logged` `user-status`: `[[uid, username, status, text]]`
+/// with Rocket.Chat's numbering (0 offline, 1 online).
+fn status_frame(uid: &UserId, username: &str, status: u8) -> tokio_tungstenite::tungstenite::Utf8Bytes {
+    wire::stream_changed(
+        "stream-notify-logged",
+        "user-status",
+        &serde_json::json!([[uid, username, status, ""]]),
+    )
 }
 
 pub fn user_principal(u: &User) -> Principal {

@@ -6,8 +6,9 @@
 //! speculatively) and simply never fire.
 
 use crate::error::MethodError;
+use crate::hub::{LoggedEvent, UserEvent};
 use crate::room::{RoomCommand, Topic};
-use crate::session::{RoomSub, Session};
+use crate::session::{Session, Sub};
 use crate::wire;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -35,9 +36,36 @@ pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>
         },
         "stream-notify-user" => match event.split_once('/') {
             // Only the user themself may listen to their stream.
-            Some((uid, _)) if s.user.as_ref().is_some_and(|u| u.id.as_str() == uid) => Ok(()),
+            Some((uid, ev)) if s.user.as_ref().is_some_and(|u| u.id.as_str() == uid) => {
+                let event = match ev {
+                    "rooms-changed" => Some(UserEvent::RoomsChanged),
+                    "subscriptions-changed" => Some(UserEvent::SubscriptionsChanged),
+                    "message" => Some(UserEvent::Message),
+                    _ => None,
+                };
+                if let Some(event) = event {
+                    user_topic(s, id, event);
+                }
+                Ok(())
+            }
             _ => Err(MethodError::SubNotAllowed),
         },
+        "stream-notify-logged" => {
+            if s.user.is_none() {
+                Err(MethodError::SubNotAllowed)
+            } else {
+                let event = match event.as_str() {
+                    "user-status" => Some(LoggedEvent::UserStatus),
+                    "roles-change" => Some(LoggedEvent::RolesChange),
+                    _ => None,
+                };
+                if let Some(event) = event {
+                    s.server.hub.listen_logged(s.conn(), event);
+                    s.subs.insert(id.to_owned(), Sub::Logged(event));
+                }
+                Ok(())
+            }
+        }
         _ => Ok(()),
     };
     match result {
@@ -58,6 +86,10 @@ pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>
 
 async fn room_topic(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Result<(), MethodError> {
     if rid == "__my_messages__" {
+        if s.user.is_none() {
+            return Err(MethodError::SubNotAllowed);
+        }
+        user_topic(s, id, UserEvent::MyMessages);
         return Ok(());
     }
     room_topic_of(s, id, rid, topic).await
@@ -84,6 +116,15 @@ async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Re
     })
     .await
     .map_err(|_| MethodError::SubNotAllowed)?;
-    s.subs.insert(id.to_owned(), RoomSub { room, topic });
+    s.subs.insert(id.to_owned(), Sub::Room { room, topic });
     Ok(())
+}
+
+/// Listens to one of the signed-in user's own events.
+fn user_topic(s: &mut Session, id: &str, event: UserEvent) {
+    let Some(uid) = s.user.as_ref().map(|u| u.id.clone()) else {
+        return;
+    };
+    s.server.hub.listen_user(&uid, s.conn(), event);
+    s.subs.insert(id.to_owned(), Sub::User { uid, event });
 }

@@ -28,6 +28,7 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
         "type": "resume",
     });
     tracing::debug!(conn = %s.conn().id, user = %user.id, "logged in");
+    s.set_online(Some((user.id.clone(), user.username.clone())));
     s.user = Some(Arc::new(user));
     Ok(Some(result))
 }
@@ -35,6 +36,7 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
 pub async fn logout(s: &mut Session) -> MethodResult {
     if s.user.take().is_some() {
         s.drop_all_subs(&MethodError::SubNotAllowed).await;
+        s.set_online(None);
     }
     Ok(None)
 }

@@ -3,7 +3,10 @@
 //! `result`, `Ok(None)` to omit it, or a [`MethodError`]; the session writes
 //! the reply.
 
+mod add_users;
+mod archive;
 mod create_room;
+mod direct_message;
 mod end_room;
 mod get_room;
 mod join_by_code;
@@ -11,18 +14,23 @@ mod join_room;
 mod leave_room;
 mod load_history;
 mod login;
+mod mute;
 mod params;
+mod room_roles;
+mod rooms_get;
 mod save_room_settings;
 mod send_message;
 mod stream_notify_room;
+mod subscription_flags;
 
 pub use params::Params;
 
 use crate::error::MethodError;
 use crate::ids::RoomId;
-use crate::room::{RoomHandle, RoomType};
+use crate::room::{RoleKind, RoomHandle, RoomType};
 use crate::session::Session;
 use serde_json::Value;
+use subscription_flags::Which;
 
 pub type MethodResult = Result<Option<Value>, MethodError>;
 
@@ -44,6 +52,26 @@ pub async fn dispatch(s: &mut Session, name: &str, params: Vec<Value>) -> Method
         "sendMessage" => send_message::call(s, p).await,
         "loadHistory" => load_history::call(s, p).await,
         "stream-notify-room" => stream_notify_room::call(s, p).await,
+        "rooms/get" => rooms_get::rooms(s, p).await,
+        "subscriptions/get" => rooms_get::subscriptions(s, p).await,
+        "createDirectMessage" => direct_message::call(s, p).await,
+        "archiveRoom" => archive::call(s, p, true).await,
+        "unarchiveRoom" => archive::call(s, p, false).await,
+        "toggleFavorite" => subscription_flags::call(s, p, Which::Favorite).await,
+        "hideRoom" => subscription_flags::call(s, p, Which::Hide).await,
+        "openRoom" => subscription_flags::call(s, p, Which::Open).await,
+        "addUserToRoom" => add_users::add_one(s, p).await,
+        "addUsersToRoom" => add_users::add_many(s, p).await,
+        "removeUserFromRoom" => add_users::remove(s, p).await,
+        "addRoomOwner" => room_roles::set(s, p, RoleKind::Owner, true).await,
+        "removeRoomOwner" => room_roles::set(s, p, RoleKind::Owner, false).await,
+        "addRoomModerator" => room_roles::set(s, p, RoleKind::Moderator, true).await,
+        "removeRoomModerator" => room_roles::set(s, p, RoleKind::Moderator, false).await,
+        "addRoomLeader" => room_roles::set(s, p, RoleKind::Leader, true).await,
+        "removeRoomLeader" => room_roles::set(s, p, RoleKind::Leader, false).await,
+        "getRoomRoles" => room_roles::get(s, p).await,
+        "muteUserInRoom" => mute::call(s, p, true).await,
+        "unmuteUserInRoom" => mute::call(s, p, false).await,
         other => Err(MethodError::UnknownMethod(other.to_owned())),
     }
 }

@@ -10,9 +10,11 @@
 //! room. There is no cycle of awaiting sends.
 
 use super::RoomError;
+use super::UserRef;
 use super::model::Message;
-use super::state::{Effect, Joined, RoomState, Setting};
+use super::state::{Effect, Flag, Joined, RoleKind, RoomState, Setting};
 use crate::conn::ConnHandle;
+use crate::hub::{LoggedEvent, UserEvent, UserHub};
 use crate::ids::{ConnId, MessageId, RoomId, UserId};
 use crate::permissions::{Permission, Principal, allowed};
 use crate::registry::Registry;
@@ -132,6 +134,49 @@ pub enum RoomCommand {
         limit: usize,
         respond_to: Reply<Vec<Value>>,
     },
+    AddMember {
+        who: Principal,
+        target: UserRef,
+        respond_to: Reply<bool>,
+    },
+    RemoveMember {
+        who: Principal,
+        target: UserId,
+        respond_to: Reply<()>,
+    },
+    SetRole {
+        who: Principal,
+        target: UserId,
+        role: RoleKind,
+        add: bool,
+        respond_to: Reply<()>,
+    },
+    SetMuted {
+        who: Principal,
+        target: UserId,
+        muted: bool,
+        respond_to: Reply<()>,
+    },
+    SetArchived {
+        who: Principal,
+        archived: bool,
+        respond_to: Reply<()>,
+    },
+    SetFlag {
+        uid: UserId,
+        flag: Flag,
+        respond_to: Reply<()>,
+    },
+    /// The caller's subscription document, `None` if not a member.
+    SubscriptionDoc {
+        uid: UserId,
+        respond_to: Reply<Option<Value>>,
+    },
+    /// `getRoomRoles` entries, if `uid` may read the room.
+    Roles {
+        uid: UserId,
+        respond_to: Reply<Vec<Value>>,
+    },
     /// `stream-notify-room` typing/user-activity, re-emitted to others.
     Notify {
         from: ConnId,
@@ -160,12 +205,8 @@ pub struct RoomConfig {
 
 impl RoomHandle {
     /// Spawns the actor for `state` and returns its handle.
-    pub fn spawn(
-        state: RoomState,
-        cfg: Arc<RoomConfig>,
-        registry: Arc<Registry>,
-        users: Arc<Directory>,
-    ) -> Self {
+    pub fn spawn(state: RoomState, cfg: Arc<RoomConfig>, deps: RoomDeps) -> Self {
+        let RoomDeps { registry, users, hub } = deps;
         let (tx, rx) = mpsc::channel(cfg.mailbox);
         let handle = RoomHandle {
             id: state.id.clone(),
@@ -178,6 +219,7 @@ impl RoomHandle {
             cfg,
             registry,
             users,
+            hub,
             subscribers: HashMap::new(),
             history: VecDeque::new(),
             history_ids: HashSet::new(),
@@ -202,6 +244,14 @@ impl RoomHandle {
     }
 }
 
+/// Shared services a room actor uses besides its own state.
+#[derive(Clone, Debug)]
+pub struct RoomDeps {
+    pub registry: Arc<Registry>,
+    pub users: Arc<Directory>,
+    pub hub: Arc<UserHub>,
+}
+
 struct Subscriber {
     conn: ConnHandle,
     uid: UserId,
@@ -216,6 +266,7 @@ struct RoomActor {
     cfg: Arc<RoomConfig>,
     registry: Arc<Registry>,
     users: Arc<Directory>,
+    hub: Arc<UserHub>,
     subscribers: HashMap<ConnId, Subscriber>,
     history: VecDeque<Arc<Message>>,
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
@@ -246,6 +297,9 @@ impl RoomActor {
                 respond_to,
             } => {
                 let r = self.state.join_self(&who, code.as_deref(), now, &mut fx);
+                if let Ok(Joined::Existing(_)) = &r {
+                    self.notice(&who.id, "You are already in this room", now);
+                }
                 self.publish(fx, now);
                 let _ = respond_to.send(r);
             }
@@ -374,6 +428,85 @@ impl RoomActor {
                 };
                 let _ = respond_to.send(r);
             }
+            RoomCommand::AddMember {
+                who,
+                target,
+                respond_to,
+            } => {
+                let name = target.username.clone();
+                let r = self.state.add_member(&who, target, now, &mut fx);
+                if let Ok(false) = r {
+                    self.notice(&who.id, &format!("{name} is already in here"), now);
+                }
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::RemoveMember {
+                who,
+                target,
+                respond_to,
+            } => {
+                let r = self.state.remove_by(&who, &target, now, &mut fx);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::SetRole {
+                who,
+                target,
+                role,
+                add,
+                respond_to,
+            } => {
+                let r = self.state.set_role(&who, &target, role, add, now, &mut fx);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::SetMuted {
+                who,
+                target,
+                muted,
+                respond_to,
+            } => {
+                let r = self.state.set_muted(&who, &target, muted, now, &mut fx);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::SetArchived {
+                who,
+                archived,
+                respond_to,
+            } => {
+                let r = self.state.set_archived(&who, archived, now, &mut fx);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::SetFlag {
+                uid,
+                flag,
+                respond_to,
+            } => {
+                let r = self.state.set_flag(&uid, flag, &mut fx);
+                self.publish(fx, now);
+                let _ = respond_to.send(r);
+            }
+            RoomCommand::SubscriptionDoc { uid, respond_to } => {
+                let _ = respond_to.send(Ok(self.state.subscription_doc(&uid)));
+            }
+            RoomCommand::Roles { uid, respond_to } => {
+                let r = if self.can_read(&uid, true) {
+                    let rid = &self.state.id;
+                    Ok(self
+                        .state
+                        .members
+                        .values()
+                        .filter(|m| m.roles != super::RoomRoles::NONE)
+                        .map(|m| json!({"rid": rid, "u": m.user, "roles": m.roles.names()}))
+                        .collect())
+                } else {
+                    Err(RoomError::NotAllowed)
+                };
+                let _ = respond_to.send(r);
+            }
             RoomCommand::Notify {
                 from,
                 uid,
@@ -466,6 +599,54 @@ impl RoomActor {
             }
         }
         self.broadcast(Topic::Messages, &frame, None);
+        if self.hub.wants_my_messages() {
+            let last = self.history.back().cloned();
+            if let Some(msg) = last {
+                let meta = json!({
+                    "roomParticipant": true,
+                    "roomType": self.state.t.as_str(),
+                    "roomName": self.state.name,
+                });
+                let frame =
+                    wire::stream_changed("stream-room-messages", "__my_messages__", &json!([&*msg, meta]));
+                for uid in self.state.members.keys() {
+                    self.hub.send_user(uid, UserEvent::MyMessages, &frame);
+                }
+            }
+        }
+    }
+
+    /// An ephemeral notice on `stream-notify-user` `<uid>/message`, shown to
+    /// one user and never stored.
+    fn notice(&self, uid: &UserId, text: &str, now: Millis) {
+        if !self.hub.has_listener(uid, UserEvent::Message) {
+            return;
+        }
+        let bot = UserRef {
+            id: UserId::from("rocket.cat"),
+            username: "rocket.cat".into(),
+            name: None,
+        };
+        let mut m = Message::system(&self.state.id, "ephemeral", text.to_owned(), bot, now);
+        m.t = None;
+        m.groupable = None;
+        let args = json!([m]);
+        self.hub.send_user(
+            uid,
+            UserEvent::Message,
+            &wire::stream_changed("stream-notify-user", &format!("{uid}/message"), &args),
+        );
+    }
+
+    /// `stream-notify-user` `<uid>/<event>` to one user, if listening.
+    fn to_user(&self, uid: &UserId, ev: UserEvent, name: &str, args: &Value) {
+        if self.hub.has_listener(uid, ev) {
+            self.hub.send_user(
+                uid,
+                ev,
+                &wire::stream_changed("stream-notify-user", &format!("{uid}/{name}"), args),
+            );
+        }
     }
 
     fn start_guest_grace(&mut self, uid: UserId) {
@@ -505,13 +686,70 @@ impl RoomActor {
                         wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
                     self.broadcast(Topic::Participants, &frame, None);
                 }
-                Effect::MembershipAdded(uid) => self.users.add_membership(&uid, &rid),
+                Effect::MembershipAdded(uid) => {
+                    self.users.add_membership(&uid, &rid);
+                    if let Some(sub) = self.state.subscription_doc(&uid) {
+                        self.to_user(
+                            &uid,
+                            UserEvent::SubscriptionsChanged,
+                            "subscriptions-changed",
+                            &json!(["inserted", sub]),
+                        );
+                    }
+                    self.to_user(
+                        &uid,
+                        UserEvent::RoomsChanged,
+                        "rooms-changed",
+                        &json!(["inserted", self.state.to_doc()]),
+                    );
+                }
                 Effect::MembershipRemoved(uid) => {
                     self.users.remove_membership(&uid, &rid);
+                    let sub_id = format!("{rid}{uid}");
+                    self.to_user(
+                        &uid,
+                        UserEvent::SubscriptionsChanged,
+                        "subscriptions-changed",
+                        &json!(["removed", {"_id": sub_id, "rid": rid, "u": {"_id": uid}}]),
+                    );
+                    self.to_user(
+                        &uid,
+                        UserEvent::RoomsChanged,
+                        "rooms-changed",
+                        &json!(["removed", {"_id": rid}]),
+                    );
                     // A member who left stops hearing the room at once.
                     self.subscribers.retain(|_, s| s.uid != uid);
                 }
                 Effect::Renamed { old, new: _ } => self.registry.release_name(&old, &rid),
+                Effect::RoomChanged => {
+                    let args = json!(["updated", self.state.to_doc()]);
+                    for uid in self.state.members.keys() {
+                        self.to_user(uid, UserEvent::RoomsChanged, "rooms-changed", &args);
+                    }
+                }
+                Effect::SubscriptionChanged(uid) => {
+                    if let Some(sub) = self.state.subscription_doc(&uid) {
+                        self.to_user(
+                            &uid,
+                            UserEvent::SubscriptionsChanged,
+                            "subscriptions-changed",
+                            &json!(["updated", sub]),
+                        );
+                    }
+                }
+                Effect::RoleChanged { user, role, added } => {
+                    let args = json!([{
+                        "type": if added { "added" } else { "removed" },
+                        "_id": role,
+                        "u": user,
+                        "scope": rid,
+                    }]);
+                    self.hub.send_logged(
+                        LoggedEvent::RolesChange,
+                        &wire::stream_changed("stream-notify-logged", "roles-change", &args),
+                    );
+                }
             }
         }
     }

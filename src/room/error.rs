@@ -34,6 +34,16 @@ pub enum RoomError {
     InvalidRoomName(String),
     #[error("guests are not allowed in this room")]
     GuestsNotAllowed,
+    #[error("target user is not a member")]
+    TargetNotInRoom,
+    #[error("user already has role {0:?}")]
+    AlreadyHasRole(super::state::RoleKind),
+    #[error("user lacks role {0:?}")]
+    LacksRole(super::state::RoleKind),
+    #[error("cannot remove the last owner")]
+    RemoveLastOwner,
+    #[error("cannot invite to a direct room")]
+    CantInviteDirect,
     #[error("message id already used")]
     DuplicateMessage,
     /// The actor is gone (room ended and released, or the task panicked).

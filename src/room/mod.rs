@@ -6,7 +6,7 @@ mod error;
 pub mod model;
 pub mod state;
 
-pub use actor::{RoomCommand, RoomHandle, SendParams, Topic};
+pub use actor::{RoomCommand, RoomDeps, RoomHandle, SendParams, Topic};
 pub use error::RoomError;
 pub use model::{Member, Message, RoomRoles, RoomType, UserRef};
-pub use state::{CreateOptions, Effect, Joined, RoomState, Setting};
+pub use state::{CreateOptions, Effect, Flag, Joined, RoleKind, RoomState, Setting};

@@ -41,6 +41,55 @@ pub enum Effect {
         old: String,
         new: String,
     },
+    /// The room document changed: members' `rooms-changed` listeners hear it.
+    RoomChanged,
+    /// One member's subscription (flags, roles) changed.
+    SubscriptionChanged(UserId),
+    /// A room role was granted or revoked (`stream-notify-logged` `roles-change`).
+    RoleChanged {
+        user: UserRef,
+        role: &'static str,
+        added: bool,
+    },
+}
+
+/// A room role by name, as the role methods take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleKind {
+    Owner,
+    Moderator,
+    Leader,
+}
+
+impl RoleKind {
+    pub fn bit(self) -> RoomRoles {
+        match self {
+            RoleKind::Owner => RoomRoles::OWNER,
+            RoleKind::Moderator => RoomRoles::MODERATOR,
+            RoleKind::Leader => RoomRoles::LEADER,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleKind::Owner => "owner",
+            RoleKind::Moderator => "moderator",
+            RoleKind::Leader => "leader",
+        }
+    }
+    fn permission(self) -> Permission {
+        match self {
+            RoleKind::Owner => Permission::SetOwner,
+            RoleKind::Moderator => Permission::SetModerator,
+            RoleKind::Leader => Permission::SetLeader,
+        }
+    }
+}
+
+/// Per-user subscription flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    Favorite(bool),
+    Open(bool),
 }
 
 /// Result of a join attempt that did not fail.
@@ -525,6 +574,245 @@ impl RoomState {
         if room_updated {
             fx.push(Effect::RoomUpdated);
         }
+        fx.push(Effect::RoomChanged);
+    }
+
+    /// `addUserToRoom` / `addUsersToRoom`: `who` adds `target`. Returns false
+    /// (and changes nothing) if the target is already a member. The lock
+    /// does not apply (it only stops self-joins); capacity does.
+    pub fn add_member(
+        &mut self,
+        who: &Principal,
+        target: UserRef,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<bool, RoomError> {
+        if self.t == RoomType::Direct {
+            return Err(RoomError::CantInviteDirect);
+        }
+        let roles = self.roles_of(&who.id);
+        let may = if self.is_member(&who.id) {
+            allowed(Permission::AddUserToJoinedRoom, who, roles)
+        } else {
+            self.t == RoomType::Channel && allowed(Permission::AddUserToAnyCRoom, who, roles)
+        };
+        if !may {
+            return Err(RoomError::NotAllowed);
+        }
+        if self.archived {
+            return Err(RoomError::Archived);
+        }
+        if !self.active {
+            return Err(RoomError::Inactive);
+        }
+        if self.is_member(&target.id) {
+            return Ok(false);
+        }
+        if self.is_full() {
+            return Err(RoomError::Full);
+        }
+        let member = Member::new(target, false, now);
+        self.members.insert(member.user.id.clone(), member.clone());
+        self.updated_at = now;
+        fx.push(Effect::MembershipAdded(member.user.id.clone()));
+        fx.push(Effect::System {
+            t: "au",
+            msg: member.user.username.clone(),
+            by: user_ref(who),
+            role: None,
+        });
+        fx.push(Effect::Participant {
+            joined: true,
+            member,
+            at: now,
+        });
+        fx.push(Effect::RoomUpdated);
+        Ok(true)
+    }
+
+    /// `removeUserFromRoom`: `who` removes `target`.
+    pub fn remove_by(
+        &mut self,
+        who: &Principal,
+        target: &UserId,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), RoomError> {
+        if self.t == RoomType::Direct {
+            return Err(RoomError::NotAllowed);
+        }
+        if !allowed(Permission::RemoveUser, who, self.roles_of(&who.id)) {
+            return Err(RoomError::NotAllowed);
+        }
+        let Some(m) = self.members.get(target) else {
+            return Err(RoomError::TargetNotInRoom);
+        };
+        if m.roles.contains(RoomRoles::OWNER) && self.owner_count() == 1 {
+            return Err(RoomError::LastOwner);
+        }
+        self.remove_member(target, now, "ru", Some(user_ref(who)), fx);
+        Ok(())
+    }
+
+    fn owner_count(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.roles.contains(RoomRoles::OWNER))
+            .count()
+    }
+
+    /// `addRoomOwner` & co. (`add`) and `removeRoomOwner` & co.
+    pub fn set_role(
+        &mut self,
+        who: &Principal,
+        target: &UserId,
+        role: RoleKind,
+        add: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), RoomError> {
+        if self.t == RoomType::Direct || !allowed(role.permission(), who, self.roles_of(&who.id)) {
+            return Err(RoomError::NotAllowed);
+        }
+        let owners = self.owner_count();
+        let Some(m) = self.members.get_mut(target) else {
+            return Err(RoomError::TargetNotInRoom);
+        };
+        let has = m.roles.contains(role.bit());
+        match (add, has) {
+            (true, true) => return Err(RoomError::AlreadyHasRole(role)),
+            (false, false) => return Err(RoomError::LacksRole(role)),
+            (false, true) if role == RoleKind::Owner && owners == 1 => {
+                return Err(RoomError::RemoveLastOwner);
+            }
+            _ => {}
+        }
+        if add {
+            m.roles.insert(role.bit());
+        } else {
+            m.roles.remove(role.bit());
+        }
+        let user = m.user.clone();
+        self.updated_at = now;
+        let t = if add {
+            "subscription-role-added"
+        } else {
+            "subscription-role-removed"
+        };
+        fx.push(Effect::System {
+            t,
+            msg: user.username.clone(),
+            by: user_ref(who),
+            role: Some(role.name()),
+        });
+        fx.push(Effect::SubscriptionChanged(target.clone()));
+        fx.push(Effect::RoleChanged {
+            user,
+            role: role.name(),
+            added: add,
+        });
+        Ok(())
+    }
+
+    /// `muteUserInRoom` / `unmuteUserInRoom`. Idempotent: no change, no message.
+    pub fn set_muted(
+        &mut self,
+        who: &Principal,
+        target: &UserId,
+        muted: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), RoomError> {
+        if self.t == RoomType::Direct || !allowed(Permission::MuteUser, who, self.roles_of(&who.id)) {
+            return Err(RoomError::NotAllowed);
+        }
+        let Some(m) = self.members.get_mut(target) else {
+            return Err(RoomError::TargetNotInRoom);
+        };
+        if m.muted == muted {
+            return Ok(());
+        }
+        m.muted = muted;
+        let name = m.user.username.clone();
+        self.updated_at = now;
+        let t = if muted { "user-muted" } else { "user-unmuted" };
+        fx.push(Effect::System {
+            t,
+            msg: name,
+            by: user_ref(who),
+            role: None,
+        });
+        fx.push(Effect::RoomChanged);
+        Ok(())
+    }
+
+    /// `archiveRoom` / `unarchiveRoom`. Idempotent.
+    pub fn set_archived(
+        &mut self,
+        who: &Principal,
+        archived: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), RoomError> {
+        if self.t == RoomType::Direct || !allowed(Permission::ArchiveRoom, who, self.roles_of(&who.id)) {
+            return Err(RoomError::ActionNotAllowed(if archived {
+                "Archiving room"
+            } else {
+                "Unarchiving room"
+            }));
+        }
+        if self.archived == archived {
+            return Ok(());
+        }
+        self.archived = archived;
+        self.updated_at = now;
+        let t = if archived {
+            "room-archived"
+        } else {
+            "room-unarchived"
+        };
+        fx.push(Effect::System {
+            t,
+            msg: who.username.clone(),
+            by: user_ref(who),
+            role: None,
+        });
+        fx.push(Effect::RoomChanged);
+        Ok(())
+    }
+
+    /// `toggleFavorite`, `hideRoom`, `openRoom` on the caller's own membership.
+    pub fn set_flag(&mut self, uid: &UserId, flag: Flag, fx: &mut Vec<Effect>) -> Result<(), RoomError> {
+        let Some(m) = self.members.get_mut(uid) else {
+            return Err(RoomError::NotInRoom);
+        };
+        match flag {
+            Flag::Favorite(v) => m.favorite = v,
+            Flag::Open(v) => m.open = v,
+        }
+        fx.push(Effect::SubscriptionChanged(uid.clone()));
+        Ok(())
+    }
+
+    /// The member's subscription document (Rocket.Chat `subscriptions/get`).
+    pub fn subscription_doc(&self, uid: &UserId) -> Option<Value> {
+        let m = self.members.get(uid)?;
+        Some(json!({
+            "_id": format!("{}{}", self.id, uid),
+            "rid": self.id,
+            "u": {"_id": m.user.id, "username": m.user.username},
+            "name": self.name,
+            "fname": self.fname,
+            "t": self.t.as_str(),
+            "ts": m.joined_at,
+            "ls": m.joined_at,
+            "_updatedAt": self.updated_at.max(m.joined_at),
+            "open": m.open,
+            "alert": false,
+            "unread": 0,
+            "f": m.favorite,
+            "roles": m.roles.names(),
+        }))
     }
 
     /// `room-updated` payload of the meeting view.
@@ -563,6 +851,12 @@ impl RoomState {
             "hostId": self.host_id,
         });
         if let Value::Object(o) = &mut doc {
+            if self.t == RoomType::Direct {
+                let mut names: Vec<&str> = self.members.values().map(|m| m.user.username.as_str()).collect();
+                names.sort_unstable();
+                o.insert("usernames".into(), json!(names));
+                o.insert("uids".into(), json!(self.members.keys().collect::<Vec<_>>()));
+            }
             for (k, v) in [
                 ("topic", &self.topic),
                 ("description", &self.description),

@@ -71,7 +71,7 @@ cleanup() {
   fi
   if [[ $rc -ne 0 && -s "$SERVER_LOG" ]]; then
     printf '[interop] last lines of the server log (%s):\n' "$SERVER_LOG" >&2
-    tail -n 40 "$SERVER_LOG" >&2 || true
+    tail -n 40 "$SERVER_LOG" | sed $'s/\x1b\\[[0-9;]*m//g' >&2 || true
   fi
   if [[ $rc -eq 0 && "${INTEROP_KEEP_LOGS:-0}" != 1 ]]; then
     rm -rf "$WORK"

@@ -159,13 +159,16 @@ export function withTimeout(promise, what, ms = STEP_TIMEOUT_MS) {
 export async function step(name, fn) {
   currentStep = name;
   const started = Date.now();
-  process.stdout.write(`  - ${name} ... `);
+  // With live frame logging the frames interleave, so give each step its own lines.
+  const sep = DEBUG_FRAMES ? '\n' : ' ';
+  const tail = DEBUG_FRAMES ? `    -> ${name}: ` : '';
+  process.stdout.write(`  - ${name} ...${sep}`);
   try {
     const value = await withTimeout(Promise.resolve().then(fn), `step "${name}"`);
-    process.stdout.write(`ok (${Date.now() - started}ms)\n`);
+    process.stdout.write(`${tail}ok (${Date.now() - started}ms)\n`);
     return value;
   } catch (err) {
-    process.stdout.write('FAILED\n');
+    process.stdout.write(`${tail}FAILED\n`);
     if (err && typeof err === 'object' && !err.failedStep) {
       try {
         err.failedStep = name;

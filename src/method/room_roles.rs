@@ -1,0 +1,38 @@
+//! `addRoomOwner/removeRoomOwner`, `addRoomModerator/removeRoomModerator`,
+//! `addRoomLeader/removeRoomLeader` `(rid, userId)` → `true`, and
+//! `getRoomRoles(rid)`.
+
+use super::{MethodResult, Params, room};
+use crate::ids::UserId;
+use crate::room::{RoleKind, RoomCommand};
+use crate::session::Session;
+use serde_json::Value;
+
+pub async fn set(s: &mut Session, p: Params, role: RoleKind, add: bool) -> MethodResult {
+    let who = s.require_user()?;
+    let rid = p.str(0, "rid")?;
+    let target = UserId::from(p.str(1, "userId")?);
+    let room = room(s, rid)?;
+    room.ask(|tx| RoomCommand::SetRole {
+        who,
+        target,
+        role,
+        add,
+        respond_to: tx,
+    })
+    .await?;
+    Ok(Some(Value::Bool(true)))
+}
+
+pub async fn get(s: &mut Session, p: Params) -> MethodResult {
+    let who = s.require_user()?;
+    let rid = p.str(0, "rid")?;
+    let room = room(s, rid)?;
+    let roles = room
+        .ask(|tx| RoomCommand::Roles {
+            uid: who.id,
+            respond_to: tx,
+        })
+        .await?;
+    Ok(Some(Value::Array(roles)))
+}

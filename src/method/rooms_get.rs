@@ -1,0 +1,60 @@
+//! `rooms/get([updatedSince])` and `subscriptions/get([updatedSince])`.
+//!
+//! Without a date both return a plain list, as Rocket.Chat does; with one,
+//! `{update, remove}`. roomd does not keep tombstones, so `remove` is always
+//! empty: a client learns of rooms it left from `subscriptions-changed`.
+
+use super::{MethodResult, Params};
+use crate::room::RoomCommand;
+use crate::session::Session;
+use crate::time::{Millis, parse_date};
+use serde_json::{Value, json};
+
+pub async fn rooms(s: &mut Session, p: Params) -> MethodResult {
+    let who = s.require_user()?;
+    let since = p.opt_date(0, "updatedSince")?;
+    let mut docs = Vec::new();
+    for rid in s.server.users.rooms_of(&who.id) {
+        let Some(room) = s.server.registry.get(&rid) else {
+            continue;
+        };
+        let uid = who.id.clone();
+        if let Ok(doc) = room.ask(|tx| RoomCommand::DocFor { uid, respond_to: tx }).await {
+            docs.push(doc);
+        }
+    }
+    Ok(Some(shape(docs, since)))
+}
+
+pub async fn subscriptions(s: &mut Session, p: Params) -> MethodResult {
+    let who = s.require_user()?;
+    let since = p.opt_date(0, "updatedSince")?;
+    let mut docs = Vec::new();
+    for rid in s.server.users.rooms_of(&who.id) {
+        let Some(room) = s.server.registry.get(&rid) else {
+            continue;
+        };
+        let uid = who.id.clone();
+        if let Ok(Some(doc)) = room
+            .ask(|tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx })
+            .await
+        {
+            docs.push(doc);
+        }
+    }
+    Ok(Some(shape(docs, since)))
+}
+
+fn shape(mut docs: Vec<Value>, since: Option<Millis>) -> Value {
+    docs.sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
+    match since {
+        None => Value::Array(docs),
+        Some(t) => {
+            let update: Vec<Value> = docs
+                .into_iter()
+                .filter(|d| parse_date(&d["_updatedAt"]).is_some_and(|u| u > t))
+                .collect();
+            json!({"update": update, "remove": []})
+        }
+    }
+}
