@@ -10,6 +10,8 @@
 //! - [`method`]: one `match` on the method name, one file per method.
 //! - [`sub`]: stream subscriptions.
 //! - [`room`]: pure rules (`state`), the actor that owns a room (`actor`), data (`model`).
+//! - [`lobby`]: creating rooms (name, code, actor, registration).
+//! - [`hub`]: user-scoped streams (notify-user, __my_messages__, notify-logged).
 //! - [`registry`]: rooms by id, name, code. [`users`]: users seen, their rooms.
 //! - [`auth`]: JWT verification and minting. [`permissions`]: who may do what.
 //! - [`error`]: method errors and the one mapping of every error to a wire code.
@@ -27,6 +29,7 @@ pub mod conn;
 pub mod error;
 pub mod hub;
 pub mod ids;
+pub mod lobby;
 pub mod method;
 pub mod permissions;
 pub mod registry;
