@@ -35,11 +35,15 @@
 //!   --secret-file PATH  HS256 JWT secret (file contents, trimmed); otherwise the
 //!                       ROOMD_JWT_SECRET environment variable is used.
 //!   --json              human summary to stderr, one JSON summary line to stdout
-//!   --concurrency 256   connection setups in flight at once
+//!   --concurrency 64    connection setups in flight at once (roomd listens with a
+//!                       backlog of 128; more in flight overflows it: SYN retries of 1 s)
 //!   --src-addrs 8       client sockets are bound round-robin to 127.0.0.1..127.0.0.N
 //!                       (each source address gives ~28k ephemeral ports)
 //!   --timeout 30s       per connect / method call timeout
 //!   --threads N         tokio worker threads (default: one per CPU)
+//!   --creator-seats 1   seats the room-creating admin bot holds in each room: roomd
+//!                       makes the creator a member counted against maxParticipants, so
+//!                       a room of capacity K is created with maxParticipants K + 1
 //! ```
 //!
 //! Users log in with HS256 JWTs minted here (claims `sub`, `username`, `name`, `roles`,
@@ -72,13 +76,9 @@ mod util {
     /// Parses `500ms`, `10s`, `10` (seconds), `2m`, `1h`, `250us`.
     pub fn parse_duration(s: &str) -> Result<Duration, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("bad duration `{s}` (use e.g. 500ms, 10s, 2m)"))?;
+        let n: f64 = num.parse().map_err(|_| format!("bad duration `{s}` (use e.g. 500ms, 10s, 2m)"))?;
         let secs = match unit.trim() {
             "" | "s" => n,
             "ms" => n / 1e3,
@@ -105,10 +105,7 @@ mod util {
     }
 
     pub fn unix_micros() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
     }
 
     /// xorshift64* — plenty for picking actions and rooms.
@@ -151,11 +148,12 @@ mod util {
     }
 
     pub fn fmt_rate(x: f64) -> String {
-        if x >= 100.0 {
-            format!("{x:.0}")
-        } else {
-            format!("{x:.1}")
-        }
+        if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.1}") }
+    }
+
+    /// CPU seconds over a wall time as a percentage of one core.
+    pub fn pct(cpu: Option<f64>, wall: f64) -> String {
+        cpu.map(|c| format!("{:.0}%", 100.0 * c / wall.max(1e-9))).unwrap_or_else(|| "n/a".into())
     }
 
     pub fn opt_rate(x: Option<f64>) -> String {
@@ -194,10 +192,7 @@ mod procfs {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        Some(ProcSample {
-            rss_kb,
-            cpu_ticks: utime + stime,
-        })
+        Some(ProcSample { rss_kb, cpu_ticks: utime + stime })
     }
 
     fn start_time(pid: u32) -> u64 {
@@ -210,7 +205,43 @@ mod procfs {
             .unwrap_or(0)
     }
 
-    /// Finds a process whose comm is `roomd`. Returns the pid and how it was chosen.
+    /// Inodes of TCP sockets listening on `port` (from /proc/net/tcp and tcp6).
+    fn listening_inodes(port: u16) -> Vec<String> {
+        let mut out = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local_address is ADDR:PORT in hex; st 0A = LISTEN; inode is field 9.
+                let local_port = f
+                    .get(1)
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+                if local_port == Some(port)
+                    && f.get(3) == Some(&"0A")
+                    && let Some(inode) = f.get(9)
+                {
+                    out.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+        out
+    }
+
+    fn holds_socket(pid: u32, inodes: &[String]) -> bool {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        dir.flatten().any(|e| {
+            std::fs::read_link(e.path())
+                .map(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Finds a process whose comm is `roomd`: the one listening on `port` if any,
+    /// else one whose command line mentions `:port`, else the newest. Returns the
+    /// pid and how it was chosen.
     pub fn find_server(port: u16) -> (Option<u32>, String) {
         let mut cands: Vec<(u32, u64, String)> = Vec::new();
         if let Ok(dir) = std::fs::read_dir("/proc") {
@@ -231,18 +262,24 @@ mod procfs {
             return (None, "no process named `roomd` in /proc/*/comm".into());
         }
         let total = cands.len();
+        let inodes = listening_inodes(port);
+        if let Some((pid, _, cmd)) = cands.iter().find(|c| holds_socket(c.0, &inodes)) {
+            let how = format!("`roomd` listening on port {port}: {}", cmd.trim());
+            return (Some(*pid), how);
+        }
         let needle = format!(":{port}");
-        if cands.iter().any(|c| c.2.contains(&needle)) {
+        let port_named = cands.iter().any(|c| c.2.contains(&needle));
+        if port_named {
             cands.retain(|c| c.2.contains(&needle));
         }
         cands.sort_by_key(|c| c.1);
         let (pid, _, cmd) = cands.pop().expect("non-empty");
-        let how = if total > 1 {
-            format!("picked from {total} `roomd` processes (port match, newest): {cmd}")
-        } else {
-            format!("found via /proc/*/comm: {cmd}")
-        };
-        (Some(pid), how.trim().to_string())
+        let how = format!(
+            "no `roomd` seen listening on port {port}; picked the newest of {total} by {}: {}",
+            if port_named { "port in command line" } else { "start time" },
+            cmd.trim()
+        );
+        (Some(pid), how)
     }
 
     /// (soft, hard) open-files limit of this process; `None` = unlimited.
@@ -274,12 +311,23 @@ mod procfs {
         ))
     }
 
+    /// TcpExt ListenOverflows from /proc/net/netstat: connection attempts dropped
+    /// because a listener's accept queue was full (whole network namespace).
+    pub fn listen_overflows() -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+        let mut tcp_ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (names, values) = (tcp_ext.next()?, tcp_ext.next()?);
+        let ix = names.split_whitespace().position(|n| n == "ListenOverflows")?;
+        values.split_whitespace().nth(ix)?.parse().ok()
+    }
+
     /// A point-in-time sample of the server and of this process.
     #[derive(Clone, Copy)]
     pub struct Snap {
         pub at: Instant,
         pub server: Option<ProcSample>,
         pub me: Option<ProcSample>,
+        pub listen_overflows: Option<u64>,
     }
 
     /// Resource use between two snapshots.
@@ -289,6 +337,7 @@ mod procfs {
         pub self_cpu: Option<f64>,
         pub rss_before_kb: Option<u64>,
         pub rss_after_kb: Option<u64>,
+        pub listen_overflows: Option<u64>,
     }
 
     impl Usage {
@@ -302,6 +351,10 @@ mod procfs {
                 self_cpu: cpu(a.me, b.me),
                 rss_before_kb: a.server.map(|s| s.rss_kb),
                 rss_after_kb: b.server.map(|s| s.rss_kb),
+                listen_overflows: match (a.listen_overflows, b.listen_overflows) {
+                    (Some(x), Some(y)) => Some(y.saturating_sub(x)),
+                    _ => None,
+                },
             }
         }
 
@@ -314,16 +367,21 @@ mod procfs {
         pub fn text(&self) -> String {
             let server = match self.server_cpu {
                 Some(c) => format!(
-                    "server CPU {c:.2} s ({:.0}% of one core)",
-                    100.0 * c / self.wall.max(1e-9)
+                    "server CPU {c:.2} s ({:.0}% of one core{})",
+                    100.0 * c / self.wall.max(1e-9),
+                    if c < 1.0 { "; coarse, 10 ms ticks" } else { "" }
                 ),
                 None => "server CPU n/a".into(),
             };
-            let me = self
-                .self_cpu
-                .map(|c| format!("loadgen CPU {c:.2} s"))
-                .unwrap_or_default();
-            format!("{server}, {me}, wall {:.2} s", self.wall)
+            let me = self.self_cpu.map(|c| format!("loadgen CPU {c:.2} s")).unwrap_or_default();
+            let overflows = match self.listen_overflows {
+                Some(n) if n > 0 => format!(
+                    ", {n} TCP listen-queue overflows (SYNs dropped: accept backlog full; \
+                     lower --concurrency or enlarge the server's backlog)"
+                ),
+                _ => String::new(),
+            };
+            format!("{server}, {me}, wall {:.2} s{overflows}", self.wall)
         }
 
         pub fn json(&self) -> Value {
@@ -333,6 +391,7 @@ mod procfs {
                 "loadgen_cpu_s": self.self_cpu,
                 "server_rss_before_kb": self.rss_before_kb,
                 "server_rss_after_kb": self.rss_after_kb,
+                "listen_overflows": self.listen_overflows,
             })
         }
     }
@@ -422,10 +481,7 @@ mod stats {
             if m.is_empty() {
                 return "none".into();
             }
-            m.iter()
-                .map(|(k, v)| format!("{k} x{v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            m.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
         }
         pub fn json(&self) -> Value {
             let m = self.0.lock().unwrap();
@@ -451,9 +507,18 @@ mod ddp {
     type Ws = WebSocketStream<TcpStream>;
     type Reply = oneshot::Sender<Result<Value, DdpError>>;
 
-    /// Called from the connection's reader task for `added`/`changed`/`removed`
-    /// frames with (collection, fields).
-    pub type Handler = Arc<dyn Fn(&str, &Value) + Send + Sync>;
+    /// Receives a connection's data frames, on its reader task.
+    pub trait Listener: Send + Sync {
+        /// Sees every text frame before it is parsed; returning true consumes it.
+        /// A fast path for hot frames (fanout deliveries) that skips JSON parsing.
+        fn raw(&self, _frame: &str) -> bool {
+            false
+        }
+        /// `added`/`changed`/`removed` frames: (collection, fields).
+        fn event(&self, _collection: &str, _fields: &Value) {}
+    }
+
+    pub type Handler = Arc<dyn Listener>;
 
     const CONNECT_FRAME: &str = r#"{"msg":"connect","version":"1","support":["1","pre2","pre1"]}"#;
 
@@ -508,12 +573,8 @@ mod ddp {
             Some(v) if !v.is_null() => v.to_string(),
             _ => "unknown-error".into(),
         };
-        let reason = e
-            .get("reason")
-            .or_else(|| e.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let reason =
+            e.get("reason").or_else(|| e.get("message")).and_then(Value::as_str).unwrap_or("").to_string();
         DdpError::Method { error, reason }
     }
 
@@ -530,7 +591,7 @@ mod ddp {
             *e
         };
         if n <= 3 {
-            eprintln!("[loadgen] {kind}: {}", truncate(detail, 400));
+            eprintln!("[loadgen] {kind}: {}", util::truncate(detail, 400));
         }
     }
 
@@ -553,10 +614,7 @@ mod ddp {
                 .strip_prefix("ws://")
                 .ok_or_else(|| format!("only ws:// URLs are supported, got `{url}`"))?;
             let host = rest.split('/').next().unwrap_or(rest);
-            let host = if host
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            {
+            let host = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
                 host.to_string()
             } else {
                 format!("{host}:80")
@@ -566,12 +624,7 @@ mod ddp {
                 .map_err(|e| format!("resolving {host}: {e}"))?
                 .next()
                 .ok_or_else(|| format!("{host} did not resolve"))?;
-            Ok(Endpoint {
-                url: url.to_string(),
-                addr,
-                src_addrs: src_addrs.max(1),
-                timeout,
-            })
+            Ok(Endpoint { url: url.to_string(), addr, src_addrs: src_addrs.max(1), timeout })
         }
 
         /// Source address for connection `index`: 127.0.0.(1 + index % src_addrs)
@@ -620,6 +673,9 @@ mod ddp {
         }
 
         fn dispatch(&self, text: &str, handler: Option<&Handler>) {
+            if handler.is_some_and(|h| h.raw(text)) {
+                return;
+            }
             let m: Incoming = match serde_json::from_str(text) {
                 Ok(m) => m,
                 Err(_) => return note("unparseable frame", text),
@@ -682,7 +738,7 @@ mod ddp {
                 "added" | "changed" | "removed" | "addedBefore" | "movedBefore" => {
                     if let Some(h) = handler {
                         let coll = m.collection.as_deref().unwrap_or("");
-                        h(coll, m.fields.as_ref().unwrap_or(&Value::Null));
+                        h.event(coll, m.fields.as_ref().unwrap_or(&Value::Null));
                     }
                 }
                 "updated" | "pong" => {}
@@ -756,13 +812,7 @@ mod ddp {
 
     impl Pending {
         pub async fn wait(self) -> Result<Value, DdpError> {
-            let Pending {
-                shared,
-                id,
-                sub,
-                rx,
-                timeout,
-            } = self;
+            let Pending { shared, id, sub, rx, timeout } = self;
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(DdpError::Closed),
@@ -805,15 +855,10 @@ mod ddp {
             index: usize,
             handler: Option<Handler>,
         ) -> Result<(Client, Pending), DdpError> {
-            let sock = if ep.addr.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            }
-            .map_err(io)?;
+            let sock =
+                if ep.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(io)?;
             if let Some(ip) = ep.source_ip(index) {
-                sock.bind(SocketAddr::new(ip, 0))
-                    .map_err(|e| DdpError::Io(format!("bind {ip}:0: {e}")))?;
+                sock.bind(SocketAddr::new(ip, 0)).map_err(|e| DdpError::Io(format!("bind {ip}:0: {e}")))?;
             }
             let stream = tokio::time::timeout(ep.timeout, sock.connect(ep.addr))
                 .await
@@ -821,9 +866,7 @@ mod ddp {
                 .map_err(io)?;
             stream.set_nodelay(true).map_err(io)?;
             // Small buffers: thousands of mostly idle connections.
-            let cfg = WebSocketConfig::default()
-                .read_buffer_size(4096)
-                .write_buffer_size(16 * 1024);
+            let cfg = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(16 * 1024);
             let handshake = tokio_tungstenite::client_async_with_config(ep.url.as_str(), stream, Some(cfg));
             let (ws, _response) = tokio::time::timeout(ep.timeout, handshake)
                 .await
@@ -844,24 +887,10 @@ mod ddp {
             let writer = tokio::spawn(write_loop(sink, rx));
             let reader = tokio::spawn(read_loop(stream, shared.clone(), handler));
             shared.send(CONNECT_FRAME.to_string());
-            let connected = Pending {
-                shared: shared.clone(),
-                id: 0,
-                sub: false,
-                rx: crx,
-                timeout: ep.timeout,
-            };
-            let inner = Inner {
-                shared,
-                tasks: [writer, reader],
-                timeout: ep.timeout,
-            };
-            Ok((
-                Client {
-                    inner: Arc::new(inner),
-                },
-                connected,
-            ))
+            let connected =
+                Pending { shared: shared.clone(), id: 0, sub: false, rx: crx, timeout: ep.timeout };
+            let inner = Inner { shared, tasks: [writer, reader], timeout: ep.timeout };
+            Ok((Client { inner: Arc::new(inner) }, connected))
         }
 
         /// Connects and (with a token) logs in, pipelining `login` after `connect`.
@@ -872,9 +901,8 @@ mod ddp {
             token: Option<&str>,
             handler: Option<Handler>,
         ) -> Result<Client, (&'static str, DdpError)> {
-            let (client, connected) = Client::connect(ep, index, handler)
-                .await
-                .map_err(|e| ("connect", e))?;
+            let (client, connected) =
+                Client::connect(ep, index, handler).await.map_err(|e| ("connect", e))?;
             let login = token.map(|t| client.start("login", json!([{ "resume": t }])));
             connected.wait().await.map_err(|e| ("connect", e))?;
             if let Some(login) = login {
@@ -896,24 +924,14 @@ mod ddp {
                 "id": id.to_string(),
             })
             .to_string();
-            let pending = Pending {
-                shared: shared.clone(),
-                id,
-                sub: false,
-                rx,
-                timeout: self.inner.timeout,
-            };
+            let pending = Pending { shared: shared.clone(), id, sub: false, rx, timeout: self.inner.timeout };
             (frame, pending)
         }
 
         /// Sends a prepared frame. On a dead connection the pending call fails at once.
         pub fn send_prepared(&self, frame: String, pending: &Pending) {
             if !self.inner.shared.send(frame) {
-                let map = if pending.sub {
-                    &self.inner.shared.subs
-                } else {
-                    &self.inner.shared.methods
-                };
+                let map = if pending.sub { &self.inner.shared.subs } else { &self.inner.shared.methods };
                 map.lock().unwrap().remove(&pending.id);
             }
         }
@@ -935,13 +953,7 @@ mod ddp {
             let (tx, rx) = oneshot::channel();
             shared.subs.lock().unwrap().insert(id, tx);
             let frame = json!({"msg": "sub", "id": format!("s{id}"), "name": name, "params": params});
-            let pending = Pending {
-                shared: shared.clone(),
-                id,
-                sub: true,
-                rx,
-                timeout: self.inner.timeout,
-            };
+            let pending = Pending { shared: shared.clone(), id, sub: true, rx, timeout: self.inner.timeout };
             self.send_prepared(frame.to_string(), &pending);
             pending.wait().await.map(|_| id)
         }
@@ -978,18 +990,11 @@ mod common {
 
     impl Minter {
         pub fn new(secret: &[u8]) -> Self {
-            Minter {
-                key: EncodingKey::from_secret(secret),
-                header: Header::new(Algorithm::HS256),
-            }
+            Minter { key: EncodingKey::from_secret(secret), header: Header::new(Algorithm::HS256) }
         }
 
         pub fn mint(&self, id: &str, name: &str, role: &str) -> String {
-            let exp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-                + 86_400;
+            let exp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 86_400;
             let claims = json!({
                 "sub": id,
                 "username": name,
@@ -1009,9 +1014,24 @@ mod common {
         pub run: String,
         pub json: bool,
         pub concurrency: usize,
+        /// Seats the creating admin bot itself occupies in every room it creates.
+        pub creator_seats: usize,
+        /// Rooms each admin bot creates before another one takes over.
+        pub rooms_per_creator: usize,
     }
 
     impl Ctx {
+        /// Admin bots needed to create `rooms` rooms.
+        pub fn creator_bots(&self, rooms: usize) -> usize {
+            rooms.div_ceil(self.rooms_per_creator.max(1))
+        }
+
+        /// `extraData` for a room with `seats` places left for loadgen's clients:
+        /// roomd counts the creator as a member, so its seat is added on top.
+        pub fn capacity_extra(&self, seats: usize) -> Value {
+            json!({"maxParticipants": seats + self.creator_seats})
+        }
+
         /// Token for a loadgen user `lg<run><kind><i>` (id and username alike).
         pub fn token(&self, kind: &str, i: usize, role: &str) -> Result<String, String> {
             let minter = self.minter.as_ref().ok_or(
@@ -1031,6 +1051,7 @@ mod common {
                 at: Instant::now(),
                 server: self.server_pid.and_then(|p| procfs::sample(&p.to_string())),
                 me: procfs::sample("self"),
+                listen_overflows: procfs::listen_overflows(),
             }
         }
 
@@ -1047,14 +1068,6 @@ mod common {
             eprintln!("[loadgen] {line}");
         }
 
-        /// Logs in an admin bot used to create rooms.
-        pub async fn admin(&self) -> Result<Client, String> {
-            let token = self.token("admin", 0, "admin")?;
-            Client::open(&self.ep, 0, Some(&token), None)
-                .await
-                .map_err(|(stage, e)| format!("admin bot {stage} to {} failed: {e}", self.ep.url))
-        }
-
         /// Common trailer lines: unexpected disconnects and protocol notes.
         pub fn say_health(&self) -> Value {
             let disconnects = ddp::DISCONNECTS.load(Relaxed);
@@ -1062,11 +1075,7 @@ mod common {
             let notes_text = if notes.is_empty() {
                 "none".to_string()
             } else {
-                notes
-                    .iter()
-                    .map(|(k, v)| format!("{k} x{v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                notes.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
             };
             self.say(format!(
                 "health      unexpected disconnects {disconnects}; protocol notes: {notes_text}"
@@ -1081,17 +1090,25 @@ mod common {
         pub code: String,
     }
 
-    pub async fn create_room(admin: &Client, name: &str, extra: Value) -> Result<Room, DdpError> {
-        let doc = admin
-            .call("createChannel", json!([name, [], false, {}, extra]))
-            .await?;
+    /// `createChannel`; warns once if the creator does not hold `creator_seats` seats.
+    pub async fn create_room(
+        bot: &Client,
+        name: &str,
+        extra: Value,
+        creator_seats: usize,
+    ) -> Result<Room, DdpError> {
+        let doc = bot.call("createChannel", json!([name, [], false, {}, extra])).await?;
+        let members = doc.get("usersCount").and_then(Value::as_u64);
+        if members.is_some_and(|m| m != creator_seats as u64) {
+            ddp::note(
+                "new room's usersCount differs from --creator-seats",
+                &format!("usersCount {members:?}, --creator-seats {creator_seats}"),
+            );
+        }
         let rid = doc.get("rid").or_else(|| doc.get("_id")).and_then(Value::as_str);
         let code = doc.get("code").and_then(Value::as_str);
         match (rid, code) {
-            (Some(rid), Some(code)) => Ok(Room {
-                rid: rid.to_string(),
-                code: code.to_string(),
-            }),
+            (Some(rid), Some(code)) => Ok(Room { rid: rid.to_string(), code: code.to_string() }),
             _ => Err(DdpError::Protocol(format!(
                 "createChannel result lacks rid/code: {}",
                 truncate(&doc.to_string(), 300)
@@ -1099,26 +1116,67 @@ mod common {
         }
     }
 
-    /// Creates `n` rooms named `lg-<run>-<prefix>-<j>` (32 calls in flight).
-    pub async fn create_rooms(
-        ctx: &Ctx,
-        admin: &Client,
-        n: usize,
-        prefix: &str,
-        extra: Value,
-    ) -> Result<Vec<Room>, String> {
-        use futures_util::stream::{self, StreamExt};
-        let names: Vec<String> = (0..n).map(|j| format!("lg-{}-{prefix}-{j}", ctx.run)).collect();
-        let results: Vec<Result<Room, DdpError>> = stream::iter(names.iter())
-            .map(|name| create_room(admin, name, extra.clone()))
-            .buffered(32)
-            .collect()
+    /// Admin bots that create rooms. roomd limits room creation per user
+    /// (`--max-rooms-per-minute`, default 10, admins included), so each bot
+    /// creates at most `--rooms-per-creator` rooms and fresh bots log in for
+    /// more. The bots stay connected (and members of their rooms) until dropped.
+    pub struct Creators {
+        bots: Vec<Client>,
+        per: usize,
+        seats: usize,
+    }
+
+    impl Creators {
+        pub fn new(ctx: &Ctx) -> Self {
+            Creators { bots: Vec::new(), per: ctx.rooms_per_creator.max(1), seats: ctx.creator_seats }
+        }
+
+        async fn open_bot(ep: &Endpoint, j: usize, token: &str) -> Result<Client, String> {
+            Client::open(ep, j, Some(token), None)
+                .await
+                .map_err(|(stage, e)| format!("admin bot {stage} to {} failed: {e}", ep.url))
+        }
+
+        /// `n` rooms named `lg-<run>-<prefix>-<j>`, by n / per bots in parallel.
+        pub async fn create_many(
+            &mut self,
+            ctx: &Ctx,
+            n: usize,
+            prefix: &str,
+            extra: Value,
+        ) -> Result<Vec<Room>, String> {
+            let (per, first, seats) = (self.per, self.bots.len(), self.seats);
+            let n_bots = n.div_ceil(per);
+            let tokens: Vec<String> =
+                (0..n_bots).map(|b| ctx.token("admin", first + b, "admin")).collect::<Result<_, _>>()?;
+            let names: Vec<String> = (0..n).map(|j| format!("lg-{}-{prefix}-{j}", ctx.run)).collect();
+            let results = bounded(n_bots, ctx.concurrency, |b| {
+                let ep = ctx.ep.clone();
+                let token = tokens[b].clone();
+                let names = names[b * per..((b + 1) * per).min(n)].to_vec();
+                let extra = extra.clone();
+                async move {
+                    let bot = Self::open_bot(&ep, first + b, &token).await?;
+                    let mut rooms = Vec::with_capacity(names.len());
+                    for name in &names {
+                        let room = create_room(&bot, name, extra.clone(), seats)
+                            .await
+                            .map_err(|e| format!("createChannel {name}: {e}"))?;
+                        rooms.push(room);
+                    }
+                    Ok::<_, String>((bot, rooms))
+                }
+            })
             .await;
-        names
-            .iter()
-            .zip(results)
-            .map(|(name, r)| r.map_err(|e| format!("createChannel {name}: {e}")))
-            .collect()
+            ctx.progress(format!("created {n} rooms with {n_bots} admin bots"));
+            let mut all = Vec::with_capacity(n);
+            for r in results {
+                let (bot, rooms) = r?;
+                self.bots.push(bot);
+                all.extend(rooms);
+            }
+            Ok(all)
+        }
     }
 
     #[derive(Clone, Copy, Debug)]
@@ -1154,9 +1212,7 @@ mod common {
     }
 
     pub async fn subscribe_room(client: &Client, rid: &str) -> Result<u64, DdpError> {
-        client
-            .subscribe("stream-room-messages", json!([rid, false]))
-            .await
+        client.subscribe("stream-room-messages", json!([rid, false])).await
     }
 
     /// What a client does right after connecting.
@@ -1173,13 +1229,9 @@ mod common {
     pub async fn setup_client(ep: Endpoint, plan: Plan) -> Result<Client, (&'static str, DdpError)> {
         let client = Client::open(&ep, plan.index, plan.token.as_deref(), plan.handler).await?;
         if let Some((room, via, guest)) = &plan.join {
-            join_room(&client, room, *via, guest.as_deref())
-                .await
-                .map_err(|e| ("join", e))?;
+            join_room(&client, room, *via, guest.as_deref()).await.map_err(|e| ("join", e))?;
             if plan.subscribe {
-                subscribe_room(&client, &room.rid)
-                    .await
-                    .map_err(|e| ("subscribe", e))?;
+                subscribe_room(&client, &room.rid).await.map_err(|e| ("subscribe", e))?;
             }
         }
         Ok(client)
@@ -1290,29 +1342,25 @@ mod scenarios {
     pub async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
         let (k, m) = a.shard;
         let mine: Vec<usize> = (0..a.n).filter(|i| i % m == k - 1).collect();
-        procfs::check_fd_budget(mine.len() + 1)?;
         let is_guest = |i: usize| ((i + 1) as f64 * a.guests).floor() > (i as f64 * a.guests).floor();
         let n_rooms = mine.len().div_ceil(a.room_size.max(1)).max(1);
+        procfs::check_fd_budget(mine.len() + ctx.creator_bots(n_rooms))?;
         let guests = mine.iter().filter(|&&i| is_guest(i)).count();
         ctx.progress(format!(
             "idle: {} connections ({guests} guests) into {n_rooms} rooms, shard {k}/{m}",
             mine.len()
         ));
-        let admin = ctx.admin().await?;
+        let mut creators = Creators::new(ctx);
         let mut extra = json!({"guestAccess": true});
         if let Some(c) = a.room_capacity {
-            extra["maxParticipants"] = json!(c);
+            extra["maxParticipants"] = json!(c as usize + ctx.creator_seats);
         }
-        let rooms = create_rooms(ctx, &admin, n_rooms, &format!("idle{k}"), extra).await?;
+        let rooms = creators.create_many(ctx, n_rooms, &format!("idle{k}"), extra).await?;
 
         let mut plans = Vec::with_capacity(mine.len());
         for (j, &i) in mine.iter().enumerate() {
             let guest = is_guest(i);
-            let token = if guest {
-                None
-            } else {
-                Some(ctx.token("u", i, "user")?)
-            };
+            let token = if guest { None } else { Some(ctx.token("u", i, "user")?) };
             let guest_name = guest.then(|| format!("Guest {i}"));
             plans.push(Plan {
                 index: i,
@@ -1369,9 +1417,7 @@ mod scenarios {
             )),
             _ => ctx.say("server RSS  n/a (server pid unknown)"),
         }
-        ctx.say(format!(
-            "alive       {alive}/{ok} connections still open after settling"
-        ));
+        ctx.say(format!("alive       {alive}/{ok} connections still open after settling"));
         ctx.say(format!("failures    {}", failures.text()));
         let mut hold_rss = None;
         if let Some(h) = a.hold {
@@ -1412,7 +1458,7 @@ mod scenarios {
                 })
             );
         }
-        drop(admin);
+        drop(creators);
         Ok(ok == mine.len() && alive == ok)
     }
 
@@ -1428,20 +1474,11 @@ mod scenarios {
         if a.rooms == 0 {
             return Err("R must be at least 1".into());
         }
-        procfs::check_fd_budget(a.clients + 1)?;
-        ctx.progress(format!(
-            "join: {} clients, {} rooms of capacity {}",
-            a.clients, a.rooms, a.capacity
-        ));
-        let admin = ctx.admin().await?;
-        let rooms = create_rooms(
-            ctx,
-            &admin,
-            a.rooms,
-            "join",
-            json!({"maxParticipants": a.capacity}),
-        )
-        .await?;
+        procfs::check_fd_budget(a.clients + ctx.creator_bots(a.rooms))?;
+        ctx.progress(format!("join: {} clients, {} rooms of capacity {}", a.clients, a.rooms, a.capacity));
+        let mut creators = Creators::new(ctx);
+        let extra = ctx.capacity_extra(a.capacity);
+        let rooms = creators.create_many(ctx, a.rooms, "join", extra).await?;
 
         // Phase 1: connect + login.
         let mut plans = Vec::with_capacity(a.clients);
@@ -1457,20 +1494,16 @@ mod scenarios {
         let conn_lat = shared_lat();
         let conn_fail = Arc::new(Tally::default());
         let s0 = ctx.snap();
-        let clients: Vec<Client> = setup_many(ctx, plans, &conn_lat, &conn_fail)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let clients: Vec<Client> =
+            setup_many(ctx, plans, &conn_lat, &conn_fail).await.into_iter().flatten().collect();
         let s1 = ctx.snap();
         let conn = Usage::between(&s0, &s1);
         let conn_lat = take(&conn_lat);
 
         // Phase 2: joins, client k -> room k % R; even k by code, odd k by rid.
         let c = clients.len();
-        let per_room_target: Vec<usize> = (0..a.rooms)
-            .map(|j| (0..c).filter(|k| k % a.rooms == j).count())
-            .collect();
+        let per_room_target: Vec<usize> =
+            (0..a.rooms).map(|j| (0..c).filter(|k| k % a.rooms == j).count()).collect();
         let accepted: Arc<Vec<AtomicU64>> = Arc::new((0..a.rooms).map(|_| AtomicU64::new(0)).collect());
         let full = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(Tally::default());
@@ -1492,11 +1525,7 @@ mod scenarios {
             let client = client.clone();
             let (accepted, full, errors) = (accepted.clone(), full.clone(), errors.clone());
             let lat_all = lat_all.clone();
-            let lat_via = if k % 2 == 0 {
-                lat_code.clone()
-            } else {
-                lat_rid.clone()
-            };
+            let lat_via = if k % 2 == 0 { lat_code.clone() } else { lat_rid.clone() };
             set.spawn(async move {
                 if let Some(at) = start_at {
                     tokio::time::sleep_until(at).await;
@@ -1541,9 +1570,7 @@ mod scenarios {
             a.clients,
             a.rooms,
             a.capacity,
-            a.rate
-                .map(|r| format!(", rate-limited to {r}/s"))
-                .unwrap_or_default()
+            a.rate.map(|r| format!(", rate-limited to {r}/s")).unwrap_or_default()
         ));
         ctx.say(format!(
             "connect     {c} ok, {} failed in {:.2} s = {} setups/s wall, {} setups per server CPU-s",
@@ -1618,11 +1645,13 @@ mod scenarios {
         pub clients: usize,
         pub seats: usize,
         pub iterations: usize,
+        pub pause: Duration,
     }
 
     pub async fn race(ctx: &Ctx, a: RaceArgs) -> Result<bool, String> {
-        procfs::check_fd_budget(a.clients + 1)?;
-        let admin = ctx.admin().await?;
+        procfs::check_fd_budget(a.clients + ctx.creator_bots(a.iterations))?;
+        let mut creators = Creators::new(ctx);
+        let rooms = creators.create_many(ctx, a.iterations, "race", ctx.capacity_extra(a.seats)).await?;
         let mut plans = Vec::with_capacity(a.clients);
         for i in 0..a.clients {
             plans.push(Plan {
@@ -1635,39 +1664,28 @@ mod scenarios {
         }
         let lat_conn = shared_lat();
         let fail = Arc::new(Tally::default());
-        let clients: Vec<Client> = setup_many(ctx, plans, &lat_conn, &fail)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let clients: Vec<Client> =
+            setup_many(ctx, plans, &lat_conn, &fail).await.into_iter().flatten().collect();
         if clients.len() != a.clients {
-            return Err(format!(
-                "only {}/{} clients connected ({})",
-                clients.len(),
-                a.clients,
-                fail.text()
-            ));
+            return Err(format!("only {}/{} clients connected ({})", clients.len(), a.clients, fail.text()));
         }
-        let expected = a.seats.min(a.clients);
         let lat = shared_lat();
         let errors = Tally::default();
         let leave_errors = Tally::default();
         let (mut over, mut under) = (0usize, 0usize);
         let (mut min_acc, mut max_acc) = (usize::MAX, 0usize);
+        let mut rate_limited_total = 0usize;
         ctx.progress(format!(
             "race: {} clients x {} iterations for {} seats",
             a.clients, a.iterations, a.seats
         ));
         let s0 = ctx.snap();
-        for it in 0..a.iterations {
-            let name = format!("lg-{}-race-{it}", ctx.run);
-            let room = create_room(&admin, &name, json!({"maxParticipants": a.seats}))
-                .await
-                .map_err(|e| format!("createChannel {name}: {e}"))?;
-            let prepared: Vec<(String, ddp::Pending)> = clients
-                .iter()
-                .map(|c| c.prepare("join-room", json!([{ "code": room.code }])))
-                .collect();
+        for (it, room) in rooms.iter().enumerate() {
+            if it > 0 {
+                tokio::time::sleep(a.pause).await;
+            }
+            let prepared: Vec<(String, ddp::Pending)> =
+                clients.iter().map(|c| c.prepare("join-room", json!([{ "code": room.code }]))).collect();
             let t0 = Instant::now();
             let mut pendings = Vec::with_capacity(prepared.len());
             for (c, (frame, p)) in clients.iter().zip(prepared) {
@@ -1680,16 +1698,23 @@ mod scenarios {
             }))
             .await;
             let mut winners = Vec::new();
+            let mut limited = 0;
             {
                 let mut l = lat.lock().unwrap();
                 for (ix, (r, d)) in results.iter().enumerate() {
                     l.record(*d);
                     match r {
                         Ok(_) => winners.push(ix),
-                        Err(e) => errors.add(e.code()),
+                        Err(e) => {
+                            limited += usize::from(e.is("too-many-requests"));
+                            errors.add(e.code());
+                        }
                     }
                 }
             }
+            rate_limited_total += limited;
+            // Rate-limited attempts never reached the room: they do not compete.
+            let expected = a.seats.min(a.clients - limited);
             let acc = winners.len();
             min_acc = min_acc.min(acc);
             max_acc = max_acc.max(acc);
@@ -1702,14 +1727,12 @@ mod scenarios {
             } else if acc < expected {
                 under += 1;
                 ctx.say(format!(
-                    "iteration {it}: UNDER-ADMISSION: {acc} accepted, expected {expected} (room {})",
+                    "iteration {it}: UNDER-ADMISSION: {acc} accepted, expected {expected} (room {}, {limited} rate-limited)",
                     room.rid
                 ));
             }
             // Leave again so the next iteration starts from a clean slate.
-            let leaves = winners
-                .iter()
-                .map(|&ix| clients[ix].call("leaveRoom", json!([room.rid])));
+            let leaves = winners.iter().map(|&ix| clients[ix].call("leaveRoom", json!([room.rid])));
             for r in futures_util::future::join_all(leaves).await {
                 if let Err(e) = r {
                     leave_errors.add(e.code());
@@ -1720,13 +1743,20 @@ mod scenarios {
         let lat = take(&lat);
         let ok = over == 0 && under == 0;
         ctx.say(format!(
-            "== race: {} clients, {} seats, {} iterations ==",
-            a.clients, a.seats, a.iterations
+            "== race: {} clients, {} seats, {} iterations, {:?} apart ==",
+            a.clients, a.seats, a.iterations, a.pause
         ));
         ctx.say(format!(
-            "admission   accepted per iteration min {min_acc} max {max_acc} (expected {expected}); over-admission {over}, under-admission {under}: {}",
+            "admission   accepted per iteration min {min_acc} max {max_acc} (seats {}); over-admission {over}, under-admission {under}: {}",
+            a.seats,
             if ok { "OK" } else { "FAILED" }
         ));
+        if rate_limited_total > 0 {
+            ctx.say(format!(
+                "note        {rate_limited_total} join attempts were rate-limited (too-many-requests) and not \
+                 counted as competitors; raise --pause or run roomd with --no-rate-limits"
+            ));
+        }
         ctx.say(format!("rejections  {}", errors.text()));
         ctx.say(format!("leaveRoom   errors: {}", leave_errors.text()));
         ctx.say(format!("latency     join-room under contention {}", lat.text()));
@@ -1744,6 +1774,7 @@ mod scenarios {
                     "max_accepted": max_acc,
                     "over_admissions": over,
                     "under_admissions": under,
+                    "rate_limited": rate_limited_total,
                     "rejections": errors.json(),
                     "leave_errors": leave_errors.json(),
                     "join_latency": lat.json(),
@@ -1800,6 +1831,7 @@ mod scenarios {
         expected: u64,
         delivered: u64,
         active_wall: f64,
+        disconnects: u64,
         usage: Usage,
         e2e: Lat,
         send_lat: Lat,
@@ -1807,11 +1839,7 @@ mod scenarios {
 
     impl StepResult {
         fn delivered_ratio(&self) -> f64 {
-            if self.expected == 0 {
-                0.0
-            } else {
-                self.delivered as f64 / self.expected as f64
-            }
+            if self.expected == 0 { 0.0 } else { self.delivered as f64 / self.expected as f64 }
         }
         fn deliveries_per_s(&self) -> f64 {
             self.delivered as f64 / self.active_wall.max(1e-9)
@@ -1827,6 +1855,7 @@ mod scenarios {
                 "delivered": self.delivered,
                 "deliveries_per_s": self.deliveries_per_s(),
                 "deliveries_per_server_cpu_s": self.usage.per_cpu(self.delivered as f64),
+                "unexpected_disconnects": self.disconnects,
                 "e2e": self.e2e.json(),
                 "send_latency": self.send_lat.json(),
                 "usage": self.usage.json(),
@@ -1834,38 +1863,63 @@ mod scenarios {
         }
     }
 
-    fn fanout_handler(fs: Arc<FanoutShared>) -> Handler {
-        Arc::new(move |coll: &str, fields: &Value| {
-            if coll != "stream-room-messages" {
-                return;
-            }
-            let Some(msg) = fields.get("args").and_then(|a| a.get(0)) else {
-                return;
-            };
-            if msg.get("t").is_some_and(|t| !t.is_null()) {
-                fs.system.fetch_add(1, Relaxed);
-                return;
-            }
-            let Some(text) = msg.get("msg").and_then(Value::as_str) else {
-                return;
-            };
-            let Some(rest) = text.strip_prefix(fs.tag.as_str()) else {
-                fs.foreign.fetch_add(1, Relaxed);
-                return;
-            };
-            let Some((step, ts)) = rest.split_once(':') else {
-                return;
-            };
-            let (Ok(step), Ok(ts)) = (step.parse::<usize>(), ts.parse::<u64>()) else {
-                return;
-            };
+    impl FanoutShared {
+        /// Records a delivery of `<step>:<unix µs>…` (the text after the tag).
+        /// Returns false if it does not parse.
+        fn record(&self, after_tag: &str) -> bool {
+            let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+            let n = digits(after_tag);
+            let Ok(step) = after_tag[..n].parse::<usize>() else { return false };
+            let Some(rest) = after_tag[n..].strip_prefix(':') else { return false };
+            let Ok(ts) = rest[..digits(rest)].parse::<u64>() else { return false };
             let now = unix_micros();
-            if let Some(st) = fs.steps.get(step) {
+            if let Some(st) = self.steps.get(step) {
                 st.delivered.fetch_add(1, Relaxed);
                 st.last_delivery_us.fetch_max(now, Relaxed);
                 st.e2e.lock().unwrap().record_us(now.saturating_sub(ts));
             }
-        })
+            true
+        }
+    }
+
+    impl ddp::Listener for FanoutShared {
+        /// Fast path: a `changed` frame of stream-room-messages carrying our tag is
+        /// one of our messages (system messages never carry it); no JSON parse.
+        fn raw(&self, frame: &str) -> bool {
+            if !frame.contains("\"stream-room-messages\"") || !frame.contains("\"changed\"") {
+                return false;
+            }
+            match frame.find(self.tag.as_str()) {
+                Some(pos) => self.record(&frame[pos + self.tag.len()..]),
+                None => false,
+            }
+        }
+
+        fn event(&self, coll: &str, fields: &Value) {
+            if coll != "stream-room-messages" {
+                return;
+            }
+            let Some(msg) = fields.get("args").and_then(|a| a.get(0)) else { return };
+            if msg.get("t").is_some_and(|t| !t.is_null()) {
+                self.system.fetch_add(1, Relaxed);
+                return;
+            }
+            let text = msg.get("msg").and_then(Value::as_str).unwrap_or("");
+            match text.strip_prefix(self.tag.as_str()) {
+                Some(rest) if self.record(rest) => {}
+                _ => {
+                    self.foreign.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// One measured sending period of the fanout scenario.
+    struct StepPlan {
+        step: usize,
+        rate: f64,
+        dur: Duration,
+        drain: Duration,
     }
 
     async fn fanout_step(
@@ -1873,13 +1927,12 @@ mod scenarios {
         fs: &Arc<FanoutShared>,
         senders: &[(Client, Room)],
         members: usize,
-        step: usize,
-        rate: f64,
-        dur: Duration,
-        drain: Duration,
+        plan: StepPlan,
     ) -> StepResult {
+        let StepPlan { step, rate, dur, drain } = plan;
         let st = &fs.steps[step];
         let outstanding = Arc::new(AtomicI64::new(0));
+        let disconnects_before = ddp::DISCONNECTS.load(Relaxed);
         let before = ctx.snap();
         let start = Instant::now();
         let start_us = unix_micros();
@@ -1945,6 +1998,7 @@ mod scenarios {
             expected: ok * members as u64,
             delivered: st.delivered.load(Relaxed),
             active_wall: active,
+            disconnects: ddp::DISCONNECTS.load(Relaxed) - disconnects_before,
             usage: Usage::between(&before, &after),
             e2e: st.e2e.lock().unwrap().clone(),
             send_lat: st.send_lat.lock().unwrap().clone(),
@@ -1956,7 +2010,7 @@ mod scenarios {
             return Err("R, M and RATE must be positive".into());
         }
         let n_members = a.rooms * a.members;
-        procfs::check_fd_budget(n_members + a.rooms + 1)?;
+        procfs::check_fd_budget(n_members + a.rooms + ctx.creator_bots(a.rooms))?;
         let steps_cap = if a.ramp { a.max_steps.max(1) } else { 1 };
         let fs = Arc::new(FanoutShared {
             tag: format!("lg:{}:", ctx.run),
@@ -1965,21 +2019,18 @@ mod scenarios {
             foreign: AtomicU64::new(0),
             errors: Tally::default(),
         });
-        ctx.progress(format!(
-            "fanout: {} rooms x {} members, setting up",
-            a.rooms, a.members
-        ));
-        let admin = ctx.admin().await?;
+        ctx.progress(format!("fanout: {} rooms x {} members, setting up", a.rooms, a.members));
+        let mut creators = Creators::new(ctx);
         // Room for the members plus the sender bot.
-        let extra = json!({"maxParticipants": a.members + 1});
-        let rooms = create_rooms(ctx, &admin, a.rooms, "fanout", extra).await?;
+        let extra = ctx.capacity_extra(a.members + 1);
+        let rooms = creators.create_many(ctx, a.rooms, "fanout", extra).await?;
 
         let mut plans = Vec::with_capacity(n_members + a.rooms);
         for i in 0..n_members {
             plans.push(Plan {
                 index: i,
                 token: Some(ctx.token("u", i, "user")?),
-                handler: Some(fanout_handler(fs.clone())),
+                handler: Some(fs.clone()),
                 join: Some((rooms[i / a.members].clone(), Via::Code, None)),
                 subscribe: true,
             });
@@ -2008,11 +2059,8 @@ mod scenarios {
             ));
         }
         let clients: Vec<Client> = clients.into_iter().flatten().collect();
-        let senders: Vec<(Client, Room)> = clients[n_members..]
-            .iter()
-            .cloned()
-            .zip(rooms.iter().cloned())
-            .collect();
+        let senders: Vec<(Client, Room)> =
+            clients[n_members..].iter().cloned().zip(rooms.iter().cloned()).collect();
         let rss_setup = setup.rss_after_kb;
 
         ctx.say(format!(
@@ -2020,10 +2068,7 @@ mod scenarios {
             a.rooms,
             a.members,
             if a.ramp {
-                format!(
-                    "ramp from {} msgs/s x{} every {:?}",
-                    a.rate, a.ramp_factor, a.step
-                )
+                format!("ramp from {} msgs/s x{} every {:?}", a.rate, a.ramp_factor, a.step)
             } else {
                 format!("{} msgs/s for {:?}", a.rate, a.duration)
             }
@@ -2043,14 +2088,22 @@ mod scenarios {
         for step in 0..steps_cap {
             let dur = if a.ramp { a.step } else { a.duration };
             ctx.progress(format!("step {step}: {rate:.0} msgs/s for {dur:?}"));
-            let r = fanout_step(ctx, &fs, &senders, a.members, step, rate, dur, a.drain).await;
+            let plan = StepPlan { step, rate, dur, drain: a.drain };
+            let r = fanout_step(ctx, &fs, &senders, a.members, plan).await;
             let p99_ok = r.e2e.q_ms(0.99) <= a.p99_limit.as_secs_f64() * 1e3;
             let keeping_up = r.delivered_ratio() >= 0.95;
             let limited = r.rate_limited as f64 > 0.01 * r.sent as f64;
+            let mut flags = String::new();
+            if r.rate_limited > 0 {
+                flags += &format!(" rate-limited {}", r.rate_limited);
+            }
+            if r.disconnects > 0 {
+                flags += &format!(" DISCONNECTS {}", r.disconnects);
+            }
             let errors = r.send_err as f64 > 0.01 * r.sent as f64;
             if a.ramp {
                 ctx.say(format!(
-                    "step {step:<3} rate {:>8.0}/s sent {:>7} delivered {:>9} ({:>5.1}%) {:>9} deliv/s {:>9} deliv/CPU-s  e2e p50 {:.3} p99 {:.3} max {:.3} ms  send p99 {:.3} ms{}",
+                    "step {step:<3} rate {:>8.0}/s sent {:>7} delivered {:>9} ({:>5.1}%) {:>9} deliv/s {:>9} deliv/CPU-s  e2e p50 {:.3} p99 {:.3} max {:.3} ms  send p99 {:.3} ms  CPU server {} loadgen {}{}",
                     r.rate,
                     r.sent,
                     r.delivered,
@@ -2061,14 +2114,13 @@ mod scenarios {
                     r.e2e.q_ms(0.99),
                     r.e2e.max_ms(),
                     r.send_lat.q_ms(0.99),
-                    if r.rate_limited > 0 {
-                        format!(" rate-limited {}", r.rate_limited)
-                    } else {
-                        String::new()
-                    }
+                    pct(r.usage.server_cpu, r.usage.wall),
+                    pct(r.usage.self_cpu, r.usage.wall),
+                    flags
                 ));
             }
-            let passed = p99_ok && keeping_up && !limited && !errors;
+            let dropped = r.disconnects > 0;
+            let passed = p99_ok && keeping_up && !limited && !errors && !dropped;
             results.push(r);
             if !a.ramp {
                 break;
@@ -2076,7 +2128,9 @@ mod scenarios {
             if passed {
                 best = Some(rate);
             } else {
-                stop_reason = if limited {
+                stop_reason = if dropped {
+                    "server disconnected subscribers (slow consumers?)".into()
+                } else if limited {
                     "server rate-limited sendMessage (too-many-requests)".into()
                 } else if errors {
                     "sendMessage errors".into()
@@ -2122,11 +2176,7 @@ mod scenarios {
         }
         let rss_end = ctx.snap().server.map(|s| s.rss_kb);
         if let (Some(b), Some(e)) = (rss_setup, rss_end) {
-            ctx.say(format!(
-                "server RSS  {:.1} MiB after setup -> {:.1} MiB at end",
-                mib(b),
-                mib(e)
-            ));
+            ctx.say(format!("server RSS  {:.1} MiB after setup -> {:.1} MiB at end", mib(b), mib(e)));
         }
         ctx.say(format!(
             "other       system messages seen {}, foreign messages {}, errors: {}",
@@ -2196,6 +2246,20 @@ mod scenarios {
         system: AtomicU64,
     }
 
+    impl ddp::Listener for ChatShared {
+        fn event(&self, coll: &str, fields: &Value) {
+            if coll != "stream-room-messages" {
+                return;
+            }
+            let msg = fields.get("args").and_then(|a| a.get(0));
+            if msg.and_then(|m| m.get("t")).is_some_and(|t| !t.is_null()) {
+                self.system.fetch_add(1, Relaxed);
+            } else {
+                self.deliveries.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     impl ChatShared {
         async fn timed(
             &self,
@@ -2232,9 +2296,7 @@ mod scenarios {
                 None => {
                     let ri = rng.below(rooms.len());
                     let via = if rng.below(2) == 0 { Via::Code } else { Via::Rid };
-                    let joined = cs
-                        .timed(Op::Join, join_room(&client, &rooms[ri], via, None))
-                        .await;
+                    let joined = cs.timed(Op::Join, join_room(&client, &rooms[ri], via, None)).await;
                     if joined.is_ok() {
                         let sid = cs
                             .timed(Op::Subscribe, async {
@@ -2255,9 +2317,7 @@ mod scenarios {
                         let _ = cs.timed(Op::Send, client.call("sendMessage", msg)).await;
                     } else if roll < 75 {
                         let params = json!([format!("{rid}/user-activity"), username, ["user-typing"], {}]);
-                        let _ = cs
-                            .timed(Op::Typing, client.call("stream-notify-room", params))
-                            .await;
+                        let _ = cs.timed(Op::Typing, client.call("stream-notify-room", params)).await;
                     } else if roll < 87 {
                         let params = json!([rid, null, 50, null]);
                         let _ = cs.timed(Op::History, client.call("loadHistory", params)).await;
@@ -2281,11 +2341,15 @@ mod scenarios {
         }
     }
 
+    /// One point of the chat series: t (s), server RSS (kB), server CPU % over the
+    /// interval, ops/s, deliveries/s, connections alive.
+    struct Sample(f64, Option<u64>, Option<f64>, f64, f64, usize);
+
     pub async fn chat(ctx: &Ctx, a: ChatArgs) -> Result<bool, String> {
-        procfs::check_fd_budget(a.clients + 1)?;
         let n_rooms = a.clients.div_ceil(a.room_size.max(1)).max(1);
-        let admin = ctx.admin().await?;
-        let rooms = Arc::new(create_rooms(ctx, &admin, n_rooms, "chat", json!({})).await?);
+        procfs::check_fd_budget(a.clients + ctx.creator_bots(n_rooms))?;
+        let mut creators = Creators::new(ctx);
+        let rooms = Arc::new(creators.create_many(ctx, n_rooms, "chat", json!({})).await?);
         let cs = Arc::new(ChatShared {
             lats: OPS.iter().map(|_| Mutex::new(Lat::default())).collect(),
             errors: Tally::default(),
@@ -2293,20 +2357,7 @@ mod scenarios {
             deliveries: AtomicU64::new(0),
             system: AtomicU64::new(0),
         });
-        let handler: Handler = {
-            let cs = cs.clone();
-            Arc::new(move |coll: &str, fields: &Value| {
-                if coll != "stream-room-messages" {
-                    return;
-                }
-                let msg = fields.get("args").and_then(|a| a.get(0));
-                if msg.and_then(|m| m.get("t")).is_some_and(|t| !t.is_null()) {
-                    cs.system.fetch_add(1, Relaxed);
-                } else {
-                    cs.deliveries.fetch_add(1, Relaxed);
-                }
-            })
-        };
+        let handler: Handler = cs.clone();
         let mut plans = Vec::with_capacity(a.clients);
         for i in 0..a.clients {
             plans.push(Plan {
@@ -2317,19 +2368,13 @@ mod scenarios {
                 subscribe: false,
             });
         }
-        ctx.progress(format!(
-            "chat: connecting {} clients ({n_rooms} rooms)",
-            a.clients
-        ));
+        ctx.progress(format!("chat: connecting {} clients ({n_rooms} rooms)", a.clients));
         let s_before = ctx.snap();
         let lat = shared_lat();
         let fail = Arc::new(Tally::default());
         let clients = setup_many(ctx, plans, &lat, &fail).await;
         let connected = clients.iter().flatten().count();
-        ctx.progress(format!(
-            "{connected} connected; running mixed workload for {:?}",
-            a.duration
-        ));
+        ctx.progress(format!("{connected} connected; running mixed workload for {:?}", a.duration));
 
         let start = Instant::now();
         let deadline = start + a.duration;
@@ -2347,8 +2392,7 @@ mod scenarios {
                 ));
             }
         }
-        // (t s, rss kb, server cpu % over the interval, ops/s, deliveries/s, alive)
-        let mut series: Vec<(f64, Option<u64>, Option<f64>, f64, f64, usize)> = Vec::new();
+        let mut series: Vec<Sample> = Vec::new();
         let mut prev = ctx.snap();
         let (mut prev_ops, mut prev_del) = (0u64, 0u64);
         let push = |series: &mut Vec<_>, prev: &mut Snap, prev_ops: &mut u64, prev_del: &mut u64| {
@@ -2357,7 +2401,7 @@ mod scenarios {
             let ops = cs.ops.load(Relaxed);
             let del = cs.deliveries.load(Relaxed);
             let alive = clients.iter().flatten().filter(|c| c.is_alive()).count();
-            let row = (
+            let row = Sample(
                 now.at.duration_since(start).as_secs_f64(),
                 now.server.map(|s| s.rss_kb),
                 u.server_cpu.map(|c| 100.0 * c / u.wall.max(1e-9)),
@@ -2470,7 +2514,7 @@ mod scenarios {
                 })
             );
         }
-        drop(admin);
+        drop(creators);
         Ok(connected == a.clients)
     }
 
@@ -2534,7 +2578,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Connection setups in flight at once.
-    #[arg(long, global = true, default_value_t = 256)]
+    #[arg(long, global = true, default_value_t = 64)]
     concurrency: usize,
     /// Bind client sockets round-robin to 127.0.0.1..127.0.0.N.
     #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=254))]
@@ -2545,6 +2589,14 @@ struct Cli {
     /// Tokio worker threads (default: one per CPU).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Seats the room-creating admin bot occupies (roomd makes the creator a member,
+    /// counted against maxParticipants); added to every capacity loadgen sets.
+    #[arg(long, global = true, default_value_t = 1)]
+    creator_seats: usize,
+    /// Rooms one admin bot creates before another takes over (roomd's
+    /// --max-rooms-per-minute applies per user, admins included).
+    #[arg(long, global = true, default_value_t = 10)]
+    rooms_per_creator: usize,
 }
 
 #[derive(Subcommand)]
@@ -2561,7 +2613,7 @@ enum Scenario {
         /// Connections per room (rooms = N / room-size).
         #[arg(long, default_value_t = 10)]
         room_size: usize,
-        /// Also set extraData.maxParticipants on the rooms.
+        /// Also cap the rooms (extraData.maxParticipants = this + --creator-seats).
         #[arg(long)]
         room_capacity: Option<u64>,
         /// Wait after all connections settled before sampling RSS.
@@ -2592,6 +2644,10 @@ enum Scenario {
         seats: usize,
         #[arg(long, default_value_t = 50)]
         iterations: usize,
+        /// Pause between iterations (roomd's default join rate limit is 5/s per
+        /// connection, burst 10).
+        #[arg(long, default_value = "250ms", value_parser = util::parse_duration)]
+        pause: Duration,
     },
     /// R rooms x M subscribed members, RATE msgs/s in total; end-to-end latency.
     Fanout {
@@ -2672,19 +2728,12 @@ async fn run(cli: Cli) -> Result<bool, String> {
         run,
         json: cli.json,
         concurrency: cli.concurrency,
+        creator_seats: cli.creator_seats,
+        rooms_per_creator: cli.rooms_per_creator,
     };
     use scenarios::*;
     match cli.scenario {
-        Scenario::Idle {
-            n,
-            guests,
-            shard,
-            room_size,
-            room_capacity,
-            settle,
-            hold,
-            baseline_rss_kb,
-        } => {
+        Scenario::Idle { n, guests, shard, room_size, room_capacity, settle, hold, baseline_rss_kb } => {
             if !(0.0..=1.0).contains(&guests) {
                 return Err("--guests must be a fraction in 0..=1".into());
             }
@@ -2700,30 +2749,12 @@ async fn run(cli: Cli) -> Result<bool, String> {
             };
             idle(&ctx, a).await
         }
-        Scenario::Join {
-            clients,
-            rooms,
-            capacity,
-            rate,
-        } => {
-            let a = JoinArgs {
-                clients,
-                rooms,
-                capacity,
-                rate,
-            };
+        Scenario::Join { clients, rooms, capacity, rate } => {
+            let a = JoinArgs { clients, rooms, capacity, rate };
             join(&ctx, a).await
         }
-        Scenario::Race {
-            clients,
-            seats,
-            iterations,
-        } => {
-            let a = RaceArgs {
-                clients,
-                seats,
-                iterations,
-            };
+        Scenario::Race { clients, seats, iterations, pause } => {
+            let a = RaceArgs { clients, seats, iterations, pause };
             race(&ctx, a).await
         }
         Scenario::Fanout {
@@ -2754,20 +2785,8 @@ async fn run(cli: Cli) -> Result<bool, String> {
             };
             fanout(&ctx, a).await
         }
-        Scenario::Chat {
-            clients,
-            duration,
-            room_size,
-            think,
-            sample,
-        } => {
-            let a = ChatArgs {
-                clients,
-                duration,
-                room_size,
-                think,
-                sample,
-            };
+        Scenario::Chat { clients, duration, room_size, think, sample } => {
+            let a = ChatArgs { clients, duration, room_size, think, sample };
             chat(&ctx, a).await
         }
         Scenario::Probe => probe(&ctx, &how),

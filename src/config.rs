@@ -1,6 +1,7 @@
 //! Command line and environment: `roomd [serve options]` and
 //! `roomd token …`. Every knob has a safe default, so `roomd` alone runs.
 
+use crate::limits::{RateSpec, SessionLimits};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,10 +47,14 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub secret: SecretArgs,
-    /// Keep all state in memory only (today's only mode; accepted so scripts
-    /// keep working when durable storage lands).
+    /// Keep all state in memory only (tests, benchmarks); nothing survives a
+    /// restart.
     #[arg(long, env = "ROOMD_IN_MEMORY")]
     pub in_memory: bool,
+    /// Store durability: `full` fsyncs every group commit (survives power
+    /// loss); `normal` survives a process crash only.
+    #[arg(long, env = "ROOMD_SYNC", default_value = "full")]
+    pub sync: crate::store::SyncMode,
     /// Log format: `text` or `json`.
     #[arg(long, env = "ROOMD_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -102,6 +107,61 @@ pub struct Limits {
     /// Grace for in-flight work on SIGTERM/SIGINT.
     #[arg(long, env = "ROOMD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Unanswered method calls a connection may have; more are answered
+    /// `too-many-requests`. Calls run one at a time, in order, so a
+    /// connection has at most one; the cap guards that invariant.
+    #[arg(long, env = "ROOMD_MAX_PENDING_CALLS", default_value_t = 16)]
+    pub max_pending_calls: usize,
+    /// Open subscriptions per connection; more get `nosub`
+    /// `too-many-subscriptions`.
+    #[arg(long, env = "ROOMD_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    pub max_subscriptions: usize,
+    /// Rooms (channels, private groups, direct messages) one user may
+    /// create per minute.
+    #[arg(long, env = "ROOMD_MAX_ROOMS_PER_MINUTE", default_value_t = 10)]
+    pub max_rooms_per_minute: u32,
+    /// `sendMessage` calls per second per connection, `RATE[:BURST]`.
+    #[arg(long, env = "ROOMD_RATE_MESSAGES", default_value = "5:10")]
+    pub rate_messages: RateSpec,
+    /// `joinRoom`/`join-room` calls per second per connection.
+    #[arg(long, env = "ROOMD_RATE_JOINS", default_value = "5:10")]
+    pub rate_joins: RateSpec,
+    /// Every other method call and subscription, per second per connection.
+    #[arg(long, env = "ROOMD_RATE_OTHER", default_value = "50:100")]
+    pub rate_other: RateSpec,
+    /// Wrong join codes a connection may try per `--code-failure-window`
+    /// before its joins are refused for a while.
+    #[arg(long, env = "ROOMD_MAX_CODE_FAILURES", default_value_t = 5)]
+    pub max_code_failures: u32,
+    /// Window over which `--max-code-failures` refills.
+    #[arg(long, env = "ROOMD_CODE_FAILURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub code_failure_window: Duration,
+    /// Turn off the per-connection rate limits, the room-creation limit and
+    /// the join-code brake (benchmarks only).
+    #[arg(long, env = "ROOMD_NO_RATE_LIMITS")]
+    pub no_rate_limits: bool,
+    /// Browser origins allowed to open a WebSocket (repeatable, or
+    /// comma-separated in the env var; `*` allows any). Requests without
+    /// `Origin` and same-origin requests are always allowed.
+    #[arg(long = "allowed-origin", env = "ROOMD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Limits {
+    /// The limits sessions apply, as one value.
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            rate_limits: !self.no_rate_limits,
+            messages: self.rate_messages,
+            joins: self.rate_joins,
+            other: self.rate_other,
+            max_code_failures: self.max_code_failures,
+            code_failure_window: self.code_failure_window,
+            max_rooms_per_minute: self.max_rooms_per_minute,
+            max_subscriptions: self.max_subscriptions,
+            max_pending_calls: self.max_pending_calls.max(1),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -170,5 +230,26 @@ mod tests {
         let l = Limits::default();
         assert_eq!(l.max_frame_bytes, 65_536);
         assert_eq!(l.ping_interval, Duration::from_secs(25));
+        assert!(!l.no_rate_limits);
+        assert_eq!(l.rate_messages.to_string(), "5:10");
+        assert!(l.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn allowed_origins_repeat_and_split() {
+        let cli = Cli::parse_from([
+            "roomd",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "https://b.example,https://c.example",
+            "--no-rate-limits",
+            "--rate-messages",
+            "20:40",
+        ]);
+        let l = cli.serve.limits;
+        assert_eq!(l.allowed_origins, ["https://a.example", "https://b.example", "https://c.example"]);
+        assert!(!l.session_limits().rate_limits);
+        assert_eq!(l.rate_messages.burst, 40);
     }
 }

@@ -8,6 +8,7 @@
 //! for.
 
 use crate::ids::ConnId;
+use crate::metrics::Metrics;
 use crate::server::ServerState;
 use crate::session::Session;
 use futures_util::{SinkExt, StreamExt};
@@ -66,6 +67,22 @@ impl CloseReason {
         }
     }
 
+    /// Label for `roomd_connections_closed_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::ServerRestart => "server_restart",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::UnsupportedVersion => "unsupported_version",
+            CloseReason::TooBig => "too_big",
+            CloseReason::Binary => "binary",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::TooManyConnections => "too_many_connections",
+        }
+    }
+
     pub fn text(self) -> &'static str {
         match self {
             CloseReason::PeerClosed => "bye",
@@ -83,8 +100,13 @@ impl CloseReason {
 }
 
 struct ConnShared {
+    /// Cancelled when the connection is to end: the reader stops taking new
+    /// frames, the writer stops waiting on a stuck socket.
     cancel: CancellationToken,
+    /// The first close reason given; it decides the close frame.
     reason: OnceLock<CloseReason>,
+    /// Counts drops and slow-consumer disconnects where they happen.
+    metrics: Arc<Metrics>,
 }
 
 /// The part of a connection other tasks hold: a way to queue frames and a
@@ -109,7 +131,11 @@ impl ConnHandle {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseReason::SlowConsumer);
+                self.shared.metrics.outbound_dropped();
+                if self.close(CloseReason::SlowConsumer) {
+                    tracing::debug!(conn = %self.id, "outbound queue full: closing slow consumer");
+                    self.shared.metrics.slow_consumer();
+                }
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -117,18 +143,24 @@ impl ConnHandle {
     }
 
     /// Queues a reply to this connection's own request, waiting for space;
-    /// gives up if the connection is closing.
+    /// gives up if the connection is closing and the queue is full. (With
+    /// space, the reply is queued even while closing: the writer delivers
+    /// what was queued before the close frame, so a call that finished
+    /// during shutdown still gets its result.)
     pub async fn send(&self, frame: Utf8Bytes) -> bool {
         tokio::select! {
+            biased;
             r = self.tx.send(frame) => r.is_ok(),
             _ = self.shared.cancel.cancelled() => false,
         }
     }
 
     /// Closes the connection with `reason`; the first reason given wins.
-    pub fn close(&self, reason: CloseReason) {
-        let _ = self.shared.reason.set(reason);
+    /// Returns whether this call decided the reason.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let first = self.shared.reason.set(reason).is_ok() && !self.shared.cancel.is_cancelled();
         self.shared.cancel.cancel();
+        first
     }
 
     pub fn is_closed(&self) -> bool {
@@ -139,7 +171,7 @@ impl ConnHandle {
         self.shared.cancel.cancelled().await
     }
 
-    fn reason(&self) -> CloseReason {
+    pub fn reason(&self) -> CloseReason {
         // A cancel without a reason came from the server-wide shutdown token.
         self.shared
             .reason
@@ -159,6 +191,10 @@ pub struct ConnConfig {
 }
 
 /// Runs a connection to completion. `shutdown` is the server-wide token.
+///
+/// Order of the end: the reader stops (after finishing the frame it is
+/// handling), the session cleans up, then the writer delivers what is still
+/// queued (unless the queue is the problem) and the close frame.
 pub async fn serve<S>(
     ws: WebSocketStream<S>,
     id: ConnId,
@@ -168,6 +204,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = server.conn_config.clone();
+    let metrics = server.metrics.clone();
     let (tx, rx) = mpsc::channel(cfg.outbound_queue);
     let handle = ConnHandle {
         id,
@@ -175,15 +212,28 @@ pub async fn serve<S>(
         shared: Arc::new(ConnShared {
             cancel: shutdown.child_token(),
             reason: OnceLock::new(),
+            metrics: metrics.clone(),
         }),
     };
+    metrics.connection_opened();
+    let reader_done = CancellationToken::new();
     let (sink, stream) = ws.split();
-    let writer = tokio::spawn(write_loop(sink, rx, handle.clone()));
+    let writer = tokio::spawn(write_loop(sink, rx, handle.clone(), reader_done.clone()));
     let mut session = Session::new(handle.clone(), server);
     read_loop(stream, &mut session, &cfg).await;
+    // Pin the reason now: a cancel without one came from server shutdown;
+    // no cancel at all means the peer went away.
+    let reason = if handle.is_closed() { handle.reason() } else { CloseReason::PeerClosed };
+    handle.close(reason);
     session.finish().await;
-    handle.close(CloseReason::PeerClosed);
+    reader_done.cancel();
     let _ = writer.await;
+    let reason = handle.reason();
+    metrics.connection_closed(session.kind(), reason.label());
+    match reason {
+        CloseReason::PeerClosed | CloseReason::ServerRestart => {}
+        other => tracing::debug!(conn = %id, reason = other.label(), "connection closed by server"),
+    }
 }
 
 async fn read_loop<S>(
@@ -259,6 +309,7 @@ async fn write_loop<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
     mut rx: mpsc::Receiver<Utf8Bytes>,
     conn: ConnHandle,
+    reader_done: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -271,17 +322,23 @@ async fn write_loop<S>(
                 if n == 0 {
                     break;
                 }
-                for frame in batch.drain(..) {
-                    if sink.feed(Message::Text(frame)).await.is_err() {
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
+                // A peer that stops reading blocks this write once the kernel
+                // buffers are full; the close must not wait for it.
+                let written = tokio::select! {
+                    biased;
+                    _ = conn.closed() => break,
+                    r = write_batch(&mut sink, &mut batch) => r,
+                };
+                if written.is_err() {
                     return;
                 }
             }
         }
     }
+    batch.clear();
+    // Let the reader finish the frame it is handling: its reply is queued
+    // and delivered below, before the close frame.
+    reader_done.cancelled().await;
     let reason = conn.reason();
     if reason == CloseReason::PeerClosed {
         // If the peer sent a close frame, the WebSocket layer has queued the
@@ -290,22 +347,36 @@ async fn write_loop<S>(
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
         return;
     }
-    // Deliver what was queued before the close (e.g. `failed`), unless the
-    // queue is the problem.
-    if reason != CloseReason::SlowConsumer {
-        while let Ok(frame) = rx.try_recv() {
-            if sink.feed(Message::Text(frame)).await.is_err() {
-                return;
-            }
-        }
-    }
     let frame = CloseFrame {
         code: CloseCode::from(reason.code()),
         reason: reason.text().into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // Deliver what was queued before the close (e.g. `failed`, or the
+        // result of a call that finished during shutdown), unless the queue
+        // is the problem.
+        if reason != CloseReason::SlowConsumer {
+            while let Ok(frame) = rx.try_recv() {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
         let _ = sink.send(Message::Close(Some(frame))).await;
         let _ = sink.close().await;
     })
     .await;
+}
+
+async fn write_batch<S>(
+    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    batch: &mut Vec<Utf8Bytes>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for frame in batch.drain(..) {
+        sink.feed(Message::Text(frame)).await?;
+    }
+    sink.flush().await
 }

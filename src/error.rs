@@ -44,6 +44,11 @@ pub enum MethodError {
     /// A subscription the caller may not read.
     #[error("subscription not allowed")]
     SubNotAllowed,
+    /// A limit refused the call; the number is `timeToReset` in ms.
+    #[error("too many requests, retry in {0} ms")]
+    TooManyRequests(u64),
+    #[error("too many subscriptions")]
+    TooManySubscriptions,
 }
 
 /// Details of a `Match failed` error: which field, what was expected.
@@ -64,7 +69,7 @@ impl MethodError {
     /// Server faults are logged at `error`; everything else is the client's
     /// doing and is logged at `debug`.
     pub fn is_server_fault(&self) -> bool {
-        matches!(self, MethodError::Room(RoomError::Unavailable))
+        matches!(self, MethodError::Room(RoomError::Unavailable | RoomError::Storage))
     }
 
     /// The Meteor.Error sent to the client. `method` goes into `details` as
@@ -109,6 +114,19 @@ impl MethodError {
                 )
             }
             MethodError::SubNotAllowed => (Str("not-allowed"), "Not allowed".into(), Some(403)),
+            MethodError::TooManyRequests(ms) => {
+                // Rocket.Chat's DDP rate limiter wording and details.
+                let seconds = ms.div_ceil(1000);
+                details.insert("timeToReset".into(), Value::from(*ms));
+                details.insert("seconds".into(), Value::from(seconds));
+                let reason = format!(
+                    "Error, too many requests. Please slow down. You must wait {seconds} seconds before trying again."
+                );
+                (Str("too-many-requests"), reason, Some(429))
+            }
+            MethodError::TooManySubscriptions => {
+                (Str("too-many-subscriptions"), "Too many subscriptions".into(), Some(429))
+            }
             MethodError::Room(e) => match e {
                 RoomError::NotAllowed => (Str("error-not-allowed"), "Not allowed".into(), Some(403)),
                 RoomError::GuestsNotAllowed => (
@@ -222,7 +240,9 @@ impl MethodError {
                     "A message with this _id already exists".into(),
                     None,
                 ),
-                RoomError::Unavailable => (Str("error-internal"), "Internal server error".into(), Some(500)),
+                RoomError::Storage | RoomError::Unavailable => {
+                    (Str("error-internal"), "Internal server error".into(), Some(500))
+                }
             },
         };
         if let Some(s) = status {

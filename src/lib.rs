@@ -3,7 +3,10 @@
 //! `join-room` by shareable code for users and guests.
 //!
 //! # Layout
-//! - [`server`]: accept loop, handshake, shutdown; [`ServerState`](server::ServerState).
+//! - [`server`]: accept loop, HTTP routing and WebSocket upgrade, shutdown;
+//!   [`ServerState`](server::ServerState).
+//! - [`http`]: request heads, upgrade and `Origin` checks, health/metrics replies.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`). [`limits`]: rate limits.
 //! - [`conn`]: one connection's reader/writer tasks, outbound queue, close reasons.
 //! - [`session`]: per-connection DDP state (connected, identity, subs); frame handling.
 //! - [`wire`]: the only module that parses inbound frames or shapes outbound ones.
@@ -27,15 +30,19 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod limits;
 pub mod lobby;
 pub mod method;
+pub mod metrics;
 pub mod permissions;
 pub mod registry;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod sub;
 pub mod time;
 pub mod users;

@@ -5,6 +5,7 @@ use crate::ids::RoomId;
 use crate::permissions::Principal;
 use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::server::ServerState;
+use crate::store::{Snapshot, StoreOp};
 use crate::time::Millis;
 use serde_json::Value;
 
@@ -14,12 +15,13 @@ impl ServerState {
             registry: self.registry.clone(),
             users: self.users.clone(),
             hub: self.hub.clone(),
+            store: self.store.clone(),
         }
     }
 
-    /// Creates a room: reserves a code and the name, spawns the actor,
-    /// registers it. Returns the room document.
-    pub fn create_room(
+    /// Creates a room: reserves a code and the name, makes it durable,
+    /// spawns the actor, registers it. Returns the room document.
+    pub async fn create_room(
         &self,
         name: String,
         t: RoomType,
@@ -30,50 +32,99 @@ impl ServerState {
         let id = RoomId::generate();
         self.registry.reserve_name(&name, &id)?;
         let code = self.registry.reserve_code(&id);
-        let member_ids: Vec<_> = std::iter::once(creator.id.clone())
-            .chain(others.iter().map(|u| u.id.clone()))
-            .collect();
-        let state = RoomState::new(id.clone(), name, t, code, creator, others, opts, Millis::now());
-        let doc = state.to_doc();
-        for uid in &member_ids {
-            self.users.add_membership(uid, &id);
+        let state = RoomState::new(id.clone(), name.clone(), t, code.clone(), creator, others, opts, Millis::now());
+        if let Err(e) = self.persist_new_room(&state).await {
+            self.registry.release_name(&name, &id);
+            self.registry.release_code(&code);
+            return Err(e);
         }
-        let handle = RoomHandle::spawn(state, self.room_config.clone(), self.deps());
-        self.registry.insert(handle);
+        let doc = state.to_doc();
+        self.activate(state, Vec::new());
         Ok(doc)
     }
 
     /// The direct-message room of `creator` and `others`, created on first
     /// use. Its id is derived from the sorted member ids, so the same set of
-    /// people always lands in the same room, even when two of them create it
-    /// at the same moment (`entry()` decides the race).
-    pub fn direct_room(&self, creator: &Principal, others: Vec<UserRef>) -> (RoomHandle, bool) {
-        let mut ids: Vec<&str> = std::iter::once(creator.id.as_str())
-            .chain(others.iter().map(|u| u.id.as_str()))
-            .collect();
+    /// people always lands in the same room; when two of them create it at
+    /// the same moment, `get_or_insert_with` keeps the first.
+    pub async fn direct_room(&self, creator: &Principal, others: Vec<UserRef>) -> Result<RoomHandle, RoomError> {
+        let mut ids: Vec<&str> =
+            std::iter::once(creator.id.as_str()).chain(others.iter().map(|u| u.id.as_str())).collect();
         ids.sort_unstable();
         ids.dedup();
         let id = RoomId(ids.concat());
-        self.registry.get_or_insert_with(&id, || {
-            let code = self.registry.reserve_code(&id);
-            let mut state = RoomState::new(
-                id.clone(),
-                id.to_string(),
-                RoomType::Direct,
-                code,
-                creator,
-                others.clone(),
-                CreateOptions::default(),
-                Millis::now(),
-            );
-            // Direct messages have no owners in Rocket.Chat.
-            for m in state.members.values_mut() {
-                m.roles = crate::room::RoomRoles::NONE;
-            }
+        if let Some(h) = self.registry.get(&id) {
+            return Ok(h);
+        }
+        let code = self.registry.reserve_code(&id);
+        let mut state = RoomState::new(
+            id.clone(),
+            id.to_string(),
+            RoomType::Direct,
+            code,
+            creator,
+            others,
+            CreateOptions::default(),
+            Millis::now(),
+        );
+        // Direct messages have no owners in Rocket.Chat.
+        for m in state.members.values_mut() {
+            m.roles = crate::room::RoomRoles::NONE;
+        }
+        self.persist_new_room(&state).await?;
+        let (handle, created) = self.registry.get_or_insert_with(&id, || {
+            RoomHandle::spawn(state.clone(), self.room_config.clone(), self.deps())
+        });
+        if created {
             for uid in state.members.keys() {
                 self.users.add_membership(uid, &id);
             }
-            RoomHandle::spawn(state, self.room_config.clone(), self.deps())
+        } else {
+            self.registry.release_code(&state.code);
+        }
+        Ok(handle)
+    }
+
+    /// Writes a new room and its members; returns once durable.
+    async fn persist_new_room(&self, state: &RoomState) -> Result<(), RoomError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let mut ops = vec![StoreOp::room(state)];
+        for m in state.members.values() {
+            ops.push(StoreOp::PutMember { rid: state.id.clone(), member: Box::new(m.clone()) });
+        }
+        store.commit(ops).await.map_err(|e| {
+            tracing::error!(room = %state.id, error = %e, "cannot store new room");
+            RoomError::Storage
         })
+    }
+
+    /// Indexes a room (new or restored) and starts its actor.
+    fn activate(&self, state: RoomState, history: Vec<crate::room::Message>) {
+        for uid in state.members.keys() {
+            self.users.add_membership(uid, &state.id);
+        }
+        let handle = RoomHandle::spawn_with_history(state, history, self.room_config.clone(), self.deps());
+        self.registry.insert(handle);
+    }
+
+    /// Rebuilds rooms and the user directory from the store at start.
+    /// Guests are never stored, so restored rooms hold users only.
+    pub fn restore(&self, snapshot: Snapshot) {
+        let users = snapshot.users.len();
+        for u in snapshot.users {
+            self.users.remember_ref(u);
+        }
+        let rooms = snapshot.rooms.len();
+        for (state, history) in snapshot.rooms {
+            if state.t != RoomType::Direct
+                && let Err(e) = self.registry.reserve_name(&state.name, &state.id)
+            {
+                tracing::error!(room = %state.id, error = %e, "restored room name clashes; room skipped");
+                continue;
+            }
+            self.registry.claim_code(&state.code, &state.id);
+            self.activate(state, history);
+        }
+        tracing::info!(rooms, users, "state restored");
     }
 }

@@ -4,6 +4,7 @@ use clap::Parser;
 use roomd::auth::{self, Authenticator, Claims, SecretSource};
 use roomd::config::{Cli, Command, LogFormat, SecretArgs, TokenArgs};
 use roomd::server::{self, RunConfig, ServerState};
+use roomd::store::StoreHandle;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -51,7 +52,8 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match args.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -86,14 +88,32 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, "roomd listening; DDP endpoint ws://{addr}/websocket");
-        let state = Arc::new(ServerState::new(Authenticator::hs256(&secret), &args.limits));
-        server::run(
-            listener,
-            state,
-            RunConfig::from_limits(&args.limits),
-            shutdown_signal(),
-        )
-        .await;
+        let mut state = ServerState::new(Authenticator::hs256(&secret), &args.limits);
+        let snapshot = if args.in_memory {
+            tracing::info!("in-memory mode: nothing will survive a restart");
+            None
+        } else {
+            let dir = &args.secret.data_dir;
+            match StoreHandle::open(dir, args.sync, args.limits.history_limit) {
+                Ok((store, snapshot)) => {
+                    tracing::info!(dir = %dir.display(), "store open");
+                    state.store = Some(store);
+                    Some(snapshot)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the store");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        if let Some(snapshot) = snapshot {
+            state.restore(snapshot);
+        }
+        let state = Arc::new(state);
+        server::run(listener, state.clone(), RunConfig::from_limits(&args.limits), shutdown_signal()).await;
+        if let Some(store) = &state.store {
+            store.shutdown().await;
+        }
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })

@@ -63,6 +63,11 @@ impl Registry {
         }
     }
 
+    /// Records a restored room's existing code.
+    pub fn claim_code(&self, code: &RoomCode, id: &RoomId) {
+        self.by_code.insert(code.clone(), id.clone());
+    }
+
     pub fn release_code(&self, code: &RoomCode) {
         self.by_code.remove(code);
     }

@@ -1,28 +1,37 @@
-//! The accept loop and the state every connection shares.
+//! The accept loop, HTTP routing on the one port, and the state every
+//! connection shares.
 //!
 //! `run` takes its listener and its shutdown signal from the caller (main, or
-//! a test that bound `127.0.0.1:0`), in the manner of mini-redis.
+//! a test that bound `127.0.0.1:0`), in the manner of mini-redis. Each socket
+//! sends an HTTP request head first: `/websocket` becomes a DDP connection,
+//! `/healthz`, `/readyz` and `/metrics` get a plain HTTP answer, anything
+//! else a 404.
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
 use crate::conn::{self, CloseReason, ConnConfig};
+use crate::http::{self, HeadError, RequestHead, UpgradeError};
 use crate::hub::UserHub;
 use crate::ids::ConnId;
+use crate::limits::{RoomCreationLimiter, SessionLimits};
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::room::actor::RoomConfig;
 use crate::users::Directory;
 use futures_util::SinkExt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,8 +42,23 @@ pub struct ServerState {
     pub registry: Arc<Registry>,
     pub users: Arc<Directory>,
     pub hub: Arc<UserHub>,
+    /// The durable store; `None` with `--in-memory`. Set once at start.
+    pub store: Option<crate::store::StoreHandle>,
     pub room_config: Arc<RoomConfig>,
     pub conn_config: ConnConfig,
+    /// Rate, subscription and pending-call limits each session applies.
+    pub session_limits: SessionLimits,
+    /// Room creations per user, shared by all of a user's connections.
+    pub room_creations: RoomCreationLimiter,
+    /// This server's metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Whether `GET /readyz` may say yes: set by whoever opens the store
+    /// (true by default, for `--in-memory`). Shutdown also turns readyz
+    /// 503 through `draining`, whatever this says.
+    pub ready: AtomicBool,
+    /// Set when shutdown begins: new WebSockets are refused with 503 while
+    /// open connections are closed.
+    draining: AtomicBool,
     next_conn: AtomicU64,
 }
 
@@ -45,6 +69,7 @@ impl ServerState {
             registry: Arc::new(Registry::default()),
             users: Arc::new(Directory::default()),
             hub: Arc::new(UserHub::default()),
+            store: None,
             room_config: Arc::new(RoomConfig {
                 mailbox: limits.room_mailbox.max(1),
                 history_limit: limits.history_limit,
@@ -57,8 +82,23 @@ impl ServerState {
                 ping_timeout: limits.ping_timeout,
                 connect_timeout: limits.connect_timeout,
             },
+            session_limits: limits.session_limits(),
+            room_creations: RoomCreationLimiter::default(),
+            metrics: Arc::new(Metrics::new()),
+            ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// What `GET /readyz` answers: the store is open and the server is not
+    /// shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -66,9 +106,13 @@ impl ServerState {
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub max_connections: usize,
+    /// Time a new socket has to send its request head (and, for WebSockets,
+    /// to take the `101`); a socket that sends nothing is dropped after it.
     pub handshake_timeout: Duration,
     pub max_frame_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// Browser origins allowed besides same-origin (see [`http::origin_allowed`]).
+    pub allowed_origins: Arc<[String]>,
 }
 
 impl RunConfig {
@@ -78,6 +122,7 @@ impl RunConfig {
             handshake_timeout: l.handshake_timeout,
             max_frame_bytes: l.max_frame_bytes,
             shutdown_timeout: l.shutdown_timeout,
+            allowed_origins: l.allowed_origins.clone().into(),
         }
     }
 }
@@ -92,94 +137,252 @@ fn ws_config(max_frame: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame))
 }
 
-/// Accepts connections until `shutdown` resolves, then closes every
-/// connection with "server restarting" and waits (up to the configured
-/// deadline) for them to finish.
+/// What every socket task needs; one per `run`.
+struct Listener {
+    state: Arc<ServerState>,
+    cfg: RunConfig,
+    ws_cfg: WebSocketConfig,
+    /// One permit per open DDP connection (`--max-connections`).
+    permits: Arc<Semaphore>,
+}
+
+/// How often histogram samples are folded into buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Accepts connections until `shutdown` resolves, then shuts down
+/// gracefully: readyz turns 503 and new WebSockets are refused, every
+/// connection finishes the call it is running and is closed with 1012
+/// "server restarting", and `run` returns when all are gone or the
+/// configured deadline passes, whichever is first. Health and metrics keep
+/// answering until then.
 pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig, shutdown: impl Future) {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    let ws_cfg = ws_config(cfg.max_frame_bytes);
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => {
-                    backoff = Duration::from_millis(5);
-                    x
-                }
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
-        let permit = permits.clone().try_acquire_owned().ok();
-        let state = state.clone();
-        let stop = stop.clone();
-        let handshake_timeout = cfg.handshake_timeout;
-        tracker.spawn(async move {
-            let Some(ws) = handshake(stream, ws_cfg, handshake_timeout).await else {
-                return;
-            };
-            match permit {
-                Some(_permit) => {
-                    tracing::debug!(conn = %id, %peer, "connected");
-                    conn::serve(ws, id, state, stop).await;
-                    tracing::debug!(conn = %id, "disconnected");
-                }
-                None => reject(ws, CloseReason::TooManyConnections).await,
+    let shutdown_timeout = cfg.shutdown_timeout;
+    let ctx = Arc::new(Listener {
+        ws_cfg: ws_config(cfg.max_frame_bytes),
+        permits: Arc::new(Semaphore::new(cfg.max_connections)),
+        state: state.clone(),
+        cfg,
+    });
+    let upkeep = tokio::spawn({
+        let metrics = state.metrics.clone();
+        async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                tick.tick().await;
+                metrics.upkeep();
             }
-        });
+        }
+    });
+    let mut backoff = Backoff::default();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            (stream, peer) = accept(&listener, &mut backoff) => {
+                tracker.spawn(handle_socket(ctx.clone(), stream, peer, stop.clone()));
+            }
+        }
     }
-    tracing::info!("shutting down: closing connections");
+    tracing::info!("shutting down: refusing new connections, closing open ones");
+    state.draining.store(true, Ordering::Release);
     stop.cancel();
     tracker.close();
-    if tokio::time::timeout(cfg.shutdown_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown deadline passed with connections still open");
+    // Sockets accepted while draining get HTTP answers only (readyz 503,
+    // WebSocket 503); they are not waited for.
+    let http_only = CancellationToken::new();
+    let deadline = tokio::time::sleep(shutdown_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = tracker.wait() => break,
+            _ = &mut deadline => {
+                tracing::warn!(open = tracker.len(), "shutdown deadline passed with connections still open");
+                break;
+            }
+            (stream, peer) = accept(&listener, &mut backoff) => {
+                tokio::spawn(handle_socket(ctx.clone(), stream, peer, http_only.clone()));
+            }
+        }
+    }
+    upkeep.abort();
+}
+
+/// Exponential backoff for failing `accept` (typically EMFILE).
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(5))
     }
 }
 
-async fn handshake(
-    stream: TcpStream,
-    ws_cfg: WebSocketConfig,
-    timeout: Duration,
-) -> Option<tokio_tungstenite::WebSocketStream<TcpStream>> {
-    #[allow(clippy::result_large_err)] // the signature is tungstenite's
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() == "/websocket" {
-            Ok(resp)
-        } else {
-            let mut e = ErrorResponse::new(Some("not found; the DDP endpoint is /websocket\n".into()));
-            *e.status_mut() = StatusCode::NOT_FOUND;
-            Err(e)
+async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                *backoff = Backoff::default();
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff.0).await;
+                backoff.0 = (backoff.0 * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// One accepted socket: read the request head (within the handshake
+/// timeout; dropped at once if the server stops), then route it.
+async fn handle_socket(ctx: Arc<Listener>, mut stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    let deadline = Instant::now() + ctx.cfg.handshake_timeout;
+    let metrics = &ctx.state.metrics;
+    let head = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return,
+        r = tokio::time::timeout_at(deadline, http::read_head(&mut stream)) => r,
+    };
+    let head = match head {
+        Ok(Ok(h)) => h,
+        Err(_) => {
+            tracing::debug!(%peer, "no request head within the handshake timeout");
+            metrics.handshake_failed("timeout");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "bad request head");
+            let (status, label) = match e {
+                HeadError::TooLarge => (431, "too-large"),
+                HeadError::Malformed => (400, "bad-request"),
+                HeadError::Closed | HeadError::Io(_) => {
+                    metrics.handshake_failed("closed");
+                    return;
+                }
+            };
+            metrics.handshake_failed(label);
+            reply(&mut stream, deadline, status, "bad request\n").await;
+            return;
         }
     };
-    let fut = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_cfg));
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(ws)) => Some(ws),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("handshake timed out");
-            None
+    match head.path.as_str() {
+        "/websocket" => upgrade(ctx, stream, head, peer, stop, deadline).await,
+        "/healthz" | "/readyz" | "/metrics" => serve_http(&ctx.state, stream, &head, deadline).await,
+        _ => {
+            metrics.handshake_failed("not-found");
+            reply(&mut stream, deadline, 404, "not found; the DDP endpoint is /websocket\n").await;
         }
     }
 }
 
-async fn reject(mut ws: tokio_tungstenite::WebSocketStream<TcpStream>, reason: CloseReason) {
+/// Writes a small plain-text reply, giving up at `deadline`.
+async fn reply(stream: &mut TcpStream, deadline: Instant, status: u16, body: &str) {
+    let _ = tokio::time::timeout_at(deadline, http::respond_text(stream, status, body)).await;
+}
+
+/// `GET /healthz`, `/readyz`, `/metrics`.
+async fn serve_http(state: &ServerState, mut stream: TcpStream, head: &RequestHead, deadline: Instant) {
+    let head_only = match head.method.as_str() {
+        "GET" => false,
+        "HEAD" => true,
+        _ => {
+            let r = http::respond(
+                &mut stream,
+                405,
+                "text/plain; charset=utf-8",
+                "method not allowed\n",
+                "Allow: GET, HEAD\r\n",
+                false,
+            );
+            let _ = tokio::time::timeout_at(deadline, r).await;
+            return;
+        }
+    };
+    let (status, content_type, body) = match head.path.as_str() {
+        "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".to_owned()),
+        "/readyz" if state.is_ready() => (200, "text/plain; charset=utf-8", "ready\n".to_owned()),
+        "/readyz" if state.is_draining() => (503, "text/plain; charset=utf-8", "shutting down\n".to_owned()),
+        "/readyz" => (503, "text/plain; charset=utf-8", "not ready\n".to_owned()),
+        _ => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(state.registry.len()),
+        ),
+    };
+    let r = http::respond(&mut stream, status, content_type, &body, "", head_only);
+    let _ = tokio::time::timeout_at(deadline, r).await;
+}
+
+/// `GET /websocket`: checks the upgrade and the origin, answers `101`,
+/// then runs the DDP connection (or closes it with 1013 when the server is
+/// at `--max-connections`).
+async fn upgrade(
+    ctx: Arc<Listener>,
+    mut stream: TcpStream,
+    mut head: RequestHead,
+    peer: SocketAddr,
+    stop: CancellationToken,
+    deadline: Instant,
+) {
+    let state = &ctx.state;
+    if state.is_draining() {
+        state.metrics.handshake_failed("draining");
+        reply(&mut stream, deadline, 503, "shutting down, reconnect later\n").await;
+        return;
+    }
+    let key = match head.websocket_key() {
+        Ok(k) => k.to_owned(),
+        Err(UpgradeError::NotUpgrade) => {
+            state.metrics.handshake_failed("bad-request");
+            reply(&mut stream, deadline, 400, "expected a WebSocket upgrade\n").await;
+            return;
+        }
+        Err(UpgradeError::Version) => {
+            state.metrics.handshake_failed("bad-request");
+            let r = http::respond(
+                &mut stream,
+                426,
+                "text/plain; charset=utf-8",
+                "unsupported WebSocket version\n",
+                "Sec-WebSocket-Version: 13\r\n",
+                false,
+            );
+            let _ = tokio::time::timeout_at(deadline, r).await;
+            return;
+        }
+    };
+    if !http::origin_allowed(head.origin.as_deref(), head.host.as_deref(), &ctx.cfg.allowed_origins) {
+        tracing::debug!(%peer, origin = head.origin.as_deref().unwrap_or(""), "origin not allowed");
+        state.metrics.handshake_failed("origin");
+        reply(&mut stream, deadline, 403, "origin not allowed\n").await;
+        return;
+    }
+    let accept = http::switching_protocols(&key);
+    match tokio::time::timeout_at(deadline, stream.write_all(accept.as_bytes())).await {
+        Ok(Ok(())) => {}
+        _ => {
+            state.metrics.handshake_failed("closed");
+            return;
+        }
+    }
+    let rest = std::mem::take(&mut head.rest);
+    drop(head);
+    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ctx.ws_cfg)).await;
+    let Ok(_permit) = ctx.permits.clone().try_acquire_owned() else {
+        tracing::debug!(%peer, "over the connection limit");
+        state.metrics.handshake_failed("too-many-connections");
+        reject(ws, CloseReason::TooManyConnections).await;
+        return;
+    };
+    let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
+    tracing::debug!(conn = %id, %peer, "connected");
+    conn::serve(ws, id, state.clone(), stop).await;
+    tracing::debug!(conn = %id, "disconnected");
+}
+
+async fn reject(mut ws: WebSocketStream<TcpStream>, reason: CloseReason) {
     let frame = CloseFrame {
         code: CloseCode::from(reason.code()),
         reason: reason.text().into(),

@@ -6,13 +6,17 @@ use crate::conn::{CloseReason, ConnHandle};
 use crate::error::MethodError;
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{RoomId, UserId};
-use crate::method;
+use crate::limits::{self, ConnLimiter, MethodClass};
+use crate::method::{self, MethodResult};
+use crate::metrics::ConnKind;
 use crate::permissions::Principal;
-use crate::room::{RoomCommand, RoomHandle, Topic};
+use crate::room::{RoomCommand, RoomError, RoomHandle, Topic};
 use crate::server::ServerState;
 use crate::wire::{self, ClientFrame, FrameError};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// DDP versions roomd speaks; all behave the same except that `pre1`
 /// predates heartbeats.
@@ -55,13 +59,18 @@ pub struct Session {
     pub subs: HashMap<String, Sub>,
     /// The user this connection counts as online for.
     online_as: Option<UserId>,
+    /// Rate limits and the join-code brake of this connection.
+    limiter: ConnLimiter,
+    /// Method calls read and not yet answered (see `run_method`).
+    pending_calls: usize,
+    /// How this connection is counted in `roomd_connections`.
+    kind: ConnKind,
 }
 
 impl Session {
     pub fn new(conn: ConnHandle, server: Arc<ServerState>) -> Self {
         Session {
             conn,
-            server,
             connected: false,
             heartbeat: true,
             user: None,
@@ -69,7 +78,16 @@ impl Session {
             guest_rooms: Vec::new(),
             subs: HashMap::new(),
             online_as: None,
+            limiter: ConnLimiter::new(&server.session_limits, Instant::now()),
+            pending_calls: 0,
+            kind: ConnKind::Guest,
+            server,
         }
+    }
+
+    /// How this connection counts in the connection gauges right now.
+    pub fn kind(&self) -> ConnKind {
+        self.kind
     }
 
     pub fn conn(&self) -> &ConnHandle {
@@ -138,17 +156,28 @@ impl Session {
             ClientFrame::Ping { id } => self.conn.send(wire::pong(id)).await,
             ClientFrame::Pong => true,
             ClientFrame::Method { id, method, params } => {
-                let reply = match method::dispatch(self, &method, params).await {
+                let reply = match self.run_method(&method, params).await {
                     Ok(v) => wire::result_ok(&id, v),
                     Err(e) => {
                         log_error(&e, &method, self.conn.id);
                         wire::result_err(&id, &e.to_wire(&method))
                     }
                 };
-                self.conn.send(reply).await && self.conn.send(wire::updated(&id)).await
+                self.sync_kind();
+                let sent = self.conn.send(reply).await && self.conn.send(wire::updated(&id)).await;
+                self.pending_calls -= 1;
+                sent
             }
             ClientFrame::Sub { id, name, params } => {
-                let frames = crate::sub::subscribe(self, &id, &name, params).await;
+                let frames = match self.limiter.admit(MethodClass::Other, Instant::now()) {
+                    Ok(()) => crate::sub::subscribe(self, &id, &name, params).await,
+                    Err(wait) => {
+                        self.server.metrics.rate_limited(MethodClass::Other.label());
+                        let e = MethodError::TooManyRequests(limits::millis_ceil(wait));
+                        tracing::debug!(conn = %self.conn.id, stream = %name, "sub rate limited");
+                        vec![wire::nosub(&id, Some(&e.to_wire("")))]
+                    }
+                };
                 for f in frames {
                     if !self.conn.send(f).await {
                         return false;
@@ -160,6 +189,94 @@ impl Session {
                 self.unsubscribe(&id).await;
                 self.conn.send(wire::nosub(&id, None)).await
             }
+        }
+    }
+
+    /// Runs one method call through the session-level limits, the
+    /// dispatcher and the metrics. The caller answers it and then lowers
+    /// `pending_calls`.
+    async fn run_method(&mut self, method: &str, params: Vec<Value>) -> MethodResult {
+        // Calls run one at a time, to completion: the reader takes the next
+        // frame only after this call's reply is queued. So a connection has
+        // at most one unanswered call, and this cap can only be reached if
+        // calls ever run concurrently; it is the guard of that invariant,
+        // not a queue bound (TCP backpressure bounds what a client can
+        // pipeline).
+        if self.pending_calls >= self.server.session_limits.max_pending_calls {
+            self.pending_calls += 1;
+            self.server.metrics.rate_limited("pending_calls");
+            return Err(MethodError::TooManyRequests(1));
+        }
+        self.pending_calls += 1;
+        let started = Instant::now();
+        let mut created_by = None;
+        let result = match self.admit(method, started, &mut created_by) {
+            Ok(()) => {
+                let r = method::dispatch(self, method, params).await;
+                let known = !matches!(r, Err(MethodError::UnknownMethod(_)));
+                let secs = started.elapsed().as_secs_f64();
+                self.server.metrics.method_call(method, known, r.is_ok(), secs);
+                r
+            }
+            Err(e) => Err(e),
+        };
+        if let (Some(uid), Err(_)) = (&created_by, &result) {
+            self.server.room_creations.refund(uid);
+        }
+        let metrics = &self.server.metrics;
+        match (method, &result) {
+            ("sendMessage", Ok(_)) => metrics.message_sent(),
+            ("leaveRoom", Ok(_)) => metrics.left_room(),
+            (m, Ok(_)) if limits::is_join(m) => metrics.join_succeeded(),
+            (m, Err(e)) if limits::is_join(m) => {
+                metrics.join_rejected(e.to_wire("").error.as_string());
+                let wrong_code = matches!(e, MethodError::Room(RoomError::CodeInvalid))
+                    || (m == "join-room" && matches!(e, MethodError::RoomNotFound));
+                if wrong_code {
+                    self.limiter.code_failed(Instant::now());
+                }
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// The session-boundary limits, checked before dispatch: the method
+    /// class's token bucket, the join-code brake, the per-user room
+    /// creation rate. Sets `created_by` when a creation was counted, so a
+    /// failed call can give it back.
+    fn admit(&mut self, method: &str, now: Instant, created_by: &mut Option<UserId>) -> Result<(), MethodError> {
+        let metrics = &self.server.metrics;
+        let limits = &self.server.session_limits;
+        let class = MethodClass::of(method);
+        let refuse = |label: &'static str, wait: std::time::Duration| {
+            metrics.rate_limited(label);
+            MethodError::TooManyRequests(limits::millis_ceil(wait))
+        };
+        self.limiter.admit(class, now).map_err(|w| refuse(class.label(), w))?;
+        if limits::is_join(method) {
+            self.limiter.may_try_code(now).map_err(|w| refuse("join_codes", w))?;
+        }
+        if limits::is_create(method)
+            && limits.rate_limits
+            && let Some(u) = &self.user
+        {
+            self.server
+                .room_creations
+                .try_take(&u.id, limits.room_creation_spec(), now)
+                .map_err(|w| refuse("room_creation", w))?;
+            *created_by = Some(u.id.clone());
+        }
+        Ok(())
+    }
+
+    /// Moves this connection between the user and guest gauges after a
+    /// login or logout.
+    fn sync_kind(&mut self) {
+        let now = if self.user.is_some() { ConnKind::User } else { ConnKind::Guest };
+        if now != self.kind {
+            self.server.metrics.connection_kind_changed(self.kind, now);
+            self.kind = now;
         }
     }
 

@@ -15,6 +15,12 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Handles `sub`; returns the frames to send, in order.
 pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>) -> Vec<Utf8Bytes> {
+    // Only subscriptions that deliver something are kept (and counted);
+    // at the cap, any new sub id is refused, inert or not.
+    if !s.subs.contains_key(id) && s.subs.len() >= s.server.session_limits.max_subscriptions {
+        tracing::debug!(conn = %s.conn().id, stream = name, open = s.subs.len(), "sub refused: too many");
+        return vec![wire::nosub(id, Some(&MethodError::TooManySubscriptions.to_wire("")))];
+    }
     let Some(Value::String(event)) = params.first() else {
         let e = MethodError::matching("params[0]", "the stream's event name (a string)");
         return vec![wire::nosub(id, Some(&e.to_wire("")))];

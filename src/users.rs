@@ -16,19 +16,23 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Records (or refreshes) a user seen at login.
-    pub fn remember(&self, u: &User) {
-        let r = UserRef {
-            id: u.id.clone(),
-            username: u.username.clone(),
-            name: u.name.clone(),
-        };
-        if let Some(old) = self.by_id.insert(u.id.clone(), r)
-            && old.username != u.username
+    /// Records (or refreshes) a user seen at login. Returns true if the
+    /// directory changed (new user, or new username or name), i.e. if the
+    /// store needs to hear of it.
+    pub fn remember(&self, u: &User) -> bool {
+        self.remember_ref(UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() })
+    }
+
+    pub fn remember_ref(&self, r: UserRef) -> bool {
+        let (id, username) = (r.id.clone(), r.username.clone());
+        let old = self.by_id.insert(id.clone(), r.clone());
+        if let Some(old) = &old
+            && old.username != username
         {
-            self.by_username.remove_if(&old.username, |_, id| id == &u.id);
+            self.by_username.remove_if(&old.username, |_, v| v == &id);
         }
-        self.by_username.insert(u.username.clone(), u.id.clone());
+        self.by_username.insert(username, id);
+        old.as_ref() != Some(&r)
     }
 
     pub fn by_username(&self, username: &str) -> Option<UserRef> {

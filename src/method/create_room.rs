@@ -69,7 +69,7 @@ pub async fn call(s: &mut Session, p: Params, t: RoomType) -> MethodResult {
         }
     }
     RoomState::check_initial_capacity(1 + others.len(), opts.max_participants)?;
-    let mut doc = s.server.create_room(name.to_owned(), t, &who, others, opts)?;
+    let mut doc = s.server.create_room(name.to_owned(), t, &who, others, opts).await?;
     if let Value::Object(o) = &mut doc {
         let id = o.get("_id").cloned().unwrap_or(Value::Null);
         o.insert("rid".into(), id);

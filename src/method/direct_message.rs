@@ -24,7 +24,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
             others.push(u);
         }
     }
-    let (room, _created) = s.server.direct_room(&who, others);
+    let room = s.server.direct_room(&who, others).await?;
     let mut doc = room.ask(|tx| RoomCommand::Doc { respond_to: tx }).await?;
     if let Value::Object(o) = &mut doc {
         let id = o.get("_id").cloned().unwrap_or(Value::Null);

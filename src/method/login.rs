@@ -16,7 +16,15 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
         None => return Err(MethodError::UnrecognizedLogin),
     };
     let user = s.server.auth.verify(token)?;
-    s.server.users.remember(&user);
+    if s.server.users.remember(&user)
+        && let Some(store) = &s.server.store
+    {
+        // Durable before acknowledged, like every other change.
+        store.commit(vec![crate::store::user_op(&user)]).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot store user");
+            MethodError::Room(crate::room::RoomError::Storage)
+        })?;
+    }
     if s.user.as_ref().is_some_and(|u| u.id != user.id) {
         // Subscriptions were granted to the previous identity.
         s.drop_all_subs(&MethodError::SubNotAllowed).await;

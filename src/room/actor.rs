@@ -18,10 +18,12 @@ use crate::hub::{LoggedEvent, UserEvent, UserHub};
 use crate::ids::{ConnId, MessageId, RoomId, UserId};
 use crate::permissions::{Permission, Principal, allowed};
 use crate::registry::Registry;
+use crate::store::{Committed, StoreError, StoreHandle, StoreOp};
 use crate::time::Millis;
 use crate::users::Directory;
 use crate::wire;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,13 +208,24 @@ pub struct RoomConfig {
 impl RoomHandle {
     /// Spawns the actor for `state` and returns its handle.
     pub fn spawn(state: RoomState, cfg: Arc<RoomConfig>, deps: RoomDeps) -> Self {
-        let RoomDeps { registry, users, hub } = deps;
+        Self::spawn_with_history(state, Vec::new(), cfg, deps)
+    }
+
+    /// Spawns the actor of a restored room with its recent `history`
+    /// (oldest first).
+    pub fn spawn_with_history(
+        state: RoomState,
+        history: Vec<Message>,
+        cfg: Arc<RoomConfig>,
+        deps: RoomDeps,
+    ) -> Self {
+        let RoomDeps { registry, users, hub, store } = deps;
         let (tx, rx) = mpsc::channel(cfg.mailbox);
         let handle = RoomHandle {
             id: state.id.clone(),
             tx: tx.clone(),
         };
-        let actor = RoomActor {
+        let mut actor = RoomActor {
             state,
             rx,
             me: tx.downgrade(),
@@ -225,7 +238,15 @@ impl RoomHandle {
             history_ids: HashSet::new(),
             guest_epochs: HashMap::new(),
             next_epoch: 0,
+            store,
+            outbox: Vec::new(),
+            ops: Vec::new(),
+            pending: VecDeque::new(),
         };
+        for m in history {
+            actor.history_ids.insert(m.id.clone());
+            actor.history.push_back(Arc::new(m));
+        }
         tokio::spawn(actor.run());
         handle
     }
@@ -250,6 +271,8 @@ pub struct RoomDeps {
     pub registry: Arc<Registry>,
     pub users: Arc<Directory>,
     pub hub: Arc<UserHub>,
+    /// `None` runs in memory only.
+    pub store: Option<StoreHandle>,
 }
 
 struct Subscriber {
@@ -274,17 +297,125 @@ struct RoomActor {
     /// Guests in their reconnect grace, with the epoch of their timer.
     guest_epochs: HashMap<UserId, u64>,
     next_epoch: u64,
+    store: Option<StoreHandle>,
+    /// What the command being handled wants to send, once durable.
+    outbox: Vec<Out>,
+    /// What the command being handled changed, for the store.
+    ops: Vec<StoreOp>,
+    /// Outputs waiting for their commit, oldest first. Outputs of a command
+    /// that changed nothing still queue behind earlier ones, so every
+    /// connection sees replies and events in the order the actor decided.
+    pending: VecDeque<Pending>,
+}
+
+/// Something to send once the command that produced it is durable.
+enum Out {
+    Room { topic: Topic, frame: Utf8Bytes, except: Option<ConnId> },
+    User { uid: UserId, event: UserEvent, frame: Utf8Bytes },
+    Logged { event: LoggedEvent, frame: Utf8Bytes },
+    AddSub { conn: ConnHandle, uid: UserId, topic: Topic },
+    RemoveSub { conn: ConnId, topic: Topic },
+    /// A member left: their room subscriptions stop here, after the events
+    /// announcing the departure.
+    DropSubs(UserId),
+    Reply(Box<dyn FnOnce(Option<&StoreError>) + Send>),
+}
+
+struct Pending {
+    commit: Option<Committed>,
+    out: Vec<Out>,
 }
 
 impl RoomActor {
     async fn run(mut self) {
-        // The registry holds the only strong senders besides in-flight
-        // callers; the loop ends when the room is removed from it and the
-        // last caller is done.
-        while let Some(cmd) = self.rx.recv().await {
-            self.handle(cmd);
+        // The registry holds the only long-lived senders; the loop ends when
+        // the room is removed from it and the last caller is done.
+        loop {
+            tokio::select! {
+                // Completed commits first: they release replies and events.
+                res = head_commit(&mut self.pending), if !self.pending.is_empty() => {
+                    self.complete_head(res);
+                }
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => {
+                        self.handle(cmd);
+                        self.finish_command().await;
+                    }
+                    None => break,
+                },
+            }
+        }
+        while !self.pending.is_empty() {
+            let res = head_commit(&mut self.pending).await;
+            self.complete_head(res);
         }
         tracing::debug!(room = %self.state.id, "room actor stopped");
+    }
+
+    /// Hands the command's changes to the store and parks its outputs until
+    /// they are durable; with nothing to wait for, delivers at once.
+    async fn finish_command(&mut self) {
+        let out = std::mem::take(&mut self.outbox);
+        let ops = std::mem::take(&mut self.ops);
+        let commit = match (&self.store, ops.is_empty()) {
+            (Some(store), false) => Some(store.submit(ops).await),
+            _ => None,
+        };
+        if commit.is_none() && self.pending.is_empty() {
+            self.deliver(out, None);
+        } else if commit.is_some() || !out.is_empty() {
+            self.pending.push_back(Pending { commit, out });
+        }
+    }
+
+    fn complete_head(&mut self, res: Result<(), StoreError>) {
+        if let Some(p) = self.pending.pop_front() {
+            self.deliver(p.out, res.as_ref().err());
+        }
+        // Outputs that waited only for their turn can go now.
+        while self.pending.front().is_some_and(|p| p.commit.is_none()) {
+            if let Some(p) = self.pending.pop_front() {
+                self.deliver(p.out, None);
+            }
+        }
+    }
+
+    /// Sends outputs. After a failed commit, events are not sent (the change
+    /// is not durable) and replies carry an internal error.
+    fn deliver(&mut self, out: Vec<Out>, failed: Option<&StoreError>) {
+        for o in out {
+            match o {
+                Out::Room { topic, frame, except } if failed.is_none() => self.deliver_room(topic, &frame, except),
+                Out::User { uid, event, frame } if failed.is_none() => self.hub.send_user(&uid, event, &frame),
+                Out::Logged { event, frame } if failed.is_none() => self.hub.send_logged(event, &frame),
+                Out::Room { .. } | Out::User { .. } | Out::Logged { .. } => {}
+                Out::AddSub { conn, uid, topic } => {
+                    let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber { conn, uid, topics: 0 });
+                    entry.topics |= topic.bit();
+                }
+                Out::RemoveSub { conn, topic } => {
+                    if let Some(s) = self.subscribers.get_mut(&conn) {
+                        s.topics &= !topic.bit();
+                        if s.topics == 0 {
+                            self.subscribers.remove(&conn);
+                        }
+                    }
+                }
+                Out::DropSubs(uid) => self.subscribers.retain(|_, s| s.uid != uid),
+                Out::Reply(f) => f(failed),
+            }
+        }
+    }
+
+    /// Queues the reply to a command.
+    fn reply<T: Send + 'static>(&mut self, respond_to: Reply<T>, r: Result<T, RoomError>) {
+        self.outbox.push(Out::Reply(Box::new(move |failed| {
+            let r = match failed {
+                Some(_) => Err(RoomError::Storage),
+                None => r,
+            };
+            let _ = respond_to.send(r);
+        })));
     }
 
     fn handle(&mut self, cmd: RoomCommand) {
@@ -301,7 +432,7 @@ impl RoomActor {
                     self.notice(&who.id, "You are already in this room", now);
                 }
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::JoinByCode { who, respond_to } => {
                 let r = self
@@ -309,7 +440,7 @@ impl RoomActor {
                     .join_by_code(&who, now, &mut fx)
                     .map(|j| self.participant(j.member()));
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::ResumeGuest { token, respond_to } => {
                 let found = self.state.guest_by_token(&token).cloned();
@@ -318,18 +449,18 @@ impl RoomActor {
                     self.guest_epochs.remove(&m.user.id);
                     (m.user.id.clone(), self.participant(&m))
                 });
-                let _ = respond_to.send(Ok(r));
+                self.reply(respond_to, Ok(r));
             }
             RoomCommand::Leave { uid, respond_to } => {
                 let r = self.state.leave(&uid, now, &mut fx).map(|_| ());
                 self.guest_epochs.remove(&uid);
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::End { who, respond_to } => {
                 let r = self.state.end(&who, now, &mut fx);
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::Settings {
                 who,
@@ -338,10 +469,10 @@ impl RoomActor {
             } => {
                 let r = self.save_settings(&who, settings, now, &mut fx);
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::Doc { respond_to } => {
-                let _ = respond_to.send(Ok(self.state.to_doc()));
+                self.reply(respond_to, Ok(self.state.to_doc()));
             }
             RoomCommand::DocFor { uid, respond_to } => {
                 let r = if self.can_read(&uid, true) {
@@ -349,7 +480,7 @@ impl RoomActor {
                 } else {
                     Err(RoomError::NotAllowed)
                 };
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::Subscribe {
                 conn,
@@ -359,30 +490,16 @@ impl RoomActor {
                 respond_to,
             } => {
                 let r = if self.can_read(&uid, signed_in && topic == Topic::Messages) {
-                    let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber {
-                        conn,
-                        uid,
-                        topics: 0,
-                    });
-                    entry.topics |= topic.bit();
+                    self.outbox.push(Out::AddSub { conn, uid, topic });
                     Ok(())
                 } else {
                     Err(RoomError::NotAllowed)
                 };
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
-            RoomCommand::Unsubscribe {
-                conn,
-                topic,
-                respond_to,
-            } => {
-                if let Some(s) = self.subscribers.get_mut(&conn) {
-                    s.topics &= !topic.bit();
-                    if s.topics == 0 {
-                        self.subscribers.remove(&conn);
-                    }
-                }
-                let _ = respond_to.send(Ok(()));
+            RoomCommand::Unsubscribe { conn, topic, respond_to } => {
+                self.outbox.push(Out::RemoveSub { conn, topic });
+                self.reply(respond_to, Ok(()));
             }
             RoomCommand::ConnClosed { conn, guest } => {
                 self.subscribers.remove(&conn);
@@ -405,7 +522,7 @@ impl RoomActor {
                 respond_to,
             } => {
                 let r = self.send_message(&who, params, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::History {
                 uid,
@@ -426,7 +543,7 @@ impl RoomActor {
                 } else {
                     Err(RoomError::NotAllowed)
                 };
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::AddMember {
                 who,
@@ -439,7 +556,7 @@ impl RoomActor {
                     self.notice(&who.id, &format!("{name} is already in here"), now);
                 }
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::RemoveMember {
                 who,
@@ -448,7 +565,7 @@ impl RoomActor {
             } => {
                 let r = self.state.remove_by(&who, &target, now, &mut fx);
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::SetRole {
                 who,
@@ -459,7 +576,7 @@ impl RoomActor {
             } => {
                 let r = self.state.set_role(&who, &target, role, add, now, &mut fx);
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::SetMuted {
                 who,
@@ -469,7 +586,7 @@ impl RoomActor {
             } => {
                 let r = self.state.set_muted(&who, &target, muted, now, &mut fx);
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::SetArchived {
                 who,
@@ -478,7 +595,7 @@ impl RoomActor {
             } => {
                 let r = self.state.set_archived(&who, archived, now, &mut fx);
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::SetFlag {
                 uid,
@@ -487,10 +604,10 @@ impl RoomActor {
             } => {
                 let r = self.state.set_flag(&uid, flag, &mut fx);
                 self.publish(fx, now);
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::SubscriptionDoc { uid, respond_to } => {
-                let _ = respond_to.send(Ok(self.state.subscription_doc(&uid)));
+                self.reply(respond_to, Ok(self.state.subscription_doc(&uid)));
             }
             RoomCommand::Roles { uid, respond_to } => {
                 let r = if self.can_read(&uid, true) {
@@ -505,7 +622,7 @@ impl RoomActor {
                 } else {
                     Err(RoomError::NotAllowed)
                 };
-                let _ = respond_to.send(r);
+                self.reply(respond_to, r);
             }
             RoomCommand::Notify {
                 from,
@@ -590,6 +707,9 @@ impl RoomActor {
     fn store_and_broadcast(&mut self, msg: Message) {
         self.state.msgs += 1;
         let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&msg]);
+        if self.store.is_some() {
+            self.ops.push(StoreOp::message(&msg));
+        }
         let msg = Arc::new(msg);
         self.history_ids.insert(msg.id.clone());
         self.history.push_back(msg);
@@ -609,16 +729,20 @@ impl RoomActor {
                 });
                 let frame =
                     wire::stream_changed("stream-room-messages", "__my_messages__", &json!([&*msg, meta]));
-                for uid in self.state.members.keys() {
-                    self.hub.send_user(uid, UserEvent::MyMessages, &frame);
-                }
+                let outs: Vec<Out> = self
+                    .state
+                    .members
+                    .keys()
+                    .map(|uid| Out::User { uid: uid.clone(), event: UserEvent::MyMessages, frame: frame.clone() })
+                    .collect();
+                self.outbox.extend(outs);
             }
         }
     }
 
     /// An ephemeral notice on `stream-notify-user` `<uid>/message`, shown to
     /// one user and never stored.
-    fn notice(&self, uid: &UserId, text: &str, now: Millis) {
+    fn notice(&mut self, uid: &UserId, text: &str, now: Millis) {
         if !self.hub.has_listener(uid, UserEvent::Message) {
             return;
         }
@@ -631,21 +755,15 @@ impl RoomActor {
         m.t = None;
         m.groupable = None;
         let args = json!([m]);
-        self.hub.send_user(
-            uid,
-            UserEvent::Message,
-            &wire::stream_changed("stream-notify-user", &format!("{uid}/message"), &args),
-        );
+        let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/message"), &args);
+        self.outbox.push(Out::User { uid: uid.clone(), event: UserEvent::Message, frame });
     }
 
     /// `stream-notify-user` `<uid>/<event>` to one user, if listening.
-    fn to_user(&self, uid: &UserId, ev: UserEvent, name: &str, args: &Value) {
-        if self.hub.has_listener(uid, ev) {
-            self.hub.send_user(
-                uid,
-                ev,
-                &wire::stream_changed("stream-notify-user", &format!("{uid}/{name}"), args),
-            );
+    fn to_user(&mut self, uid: &UserId, event: UserEvent, name: &str, args: &Value) {
+        if self.hub.has_listener(uid, event) {
+            let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/{name}"), args);
+            self.outbox.push(Out::User { uid: uid.clone(), event, frame });
         }
     }
 
@@ -666,11 +784,16 @@ impl RoomActor {
     /// Turns effects into stored messages and stream events, in order.
     fn publish(&mut self, fx: Vec<Effect>, now: Millis) {
         let rid = self.state.id.clone();
+        if self.store.is_some() && !fx.is_empty() {
+            // Room metadata is one small row; rewriting it on every change
+            // is simpler than tracking which field moved.
+            self.ops.push(StoreOp::room(&self.state));
+        }
         for e in fx {
             match e {
                 Effect::System { t, msg, by, role } => {
                     let mut m = Message::system(&rid, t, msg, by, now);
-                    m.role = role;
+                    m.role = role.map(Cow::Borrowed);
                     self.store_and_broadcast(m);
                 }
                 Effect::Participant { joined, member, at } => {
@@ -688,6 +811,7 @@ impl RoomActor {
                 }
                 Effect::MembershipAdded(uid) => {
                     self.users.add_membership(&uid, &rid);
+                    self.persist_member(&uid);
                     if let Some(sub) = self.state.subscription_doc(&uid) {
                         self.to_user(
                             &uid,
@@ -705,6 +829,9 @@ impl RoomActor {
                 }
                 Effect::MembershipRemoved(uid) => {
                     self.users.remove_membership(&uid, &rid);
+                    if self.store.is_some() && !uid.is_guest() {
+                        self.ops.push(StoreOp::DeleteMember { rid: rid.clone(), uid: uid.clone() });
+                    }
                     let sub_id = format!("{rid}{uid}");
                     self.to_user(
                         &uid,
@@ -718,17 +845,20 @@ impl RoomActor {
                         "rooms-changed",
                         &json!(["removed", {"_id": rid}]),
                     );
-                    // A member who left stops hearing the room at once.
-                    self.subscribers.retain(|_, s| s.uid != uid);
+                    // A member who left stops hearing the room right after
+                    // the events announcing it.
+                    self.outbox.push(Out::DropSubs(uid));
                 }
                 Effect::Renamed { old, new: _ } => self.registry.release_name(&old, &rid),
                 Effect::RoomChanged => {
                     let args = json!(["updated", self.state.to_doc()]);
-                    for uid in self.state.members.keys() {
+                    let uids: Vec<UserId> = self.state.members.keys().cloned().collect();
+                    for uid in &uids {
                         self.to_user(uid, UserEvent::RoomsChanged, "rooms-changed", &args);
                     }
                 }
                 Effect::SubscriptionChanged(uid) => {
+                    self.persist_member(&uid);
                     if let Some(sub) = self.state.subscription_doc(&uid) {
                         self.to_user(
                             &uid,
@@ -745,12 +875,20 @@ impl RoomActor {
                         "u": user,
                         "scope": rid,
                     }]);
-                    self.hub.send_logged(
-                        LoggedEvent::RolesChange,
-                        &wire::stream_changed("stream-notify-logged", "roles-change", &args),
-                    );
+                    let frame = wire::stream_changed("stream-notify-logged", "roles-change", &args);
+                    self.outbox.push(Out::Logged { event: LoggedEvent::RolesChange, frame });
                 }
             }
+        }
+    }
+
+    /// Stores a member's current row (guests are never stored).
+    fn persist_member(&mut self, uid: &UserId) {
+        if self.store.is_none() || uid.is_guest() {
+            return;
+        }
+        if let Some(m) = self.state.members.get(uid) {
+            self.ops.push(StoreOp::PutMember { rid: self.state.id.clone(), member: Box::new(m.clone()) });
         }
     }
 
@@ -758,6 +896,10 @@ impl RoomActor {
     /// Subscribers whose queue is closed or full are dropped (a full queue
     /// also closes that connection as a slow consumer).
     fn broadcast(&mut self, topic: Topic, frame: &Utf8Bytes, except: Option<ConnId>) {
+        self.outbox.push(Out::Room { topic, frame: frame.clone(), except });
+    }
+
+    fn deliver_room(&mut self, topic: Topic, frame: &Utf8Bytes, except: Option<ConnId>) {
         let bit = topic.bit();
         let mut dead = Vec::new();
         for (id, s) in &self.subscribers {
@@ -771,5 +913,14 @@ impl RoomActor {
         for id in dead {
             self.subscribers.remove(&id);
         }
+    }
+}
+
+/// Waits for the oldest pending commit; entries with nothing to wait for are
+/// ready at once.
+async fn head_commit(pending: &mut VecDeque<Pending>) -> Result<(), StoreError> {
+    match pending.front_mut().and_then(|p| p.commit.as_mut()) {
+        Some(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
+        None => Ok(()),
     }
 }

@@ -46,6 +46,9 @@ pub enum RoomError {
     CantInviteDirect,
     #[error("message id already used")]
     DuplicateMessage,
+    /// The change could not be made durable.
+    #[error("store commit failed")]
+    Storage,
     /// The actor is gone (room ended and released, or the task panicked).
     #[error("room actor unavailable")]
     Unavailable,

@@ -2,14 +2,18 @@
 
 use crate::ids::{MessageId, RoomId, UserId};
 use crate::time::Millis;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// `c` public channel, `p` private group, `d` direct message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RoomType {
+    #[serde(rename = "c")]
     Channel,
+    #[serde(rename = "p")]
     Private,
+    #[serde(rename = "d")]
     Direct,
 }
 
@@ -24,7 +28,8 @@ impl RoomType {
 }
 
 /// A member's roles in one room, as a tiny bit set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct RoomRoles(u8);
 
 impl RoomRoles {
@@ -59,17 +64,18 @@ impl RoomRoles {
 }
 
 /// `{_id, username, name}` as embedded in messages and room documents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRef {
     #[serde(rename = "_id")]
     pub id: UserId,
     pub username: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
-/// One member of a room: a signed-in user or a guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One member of a room: a signed-in user or a guest. Serialised only for
+/// the store (guests are never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub user: UserRef,
     pub guest: bool,
@@ -82,6 +88,7 @@ pub struct Member {
     pub favorite: bool,
     pub open: bool,
     /// Secret a guest presents to reclaim its seat after a reconnect.
+    #[serde(skip)]
     pub guest_token: Option<String>,
 }
 
@@ -117,35 +124,35 @@ impl Member {
 }
 
 /// A stored message: a user's text or a system message (`t` set).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     #[serde(rename = "_id")]
     pub id: MessageId,
     pub rid: RoomId,
     /// Always present, `""` when empty: clients crash on a missing `msg`.
     pub msg: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub t: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<Cow<'static, str>>,
     pub ts: Millis,
     pub u: UserRef,
     #[serde(rename = "_updatedAt")]
     pub updated_at: Millis,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groupable: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmid: Option<String>,
     /// Role name for `subscription-role-added/removed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Cow<'static, str>>,
     /// Rocket.Chat's parsed-content fields; roomd does not parse markdown,
     /// but clients expect the arrays on user messages.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<[(); 0]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mentions: Option<[(); 0]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<[(); 0]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md: Option<[(); 0]>,
 }
 
@@ -156,7 +163,7 @@ impl Message {
             id: MessageId::generate(),
             rid: rid.clone(),
             msg,
-            t: Some(t),
+            t: Some(Cow::Borrowed(t)),
             ts: now,
             u,
             updated_at: now,

@@ -137,8 +137,9 @@ pub struct CreateOptions {
     pub custom_fields: Map<String, Value>,
 }
 
-/// The whole state of one room.
-#[derive(Debug, Clone)]
+/// The whole state of one room. Serialises (without members, which are
+/// stored one row each) for the store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RoomState {
     pub id: RoomId,
     pub name: String,
@@ -166,6 +167,7 @@ pub struct RoomState {
     pub topic: Option<String>,
     pub description: Option<String>,
     pub announcement: Option<String>,
+    #[serde(skip)]
     pub members: HashMap<UserId, Member>,
 }
 
@@ -232,6 +234,37 @@ impl RoomState {
         match max {
             Some(m) if count > m as usize => Err(RoomError::Full),
             _ => Ok(()),
+        }
+    }
+
+    /// A copy of everything but the members, for the store.
+    pub fn clone_without_members(&self) -> RoomState {
+        RoomState {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            fname: self.fname.clone(),
+            t: self.t,
+            code: self.code.clone(),
+            creator: self.creator.clone(),
+            host_id: self.host_id.clone(),
+            ts: self.ts,
+            updated_at: self.updated_at,
+            ro: self.ro,
+            archived: self.archived,
+            join_code: self.join_code.clone(),
+            locked: self.locked,
+            max_participants: self.max_participants,
+            active: self.active,
+            guest_access: self.guest_access,
+            custom_fields: self.custom_fields.clone(),
+            msgs: self.msgs,
+            default: self.default,
+            sys_mes: self.sys_mes,
+            featured: self.featured,
+            topic: self.topic.clone(),
+            description: self.description.clone(),
+            announcement: self.announcement.clone(),
+            members: HashMap::new(),
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -25,6 +26,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub auth: Authenticator,
+    /// The running server's shared state (metrics, readiness flag).
+    pub state: Arc<ServerState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -36,6 +39,10 @@ impl TestServer {
 
     pub async fn with_limits(f: impl FnOnce(&mut Limits)) -> Self {
         let mut limits = Limits::default();
+        // Tests call at machine speed; the abuse limits (rate, room creation,
+        // join-code brake) are off unless a test turns them on
+        // (`l.no_rate_limits = false`, as `limits.rs` and `hostile.rs` do).
+        limits.no_rate_limits = true;
         f(&mut limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -43,8 +50,9 @@ impl TestServer {
         let state = Arc::new(ServerState::new(auth.clone(), &limits));
         let (tx, rx) = oneshot::channel::<()>();
         let cfg = RunConfig::from_limits(&limits);
+        let run_state = state.clone();
         let task = tokio::spawn(async move {
-            server::run(listener, state, cfg, async {
+            server::run(listener, run_state, cfg, async {
                 let _ = rx.await;
             })
             .await
@@ -52,6 +60,7 @@ impl TestServer {
         TestServer {
             addr,
             auth,
+            state,
             stop: Some(tx),
             task: Some(task),
         }
@@ -71,6 +80,17 @@ impl TestServer {
             nbf: None,
             iat: None,
         })
+    }
+
+    /// Signs arbitrary claims with `alg` and the server's secret (or another
+    /// one), for tokens the normal minting path cannot produce.
+    pub fn token_with(&self, claims: &Value, alg: jsonwebtoken::Algorithm, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .expect("mint test token")
     }
 
     /// A connected (DDP `connect` done) client that has not logged in.
@@ -118,6 +138,12 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
+enum Read {
+    Frame(Value),
+    Closed,
+    Timeout,
+}
+
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Frames read while waiting for something else.
@@ -158,12 +184,23 @@ impl Client {
         assert!(f["session"].is_string());
     }
 
-    /// Reads the next frame from the socket (not from `pending`).
+    /// Reads the next frame from the socket (not from `pending`), answering
+    /// server pings when `auto_pong` is on. `None` on close.
     async fn read(&mut self) -> Option<Value> {
+        match self.read_until(Instant::now() + WAIT).await {
+            Read::Frame(v) => Some(v),
+            Read::Closed => None,
+            Read::Timeout => panic!("timed out waiting for a frame"),
+        }
+    }
+
+    async fn read_until(&mut self, deadline: Instant) -> Read {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame")?;
+            let m = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Read::Timeout,
+                Ok(None) => return Read::Closed,
+                Ok(Some(m)) => m,
+            };
             match m {
                 Ok(Message::Text(t)) => {
                     let v: Value = serde_json::from_str(&t).expect("server sent invalid JSON");
@@ -175,9 +212,9 @@ impl Client {
                         self.send(pong).await;
                         continue;
                     }
-                    return Some(v);
+                    return Read::Frame(v);
                 }
-                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(Message::Close(_)) | Err(_) => return Read::Closed,
                 Ok(_) => continue,
             }
         }
@@ -208,16 +245,28 @@ impl Client {
     /// Calls a method; returns the whole `result` frame and checks that
     /// `updated` follows.
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send_method(method, params).await;
+        self.result_of(&id).await
+    }
+
+    /// Like [`Client::call`], but `None` if the connection ends first.
+    pub async fn try_call(&mut self, method: &str, params: Value) -> Option<Value> {
         let id = self.next.to_string();
         self.next += 1;
-        self.send(json!({"msg": "method", "method": method, "params": params, "id": id}))
-            .await;
-        let r = self
-            .expect(|f| f["msg"] == "result" && f["id"] == id.as_str())
-            .await;
-        self.expect(|f| f["msg"] == "updated" && f["methods"][0] == id.as_str())
-            .await;
-        r
+        let frame = json!({"msg": "method", "method": method, "params": params, "id": id}).to_string();
+        self.ws.send(Message::Text(frame.into())).await.ok()?;
+        loop {
+            let v = match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(&t).ok()?,
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            };
+            if v["msg"] == "ping" {
+                let _ = self.ws.send(Message::Text(r#"{"msg":"pong"}"#.into())).await;
+            } else if v["msg"] == "result" && v["id"] == id.as_str() {
+                return Some(v);
+            }
+        }
     }
 
     /// Calls and unwraps `result`, panicking on an error.
@@ -267,24 +316,89 @@ impl Client {
         self.event("stream-room-messages", rid).await["fields"]["args"][0].clone()
     }
 
-    /// Asserts no frame matching `pred` arrives within `d`.
+    /// Asserts no frame matching `pred` arrives within `d` (frames that do
+    /// arrive are kept for later). Also asserts the connection stays open.
     pub async fn expect_none(&mut self, d: Duration, pred: impl Fn(&Value) -> bool) {
-        assert!(
-            !self.pending.iter().any(&pred),
-            "unexpected frame already pending"
-        );
-        let deadline = tokio::time::Instant::now() + d;
+        if let Some(v) = self.pending.iter().find(|v| pred(v)) {
+            panic!("unexpected frame already pending: {v}");
+        }
+        let deadline = Instant::now() + d;
         loop {
-            match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => return,
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
+            match self.read_until(deadline).await {
+                Read::Timeout => return,
+                Read::Closed => panic!("connection closed while expecting silence"),
+                Read::Frame(v) => {
                     assert!(!pred(&v), "unexpected frame: {v}");
                     self.pending.push_back(v);
                 }
-                Ok(_) => return,
             }
         }
+    }
+
+    /// Reads (and keeps) frames for `d`; false if the connection closed.
+    pub async fn stays_open(&mut self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        loop {
+            match self.read_until(deadline).await {
+                Read::Timeout => return true,
+                Read::Closed => return false,
+                Read::Frame(v) => self.pending.push_back(v),
+            }
+        }
+    }
+
+    /// Every frame received so far and not yet consumed, in order.
+    pub fn take_pending(&mut self) -> Vec<Value> {
+        self.pending.drain(..).collect()
+    }
+
+    /// A ping/pong round trip: the connection is open and answering.
+    pub async fn assert_alive(&mut self) {
+        let id = format!("alive-{}", self.next);
+        self.next += 1;
+        self.send(json!({"msg": "ping", "id": id})).await;
+        let f = self
+            .expect(|f| f["msg"] == "pong" && f["id"] == id.as_str())
+            .await;
+        assert_eq!(f["id"], id.as_str());
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send binary");
+    }
+
+    /// Sends a method call without waiting; returns its id.
+    pub async fn send_method(&mut self, method: &str, params: Value) -> String {
+        let id = self.next.to_string();
+        self.next += 1;
+        self.send(json!({"msg": "method", "method": method, "params": params, "id": id}))
+            .await;
+        id
+    }
+
+    /// Waits for the `result` of call `id` (and the `updated` after it).
+    pub async fn result_of(&mut self, id: &str) -> Value {
+        let r = self.expect(|f| f["msg"] == "result" && f["id"] == id).await;
+        self.expect(|f| f["msg"] == "updated" && f["methods"][0] == id)
+            .await;
+        r
+    }
+
+    /// `join-room` by shareable code; returns the whole `result` frame.
+    pub async fn join_code(&mut self, code: &str, guest_name: Option<&str>) -> Value {
+        let mut p = json!({"code": code});
+        if let Some(n) = guest_name {
+            p["guestName"] = json!(n);
+        }
+        self.call("join-room", json!([p])).await
+    }
+
+    /// The room document as this (signed-in) client sees it.
+    pub async fn room(&mut self, rid: &str) -> Value {
+        self.ok("getRoomById", json!([rid])).await
     }
 
     /// Waits for the server to close; returns the close code and reason.
@@ -310,4 +424,77 @@ impl Client {
 pub async fn channel(c: &mut Client, extra: Value) -> Value {
     let name = unique("room");
     c.ok("createChannel", json!([name, [], false, {}, extra])).await
+}
+
+/// Asserts `err` is a complete Meteor.Error with `code` and `reason`.
+pub fn assert_error(err: &Value, code: impl Into<Value>, reason: &str) {
+    let code: Value = code.into();
+    assert_eq!(err["error"], code, "error code in {err}");
+    assert_eq!(err["reason"], reason, "reason in {err}");
+    assert_eq!(err["isClientSafe"], true, "{err}");
+    assert_eq!(err["errorType"], "Meteor.Error", "{err}");
+    let code_text = match &code {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    assert_eq!(
+        err["message"],
+        format!("{reason} [{code_text}]"),
+        "message in {err}"
+    );
+    assert!(err["details"].is_object(), "details in {err}");
+}
+
+/// Asserts `err` is a `Match failed` (400) error naming `field`.
+pub fn assert_match_failed(err: &Value, field: &str) {
+    assert_eq!(err["error"], 400, "{err}");
+    let reason = err["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("Match failed"), "{err}");
+    assert!(reason.contains(field), "reason should name {field}: {err}");
+    assert_eq!(err["errorType"], "Meteor.Error", "{err}");
+}
+
+/// Whether `s` is an ISO-8601 UTC timestamp like `2026-03-03T10:36:00.000Z`.
+pub fn is_iso8601(s: &Value) -> bool {
+    let Some(s) = s.as_str() else { return false };
+    let b = s.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Whether `v` is an EJSON date `{"$date": <ms>}` near the present.
+pub fn is_recent_date(v: &Value) -> bool {
+    let Some(ms) = v.get("$date").and_then(Value::as_i64) else {
+        return false;
+    };
+    let now = (now_secs() as i64) * 1000;
+    v.as_object().is_some_and(|o| o.len() == 1) && (now - 60_000..now + 60_000).contains(&ms)
+}
+
+/// Base64url without padding, for hand-built (e.g. `alg: none`) tokens.
+pub fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A room message (`stream-room-messages` args[0]) of system type `t`.
+pub fn is_system(m: &Value, t: &str) -> bool {
+    m["t"] == t
 }

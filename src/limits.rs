@@ -1,0 +1,364 @@
+//! Abuse limits applied at the session boundary, before a call reaches the
+//! method layer: per-connection token buckets per method class, a per-user
+//! cap on room creation, and a per-connection brake on guessing join codes.
+//!
+//! Every refusal becomes `too-many-requests` with `details.timeToReset` (ms
+//! until the call would be allowed); no frame is ever dropped silently.
+//! Everything here is synchronous and clock-injected, so it is tested
+//! without sockets.
+
+use crate::ids::UserId;
+use dashmap::DashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A rate: `per_sec` tokens per second, at most `burst` saved up. Written
+/// `RATE[:BURST]` on the command line (`5:10`; burst defaults to the rate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSpec {
+    pub per_sec: f64,
+    pub burst: u32,
+}
+
+impl FromStr for RateSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (rate, burst) = match s.split_once(':') {
+            Some((r, b)) => (r.trim(), Some(b.trim())),
+            None => (s.trim(), None),
+        };
+        let per_sec: f64 = rate
+            .parse()
+            .map_err(|_| format!("invalid rate {s:?}: expected RATE[:BURST], e.g. 5:10"))?;
+        if !per_sec.is_finite() || per_sec <= 0.0 {
+            return Err(format!("invalid rate {s:?}: the rate must be positive"));
+        }
+        let burst = match burst {
+            Some(b) => b
+                .parse::<u32>()
+                .ok()
+                .filter(|b| *b >= 1)
+                .ok_or_else(|| format!("invalid burst in {s:?}: expected a positive integer"))?,
+            None => per_sec.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+        };
+        Ok(RateSpec { per_sec, burst })
+    }
+}
+
+impl fmt::Display for RateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.per_sec, self.burst)
+    }
+}
+
+/// A token bucket. Starts full.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+    per_sec: f64,
+    burst: f64,
+}
+
+impl TokenBucket {
+    pub fn new(spec: RateSpec, now: Instant) -> Self {
+        TokenBucket {
+            tokens: f64::from(spec.burst),
+            last: now,
+            per_sec: spec.per_sec,
+            burst: f64::from(spec.burst),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.per_sec).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes a token, or says how long until one is available.
+    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.check(now)?;
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Whether a token is available, without taking it.
+    pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
+        }
+    }
+
+    /// Gives back a token taken for something that did not happen.
+    pub fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+
+    /// Full again (nothing to remember about this key).
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+}
+
+/// Which bucket a method call draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodClass {
+    /// `sendMessage`.
+    Message,
+    /// `joinRoom`, `join-room`.
+    Join,
+    /// Every other method, and subscriptions.
+    Other,
+}
+
+impl MethodClass {
+    pub fn of(method: &str) -> Self {
+        match method {
+            "sendMessage" => MethodClass::Message,
+            m if is_join(m) => MethodClass::Join,
+            _ => MethodClass::Other,
+        }
+    }
+
+    /// Label for `roomd_rate_limited_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            MethodClass::Message => "messages",
+            MethodClass::Join => "joins",
+            MethodClass::Other => "other",
+        }
+    }
+}
+
+/// Methods that join a room (and may carry a join code).
+pub fn is_join(method: &str) -> bool {
+    matches!(method, "joinRoom" | "join-room")
+}
+
+/// Methods that create a room.
+pub fn is_create(method: &str) -> bool {
+    matches!(method, "createChannel" | "createPrivateGroup" | "createDirectMessage")
+}
+
+/// The limits a session applies; built once from the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Token buckets, room creation and code brute-force limits on or off
+    /// (`--no-rate-limits` turns them off for benchmarks).
+    pub rate_limits: bool,
+    pub messages: RateSpec,
+    pub joins: RateSpec,
+    pub other: RateSpec,
+    /// Join-code failures a connection may make per `code_failure_window`.
+    pub max_code_failures: u32,
+    pub code_failure_window: Duration,
+    pub max_rooms_per_minute: u32,
+    pub max_subscriptions: usize,
+    pub max_pending_calls: usize,
+}
+
+impl SessionLimits {
+    fn code_failure_spec(&self) -> RateSpec {
+        let burst = self.max_code_failures.max(1);
+        let window = self.code_failure_window.as_secs_f64().max(0.001);
+        RateSpec {
+            per_sec: f64::from(burst) / window,
+            burst,
+        }
+    }
+
+    pub fn room_creation_spec(&self) -> RateSpec {
+        let burst = self.max_rooms_per_minute.max(1);
+        RateSpec {
+            per_sec: f64::from(burst) / 60.0,
+            burst,
+        }
+    }
+}
+
+/// One connection's buckets.
+#[derive(Debug)]
+pub struct ConnLimiter {
+    enabled: bool,
+    messages: TokenBucket,
+    joins: TokenBucket,
+    other: TokenBucket,
+    /// Drained by each failed join code; while empty, joins are refused.
+    code_failures: TokenBucket,
+}
+
+impl ConnLimiter {
+    pub fn new(l: &SessionLimits, now: Instant) -> Self {
+        ConnLimiter {
+            enabled: l.rate_limits,
+            messages: TokenBucket::new(l.messages, now),
+            joins: TokenBucket::new(l.joins, now),
+            other: TokenBucket::new(l.other, now),
+            code_failures: TokenBucket::new(l.code_failure_spec(), now),
+        }
+    }
+
+    /// Admits one call of `class`, or says how long until it would be.
+    pub fn admit(&mut self, class: MethodClass, now: Instant) -> Result<(), Duration> {
+        if !self.enabled {
+            return Ok(());
+        }
+        match class {
+            MethodClass::Message => self.messages.try_take(now),
+            MethodClass::Join => self.joins.try_take(now),
+            MethodClass::Other => self.other.try_take(now),
+        }
+    }
+
+    /// Whether this connection may try a join code now.
+    pub fn may_try_code(&mut self, now: Instant) -> Result<(), Duration> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.code_failures.check(now)
+    }
+
+    /// A join failed because of a wrong code.
+    pub fn code_failed(&mut self, now: Instant) {
+        let _ = self.code_failures.try_take(now);
+    }
+}
+
+/// Room creations per user (across all of the user's connections).
+#[derive(Debug, Default)]
+pub struct RoomCreationLimiter {
+    buckets: DashMap<UserId, TokenBucket>,
+}
+
+/// Above this many remembered users, full buckets are forgotten.
+const CREATION_PRUNE_AT: usize = 10_000;
+
+impl RoomCreationLimiter {
+    /// Takes one creation for `uid`, or says how long until it may.
+    pub fn try_take(&self, uid: &UserId, spec: RateSpec, now: Instant) -> Result<(), Duration> {
+        if self.buckets.len() > CREATION_PRUNE_AT {
+            self.buckets.retain(|_, b| !b.is_full(now));
+        }
+        self.buckets
+            .entry(uid.clone())
+            .or_insert_with(|| TokenBucket::new(spec, now))
+            .try_take(now)
+    }
+
+    /// Gives the creation back (the call failed and created nothing).
+    pub fn refund(&self, uid: &UserId) {
+        if let Some(mut b) = self.buckets.get_mut(uid) {
+            b.refund();
+        }
+    }
+}
+
+/// Milliseconds to report in `timeToReset`: rounded up, at least 1.
+pub fn millis_ceil(d: Duration) -> u64 {
+    let ms = d.as_micros().div_ceil(1000);
+    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_spec_parses() {
+        assert_eq!(
+            "5:10".parse::<RateSpec>(),
+            Ok(RateSpec {
+                per_sec: 5.0,
+                burst: 10
+            })
+        );
+        assert_eq!("0.5".parse::<RateSpec>().map(|r| r.burst), Ok(1));
+        assert!("0:1".parse::<RateSpec>().is_err());
+        assert!("5:0".parse::<RateSpec>().is_err());
+        assert!("x".parse::<RateSpec>().is_err());
+    }
+
+    #[test]
+    fn bucket_allows_burst_then_refills_at_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new("5:10".parse().unwrap(), t0);
+        for _ in 0..10 {
+            assert!(b.try_take(t0).is_ok());
+        }
+        let wait = b.try_take(t0).unwrap_err();
+        assert_eq!(millis_ceil(wait), 200);
+        assert!(b.try_take(t0 + Duration::from_millis(199)).is_err());
+        assert!(b.try_take(t0 + Duration::from_millis(201)).is_ok());
+    }
+
+    #[test]
+    fn disabled_limiter_admits_everything() {
+        let l = SessionLimits {
+            rate_limits: false,
+            messages: "1:1".parse().unwrap(),
+            joins: "1:1".parse().unwrap(),
+            other: "1:1".parse().unwrap(),
+            max_code_failures: 1,
+            code_failure_window: Duration::from_secs(60),
+            max_rooms_per_minute: 1,
+            max_subscriptions: 1,
+            max_pending_calls: 1,
+        };
+        let now = Instant::now();
+        let mut c = ConnLimiter::new(&l, now);
+        for _ in 0..100 {
+            assert!(c.admit(MethodClass::Message, now).is_ok());
+            c.code_failed(now);
+            assert!(c.may_try_code(now).is_ok());
+        }
+    }
+
+    #[test]
+    fn code_failures_lock_joins_for_a_while() {
+        let l = SessionLimits {
+            rate_limits: true,
+            messages: "1:1".parse().unwrap(),
+            joins: "100:100".parse().unwrap(),
+            other: "1:1".parse().unwrap(),
+            max_code_failures: 3,
+            code_failure_window: Duration::from_secs(30),
+            max_rooms_per_minute: 1,
+            max_subscriptions: 1,
+            max_pending_calls: 1,
+        };
+        let now = Instant::now();
+        let mut c = ConnLimiter::new(&l, now);
+        for _ in 0..3 {
+            assert!(c.may_try_code(now).is_ok());
+            c.code_failed(now);
+        }
+        let wait = c.may_try_code(now).unwrap_err();
+        assert_eq!(millis_ceil(wait), 10_000);
+        assert!(c.may_try_code(now + Duration::from_secs(10)).is_ok());
+    }
+
+    #[test]
+    fn room_creation_is_per_user_and_refundable() {
+        let lim = RoomCreationLimiter::default();
+        let spec = RateSpec {
+            per_sec: 2.0 / 60.0,
+            burst: 2,
+        };
+        let now = Instant::now();
+        let (a, b) = (UserId("a".into()), UserId("b".into()));
+        assert!(lim.try_take(&a, spec, now).is_ok());
+        assert!(lim.try_take(&a, spec, now).is_ok());
+        assert!(lim.try_take(&a, spec, now).is_err());
+        assert!(lim.try_take(&b, spec, now).is_ok());
+        lim.refund(&a);
+        assert!(lim.try_take(&a, spec, now).is_ok());
+    }
+}

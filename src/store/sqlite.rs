@@ -1,0 +1,245 @@
+//! The SQLite side of the store: schema and migrations, loading at start,
+//! and the writer thread's group-commit loop.
+
+use super::{Request, StoreError, StoreOp, SyncMode};
+use crate::room::{Member, Message, RoomState, UserRef};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Schema migrations, in order; entry `i` takes the database from version
+/// `i` to `i + 1`. `PRAGMA user_version` records the version reached.
+pub const MIGRATIONS: &[&str] = &[
+    // v1: rooms, members, messages, users.
+    "CREATE TABLE rooms (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+     CREATE TABLE members (rid TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (rid, uid));
+     CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, rid TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL);
+     CREATE TABLE users (id TEXT PRIMARY KEY, doc TEXT NOT NULL);",
+    // v2: per-room history reads and duplicate-id checks by index.
+    "CREATE INDEX messages_by_room ON messages (rid, seq);
+     CREATE UNIQUE INDEX messages_by_id ON messages (rid, id);",
+];
+
+pub const LATEST_SCHEMA: i64 = MIGRATIONS.len() as i64;
+
+/// Largest number of queued requests folded into one transaction.
+const MAX_GROUP: usize = 1024;
+
+/// Everything needed to rebuild the in-memory state at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Each room with its members and its most recent messages, oldest first.
+    pub rooms: Vec<(RoomState, Vec<Message>)>,
+    pub users: Vec<UserRef>,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+pub(crate) fn open(dir: &Path, sync: SyncMode, history: usize) -> Result<(Connection, Snapshot), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let path = dir.join("roomd.sqlite3");
+    let mut conn = Connection::open(&path).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
+    let sync = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(db_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
+    migrate(&mut conn)?;
+    let snapshot = load(&conn, history)?;
+    Ok((conn, snapshot))
+}
+
+/// Brings the schema to [`LATEST_SCHEMA`], refusing a newer one.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if found > LATEST_SCHEMA {
+        return Err(StoreError::TooNew {
+            found,
+            supported: LATEST_SCHEMA,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        tracing::info!(version = i + 1, "store schema migrated");
+    }
+    Ok(())
+}
+
+fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
+    let mut snap = Snapshot::default();
+    let mut users = conn.prepare("SELECT doc FROM users").map_err(db_err)?;
+    for doc in users.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)? {
+        let doc = doc.map_err(db_err)?;
+        match serde_json::from_str::<UserRef>(&doc) {
+            Ok(u) => snap.users.push(u),
+            Err(e) => tracing::error!(error = %e, "skipping unreadable user row"),
+        }
+    }
+    let mut rooms = conn.prepare("SELECT id, doc FROM rooms").map_err(db_err)?;
+    let mut members = conn
+        .prepare("SELECT doc FROM members WHERE rid = ?1")
+        .map_err(db_err)?;
+    let mut messages = conn
+        .prepare("SELECT doc FROM messages WHERE rid = ?1 ORDER BY seq DESC LIMIT ?2")
+        .map_err(db_err)?;
+    let mut count = conn
+        .prepare("SELECT COUNT(*) FROM messages WHERE rid = ?1")
+        .map_err(db_err)?;
+    let rows: Vec<(String, String)> = rooms
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db_err)?
+        .collect::<Result<_, _>>()
+        .map_err(db_err)?;
+    for (id, doc) in rows {
+        let mut state: RoomState = match serde_json::from_str(&doc) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(room = %id, error = %e, "skipping unreadable room row");
+                continue;
+            }
+        };
+        for doc in members
+            .query_map([&id], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+        {
+            let doc = doc.map_err(db_err)?;
+            match serde_json::from_str::<Member>(&doc) {
+                Ok(m) => {
+                    state.members.insert(m.user.id.clone(), m);
+                }
+                Err(e) => tracing::error!(room = %id, error = %e, "skipping unreadable member row"),
+            }
+        }
+        let mut msgs = Vec::new();
+        for doc in messages
+            .query_map(params![&id, history as i64], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+        {
+            let doc = doc.map_err(db_err)?;
+            match serde_json::from_str::<Message>(&doc) {
+                Ok(m) => msgs.push(m),
+                Err(e) => tracing::error!(room = %id, error = %e, "skipping unreadable message row"),
+            }
+        }
+        msgs.reverse();
+        state.msgs = count
+            .query_row([&id], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(db_err)?
+            .unwrap_or(0) as u64;
+        snap.rooms.push((state, msgs));
+    }
+    Ok(snap)
+}
+
+/// The writer thread: waits for a request, folds in every request already
+/// queued behind it, commits them in one transaction, then answers them all.
+pub(crate) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
+    let mut group = Vec::new();
+    let mut shutdown = None;
+    while let Some(first) = rx.blocking_recv() {
+        group.clear();
+        let push = |r: Request, group: &mut Vec<_>, shutdown: &mut Option<_>| match r {
+            Request::Commit { ops, done } => group.push((ops, done)),
+            Request::Shutdown { done } => *shutdown = Some(done),
+        };
+        push(first, &mut group, &mut shutdown);
+        while group.len() < MAX_GROUP && shutdown.is_none() {
+            match rx.try_recv() {
+                Ok(r) => push(r, &mut group, &mut shutdown),
+                Err(_) => break,
+            }
+        }
+        if !group.is_empty() {
+            let started = Instant::now();
+            let n_ops: usize = group.iter().map(|(ops, _)| ops.len()).sum();
+            let result = commit(&mut conn, &group);
+            crate::store::record_commit(group.len(), n_ops, started.elapsed().as_secs_f64());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "store commit failed");
+            }
+            for (_, done) in group.drain(..) {
+                let _ = done.send(result.clone());
+            }
+        }
+        if let Some(done) = shutdown.take() {
+            rx.close();
+            // Answer anything that raced in behind the shutdown request.
+            while let Ok(Request::Commit { done, .. }) = rx.try_recv() {
+                let _ = done.send(Err(StoreError::Closed));
+            }
+            let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+            let _ = done.send(());
+            tracing::info!("store closed");
+            return;
+        }
+    }
+}
+
+type Group = Vec<(Vec<StoreOp>, tokio::sync::oneshot::Sender<Result<(), StoreError>>)>;
+
+fn commit(conn: &mut Connection, group: &Group) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(db_err)?;
+    for (ops, _) in group {
+        for op in ops {
+            apply(&tx, op).map_err(db_err)?;
+        }
+    }
+    tx.commit().map_err(db_err)
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
+    let json = |v: &dyn erased::Json| v.to_json();
+    match op {
+        StoreOp::PutRoom(state) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO rooms (id, doc) VALUES (?1, ?2)")?
+                .execute(params![state.id.as_str(), json(&**state)])?;
+        }
+        StoreOp::PutMember { rid, member } => {
+            tx.prepare_cached("INSERT OR REPLACE INTO members (rid, uid, doc) VALUES (?1, ?2, ?3)")?
+                .execute(params![rid.as_str(), member.user.id.as_str(), json(&**member)])?;
+        }
+        StoreOp::DeleteMember { rid, uid } => {
+            tx.prepare_cached("DELETE FROM members WHERE rid = ?1 AND uid = ?2")?
+                .execute(params![rid.as_str(), uid.as_str()])?;
+        }
+        StoreOp::PutMessage { rid, id, doc } => {
+            tx.prepare_cached("INSERT OR REPLACE INTO messages (rid, id, doc) VALUES (?1, ?2, ?3)")?
+                .execute(params![rid.as_str(), id.as_str(), doc])?;
+        }
+        StoreOp::PutUser(u) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO users (id, doc) VALUES (?1, ?2)")?
+                .execute(params![u.id.as_str(), json(u)])?;
+        }
+    }
+    Ok(())
+}
+
+/// Serialising our own types cannot fail; this keeps `apply` readable.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
