@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test roomd has: formatting and lints, the Rust unit and
+# integration tests (real sockets, the real binary for crash tests), and the
+# interop tests with published DDP client libraries from npm.
+#
+# Usage: scripts/test-all.sh          (from anywhere)
+# Needs: cargo (with rustfmt, clippy), node >= 18 and npm for the interop step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test (unit, integration, crash and restart tests)"
+cargo test --all-targets
+
+step "cargo build --release (binary for interop tests)"
+cargo build --release
+
+step "interop: unmodified DDP client libraries from npm"
+tests/interop/run.sh target/release/roomd
+
+step "all tests passed"
