@@ -15,6 +15,7 @@
 //! - [`room`]: pure rules (`state`), the actor that owns a room (`actor`), data (`model`).
 //! - [`lobby`]: creating rooms (name, code, actor, registration).
 //! - [`hub`]: user-scoped streams (notify-user, __my_messages__, notify-logged).
+//! - [`store`]: the durable SQLite store: schema, restore, group-commit writer.
 //! - [`registry`]: rooms by id, name, code. [`users`]: users seen, their rooms.
 //! - [`auth`]: JWT verification and minting. [`permissions`]: who may do what.
 //! - [`error`]: method errors and the one mapping of every error to a wire code.
@@ -25,6 +26,8 @@
 //! - Rooms reach connections only by `try_send` on a bounded queue; a full
 //!   queue disconnects the client as a slow consumer.
 //! - Only `wire` knows frame JSON; only `error` knows wire error codes.
+//! - Nothing is acknowledged before it is durable: a room actor holds a
+//!   command's reply and events until the store has committed its changes.
 
 pub mod auth;
 pub mod config;
