@@ -12,6 +12,7 @@
 use super::RoomError;
 use super::UserRef;
 use super::model::Message;
+use super::ended::EndedRoom;
 use super::state::{Effect, Flag, Joined, RoleKind, RoomState, Setting};
 use crate::conn::ConnHandle;
 use crate::hub::{LoggedEvent, UserEvent, UserHub};
@@ -193,7 +194,16 @@ pub enum RoomCommand {
 #[derive(Clone, Debug)]
 pub struct RoomHandle {
     pub id: RoomId,
-    tx: mpsc::Sender<RoomCommand>,
+    inner: Inner,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    /// The mailbox, and where the actor leaves its summary when it retires
+    /// (for callers that still hold this handle).
+    Live(mpsc::Sender<RoomCommand>, Arc<std::sync::OnceLock<Arc<EndedRoom>>>),
+    /// Ended and empty: answered from a summary, no task.
+    Ended(Arc<EndedRoom>),
 }
 
 /// Room-wide knobs from the server config.
@@ -221,14 +231,13 @@ impl RoomHandle {
     ) -> Self {
         let RoomDeps { registry, users, hub, store } = deps;
         let (tx, rx) = mpsc::channel(cfg.mailbox);
-        let handle = RoomHandle {
-            id: state.id.clone(),
-            tx: tx.clone(),
-        };
+        let summary = Arc::new(std::sync::OnceLock::new());
+        let handle = RoomHandle { id: state.id.clone(), inner: Inner::Live(tx.clone(), summary.clone()) };
         let mut actor = RoomActor {
             state,
             rx,
             me: tx.downgrade(),
+            summary,
             cfg,
             registry,
             users,
@@ -254,14 +263,36 @@ impl RoomHandle {
     /// Sends a command built around a reply channel and waits for the reply.
     pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> RoomCommand) -> Result<T, RoomError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| RoomError::Unavailable)?;
+        self.tell(make(tx)).await;
         rx.await.map_err(|_| RoomError::Unavailable)?
     }
 
     /// Fire-and-forget for notices that need no answer. Waits for mailbox
     /// space (bounded), never drops.
     pub async fn tell(&self, cmd: RoomCommand) {
-        let _ = self.tx.send(cmd).await;
+        match &self.inner {
+            Inner::Live(tx, summary) => {
+                if let Err(mpsc::error::SendError(cmd)) = tx.send(cmd).await {
+                    // The actor retired after this handle was looked up.
+                    match summary.get() {
+                        Some(e) => e.answer(cmd),
+                        None => Self::retired(&self.id, cmd),
+                    }
+                }
+            }
+            Inner::Ended(e) => e.answer(cmd),
+        }
+    }
+
+    fn retired(id: &RoomId, cmd: RoomCommand) {
+        // Only possible for a caller that fetched the live handle just before
+        // the actor retired; dropping the reply sender answers Unavailable.
+        tracing::debug!(room = %id, "command reached a retired actor");
+        drop(cmd);
+    }
+
+    fn ended(id: RoomId, e: Arc<EndedRoom>) -> Self {
+        RoomHandle { id, inner: Inner::Ended(e) }
     }
 }
 
@@ -286,6 +317,8 @@ struct RoomActor {
     rx: mpsc::Receiver<RoomCommand>,
     /// Weak, so the actor's own timers do not keep it alive.
     me: mpsc::WeakSender<RoomCommand>,
+    /// Filled when the actor retires; shared with every live handle.
+    summary: Arc<std::sync::OnceLock<Arc<EndedRoom>>>,
     cfg: Arc<RoomConfig>,
     registry: Arc<Registry>,
     users: Arc<Directory>,
@@ -327,7 +360,28 @@ struct Pending {
 }
 
 impl RoomActor {
+    /// Ended and empty, with nothing left to deliver: the actor can retire.
+    fn retirable(&self) -> bool {
+        !self.state.active && self.state.members.is_empty() && self.pending.is_empty() && self.outbox.is_empty()
+    }
+
+    /// Replaces this room in the registry with its summary, answers whatever
+    /// is still queued from the summary, and lets the task end.
+    fn retire(mut self) {
+        let ended = Arc::new(EndedRoom { doc: self.state.to_doc(), t: self.state.t });
+        let _ = self.summary.set(ended.clone());
+        self.registry.insert(RoomHandle::ended(self.state.id.clone(), ended.clone()));
+        self.rx.close();
+        while let Ok(cmd) = self.rx.try_recv() {
+            ended.answer(cmd);
+        }
+        tracing::debug!(room = %self.state.id, "room ended and empty; actor released");
+    }
+
     async fn run(mut self) {
+        if self.retirable() {
+            return self.retire();
+        }
         // The registry holds the only long-lived senders; the loop ends when
         // the room is removed from it and the last caller is done.
         loop {
@@ -343,6 +397,9 @@ impl RoomActor {
                     }
                     None => break,
                 },
+            }
+            if self.retirable() {
+                return self.retire();
             }
         }
         while !self.pending.is_empty() {

@@ -2,6 +2,7 @@
 //! its subscribers ([`actor`]), and the handle everyone else holds.
 
 pub mod actor;
+mod ended;
 mod error;
 pub mod model;
 pub mod state;
