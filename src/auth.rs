@@ -151,6 +151,8 @@ impl Authenticator {
                 | ErrorKind::InvalidAlgorithmName
                 | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
                 ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaims,
+                // serde reports an absent `username` as a JSON error.
+                ErrorKind::Json(e) if e.to_string().contains("missing field") => AuthError::MissingClaims,
                 _ => AuthError::Malformed,
             }
         })?;
@@ -172,9 +174,7 @@ impl Authenticator {
             username: username.to_owned(),
             name: c.name.clone(),
             roles,
-            expires_ms: i64::try_from(c.exp)
-                .unwrap_or(i64::MAX / 1000)
-                .saturating_mul(1000),
+            expires_ms: i64::try_from(c.exp).unwrap_or(i64::MAX / 1000).saturating_mul(1000),
         })
     }
 
@@ -216,18 +216,14 @@ pub fn load_secret(
     }
     let path = data_dir.join("jwt-secret");
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok((
-            s.trim().as_bytes().to_vec(),
-            SecretSource::DevFile(path.display().to_string()),
-        )),
+        Ok(s) if !s.trim().is_empty() => {
+            Ok((s.trim().as_bytes().to_vec(), SecretSource::DevFile(path.display().to_string())))
+        }
         _ => {
             std::fs::create_dir_all(data_dir)?;
             let secret = crate::ids::secret(64);
             write_private(&path, &secret)?;
-            Ok((
-                secret.into_bytes(),
-                SecretSource::DevFile(path.display().to_string()),
-            ))
+            Ok((secret.into_bytes(), SecretSource::DevFile(path.display().to_string())))
         }
     }
 }
@@ -236,12 +232,7 @@ pub fn load_secret(
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(contents.as_bytes())
 }
 
@@ -252,10 +243,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

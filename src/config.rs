@@ -77,7 +77,9 @@ pub struct Limits {
     /// Maximum concurrent connections; more are closed with 1013.
     #[arg(long, env = "ROOMD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
-    /// Time a new TCP connection has to finish the WebSocket handshake.
+    /// Time a new TCP connection has to send its HTTP request head (the
+    /// WebSocket upgrade, or a health/metrics request); silent or dribbling
+    /// sockets are dropped after it.
     #[arg(long, env = "ROOMD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
     /// Time after the handshake to send the DDP `connect` frame.

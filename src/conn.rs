@@ -11,7 +11,8 @@ use crate::ids::ConnId;
 use crate::metrics::Metrics;
 use crate::server::ServerState;
 use crate::session::Session;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -49,6 +50,8 @@ pub enum CloseReason {
     InvalidUtf8,
     /// Over the connection limit.
     TooManyConnections,
+    /// Handling a frame panicked (a bug); logged at `error`.
+    InternalError,
 }
 
 impl CloseReason {
@@ -64,6 +67,7 @@ impl CloseReason {
             CloseReason::Binary => 1003,
             CloseReason::InvalidUtf8 => 1007,
             CloseReason::TooManyConnections => 1013,
+            CloseReason::InternalError => 1011,
         }
     }
 
@@ -80,6 +84,7 @@ impl CloseReason {
             CloseReason::Binary => "binary",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::TooManyConnections => "too_many_connections",
+            CloseReason::InternalError => "internal_error",
         }
     }
 
@@ -95,6 +100,7 @@ impl CloseReason {
             CloseReason::Binary => "binary frames are not supported",
             CloseReason::InvalidUtf8 => "invalid UTF-8",
             CloseReason::TooManyConnections => "too many connections, try again later",
+            CloseReason::InternalError => "internal error, reconnect",
         }
     }
 }
@@ -173,11 +179,7 @@ impl ConnHandle {
 
     pub fn reason(&self) -> CloseReason {
         // A cancel without a reason came from the server-wide shutdown token.
-        self.shared
-            .reason
-            .get()
-            .copied()
-            .unwrap_or(CloseReason::ServerRestart)
+        self.shared.reason.get().copied().unwrap_or(CloseReason::ServerRestart)
     }
 }
 
@@ -220,7 +222,12 @@ pub async fn serve<S>(
     let (sink, stream) = ws.split();
     let writer = tokio::spawn(write_loop(sink, rx, handle.clone(), reader_done.clone()));
     let mut session = Session::new(handle.clone(), server);
-    read_loop(stream, &mut session, &cfg).await;
+    // A panic while handling a frame (a bug) ends this connection with 1011
+    // and is logged once, here; the cleanup below still runs.
+    if AssertUnwindSafe(read_loop(stream, &mut session, &cfg)).catch_unwind().await.is_err() {
+        tracing::error!(conn = %id, "connection task panicked");
+        handle.close(CloseReason::InternalError);
+    }
     // Pin the reason now: a cancel without one came from server shutdown;
     // no cancel at all means the peer went away.
     let reason = if handle.is_closed() { handle.reason() } else { CloseReason::PeerClosed };
@@ -244,11 +251,13 @@ async fn read_loop<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let conn = session.conn().clone();
-    let mut last_in = Instant::now();
+    let opened = Instant::now();
+    let mut last_in = opened;
     let mut pinged = false;
     loop {
         let deadline = if !session.is_connected() {
-            last_in + cfg.connect_timeout
+            // Counted from the upgrade: other frames do not buy time.
+            opened + cfg.connect_timeout
         } else if !session.heartbeat() {
             last_in + Duration::from_secs(86_400 * 365)
         } else if pinged {
@@ -257,6 +266,9 @@ async fn read_loop<S>(
             last_in + cfg.ping_interval
         };
         tokio::select! {
+            // Once the connection is closing, no new frame is started; the
+            // one being handled (below) always runs to completion first.
+            biased;
             _ = conn.closed() => return,
             _ = tokio::time::sleep_until(deadline) => {
                 if !session.is_connected() {
@@ -347,10 +359,7 @@ async fn write_loop<S>(
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
         return;
     }
-    let frame = CloseFrame {
-        code: CloseCode::from(reason.code()),
-        reason: reason.text().into(),
-    };
+    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.text().into() };
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         // Deliver what was queued before the close (e.g. `failed`, or the
         // result of a call that finished during shutdown), unless the queue

@@ -60,10 +60,7 @@ pub struct MatchError {
 
 impl MethodError {
     pub fn matching(field: impl Into<String>, expected: impl Into<String>) -> Self {
-        MethodError::Match(MatchError {
-            field: field.into(),
-            expected: expected.into(),
-        })
+        MethodError::Match(MatchError { field: field.into(), expected: expected.into() })
     }
 
     /// Server faults are logged at `error`; everything else is the client's
@@ -85,19 +82,13 @@ impl MethodError {
             MethodError::Match(m) => {
                 details.insert("field".into(), Value::from(m.field.clone()));
                 details.insert("expected".into(), Value::from(m.expected.clone()));
-                (
-                    Num(400),
-                    format!("Match failed: {} must be {}", m.field, m.expected),
-                    Some(400),
-                )
+                (Num(400), format!("Match failed: {} must be {}", m.field, m.expected), Some(400))
             }
             MethodError::InvalidUser => (Str("error-invalid-user"), "Invalid user".into(), None),
             MethodError::Auth(e) => (Num(403), e.reason().into(), Some(403)),
-            MethodError::UnrecognizedLogin => (
-                Num(400),
-                "Unrecognized options for login request".into(),
-                Some(400),
-            ),
+            MethodError::UnrecognizedLogin => {
+                (Num(400), "Unrecognized options for login request".into(), Some(400))
+            }
             MethodError::InvalidRoom => (Str("error-invalid-room"), "Invalid room".into(), None),
             MethodError::RoomNotFound => (Str("error-room-not-found"), "Room not found".into(), Some(404)),
             MethodError::InvalidName => (Str("error-invalid-name"), "Invalid name".into(), None),
@@ -129,26 +120,20 @@ impl MethodError {
             }
             MethodError::Room(e) => match e {
                 RoomError::NotAllowed => (Str("error-not-allowed"), "Not allowed".into(), Some(403)),
-                RoomError::GuestsNotAllowed => (
-                    Str("error-not-allowed"),
-                    "Guests are not allowed in this room".into(),
-                    Some(403),
-                ),
+                RoomError::GuestsNotAllowed => {
+                    (Str("error-not-allowed"), "Guests are not allowed in this room".into(), Some(403))
+                }
                 RoomError::Archived => (Str("error-room-archived"), "Room is archived".into(), Some(400)),
-                RoomError::Inactive => (
-                    Str("error-room-inactive"),
-                    "Room is no longer active".into(),
-                    Some(400),
-                ),
+                RoomError::Inactive => {
+                    (Str("error-room-inactive"), "Room is no longer active".into(), Some(400))
+                }
                 RoomError::Locked => (Str("error-room-locked"), "Room is locked".into(), Some(403)),
                 RoomError::CodeRequired => (Str("error-code-required"), "Code required".into(), Some(400)),
                 RoomError::CodeInvalid => (Str("error-code-invalid"), "Invalid code".into(), Some(400)),
                 RoomError::Full => (Str("error-room-full"), "Room is full".into(), Some(400)),
-                RoomError::NotInRoom => (
-                    Str("error-user-not-in-room"),
-                    "You are not in this room".into(),
-                    None,
-                ),
+                RoomError::NotInRoom => {
+                    (Str("error-user-not-in-room"), "You are not in this room".into(), None)
+                }
                 RoomError::LastOwner => (
                     Str("error-you-are-last-owner"),
                     "You are the last owner. Please set new owner before leaving the room.".into(),
@@ -156,73 +141,43 @@ impl MethodError {
                 ),
                 RoomError::ActionNotAllowed(action) => {
                     details.insert("action".into(), Value::from(*action));
-                    (
-                        Str("error-action-not-allowed"),
-                        format!("{action} is not allowed"),
-                        Some(403),
-                    )
+                    (Str("error-action-not-allowed"), format!("{action} is not allowed"), Some(403))
                 }
                 RoomError::InvalidSettings(s) => {
                     details.insert("setting".into(), Value::from(s.clone()));
-                    (
-                        Str("error-invalid-settings"),
-                        "Invalid settings provided".into(),
-                        None,
-                    )
+                    (Str("error-invalid-settings"), "Invalid settings provided".into(), None)
                 }
                 RoomError::InvalidSettingValue(s) => {
                     details.insert("setting".into(), Value::from(s.clone()));
-                    (
-                        Str("error-invalid-settings"),
-                        format!("Invalid value for setting {s}"),
-                        None,
-                    )
+                    (Str("error-invalid-settings"), format!("Invalid value for setting {s}"), None)
                 }
                 RoomError::DuplicateName(n) => {
                     details.insert("channel_name".into(), Value::from(n.clone()));
-                    (
-                        Str("error-duplicate-channel-name"),
-                        format!("A channel with name '{n}' exists"),
-                        None,
-                    )
+                    (Str("error-duplicate-channel-name"), format!("A channel with name '{n}' exists"), None)
                 }
                 RoomError::InvalidRoomName(n) => {
                     details.insert("channel_name".into(), Value::from(n.clone()));
-                    (
-                        Str("error-invalid-room-name"),
-                        format!("{n} is not a valid room name"),
-                        None,
-                    )
+                    (Str("error-invalid-room-name"), format!("{n} is not a valid room name"), None)
                 }
-                RoomError::TargetNotInRoom => (
-                    Str("error-user-not-in-room"),
-                    "User is not in this room".into(),
-                    None,
-                ),
+                RoomError::TargetNotInRoom => {
+                    (Str("error-user-not-in-room"), "User is not in this room".into(), None)
+                }
                 RoomError::AlreadyHasRole(role) => match role {
-                    RoleKind::Owner => (
-                        Str("error-user-already-owner"),
-                        "User is already an owner".into(),
-                        None,
-                    ),
-                    RoleKind::Moderator => (
-                        Str("error-user-already-moderator"),
-                        "User is already a moderator".into(),
-                        None,
-                    ),
-                    RoleKind::Leader => (
-                        Str("error-user-already-leader"),
-                        "User is already a leader".into(),
-                        None,
-                    ),
+                    RoleKind::Owner => {
+                        (Str("error-user-already-owner"), "User is already an owner".into(), None)
+                    }
+                    RoleKind::Moderator => {
+                        (Str("error-user-already-moderator"), "User is already a moderator".into(), None)
+                    }
+                    RoleKind::Leader => {
+                        (Str("error-user-already-leader"), "User is already a leader".into(), None)
+                    }
                 },
                 RoomError::LacksRole(role) => match role {
                     RoleKind::Owner => (Str("error-user-not-owner"), "User is not an owner".into(), None),
-                    RoleKind::Moderator => (
-                        Str("error-user-not-moderator"),
-                        "User is not a moderator".into(),
-                        None,
-                    ),
+                    RoleKind::Moderator => {
+                        (Str("error-user-not-moderator"), "User is not a moderator".into(), None)
+                    }
                     RoleKind::Leader => (Str("error-user-not-leader"), "User is not a leader".into(), None),
                 },
                 RoomError::RemoveLastOwner => (
@@ -248,10 +203,6 @@ impl MethodError {
         if let Some(s) = status {
             details.insert("statusCode".into(), Value::from(s));
         }
-        WireError {
-            error: code,
-            reason,
-            details,
-        }
+        WireError { error: code, reason, details }
     }
 }

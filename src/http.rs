@@ -105,10 +105,12 @@ impl RequestHead {
     /// Checks the RFC 6455 upgrade headers; returns the client's key.
     pub fn websocket_key(&self) -> Result<&str, UpgradeError> {
         let has_token = |v: &Option<String>, token: &str| {
-            v.as_deref()
-                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            v.as_deref().is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         };
-        if self.method != "GET" || !has_token(&self.upgrade, "websocket") || !has_token(&self.connection, "upgrade") {
+        if self.method != "GET"
+            || !has_token(&self.upgrade, "websocket")
+            || !has_token(&self.connection, "upgrade")
+        {
             return Err(UpgradeError::NotUpgrade);
         }
         if self.ws_version.as_deref() != Some("13") {
@@ -128,15 +130,10 @@ impl RequestHead {
 pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else { return true };
     let origin = origin.trim_end_matches('/');
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
+    if allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
         return true;
     }
-    let origin_host = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"));
+    let origin_host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
     match (origin_host, host) {
         (Some(o), Some(h)) => !o.is_empty() && o.eq_ignore_ascii_case(h),
         _ => false,
@@ -175,7 +172,11 @@ pub async fn respond<S: AsyncWrite + Unpin>(
 }
 
 /// A plain-text response.
-pub async fn respond_text<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, body: &str) -> std::io::Result<()> {
+pub async fn respond_text<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    body: &str,
+) -> std::io::Result<()> {
     respond(stream, status, "text/plain; charset=utf-8", body, "", false).await
 }
 

@@ -57,10 +57,7 @@ impl UserHub {
         match list.iter_mut().find(|l| l.conn.id == conn.id) {
             Some(l) if l.bits & bit != 0 => return,
             Some(l) => l.bits |= bit,
-            None => list.push(Listener {
-                conn: conn.clone(),
-                bits: bit,
-            }),
+            None => list.push(Listener { conn: conn.clone(), bits: bit }),
         }
         if ev == UserEvent::MyMessages {
             self.my_messages.fetch_add(1, Ordering::Relaxed);
@@ -84,13 +81,8 @@ impl UserHub {
     }
 
     pub fn listen_logged(&self, conn: &ConnHandle, ev: LoggedEvent) {
-        self.logged
-            .entry(conn.id)
-            .or_insert_with(|| Listener {
-                conn: conn.clone(),
-                bits: 0,
-            })
-            .bits |= ev as u8;
+        self.logged.entry(conn.id).or_insert_with(|| Listener { conn: conn.clone(), bits: 0 }).bits |=
+            ev as u8;
     }
 
     pub fn unlisten_logged(&self, conn: ConnId, ev: LoggedEvent) {
@@ -129,9 +121,7 @@ impl UserHub {
     }
 
     pub fn has_listener(&self, uid: &UserId, ev: UserEvent) -> bool {
-        self.users
-            .get(uid)
-            .is_some_and(|l| l.iter().any(|l| l.bits & ev as u8 != 0))
+        self.users.get(uid).is_some_and(|l| l.iter().any(|l| l.bits & ev as u8 != 0))
     }
 
     pub fn send_logged(&self, ev: LoggedEvent, frame: &Utf8Bytes) {

@@ -109,13 +109,11 @@ impl RoomCode {
     pub fn is_well_formed(s: &str) -> bool {
         let b = s.as_bytes();
         b.len() == 11
-            && b.iter().enumerate().all(|(i, c)| {
-                if i == 3 || i == 7 {
-                    *c == b'-'
-                } else {
-                    c.is_ascii_lowercase()
-                }
-            })
+            && b.iter().enumerate().all(
+                |(i, c)| {
+                    if i == 3 || i == 7 { *c == b'-' } else { c.is_ascii_lowercase() }
+                },
+            )
     }
 }
 

@@ -30,9 +30,8 @@ impl FromStr for RateSpec {
             Some((r, b)) => (r.trim(), Some(b.trim())),
             None => (s.trim(), None),
         };
-        let per_sec: f64 = rate
-            .parse()
-            .map_err(|_| format!("invalid rate {s:?}: expected RATE[:BURST], e.g. 5:10"))?;
+        let per_sec: f64 =
+            rate.parse().map_err(|_| format!("invalid rate {s:?}: expected RATE[:BURST], e.g. 5:10"))?;
         if !per_sec.is_finite() || per_sec <= 0.0 {
             return Err(format!("invalid rate {s:?}: the rate must be positive"));
         }
@@ -169,18 +168,12 @@ impl SessionLimits {
     fn code_failure_spec(&self) -> RateSpec {
         let burst = self.max_code_failures.max(1);
         let window = self.code_failure_window.as_secs_f64().max(0.001);
-        RateSpec {
-            per_sec: f64::from(burst) / window,
-            burst,
-        }
+        RateSpec { per_sec: f64::from(burst) / window, burst }
     }
 
     pub fn room_creation_spec(&self) -> RateSpec {
         let burst = self.max_rooms_per_minute.max(1);
-        RateSpec {
-            per_sec: f64::from(burst) / 60.0,
-            burst,
-        }
+        RateSpec { per_sec: f64::from(burst) / 60.0, burst }
     }
 }
 
@@ -247,10 +240,7 @@ impl RoomCreationLimiter {
         if self.buckets.len() > CREATION_PRUNE_AT {
             self.buckets.retain(|_, b| !b.is_full(now));
         }
-        self.buckets
-            .entry(uid.clone())
-            .or_insert_with(|| TokenBucket::new(spec, now))
-            .try_take(now)
+        self.buckets.entry(uid.clone()).or_insert_with(|| TokenBucket::new(spec, now)).try_take(now)
     }
 
     /// Gives the creation back (the call failed and created nothing).
@@ -273,13 +263,7 @@ mod tests {
 
     #[test]
     fn rate_spec_parses() {
-        assert_eq!(
-            "5:10".parse::<RateSpec>(),
-            Ok(RateSpec {
-                per_sec: 5.0,
-                burst: 10
-            })
-        );
+        assert_eq!("5:10".parse::<RateSpec>(), Ok(RateSpec { per_sec: 5.0, burst: 10 }));
         assert_eq!("0.5".parse::<RateSpec>().map(|r| r.burst), Ok(1));
         assert!("0:1".parse::<RateSpec>().is_err());
         assert!("5:0".parse::<RateSpec>().is_err());
@@ -348,10 +332,7 @@ mod tests {
     #[test]
     fn room_creation_is_per_user_and_refundable() {
         let lim = RoomCreationLimiter::default();
-        let spec = RateSpec {
-            per_sec: 2.0 / 60.0,
-            burst: 2,
-        };
+        let spec = RateSpec { per_sec: 2.0 / 60.0, burst: 2 };
         let now = Instant::now();
         let (a, b) = (UserId("a".into()), UserId("b".into()));
         assert!(lim.try_take(&a, spec, now).is_ok());

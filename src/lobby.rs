@@ -1,13 +1,17 @@
 //! Creating rooms: the steps that happen before a room has an actor
 //! (reserving its name and code, spawning it, registering it).
 
+use crate::hub::UserEvent;
 use crate::ids::RoomId;
 use crate::permissions::Principal;
+use crate::registry::dm_key;
 use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::server::ServerState;
 use crate::store::{Snapshot, StoreOp};
 use crate::time::Millis;
+use crate::wire;
 use serde_json::Value;
+use serde_json::json;
 
 impl ServerState {
     pub fn deps(&self) -> RoomDeps {
@@ -32,29 +36,36 @@ impl ServerState {
         let id = RoomId::generate();
         self.registry.reserve_name(&name, &id)?;
         let code = self.registry.reserve_code(&id);
-        let state = RoomState::new(id.clone(), name.clone(), t, code.clone(), creator, others, opts, Millis::now());
+        let state =
+            RoomState::new(id.clone(), name.clone(), t, code.clone(), creator, others, opts, Millis::now());
         if let Err(e) = self.persist_new_room(&state).await {
             self.registry.release_name(&name, &id);
             self.registry.release_code(&code);
             return Err(e);
         }
         let doc = state.to_doc();
-        self.activate(state, Vec::new());
+        self.activate(state);
         Ok(doc)
     }
 
     /// The direct-message room of `creator` and `others`, created on first
-    /// use. Its id is derived from the sorted member ids, so the same set of
-    /// people always lands in the same room; when two of them create it at
-    /// the same moment, `get_or_insert_with` keeps the first.
-    pub async fn direct_room(&self, creator: &Principal, others: Vec<UserRef>) -> Result<RoomHandle, RoomError> {
-        let mut ids: Vec<&str> =
+    /// use and reused afterwards. When two members create it at the same
+    /// moment, the member-set index keeps the first and the second caller
+    /// gets that room.
+    pub async fn direct_room(
+        &self,
+        creator: &Principal,
+        others: Vec<UserRef>,
+    ) -> Result<RoomHandle, RoomError> {
+        let ids: Vec<&str> =
             std::iter::once(creator.id.as_str()).chain(others.iter().map(|u| u.id.as_str())).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let id = RoomId(ids.concat());
-        if let Some(h) = self.registry.get(&id) {
+        let key = dm_key(&ids);
+        if let Some(h) = self.registry.direct(&key) {
             return Ok(h);
+        }
+        let id = RoomId::generate();
+        if let Err(winner) = self.registry.claim_direct(key.clone(), &id) {
+            return self.registry.get(&winner).ok_or(RoomError::Unavailable);
         }
         let code = self.registry.reserve_code(&id);
         let mut state = RoomState::new(
@@ -71,18 +82,12 @@ impl ServerState {
         for m in state.members.values_mut() {
             m.roles = crate::room::RoomRoles::NONE;
         }
-        self.persist_new_room(&state).await?;
-        let (handle, created) = self.registry.get_or_insert_with(&id, || {
-            RoomHandle::spawn(state.clone(), self.room_config.clone(), self.deps())
-        });
-        if created {
-            for uid in state.members.keys() {
-                self.users.add_membership(uid, &id);
-            }
-        } else {
+        if let Err(e) = self.persist_new_room(&state).await {
+            self.registry.release_direct(&key, &id);
             self.registry.release_code(&state.code);
+            return Err(e);
         }
-        Ok(handle)
+        Ok(self.activate(state))
     }
 
     /// Writes a new room and its members; returns once durable.
@@ -98,13 +103,38 @@ impl ServerState {
         })
     }
 
-    /// Indexes a room (new or restored) and starts its actor.
-    fn activate(&self, state: RoomState, history: Vec<crate::room::Message>) {
+    /// Indexes a new room, starts its actor, and tells its members'
+    /// `rooms-changed`/`subscriptions-changed` listeners.
+    fn activate(&self, state: RoomState) -> RoomHandle {
+        let doc = state.to_doc();
+        let subs: Vec<_> =
+            state.members.keys().filter_map(|u| Some((u.clone(), state.subscription_doc(u)?))).collect();
+        let handle = self.start(state, Vec::new());
+        for (uid, sub) in subs {
+            let rooms = wire::stream_changed(
+                "stream-notify-user",
+                &format!("{uid}/rooms-changed"),
+                &json!(["inserted", doc]),
+            );
+            self.hub.send_user(&uid, UserEvent::RoomsChanged, &rooms);
+            let subs = wire::stream_changed(
+                "stream-notify-user",
+                &format!("{uid}/subscriptions-changed"),
+                &json!(["inserted", sub]),
+            );
+            self.hub.send_user(&uid, UserEvent::SubscriptionsChanged, &subs);
+        }
+        handle
+    }
+
+    /// Indexes a room and starts its actor with `history`.
+    fn start(&self, state: RoomState, history: Vec<crate::room::Message>) -> RoomHandle {
         for uid in state.members.keys() {
             self.users.add_membership(uid, &state.id);
         }
         let handle = RoomHandle::spawn_with_history(state, history, self.room_config.clone(), self.deps());
-        self.registry.insert(handle);
+        self.registry.insert(handle.clone());
+        handle
     }
 
     /// Rebuilds rooms and the user directory from the store at start.
@@ -122,8 +152,12 @@ impl ServerState {
                 tracing::error!(room = %state.id, error = %e, "restored room name clashes; room skipped");
                 continue;
             }
+            if state.t == RoomType::Direct {
+                let ids: Vec<&str> = state.members.keys().map(|u| u.as_str()).collect();
+                let _ = self.registry.claim_direct(dm_key(&ids), &state.id);
+            }
             self.registry.claim_code(&state.code, &state.id);
-            self.activate(state, history);
+            self.start(state, history);
         }
         tracing::info!(rooms, users, "state restored");
     }

@@ -17,12 +17,8 @@ fn main() -> ExitCode {
 }
 
 fn load_secret(args: &SecretArgs) -> Result<(Vec<u8>, SecretSource), String> {
-    auth::load_secret(
-        args.jwt_secret.as_deref(),
-        args.jwt_secret_file.as_deref(),
-        &args.data_dir,
-    )
-    .map_err(|e| format!("cannot load the JWT secret: {e}"))
+    auth::load_secret(args.jwt_secret.as_deref(), args.jwt_secret_file.as_deref(), &args.data_dir)
+        .map_err(|e| format!("cannot load the JWT secret: {e}"))
 }
 
 fn token(args: TokenArgs) -> ExitCode {

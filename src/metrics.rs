@@ -89,14 +89,12 @@ fn recorder_with_buckets() -> PrometheusRecorder {
 }
 
 fn key(name: &'static str, labels: &[(&'static str, SharedString)]) -> Key {
-    let labels: Vec<Label> = labels
-        .iter()
-        .map(|(k, v)| Label::new(*k, v.clone()))
-        .collect();
+    let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, v.clone())).collect();
     Key::from_parts(name, labels)
 }
 
-static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -114,7 +112,11 @@ impl Metrics {
         describe("roomd_connections", None, "Open DDP connections by kind (user: signed in; guest: not).");
         describe("roomd_connections_total", None, "DDP connections accepted since start.");
         describe("roomd_connections_closed_total", None, "Closed DDP connections by close reason.");
-        describe("roomd_handshake_failures_total", None, "Sockets dropped or refused before the WebSocket was established.");
+        describe(
+            "roomd_handshake_failures_total",
+            None,
+            "Sockets dropped or refused before the WebSocket was established.",
+        );
         describe("roomd_rooms", None, "Rooms currently registered.");
         describe("roomd_room_joins_total", None, "Successful joins (joinRoom, join-room).");
         describe("roomd_room_join_rejections_total", None, "Refused joins by error code.");
@@ -127,15 +129,22 @@ impl Metrics {
             "Method call latency from frame read to reply queued.",
         );
         describe("roomd_rate_limited_total", None, "Calls answered with too-many-requests, by limit.");
-        describe("roomd_outbound_dropped_total", None, "Frames dropped because a connection's outbound queue was full.");
+        describe(
+            "roomd_outbound_dropped_total",
+            None,
+            "Frames dropped because a connection's outbound queue was full.",
+        );
         describe(
             "roomd_slow_consumer_disconnects_total",
             None,
             "Connections closed because they could not keep up.",
         );
-        let gauge = |name, labels: &[(&'static str, SharedString)]| recorder.register_gauge(&key(name, labels), &METADATA);
-        let counter =
-            |name, labels: &[(&'static str, SharedString)]| recorder.register_counter(&key(name, labels), &METADATA);
+        let gauge = |name, labels: &[(&'static str, SharedString)]| {
+            recorder.register_gauge(&key(name, labels), &METADATA)
+        };
+        let counter = |name, labels: &[(&'static str, SharedString)]| {
+            recorder.register_counter(&key(name, labels), &METADATA)
+        };
         Metrics {
             conn_user: gauge("roomd_connections", &[("kind", ConnKind::User.label().into())]),
             conn_guest: gauge("roomd_connections", &[("kind", ConnKind::Guest.label().into())]),
@@ -180,15 +189,13 @@ impl Metrics {
     /// A connection of `kind` ended with close reason `reason`.
     pub fn connection_closed(&self, kind: ConnKind, reason: &'static str) {
         self.kind_gauge(kind).decrement(1.0);
-        self.counter("roomd_connections_closed_total", &[("reason", reason.into())])
-            .increment(1);
+        self.counter("roomd_connections_closed_total", &[("reason", reason.into())]).increment(1);
     }
 
     /// A socket that never became a DDP connection (`reason` from a closed
     /// set: timeout, bad-request, not-found, origin, …).
     pub fn handshake_failed(&self, reason: &'static str) {
-        self.counter("roomd_handshake_failures_total", &[("reason", reason.into())])
-            .increment(1);
+        self.counter("roomd_handshake_failures_total", &[("reason", reason.into())]).increment(1);
     }
 
     /// A method call finished. `name` must be a name the dispatcher knows;
@@ -223,8 +230,7 @@ impl Metrics {
 
     /// A join refused with wire error `code` (a closed set of codes).
     pub fn join_rejected(&self, code: String) {
-        self.counter("roomd_room_join_rejections_total", &[("reason", code.into())])
-            .increment(1);
+        self.counter("roomd_room_join_rejections_total", &[("reason", code.into())]).increment(1);
     }
 
     pub fn left_room(&self) {
@@ -237,8 +243,7 @@ impl Metrics {
 
     /// A call answered `too-many-requests` by limit `limit`.
     pub fn rate_limited(&self, limit: &'static str) {
-        self.counter("roomd_rate_limited_total", &[("limit", limit.into())])
-            .increment(1);
+        self.counter("roomd_rate_limited_total", &[("limit", limit.into())]).increment(1);
     }
 
     pub fn outbound_dropped(&self) {
@@ -303,8 +308,10 @@ static STORE: LazyLock<StoreMetrics> = LazyLock::new(|| {
         "Group-commit batches written.".into(),
     );
     StoreMetrics {
-        commit_seconds: recorder.register_histogram(&Key::from_static_name("roomd_store_commit_seconds"), &METADATA),
-        batch_size: recorder.register_histogram(&Key::from_static_name("roomd_store_commit_batch_size"), &METADATA),
+        commit_seconds: recorder
+            .register_histogram(&Key::from_static_name("roomd_store_commit_seconds"), &METADATA),
+        batch_size: recorder
+            .register_histogram(&Key::from_static_name("roomd_store_commit_batch_size"), &METADATA),
         commits: recorder.register_counter(&Key::from_static_name("roomd_store_commits_total"), &METADATA),
         handle: recorder.handle(),
     }
@@ -338,19 +345,13 @@ mod tests {
         assert!(text.contains("roomd_connections{kind=\"user\"} 1"), "{text}");
         assert!(text.contains("roomd_connections{kind=\"guest\"} 1"), "{text}");
         assert!(text.contains("roomd_rooms 7"), "{text}");
-        assert!(
-            text.contains("roomd_method_calls_total{method=\"unknown\",outcome=\"error\"} 2"),
-            "{text}"
-        );
+        assert!(text.contains("roomd_method_calls_total{method=\"unknown\",outcome=\"error\"} 2"), "{text}");
         assert!(!text.contains("no-such-method"), "{text}");
         assert!(
             text.contains("roomd_method_duration_seconds_bucket{method=\"sendMessage\",le=\"0.0025\"} 1"),
             "{text}"
         );
-        assert!(
-            text.contains("roomd_room_join_rejections_total{reason=\"error-room-full\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("roomd_room_join_rejections_total{reason=\"error-room-full\"} 1"), "{text}");
         assert!(text.contains("roomd_store_commit_batch_size_bucket"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             assert!(line.starts_with("roomd_"), "unprefixed metric: {line}");

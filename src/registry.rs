@@ -14,6 +14,18 @@ pub struct Registry {
     by_id: DashMap<RoomId, RoomHandle>,
     by_name: DashMap<String, RoomId>,
     by_code: DashMap<RoomCode, RoomId>,
+    /// Direct-message rooms by their member set (see [`dm_key`]).
+    by_members: DashMap<String, RoomId>,
+}
+
+/// A key for a set of user ids that no other set shares: sorted, deduped,
+/// each id length-prefixed (ids may contain any character, so plain
+/// concatenation would let `ab`+`c` collide with `a`+`bc`).
+pub fn dm_key(ids: &[&str]) -> String {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter().map(|id| format!("{}:{id}", id.len())).collect()
 }
 
 impl Registry {
@@ -76,12 +88,25 @@ impl Registry {
         self.by_id.insert(handle.id.clone(), handle);
     }
 
-    /// The room `id`, creating it with `make` if absent; the bool says
-    /// whether it was created by this call.
-    pub fn get_or_insert_with(&self, id: &RoomId, make: impl FnOnce() -> RoomHandle) -> (RoomHandle, bool) {
-        match self.by_id.entry(id.clone()) {
-            Entry::Occupied(e) => (e.get().clone(), false),
-            Entry::Vacant(v) => (v.insert(make()).clone(), true),
+    /// The direct-message room of the member set `key`, if any.
+    pub fn direct(&self, key: &str) -> Option<RoomHandle> {
+        let id = self.by_members.get(key)?.clone();
+        self.get(&id)
+    }
+
+    pub fn release_direct(&self, key: &str, id: &RoomId) {
+        self.by_members.remove_if(key, |_, v| v == id);
+    }
+
+    /// Registers the direct-message room `id` for `key` unless another room
+    /// got there first, whose id is returned instead.
+    pub fn claim_direct(&self, key: String, id: &RoomId) -> Result<(), RoomId> {
+        match self.by_members.entry(key) {
+            Entry::Occupied(e) => Err(e.get().clone()),
+            Entry::Vacant(v) => {
+                v.insert(id.clone());
+                Ok(())
+            }
         }
     }
 

@@ -305,11 +305,7 @@ async fn serve_http(state: &ServerState, mut stream: TcpStream, head: &RequestHe
         "/readyz" if state.is_ready() => (200, "text/plain; charset=utf-8", "ready\n".to_owned()),
         "/readyz" if state.is_draining() => (503, "text/plain; charset=utf-8", "shutting down\n".to_owned()),
         "/readyz" => (503, "text/plain; charset=utf-8", "not ready\n".to_owned()),
-        _ => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(state.registry.len()),
-        ),
+        _ => (200, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render(state.registry.len())),
     };
     let r = http::respond(&mut stream, status, content_type, &body, "", head_only);
     let _ = tokio::time::timeout_at(deadline, r).await;
@@ -383,9 +379,6 @@ async fn upgrade(
 }
 
 async fn reject(mut ws: WebSocketStream<TcpStream>, reason: CloseReason) {
-    let frame = CloseFrame {
-        code: CloseCode::from(reason.code()),
-        reason: reason.text().into(),
-    };
+    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.text().into() };
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
 }

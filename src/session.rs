@@ -245,7 +245,12 @@ impl Session {
     /// class's token bucket, the join-code brake, the per-user room
     /// creation rate. Sets `created_by` when a creation was counted, so a
     /// failed call can give it back.
-    fn admit(&mut self, method: &str, now: Instant, created_by: &mut Option<UserId>) -> Result<(), MethodError> {
+    fn admit(
+        &mut self,
+        method: &str,
+        now: Instant,
+        created_by: &mut Option<UserId>,
+    ) -> Result<(), MethodError> {
         let metrics = &self.server.metrics;
         let limits = &self.server.session_limits;
         let class = MethodClass::of(method);
@@ -290,13 +295,7 @@ impl Session {
         let conn = self.conn.id;
         match sub {
             Sub::Room { room, topic } => {
-                let _ = room
-                    .ask(|tx| RoomCommand::Unsubscribe {
-                        conn,
-                        topic,
-                        respond_to: tx,
-                    })
-                    .await;
+                let _ = room.ask(|tx| RoomCommand::Unsubscribe { conn, topic, respond_to: tx }).await;
             }
             Sub::User { uid, event } => self.server.hub.unlisten_user(&uid, conn, event),
             Sub::Logged(event) => self.server.hub.unlisten_logged(conn, event),
@@ -314,12 +313,7 @@ impl Session {
         if let Some(old) = self.online_as.take()
             && hub.offline(&old)
         {
-            let name = self
-                .server
-                .users
-                .by_id(&old)
-                .map(|u| u.username)
-                .unwrap_or_default();
+            let name = self.server.users.by_id(&old).map(|u| u.username).unwrap_or_default();
             hub.send_logged(LoggedEvent::UserStatus, &status_frame(&old, &name, 0));
         }
         if let Some((uid, name)) = uid {
@@ -340,6 +334,20 @@ impl Session {
         }
     }
 
+    /// Ends this connection's guest identity: each room it joined starts the
+    /// guest's grace period, as if the connection had closed.
+    pub async fn release_guest(&mut self) {
+        let conn = self.conn.id;
+        let guest = self.guest_id.take();
+        let mut told: Vec<RoomId> = Vec::new();
+        for room in std::mem::take(&mut self.guest_rooms) {
+            if !told.contains(&room.id) {
+                told.push(room.id.clone());
+                room.tell(RoomCommand::ConnClosed { conn, guest: guest.clone() }).await;
+            }
+        }
+    }
+
     /// Cleanup when the connection ends: rooms forget this connection and
     /// start the grace period of its guest memberships.
     pub async fn finish(&mut self) {
@@ -350,11 +358,7 @@ impl Session {
                 continue;
             }
             told.push(room.id.clone());
-            room.tell(RoomCommand::ConnClosed {
-                conn,
-                guest: self.guest_id.clone(),
-            })
-            .await;
+            room.tell(RoomCommand::ConnClosed { conn, guest: self.guest_id.clone() }).await;
         }
         let mut uids = Vec::new();
         for (_, sub) in self.subs.drain() {

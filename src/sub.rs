@@ -15,6 +15,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Handles `sub`; returns the frames to send, in order.
 pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>) -> Vec<Utf8Bytes> {
+    // A reused id replaces the old subscription; release the old one first
+    // so it cannot keep delivering under an id the client can no longer stop.
+    s.unsubscribe(id).await;
     // Only subscriptions that deliver something are kept (and counted);
     // at the cap, any new sub id is refused, inert or not.
     if !s.subs.contains_key(id) && s.subs.len() >= s.server.session_limits.max_subscriptions {
@@ -102,26 +105,16 @@ async fn room_topic(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Resul
 }
 
 async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Result<(), MethodError> {
-    let room = s
-        .server
-        .registry
-        .get(&rid.into())
-        .ok_or(MethodError::SubNotAllowed)?;
+    let room = s.server.registry.get(&rid.into()).ok_or(MethodError::SubNotAllowed)?;
     let (uid, signed_in) = match (&s.user, &s.guest_id) {
         (Some(u), _) => (u.id.clone(), true),
         (None, Some(g)) => (g.clone(), false),
         (None, None) => return Err(MethodError::SubNotAllowed),
     };
     let conn = s.conn().clone();
-    room.ask(|tx| RoomCommand::Subscribe {
-        conn,
-        uid,
-        signed_in,
-        topic,
-        respond_to: tx,
-    })
-    .await
-    .map_err(|_| MethodError::SubNotAllowed)?;
+    room.ask(|tx| RoomCommand::Subscribe { conn, uid, signed_in, topic, respond_to: tx })
+        .await
+        .map_err(|_| MethodError::SubNotAllowed)?;
     s.subs.insert(id.to_owned(), Sub::Room { room, topic });
     Ok(())
 }

@@ -48,10 +48,7 @@ impl Directory {
         if uid.is_guest() {
             return;
         }
-        self.memberships
-            .entry(uid.clone())
-            .or_default()
-            .insert(rid.clone());
+        self.memberships.entry(uid.clone()).or_default().insert(rid.clone());
     }
 
     pub fn remove_membership(&self, uid: &UserId, rid: &RoomId) {
@@ -61,9 +58,6 @@ impl Directory {
     }
 
     pub fn rooms_of(&self, uid: &UserId) -> Vec<RoomId> {
-        self.memberships
-            .get(uid)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.memberships.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 }

@@ -13,27 +13,12 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// One inbound frame after validation.
 #[derive(Debug)]
 pub enum ClientFrame {
-    Connect {
-        version: Option<String>,
-        support: Vec<String>,
-    },
-    Ping {
-        id: Option<Value>,
-    },
+    Connect { version: Option<String>, support: Vec<String> },
+    Ping { id: Option<Value> },
     Pong,
-    Method {
-        id: String,
-        method: String,
-        params: Vec<Value>,
-    },
-    Sub {
-        id: String,
-        name: String,
-        params: Vec<Value>,
-    },
-    Unsub {
-        id: String,
-    },
+    Method { id: String, method: String, params: Vec<Value> },
+    Sub { id: String, name: String, params: Vec<Value> },
+    Unsub { id: String },
 }
 
 /// Why an inbound frame could not be turned into a [`ClientFrame`]. Each maps
@@ -108,9 +93,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             Ok(ClientFrame::Sub { id, name, params })
         }
         "unsub" => match obj.get("id") {
-            Some(Value::String(_)) => Ok(ClientFrame::Unsub {
-                id: take_string(&mut obj, "id"),
-            }),
+            Some(Value::String(_)) => Ok(ClientFrame::Unsub { id: take_string(&mut obj, "id") }),
             _ => Err(FrameError::BadRequest(Value::Object(obj))),
         },
         _ => Err(FrameError::BadRequest(Value::Object(obj))),
@@ -250,15 +233,7 @@ pub fn stream_changed<A: Serialize>(collection: &str, event: &str, args: &A) -> 
         id: &'static str,
         fields: Fields<'a, A>,
     }
-    to_frame(&Changed {
-        msg: "changed",
-        collection,
-        id: "id",
-        fields: Fields {
-            event_name: event,
-            args,
-        },
-    })
+    to_frame(&Changed { msg: "changed", collection, id: "id", fields: Fields { event_name: event, args } })
 }
 
 /// The `added` document a `useCollection: true` subscriber expects before
@@ -278,10 +253,7 @@ mod tests {
     fn parses_and_rejects() {
         assert!(matches!(parse_client_frame("{"), Err(FrameError::Parse)));
         assert!(matches!(parse_client_frame("[]"), Err(FrameError::BadRequest(_))));
-        assert!(matches!(
-            parse_client_frame(r#"{"msg":"x"}"#),
-            Err(FrameError::BadRequest(_))
-        ));
+        assert!(matches!(parse_client_frame(r#"{"msg":"x"}"#), Err(FrameError::BadRequest(_))));
         assert!(matches!(
             parse_client_frame(r#"{"msg":"method","id":1,"method":"a"}"#),
             Err(FrameError::MalformedMethod(_))

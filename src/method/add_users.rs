@@ -9,12 +9,14 @@ use crate::session::Session;
 use serde_json::Value;
 
 pub async fn add_one(s: &mut Session, p: Params) -> MethodResult {
+    s.require_user()?;
     let o = p.obj(0, "params[0]")?;
     let username = field_str(o, "username")?.ok_or_else(|| MethodError::matching("username", "a string"))?;
     add(s, o, vec![username.to_owned()]).await
 }
 
 pub async fn add_many(s: &mut Session, p: Params) -> MethodResult {
+    s.require_user()?;
     let o = p.obj(0, "params[0]")?;
     let users = match o.get("users") {
         Some(Value::Array(a)) if !a.is_empty() => a
@@ -37,20 +39,12 @@ async fn add(s: &mut Session, o: &serde_json::Map<String, Value>, usernames: Vec
     for name in &usernames {
         let name = name.trim_start_matches('@');
         targets.push(
-            s.server
-                .users
-                .by_username(name)
-                .ok_or_else(|| MethodError::InvalidUsername(name.to_owned()))?,
+            s.server.users.by_username(name).ok_or_else(|| MethodError::InvalidUsername(name.to_owned()))?,
         );
     }
     for target in targets {
         let who = who.clone();
-        room.ask(|tx| RoomCommand::AddMember {
-            who,
-            target,
-            respond_to: tx,
-        })
-        .await?;
+        room.ask(|tx| RoomCommand::AddMember { who, target, respond_to: tx }).await?;
     }
     Ok(Some(Value::Bool(true)))
 }
@@ -66,11 +60,6 @@ pub async fn remove(s: &mut Session, p: Params) -> MethodResult {
         .users
         .by_username(username)
         .ok_or_else(|| MethodError::InvalidUsername(username.to_owned()))?;
-    room.ask(|tx| RoomCommand::RemoveMember {
-        who,
-        target: target.id,
-        respond_to: tx,
-    })
-    .await?;
+    room.ask(|tx| RoomCommand::RemoveMember { who, target: target.id, respond_to: tx }).await?;
     Ok(Some(Value::Bool(true)))
 }

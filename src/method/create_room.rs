@@ -11,11 +11,7 @@ use serde_json::Value;
 
 pub async fn call(s: &mut Session, p: Params, t: RoomType) -> MethodResult {
     let who = s.require_user()?;
-    let perm = if t == RoomType::Channel {
-        Permission::CreateC
-    } else {
-        Permission::CreateP
-    };
+    let perm = if t == RoomType::Channel { Permission::CreateC } else { Permission::CreateP };
     if !allowed(perm, &who, RoomRoles::NONE) {
         return Err(RoomError::ActionNotAllowed("Creating a room").into());
     }
@@ -40,17 +36,11 @@ pub async fn call(s: &mut Session, p: Params, t: RoomType) -> MethodResult {
             Some(v) => match v.as_u64() {
                 Some(n) if n >= 1 && n <= u64::from(u32::MAX) => opts.max_participants = Some(n as u32),
                 _ => {
-                    return Err(MethodError::matching(
-                        "extraData.maxParticipants",
-                        "a positive integer",
-                    ));
+                    return Err(MethodError::matching("extraData.maxParticipants", "a positive integer"));
                 }
             },
         }
-        for (key, slot) in [
-            ("locked", &mut opts.locked),
-            ("guestAccess", &mut opts.guest_access),
-        ] {
+        for (key, slot) in [("locked", &mut opts.locked), ("guestAccess", &mut opts.guest_access)] {
             match extra.get(key) {
                 None | Some(Value::Null) => {}
                 Some(Value::Bool(b)) => *slot = *b,

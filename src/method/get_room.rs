@@ -11,12 +11,7 @@ pub async fn by_id(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;
-    let doc = room
-        .ask(|tx| RoomCommand::DocFor {
-            uid: who.id,
-            respond_to: tx,
-        })
-        .await?;
+    let doc = room.ask(|tx| RoomCommand::DocFor { uid: who.id, respond_to: tx }).await?;
     Ok(Some(doc))
 }
 
@@ -24,12 +19,7 @@ pub async fn name_by_id(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;
-    let doc = room
-        .ask(|tx| RoomCommand::DocFor {
-            uid: who.id,
-            respond_to: tx,
-        })
-        .await?;
+    let doc = room.ask(|tx| RoomCommand::DocFor { uid: who.id, respond_to: tx }).await?;
     Ok(Some(doc.get("name").cloned().unwrap_or(Value::Null)))
 }
 
@@ -43,15 +33,9 @@ pub async fn id_by_name_or_id(s: &mut Session, p: Params) -> MethodResult {
         .or_else(|| s.server.registry.get_by_name(key))
         .ok_or(MethodError::InvalidRoom)?;
     // Only reveal the id to someone who may see the room.
-    handle
-        .ask(|tx| RoomCommand::DocFor {
-            uid: who.id,
-            respond_to: tx,
-        })
-        .await
-        .map_err(|e| match e {
-            RoomError::Unavailable => MethodError::Room(e),
-            _ => MethodError::Room(RoomError::NotAllowed),
-        })?;
+    handle.ask(|tx| RoomCommand::DocFor { uid: who.id, respond_to: tx }).await.map_err(|e| match e {
+        RoomError::Unavailable => MethodError::Room(e),
+        _ => MethodError::Room(RoomError::NotAllowed),
+    })?;
     Ok(Some(Value::from(handle.id.as_str())))
 }

@@ -43,22 +43,14 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     if !RoomCode::is_well_formed(code) {
         return Err(MethodError::RoomNotFound);
     }
-    let room = s
-        .server
-        .registry
-        .get_by_code(code)
-        .ok_or(MethodError::RoomNotFound)?;
+    let room = s.server.registry.get_by_code(code).ok_or(MethodError::RoomNotFound)?;
     if who.guest {
         // Recorded before the join is sent: if the connection drops while the
         // join is in flight, the cleanup still reaches this room.
         s.guest_rooms.push(room.clone());
         if let Some(token) = guest_token.map(str::to_owned)
-            && let Some((gid, participant)) = room
-                .ask(|tx| RoomCommand::ResumeGuest {
-                    token,
-                    respond_to: tx,
-                })
-                .await?
+            && let Some((gid, participant)) =
+                room.ask(|tx| RoomCommand::ResumeGuest { token, respond_to: tx }).await?
             && s.guest_id.as_ref().is_none_or(|g| g == &gid)
         {
             s.guest_id = Some(gid);
@@ -66,8 +58,6 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
         }
         s.guest_id = Some(who.id.clone());
     }
-    let participant = room
-        .ask(|tx| RoomCommand::JoinByCode { who, respond_to: tx })
-        .await?;
+    let participant = room.ask(|tx| RoomCommand::JoinByCode { who, respond_to: tx }).await?;
     Ok(Some(participant))
 }

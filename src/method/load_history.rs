@@ -16,13 +16,6 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     let limit = p.opt_uint(2, "limit")?.unwrap_or(20).min(MAX_LIMIT) as usize;
     let _last_seen = p.opt_date(3, "lastSeen")?;
     let room = room(s, rid)?;
-    let messages = room
-        .ask(|tx| RoomCommand::History {
-            uid: who.id,
-            end,
-            limit,
-            respond_to: tx,
-        })
-        .await?;
+    let messages = room.ask(|tx| RoomCommand::History { uid: who.id, end, limit, respond_to: tx }).await?;
     Ok(Some(json!({"messages": messages, "unreadNotLoaded": 0})))
 }

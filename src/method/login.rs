@@ -25,7 +25,12 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
             MethodError::Room(crate::room::RoomError::Storage)
         })?;
     }
-    if s.user.as_ref().is_some_and(|u| u.id != user.id) {
+    if s.guest_id.is_some() {
+        // A guest who signs in stops being that guest: its seats are released
+        // (after the usual grace) and its subscriptions end.
+        s.drop_all_subs(&MethodError::SubNotAllowed).await;
+        s.release_guest().await;
+    } else if s.user.as_ref().is_some_and(|u| u.id != user.id) {
         // Subscriptions were granted to the previous identity.
         s.drop_all_subs(&MethodError::SubNotAllowed).await;
     }

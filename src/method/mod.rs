@@ -78,8 +78,5 @@ pub async fn dispatch(s: &mut Session, name: &str, params: Vec<Value>) -> Method
 
 /// The room with id `rid`, or `error-invalid-room`.
 pub fn room(s: &Session, rid: &str) -> Result<RoomHandle, MethodError> {
-    s.server
-        .registry
-        .get(&RoomId::from(rid))
-        .ok_or(MethodError::InvalidRoom)
+    s.server.registry.get(&RoomId::from(rid)).ok_or(MethodError::InvalidRoom)
 }

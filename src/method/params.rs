@@ -83,10 +83,9 @@ impl Params {
     pub fn opt_uint(&self, i: usize, field: &str) -> Result<Option<u64>, MethodError> {
         match self.present(i) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| MethodError::matching(field, "a non-negative integer")),
+            Some(v) => {
+                v.as_u64().map(Some).ok_or_else(|| MethodError::matching(field, "a non-negative integer"))
+            }
         }
     }
 }

@@ -13,14 +13,7 @@ pub async fn set(s: &mut Session, p: Params, role: RoleKind, add: bool) -> Metho
     let rid = p.str(0, "rid")?;
     let target = UserId::from(p.str(1, "userId")?);
     let room = room(s, rid)?;
-    room.ask(|tx| RoomCommand::SetRole {
-        who,
-        target,
-        role,
-        add,
-        respond_to: tx,
-    })
-    .await?;
+    room.ask(|tx| RoomCommand::SetRole { who, target, role, add, respond_to: tx }).await?;
     Ok(Some(Value::Bool(true)))
 }
 
@@ -28,11 +21,6 @@ pub async fn get(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;
-    let roles = room
-        .ask(|tx| RoomCommand::Roles {
-            uid: who.id,
-            respond_to: tx,
-        })
-        .await?;
+    let roles = room.ask(|tx| RoomCommand::Roles { uid: who.id, respond_to: tx }).await?;
     Ok(Some(Value::Array(roles)))
 }

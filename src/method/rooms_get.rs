@@ -35,10 +35,7 @@ pub async fn subscriptions(s: &mut Session, p: Params) -> MethodResult {
             continue;
         };
         let uid = who.id.clone();
-        if let Ok(Some(doc)) = room
-            .ask(|tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx })
-            .await
-        {
+        if let Ok(Some(doc)) = room.ask(|tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx }).await {
             docs.push(doc);
         }
     }
@@ -50,10 +47,8 @@ fn shape(mut docs: Vec<Value>, since: Option<Millis>) -> Value {
     match since {
         None => Value::Array(docs),
         Some(t) => {
-            let update: Vec<Value> = docs
-                .into_iter()
-                .filter(|d| parse_date(&d["_updatedAt"]).is_some_and(|u| u > t))
-                .collect();
+            let update: Vec<Value> =
+                docs.into_iter().filter(|d| parse_date(&d["_updatedAt"]).is_some_and(|u| u > t)).collect();
             json!({"update": update, "remove": []})
         }
     }

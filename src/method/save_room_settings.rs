@@ -15,26 +15,15 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
         Some(Value::String(k)) => vec![(k.clone(), p.get(2).cloned().unwrap_or(Value::Null))],
         Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         _ => {
-            return Err(MethodError::matching(
-                "settings",
-                "a setting name or an object of settings",
-            ));
+            return Err(MethodError::matching("settings", "a setting name or an object of settings"));
         }
     };
     if pairs.is_empty() {
         return Err(RoomError::InvalidSettings(String::new()).into());
     }
-    let settings = pairs
-        .into_iter()
-        .map(|(k, v)| parse_setting(&k, &v))
-        .collect::<Result<Vec<_>, _>>()?;
+    let settings = pairs.into_iter().map(|(k, v)| parse_setting(&k, &v)).collect::<Result<Vec<_>, _>>()?;
     let room = room(s, rid)?;
-    room.ask(|tx| RoomCommand::Settings {
-        who,
-        settings,
-        respond_to: tx,
-    })
-    .await?;
+    room.ask(|tx| RoomCommand::Settings { who, settings, respond_to: tx }).await?;
     Ok(Some(json!({"result": true, "rid": rid})))
 }
 

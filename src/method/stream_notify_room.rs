@@ -15,10 +15,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let event = p.str(0, "eventName")?;
     let Some((rid, kind)) = event.rsplit_once('/') else {
-        return Err(MethodError::matching(
-            "eventName",
-            "\"<rid>/user-activity\" or \"<rid>/typing\"",
-        ));
+        return Err(MethodError::matching("eventName", "\"<rid>/user-activity\" or \"<rid>/typing\""));
     };
     let topic = match kind {
         "user-activity" => {
@@ -32,10 +29,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
             Topic::Typing
         }
         _ => {
-            return Err(MethodError::matching(
-                "eventName",
-                "\"<rid>/user-activity\" or \"<rid>/typing\"",
-            ));
+            return Err(MethodError::matching("eventName", "\"<rid>/user-activity\" or \"<rid>/typing\""));
         }
     };
     let username = p.str(1, "username")?;
@@ -44,13 +38,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     }
     let room = room(s, rid)?;
     let args = Value::Array(p.0[1..].to_vec());
-    room.tell(RoomCommand::Notify {
-        from: s.conn().id,
-        uid: who.id,
-        topic,
-        event: event.to_owned(),
-        args,
-    })
-    .await;
+    room.tell(RoomCommand::Notify { from: s.conn().id, uid: who.id, topic, event: event.to_owned(), args })
+        .await;
     Ok(None)
 }

@@ -22,11 +22,6 @@ pub async fn call(s: &mut Session, p: Params, which: Which) -> MethodResult {
         Which::Open => Flag::Open(true),
     };
     let room = room(s, rid)?;
-    room.ask(|tx| RoomCommand::SetFlag {
-        uid: who.id,
-        flag,
-        respond_to: tx,
-    })
-    .await?;
+    room.ask(|tx| RoomCommand::SetFlag { uid: who.id, flag, respond_to: tx }).await?;
     Ok(Some(Value::from(1)))
 }

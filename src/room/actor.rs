@@ -11,8 +11,8 @@
 
 use super::RoomError;
 use super::UserRef;
-use super::model::Message;
 use super::ended::EndedRoom;
+use super::model::Message;
 use super::state::{Effect, Flag, Joined, RoleKind, RoomState, Setting};
 use crate::conn::ConnHandle;
 use crate::hub::{LoggedEvent, UserEvent, UserHub};
@@ -343,14 +343,34 @@ struct RoomActor {
 
 /// Something to send once the command that produced it is durable.
 enum Out {
-    Room { topic: Topic, frame: Utf8Bytes, except: Option<ConnId> },
-    User { uid: UserId, event: UserEvent, frame: Utf8Bytes },
-    Logged { event: LoggedEvent, frame: Utf8Bytes },
-    AddSub { conn: ConnHandle, uid: UserId, topic: Topic },
-    RemoveSub { conn: ConnId, topic: Topic },
+    Room {
+        topic: Topic,
+        frame: Utf8Bytes,
+        except: Option<ConnId>,
+    },
+    User {
+        uid: UserId,
+        event: UserEvent,
+        frame: Utf8Bytes,
+    },
+    Logged {
+        event: LoggedEvent,
+        frame: Utf8Bytes,
+    },
+    AddSub {
+        conn: ConnHandle,
+        uid: UserId,
+        topic: Topic,
+    },
+    RemoveSub {
+        conn: ConnId,
+        topic: Topic,
+    },
     /// A member left: their room subscriptions stop here, after the events
     /// announcing the departure.
     DropSubs(UserId),
+    /// The room went private: only members may keep listening.
+    DropNonMembers,
     Reply(Box<dyn FnOnce(Option<&StoreError>) + Send>),
 }
 
@@ -362,13 +382,21 @@ struct Pending {
 impl RoomActor {
     /// Ended and empty, with nothing left to deliver: the actor can retire.
     fn retirable(&self) -> bool {
-        !self.state.active && self.state.members.is_empty() && self.pending.is_empty() && self.outbox.is_empty()
+        !self.state.active
+            && self.state.members.is_empty()
+            && self.pending.is_empty()
+            && self.outbox.is_empty()
     }
 
     /// Replaces this room in the registry with its summary, answers whatever
     /// is still queued from the summary, and lets the task end.
     fn retire(mut self) {
-        let ended = Arc::new(EndedRoom { doc: self.state.to_doc(), t: self.state.t });
+        let ended = Arc::new(EndedRoom {
+            doc: self.state.to_doc(),
+            t: self.state.t,
+            archived: self.state.archived,
+            guest_access: self.state.guest_access,
+        });
         let _ = self.summary.set(ended.clone());
         self.registry.insert(RoomHandle::ended(self.state.id.clone(), ended.clone()));
         self.rx.close();
@@ -442,12 +470,20 @@ impl RoomActor {
     fn deliver(&mut self, out: Vec<Out>, failed: Option<&StoreError>) {
         for o in out {
             match o {
-                Out::Room { topic, frame, except } if failed.is_none() => self.deliver_room(topic, &frame, except),
-                Out::User { uid, event, frame } if failed.is_none() => self.hub.send_user(&uid, event, &frame),
+                Out::Room { topic, frame, except } if failed.is_none() => {
+                    self.deliver_room(topic, &frame, except)
+                }
+                Out::User { uid, event, frame } if failed.is_none() => {
+                    self.hub.send_user(&uid, event, &frame)
+                }
                 Out::Logged { event, frame } if failed.is_none() => self.hub.send_logged(event, &frame),
                 Out::Room { .. } | Out::User { .. } | Out::Logged { .. } => {}
                 Out::AddSub { conn, uid, topic } => {
-                    let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber { conn, uid, topics: 0 });
+                    let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber {
+                        conn,
+                        uid,
+                        topics: 0,
+                    });
                     entry.topics |= topic.bit();
                 }
                 Out::RemoveSub { conn, topic } => {
@@ -459,6 +495,10 @@ impl RoomActor {
                     }
                 }
                 Out::DropSubs(uid) => self.subscribers.retain(|_, s| s.uid != uid),
+                Out::DropNonMembers => {
+                    let members = &self.state.members;
+                    self.subscribers.retain(|_, s| members.contains_key(&s.uid));
+                }
                 Out::Reply(f) => f(failed),
             }
         }
@@ -479,11 +519,7 @@ impl RoomActor {
         let now = Millis::now();
         let mut fx = Vec::new();
         match cmd {
-            RoomCommand::JoinSelf {
-                who,
-                code,
-                respond_to,
-            } => {
+            RoomCommand::JoinSelf { who, code, respond_to } => {
                 let r = self.state.join_self(&who, code.as_deref(), now, &mut fx);
                 if let Ok(Joined::Existing(_)) = &r {
                     self.notice(&who.id, "You are already in this room", now);
@@ -492,10 +528,7 @@ impl RoomActor {
                 self.reply(respond_to, r);
             }
             RoomCommand::JoinByCode { who, respond_to } => {
-                let r = self
-                    .state
-                    .join_by_code(&who, now, &mut fx)
-                    .map(|j| self.participant(j.member()));
+                let r = self.state.join_by_code(&who, now, &mut fx).map(|j| self.participant(j.member()));
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
@@ -519,11 +552,7 @@ impl RoomActor {
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::Settings {
-                who,
-                settings,
-                respond_to,
-            } => {
+            RoomCommand::Settings { who, settings, respond_to } => {
                 let r = self.save_settings(&who, settings, now, &mut fx);
                 self.publish(fx, now);
                 self.reply(respond_to, r);
@@ -539,13 +568,7 @@ impl RoomActor {
                 };
                 self.reply(respond_to, r);
             }
-            RoomCommand::Subscribe {
-                conn,
-                uid,
-                signed_in,
-                topic,
-                respond_to,
-            } => {
+            RoomCommand::Subscribe { conn, uid, signed_in, topic, respond_to } => {
                 let r = if self.can_read(&uid, signed_in && topic == Topic::Messages) {
                     self.outbox.push(Out::AddSub { conn, uid, topic });
                     Ok(())
@@ -573,20 +596,11 @@ impl RoomActor {
                     }
                 }
             }
-            RoomCommand::Send {
-                who,
-                params,
-                respond_to,
-            } => {
+            RoomCommand::Send { who, params, respond_to } => {
                 let r = self.send_message(&who, params, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::History {
-                uid,
-                end,
-                limit,
-                respond_to,
-            } => {
+            RoomCommand::History { uid, end, limit, respond_to } => {
                 let r = if self.can_read(&uid, true) {
                     let msgs = self
                         .history
@@ -602,11 +616,7 @@ impl RoomActor {
                 };
                 self.reply(respond_to, r);
             }
-            RoomCommand::AddMember {
-                who,
-                target,
-                respond_to,
-            } => {
+            RoomCommand::AddMember { who, target, respond_to } => {
                 let name = target.username.clone();
                 let r = self.state.add_member(&who, target, now, &mut fx);
                 if let Ok(false) = r {
@@ -615,50 +625,27 @@ impl RoomActor {
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::RemoveMember {
-                who,
-                target,
-                respond_to,
-            } => {
+            RoomCommand::RemoveMember { who, target, respond_to } => {
                 let r = self.state.remove_by(&who, &target, now, &mut fx);
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::SetRole {
-                who,
-                target,
-                role,
-                add,
-                respond_to,
-            } => {
+            RoomCommand::SetRole { who, target, role, add, respond_to } => {
                 let r = self.state.set_role(&who, &target, role, add, now, &mut fx);
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::SetMuted {
-                who,
-                target,
-                muted,
-                respond_to,
-            } => {
+            RoomCommand::SetMuted { who, target, muted, respond_to } => {
                 let r = self.state.set_muted(&who, &target, muted, now, &mut fx);
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::SetArchived {
-                who,
-                archived,
-                respond_to,
-            } => {
+            RoomCommand::SetArchived { who, archived, respond_to } => {
                 let r = self.state.set_archived(&who, archived, now, &mut fx);
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::SetFlag {
-                uid,
-                flag,
-                respond_to,
-            } => {
+            RoomCommand::SetFlag { uid, flag, respond_to } => {
                 let r = self.state.set_flag(&uid, flag, &mut fx);
                 self.publish(fx, now);
                 self.reply(respond_to, r);
@@ -681,13 +668,7 @@ impl RoomActor {
                 };
                 self.reply(respond_to, r);
             }
-            RoomCommand::Notify {
-                from,
-                uid,
-                topic,
-                event,
-                args,
-            } => {
+            RoomCommand::Notify { from, uid, topic, event, args } => {
                 if self.state.is_member(&uid) {
                     let frame = wire::stream_changed("stream-notify-room", &event, &args);
                     self.broadcast(topic, &frame, Some(from));
@@ -790,7 +771,11 @@ impl RoomActor {
                     .state
                     .members
                     .keys()
-                    .map(|uid| Out::User { uid: uid.clone(), event: UserEvent::MyMessages, frame: frame.clone() })
+                    .map(|uid| Out::User {
+                        uid: uid.clone(),
+                        event: UserEvent::MyMessages,
+                        frame: frame.clone(),
+                    })
                     .collect();
                 self.outbox.extend(outs);
             }
@@ -803,11 +788,7 @@ impl RoomActor {
         if !self.hub.has_listener(uid, UserEvent::Message) {
             return;
         }
-        let bot = UserRef {
-            id: UserId::from("rocket.cat"),
-            username: "rocket.cat".into(),
-            name: None,
-        };
+        let bot = UserRef { id: UserId::from("rocket.cat"), username: "rocket.cat".into(), name: None };
         let mut m = Message::system(&self.state.id, "ephemeral", text.to_owned(), bot, now);
         m.t = None;
         m.groupable = None;
@@ -907,6 +888,7 @@ impl RoomActor {
                     self.outbox.push(Out::DropSubs(uid));
                 }
                 Effect::Renamed { old, new: _ } => self.registry.release_name(&old, &rid),
+                Effect::BecamePrivate => self.outbox.push(Out::DropNonMembers),
                 Effect::RoomChanged => {
                     let args = json!(["updated", self.state.to_doc()]);
                     let uids: Vec<UserId> = self.state.members.keys().cloned().collect();

@@ -43,6 +43,8 @@ pub enum Effect {
     },
     /// The room document changed: members' `rooms-changed` listeners hear it.
     RoomChanged,
+    /// A public channel became private: non-members' subscriptions end.
+    BecamePrivate,
     /// One member's subscription (flags, roles) changed.
     SubscriptionChanged(UserId),
     /// A room role was granted or revoked (`stream-notify-logged` `roles-change`).
@@ -202,11 +204,7 @@ impl RoomState {
             name,
             t,
             code,
-            creator: UserRef {
-                id: creator.id.clone(),
-                username: creator.username.clone(),
-                name: None,
-            },
+            creator: UserRef { id: creator.id.clone(), username: creator.username.clone(), name: None },
             host_id: creator.id.clone(),
             ts: now,
             updated_at: now,
@@ -280,8 +278,9 @@ impl RoomState {
         matches!(self.max_participants, Some(m) if self.members.len() >= m as usize)
     }
 
+    /// Owners and admins pass a lock (the host only while an owner).
     fn can_bypass_lock(&self, who: &Principal) -> bool {
-        who.id == self.host_id || allowed(Permission::BypassLock, who, self.roles_of(&who.id))
+        allowed(Permission::BypassLock, who, self.roles_of(&who.id))
     }
 
     /// `joinRoom(rid, joinCode?)`: a signed-in user joins a public channel.
@@ -360,9 +359,7 @@ impl RoomState {
     /// Finds a guest's membership by its resume token (reconnect grace).
     pub fn guest_by_token(&self, token: &str) -> Option<&Member> {
         self.members.values().find(|m| {
-            m.guest_token
-                .as_deref()
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+            m.guest_token.as_deref().is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
         })
     }
 
@@ -377,11 +374,7 @@ impl RoomState {
             by: member.user.clone(),
             role: None,
         });
-        fx.push(Effect::Participant {
-            joined: true,
-            member: member.clone(),
-            at: now,
-        });
+        fx.push(Effect::Participant { joined: true, member: member.clone(), at: now });
         fx.push(Effect::RoomUpdated);
         member
     }
@@ -396,11 +389,8 @@ impl RoomState {
             return Err(RoomError::ActionNotAllowed("Leaving a direct message"));
         }
         let is_owner = member.roles.contains(RoomRoles::OWNER);
-        let other_owners = self
-            .members
-            .values()
-            .filter(|m| m.roles.contains(RoomRoles::OWNER) && &m.user.id != uid)
-            .count();
+        let other_owners =
+            self.members.values().filter(|m| m.roles.contains(RoomRoles::OWNER) && &m.user.id != uid).count();
         let last_member = self.members.len() == 1;
         if is_owner && other_owners == 0 && !last_member {
             return Err(RoomError::LastOwner);
@@ -432,17 +422,8 @@ impl RoomState {
         let member = self.members.remove(uid).expect("caller checked membership");
         self.updated_at = now;
         let by = by.unwrap_or_else(|| member.user.clone());
-        fx.push(Effect::System {
-            t,
-            msg: member.user.username.clone(),
-            by,
-            role: None,
-        });
-        fx.push(Effect::Participant {
-            joined: false,
-            member: member.clone(),
-            at: now,
-        });
+        fx.push(Effect::System { t, msg: member.user.username.clone(), by, role: None });
+        fx.push(Effect::Participant { joined: false, member: member.clone(), at: now });
         fx.push(Effect::RoomUpdated);
         fx.push(Effect::MembershipRemoved(uid.clone()));
         member
@@ -458,13 +439,9 @@ impl RoomState {
         }
         self.active = false;
         self.updated_at = now;
-        fx.push(Effect::System {
-            t: "room-ended",
-            msg: String::new(),
-            by: user_ref(who),
-            role: None,
-        });
+        fx.push(Effect::System { t: "room-ended", msg: String::new(), by: user_ref(who), role: None });
         fx.push(Effect::RoomUpdated);
+        fx.push(Effect::RoomChanged);
         Ok(())
     }
 
@@ -486,8 +463,8 @@ impl RoomState {
                 Setting::RoomType(t) if self.t == RoomType::Direct || *t == RoomType::Direct => {
                     return Err(RoomError::InvalidSettingValue("roomType".into()));
                 }
-                Setting::RoomType(RoomType::Channel) | Setting::RoomType(RoomType::Private)
-                    if !allowed(Permission::ArchiveRoom, who, self.roles_of(&who.id)) =>
+                Setting::RoomType(t)
+                    if *t != self.t && !allowed(Permission::ArchiveRoom, who, self.roles_of(&who.id)) =>
                 {
                     // Changing privacy is an owner/admin matter in Rocket.Chat.
                     return Err(RoomError::ActionNotAllowed("Change room type"));
@@ -508,12 +485,7 @@ impl RoomState {
         fx: &mut Vec<Effect>,
     ) {
         let by = user_ref(who);
-        let sys = |t: &'static str, msg: String| Effect::System {
-            t,
-            msg,
-            by: by.clone(),
-            role: None,
-        };
+        let sys = |t: &'static str, msg: String| Effect::System { t, msg, by: by.clone(), role: None };
         let mut room_updated = false;
         for s in settings {
             match s {
@@ -546,11 +518,7 @@ impl RoomState {
                 Setting::ReadOnly(v) => {
                     if self.ro != v {
                         self.ro = v;
-                        let t = if v {
-                            "room-set-read-only"
-                        } else {
-                            "room-removed-read-only"
-                        };
+                        let t = if v { "room-set-read-only" } else { "room-removed-read-only" };
                         fx.push(sys(t, who.username.clone()));
                     }
                 }
@@ -559,11 +527,7 @@ impl RoomState {
                     if self.join_code != new {
                         // Never broadcast the code itself: members who may
                         // not edit the room must not learn it from the stream.
-                        let t = if new.is_some() {
-                            "room-join-code-set"
-                        } else {
-                            "room-join-code-removed"
-                        };
+                        let t = if new.is_some() { "room-join-code-set" } else { "room-join-code-removed" };
                         self.join_code = new;
                         fx.push(sys(t, String::new()));
                     }
@@ -571,10 +535,7 @@ impl RoomState {
                 Setting::Locked(v) => {
                     if self.locked != v {
                         self.locked = v;
-                        fx.push(sys(
-                            if v { "room-locked" } else { "room-unlocked" },
-                            String::new(),
-                        ));
+                        fx.push(sys(if v { "room-locked" } else { "room-unlocked" }, String::new()));
                         room_updated = true;
                     }
                 }
@@ -596,6 +557,9 @@ impl RoomState {
                     if self.t != t {
                         self.t = t;
                         fx.push(sys("room_changed_privacy", t.as_str().to_owned()));
+                        if t == RoomType::Private {
+                            fx.push(Effect::BecamePrivate);
+                        }
                     }
                 }
                 Setting::SystemMessages(v) => self.sys_mes = v,
@@ -648,17 +612,8 @@ impl RoomState {
         self.members.insert(member.user.id.clone(), member.clone());
         self.updated_at = now;
         fx.push(Effect::MembershipAdded(member.user.id.clone()));
-        fx.push(Effect::System {
-            t: "au",
-            msg: member.user.username.clone(),
-            by: user_ref(who),
-            role: None,
-        });
-        fx.push(Effect::Participant {
-            joined: true,
-            member,
-            at: now,
-        });
+        fx.push(Effect::System { t: "au", msg: member.user.username.clone(), by: user_ref(who), role: None });
+        fx.push(Effect::Participant { joined: true, member, at: now });
         fx.push(Effect::RoomUpdated);
         Ok(true)
     }
@@ -688,10 +643,7 @@ impl RoomState {
     }
 
     fn owner_count(&self) -> usize {
-        self.members
-            .values()
-            .filter(|m| m.roles.contains(RoomRoles::OWNER))
-            .count()
+        self.members.values().filter(|m| m.roles.contains(RoomRoles::OWNER)).count()
     }
 
     /// `addRoomOwner` & co. (`add`) and `removeRoomOwner` & co.
@@ -727,23 +679,10 @@ impl RoomState {
         }
         let user = m.user.clone();
         self.updated_at = now;
-        let t = if add {
-            "subscription-role-added"
-        } else {
-            "subscription-role-removed"
-        };
-        fx.push(Effect::System {
-            t,
-            msg: user.username.clone(),
-            by: user_ref(who),
-            role: Some(role.name()),
-        });
+        let t = if add { "subscription-role-added" } else { "subscription-role-removed" };
+        fx.push(Effect::System { t, msg: user.username.clone(), by: user_ref(who), role: Some(role.name()) });
         fx.push(Effect::SubscriptionChanged(target.clone()));
-        fx.push(Effect::RoleChanged {
-            user,
-            role: role.name(),
-            added: add,
-        });
+        fx.push(Effect::RoleChanged { user, role: role.name(), added: add });
         Ok(())
     }
 
@@ -769,12 +708,7 @@ impl RoomState {
         let name = m.user.username.clone();
         self.updated_at = now;
         let t = if muted { "user-muted" } else { "user-unmuted" };
-        fx.push(Effect::System {
-            t,
-            msg: name,
-            by: user_ref(who),
-            role: None,
-        });
+        fx.push(Effect::System { t, msg: name, by: user_ref(who), role: None });
         fx.push(Effect::RoomChanged);
         Ok(())
     }
@@ -799,17 +733,8 @@ impl RoomState {
         }
         self.archived = archived;
         self.updated_at = now;
-        let t = if archived {
-            "room-archived"
-        } else {
-            "room-unarchived"
-        };
-        fx.push(Effect::System {
-            t,
-            msg: who.username.clone(),
-            by: user_ref(who),
-            role: None,
-        });
+        let t = if archived { "room-archived" } else { "room-unarchived" };
+        fx.push(Effect::System { t, msg: who.username.clone(), by: user_ref(who), role: None });
         fx.push(Effect::RoomChanged);
         Ok(())
     }
@@ -904,11 +829,13 @@ impl RoomState {
     }
 }
 
+/// The user as messages name them. `name` falls back to the username, so
+/// `u.name` is always present for clients that display it.
 pub fn user_ref(p: &Principal) -> UserRef {
     UserRef {
         id: p.id.clone(),
         username: p.username.clone(),
-        name: p.name.clone(),
+        name: Some(p.name.clone().unwrap_or_else(|| p.username.clone())),
     }
 }
 
@@ -916,9 +843,7 @@ pub fn user_ref(p: &Principal) -> UserRef {
 pub fn valid_room_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// Compares secrets without an early exit, so response timing does not tell

@@ -79,13 +79,8 @@ impl StoreOp {
 }
 
 pub(crate) enum Request {
-    Commit {
-        ops: Vec<StoreOp>,
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
-    Shutdown {
-        done: oneshot::Sender<()>,
-    },
+    Commit { ops: Vec<StoreOp>, done: oneshot::Sender<Result<(), StoreError>> },
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 /// Cheap, cloneable access to the writer thread.
@@ -149,11 +144,7 @@ impl StoreHandle {
 
 /// The user directory row for `u`.
 pub fn user_op(u: &User) -> StoreOp {
-    StoreOp::PutUser(UserRef {
-        id: u.id.clone(),
-        username: u.username.clone(),
-        name: u.name.clone(),
-    })
+    StoreOp::PutUser(UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() })
 }
 
 /// Reports a group commit to the metrics layer.

@@ -39,15 +39,11 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 }
 
 pub(crate) fn open(dir: &Path, sync: SyncMode, history: usize) -> Result<(Connection, Snapshot), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
     let path = dir.join("roomd.sqlite3");
-    let mut conn = Connection::open(&path).map_err(|e| StoreError::Open {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let mut conn = Connection::open(&path)
+        .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
     let sync = match sync {
         SyncMode::Full => "FULL",
@@ -62,20 +58,14 @@ pub(crate) fn open(dir: &Path, sync: SyncMode, history: usize) -> Result<(Connec
 
 /// Brings the schema to [`LATEST_SCHEMA`], refusing a newer one.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db_err)?;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err)?;
     if found > LATEST_SCHEMA {
-        return Err(StoreError::TooNew {
-            found,
-            supported: LATEST_SCHEMA,
-        });
+        return Err(StoreError::TooNew { found, supported: LATEST_SCHEMA });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction().map_err(db_err)?;
         tx.execute_batch(sql).map_err(db_err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(db_err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         tracing::info!(version = i + 1, "store schema migrated");
     }
@@ -93,15 +83,10 @@ fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
         }
     }
     let mut rooms = conn.prepare("SELECT id, doc FROM rooms").map_err(db_err)?;
-    let mut members = conn
-        .prepare("SELECT doc FROM members WHERE rid = ?1")
-        .map_err(db_err)?;
-    let mut messages = conn
-        .prepare("SELECT doc FROM messages WHERE rid = ?1 ORDER BY seq DESC LIMIT ?2")
-        .map_err(db_err)?;
-    let mut count = conn
-        .prepare("SELECT COUNT(*) FROM messages WHERE rid = ?1")
-        .map_err(db_err)?;
+    let mut members = conn.prepare("SELECT doc FROM members WHERE rid = ?1").map_err(db_err)?;
+    let mut messages =
+        conn.prepare("SELECT doc FROM messages WHERE rid = ?1 ORDER BY seq DESC LIMIT ?2").map_err(db_err)?;
+    let mut count = conn.prepare("SELECT COUNT(*) FROM messages WHERE rid = ?1").map_err(db_err)?;
     let rows: Vec<(String, String)> = rooms
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(db_err)?
@@ -115,10 +100,7 @@ fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
                 continue;
             }
         };
-        for doc in members
-            .query_map([&id], |r| r.get::<_, String>(0))
-            .map_err(db_err)?
-        {
+        for doc in members.query_map([&id], |r| r.get::<_, String>(0)).map_err(db_err)? {
             let doc = doc.map_err(db_err)?;
             match serde_json::from_str::<Member>(&doc) {
                 Ok(m) => {
@@ -128,9 +110,8 @@ fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
             }
         }
         let mut msgs = Vec::new();
-        for doc in messages
-            .query_map(params![&id, history as i64], |r| r.get::<_, String>(0))
-            .map_err(db_err)?
+        for doc in
+            messages.query_map(params![&id, history as i64], |r| r.get::<_, String>(0)).map_err(db_err)?
         {
             let doc = doc.map_err(db_err)?;
             match serde_json::from_str::<Message>(&doc) {
@@ -139,11 +120,8 @@ fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
             }
         }
         msgs.reverse();
-        state.msgs = count
-            .query_row([&id], |r| r.get::<_, i64>(0))
-            .optional()
-            .map_err(db_err)?
-            .unwrap_or(0) as u64;
+        state.msgs =
+            count.query_row([&id], |r| r.get::<_, i64>(0)).optional().map_err(db_err)?.unwrap_or(0) as u64;
         snap.rooms.push((state, msgs));
     }
     Ok(snap)
