@@ -26,6 +26,8 @@
 //! - Rooms reach connections only by `try_send` on a bounded queue; a full
 //!   queue disconnects the client as a slow consumer.
 //! - Only `wire` knows frame JSON; only `error` knows wire error codes.
+//! - A connection handles one frame at a time, to completion; on close or
+//!   shutdown it finishes the frame in hand and starts no other.
 //! - Nothing is acknowledged before it is durable: a room actor holds a
 //!   command's reply and events until the store has committed its changes.
 

@@ -341,6 +341,9 @@ struct RoomActor {
     pending: VecDeque<Pending>,
 }
 
+/// Sends a command's reply; told whether its commit failed.
+type ReplyFn = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
 /// Something to send once the command that produced it is durable.
 enum Out {
     Room {
@@ -371,7 +374,7 @@ enum Out {
     DropSubs(UserId),
     /// The room went private: only members may keep listening.
     DropNonMembers,
-    Reply(Box<dyn FnOnce(Option<&StoreError>) + Send>),
+    Reply(ReplyFn),
 }
 
 struct Pending {
@@ -798,7 +801,7 @@ impl RoomActor {
     }
 
     /// `stream-notify-user` `<uid>/<event>` to one user, if listening.
-    fn to_user(&mut self, uid: &UserId, event: UserEvent, name: &str, args: &Value) {
+    fn notify_user(&mut self, uid: &UserId, event: UserEvent, name: &str, args: &Value) {
         if self.hub.has_listener(uid, event) {
             let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/{name}"), args);
             self.outbox.push(Out::User { uid: uid.clone(), event, frame });
@@ -851,14 +854,14 @@ impl RoomActor {
                     self.users.add_membership(&uid, &rid);
                     self.persist_member(&uid);
                     if let Some(sub) = self.state.subscription_doc(&uid) {
-                        self.to_user(
+                        self.notify_user(
                             &uid,
                             UserEvent::SubscriptionsChanged,
                             "subscriptions-changed",
                             &json!(["inserted", sub]),
                         );
                     }
-                    self.to_user(
+                    self.notify_user(
                         &uid,
                         UserEvent::RoomsChanged,
                         "rooms-changed",
@@ -871,13 +874,13 @@ impl RoomActor {
                         self.ops.push(StoreOp::DeleteMember { rid: rid.clone(), uid: uid.clone() });
                     }
                     let sub_id = format!("{rid}{uid}");
-                    self.to_user(
+                    self.notify_user(
                         &uid,
                         UserEvent::SubscriptionsChanged,
                         "subscriptions-changed",
                         &json!(["removed", {"_id": sub_id, "rid": rid, "u": {"_id": uid}}]),
                     );
-                    self.to_user(
+                    self.notify_user(
                         &uid,
                         UserEvent::RoomsChanged,
                         "rooms-changed",
@@ -893,13 +896,13 @@ impl RoomActor {
                     let args = json!(["updated", self.state.to_doc()]);
                     let uids: Vec<UserId> = self.state.members.keys().cloned().collect();
                     for uid in &uids {
-                        self.to_user(uid, UserEvent::RoomsChanged, "rooms-changed", &args);
+                        self.notify_user(uid, UserEvent::RoomsChanged, "rooms-changed", &args);
                     }
                 }
                 Effect::SubscriptionChanged(uid) => {
                     self.persist_member(&uid);
                     if let Some(sub) = self.state.subscription_doc(&uid) {
-                        self.to_user(
+                        self.notify_user(
                             &uid,
                             UserEvent::SubscriptionsChanged,
                             "subscriptions-changed",

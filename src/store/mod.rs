@@ -150,4 +150,5 @@ pub fn user_op(u: &User) -> StoreOp {
 /// Reports a group commit to the metrics layer.
 pub fn record_commit(requests: usize, ops: usize, secs: f64) {
     tracing::trace!(requests, ops, secs, "group commit");
+    crate::metrics::record_commit(requests, secs);
 }

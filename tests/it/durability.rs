@@ -129,9 +129,12 @@ async fn acknowledged_operations_survive_sigkill() {
                     0 | 1 => {
                         let cap = 3 + n % 3;
                         let room = format!("crash-{i}-{n}");
-                        let Some(r) =
-                            try_call(&mut c, "createChannel", json!([room, [], false, {}, {"maxParticipants": cap}]))
-                                .await
+                        let Some(r) = try_call(
+                            &mut c,
+                            "createChannel",
+                            json!([room, [], false, {}, {"maxParticipants": cap}]),
+                        )
+                        .await
                         else {
                             return;
                         };
@@ -143,7 +146,8 @@ async fn acknowledged_operations_survive_sigkill() {
                         }
                     }
                     2 => {
-                        let pick = { rooms.lock().unwrap().iter().rev().nth((n as usize * 7 + i) % 5).cloned() };
+                        let pick =
+                            { rooms.lock().unwrap().iter().rev().nth((n as usize * 7 + i) % 5).cloned() };
                         let Some(rid) = pick else { continue };
                         ledger.lock().unwrap().unknown.push((rid.clone(), name.clone()));
                         let Some(r) = try_call(&mut c, "joinRoom", json!([rid])).await else { return };
@@ -164,7 +168,9 @@ async fn acknowledged_operations_survive_sigkill() {
                         };
                         let Some(rid) = pick else { continue };
                         ledger.lock().unwrap().unknown.push((rid.clone(), name.clone()));
-                        let Some(r) = try_call(&mut c, "sendMessage", json!([{"rid": rid, "msg": format!("m{n}")}])).await
+                        let Some(r) =
+                            try_call(&mut c, "sendMessage", json!([{"rid": rid, "msg": format!("m{n}")}]))
+                                .await
                         else {
                             return;
                         };
@@ -184,7 +190,8 @@ async fn acknowledged_operations_survive_sigkill() {
                         let Some(rid) = pick else { continue };
                         let topic = format!("t{i}-{n}");
                         ledger.lock().unwrap().unknown_topic.push(rid.clone());
-                        let Some(r) = try_call(&mut c, "saveRoomSettings", json!([rid, "roomTopic", topic])).await
+                        let Some(r) =
+                            try_call(&mut c, "saveRoomSettings", json!([rid, "roomTopic", topic])).await
                         else {
                             return;
                         };
@@ -209,9 +216,16 @@ async fn acknowledged_operations_survive_sigkill() {
     }
 
     let mut server = start(&dir);
-    let l = ledger.lock().unwrap();
+    // All writers have stopped; take the ledger out of its lock.
+    let l = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(l.created.len() >= 5, "too little work happened before the kill: {l:?}");
-    eprintln!("crash test: {} rooms, {} memberships, {} messages, {} topics acknowledged", l.created.len(), l.membership.len(), l.messages.len(), l.topics.len());
+    eprintln!(
+        "crash test: {} rooms, {} memberships, {} messages, {} topics acknowledged",
+        l.created.len(),
+        l.membership.len(),
+        l.messages.len(),
+        l.topics.len()
+    );
     let mut admin = Client::open(&server.url).await;
     admin.connect().await;
     admin.ok("login", json!([{"resume": token("id-root", "root", &["admin"])}])).await;
@@ -243,7 +257,8 @@ async fn acknowledged_operations_survive_sigkill() {
     }
     for (rid, ids) in by_room {
         let hist = admin.ok("loadHistory", json!([rid, null, 1000, null])).await;
-        let have: Vec<&str> = hist["messages"].as_array().unwrap().iter().filter_map(|m| m["_id"].as_str()).collect();
+        let have: Vec<&str> =
+            hist["messages"].as_array().unwrap().iter().filter_map(|m| m["_id"].as_str()).collect();
         for id in ids {
             assert!(have.contains(&id), "acknowledged message {id} in {rid} lost");
         }
@@ -265,7 +280,12 @@ async fn graceful_restart_keeps_everything() {
     let mut bob = login(&server.url, "gbob").await;
     let room = alice.ok("createPrivateGroup", json!([unique("g"), ["gbob"], false])).await;
     let rid = room["_id"].as_str().unwrap().to_owned();
-    alice.ok("saveRoomSettings", json!([rid, {"roomTopic": "kept", "joinCode": "s3cret", "maxParticipants": 7}])).await;
+    alice
+        .ok(
+            "saveRoomSettings",
+            json!([rid, {"roomTopic": "kept", "joinCode": "s3cret", "maxParticipants": 7}]),
+        )
+        .await;
     alice.ok("addRoomModerator", json!([rid, "id-gbob"])).await;
     bob.ok("toggleFavorite", json!([rid, true])).await;
     let sent = alice.ok("sendMessage", json!([{"rid": rid, "msg": "before restart"}])).await;
@@ -282,7 +302,13 @@ async fn graceful_restart_keeps_everything() {
     assert_eq!(doc["code"], room["code"]);
     assert_eq!(doc["usersCount"], 2);
     let roles = alice.ok("getRoomRoles", json!([rid])).await;
-    assert!(roles.as_array().unwrap().iter().any(|r| r["u"]["username"] == "gbob" && r["roles"][0] == "moderator"));
+    assert!(
+        roles
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["u"]["username"] == "gbob" && r["roles"][0] == "moderator")
+    );
     let hist = alice.ok("loadHistory", json!([rid, null, 50, null])).await;
     assert!(hist["messages"].as_array().unwrap().iter().any(|m| m["_id"] == sent["_id"]));
     let mut bob = login(&server.url, "gbob").await;
@@ -321,7 +347,10 @@ async fn old_schema_is_migrated_and_newer_refused() {
         .unwrap();
     assert_eq!(version, roomd::store::LATEST_SCHEMA);
 
-    rusqlite::Connection::open(dir.join("roomd.sqlite3")).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    rusqlite::Connection::open(dir.join("roomd.sqlite3"))
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_roomd"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)

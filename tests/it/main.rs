@@ -1,6 +1,28 @@
 //! One integration-test binary (compiles once). Every test talks to a real
-//! server over real sockets.
+//! server over real sockets, except `model`, which drives the pure room rules.
+//!
+//! - `ddp`: DDP framing rules 1–8 (connect, order, heartbeats, results,
+//!   subscriptions, stream frames, EJSON dates, bad input).
+//! - `identity`: resume-token login, refused tokens, logout, guests.
+//! - `rooms`: create/join/leave/settings/end/get methods and their errors.
+//! - `join_by_code`: `join-room` for users and guests, reconnect grace.
+//! - `events`: membership events, who may subscribe, order, no duplicates.
+//! - `races`: concurrent joins vs capacity, joins vs lock, vanishing guests.
+//! - `model`: model-based property test of `RoomState`.
 
 mod support;
 
 mod ddp;
+mod docs;
+mod durability;
+mod events;
+mod hostile;
+mod http;
+mod identity;
+mod join_by_code;
+mod lifecycle;
+mod limits;
+mod model;
+mod races;
+mod rooms;
+mod shutdown;

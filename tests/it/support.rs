@@ -38,11 +38,10 @@ impl TestServer {
     }
 
     pub async fn with_limits(f: impl FnOnce(&mut Limits)) -> Self {
-        let mut limits = Limits::default();
         // Tests call at machine speed; the abuse limits (rate, room creation,
         // join-code brake) are off unless a test turns them on
         // (`l.no_rate_limits = false`, as `limits.rs` and `hostile.rs` do).
-        limits.no_rate_limits = true;
+        let mut limits = Limits { no_rate_limits: true, ..Limits::default() };
         f(&mut limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -57,13 +56,7 @@ impl TestServer {
             })
             .await
         });
-        TestServer {
-            addr,
-            auth,
-            state,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        TestServer { addr, auth, state, stop: Some(tx), task: Some(task) }
     }
 
     pub fn url(&self) -> String {
@@ -160,13 +153,7 @@ impl Client {
             .await
             .expect("ws connect timed out")
             .expect("ws connect failed");
-        Client {
-            ws,
-            pending: VecDeque::new(),
-            next: 1,
-            user_id: None,
-            auto_pong: true,
-        }
+        Client { ws, pending: VecDeque::new(), next: 1, user_id: None, auto_pong: true }
     }
 
     pub async fn send_raw(&mut self, text: &str) {
@@ -178,8 +165,7 @@ impl Client {
     }
 
     pub async fn connect(&mut self) {
-        self.send(json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]}))
-            .await;
+        self.send(json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]})).await;
         let f = self.expect(|f| f["msg"] == "connected").await;
         assert!(f["session"].is_string());
     }
@@ -279,17 +265,14 @@ impl Client {
     /// Calls and returns the error object, panicking on success.
     pub async fn err(&mut self, method: &str, params: Value) -> Value {
         let r = self.call(method, params).await;
-        r.get("error")
-            .cloned()
-            .unwrap_or_else(|| panic!("{method} should fail: {r}"))
+        r.get("error").cloned().unwrap_or_else(|| panic!("{method} should fail: {r}"))
     }
 
     /// Subscribes; returns `ready` or `nosub`.
     pub async fn sub(&mut self, name: &str, params: Value) -> Value {
         let id = self.next.to_string();
         self.next += 1;
-        self.send(json!({"msg": "sub", "id": id, "name": name, "params": params}))
-            .await;
+        self.send(json!({"msg": "sub", "id": id, "name": name, "params": params})).await;
         self.expect(|f| {
             (f["msg"] == "ready" && f["subs"][0] == id.as_str())
                 || (f["msg"] == "nosub" && f["id"] == id.as_str())
@@ -357,33 +340,26 @@ impl Client {
         let id = format!("alive-{}", self.next);
         self.next += 1;
         self.send(json!({"msg": "ping", "id": id})).await;
-        let f = self
-            .expect(|f| f["msg"] == "pong" && f["id"] == id.as_str())
-            .await;
+        let f = self.expect(|f| f["msg"] == "pong" && f["id"] == id.as_str()).await;
         assert_eq!(f["id"], id.as_str());
     }
 
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
-        self.ws
-            .send(Message::Binary(bytes.into()))
-            .await
-            .expect("send binary");
+        self.ws.send(Message::Binary(bytes.into())).await.expect("send binary");
     }
 
     /// Sends a method call without waiting; returns its id.
     pub async fn send_method(&mut self, method: &str, params: Value) -> String {
         let id = self.next.to_string();
         self.next += 1;
-        self.send(json!({"msg": "method", "method": method, "params": params, "id": id}))
-            .await;
+        self.send(json!({"msg": "method", "method": method, "params": params, "id": id})).await;
         id
     }
 
     /// Waits for the `result` of call `id` (and the `updated` after it).
     pub async fn result_of(&mut self, id: &str) -> Value {
         let r = self.expect(|f| f["msg"] == "result" && f["id"] == id).await;
-        self.expect(|f| f["msg"] == "updated" && f["methods"][0] == id)
-            .await;
+        self.expect(|f| f["msg"] == "updated" && f["methods"][0] == id).await;
         r
     }
 
@@ -437,11 +413,7 @@ pub fn assert_error(err: &Value, code: impl Into<Value>, reason: &str) {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    assert_eq!(
-        err["message"],
-        format!("{reason} [{code_text}]"),
-        "message in {err}"
-    );
+    assert_eq!(err["message"], format!("{reason} [{code_text}]"), "message in {err}");
     assert!(err["details"].is_object(), "details in {err}");
 }
 
@@ -483,10 +455,7 @@ pub fn b64url(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }

@@ -1,0 +1,213 @@
+//! `protocol/` stays in step with the code: every wire error code, every
+//! dispatched method, every close code and every permission the code knows
+//! must be documented, and every transcript frame in the docs must be valid
+//! JSON. Adding a code, a method or a permission without documenting it
+//! fails here.
+//!
+//! The sources are read with `include_str!` (so editing them rebuilds this
+//! test); the docs are read at run time (so editing them needs no rebuild).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+const ERROR_RS: &str = include_str!("../../src/error.rs");
+const METHOD_MOD_RS: &str = include_str!("../../src/method/mod.rs");
+const CONN_RS: &str = include_str!("../../src/conn.rs");
+const PERMISSIONS_RS: &str = include_str!("../../src/permissions.rs");
+
+fn doc(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Lines of `doc` that are rows of a Markdown table whose first cell is
+/// exactly `` `key` ``.
+fn has_row(doc: &str, key: &str) -> bool {
+    let cell = format!("`{key}`");
+    doc.lines().any(|line| {
+        let mut cells = line.trim().strip_prefix('|').unwrap_or("").split('|');
+        cells.next().is_some_and(|first| first.trim() == cell)
+    })
+}
+
+/// Every `Str("…")` and `Num(…)` wire code in `src/error.rs`.
+fn error_codes() -> BTreeSet<String> {
+    let mut codes = BTreeSet::new();
+    for (i, _) in ERROR_RS.match_indices("Str(\"") {
+        let rest = &ERROR_RS[i + 5..];
+        let end = rest.find('"').expect("unterminated Str(\"…\") in src/error.rs");
+        codes.insert(rest[..end].to_owned());
+    }
+    for (i, _) in ERROR_RS.match_indices("Num(") {
+        let rest = &ERROR_RS[i + 4..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !digits.is_empty() && rest[digits.len()..].starts_with(')') {
+            codes.insert(digits);
+        }
+    }
+    codes
+}
+
+/// Every method name matched in `dispatch` (`"name" =>` lines).
+fn dispatched_methods() -> BTreeSet<String> {
+    METHOD_MOD_RS
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix('"')?;
+            let (name, after) = rest.split_once('"')?;
+            after.trim_start().starts_with("=>").then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// The body of `fn <name>` in `src`, up to the next `fn ` (enough for the
+/// small `match`-only functions read here).
+fn fn_body<'a>(src: &'a str, name: &str) -> &'a str {
+    let start = src.find(&format!("fn {name}(")).unwrap_or_else(|| panic!("fn {name} not found"));
+    let body = &src[start + 3..];
+    let end = body.find("fn ").unwrap_or(body.len());
+    &body[..end]
+}
+
+/// `(code, text)` of every `CloseReason`, from `code()` and `text()` in
+/// `src/conn.rs`.
+fn close_reasons() -> Vec<(String, String)> {
+    let arms = |body: &str| -> Vec<(String, String)> {
+        body.lines()
+            .filter_map(|line| {
+                let (lhs, rhs) = line.trim().split_once("=>")?;
+                let variant = lhs.trim().strip_prefix("CloseReason::")?;
+                Some((variant.to_owned(), rhs.trim().trim_end_matches(',').to_owned()))
+            })
+            .collect()
+    };
+    let codes = arms(fn_body(CONN_RS, "code"));
+    let texts = arms(fn_body(CONN_RS, "text"));
+    codes
+        .into_iter()
+        .map(|(variant, code)| {
+            assert!(code.chars().all(|c| c.is_ascii_digit()), "close code of {variant}: {code}");
+            let text = texts
+                .iter()
+                .find(|(v, _)| *v == variant)
+                .unwrap_or_else(|| panic!("no text() arm for CloseReason::{variant}"))
+                .1
+                .trim_matches('"')
+                .to_owned();
+            (code, text)
+        })
+        .collect()
+}
+
+/// Every permission name in `Permission::name`.
+fn permission_names() -> BTreeSet<String> {
+    fn_body(PERMISSIONS_RS, "name")
+        .lines()
+        .filter_map(|line| {
+            let (_, rhs) = line.split_once("=>")?;
+            Some(rhs.trim().trim_end_matches(',').trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn docs_every_error_code_is_in_errors_md() {
+    let codes = error_codes();
+    for sure in ["error-room-full", "not-allowed", "400", "403", "404"] {
+        assert!(codes.contains(sure), "extraction from src/error.rs missed {sure}: {codes:?}");
+    }
+    let errors = doc("errors.md");
+    let missing: Vec<_> = codes.iter().filter(|c| !has_row(&errors, c)).collect();
+    assert!(
+        missing.is_empty(),
+        "error codes with no row (first column `code`) in protocol/errors.md: {missing:?}"
+    );
+}
+
+#[test]
+fn docs_every_dispatched_method_is_in_methods_md() {
+    let methods = dispatched_methods();
+    for sure in ["login", "join-room", "stream-notify-room"] {
+        assert!(methods.contains(sure), "extraction from src/method/mod.rs missed {sure}: {methods:?}");
+    }
+    let doc = doc("methods.md");
+    let headings: BTreeSet<String> =
+        doc.lines().filter_map(|l| l.strip_prefix("## `")?.strip_suffix('`').map(str::to_owned)).collect();
+    let missing: Vec<_> = methods.difference(&headings).collect();
+    assert!(
+        missing.is_empty(),
+        "dispatched methods without a \"## `name`\" section in protocol/methods.md: {missing:?}"
+    );
+    let stale: Vec<_> = headings.difference(&methods).collect();
+    assert!(stale.is_empty(), "protocol/methods.md documents methods that are not dispatched: {stale:?}");
+}
+
+#[test]
+fn docs_every_close_code_is_in_readme() {
+    let reasons = close_reasons();
+    assert!(reasons.len() >= 5, "extraction from src/conn.rs found too little: {reasons:?}");
+    let readme = doc("README.md");
+    for (code, text) in &reasons {
+        assert!(
+            has_row(&readme, code),
+            "close code {code} has no row (first column `{code}`) in protocol/README.md"
+        );
+        assert!(
+            readme.contains(&format!("`{text}`")),
+            "close reason text `{text}` (code {code}) is not in protocol/README.md"
+        );
+    }
+}
+
+#[test]
+fn docs_every_permission_is_in_permissions_md() {
+    let names = permission_names();
+    assert!(
+        names.contains("edit-room") && names.len() >= 5,
+        "extraction from src/permissions.rs failed: {names:?}"
+    );
+    let doc = doc("permissions.md");
+    let missing: Vec<_> = names.iter().filter(|n| !has_row(&doc, n)).collect();
+    assert!(missing.is_empty(), "permissions with no row in protocol/permissions.md: {missing:?}");
+}
+
+/// Transcripts are ```` ```ddp ```` blocks: a frame starts with `→ ` or `← `
+/// and may continue on the following lines; each must be a JSON object with
+/// a string `msg`.
+#[test]
+fn docs_transcript_frames_are_valid_json() {
+    let mut frames = 0;
+    for name in ["README.md", "methods.md", "streams.md", "errors.md", "permissions.md"] {
+        let text = doc(name);
+        let mut in_block = false;
+        let mut current: Option<(usize, String)> = None;
+        let mut check = |frame: Option<(usize, String)>| {
+            if let Some((line, json)) = frame {
+                let v: serde_json::Value = serde_json::from_str(&json)
+                    .unwrap_or_else(|e| panic!("protocol/{name}:{line}: invalid JSON ({e}): {json}"));
+                assert!(v["msg"].is_string(), "protocol/{name}:{line}: frame without \"msg\": {json}");
+                frames += 1;
+            }
+        };
+        for (i, line) in text.lines().enumerate() {
+            let trimmed = line.trim();
+            if !in_block {
+                in_block = trimmed == "```ddp";
+                continue;
+            }
+            if trimmed == "```" {
+                check(current.take());
+                in_block = false;
+            } else if let Some(rest) = trimmed.strip_prefix("→ ").or_else(|| trimmed.strip_prefix("← ")) {
+                check(current.take());
+                current = Some((i + 1, rest.to_owned()));
+            } else if let Some((_, json)) = current.as_mut() {
+                json.push_str(trimmed);
+            } else if !trimmed.is_empty() {
+                panic!("protocol/{name}:{}: line in a ddp block outside a frame: {line}", i + 1);
+            }
+        }
+        assert!(!in_block, "protocol/{name}: unterminated ```ddp block");
+    }
+    assert!(frames > 50, "only {frames} transcript frames found");
+}

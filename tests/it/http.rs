@@ -1,0 +1,244 @@
+//! HTTP on the DDP port: health, readiness and metrics endpoints, 404s,
+//! the WebSocket upgrade done by hand (bytes sent before the `101` are not
+//! lost) and the `Origin` policy.
+
+use crate::support::*;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// The header block, as received.
+    pub headers: String,
+    pub body: String,
+}
+
+/// Sends `request` as is and reads the whole response (the server closes).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("tcp connect");
+    s.write_all(request).await.expect("write request");
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("response timed out")
+        .expect("read response");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse(text: &str) -> Reply {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    Reply { status, headers: head.to_owned(), body: body.to_owned() }
+}
+
+/// `GET path` with `Connection: close`.
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    parse(&raw(addr, req.as_bytes()).await)
+}
+
+/// The value of sample `line_prefix` (e.g. `roomd_rooms` or
+/// `roomd_connections{kind="user"}`) in a Prometheus text body.
+pub fn sample(body: &str, line_prefix: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(line_prefix)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Polls `/metrics` until `sample` has `value` (the server updates some
+/// numbers as connections wind down).
+pub async fn wait_for_sample(addr: SocketAddr, line_prefix: &str, value: f64) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let body = get(addr, "/metrics").await.body;
+        if sample(&body, line_prefix) == Some(value) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{line_prefix} never reached {value}:\n{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_share_the_ddp_port() {
+    let s = TestServer::start().await;
+    let mut c = s.guest().await;
+
+    let h = get(s.addr, "/healthz").await;
+    assert_eq!((h.status, h.body.as_str()), (200, "ok\n"), "{h:?}");
+    let r = get(s.addr, "/readyz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ready\n"), "{r:?}");
+    let m = get(s.addr, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(m.headers.contains("text/plain; version=0.0.4"), "{}", m.headers);
+    assert!(m.body.contains("# TYPE roomd_connections gauge"), "{}", m.body);
+
+    // HEAD has the headers and no body; other methods are refused.
+    let head = parse(&raw(s.addr, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    assert!(head.headers.contains("Content-Length: 3"), "{}", head.headers);
+    let post = parse(&raw(s.addr, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await);
+    assert_eq!(post.status, 405);
+    assert!(post.headers.contains("Allow: GET, HEAD"), "{}", post.headers);
+
+    // The DDP connection opened before is unaffected.
+    c.assert_alive().await;
+}
+
+#[tokio::test]
+async fn readyz_follows_the_ready_flag() {
+    let s = TestServer::start().await;
+    s.state.ready.store(false, Ordering::Release);
+    let r = get(s.addr, "/readyz").await;
+    assert_eq!((r.status, r.body.as_str()), (503, "not ready\n"));
+    // Liveness is independent of readiness.
+    assert_eq!(get(s.addr, "/healthz").await.status, 200);
+    s.state.ready.store(true, Ordering::Release);
+    assert_eq!(get(s.addr, "/readyz").await.status, 200);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_bad_heads_get_http_errors() {
+    let s = TestServer::start().await;
+    let r = get(s.addr, "/nope").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("/websocket"), "{r:?}");
+    // `/websocket` without the upgrade headers.
+    assert_eq!(get(s.addr, "/websocket").await.status, 400);
+    // A WebSocket version other than 13.
+    let old = b"GET /websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+    let r = parse(&raw(s.addr, old).await);
+    assert_eq!(r.status, 426);
+    assert!(r.headers.contains("Sec-WebSocket-Version: 13"), "{}", r.headers);
+    // Garbage and oversized heads.
+    assert_eq!(parse(&raw(s.addr, b"\x16\x03\x01 not http\r\n\r\n").await).status, 400);
+    let big = format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    assert_eq!(parse(&raw(s.addr, big.as_bytes()).await).status, 431);
+    let body = get(s.addr, "/metrics").await.body;
+    assert_eq!(sample(&body, "roomd_handshake_failures_total{reason=\"not-found\"}"), Some(1.0));
+    assert_eq!(sample(&body, "roomd_handshake_failures_total{reason=\"too-large\"}"), Some(1.0));
+}
+
+/// A masked client text frame (payload < 126 bytes).
+fn client_text_frame(payload: &str) -> Vec<u8> {
+    let p = payload.as_bytes();
+    assert!(p.len() < 126);
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut f = vec![0x81, 0x80 | p.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(p.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[tokio::test]
+async fn frames_sent_before_the_101_are_not_lost() {
+    let s = TestServer::start().await;
+    let mut sock = TcpStream::connect(s.addr).await.unwrap();
+    let mut bytes = format!(
+        "GET /websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        s.addr
+    )
+    .into_bytes();
+    bytes.extend(client_text_frame(r#"{"msg":"connect","version":"1","support":["1"]}"#));
+    sock.write_all(&bytes).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let text = loop {
+        let n = tokio::time::timeout(WAIT, sock.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if text.contains("\"connected\"") {
+            break text;
+        }
+    };
+    assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{text}");
+    assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{text}");
+}
+
+async fn open_with_origin(s: &TestServer, origin: Option<&str>) -> Result<(), u16> {
+    let mut req = s.url().into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", HeaderValue::from_str(o).unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => Ok(()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_origin_policy() {
+    let s = TestServer::with_limits(|l| l.allowed_origins = vec!["https://app.example".into()]).await;
+    // Non-browser clients send no Origin.
+    assert_eq!(open_with_origin(&s, None).await, Ok(()));
+    // Same origin: the origin's host is the Host header.
+    let same = format!("http://{}", s.addr);
+    assert_eq!(open_with_origin(&s, Some(&same)).await, Ok(()));
+    assert_eq!(open_with_origin(&s, Some("https://app.example")).await, Ok(()));
+    // Cross-site WebSocket hijacking attempts.
+    assert_eq!(open_with_origin(&s, Some("https://evil.example")).await, Err(403));
+    assert_eq!(open_with_origin(&s, Some("https://app.example.evil")).await, Err(403));
+    assert_eq!(open_with_origin(&s, Some("null")).await, Err(403));
+
+    let d = TestServer::start().await;
+    assert_eq!(open_with_origin(&d, Some("https://app.example")).await, Err(403));
+    assert_eq!(open_with_origin(&d, Some(&format!("http://{}", d.addr))).await, Ok(()));
+}
+
+#[tokio::test]
+async fn metrics_count_connections_methods_joins_and_messages() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let mut guest = s.guest().await;
+    let rid = channel(&mut alice, json!({})).await["_id"].as_str().unwrap().to_owned();
+    alice.ok("sendMessage", json!([{"rid": rid, "msg": "hello"}])).await;
+    alice.err("no-such-method-xyzzy", json!([])).await;
+    guest.join_code("zzz-zzz-zzz", Some("Gus")).await;
+    let mut bob = s.user("bob").await;
+    bob.ok("joinRoom", json!([rid])).await;
+    bob.ok("leaveRoom", json!([rid])).await;
+
+    let body = get(s.addr, "/metrics").await.body;
+    for (line, value) in [
+        ("roomd_connections{kind=\"user\"}", 2.0),
+        ("roomd_connections{kind=\"guest\"}", 1.0),
+        ("roomd_connections_total", 3.0),
+        ("roomd_rooms", 1.0),
+        ("roomd_messages_sent_total", 1.0),
+        ("roomd_room_joins_total", 1.0),
+        ("roomd_room_leaves_total", 1.0),
+        ("roomd_room_join_rejections_total{reason=\"error-room-not-found\"}", 1.0),
+        ("roomd_method_calls_total{method=\"sendMessage\",outcome=\"ok\"}", 1.0),
+        ("roomd_method_calls_total{method=\"unknown\",outcome=\"error\"}", 1.0),
+        ("roomd_method_calls_total{method=\"login\",outcome=\"ok\"}", 2.0),
+        ("roomd_method_duration_seconds_count{method=\"sendMessage\"}", 1.0),
+    ] {
+        assert_eq!(sample(&body, line), Some(value), "{line} in:\n{body}");
+    }
+    // Client-chosen method names never become labels.
+    assert!(!body.contains("xyzzy"), "{body}");
+    assert!(body.contains("roomd_method_duration_seconds_bucket{method=\"sendMessage\",le="), "{body}");
+
+    // Closing moves the gauges and counts the close reason.
+    alice.close().await;
+    wait_for_sample(s.addr, "roomd_connections{kind=\"user\"}", 1.0).await;
+    let body = wait_for_sample(s.addr, "roomd_connections_closed_total{reason=\"peer_closed\"}", 1.0).await;
+    assert_eq!(sample(&body, "roomd_connections{kind=\"guest\"}"), Some(1.0), "{body}");
+    // Logging out turns a user connection into a guest one.
+    bob.call("logout", json!([])).await;
+    let body = get(s.addr, "/metrics").await.body;
+    assert_eq!(sample(&body, "roomd_connections{kind=\"user\"}"), Some(0.0), "{body}");
+    assert_eq!(sample(&body, "roomd_connections{kind=\"guest\"}"), Some(2.0), "{body}");
+}
