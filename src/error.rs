@@ -105,16 +105,7 @@ impl MethodError {
                 )
             }
             MethodError::SubNotAllowed => (Str("not-allowed"), "Not allowed".into(), Some(403)),
-            MethodError::TooManyRequests(ms) => {
-                // Rocket.Chat's DDP rate limiter wording and details.
-                let seconds = ms.div_ceil(1000);
-                details.insert("timeToReset".into(), Value::from(*ms));
-                details.insert("seconds".into(), Value::from(seconds));
-                let reason = format!(
-                    "Error, too many requests. Please slow down. You must wait {seconds} seconds before trying again."
-                );
-                (Str("too-many-requests"), reason, Some(429))
-            }
+            MethodError::TooManyRequests(ms) => too_many_requests(*ms, &mut details),
             MethodError::TooManySubscriptions => {
                 (Str("too-many-subscriptions"), "Too many subscriptions".into(), Some(429))
             }
@@ -195,6 +186,7 @@ impl MethodError {
                     "A message with this _id already exists".into(),
                     None,
                 ),
+                RoomError::CodeAttemptsThrottled(ms) => too_many_requests(*ms, &mut details),
                 RoomError::Storage | RoomError::Unavailable => {
                     (Str("error-internal"), "Internal server error".into(), Some(500))
                 }
@@ -205,4 +197,15 @@ impl MethodError {
         }
         WireError { error: code, reason, details }
     }
+}
+
+/// Rocket.Chat's DDP rate-limiter wording and details, for every throttle.
+fn too_many_requests(ms: u64, details: &mut Map<String, Value>) -> (ErrorCode, String, Option<u16>) {
+    let seconds = ms.div_ceil(1000);
+    details.insert("timeToReset".into(), Value::from(ms));
+    details.insert("seconds".into(), Value::from(seconds));
+    let reason = format!(
+        "Error, too many requests. Please slow down. You must wait {seconds} seconds before trying again."
+    );
+    (ErrorCode::Str("too-many-requests"), reason, Some(429))
 }

@@ -75,7 +75,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        let listener = match listen(args.listen) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(addr = %args.listen, error = %e, "cannot listen");
@@ -113,6 +113,17 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Binds with a deep accept backlog: connection storms (reconnects after a
+/// restart, load tests) otherwise overflow the default and clients wait for
+/// SYN retries.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn shutdown_signal() {

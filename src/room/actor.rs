@@ -248,6 +248,7 @@ impl RoomHandle {
             guest_epochs: HashMap::new(),
             next_epoch: 0,
             store,
+            code_throttle: CodeThrottle::default(),
             outbox: Vec::new(),
             ops: Vec::new(),
             pending: VecDeque::new(),
@@ -331,6 +332,8 @@ struct RoomActor {
     guest_epochs: HashMap<UserId, u64>,
     next_epoch: u64,
     store: Option<StoreHandle>,
+    /// Wrong join codes for this room, from any connection.
+    code_throttle: CodeThrottle,
     /// What the command being handled wants to send, once durable.
     outbox: Vec<Out>,
     /// What the command being handled changed, for the store.
@@ -523,7 +526,15 @@ impl RoomActor {
         let mut fx = Vec::new();
         match cmd {
             RoomCommand::JoinSelf { who, code, respond_to } => {
-                let r = self.state.join_self(&who, code.as_deref(), now, &mut fx);
+                let r = match self.code_throttle.blocked() {
+                    // Only attempts that would be checked against the code
+                    // are throttled; admins, bots and members pass.
+                    Some(ms) if self.state.needs_code(&who) => Err(RoomError::CodeAttemptsThrottled(ms)),
+                    _ => self.state.join_self(&who, code.as_deref(), now, &mut fx),
+                };
+                if let Err(RoomError::CodeInvalid) = r {
+                    self.code_throttle.failed();
+                }
                 if let Ok(Joined::Existing(_)) = &r {
                     self.notice(&who.id, "You are already in this room", now);
                 }
@@ -964,5 +975,44 @@ async fn head_commit(pending: &mut VecDeque<Pending>) -> Result<(), StoreError> 
     match pending.front_mut().and_then(|p| p.commit.as_mut()) {
         Some(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
         None => Ok(()),
+    }
+}
+
+/// Per-room brake on join-code guessing: after [`CodeThrottle::MAX`] wrong
+/// codes within [`CodeThrottle::WINDOW`], every code-checked join is refused
+/// until the window has moved on. Connections are braked separately in the
+/// session; this stops guessing spread over many connections.
+#[derive(Default)]
+struct CodeThrottle {
+    failures: VecDeque<std::time::Instant>,
+}
+
+impl CodeThrottle {
+    const MAX: usize = 20;
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn prune(&mut self) {
+        let now = std::time::Instant::now();
+        while self.failures.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
+            self.failures.pop_front();
+        }
+    }
+
+    /// Milliseconds until attempts are accepted again, if blocked now.
+    fn blocked(&mut self) -> Option<u64> {
+        self.prune();
+        if self.failures.len() < Self::MAX {
+            return None;
+        }
+        let oldest = *self.failures.front()?;
+        let left = Self::WINDOW.saturating_sub(oldest.elapsed());
+        Some(left.as_millis().max(1) as u64)
+    }
+
+    fn failed(&mut self) {
+        self.failures.push_back(std::time::Instant::now());
+        if self.failures.len() > Self::MAX {
+            self.failures.pop_front();
+        }
     }
 }

@@ -283,6 +283,13 @@ impl RoomState {
         allowed(Permission::BypassLock, who, self.roles_of(&who.id))
     }
 
+    /// Whether a `joinRoom` by `who` would be checked against the join code.
+    pub fn needs_code(&self, who: &Principal) -> bool {
+        self.join_code.is_some()
+            && !self.is_member(&who.id)
+            && !allowed(Permission::JoinWithoutJoinCode, who, RoomRoles::NONE)
+    }
+
     /// `joinRoom(rid, joinCode?)`: a signed-in user joins a public channel.
     pub fn join_self(
         &mut self,

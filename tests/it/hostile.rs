@@ -690,3 +690,27 @@ async fn join_code_brute_force_is_braked_per_connection() {
     let body = get(s.addr, "/metrics").await.body;
     assert!(body.contains("roomd_rate_limited_total{limit=\"join_codes\"} 2"), "{body}");
 }
+
+/// Guessing a room's join code from many connections (each under its own
+/// per-connection brake) is stopped by the room's own throttle, and the
+/// right code is refused too while it holds, so a guess cannot be confirmed.
+#[tokio::test]
+async fn join_code_guessing_across_connections_is_throttled_per_room() {
+    let s = TestServer::start().await;
+    let mut owner = s.user("jc-owner").await;
+    let room = channel(&mut owner, json!({})).await;
+    let rid = room["_id"].as_str().unwrap().to_owned();
+    owner.ok("saveRoomSettings", json!([rid, "joinCode", "right"])).await;
+    for i in 0..20 {
+        let mut c = s.user(&format!("jc-guess{i}")).await;
+        let e = c.err("joinRoom", json!([rid, format!("wrong{i}")])).await;
+        assert_eq!(e["error"], "error-code-invalid");
+    }
+    let mut late = s.user("jc-late").await;
+    let e = late.err("joinRoom", json!([rid, "right"])).await;
+    assert_eq!(e["error"], "too-many-requests", "{e}");
+    assert!(e["details"]["timeToReset"].as_u64().unwrap() > 0);
+    // Members and admins are not held up by strangers' guessing.
+    let mut admin = s.user_with_roles("jc-admin", &["admin"]).await;
+    assert_eq!(admin.ok("joinRoom", json!([rid])).await, true);
+}
