@@ -129,10 +129,15 @@ impl RunConfig {
 
 fn ws_config(max_frame: usize) -> WebSocketConfig {
     // The default 128 KiB read buffer per connection dominates memory at
-    // tens of thousands of connections; DDP frames are small.
+    // tens of thousands of connections; DDP frames are small (a larger frame
+    // grows the buffer as needed).
+    //
+    // Writes are buffered up to 16 KiB so the writer's feed…feed…flush turns
+    // a batch of queued frames into one syscall; the buffer starts empty and
+    // only grows on connections that actually receive bursts.
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame))
 }

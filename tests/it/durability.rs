@@ -20,6 +20,14 @@ struct Proc {
     url: String,
 }
 
+/// A failing assertion must not leave a server running.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("roomd-{tag}-{}-{}", std::process::id(), unique("d")));
     let _ = std::fs::remove_dir_all(&d);
