@@ -33,7 +33,8 @@ fn args() -> Result<Args, String> {
         room: format!("bot-room-{}", std::process::id()),
         join_code: None,
         max: None,
-        token: std::env::var("ROOMD_TOKEN").map_err(|_| "set ROOMD_TOKEN (see the top of examples/bot.rs)")?,
+        token: std::env::var("ROOMD_TOKEN")
+            .map_err(|_| "set ROOMD_TOKEN (see the top of examples/bot.rs)")?,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,7 +100,11 @@ fn print_event(v: &Value) {
                 Some("uj") => println!("+ {} joined", m["msg"].as_str().unwrap_or("?")),
                 Some("ul") => println!("- {} left", m["msg"].as_str().unwrap_or("?")),
                 Some(t) => println!("* {t} by {} {}", m["u"]["username"].as_str().unwrap_or("?"), m["msg"]),
-                None => println!("{}: {}", m["u"]["username"].as_str().unwrap_or("?"), m["msg"].as_str().unwrap_or("")),
+                None => println!(
+                    "{}: {}",
+                    m["u"]["username"].as_str().unwrap_or("?"),
+                    m["msg"].as_str().unwrap_or("")
+                ),
             }
         }
         Some("stream-notify-room") if args[0] == "room-updated" => println!("room now: {}", args[1]),
@@ -108,7 +113,8 @@ fn print_event(v: &Value) {
 }
 
 async fn run(a: Args) -> Result<(), String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(&a.url).await.map_err(|e| format!("{}: {e}", a.url))?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(&a.url).await.map_err(|e| format!("{}: {e}", a.url))?;
     let connect = json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]});
     ws.send(Message::Text(connect.to_string().into())).await.map_err(|e| e.to_string())?;
     let me = call(&mut ws, "login", "login", json!([{"resume": a.token}])).await?;
@@ -120,7 +126,9 @@ async fn run(a: Args) -> Result<(), String> {
         call(&mut ws, "code", "saveRoomSettings", json!([rid, "joinCode", code])).await?;
     }
     for (i, (stream, event)) in
-        [("stream-room-messages", rid.clone()), ("stream-notify-room", format!("{rid}/participants"))].iter().enumerate()
+        [("stream-room-messages", rid.clone()), ("stream-notify-room", format!("{rid}/participants"))]
+            .iter()
+            .enumerate()
     {
         let sub = json!({"msg": "sub", "id": format!("s{i}"), "name": stream, "params": [event, false]});
         ws.send(Message::Text(sub.to_string().into())).await.map_err(|e| e.to_string())?;

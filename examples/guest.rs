@@ -67,10 +67,12 @@ async fn run(url: &str, code: &str, name: &str) -> Result<(), String> {
                 let p = &v["result"];
                 let rid = p["roomId"].as_str().unwrap_or_default();
                 println!("joined room {rid} as {name} (participant {})", p["id"]);
-                for (i, (stream, event)) in
-                    [("stream-room-messages", rid.to_owned()), ("stream-notify-room", format!("{rid}/participants"))]
-                        .iter()
-                        .enumerate()
+                for (i, (stream, event)) in [
+                    ("stream-room-messages", rid.to_owned()),
+                    ("stream-notify-room", format!("{rid}/participants")),
+                ]
+                .iter()
+                .enumerate()
                 {
                     let sub = json!({"msg": "sub", "id": format!("s{i}"), "name": stream, "params": [event, false]});
                     ws.send(Message::Text(sub.to_string().into())).await.map_err(|e| e.to_string())?;

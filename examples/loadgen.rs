@@ -4,39 +4,54 @@
 //! sockets, records latencies in HdrHistograms (reported in ms with µs precision) and
 //! samples the server process (RSS from `/proc/PID/status` VmRSS, CPU time as
 //! utime+stime from `/proc/PID/stat` divided by CLK_TCK = 100) before and after each
-//! measured phase, so throughput can be given per server CPU-second.
+//! measured phase, so throughput can be given per server CPU-second. Each scenario
+//! prints a summary block; with `--json` that block goes to stderr and stdout gets one
+//! JSON line.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- <scenario> [args] [options]
 //!
 //! scenarios
 //!   idle N [--guests F] [--shard K/M] [--settle 5s] [--hold D] [--baseline-rss-kb KB]
-//!       N connections (fraction F as guests) spread over N/10 rooms, each joined via
-//!       `join-room` and subscribed to the room's messages; reports server RSS per connection.
+//!       N connections (fraction F as guests) spread over N/10 rooms (guestAccess), each
+//!       joined via `join-room` and subscribed to the room's messages; after --settle,
+//!       reports the server's RSS delta and bytes per connection. Measure on a freshly
+//!       started server: memory freed by earlier runs is reused and hides growth.
+//!       Sharding: run M processes with --shard 1/M .. M/M, the same --baseline-rss-kb
+//!       (from `probe` before starting) and a --hold long enough for all to overlap; the
+//!       per-connection figure then divides by N.
 //!   join C R K [--rate X]
-//!       C logged-in clients join R rooms of capacity K (half `join-room` by code, half
-//!       `joinRoom(rid)`); verifies accepted == min(C, R*K) exactly.
-//!   race [--clients 300] [--seats 5] [--iterations 50]
-//!       all clients race `join-room` for a fresh room of `seats` places per iteration;
-//!       fails on any over- or under-admission.
-//!   fanout R M RATE [--duration 10s] [--ramp]
-//!       R rooms x M subscribed members, RATE msgs/s in total sent by one bot per room;
-//!       reports end-to-end delivery latency and deliveries per server CPU-second.
-//!   chat [--clients 200] [--duration 60s]
-//!       mixed steady workload (join/leave/send/typing/history) with an RSS series.
+//!       C logged-in clients (connect+login measured as its own phase), then join R rooms
+//!       of capacity K, half `join-room` by code, half `joinRoom(rid)`; verifies accepted
+//!       == min(C, R*K) and per room; exit 1 otherwise. --rate paces the joins.
+//!   race [--clients 300] [--seats 5] [--iterations 50] [--pause 250ms]
+//!       all clients race `join-room` for a fresh room of `seats` places per iteration,
+//!       then the winners leave; exit 1 on any over- or under-admission.
+//!   fanout R M RATE [--duration 10s] [--ramp] [--senders-per-room S]
+//!       R rooms x M members subscribed to stream-room-messages; bot senders send RATE
+//!       msgs/s in total (round-robin over rooms) carrying a send timestamp; reports
+//!       end-to-end latency, deliveries/s, deliveries per server CPU-second, sendMessage
+//!       latency, rate-limited calls. --ramp multiplies RATE by --ramp-factor (1.5) every
+//!       --step (5s) until p99 > --p99-limit (100ms), deliveries < 95% of expected,
+//!       >1% of sends are refused, or a subscriber is disconnected; reports the highest
+//!       sustainable rate.
+//!   chat [--clients 200] [--duration 60s] [--think 1s] [--sample 5s]
+//!       mixed steady workload (per client every ~think: 50% sendMessage, 25% typing,
+//!       12% loadHistory, 13% leave then join another room) with a server RSS series.
 //!   probe
 //!       print the server pid, RSS and CPU time and this process's open-files limit.
 //!
 //! options (accepted before or after the scenario arguments)
 //!   --url ws://127.0.0.1:3000/websocket   server endpoint
 //!   --server-pid PID    process to sample. Without it, /proc/*/comm is scanned for
-//!                       `roomd`; if several match, those whose command line mentions the
-//!                       URL's port are preferred, then the most recently started one.
+//!                       `roomd`: the one holding the socket listening on the URL's port
+//!                       (via /proc/net/tcp and /proc/PID/fd), else one whose command line
+//!                       mentions the port, else the most recently started (with a warning).
 //!   --secret-file PATH  HS256 JWT secret (file contents, trimmed); otherwise the
 //!                       ROOMD_JWT_SECRET environment variable is used.
 //!   --json              human summary to stderr, one JSON summary line to stdout
-//!   --concurrency 64    connection setups in flight at once (roomd listens with a
-//!                       backlog of 128; more in flight overflows it: SYN retries of 1 s)
+//!   --concurrency 64    connection setups in flight at once (roomd listens with the
+//!                       std backlog of 128; more in flight overflows it: 1 s SYN retries)
 //!   --src-addrs 8       client sockets are bound round-robin to 127.0.0.1..127.0.0.N
 //!                       (each source address gives ~28k ephemeral ports)
 //!   --timeout 30s       per connect / method call timeout
@@ -44,7 +59,13 @@
 //!   --creator-seats 1   seats the room-creating admin bot holds in each room: roomd
 //!                       makes the creator a member counted against maxParticipants, so
 //!                       a room of capacity K is created with maxParticipants K + 1
+//!   --rooms-per-creator 10  rooms per admin bot (roomd limits room creation per user,
+//!                       --max-rooms-per-minute, default 10); more bots log in as needed
 //! ```
+//!
+//! With roomd's default per-connection rate limits (sendMessage 5/s, joins 5/s, other
+//! 50/s), refused calls come back as `too-many-requests` and are counted separately;
+//! run roomd with `--no-rate-limits` for capacity measurements.
 //!
 //! Users log in with HS256 JWTs minted here (claims `sub`, `username`, `name`, `roles`,
 //! `exp` = now + 24 h). The open-files limit cannot be raised from here (no `setrlimit`
@@ -302,12 +323,16 @@ mod procfs {
         if needed <= soft {
             return Ok(());
         }
-        let hard = hard.map(|h| h.to_string()).unwrap_or("unlimited".into());
+        let raise = match hard {
+            Some(h) if h <= soft => "the hard limit is reached".to_string(),
+            Some(h) => format!("raise it in the launching shell with `ulimit -n {h}`"),
+            None => "raise it in the launching shell with `ulimit -n unlimited`".to_string(),
+        };
         Err(format!(
             "this run needs ~{needed} file descriptors but the open-files limit is {soft} \
-             (hard {hard}; see /proc/self/limits). Raise it in the launching shell with \
-             `ulimit -n {hard}` (loadgen cannot call setrlimit), or split `idle` across \
-             processes with --shard K/M."
+             (see /proc/self/limits): {raise} (loadgen cannot call setrlimit itself), or \
+             split an `idle` run across processes with --shard K/M (each process has its \
+             own limit; the server's own limit applies too)."
         ))
     }
 
@@ -841,7 +866,7 @@ mod ddp {
     }
 
     /// One DDP connection. Cloning shares it; the socket closes when the last
-    /// clone is dropped (or on `close`).
+    /// clone is dropped.
     #[derive(Clone)]
     pub struct Client {
         inner: Arc<Inner>,
@@ -1238,9 +1263,9 @@ mod common {
     }
 
     /// Runs `f(0..n)` as tasks with at most `limit` in flight; results by index.
-    pub async fn bounded<T, F, Fut>(n: usize, limit: usize, f: F) -> Vec<T>
+    pub async fn bounded<T, F, Fut>(n: usize, limit: usize, mut f: F) -> Vec<T>
     where
-        F: Fn(usize) -> Fut,
+        F: FnMut(usize) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
@@ -1272,7 +1297,7 @@ mod common {
         failures: &Arc<Tally>,
     ) -> Vec<Option<Client>> {
         let total = plans.len();
-        let plans: Vec<Mutex<Option<Plan>>> = plans.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        let mut plans = plans.into_iter();
         let done = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let reporter = {
@@ -1288,8 +1313,8 @@ mod common {
                 }
             })
         };
-        let out = bounded(total, ctx.concurrency, |i| {
-            let plan = plans[i].lock().unwrap().take().expect("plan used once");
+        let out = bounded(total, ctx.concurrency, |_| {
+            let plan = plans.next().expect("one plan per index");
             let ep = ctx.ep.clone();
             let lat = lat.clone();
             let failures = failures.clone();
@@ -1346,9 +1371,14 @@ mod scenarios {
         let n_rooms = mine.len().div_ceil(a.room_size.max(1)).max(1);
         procfs::check_fd_budget(mine.len() + ctx.creator_bots(n_rooms))?;
         let guests = mine.iter().filter(|&&i| is_guest(i)).count();
+        let (soft, hard) = procfs::open_files_limit();
+        let lim = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("unlimited".into());
         ctx.progress(format!(
-            "idle: {} connections ({guests} guests) into {n_rooms} rooms, shard {k}/{m}",
-            mine.len()
+            "idle: {} connections ({guests} guests) into {n_rooms} rooms, shard {k}/{m}; \
+             open-files limit {} (hard {})",
+            mine.len(),
+            lim(soft),
+            lim(hard)
         ));
         let mut creators = Creators::new(ctx);
         let mut extra = json!({"guestAccess": true});
@@ -1407,13 +1437,14 @@ mod scenarios {
         ctx.say(format!("latency     connect+login+join+subscribe {}", lat.text()));
         match (base_kb, now_kb, delta_kb, per_conn) {
             (Some(b), Some(n), Some(d), Some(p)) => ctx.say(format!(
-                "server RSS  {} {:.1} MiB -> {:.1} MiB after {:.0} s settle: delta {:+.1} MiB = {:.0} bytes/connection (over {divisor})",
+                "server RSS  {} {:.1} MiB -> {:.1} MiB after {:.0} s settle: delta {:+.1} MiB = {:.0} bytes/connection (over {divisor}{})",
                 if a.baseline_rss_kb.is_some() { "baseline" } else { "before" },
                 mib(b),
                 mib(n),
                 a.settle.as_secs_f64(),
                 d as f64 / 1024.0,
-                p
+                p,
+                if a.baseline_rss_kb.is_some() { " = N of all shards, assumed all up" } else { "" }
             )),
             _ => ctx.say("server RSS  n/a (server pid unknown)"),
         }
@@ -1570,7 +1601,7 @@ mod scenarios {
             a.clients,
             a.rooms,
             a.capacity,
-            a.rate.map(|r| format!(", rate-limited to {r}/s")).unwrap_or_default()
+            a.rate.map(|r| format!(", joins paced at {r}/s")).unwrap_or_default()
         ));
         ctx.say(format!(
             "connect     {c} ok, {} failed in {:.2} s = {} setups/s wall, {} setups per server CPU-s",
@@ -1581,6 +1612,9 @@ mod scenarios {
         ));
         ctx.say(format!("            {}", conn.text()));
         ctx.say(format!("            connect+login latency {}", conn_lat.text()));
+        if conn_fail.total() > 0 {
+            ctx.say(format!("            connect failures: {}", conn_fail.text()));
+        }
         ctx.say(format!(
             "joins       {c} attempts in {:.2} s = {} joins/s wall, {} joins per server CPU-s",
             joins.wall,
@@ -1800,6 +1834,7 @@ mod scenarios {
         pub max_rate: Option<f64>,
         pub max_steps: usize,
         pub drain: Duration,
+        pub senders_per_room: usize,
     }
 
     #[derive(Default)]
@@ -1947,11 +1982,11 @@ mod scenarios {
             let due = (el.as_secs_f64() * rate) as u64 + 1;
             while sent < due {
                 let (client, room) = &senders[(sent % senders.len() as u64) as usize];
+                let t = Instant::now();
                 let text = format!("{}{step}:{}", fs.tag, unix_micros());
                 let pending = client.start("sendMessage", json!([{ "rid": room.rid, "msg": text }]));
                 outstanding.fetch_add(1, Relaxed);
                 let (fs2, out2) = (fs.clone(), outstanding.clone());
-                let t = Instant::now();
                 tokio::spawn(async move {
                     let r = pending.wait().await;
                     let st = &fs2.steps[step];
@@ -2010,7 +2045,8 @@ mod scenarios {
             return Err("R, M and RATE must be positive".into());
         }
         let n_members = a.rooms * a.members;
-        procfs::check_fd_budget(n_members + a.rooms + ctx.creator_bots(a.rooms))?;
+        let n_senders = a.rooms * a.senders_per_room.max(1);
+        procfs::check_fd_budget(n_members + n_senders + ctx.creator_bots(a.rooms))?;
         let steps_cap = if a.ramp { a.max_steps.max(1) } else { 1 };
         let fs = Arc::new(FanoutShared {
             tag: format!("lg:{}:", ctx.run),
@@ -2021,11 +2057,11 @@ mod scenarios {
         });
         ctx.progress(format!("fanout: {} rooms x {} members, setting up", a.rooms, a.members));
         let mut creators = Creators::new(ctx);
-        // Room for the members plus the sender bot.
-        let extra = ctx.capacity_extra(a.members + 1);
+        // Room for the members plus the sender bots.
+        let extra = ctx.capacity_extra(a.members + a.senders_per_room.max(1));
         let rooms = creators.create_many(ctx, a.rooms, "fanout", extra).await?;
 
-        let mut plans = Vec::with_capacity(n_members + a.rooms);
+        let mut plans = Vec::with_capacity(n_members + n_senders);
         for i in 0..n_members {
             plans.push(Plan {
                 index: i,
@@ -2035,12 +2071,14 @@ mod scenarios {
                 subscribe: true,
             });
         }
-        for (j, room) in rooms.iter().enumerate() {
+        // Sender k sits in room k % R, so message k (sent by sender k % (R*S)) goes
+        // to room k % R: round-robin over rooms, and over a room's senders.
+        for k in 0..n_senders {
             plans.push(Plan {
-                index: n_members + j,
-                token: Some(ctx.token("bot", j, "bot")?),
+                index: n_members + k,
+                token: Some(ctx.token("bot", k, "bot")?),
                 handler: None,
-                join: Some((room.clone(), Via::Code, None)),
+                join: Some((rooms[k % a.rooms].clone(), Via::Code, None)),
                 subscribe: false,
             });
         }
@@ -2060,7 +2098,7 @@ mod scenarios {
         }
         let clients: Vec<Client> = clients.into_iter().flatten().collect();
         let senders: Vec<(Client, Room)> =
-            clients[n_members..].iter().cloned().zip(rooms.iter().cloned()).collect();
+            clients[n_members..].iter().cloned().zip(rooms.iter().cloned().cycle()).collect();
         let rss_setup = setup.rss_after_kb;
 
         ctx.say(format!(
@@ -2074,8 +2112,7 @@ mod scenarios {
             }
         ));
         ctx.say(format!(
-            "setup       {ok} connections (members joined+subscribed, {} sender bots joined) in {:.2} s; latency {}",
-            a.rooms,
+            "setup       {ok} connections (members joined+subscribed, {n_senders} sender bots joined) in {:.2} s; latency {}",
             setup.wall,
             take(&lat).text()
         ));
@@ -2167,6 +2204,14 @@ mod scenarios {
             ));
             ctx.say(format!("            {}", r.usage.text()));
             ctx.say(format!("e2e         {}", r.e2e.text()));
+            if r.rate_limited > 0 {
+                let per_sender = a.rate / (a.rooms * a.senders_per_room.max(1)) as f64;
+                ctx.say(format!(
+                    "note        {} sendMessage calls were rate-limited (too-many-requests) at {per_sender:.1} \
+                     msgs/s per sender connection; add --senders-per-room or run roomd with --no-rate-limits",
+                    r.rate_limited
+                ));
+            }
             ctx.say(format!("sendMessage {}", r.send_lat.text()));
         } else {
             ctx.say(format!(
@@ -2667,13 +2712,19 @@ enum Scenario {
         /// Ramp stops when p99 end-to-end latency exceeds this.
         #[arg(long, default_value = "100ms", value_parser = util::parse_duration)]
         p99_limit: Duration,
+        /// Ramp stops before exceeding this rate.
         #[arg(long)]
         max_rate: Option<f64>,
+        /// Ramp steps at most.
         #[arg(long, default_value_t = 30)]
         max_steps: usize,
         /// After sending, wait up to this long for outstanding deliveries.
         #[arg(long, default_value = "3s", value_parser = util::parse_duration)]
         drain: Duration,
+        /// Sender bots per room (each is its own connection; roomd rate-limits
+        /// sendMessage per connection, default 5/s burst 10).
+        #[arg(long, default_value_t = 1)]
+        senders_per_room: usize,
     },
     /// Mixed steady workload with an RSS series (soak).
     Chat {
@@ -2769,6 +2820,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
             max_rate,
             max_steps,
             drain,
+            senders_per_room,
         } => {
             let a = FanoutArgs {
                 rooms,
@@ -2782,6 +2834,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
                 max_rate,
                 max_steps,
                 drain,
+                senders_per_room,
             };
             fanout(&ctx, a).await
         }

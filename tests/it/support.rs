@@ -348,6 +348,15 @@ impl Client {
         self.ws.send(Message::Binary(bytes.into())).await.expect("send binary");
     }
 
+    /// Sends a text frame whose payload is `bytes` as is (e.g. invalid UTF-8,
+    /// which `Message::Text` cannot carry).
+    pub async fn send_text_bytes(&mut self, bytes: Vec<u8>) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(bytes, OpCode::Data(Data::Text), true);
+        self.ws.send(Message::Frame(frame)).await.expect("send raw text frame");
+    }
+
     /// Sends a method call without waiting; returns its id.
     pub async fn send_method(&mut self, method: &str, params: Value) -> String {
         let id = self.next.to_string();
@@ -378,12 +387,12 @@ impl Client {
     }
 
     /// Waits for the server to close; returns the close code and reason.
+    /// One deadline for the whole wait: a server that keeps sending (e.g.
+    /// pings) but never closes fails instead of waiting forever.
     pub async fn closed(&mut self) -> Option<(u16, String)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), self.ws.next())
-                .await
-                .expect("no close in time")
-            {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await.expect("no close in time") {
                 Some(Ok(Message::Close(f))) => return f.map(|f| (u16::from(f.code), f.reason.to_string())),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,

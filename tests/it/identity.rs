@@ -1,0 +1,248 @@
+//! Identity: resume-token login, refused tokens, logout, the user directory
+//! and what guests (never logged in) may not do.
+
+use crate::support::*;
+use jsonwebtoken::Algorithm;
+use roomd::auth::now_secs;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn claims(sub: &str, username: &str, exp: u64) -> Value {
+    json!({"sub": sub, "username": username, "name": "Some Name", "exp": exp})
+}
+
+async fn login_err(s: &TestServer, token: &str) -> Value {
+    let mut c = s.guest().await;
+    let e = c.err("login", json!([{"resume": token}])).await;
+    // A refused login leaves the connection a guest.
+    let after = c.err("createChannel", json!([unique("x")])).await;
+    assert_eq!(after["error"], "error-invalid-user");
+    e
+}
+
+#[tokio::test]
+async fn login_result_shape() {
+    let s = TestServer::start().await;
+    let mut c = s.guest().await;
+    let exp = now_secs() + 3600;
+    let token = s.token_with(&claims("u-42", "alice", exp), Algorithm::HS256, SECRET);
+    let r = c.ok("login", json!([{"resume": token}])).await;
+    assert_eq!(
+        r,
+        json!({
+            "id": "u-42",
+            "token": token,
+            "tokenExpires": {"$date": exp * 1000},
+            "type": "resume",
+        })
+    );
+    // Signed in: a user-only method now works.
+    c.ok("createChannel", json!([unique("room")])).await;
+}
+
+#[tokio::test]
+async fn login_roles_default_to_user_and_admin_role_is_honoured() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let rid = channel(&mut alice, json!({})).await["_id"].as_str().unwrap().to_owned();
+    // No `roles` claim: a plain user, who may not end someone else's room.
+    let token = s.token_with(&claims("u-plain", "plain", now_secs() + 600), Algorithm::HS256, SECRET);
+    let mut plain = s.guest().await;
+    plain.ok("login", json!([{"resume": token}])).await;
+    let e = plain.err("endRoom", json!([rid])).await;
+    assert_eq!(e["error"], "error-action-not-allowed");
+    // `roles: ["admin"]` may.
+    let mut admin = s.user_with_roles("root", &["admin"]).await;
+    admin.call("endRoom", json!([rid])).await;
+    assert_eq!(alice.room(&rid).await["active"], false);
+}
+
+#[tokio::test]
+async fn expired_token_is_403() {
+    let s = TestServer::start().await;
+    let t = s.token_with(&claims("u1", "alice", now_secs() - 3600), Algorithm::HS256, SECRET);
+    let e = login_err(&s, &t).await;
+    assert_error(&e, 403, "Your session has expired. Please log in again.");
+}
+
+#[tokio::test]
+async fn forged_token_wrong_secret_is_403() {
+    let s = TestServer::start().await;
+    let t = s.token_with(&claims("u1", "alice", now_secs() + 600), Algorithm::HS256, b"not-the-secret");
+    let e = login_err(&s, &t).await;
+    assert_error(&e, 403, "Invalid token signature");
+}
+
+#[tokio::test]
+async fn tampered_payload_is_403() {
+    let s = TestServer::start().await;
+    let good = s.token_with(&claims("u1", "alice", now_secs() + 600), Algorithm::HS256, SECRET);
+    let parts: Vec<&str> = good.split('.').collect();
+    let evil = b64url(claims("u-admin", "admin", now_secs() + 600).to_string().as_bytes());
+    let forged = format!("{}.{}.{}", parts[0], evil, parts[2]);
+    let e = login_err(&s, &forged).await;
+    assert_error(&e, 403, "Invalid token signature");
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let s = TestServer::start().await;
+    let header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = b64url(claims("u1", "alice", now_secs() + 600).to_string().as_bytes());
+    for t in [format!("{header}.{body}."), format!("{header}.{body}")] {
+        let e = login_err(&s, &t).await;
+        assert_eq!(e["error"], 403, "{e}");
+        assert!(!e["reason"].as_str().unwrap_or("").is_empty(), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn other_algorithms_are_refused_even_with_the_right_secret() {
+    let s = TestServer::start().await;
+    for alg in [Algorithm::HS384, Algorithm::HS512] {
+        let t = s.token_with(&claims("u1", "alice", now_secs() + 600), alg, SECRET);
+        let e = login_err(&s, &t).await;
+        assert_error(&e, 403, "Token algorithm is not accepted");
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_incomplete_tokens_are_403() {
+    let s = TestServer::start().await;
+    let e = login_err(&s, "not.a.jwt").await;
+    assert_error(&e, 403, "Malformed token");
+    // A token without a username claim.
+    let t = s.token_with(&json!({"sub": "u1", "exp": now_secs() + 600}), Algorithm::HS256, SECRET);
+    let e = login_err(&s, &t).await;
+    assert_eq!(e["error"], 403, "{e}");
+    assert!(!e["reason"].as_str().unwrap_or("").is_empty());
+    // Nor may a token claim a guest id.
+    let t = s.token_with(&claims("guest-abc", "sneaky", now_secs() + 600), Algorithm::HS256, SECRET);
+    let e = login_err(&s, &t).await;
+    assert_eq!(e["error"], 403, "{e}");
+}
+
+#[tokio::test]
+async fn login_without_resume_is_refused() {
+    let s = TestServer::start().await;
+    let mut c = s.guest().await;
+    let e = c.err("login", json!([{"user": {"username": "a"}, "password": "x"}])).await;
+    assert_error(&e, 400, "Unrecognized options for login request");
+    let e = c.err("login", json!([{"resume": 17}])).await;
+    assert_match_failed(&e, "resume");
+}
+
+#[tokio::test]
+async fn logout_clears_identity() {
+    let s = TestServer::start().await;
+    let mut c = s.user("alice").await;
+    let rid = channel(&mut c, json!({})).await["_id"].as_str().unwrap().to_owned();
+    let r = c.call("logout", json!([])).await;
+    assert!(r.get("result").is_none() && r.get("error").is_none(), "{r}");
+    let e = c.err("getRoomById", json!([rid])).await;
+    assert_error(&e, "error-invalid-user", "Invalid user");
+    let e = c.err("createChannel", json!([unique("r")])).await;
+    assert_eq!(e["error"], "error-invalid-user");
+    // And one can log in again afterwards.
+    let token = s.token("id-alice", "alice", &["user"]);
+    c.ok("login", json!([{"resume": token}])).await;
+    c.room(&rid).await;
+}
+
+#[tokio::test]
+async fn logout_ends_room_subscriptions() {
+    let s = TestServer::start().await;
+    let mut c = s.user("alice").await;
+    let rid = channel(&mut c, json!({})).await["_id"].as_str().unwrap().to_owned();
+    let sub = c.sub_ok("stream-room-messages", json!([rid, false])).await;
+    c.call("logout", json!([])).await;
+    let n = c.expect(|f| f["msg"] == "nosub").await;
+    assert_eq!(n["id"], sub.as_str());
+    assert_eq!(n["error"]["error"], "not-allowed", "{n}");
+    // Nothing more from the room reaches the logged-out connection.
+    let mut bob = s.user("bob").await;
+    bob.ok("joinRoom", json!([rid])).await;
+    c.expect_none(Duration::from_millis(300), |f| f["msg"] == "changed").await;
+}
+
+#[tokio::test]
+async fn login_as_someone_else_drops_previous_subscriptions() {
+    let s = TestServer::start().await;
+    let mut c = s.user("alice").await;
+    let rid = channel(&mut c, json!({})).await["_id"].as_str().unwrap().to_owned();
+    let sub = c.sub_ok("stream-notify-room", json!([format!("{rid}/participants"), false])).await;
+    let token = s.token("id-bob", "bob", &["user"]);
+    c.ok("login", json!([{"resume": token}])).await;
+    let n = c.expect(|f| f["msg"] == "nosub").await;
+    assert_eq!(n["id"], sub.as_str());
+}
+
+#[tokio::test]
+async fn server_remembers_users_it_has_seen() {
+    let s = TestServer::start().await;
+    // bob has logged in once (and left); carol never has.
+    let bob = s.user("bob").await;
+    bob.close().await;
+    let mut alice = s.user("alice").await;
+    let doc = alice.ok("createPrivateGroup", json!([unique("grp"), ["bob", "carol"]])).await;
+    assert_eq!(doc["usersCount"], 2, "bob added, unknown carol skipped: {doc}");
+    let rid = doc["_id"].as_str().unwrap().to_owned();
+    // bob is a member of the private group now.
+    let mut bob = s.user("bob").await;
+    assert_eq!(bob.room(&rid).await["_id"], rid.as_str());
+    let mut carol = s.user("carol").await;
+    let e = carol.err("getRoomById", json!([rid])).await;
+    assert_eq!(e["error"], "error-not-allowed");
+}
+
+#[tokio::test]
+async fn guests_may_not_use_user_methods() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let rid = channel(&mut alice, json!({})).await["_id"].as_str().unwrap().to_owned();
+    let mut g = s.guest().await;
+    let calls = [
+        ("createChannel", json!([unique("g")])),
+        ("createPrivateGroup", json!([unique("g")])),
+        ("joinRoom", json!([rid])),
+        ("leaveRoom", json!([rid])),
+        ("saveRoomSettings", json!([rid, "locked", true])),
+        ("endRoom", json!([rid])),
+        ("getRoomById", json!([rid])),
+        ("getRoomIdByNameOrId", json!([rid])),
+    ];
+    for (m, p) in calls {
+        let e = g.err(m, p).await;
+        assert_error(&e, "error-invalid-user", "Invalid user");
+    }
+    // Nor read streams of rooms they are not in.
+    let r = g.sub("stream-room-messages", json!([rid, false])).await;
+    assert_eq!(r["msg"], "nosub");
+    assert_eq!(r["error"]["error"], "not-allowed", "{r}");
+    assert_eq!(alice.room(&rid).await["locked"], false);
+}
+
+#[tokio::test]
+async fn guest_in_a_room_still_may_not_use_user_methods() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let doc = channel(&mut alice, json!({"guestAccess": true})).await;
+    let rid = doc["_id"].as_str().unwrap().to_owned();
+    let mut g = s.guest().await;
+    let r = g.join_code(doc["code"].as_str().unwrap(), Some("Jane")).await;
+    assert!(r.get("error").is_none(), "{r}");
+    for (m, p) in [
+        ("saveRoomSettings", json!([rid, "locked", true])),
+        ("endRoom", json!([rid])),
+        ("getRoomById", json!([rid])),
+        ("joinRoom", json!([rid])),
+    ] {
+        let e = g.err(m, p).await;
+        assert_eq!(e["error"], "error-invalid-user", "{m}: {e}");
+    }
+    // What a guest may do: read its room's streams and leave.
+    g.sub_ok("stream-room-messages", json!([rid, false])).await;
+    g.sub_ok("stream-notify-room", json!([format!("{rid}/participants"), false])).await;
+    let r = g.call("leaveRoom", json!([rid])).await;
+    assert!(r.get("error").is_none() && r.get("result").is_none(), "{r}");
+}
