@@ -9,6 +9,7 @@
 
 use crate::ids::ConnId;
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, PushError};
 use crate::server::ServerState;
 use crate::session::Session;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -16,7 +17,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -120,7 +120,7 @@ struct ConnShared {
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    tx: mpsc::Sender<Utf8Bytes>,
+    outbox: Arc<Outbox>,
     shared: Arc<ConnShared>,
 }
 
@@ -134,9 +134,9 @@ impl ConnHandle {
     /// Queues a frame without waiting. Returns false if the connection is
     /// gone or was just closed for being too slow.
     pub fn try_send(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(frame) {
+        match self.outbox.try_push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 self.shared.metrics.outbound_dropped();
                 if self.close(CloseReason::SlowConsumer) {
                     tracing::debug!(conn = %self.id, "outbound queue full: closing slow consumer");
@@ -144,7 +144,7 @@ impl ConnHandle {
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 
@@ -155,8 +155,7 @@ impl ConnHandle {
     /// during shutdown still gets its result.)
     pub async fn send(&self, frame: Utf8Bytes) -> bool {
         tokio::select! {
-            biased;
-            r = self.tx.send(frame) => r.is_ok(),
+            r = self.outbox.push(frame) => r.is_ok(),
             _ = self.shared.cancel.cancelled() => false,
         }
     }
@@ -207,10 +206,10 @@ pub async fn serve<S>(
 {
     let cfg = server.conn_config.clone();
     let metrics = server.metrics.clone();
-    let (tx, rx) = mpsc::channel(cfg.outbound_queue);
+    let outbox = Arc::new(Outbox::new(cfg.outbound_queue));
     let handle = ConnHandle {
         id,
-        tx,
+        outbox: outbox.clone(),
         shared: Arc::new(ConnShared {
             cancel: shutdown.child_token(),
             reason: OnceLock::new(),
@@ -220,8 +219,9 @@ pub async fn serve<S>(
     metrics.connection_opened();
     let reader_done = CancellationToken::new();
     let (sink, stream) = ws.split();
-    let writer = tokio::spawn(write_loop(sink, rx, handle.clone(), reader_done.clone()));
+    let writer = tokio::spawn(write_loop(sink, outbox.clone(), handle.clone(), reader_done.clone()));
     let mut session = Session::new(handle.clone(), server);
+
     // A panic while handling a frame (a bug) ends this connection with 1011
     // and is logged once, here; the cleanup below still runs.
     if AssertUnwindSafe(read_loop(stream, &mut session, &cfg)).catch_unwind().await.is_err() {
@@ -232,9 +232,15 @@ pub async fn serve<S>(
     // no cancel at all means the peer went away.
     let reason = if handle.is_closed() { handle.reason() } else { CloseReason::PeerClosed };
     handle.close(reason);
-    session.finish().await;
+    // Boxed for the same reason as the frame handler: idle connections
+    // should not carry the cleanup's state.
+    Box::pin(session.finish()).await;
     reader_done.cancel();
     let _ = writer.await;
+    // Rooms that still hold this handle now see it closed and drop it; what
+    // was queued for a client that is gone is released.
+    outbox.close();
+    drop(outbox.drain_now());
     let reason = handle.reason();
     metrics.connection_closed(session.kind(), reason.label());
     match reason {
@@ -254,6 +260,12 @@ async fn read_loop<S>(
     let opened = Instant::now();
     let mut last_in = opened;
     let mut pinged = false;
+    // Both futures are created once: re-creating them per frame would
+    // register with the cancellation tree and the timer wheel every time.
+    let closed = conn.closed();
+    tokio::pin!(closed);
+    let timer = tokio::time::sleep_until(opened + cfg.connect_timeout);
+    tokio::pin!(timer);
     loop {
         let deadline = if !session.is_connected() {
             // Counted from the upgrade: other frames do not buy time.
@@ -265,12 +277,15 @@ async fn read_loop<S>(
         } else {
             last_in + cfg.ping_interval
         };
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             // Once the connection is closing, no new frame is started; the
             // one being handled (below) always runs to completion first.
             biased;
-            _ = conn.closed() => return,
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut closed => return,
+            _ = &mut timer => {
                 if !session.is_connected() {
                     conn.close(CloseReason::ConnectTimeout);
                     return;
@@ -280,7 +295,7 @@ async fn read_loop<S>(
                     return;
                 }
                 pinged = true;
-                if !conn.send(crate::wire::ping()).await {
+                if !Box::pin(conn.send(crate::wire::ping())).await {
                     return;
                 }
             }
@@ -292,7 +307,10 @@ async fn read_loop<S>(
                     Some(Ok(Message::Text(text))) => {
                         // Frames are handled one at a time, to completion,
                         // which is what keeps a connection's calls in order.
-                        if !session.handle_text(&text).await {
+                        // Boxed: the frame handler's future is large (it can
+                        // hold any method's state) and is only needed while a
+                        // frame is handled, not by every idle connection.
+                        if !Box::pin(session.handle_text(&text)).await {
                             return;
                         }
                     }
@@ -319,18 +337,20 @@ async fn read_loop<S>(
 
 async fn write_loop<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    mut rx: mpsc::Receiver<Utf8Bytes>,
+    outbox: Arc<Outbox>,
     conn: ConnHandle,
     reader_done: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut batch = Vec::new();
+    let closed = conn.closed();
+    tokio::pin!(closed);
     loop {
         tokio::select! {
             biased;
-            _ = conn.closed() => break,
-            n = rx.recv_many(&mut batch, 64) => {
+            _ = &mut closed => break,
+            n = outbox.pop_many(&mut batch, 64) => {
                 if n == 0 {
                     break;
                 }
@@ -338,7 +358,7 @@ async fn write_loop<S>(
                 // buffers are full; the close must not wait for it.
                 let written = tokio::select! {
                     biased;
-                    _ = conn.closed() => break,
+                    _ = &mut closed => break,
                     r = write_batch(&mut sink, &mut batch) => r,
                 };
                 if written.is_err() {
@@ -365,7 +385,7 @@ async fn write_loop<S>(
         // result of a call that finished during shutdown), unless the queue
         // is the problem.
         if reason != CloseReason::SlowConsumer {
-            while let Ok(frame) = rx.try_recv() {
+            for frame in outbox.drain_now() {
                 if sink.feed(Message::Text(frame)).await.is_err() {
                     return;
                 }
@@ -387,5 +407,8 @@ where
     for frame in batch.drain(..) {
         sink.feed(Message::Text(frame)).await?;
     }
+    // A burst leaves a large batch buffer behind; idle connections should
+    // not keep it.
+    batch.shrink_to(8);
     sink.flush().await
 }

@@ -7,7 +7,7 @@
 //!   [`ServerState`](server::ServerState).
 //! - [`http`]: request heads, upgrade and `Origin` checks, health/metrics replies.
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`). [`limits`]: rate limits.
-//! - [`conn`]: one connection's reader/writer tasks, outbound queue, close reasons.
+//! - [`conn`]: one connection's reader/writer tasks, close reasons. [`outbox`]: its bounded outbound queue.
 //! - [`session`]: per-connection DDP state (connected, identity, subs); frame handling.
 //! - [`wire`]: the only module that parses inbound frames or shapes outbound ones.
 //! - [`method`]: one `match` on the method name, one file per method.
@@ -42,6 +42,7 @@ pub mod limits;
 pub mod lobby;
 pub mod method;
 pub mod metrics;
+pub mod outbox;
 pub mod permissions;
 pub mod registry;
 pub mod room;

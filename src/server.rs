@@ -136,7 +136,7 @@ fn ws_config(max_frame: usize) -> WebSocketConfig {
     // a batch of queued frames into one syscall; the buffer starts empty and
     // only grows on connections that actually receive bursts.
     WebSocketConfig::default()
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame))
@@ -242,12 +242,38 @@ async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> (TcpStream, So
 
 /// One accepted socket: read the request head (within the handshake
 /// timeout; dropped at once if the server stops), then route it.
-async fn handle_socket(ctx: Arc<Listener>, mut stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+/// A WebSocket that finished its upgrade and holds a connection slot.
+struct Upgraded {
+    ws: WebSocketStream<TcpStream>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// One accepted socket. The HTTP phase runs boxed: its state (request head,
+/// timers) is freed once the upgrade is done, so a long-lived connection's
+/// task holds only the DDP connection's state.
+async fn handle_socket(ctx: Arc<Listener>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    let state = ctx.state.clone();
+    let Some(up) = Box::pin(http_phase(ctx, stream, peer, stop.clone())).await else { return };
+    let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
+    tracing::debug!(conn = %id, %peer, "connected");
+    conn::serve(up.ws, id, state, stop).await;
+    drop(up._permit);
+    tracing::debug!(conn = %id, "disconnected");
+}
+
+/// Reads the request head and answers it: health, metrics, errors, or the
+/// WebSocket upgrade (returned for the caller to serve).
+async fn http_phase(
+    ctx: Arc<Listener>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) -> Option<Upgraded> {
     let deadline = Instant::now() + ctx.cfg.handshake_timeout;
     let metrics = &ctx.state.metrics;
     let head = tokio::select! {
         biased;
-        _ = stop.cancelled() => return,
+        _ = stop.cancelled() => return None,
         r = tokio::time::timeout_at(deadline, http::read_head(&mut stream)) => r,
     };
     let head = match head {
@@ -255,7 +281,7 @@ async fn handle_socket(ctx: Arc<Listener>, mut stream: TcpStream, peer: SocketAd
         Err(_) => {
             tracing::debug!(%peer, "no request head within the handshake timeout");
             metrics.handshake_failed("timeout");
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "bad request head");
@@ -264,20 +290,24 @@ async fn handle_socket(ctx: Arc<Listener>, mut stream: TcpStream, peer: SocketAd
                 HeadError::Malformed => (400, "bad-request"),
                 HeadError::Closed | HeadError::Io(_) => {
                     metrics.handshake_failed("closed");
-                    return;
+                    return None;
                 }
             };
             metrics.handshake_failed(label);
             reply(&mut stream, deadline, status, "bad request\n").await;
-            return;
+            return None;
         }
     };
     match head.path.as_str() {
         "/websocket" => upgrade(ctx, stream, head, peer, stop, deadline).await,
-        "/healthz" | "/readyz" | "/metrics" => serve_http(&ctx.state, stream, &head, deadline).await,
+        "/healthz" | "/readyz" | "/metrics" => {
+            serve_http(&ctx.state, stream, &head, deadline).await;
+            None
+        }
         _ => {
             metrics.handshake_failed("not-found");
             reply(&mut stream, deadline, 404, "not found; the DDP endpoint is /websocket\n").await;
+            None
         }
     }
 }
@@ -326,19 +356,19 @@ async fn upgrade(
     peer: SocketAddr,
     stop: CancellationToken,
     deadline: Instant,
-) {
+) -> Option<Upgraded> {
     let state = &ctx.state;
     if state.is_draining() {
         state.metrics.handshake_failed("draining");
         reply(&mut stream, deadline, 503, "shutting down, reconnect later\n").await;
-        return;
+        return None;
     }
     let key = match head.websocket_key() {
         Ok(k) => k.to_owned(),
         Err(UpgradeError::NotUpgrade) => {
             state.metrics.handshake_failed("bad-request");
             reply(&mut stream, deadline, 400, "expected a WebSocket upgrade\n").await;
-            return;
+            return None;
         }
         Err(UpgradeError::Version) => {
             state.metrics.handshake_failed("bad-request");
@@ -351,36 +381,34 @@ async fn upgrade(
                 false,
             );
             let _ = tokio::time::timeout_at(deadline, r).await;
-            return;
+            return None;
         }
     };
     if !http::origin_allowed(head.origin.as_deref(), head.host.as_deref(), &ctx.cfg.allowed_origins) {
         tracing::debug!(%peer, origin = head.origin.as_deref().unwrap_or(""), "origin not allowed");
         state.metrics.handshake_failed("origin");
         reply(&mut stream, deadline, 403, "origin not allowed\n").await;
-        return;
+        return None;
     }
     let accept = http::switching_protocols(&key);
     match tokio::time::timeout_at(deadline, stream.write_all(accept.as_bytes())).await {
         Ok(Ok(())) => {}
         _ => {
             state.metrics.handshake_failed("closed");
-            return;
+            return None;
         }
     }
     let rest = std::mem::take(&mut head.rest);
     drop(head);
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ctx.ws_cfg)).await;
-    let Ok(_permit) = ctx.permits.clone().try_acquire_owned() else {
+    let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
         tracing::debug!(%peer, "over the connection limit");
         state.metrics.handshake_failed("too-many-connections");
         reject(ws, CloseReason::TooManyConnections).await;
-        return;
+        return None;
     };
-    let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
-    tracing::debug!(conn = %id, %peer, "connected");
-    conn::serve(ws, id, state.clone(), stop).await;
-    tracing::debug!(conn = %id, "disconnected");
+    let _ = stop;
+    Some(Upgraded { ws, _permit: permit })
 }
 
 async fn reject(mut ws: WebSocketStream<TcpStream>, reason: CloseReason) {

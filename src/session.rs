@@ -14,7 +14,6 @@ use crate::room::{RoomCommand, RoomError, RoomHandle, Topic};
 use crate::server::ServerState;
 use crate::wire::{self, ClientFrame, FrameError};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -56,7 +55,7 @@ pub struct Session {
     /// before the join is sent, so a disconnect mid-join leaves no ghost.
     pub guest_rooms: Vec<RoomHandle>,
     /// DDP sub id → what it listens to.
-    pub subs: HashMap<String, Sub>,
+    pub subs: SubMap,
     /// The user this connection counts as online for.
     online_as: Option<UserId>,
     /// Rate limits and the join-code brake of this connection.
@@ -76,7 +75,7 @@ impl Session {
             user: None,
             guest_id: None,
             guest_rooms: Vec::new(),
-            subs: HashMap::new(),
+            subs: SubMap::default(),
             online_as: None,
             limiter: ConnLimiter::new(&server.session_limits, Instant::now()),
             pending_calls: 0,
@@ -404,5 +403,50 @@ fn log_error(e: &MethodError, method: &str, conn: crate::ids::ConnId) {
         tracing::error!(%conn, method, error = %e, "method failed");
     } else {
         tracing::debug!(%conn, method, error = %e, "method refused");
+    }
+}
+
+/// A connection's open subscriptions by DDP sub id. A short vector, not a
+/// hash map: connections hold a handful of subs (bounded by the
+/// subscription limit), and an empty vector costs nothing per idle
+/// connection.
+#[derive(Debug, Default)]
+pub struct SubMap(Vec<(String, Sub)>);
+
+impl SubMap {
+    pub fn insert(&mut self, id: String, sub: Sub) {
+        match self.0.iter_mut().find(|(k, _)| *k == id) {
+            Some(slot) => slot.1 = sub,
+            None => self.0.push((id, sub)),
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Sub> {
+        let i = self.0.iter().position(|(k, _)| k == id)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Sub> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = (String, Sub)> + '_ {
+        self.0.drain(..)
     }
 }
