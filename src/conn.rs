@@ -160,6 +160,15 @@ impl ConnHandle {
         }
     }
 
+    /// Queues two frames back to back (a `result` and its `updated`), so the
+    /// writer sees them in one batch.
+    pub async fn send_pair(&self, first: Utf8Bytes, second: Utf8Bytes) -> bool {
+        tokio::select! {
+            r = self.outbox.push_pair(first, second) => r.is_ok(),
+            _ = self.shared.cancel.cancelled() => false,
+        }
+    }
+
     /// Closes the connection with `reason`; the first reason given wins.
     /// Returns whether this call decided the reason.
     pub fn close(&self, reason: CloseReason) -> bool {

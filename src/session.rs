@@ -163,7 +163,8 @@ impl Session {
                     }
                 };
                 self.sync_kind();
-                let sent = self.conn.send(reply).await && self.conn.send(wire::updated(&id)).await;
+                // Queued together so the writer sends both in one write.
+                let sent = self.conn.send_pair(reply, wire::updated(&id)).await;
                 self.pending_calls -= 1;
                 sent
             }

@@ -758,9 +758,12 @@ impl RoomActor {
 
     fn store_and_broadcast(&mut self, msg: Message) {
         self.state.msgs += 1;
-        let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&msg]);
         if self.store.is_some() {
             self.ops.push(StoreOp::message(&msg));
+        }
+        if self.wants(Topic::Messages) {
+            let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&msg]);
+            self.broadcast(Topic::Messages, &frame, None);
         }
         let msg = Arc::new(msg);
         self.history_ids.insert(msg.id.clone());
@@ -770,7 +773,6 @@ impl RoomActor {
                 self.history_ids.remove(&old.id);
             }
         }
-        self.broadcast(Topic::Messages, &frame, None);
         if self.hub.wants_my_messages() {
             let last = self.history.back().cloned();
             if let Some(msg) = last {
@@ -848,6 +850,7 @@ impl RoomActor {
                     m.role = role.map(Cow::Borrowed);
                     self.store_and_broadcast(m);
                 }
+                Effect::Participant { .. } | Effect::RoomUpdated if !self.wants(Topic::Participants) => {}
                 Effect::Participant { joined, member, at } => {
                     let p = member.participant(&rid, &self.state.host_id, (!joined).then_some(at));
                     let args = json!([if joined { "joined" } else { "left" }, p]);
@@ -864,7 +867,10 @@ impl RoomActor {
                 Effect::MembershipAdded(uid) => {
                     self.users.add_membership(&uid, &rid);
                     self.persist_member(&uid);
-                    if let Some(sub) = self.state.subscription_doc(&uid) {
+                    // Documents are built only for users who listen.
+                    if self.hub.has_listener(&uid, UserEvent::SubscriptionsChanged)
+                        && let Some(sub) = self.state.subscription_doc(&uid)
+                    {
                         self.notify_user(
                             &uid,
                             UserEvent::SubscriptionsChanged,
@@ -872,12 +878,14 @@ impl RoomActor {
                             &json!(["inserted", sub]),
                         );
                     }
-                    self.notify_user(
-                        &uid,
-                        UserEvent::RoomsChanged,
-                        "rooms-changed",
-                        &json!(["inserted", self.state.to_doc()]),
-                    );
+                    if self.hub.has_listener(&uid, UserEvent::RoomsChanged) {
+                        self.notify_user(
+                            &uid,
+                            UserEvent::RoomsChanged,
+                            "rooms-changed",
+                            &json!(["inserted", self.state.to_doc()]),
+                        );
+                    }
                 }
                 Effect::MembershipRemoved(uid) => {
                     self.users.remove_membership(&uid, &rid);
@@ -943,6 +951,16 @@ impl RoomActor {
         if let Some(m) = self.state.members.get(uid) {
             self.ops.push(StoreOp::PutMember { rid: self.state.id.clone(), member: Box::new(m.clone()) });
         }
+    }
+
+    /// Whether any connection will hear `topic`, so a frame nobody receives
+    /// is never serialised. Subscriptions still waiting in the outbox or
+    /// behind a commit count as listening: they take effect in order.
+    fn wants(&self, topic: Topic) -> bool {
+        let bit = topic.bit();
+        !self.pending.is_empty()
+            || self.outbox.iter().any(|o| matches!(o, Out::AddSub { .. }))
+            || self.subscribers.values().any(|s| s.topics & bit != 0)
     }
 
     /// Queues one pre-serialised frame on every subscriber of `topic`.
