@@ -154,18 +154,39 @@ impl ConnHandle {
     /// what was queued before the close frame, so a call that finished
     /// during shutdown still gets its result.)
     pub async fn send(&self, frame: Utf8Bytes) -> bool {
-        tokio::select! {
-            r = self.outbox.push(frame) => r.is_ok(),
-            _ = self.shared.cancel.cancelled() => false,
-        }
+        let r = tokio::select! {
+            // Push first: with space, a reply is queued even while closing.
+            biased;
+            r = self.outbox.push(frame) => r,
+            _ = self.shared.cancel.cancelled() => return false,
+        };
+        self.after_push(r)
     }
 
     /// Queues two frames back to back (a `result` and its `updated`), so the
     /// writer sees them in one batch.
     pub async fn send_pair(&self, first: Utf8Bytes, second: Utf8Bytes) -> bool {
-        tokio::select! {
-            r = self.outbox.push_pair(first, second) => r.is_ok(),
-            _ = self.shared.cancel.cancelled() => false,
+        let r = tokio::select! {
+            biased;
+            r = self.outbox.push_pair(first, second) => r,
+            _ = self.shared.cancel.cancelled() => return false,
+        };
+        self.after_push(r)
+    }
+
+    /// A reply over the byte budget means the client has stopped reading
+    /// replies it asked for: it is closed like any slow consumer.
+    fn after_push(&self, r: Result<(), PushError>) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(PushError::Closed) => false,
+            Err(PushError::Full) => {
+                if self.close(CloseReason::SlowConsumer) {
+                    tracing::debug!(conn = %self.id, "outbound bytes over budget: closing slow consumer");
+                    self.shared.metrics.slow_consumer();
+                }
+                false
+            }
         }
     }
 
@@ -371,6 +392,9 @@ async fn write_loop<S>(
                     r = write_batch(&mut sink, &mut batch) => r,
                 };
                 if written.is_err() {
+                    // The socket is broken: end the whole connection, so the
+                    // reader does not wait on a queue nobody drains.
+                    conn.close(CloseReason::PeerClosed);
                     return;
                 }
             }

@@ -65,8 +65,33 @@ impl ServerState {
         }
         let id = RoomId::generate();
         if let Err(winner) = self.registry.claim_direct(key.clone(), &id) {
-            return self.registry.get(&winner).ok_or(RoomError::Unavailable);
+            // Another member is creating this room right now; it is
+            // registered once stored (or released if storing fails).
+            for _ in 0..400 {
+                if let Some(h) = self.registry.get(&winner) {
+                    return Ok(h);
+                }
+                if self.registry.direct(&key).is_none()
+                    && self.registry.claim_direct(key.clone(), &id).is_ok()
+                {
+                    return self.create_direct(key, id, creator, others).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            return Err(RoomError::Unavailable);
         }
+        self.create_direct(key, id, creator, others).await
+    }
+
+    /// Stores and starts a direct-message room whose member-set key `id`
+    /// already holds.
+    async fn create_direct(
+        &self,
+        key: String,
+        id: RoomId,
+        creator: &Principal,
+        others: Vec<UserRef>,
+    ) -> Result<RoomHandle, RoomError> {
         let code = self.registry.reserve_code(&id);
         let mut state = RoomState::new(
             id.clone(),

@@ -23,7 +23,12 @@ impl Directory {
         self.remember_ref(UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() })
     }
 
-    pub fn remember_ref(&self, r: UserRef) -> bool {
+    pub fn remember_ref(&self, mut r: UserRef) -> bool {
+        // Messages always name their author (`u.name`); without a display
+        // name the username stands in, as for users acting themselves.
+        if r.name.is_none() {
+            r.name = Some(r.username.clone());
+        }
         let (id, username) = (r.id.clone(), r.username.clone());
         let old = self.by_id.insert(id.clone(), r.clone());
         if let Some(old) = &old

@@ -47,17 +47,20 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     if who.guest {
         // Recorded before the join is sent: if the connection drops while the
         // join is in flight, the cleanup still reaches this room.
-        s.guest_rooms.push(room.clone());
+        if !s.guest_rooms.iter().any(|r| r.id == room.id) {
+            s.guest_rooms.push(room.clone());
+        }
+        let (conn, current) = (s.conn().id, s.guest_id.clone());
         if let Some(token) = guest_token.map(str::to_owned)
             && let Some((gid, participant)) =
-                room.ask(|tx| RoomCommand::ResumeGuest { token, respond_to: tx }).await?
-            && s.guest_id.as_ref().is_none_or(|g| g == &gid)
+                room.ask(|tx| RoomCommand::ResumeGuest { token, conn, current, respond_to: tx }).await?
         {
             s.guest_id = Some(gid);
             return Ok(Some(participant));
         }
         s.guest_id = Some(who.id.clone());
     }
-    let participant = room.ask(|tx| RoomCommand::JoinByCode { who, respond_to: tx }).await?;
+    let conn = s.conn().id;
+    let participant = room.ask(|tx| RoomCommand::JoinByCode { who, conn, respond_to: tx }).await?;
     Ok(Some(participant))
 }

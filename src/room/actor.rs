@@ -75,12 +75,18 @@ pub enum RoomCommand {
     /// `join-room`; replies with the participant object.
     JoinByCode {
         who: Principal,
+        /// The joining connection; for a guest it becomes the seat's holder.
+        conn: ConnId,
         respond_to: Reply<Value>,
     },
-    /// A reconnecting guest presents its token: the participant and the
-    /// guest's id if the token is known, `None` otherwise.
+    /// A reconnecting guest presents its token from connection `conn`: the
+    /// participant and the guest's id if the token is known and `current`
+    /// (the connection's own guest id, if it has one) matches, `None`
+    /// otherwise.
     ResumeGuest {
         token: String,
+        conn: ConnId,
+        current: Option<UserId>,
         respond_to: Reply<Option<(UserId, Value)>>,
     },
     Leave {
@@ -246,6 +252,7 @@ impl RoomHandle {
             history: VecDeque::new(),
             history_ids: HashSet::new(),
             guest_epochs: HashMap::new(),
+            guest_holders: HashMap::new(),
             next_epoch: 0,
             store,
             code_throttle: CodeThrottle::default(),
@@ -330,6 +337,8 @@ struct RoomActor {
     history_ids: HashSet<MessageId>,
     /// Guests in their reconnect grace, with the epoch of their timer.
     guest_epochs: HashMap<UserId, u64>,
+    /// The connection currently holding each guest's seat.
+    guest_holders: HashMap<UserId, ConnId>,
     next_epoch: u64,
     store: Option<StoreHandle>,
     /// Wrong join codes for this room, from any connection.
@@ -343,6 +352,9 @@ struct RoomActor {
     /// connection sees replies and events in the order the actor decided.
     pending: VecDeque<Pending>,
 }
+
+/// Commands parked behind commits before the actor stops reading its mailbox.
+const MAX_PENDING: usize = 1024;
 
 /// Sends a command's reply; told whether its commit failed.
 type ReplyFn = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -396,7 +408,7 @@ impl RoomActor {
 
     /// Replaces this room in the registry with its summary, answers whatever
     /// is still queued from the summary, and lets the task end.
-    fn retire(mut self) {
+    async fn retire(mut self) {
         let ended = Arc::new(EndedRoom {
             doc: self.state.to_doc(),
             t: self.state.t,
@@ -406,7 +418,9 @@ impl RoomActor {
         let _ = self.summary.set(ended.clone());
         self.registry.insert(RoomHandle::ended(self.state.id.clone(), ended.clone()));
         self.rx.close();
-        while let Ok(cmd) = self.rx.try_recv() {
+        // `recv` (not `try_recv`) also waits for senders that reserved a
+        // slot before the close; each gets its answer from the summary.
+        while let Some(cmd) = self.rx.recv().await {
             ended.answer(cmd);
         }
         tracing::debug!(room = %self.state.id, "room ended and empty; actor released");
@@ -414,7 +428,7 @@ impl RoomActor {
 
     async fn run(mut self) {
         if self.retirable() {
-            return self.retire();
+            return self.retire().await;
         }
         // The registry holds the only long-lived senders; the loop ends when
         // the room is removed from it and the last caller is done.
@@ -424,7 +438,9 @@ impl RoomActor {
                 res = head_commit(&mut self.pending), if !self.pending.is_empty() => {
                     self.complete_head(res);
                 }
-                cmd = self.rx.recv() => match cmd {
+                // While commits lag, stop taking commands: the bounded mailbox
+                // then pushes back on callers instead of `pending` growing.
+                cmd = self.rx.recv(), if self.pending.len() < MAX_PENDING => match cmd {
                     Some(cmd) => {
                         self.handle(cmd);
                         self.finish_command().await;
@@ -433,7 +449,7 @@ impl RoomActor {
                 },
             }
             if self.retirable() {
-                return self.retire();
+                return self.retire().await;
             }
         }
         while !self.pending.is_empty() {
@@ -541,16 +557,26 @@ impl RoomActor {
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::JoinByCode { who, respond_to } => {
+            RoomCommand::JoinByCode { who, conn, respond_to } => {
                 let r = self.state.join_by_code(&who, now, &mut fx).map(|j| self.participant(j.member()));
+                if r.is_ok() && who.guest {
+                    self.guest_holders.insert(who.id.clone(), conn);
+                }
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::ResumeGuest { token, respond_to } => {
-                let found = self.state.guest_by_token(&token).cloned();
+            RoomCommand::ResumeGuest { token, conn, current, respond_to } => {
+                let found = self
+                    .state
+                    .guest_by_token(&token)
+                    .filter(|m| current.as_ref().is_none_or(|c| c == &m.user.id))
+                    .cloned();
                 let r = found.map(|m| {
-                    // Back within the grace period: the seat is kept.
+                    // Back (perhaps before the old connection was even
+                    // noticed gone): the seat is kept, and only this
+                    // connection closing can start its grace period now.
                     self.guest_epochs.remove(&m.user.id);
+                    self.guest_holders.insert(m.user.id.clone(), conn);
                     (m.user.id.clone(), self.participant(&m))
                 });
                 self.reply(respond_to, Ok(r));
@@ -576,7 +602,7 @@ impl RoomActor {
             }
             RoomCommand::DocFor { uid, respond_to } => {
                 let r = if self.can_read(&uid, true) {
-                    Ok(self.state.to_doc())
+                    Ok(self.doc_for(&uid))
                 } else {
                     Err(RoomError::NotAllowed)
                 };
@@ -597,7 +623,9 @@ impl RoomActor {
             }
             RoomCommand::ConnClosed { conn, guest } => {
                 self.subscribers.remove(&conn);
-                if let Some(uid) = guest.filter(|u| self.state.is_member(u)) {
+                let holds = |uid: &UserId| self.guest_holders.get(uid).is_none_or(|h| *h == conn);
+                if let Some(uid) = guest.filter(|u| self.state.is_member(u) && holds(u)) {
+                    self.guest_holders.remove(&uid);
                     self.start_guest_grace(uid);
                 }
             }
@@ -699,6 +727,20 @@ impl RoomActor {
             o.insert("guestToken".into(), Value::from(t.as_str()));
         }
         p
+    }
+
+    /// The room document as `uid` may see it: a non-member of a room with a
+    /// join code does not get the shareable code, which would let them in
+    /// by `join-room` without the join code.
+    fn doc_for(&self, uid: &UserId) -> Value {
+        let mut doc = self.state.to_doc();
+        if !self.state.is_member(uid)
+            && self.state.join_code.is_some()
+            && let Value::Object(o) = &mut doc
+        {
+            o.remove("code");
+        }
+        doc
     }
 
     /// Members may read everything; signed-in non-members may read the

@@ -30,7 +30,7 @@ impl EndedRoom {
                 };
                 let _ = respond_to.send(Err(e));
             }
-            C::JoinByCode { who, respond_to } => {
+            C::JoinByCode { who, respond_to, .. } => {
                 let e = match () {
                     _ if who.guest && !self.guest_access => RoomError::GuestsNotAllowed,
                     _ if self.t == RoomType::Direct => RoomError::NotAllowed,

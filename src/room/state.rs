@@ -667,6 +667,10 @@ impl RoomState {
             return Err(RoomError::NotAllowed);
         }
         let owners = self.owner_count();
+        // Guests are transient and cannot hold room roles.
+        if target.is_guest() {
+            return Err(RoomError::NotAllowed);
+        }
         let Some(m) = self.members.get_mut(target) else {
             return Err(RoomError::TargetNotInRoom);
         };
@@ -714,6 +718,7 @@ impl RoomState {
         m.muted = muted;
         let name = m.user.username.clone();
         self.updated_at = now;
+        fx.push(Effect::SubscriptionChanged(target.clone()));
         let t = if muted { "user-muted" } else { "user-unmuted" };
         fx.push(Effect::System { t, msg: name, by: user_ref(who), role: None });
         fx.push(Effect::RoomChanged);

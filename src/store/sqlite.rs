@@ -151,7 +151,16 @@ pub(crate) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
             let result = commit(&mut conn, &group);
             crate::store::record_commit(group.len(), n_ops, started.elapsed().as_secs_f64());
             if let Err(e) = &result {
-                tracing::error!(error = %e, "store commit failed");
+                // Fail-stop, as databases do on a failed fsync: memory is now
+                // ahead of disk, and continuing would acknowledge changes
+                // that a restart loses. The requests in this group get an
+                // internal error; a supervisor restarts roomd from the last
+                // commit, which is consistent.
+                tracing::error!(error = %e, "store commit failed; stopping");
+                for (_, done) in group.drain(..) {
+                    let _ = done.send(result.clone());
+                }
+                std::process::exit(70);
             }
             for (_, done) in group.drain(..) {
                 let _ = done.send(result.clone());
@@ -199,7 +208,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 .execute(params![rid.as_str(), uid.as_str()])?;
         }
         StoreOp::PutMessage { rid, id, doc } => {
-            tx.prepare_cached("INSERT OR REPLACE INTO messages (rid, id, doc) VALUES (?1, ?2, ?3)")?
+            // Never overwrite: a client-chosen `_id` that repeats one older
+            // than the in-memory history must not replace someone's message.
+            tx.prepare_cached("INSERT OR IGNORE INTO messages (rid, id, doc) VALUES (?1, ?2, ?3)")?
                 .execute(params![rid.as_str(), id.as_str(), doc])?;
         }
         StoreOp::PutUser(u) => {

@@ -296,6 +296,10 @@ async fn graceful_restart_keeps_everything() {
         .await;
     alice.ok("addRoomModerator", json!([rid, "id-gbob"])).await;
     bob.ok("toggleFavorite", json!([rid, true])).await;
+    let mut carol = login(&server.url, "gcarol").await;
+    alice.ok("addUserToRoom", json!([{"rid": rid, "username": "gcarol"}])).await;
+    alice.ok("muteUserInRoom", json!([{"rid": rid, "username": "gcarol"}])).await;
+    carol.close().await;
     let sent = alice.ok("sendMessage", json!([{"rid": rid, "msg": "before restart"}])).await;
     alice.close().await;
     bob.close().await;
@@ -308,7 +312,12 @@ async fn graceful_restart_keeps_everything() {
     assert_eq!(doc["maxParticipants"], 7);
     assert_eq!(doc["joinCodeRequired"], true);
     assert_eq!(doc["code"], room["code"]);
-    assert_eq!(doc["usersCount"], 2);
+    assert_eq!(doc["usersCount"], 3);
+    // The mute survived the restart.
+    let mut carol = login(&server.url, "gcarol").await;
+    let e = carol.err("sendMessage", json!([{"rid": rid, "msg": "still muted?"}])).await;
+    assert_eq!(e["error"], "error-action-not-allowed", "{e}");
+    carol.close().await;
     let roles = alice.ok("getRoomRoles", json!([rid])).await;
     assert!(
         roles

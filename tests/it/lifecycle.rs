@@ -46,3 +46,46 @@ async fn sole_owner_leaving_ends_and_releases_the_room() {
     assert_eq!(e["error"], "error-room-inactive");
     assert_eq!(e["reason"], "Room is no longer active");
 }
+
+/// A guest whose old connection has not yet been noticed gone reconnects
+/// and resumes its seat; when the old connection finally closes, the seat
+/// stays with the new one.
+#[tokio::test]
+async fn resumed_guest_keeps_its_seat_when_the_stale_connection_closes() {
+    let s = TestServer::with_limits(|l| l.guest_grace = std::time::Duration::from_millis(200)).await;
+    let mut owner = s.user("lc-host").await;
+    let room = channel(&mut owner, json!({"guestAccess": true})).await;
+    let (rid, code) = (room["_id"].as_str().unwrap().to_owned(), room["code"].as_str().unwrap().to_owned());
+    let mut old = s.guest().await;
+    let p = old.ok("join-room", json!([{"code": code, "guestName": "Roamer"}])).await;
+    let token = p["guestToken"].as_str().unwrap().to_owned();
+    let mut new = s.guest().await;
+    let again =
+        new.ok("join-room", json!([{"code": code, "guestName": "Roamer", "guestToken": token}])).await;
+    assert_eq!(again["id"], p["id"], "same participant, same seat");
+    old.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let doc = owner.ok("getRoomById", json!([rid])).await;
+    assert_eq!(doc["usersCount"], 2, "the resumed guest must still hold its seat: {doc}");
+    // And when the connection that holds it closes, the seat is released.
+    new.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let doc = owner.ok("getRoomById", json!([rid])).await;
+    assert_eq!(doc["usersCount"], 1);
+}
+
+/// The shareable code is an invitation that skips the join code, so a room
+/// with a join code does not show it to non-members.
+#[tokio::test]
+async fn room_code_is_hidden_from_non_members_when_a_join_code_is_set() {
+    let s = TestServer::start().await;
+    let mut owner = s.user("lc-coder").await;
+    let room = channel(&mut owner, json!({})).await;
+    let rid = room["_id"].as_str().unwrap().to_owned();
+    let mut stranger = s.user("lc-stranger").await;
+    assert!(stranger.ok("getRoomById", json!([rid])).await["code"].is_string(), "open channel: code visible");
+    owner.ok("saveRoomSettings", json!([rid, "joinCode", "secret"])).await;
+    let doc = stranger.ok("getRoomById", json!([rid])).await;
+    assert!(doc.get("code").is_none(), "code leaked to a non-member: {doc}");
+    assert!(owner.ok("getRoomById", json!([rid])).await["code"].is_string(), "members still see it");
+}
