@@ -296,7 +296,7 @@ async fn graceful_restart_keeps_everything() {
         .await;
     alice.ok("addRoomModerator", json!([rid, "id-gbob"])).await;
     bob.ok("toggleFavorite", json!([rid, true])).await;
-    let mut carol = login(&server.url, "gcarol").await;
+    let carol = login(&server.url, "gcarol").await;
     alice.ok("addUserToRoom", json!([{"rid": rid, "username": "gcarol"}])).await;
     alice.ok("muteUserInRoom", json!([{"rid": rid, "username": "gcarol"}])).await;
     carol.close().await;
