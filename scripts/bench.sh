@@ -67,16 +67,22 @@ for s in "${scenarios[@]}"; do
         wait $p1 || true
       done
       stop_server ;;
-    join) run join --in-memory -- join 10000 100 50 ;;
-    joinrate) run joinrate --in-memory -- join 10000 100 100 --rate 6000 ;;
+    join) run join --in-memory -- join 15000 150 50 ;;
+    # Half the measured burst maximum (~30k joins/s wall here).
+    joinrate) run joinrate --in-memory -- join 15000 150 100 --rate 15000 ;;
     race) RUNS=1 run race --in-memory -- race --clients 300 --seats 5 --iterations 50 ;;
     fanout) run fanout --in-memory -- fanout 100 50 2000 --duration 10s ;;
     ramp) RUNS=1 run ramp --in-memory -- fanout 100 50 500 --ramp --step 5s ;;
-    latency) run latency --in-memory -- fanout 1000 10 5000 --duration 10s ;;
-    chat) RUNS=1 run chat --in-memory -- chat --clients 500 --duration 120s ;;
+    # 10,000 connections, 5,000 msgs/s: pairs (method latency) and rooms of
+    # ten (with fan-out).
+    latency) run latency-pairs --in-memory -- fanout 5000 2 5000 --duration 10s
+             run latency-tens --in-memory -- fanout 1000 10 5000 --duration 10s ;;
+    # Rooms of 50 fill their 1,000-message history within a minute, after
+    # which RSS should stay flat.
+    chat) RUNS=1 run chat --in-memory -- chat --clients 500 --room-size 50 --duration 240s ;;
     durable)
       rm -rf "$OUT/data"
-      run join-durable --data-dir "$OUT/data" -- join 10000 100 50
+      run join-durable --data-dir "$OUT/data" -- join 15000 150 50
       rm -rf "$OUT/data"
       run fanout-durable --data-dir "$OUT/data" -- fanout 100 50 2000 --duration 10s
       rm -rf "$OUT/data" ;;

@@ -19,14 +19,33 @@ const CODE_ALPHABET: [char; 26] = [
     'v', 'w', 'x', 'y', 'z',
 ];
 
-/// A fresh 17-character Meteor-style id (~98 bits of entropy).
-pub fn meteor_id() -> String {
-    nanoid::nanoid!(17, &METEOR_ALPHABET)
+/// Random bytes from the thread-local CSPRNG (ChaCha, seeded from the OS
+/// and reseeded periodically). nanoid's own sources seed a fresh generator
+/// from the OS on every call: a syscall per id on the join and message paths.
+fn random_bytes(size: usize) -> Vec<u8> {
+    use rand::Rng;
+    let mut bytes = vec![0u8; size];
+    rand::rng().fill(&mut bytes[..]);
+    bytes
 }
 
-/// A long random secret (guest resume tokens, session ids).
+/// The default nanoid alphabet (URL-safe), for secrets.
+const SECRET_ALPHABET: [char; 64] = [
+    '_', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i',
+    'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'A', 'B', 'C', 'D',
+    'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', 'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y',
+    'Z',
+];
+
+/// A fresh 17-character Meteor-style id (~98 bits of entropy).
+pub fn meteor_id() -> String {
+    nanoid::nanoid!(17, &METEOR_ALPHABET, random_bytes)
+}
+
+/// A long random secret (guest resume tokens, session ids, the development
+/// JWT secret): 6 bits per character.
 pub fn secret(len: usize) -> String {
-    nanoid::nanoid!(len)
+    nanoid::nanoid!(len, &SECRET_ALPHABET, random_bytes)
 }
 
 macro_rules! id_type {
@@ -101,7 +120,7 @@ impl RoomCode {
     /// `xxx-xxx-xxx` from 26 lowercase letters: 26^9 ≈ 5.4e12 codes, enough
     /// that guessing one is impractical once joins are rate-limited.
     pub fn generate() -> Self {
-        let raw = nanoid::nanoid!(9, &CODE_ALPHABET);
+        let raw = nanoid::nanoid!(9, &CODE_ALPHABET, random_bytes);
         Self(format!("{}-{}-{}", &raw[0..3], &raw[3..6], &raw[6..9]))
     }
 

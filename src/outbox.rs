@@ -13,8 +13,9 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Capacity kept after a drain; a larger buffer left by a burst is released.
-const KEEP: usize = 8;
+/// Capacity kept after a drain: none, so an idle connection holds no queue
+/// buffer at all (the next frame allocates a small one again).
+const KEEP: usize = 0;
 
 /// Bytes a connection may have queued, whatever the frame count: a client
 /// that asks for large replies (history pages) and never reads them must

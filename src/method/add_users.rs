@@ -44,7 +44,7 @@ async fn add(s: &mut Session, o: &serde_json::Map<String, Value>, usernames: Vec
     }
     for target in targets {
         let who = who.clone();
-        room.ask(|tx| RoomCommand::AddMember { who, target, respond_to: tx }).await?;
+        room.ask(|tx| RoomCommand::AddMember { who: Box::new(who), target, respond_to: tx }).await?;
     }
     Ok(Some(Value::Bool(true)))
 }
@@ -60,6 +60,7 @@ pub async fn remove(s: &mut Session, p: Params) -> MethodResult {
         .users
         .by_username(username)
         .ok_or_else(|| MethodError::InvalidUsername(username.to_owned()))?;
-    room.ask(|tx| RoomCommand::RemoveMember { who, target: target.id, respond_to: tx }).await?;
+    room.ask(|tx| RoomCommand::RemoveMember { who: Box::new(who), target: target.id, respond_to: tx })
+        .await?;
     Ok(Some(Value::Bool(true)))
 }

@@ -9,6 +9,6 @@ pub async fn call(s: &mut Session, p: Params, archived: bool) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;
-    room.ask(|tx| RoomCommand::SetArchived { who, archived, respond_to: tx }).await?;
+    room.ask(|tx| RoomCommand::SetArchived { who: Box::new(who), archived, respond_to: tx }).await?;
     Ok(None)
 }

@@ -8,6 +8,6 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;
-    room.ask(|tx| RoomCommand::End { who, respond_to: tx }).await?;
+    room.ask(|tx| RoomCommand::End { who: Box::new(who), respond_to: tx }).await?;
     Ok(None)
 }

@@ -61,6 +61,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
         s.guest_id = Some(who.id.clone());
     }
     let conn = s.conn().id;
-    let participant = room.ask(|tx| RoomCommand::JoinByCode { who, conn, respond_to: tx }).await?;
+    let participant =
+        room.ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, respond_to: tx }).await?;
     Ok(Some(participant))
 }

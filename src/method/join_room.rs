@@ -10,7 +10,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     let rid = p.str(0, "rid")?;
     let code = p.opt_str(1, "joinCode")?.map(str::to_owned);
     let room = room(s, rid)?;
-    match room.ask(|tx| RoomCommand::JoinSelf { who, code, respond_to: tx }).await? {
+    match room.ask(|tx| RoomCommand::JoinSelf { who: Box::new(who), code, respond_to: tx }).await? {
         Joined::New(_) => Ok(Some(Value::Bool(true))),
         // Already a member: Rocket.Chat returns nothing and posts nothing.
         Joined::Existing(_) => Ok(None),

@@ -18,6 +18,7 @@ pub async fn call(s: &mut Session, p: Params, muted: bool) -> MethodResult {
         .users
         .by_username(username)
         .ok_or_else(|| MethodError::InvalidUsername(username.to_owned()))?;
-    room.ask(|tx| RoomCommand::SetMuted { who, target: target.id, muted, respond_to: tx }).await?;
+    room.ask(|tx| RoomCommand::SetMuted { who: Box::new(who), target: target.id, muted, respond_to: tx })
+        .await?;
     Ok(Some(Value::Bool(true)))
 }

@@ -13,7 +13,7 @@ pub async fn set(s: &mut Session, p: Params, role: RoleKind, add: bool) -> Metho
     let rid = p.str(0, "rid")?;
     let target = UserId::from(p.str(1, "userId")?);
     let room = room(s, rid)?;
-    room.ask(|tx| RoomCommand::SetRole { who, target, role, add, respond_to: tx }).await?;
+    room.ask(|tx| RoomCommand::SetRole { who: Box::new(who), target, role, add, respond_to: tx }).await?;
     Ok(Some(Value::Bool(true)))
 }
 

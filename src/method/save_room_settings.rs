@@ -23,7 +23,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     }
     let settings = pairs.into_iter().map(|(k, v)| parse_setting(&k, &v)).collect::<Result<Vec<_>, _>>()?;
     let room = room(s, rid)?;
-    room.ask(|tx| RoomCommand::Settings { who, settings, respond_to: tx }).await?;
+    room.ask(|tx| RoomCommand::Settings { who: Box::new(who), settings, respond_to: tx }).await?;
     Ok(Some(json!({"result": true, "rid": rid})))
 }
 

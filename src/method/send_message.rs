@@ -29,7 +29,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
         None => None,
     };
     let room = room(s, rid)?;
-    let params = SendParams { id, msg: msg.to_owned(), tmid };
-    let stored = room.ask(|tx| RoomCommand::Send { who, params, respond_to: tx }).await?;
+    let params = Box::new(SendParams { id, msg: msg.to_owned(), tmid });
+    let stored = room.ask(|tx| RoomCommand::Send { who: Box::new(who), params, respond_to: tx }).await?;
     Ok(Some(stored))
 }

@@ -68,13 +68,13 @@ type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
 #[derive(Debug)]
 pub enum RoomCommand {
     JoinSelf {
-        who: Principal,
+        who: Box<Principal>,
         code: Option<String>,
         respond_to: Reply<Joined>,
     },
     /// `join-room`; replies with the participant object.
     JoinByCode {
-        who: Principal,
+        who: Box<Principal>,
         /// The joining connection; for a guest it becomes the seat's holder.
         conn: ConnId,
         respond_to: Reply<Value>,
@@ -94,11 +94,11 @@ pub enum RoomCommand {
         respond_to: Reply<()>,
     },
     End {
-        who: Principal,
+        who: Box<Principal>,
         respond_to: Reply<()>,
     },
     Settings {
-        who: Principal,
+        who: Box<Principal>,
         settings: Vec<Setting>,
         respond_to: Reply<()>,
     },
@@ -133,8 +133,8 @@ pub enum RoomCommand {
         epoch: u64,
     },
     Send {
-        who: Principal,
-        params: SendParams,
+        who: Box<Principal>,
+        params: Box<SendParams>,
         respond_to: Reply<Value>,
     },
     History {
@@ -144,30 +144,30 @@ pub enum RoomCommand {
         respond_to: Reply<Vec<Value>>,
     },
     AddMember {
-        who: Principal,
+        who: Box<Principal>,
         target: UserRef,
         respond_to: Reply<bool>,
     },
     RemoveMember {
-        who: Principal,
+        who: Box<Principal>,
         target: UserId,
         respond_to: Reply<()>,
     },
     SetRole {
-        who: Principal,
+        who: Box<Principal>,
         target: UserId,
         role: RoleKind,
         add: bool,
         respond_to: Reply<()>,
     },
     SetMuted {
-        who: Principal,
+        who: Box<Principal>,
         target: UserId,
         muted: bool,
         respond_to: Reply<()>,
     },
     SetArchived {
-        who: Principal,
+        who: Box<Principal>,
         archived: bool,
         respond_to: Reply<()>,
     },
@@ -639,7 +639,7 @@ impl RoomActor {
                 }
             }
             RoomCommand::Send { who, params, respond_to } => {
-                let r = self.send_message(&who, params, now);
+                let r = self.send_message(&who, *params, now);
                 self.reply(respond_to, r);
             }
             RoomCommand::History { uid, end, limit, respond_to } => {
