@@ -22,9 +22,13 @@ LG=target/release/examples/loadgen
 SERVER_PID=""
 start_server() { # extra roomd args...
   stop_server
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "port $PORT is already in use; stop whatever listens there" >&2; exit 1
+  fi
   "$BIN" --listen "127.0.0.1:$PORT" --no-rate-limits "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited; see $OUT/server.log" >&2; exit 1; }
     (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
     sleep 0.1
   done

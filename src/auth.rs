@@ -138,6 +138,24 @@ impl Authenticator {
         }
     }
 
+    /// Verifies tokens signed by an identity provider with RS256 (RSA key)
+    /// or ES256 (P-256 key), given its public key in PEM. The algorithm
+    /// follows the key and is pinned like HS256's. Such an authenticator
+    /// cannot mint tokens that it accepts (it holds no private key).
+    pub fn public_key(pem: &[u8]) -> Result<Self, String> {
+        let (decoding, alg) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            (k, Algorithm::RS256)
+        } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+            (k, Algorithm::ES256)
+        } else {
+            return Err("the public key is neither an RSA nor an EC (P-256) PEM key".into());
+        };
+        let mut auth = Authenticator::hs256(crate::ids::secret(64).as_bytes());
+        auth.decoding = decoding;
+        auth.validation.algorithms = vec![alg];
+        Ok(auth)
+    }
+
     pub fn verify(&self, token: &str) -> Result<User, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
@@ -260,6 +278,32 @@ mod tests {
             nbf: None,
             iat: None,
         }
+    }
+
+    /// A P-256 key pair made for this test with `openssl genpkey`.
+    const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgVad1wVbNnD1VgPqY
++E/8ehGaI9pWavI8jP49j2ni0yKhRANCAATDxfDaZEYxj3mA2YSw/3atvP+FznXM
+Eh2pWbgLShWXVnZM+9sz0VJPowHs28vOtH6P5aWCJNSSmFr8AM+wc+Ao
+-----END PRIVATE KEY-----
+";
+    const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEw8Xw2mRGMY95gNmEsP92rbz/hc51
+zBIdqVm4C0oVl1Z2TPvbM9FST6MB7NvLzrR+j+WlgiTUkpha/ADPsHPgKA==
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn public_key_tokens_verify_and_algorithm_stays_pinned() {
+        let a = Authenticator::public_key(EC_PUBLIC.as_bytes()).unwrap();
+        let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims(now_secs() + 60), &key).unwrap();
+        assert_eq!(a.verify(&t).unwrap().username, "alice");
+        // An HS256 token (e.g. signed with the public key as an HMAC secret,
+        // the classic confusion attack) is refused.
+        let hs = Authenticator::hs256(EC_PUBLIC.as_bytes()).mint(&claims(now_secs() + 60));
+        assert_eq!(a.verify(&hs), Err(AuthError::WrongAlgorithm));
+        assert!(Authenticator::public_key(b"not a key").is_err());
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub secret: SecretArgs,
+    /// Verify tokens from an identity provider with this RS256/ES256 public
+    /// key (PEM) instead of the HS256 secret.
+    #[arg(long, env = "ROOMD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
     /// Keep all state in memory only (tests, benchmarks); nothing survives a
     /// restart.
     #[arg(long, env = "ROOMD_IN_MEMORY")]

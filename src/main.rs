@@ -54,19 +54,38 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let (secret, source) = match load_secret(&args.secret) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
+    let auth = match &args.jwt_public_key {
+        // Tokens from an identity provider: no shared secret at all.
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| Authenticator::public_key(&pem))
+        {
+            Ok(a) => {
+                tracing::info!(path = %path.display(), "verifying tokens with a public key");
+                a
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot use the JWT public key");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            let (secret, source) = match load_secret(&args.secret) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let SecretSource::DevFile(path) = &source {
+                tracing::warn!(
+                    path,
+                    "using a development JWT secret generated on first start; set ROOMD_JWT_SECRET or --jwt-secret-file in production"
+                );
+            }
+            Authenticator::hs256(&secret)
         }
     };
-    if let SecretSource::DevFile(path) = &source {
-        tracing::warn!(
-            path,
-            "using a development JWT secret generated on first start; set ROOMD_JWT_SECRET or --jwt-secret-file in production"
-        );
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -84,7 +103,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, "roomd listening; DDP endpoint ws://{addr}/websocket");
-        let mut state = ServerState::new(Authenticator::hs256(&secret), &args.limits);
+        let mut state = ServerState::new(auth, &args.limits);
         let snapshot = if args.in_memory {
             tracing::info!("in-memory mode: nothing will survive a restart");
             None

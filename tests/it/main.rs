@@ -12,6 +12,7 @@
 
 mod support;
 
+mod access;
 mod ddp;
 mod docs;
 mod durability;
