@@ -289,16 +289,20 @@ impl Session {
     /// other sub of this connection still wants it.
     pub async fn unsubscribe(&mut self, id: &str) {
         let Some(sub) = self.subs.remove(id) else { return };
-        if self.subs.values().any(|s| s.same_target(&sub)) {
-            return;
-        }
+        let last = !self.subs.values().any(|s| s.same_target(&sub));
         let conn = self.conn.id;
         match sub {
+            // The room always hears of it (it keeps the sub ids it may end
+            // itself); it stops the topic only with the last such sub.
             Sub::Room { room, topic } => {
-                let _ = room.ask(|tx| RoomCommand::Unsubscribe { conn, topic, respond_to: tx }).await;
+                let sub_id = id.to_owned();
+                let _ = room
+                    .ask(|tx| RoomCommand::Unsubscribe { conn, topic, sub_id, last, respond_to: tx })
+                    .await;
             }
-            Sub::User { uid, event } => self.server.hub.unlisten_user(&uid, conn, event),
-            Sub::Logged(event) => self.server.hub.unlisten_logged(conn, event),
+            Sub::User { uid, event } if last => self.server.hub.unlisten_user(&uid, conn, event),
+            Sub::Logged(event) if last => self.server.hub.unlisten_logged(conn, event),
+            Sub::User { .. } | Sub::Logged(_) => {}
         }
     }
 

@@ -112,7 +112,8 @@ async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Re
         (None, None) => return Err(MethodError::SubNotAllowed),
     };
     let conn = s.conn().clone();
-    room.ask(|tx| RoomCommand::Subscribe { conn, uid, signed_in, topic, respond_to: tx })
+    let sub_id = id.to_owned();
+    room.ask(|tx| RoomCommand::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to: tx })
         .await
         .map_err(|_| MethodError::SubNotAllowed)?;
     s.subs.insert(id.to_owned(), Sub::Room { room, topic });

@@ -115,9 +115,14 @@ pub enum RoomCommand {
         uid: UserId,
         signed_in: bool,
         topic: Topic,
+        /// The DDP sub id, so the room can end it with `nosub` itself.
+        sub_id: String,
         respond_to: Reply<()>,
     },
     Unsubscribe {
+        sub_id: String,
+        /// Whether no other sub of this connection wants `topic` here.
+        last: bool,
         conn: ConnId,
         topic: Topic,
         respond_to: Reply<()>,
@@ -318,6 +323,18 @@ struct Subscriber {
     conn: ConnHandle,
     uid: UserId,
     topics: u8,
+    /// The connection's DDP sub ids on this room's streams.
+    sub_ids: Vec<String>,
+}
+
+impl Subscriber {
+    /// Tells the client its subscriptions here are over (the member left,
+    /// the room went private or retired), so none ends silently.
+    fn end_subs(&self) {
+        for id in &self.sub_ids {
+            self.conn.try_send(wire::nosub(id, None));
+        }
+    }
 }
 
 struct RoomActor {
@@ -379,10 +396,13 @@ enum Out {
         conn: ConnHandle,
         uid: UserId,
         topic: Topic,
+        sub_id: String,
     },
     RemoveSub {
         conn: ConnId,
         topic: Topic,
+        sub_id: String,
+        last: bool,
     },
     /// A member left: their room subscriptions stop here, after the events
     /// announcing the departure.
@@ -416,6 +436,9 @@ impl RoomActor {
             guest_access: self.state.guest_access,
         });
         let _ = self.summary.set(ended.clone());
+        for sub in self.subscribers.values() {
+            sub.end_subs();
+        }
         self.registry.insert(RoomHandle::ended(self.state.id.clone(), ended.clone()));
         self.rx.close();
         // `recv` (not `try_recv`) also waits for senders that reserved a
@@ -500,26 +523,45 @@ impl RoomActor {
                 }
                 Out::Logged { event, frame } if failed.is_none() => self.hub.send_logged(event, &frame),
                 Out::Room { .. } | Out::User { .. } | Out::Logged { .. } => {}
-                Out::AddSub { conn, uid, topic } => {
+                Out::AddSub { conn, uid, topic, sub_id } => {
                     let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber {
                         conn,
                         uid,
                         topics: 0,
+                        sub_ids: Vec::new(),
                     });
                     entry.topics |= topic.bit();
+                    if !entry.sub_ids.contains(&sub_id) {
+                        entry.sub_ids.push(sub_id);
+                    }
                 }
-                Out::RemoveSub { conn, topic } => {
+                Out::RemoveSub { conn, topic, sub_id, last } => {
                     if let Some(s) = self.subscribers.get_mut(&conn) {
-                        s.topics &= !topic.bit();
+                        s.sub_ids.retain(|id| id != &sub_id);
+                        if last {
+                            s.topics &= !topic.bit();
+                        }
                         if s.topics == 0 {
                             self.subscribers.remove(&conn);
                         }
                     }
                 }
-                Out::DropSubs(uid) => self.subscribers.retain(|_, s| s.uid != uid),
+                Out::DropSubs(uid) => self.subscribers.retain(|_, s| {
+                    let keep = s.uid != uid;
+                    if !keep {
+                        s.end_subs();
+                    }
+                    keep
+                }),
                 Out::DropNonMembers => {
                     let members = &self.state.members;
-                    self.subscribers.retain(|_, s| members.contains_key(&s.uid));
+                    self.subscribers.retain(|_, s| {
+                        let keep = members.contains_key(&s.uid);
+                        if !keep {
+                            s.end_subs();
+                        }
+                        keep
+                    });
                 }
                 Out::Reply(f) => f(failed),
             }
@@ -608,17 +650,17 @@ impl RoomActor {
                 };
                 self.reply(respond_to, r);
             }
-            RoomCommand::Subscribe { conn, uid, signed_in, topic, respond_to } => {
+            RoomCommand::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to } => {
                 let r = if self.can_read(&uid, signed_in && topic == Topic::Messages) {
-                    self.outbox.push(Out::AddSub { conn, uid, topic });
+                    self.outbox.push(Out::AddSub { conn, uid, topic, sub_id });
                     Ok(())
                 } else {
                     Err(RoomError::NotAllowed)
                 };
                 self.reply(respond_to, r);
             }
-            RoomCommand::Unsubscribe { conn, topic, respond_to } => {
-                self.outbox.push(Out::RemoveSub { conn, topic });
+            RoomCommand::Unsubscribe { conn, topic, sub_id, last, respond_to } => {
+                self.outbox.push(Out::RemoveSub { conn, topic, sub_id, last });
                 self.reply(respond_to, Ok(()));
             }
             RoomCommand::ConnClosed { conn, guest } => {

@@ -89,3 +89,34 @@ async fn room_code_is_hidden_from_non_members_when_a_join_code_is_set() {
     assert!(doc.get("code").is_none(), "code leaked to a non-member: {doc}");
     assert!(owner.ok("getRoomById", json!([rid])).await["code"].is_string(), "members still see it");
 }
+
+/// Subscriptions the server ends (the member left or was removed, the
+/// channel went private) are ended with `nosub`, never silently.
+#[tokio::test]
+async fn server_ended_subscriptions_get_nosub() {
+    let s = TestServer::start().await;
+    let mut owner = s.user("lc-subowner").await;
+    let mut leaver = s.user("lc-leaver").await;
+    let mut reader = s.user("lc-reader").await;
+    let room = channel(&mut owner, json!({})).await;
+    let rid = room["_id"].as_str().unwrap().to_owned();
+    leaver.ok("joinRoom", json!([rid])).await;
+    let m = leaver.sub_ok("stream-room-messages", json!([rid, false])).await;
+    let p = leaver.sub_ok("stream-notify-room", json!([format!("{rid}/participants"), false])).await;
+    leaver.ok("leaveRoom", json!([rid])).await;
+    for id in [m, p] {
+        let f = leaver.expect(|f| f["msg"] == "nosub" && f["id"] == id.as_str()).await;
+        assert!(f.get("error").is_none(), "{f}");
+    }
+    // A signed-in non-member reading a public channel loses it when the
+    // channel goes private.
+    let r = reader.sub_ok("stream-room-messages", json!([rid, false])).await;
+    owner.ok("saveRoomSettings", json!([rid, "roomType", "p"])).await;
+    reader.expect(|f| f["msg"] == "nosub" && f["id"] == r.as_str()).await;
+    owner.ok("sendMessage", json!([{"rid": rid, "msg": "private now"}])).await;
+    reader
+        .expect_none(std::time::Duration::from_millis(200), |f| {
+            f["msg"] == "changed" && f["fields"]["args"][0]["msg"] == "private now"
+        })
+        .await;
+}
