@@ -400,7 +400,6 @@ async fn write_loop<S>(
             }
         }
     }
-    batch.clear();
     // Let the reader finish the frame it is handling: its reply is queued
     // and delivered below, before the close frame.
     reader_done.cancelled().await;
@@ -418,7 +417,8 @@ async fn write_loop<S>(
         // result of a call that finished during shutdown), unless the queue
         // is the problem.
         if reason != CloseReason::SlowConsumer {
-            for frame in outbox.drain_now() {
+            // Frames taken from the queue but not yet written come first.
+            for frame in batch.drain(..).chain(outbox.drain_now()) {
                 if sink.feed(Message::Text(frame)).await.is_err() {
                     return;
                 }
@@ -437,8 +437,11 @@ async fn write_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    for frame in batch.drain(..) {
+    // A frame leaves the batch only once the sink has taken it: if a close
+    // interrupts this loop, the rest is still here for the close path.
+    while let Some(frame) = batch.first().cloned() {
         sink.feed(Message::Text(frame)).await?;
+        batch.remove(0);
     }
     // A burst leaves a large batch buffer behind; idle connections should
     // not keep it.
