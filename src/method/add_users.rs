@@ -2,7 +2,7 @@
 //! `removeUserFromRoom({rid, username})`.
 
 use super::params::field_str;
-use super::{MethodResult, Params, room};
+use super::{MethodResult, Params, room, room_and_user};
 use crate::error::MethodError;
 use crate::room::RoomCommand;
 use crate::session::Session;
@@ -51,15 +51,7 @@ async fn add(s: &mut Session, o: &serde_json::Map<String, Value>, usernames: Vec
 
 pub async fn remove(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
-    let o = p.obj(0, "params[0]")?;
-    let rid = field_str(o, "rid")?.ok_or_else(|| MethodError::matching("rid", "a string"))?;
-    let username = field_str(o, "username")?.ok_or_else(|| MethodError::matching("username", "a string"))?;
-    let room = room(s, rid)?;
-    let target = s
-        .server
-        .users
-        .by_username(username)
-        .ok_or_else(|| MethodError::InvalidUsername(username.to_owned()))?;
+    let (room, target) = room_and_user(s, &p)?;
     room.ask(|tx| RoomCommand::RemoveMember { who: Box::new(who), target: target.id, respond_to: tx })
         .await?;
     Ok(Some(Value::Bool(true)))

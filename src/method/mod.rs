@@ -76,6 +76,22 @@ pub async fn dispatch(s: &mut Session, name: &str, params: Vec<Value>) -> Method
     }
 }
 
+/// `[{rid, username}]`: the room and the user it names, for the methods
+/// that act on another member (remove, mute, unmute).
+pub fn room_and_user(s: &Session, p: &Params) -> Result<(RoomHandle, crate::room::UserRef), MethodError> {
+    let o = p.obj(0, "params[0]")?;
+    let rid = params::field_str(o, "rid")?.ok_or_else(|| MethodError::matching("rid", "a string"))?;
+    let username =
+        params::field_str(o, "username")?.ok_or_else(|| MethodError::matching("username", "a string"))?;
+    let room = room(s, rid)?;
+    let user = s
+        .server
+        .users
+        .by_username(username)
+        .ok_or_else(|| MethodError::InvalidUsername(username.to_owned()))?;
+    Ok((room, user))
+}
+
 /// The room with id `rid`, or `error-invalid-room`.
 pub fn room(s: &Session, rid: &str) -> Result<RoomHandle, MethodError> {
     s.server.registry.get(&RoomId::from(rid)).ok_or(MethodError::InvalidRoom)

@@ -5,37 +5,36 @@
 //! empty: a client learns of rooms it left from `subscriptions-changed`.
 
 use super::{MethodResult, Params};
+use crate::ids::UserId;
 use crate::room::RoomCommand;
+use crate::room::actor::Reply;
 use crate::session::Session;
 use crate::time::{Millis, parse_date};
 use serde_json::{Value, json};
 
 pub async fn rooms(s: &mut Session, p: Params) -> MethodResult {
-    let who = s.require_user()?;
-    let since = p.opt_date(0, "updatedSince")?;
-    let mut docs = Vec::new();
-    for rid in s.server.users.rooms_of(&who.id) {
-        let Some(room) = s.server.registry.get(&rid) else {
-            continue;
-        };
-        let uid = who.id.clone();
-        if let Ok(doc) = room.ask(|tx| RoomCommand::DocFor { uid, respond_to: tx }).await {
-            docs.push(doc);
-        }
-    }
-    Ok(Some(shape(docs, since)))
+    collect(s, p, |uid, tx| RoomCommand::DocFor { uid, respond_to: tx }).await
 }
 
 pub async fn subscriptions(s: &mut Session, p: Params) -> MethodResult {
+    collect(s, p, |uid, tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx }).await
+}
+
+/// Asks each of the caller's rooms for one document (`None` skips a room).
+async fn collect<T: Into<Option<Value>>>(
+    s: &mut Session,
+    p: Params,
+    make: impl Fn(UserId, Reply<T>) -> RoomCommand,
+) -> MethodResult {
     let who = s.require_user()?;
     let since = p.opt_date(0, "updatedSince")?;
     let mut docs = Vec::new();
     for rid in s.server.users.rooms_of(&who.id) {
-        let Some(room) = s.server.registry.get(&rid) else {
-            continue;
-        };
+        let Some(room) = s.server.registry.get(&rid) else { continue };
         let uid = who.id.clone();
-        if let Ok(Some(doc)) = room.ask(|tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx }).await {
+        if let Ok(doc) = room.ask(|tx| make(uid, tx)).await
+            && let Some(doc) = doc.into()
+        {
             docs.push(doc);
         }
     }

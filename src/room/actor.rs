@@ -62,7 +62,8 @@ pub struct SendParams {
     pub tmid: Option<String>,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
+/// Where a room sends a command's answer.
+pub type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
 
 /// What a room can be asked to do.
 #[derive(Debug)]

@@ -304,15 +304,7 @@ impl RoomState {
         if self.t != RoomType::Channel || who.guest {
             return Err(RoomError::NotAllowed);
         }
-        if self.archived {
-            return Err(RoomError::Archived);
-        }
-        if !self.active {
-            return Err(RoomError::Inactive);
-        }
-        if self.locked && !self.can_bypass_lock(who) {
-            return Err(RoomError::Locked);
-        }
+        self.check_open(who)?;
         if let Some(expected) = &self.join_code
             && !allowed(Permission::JoinWithoutJoinCode, who, RoomRoles::NONE)
         {
@@ -348,6 +340,16 @@ impl RoomState {
         if self.t == RoomType::Direct {
             return Err(RoomError::NotAllowed);
         }
+        self.check_open(who)?;
+        if self.is_full() {
+            return Err(RoomError::Full);
+        }
+        Ok(Joined::New(self.admit(who, now, fx)))
+    }
+
+    /// The checks every self-join shares, in the documented order: archived,
+    /// ended, locked (owners and admins pass the lock).
+    fn check_open(&self, who: &Principal) -> Result<(), RoomError> {
         if self.archived {
             return Err(RoomError::Archived);
         }
@@ -357,10 +359,7 @@ impl RoomState {
         if self.locked && !self.can_bypass_lock(who) {
             return Err(RoomError::Locked);
         }
-        if self.is_full() {
-            return Err(RoomError::Full);
-        }
-        Ok(Joined::New(self.admit(who, now, fx)))
+        Ok(())
     }
 
     /// Finds a guest's membership by its resume token (reconnect grace).

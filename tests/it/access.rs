@@ -7,17 +7,8 @@ use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-const METHOD_MOD_RS: &str = include_str!("../../src/method/mod.rs");
-
 fn dispatched() -> BTreeSet<String> {
-    METHOD_MOD_RS
-        .lines()
-        .filter_map(|line| {
-            let rest = line.trim().strip_prefix('"')?;
-            let (name, after) = rest.split_once('"')?;
-            after.trim_start().starts_with("=>").then(|| name.to_owned())
-        })
-        .collect()
+    crate::docs::dispatched_methods()
 }
 
 /// Plausible params for each method aimed at room `rid`, whose member

@@ -49,7 +49,7 @@ fn error_codes() -> BTreeSet<String> {
 }
 
 /// Every method name matched in `dispatch` (`"name" =>` lines).
-fn dispatched_methods() -> BTreeSet<String> {
+pub(crate) fn dispatched_methods() -> BTreeSet<String> {
     METHOD_MOD_RS
         .lines()
         .filter_map(|line| {
