@@ -229,6 +229,13 @@ async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> (TcpStream, So
             Ok((stream, peer)) => {
                 *backoff = Backoff::default();
                 let _ = stream.set_nodelay(true);
+                // TCP keepalive reaps half-open sockets even where the DDP
+                // heartbeat does not run (`pre1` clients, the HTTP phase).
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(60))
+                    .with_interval(Duration::from_secs(10))
+                    .with_retries(3);
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                 return (stream, peer);
             }
             Err(e) => {
