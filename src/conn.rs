@@ -138,10 +138,7 @@ impl ConnHandle {
             Ok(()) => true,
             Err(PushError::Full) => {
                 self.shared.metrics.outbound_dropped();
-                if self.close(CloseReason::SlowConsumer) {
-                    tracing::debug!(conn = %self.id, "outbound queue full: closing slow consumer");
-                    self.shared.metrics.slow_consumer();
-                }
+                self.slow_consumer("outbound queue full");
                 false
             }
             Err(PushError::Closed) => false,
@@ -174,6 +171,14 @@ impl ConnHandle {
         self.after_push(r)
     }
 
+    /// Closes a client that does not keep up, counting it once.
+    fn slow_consumer(&self, why: &'static str) {
+        if self.close(CloseReason::SlowConsumer) {
+            tracing::debug!(conn = %self.id, why, "closing slow consumer");
+            self.shared.metrics.slow_consumer();
+        }
+    }
+
     /// A reply over the byte budget means the client has stopped reading
     /// replies it asked for: it is closed like any slow consumer.
     fn after_push(&self, r: Result<(), PushError>) -> bool {
@@ -181,10 +186,7 @@ impl ConnHandle {
             Ok(()) => true,
             Err(PushError::Closed) => false,
             Err(PushError::Full) => {
-                if self.close(CloseReason::SlowConsumer) {
-                    tracing::debug!(conn = %self.id, "outbound bytes over budget: closing slow consumer");
-                    self.shared.metrics.slow_consumer();
-                }
+                self.slow_consumer("outbound bytes over budget");
                 false
             }
         }

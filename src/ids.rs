@@ -29,14 +29,6 @@ fn random_bytes(size: usize) -> Vec<u8> {
     bytes
 }
 
-/// The default nanoid alphabet (URL-safe), for secrets.
-const SECRET_ALPHABET: [char; 64] = [
-    '_', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i',
-    'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'A', 'B', 'C', 'D',
-    'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', 'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y',
-    'Z',
-];
-
 /// A fresh 17-character Meteor-style id (~98 bits of entropy).
 pub fn meteor_id() -> String {
     nanoid::nanoid!(17, &METEOR_ALPHABET, random_bytes)
@@ -45,7 +37,7 @@ pub fn meteor_id() -> String {
 /// A long random secret (guest resume tokens, session ids, the development
 /// JWT secret): 6 bits per character.
 pub fn secret(len: usize) -> String {
-    nanoid::nanoid!(len, &SECRET_ALPHABET, random_bytes)
+    nanoid::nanoid!(len, &nanoid::alphabet::SAFE, random_bytes)
 }
 
 macro_rules! id_type {

@@ -120,7 +120,7 @@ impl ServerState {
         let Some(store) = &self.store else { return Ok(()) };
         let mut ops = vec![StoreOp::room(state)];
         for m in state.members.values() {
-            ops.push(StoreOp::PutMember { rid: state.id.clone(), member: Box::new(m.clone()) });
+            ops.push(StoreOp::member(&state.id, m));
         }
         store.commit(ops).await.map_err(|e| {
             tracing::error!(room = %state.id, error = %e, "cannot store new room");

@@ -872,6 +872,7 @@ impl RoomActor {
                     .state
                     .members
                     .keys()
+                    .filter(|uid| self.hub.has_listener(uid, UserEvent::MyMessages))
                     .map(|uid| Out::User {
                         uid: uid.clone(),
                         event: UserEvent::MyMessages,
@@ -1034,7 +1035,7 @@ impl RoomActor {
             return;
         }
         if let Some(m) = self.state.members.get(uid) {
-            self.ops.push(StoreOp::PutMember { rid: self.state.id.clone(), member: Box::new(m.clone()) });
+            self.ops.push(StoreOp::member(&self.state.id, m));
         }
     }
 

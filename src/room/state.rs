@@ -235,37 +235,6 @@ impl RoomState {
         }
     }
 
-    /// A copy of everything but the members, for the store.
-    pub fn clone_without_members(&self) -> RoomState {
-        RoomState {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            fname: self.fname.clone(),
-            t: self.t,
-            code: self.code.clone(),
-            creator: self.creator.clone(),
-            host_id: self.host_id.clone(),
-            ts: self.ts,
-            updated_at: self.updated_at,
-            ro: self.ro,
-            archived: self.archived,
-            join_code: self.join_code.clone(),
-            locked: self.locked,
-            max_participants: self.max_participants,
-            active: self.active,
-            guest_access: self.guest_access,
-            custom_fields: self.custom_fields.clone(),
-            msgs: self.msgs,
-            default: self.default,
-            sys_mes: self.sys_mes,
-            featured: self.featured,
-            topic: self.topic.clone(),
-            description: self.description.clone(),
-            announcement: self.announcement.clone(),
-            members: HashMap::new(),
-        }
-    }
-
     pub fn roles_of(&self, uid: &UserId) -> RoomRoles {
         self.members.get(uid).map(|m| m.roles).unwrap_or_default()
     }

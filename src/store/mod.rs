@@ -43,14 +43,20 @@ pub enum StoreError {
     Open { path: String, reason: String },
 }
 
-/// One change to durable state.
+/// One change to durable state. Documents are serialised when the op is
+/// made (serde skips a room's members), so the writer thread only executes
+/// SQL and nothing needs copying into the op.
 #[derive(Debug)]
 pub enum StoreOp {
     /// The room's settings and metadata (members and messages are separate).
-    PutRoom(Box<RoomState>),
+    PutRoom {
+        id: RoomId,
+        doc: String,
+    },
     PutMember {
         rid: RoomId,
-        member: Box<Member>,
+        uid: UserId,
+        doc: String,
     },
     DeleteMember {
         rid: RoomId,
@@ -61,20 +67,29 @@ pub enum StoreOp {
         id: MessageId,
         doc: String,
     },
-    PutUser(UserRef),
+    PutUser {
+        id: UserId,
+        doc: String,
+    },
+}
+
+/// Serialising our own types cannot fail (no non-string keys, no failing
+/// `Serialize` impls).
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 impl StoreOp {
     pub fn room(state: &RoomState) -> Self {
-        StoreOp::PutRoom(Box::new(state.clone_without_members()))
+        StoreOp::PutRoom { id: state.id.clone(), doc: json(state) }
+    }
+
+    pub fn member(rid: &RoomId, m: &Member) -> Self {
+        StoreOp::PutMember { rid: rid.clone(), uid: m.user.id.clone(), doc: json(m) }
     }
 
     pub fn message(m: &Message) -> Self {
-        StoreOp::PutMessage {
-            rid: m.rid.clone(),
-            id: m.id.clone(),
-            doc: serde_json::to_string(m).unwrap_or_default(),
-        }
+        StoreOp::PutMessage { rid: m.rid.clone(), id: m.id.clone(), doc: json(m) }
     }
 }
 
@@ -144,7 +159,8 @@ impl StoreHandle {
 
 /// The user directory row for `u`.
 pub fn user_op(u: &User) -> StoreOp {
-    StoreOp::PutUser(UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() })
+    let r = UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() };
+    StoreOp::PutUser { id: u.id.clone(), doc: json(&r) }
 }
 
 /// Reports a group commit to the metrics layer.

@@ -193,15 +193,14 @@ fn commit(conn: &mut Connection, group: &Group) -> Result<(), StoreError> {
 }
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
-    let json = |v: &dyn erased::Json| v.to_json();
     match op {
-        StoreOp::PutRoom(state) => {
+        StoreOp::PutRoom { id, doc } => {
             tx.prepare_cached("INSERT OR REPLACE INTO rooms (id, doc) VALUES (?1, ?2)")?
-                .execute(params![state.id.as_str(), json(&**state)])?;
+                .execute(params![id.as_str(), doc])?;
         }
-        StoreOp::PutMember { rid, member } => {
+        StoreOp::PutMember { rid, uid, doc } => {
             tx.prepare_cached("INSERT OR REPLACE INTO members (rid, uid, doc) VALUES (?1, ?2, ?3)")?
-                .execute(params![rid.as_str(), member.user.id.as_str(), json(&**member)])?;
+                .execute(params![rid.as_str(), uid.as_str(), doc])?;
         }
         StoreOp::DeleteMember { rid, uid } => {
             tx.prepare_cached("DELETE FROM members WHERE rid = ?1 AND uid = ?2")?
@@ -213,22 +212,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
             tx.prepare_cached("INSERT OR IGNORE INTO messages (rid, id, doc) VALUES (?1, ?2, ?3)")?
                 .execute(params![rid.as_str(), id.as_str(), doc])?;
         }
-        StoreOp::PutUser(u) => {
+        StoreOp::PutUser { id, doc } => {
             tx.prepare_cached("INSERT OR REPLACE INTO users (id, doc) VALUES (?1, ?2)")?
-                .execute(params![u.id.as_str(), json(u)])?;
+                .execute(params![id.as_str(), doc])?;
         }
     }
     Ok(())
-}
-
-/// Serialising our own types cannot fail; this keeps `apply` readable.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-    }
 }
