@@ -468,7 +468,9 @@ async fn defended(f: impl FnOnce(&mut roomd::config::Limits)) -> TestServer {
 
 #[tokio::test]
 async fn method_flood_is_answered_with_too_many_requests_not_dropped() {
-    let s = defended(|_| {}).await;
+    // Burst 100, refill 1/s: how many pass does not depend on how fast a
+    // loaded machine gets through the flood.
+    let s = defended(|l| l.rate_other = "1:100".parse().unwrap()).await;
     let mut c = s.user("alice").await;
     let rid = channel(&mut c, json!({})).await["_id"].as_str().unwrap().to_owned();
     let mut ids = Vec::new();
@@ -492,7 +494,8 @@ async fn method_flood_is_answered_with_too_many_requests_not_dropped() {
         }
     }
     assert_eq!(ok + limited, 300, "every call is answered");
-    assert!((100..200).contains(&ok), "burst of 100 plus refill, got {ok}");
+    // `login` and `createChannel` above took two tokens of the burst.
+    assert!((98..110).contains(&ok), "burst of 100 plus refill, got {ok}");
     assert!(limited > 0);
     c.assert_alive().await;
 }
