@@ -9,6 +9,7 @@
 //! - `events`: membership events, who may subscribe, order, no duplicates.
 //! - `races`: concurrent joins vs capacity, joins vs lock, vanishing guests.
 //! - `model`: model-based property test of `RoomState`.
+//! - `rc_api`: DMs, lists, roles, message rules, typing, user-scoped streams.
 
 mod support;
 
@@ -25,5 +26,6 @@ mod lifecycle;
 mod limits;
 mod model;
 mod races;
+mod rc_api;
 mod rooms;
 mod shutdown;
