@@ -20,7 +20,8 @@ const MAX_HEADERS: usize = 32;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: String,
-    /// The path without the query string.
+    /// The path without the query string (`/websocket/` folded into
+    /// `/websocket`).
     pub path: String,
     pub host: Option<String>,
     pub origin: Option<String>,
@@ -78,7 +79,12 @@ fn extract(req: &httparse::Request<'_, '_>, rest: Vec<u8>) -> RequestHead {
             .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
     };
     let target = req.path.unwrap_or("/");
-    let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
+    let mut path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
+    // Meteor serves its DDP endpoint with and without the trailing slash,
+    // and clients built for it may ask for either.
+    if path == "/websocket/" {
+        path.pop();
+    }
     RequestHead {
         method: req.method.unwrap_or("").to_owned(),
         path,
@@ -209,6 +215,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(h.path, "/websocket");
+        let slash = parse(b"GET /websocket/?x=1 HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(slash.path, "/websocket");
         assert_eq!(h.host.as_deref(), Some("a:1"));
         assert_eq!(h.rest, b"xyz");
         assert_eq!(h.websocket_key(), Ok("dGhlIHNhbXBsZSBub25jZQ=="));

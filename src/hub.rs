@@ -42,6 +42,8 @@ pub struct UserHub {
     /// How many connections listen to `__my_messages__`; rooms skip the
     /// per-member lookups entirely while this is zero.
     my_messages: AtomicUsize,
+    /// Each signed-in user's own `users` record and who holds it.
+    pub records: crate::account::OwnRecords,
 }
 
 impl std::fmt::Debug for UserHub {

@@ -15,6 +15,7 @@
 //! - [`room`]: pure rules (`state`), the actor that owns a room (`actor`), data (`model`).
 //! - [`lobby`]: creating rooms (name, code, actor, registration).
 //! - [`hub`]: user-scoped streams (notify-user, __my_messages__, notify-logged).
+//! - [`account`]: the signed-in user's own `users` record.
 //! - [`store`]: the durable SQLite store: schema, restore, group-commit writer.
 //! - [`registry`]: rooms by id, name, code. [`users`]: users seen, their rooms.
 //! - [`auth`]: JWT verification and minting. [`permissions`]: who may do what.
@@ -31,6 +32,7 @@
 //! - Nothing is acknowledged before it is durable: a room actor holds a
 //!   command's reply and events until the store has committed its changes.
 
+pub mod account;
 pub mod auth;
 pub mod config;
 pub mod conn;

@@ -328,6 +328,25 @@ impl Session {
         }
     }
 
+    /// Sends this connection the record of `user`, who is signing in on it
+    /// (`removed` first if it was signed in as someone else); the user's
+    /// other connections get `changed` if the record's fields changed.
+    /// Called before `self.user` is set.
+    pub fn show_own_record(&mut self, user: &User) {
+        let records = &self.server.hub.records;
+        if let Some(old) = self.user.as_ref().filter(|old| old.id != user.id) {
+            records.hide(&old.id, &self.conn);
+        }
+        records.show(&self.conn, user);
+    }
+
+    /// On `logout`: `removed` for the signed-in user's record.
+    pub fn hide_own_record(&mut self) {
+        if let Some(u) = &self.user {
+            self.server.hub.records.hide(&u.id, &self.conn);
+        }
+    }
+
     /// Drops every room subscription, answering each with `nosub` carrying
     /// `error` (used when the identity they were granted to goes away).
     pub async fn drop_all_subs(&mut self, error: &MethodError) {
@@ -376,6 +395,9 @@ impl Session {
             }
         }
         self.server.hub.drop_conn(conn, &uids);
+        if let Some(u) = &self.user {
+            self.server.hub.records.forget(&u.id, conn);
+        }
         self.set_online(None);
     }
 }

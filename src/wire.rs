@@ -245,6 +245,29 @@ pub fn stream_added(collection: &str, event: &str) -> Utf8Bytes {
     }))
 }
 
+/// `added` for a document of a real collection (e.g. the signed-in user's
+/// own `users` record), as Meteor's mergebox sends it.
+pub fn doc_added(collection: &str, id: &str, fields: &Map<String, Value>) -> Utf8Bytes {
+    to_frame(&json!({"msg": "added", "collection": collection, "id": id, "fields": fields}))
+}
+
+/// `changed` for a document: `fields` holds new values, `cleared` the keys
+/// that went away; each key is left out when empty, as Meteor does.
+pub fn doc_changed(collection: &str, id: &str, fields: &Map<String, Value>, cleared: &[String]) -> Utf8Bytes {
+    let mut f = json!({"msg": "changed", "collection": collection, "id": id});
+    if !fields.is_empty() {
+        f["fields"] = Value::Object(fields.clone());
+    }
+    if !cleared.is_empty() {
+        f["cleared"] = json!(cleared);
+    }
+    to_frame(&f)
+}
+
+pub fn doc_removed(collection: &str, id: &str) -> Utf8Bytes {
+    to_frame(&json!({"msg": "removed", "collection": collection, "id": id}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

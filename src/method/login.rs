@@ -42,11 +42,13 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
     });
     tracing::debug!(conn = %s.conn().id, user = %user.id, "logged in");
     s.set_online(Some((user.id.clone(), user.username.clone())));
+    s.show_own_record(&user);
     s.user = Some(Arc::new(user));
     Ok(Some(result))
 }
 
 pub async fn logout(s: &mut Session) -> MethodResult {
+    s.hide_own_record();
     if s.user.take().is_some() {
         s.drop_all_subs(&MethodError::SubNotAllowed).await;
         s.set_online(None);

@@ -242,3 +242,17 @@ async fn metrics_count_connections_methods_joins_and_messages() {
     assert_eq!(sample(&body, "roomd_connections{kind=\"user\"}"), Some(0.0), "{body}");
     assert_eq!(sample(&body, "roomd_connections{kind=\"guest\"}"), Some(2.0), "{body}");
 }
+
+#[tokio::test]
+async fn websocket_path_accepts_a_trailing_slash_and_a_query_string() {
+    let s = TestServer::start().await;
+    for path in ["/websocket/", "/websocket?x=1", "/websocket/?x=1&y=%2F"] {
+        let mut c = Client::open(&format!("ws://{}{path}", s.addr)).await;
+        c.connect().await;
+        c.assert_alive().await;
+    }
+    // Only that one alias: other paths stay 404.
+    for path in ["/websocket//", "/websocketx", "/sockjs/websocket", "/healthz/"] {
+        assert_eq!(get(s.addr, path).await.status, 404, "{path}");
+    }
+}

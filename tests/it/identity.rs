@@ -246,3 +246,116 @@ async fn guest_in_a_room_still_may_not_use_user_methods() {
     let r = g.call("leaveRoom", json!([rid])).await;
     assert!(r.get("error").is_none() && r.get("result").is_none(), "{r}");
 }
+
+fn is_users(f: &Value, msg: &str, id: &str) -> bool {
+    f["msg"] == msg && f["collection"] == "users" && f["id"] == id
+}
+
+fn named_token(s: &TestServer, id: &str, username: &str, name: &str, roles: &[&str]) -> String {
+    let claims = json!({
+        "sub": id, "username": username, "name": name, "roles": roles, "exp": now_secs() + 600,
+    });
+    s.token_with(&claims, Algorithm::HS256, SECRET)
+}
+
+/// Logs `c` in with `token`; returns every frame up to the login's
+/// `updated`, in arrival order.
+async fn login_frames(c: &mut Client, token: &str) -> Vec<Value> {
+    let id = c.send_method("login", json!([{"resume": token}])).await;
+    let mut seen = Vec::new();
+    loop {
+        let f = c.next_frame().await;
+        let done = f["msg"] == "updated" && f["methods"][0] == id.as_str();
+        seen.push(f);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_publishes_the_users_own_record_before_updated() {
+    let s = TestServer::start().await;
+    let mut c = s.guest().await;
+    let token = named_token(&s, "u-rec", "rec", "Rec Ord", &["user", "admin"]);
+    let frames = login_frames(&mut c, &token).await;
+    let added = frames.iter().position(|f| is_users(f, "added", "u-rec"));
+    let added = added.unwrap_or_else(|| panic!("no users `added` before `updated`: {frames:?}"));
+    assert_eq!(
+        frames[added]["fields"],
+        json!({"username": "rec", "name": "Rec Ord", "roles": ["user", "admin"], "status": "online"})
+    );
+    let result = frames.iter().position(|f| f["msg"] == "result").unwrap();
+    assert!(frames[result].get("error").is_none(), "{frames:?}");
+    // Only one record, and nothing else about users.
+    assert_eq!(frames.iter().filter(|f| f["collection"] == "users").count(), 1, "{frames:?}");
+    // The same identity again on the same connection: nothing new to send.
+    let again = login_frames(&mut c, &token).await;
+    assert!(!again.iter().any(|f| f["collection"] == "users"), "{again:?}");
+    c.expect_none(Duration::from_millis(100), |f| f["collection"] == "users").await;
+}
+
+#[tokio::test]
+async fn own_record_changes_reach_every_connection_of_the_user_and_logout_removes_it() {
+    let s = TestServer::start().await;
+    let mut a = s.guest().await;
+    let mut b = s.guest().await;
+    let mut other = s.user("bystander").await;
+    let first = named_token(&s, "u-two", "two", "Two Old", &["user"]);
+    let frames = login_frames(&mut a, &first).await;
+    assert!(frames.iter().any(|f| is_users(f, "added", "u-two")), "{frames:?}");
+    let frames = login_frames(&mut b, &first).await;
+    assert!(frames.iter().any(|f| is_users(f, "added", "u-two")), "{frames:?}");
+    // Same fields: the first connection hears nothing.
+    a.expect_none(Duration::from_millis(100), |f| f["collection"] == "users").await;
+
+    // A new token with a new name and roles, on the second connection:
+    // both connections get `changed` with just what changed.
+    let renamed = named_token(&s, "u-two", "two", "Two New", &["user", "bot"]);
+    let frames = login_frames(&mut b, &renamed).await;
+    let ch: Vec<&Value> = frames.iter().filter(|f| is_users(f, "changed", "u-two")).collect();
+    assert_eq!(ch.len(), 1, "{frames:?}");
+    assert_eq!(ch[0]["fields"], json!({"name": "Two New", "roles": ["user", "bot"]}));
+    assert!(ch[0].get("cleared").is_none(), "{}", ch[0]);
+    let f = a.expect(|f| is_users(f, "changed", "u-two")).await;
+    assert_eq!(f["fields"], json!({"name": "Two New", "roles": ["user", "bot"]}));
+
+    // Logout removes the record from that connection only.
+    b.ok("logout", json!([])).await;
+    b.expect(|f| is_users(f, "removed", "u-two")).await;
+    a.expect_none(Duration::from_millis(100), |f| f["collection"] == "users").await;
+
+    // Signing in as someone else on a connection: `removed` for the old id,
+    // then `added` for the new one.
+    let frames = login_frames(&mut a, &s.token("u-three", "three", &["user"])).await;
+    let removed = frames.iter().position(|f| is_users(f, "removed", "u-two"));
+    let added = frames.iter().position(|f| is_users(f, "added", "u-three"));
+    assert!(matches!((removed, added), (Some(r), Some(d)) if r < d), "{frames:?}");
+
+    // Nobody else ever saw these records.
+    other
+        .expect_none(Duration::from_millis(100), |f| f["collection"] == "users" && f["id"] != "id-bystander")
+        .await;
+    a.close().await;
+    b.close().await;
+    // Closed connections are forgotten; the bystander's record is the only one left.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.state.hub.records.len() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "records leak: {}", s.state.hub.records.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn guests_and_refused_logins_get_no_users_record() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let doc = channel(&mut alice, json!({"guestAccess": true})).await;
+    let mut g = s.guest().await;
+    let r = g.join_code(doc["code"].as_str().unwrap(), Some("Jane")).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let bad = s.token_with(&claims("u-x", "x", now_secs() + 60), Algorithm::HS256, b"wrong-secret");
+    g.err("login", json!([{"resume": bad}])).await;
+    g.call("logout", json!([])).await;
+    g.expect_none(Duration::from_millis(150), |f| f["collection"] == "users").await;
+}

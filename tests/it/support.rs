@@ -103,7 +103,11 @@ impl TestServer {
         let token = self.token(&format!("id-{username}"), username, roles);
         let r = c.call("login", json!([{"resume": token}])).await;
         assert!(r.get("error").is_none(), "login failed: {r}");
-        c.user_id = Some(format!("id-{username}"));
+        // The user's own `users` record came before the result; consumed
+        // here so tests that read exact frame sequences start clean.
+        let uid = format!("id-{username}");
+        c.expect(|f| f["msg"] == "added" && f["collection"] == "users" && f["id"] == uid.as_str()).await;
+        c.user_id = Some(uid);
         c
     }
 
