@@ -4,7 +4,7 @@
 # interop tests with published DDP client libraries from npm.
 #
 # Usage: scripts/test-all.sh          (from anywhere)
-# Needs: cargo (with rustfmt, clippy), node >= 18 and npm for the interop step.
+# Needs: cargo (with rustfmt, clippy), node >= 20 and npm for the interop step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -12,7 +12,7 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-ALL_SCENARIOS=(simpleddp-core ddpjs-core rc-messages)
+ALL_SCENARIOS=(simpleddp-core ddpjs-core rc-messages rc-ddp-client)
 
 log() { printf '[interop] %s\n' "$*"; }
 die() { printf '[interop] ERROR: %s\n' "$*" >&2; exit 2; }
@@ -28,6 +28,14 @@ fi
 
 command -v node >/dev/null || die "node is required"
 command -v npm >/dev/null || die "npm is required"
+
+# @rocket.chat/ddp-client uses the global WebSocket: built into Node >= 22,
+# behind a flag on Node 20 (older Nodes have neither, and fail that scenario).
+NODE_FLAGS=()
+if ! node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' 2>/dev/null &&
+  node --experimental-websocket -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' 2>/dev/null; then
+  NODE_FLAGS+=(--experimental-websocket)
+fi
 
 # --- scenarios ------------------------------------------------------------
 if [[ -n "${SCENARIOS:-}" ]]; then
@@ -146,7 +154,7 @@ for s in "${RUN_LIST[@]}"; do
     continue
   fi
   # The scenario has its own (shorter) timeout; this is only a last resort.
-  if timeout 120 node "$SCRIPT_DIR/$s.mjs"; then
+  if timeout 120 node "${NODE_FLAGS[@]}" "$SCRIPT_DIR/$s.mjs"; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1)); FAILED_NAMES+=("$s")

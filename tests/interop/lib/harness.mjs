@@ -68,7 +68,7 @@ export function socketClass(label) {
   };
 }
 
-function record(label, dir, text) {
+export function record(label, dir, text) {
   const entry = { at: elapsed(), label, dir, text };
   frames.push(entry);
   if (DEBUG_FRAMES) process.stderr.write(fmtFrame(entry) + '\n');
