@@ -114,10 +114,19 @@ impl Session {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(conn = %self.conn.id, error = %e, "bad frame");
+                if let (FrameError::UnparsableMethod { id }, true) = (&e, self.connected) {
+                    // The call is answered like any failed call, so the
+                    // client's pending call ends instead of waiting forever.
+                    let err = MethodError::matching("frame", "valid JSON (the call could not be parsed)");
+                    return self
+                        .conn
+                        .send_pair(wire::result_err(id, &err.to_wire("")), wire::updated(id))
+                        .await;
+                }
                 // Before `connect`, anything that is not a valid connect is
                 // answered as Meteor does: "Must connect first".
                 let reply = match (&e, self.connected) {
-                    (FrameError::Parse, _) | (_, true) => e.to_frame(),
+                    (FrameError::Parse | FrameError::UnparsableMethod { .. }, _) | (_, true) => e.to_frame(),
                     (
                         FrameError::BadRequest(v)
                         | FrameError::MalformedMethod(v)

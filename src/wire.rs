@@ -27,6 +27,10 @@ pub enum ClientFrame {
 pub enum FrameError {
     #[error("Parse error")]
     Parse,
+    /// Not valid JSON, but the start of a method call whose `id` could be
+    /// read: answered as that call's `result`, so the caller's call ends.
+    #[error("Parse error")]
+    UnparsableMethod { id: String },
     #[error("Bad request")]
     BadRequest(Value),
     #[error("Malformed method invocation")]
@@ -40,7 +44,9 @@ impl FrameError {
     pub fn to_frame(&self) -> Utf8Bytes {
         let reason = self.to_string();
         match self {
-            FrameError::Parse => to_frame(&json!({"msg": "error", "reason": reason})),
+            FrameError::Parse | FrameError::UnparsableMethod { .. } => {
+                to_frame(&json!({"msg": "error", "reason": reason}))
+            }
             FrameError::BadRequest(v) | FrameError::MalformedMethod(v) | FrameError::MalformedSub(v) => {
                 error_frame(&reason, v)
             }
@@ -51,7 +57,20 @@ impl FrameError {
 /// Parses one text frame. Never panics: serde_json bounds nesting depth, and
 /// every shape check is explicit.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
-    let value: Value = serde_json::from_str(text).map_err(|_| FrameError::Parse)?;
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        // The slow paths run only for frames that failed: valid frames pay
+        // nothing for them.
+        Err(_) => match replace_lone_surrogates(text).and_then(|t| serde_json::from_str(&t).ok()) {
+            Some(v) => v,
+            None => {
+                return Err(match recover_method_id(text) {
+                    Some(id) => FrameError::UnparsableMethod { id },
+                    None => FrameError::Parse,
+                });
+            }
+        },
+    };
     let Value::Object(mut obj) = value else {
         return Err(FrameError::BadRequest(value));
     };
@@ -98,6 +117,103 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         },
         _ => Err(FrameError::BadRequest(Value::Object(obj))),
     }
+}
+
+/// Rewrites every `\uD800`–`\uDFFF` escape that is not half of a
+/// surrogate pair into `\uFFFD`. JavaScript strings may hold lone
+/// surrogates (`"😀".slice(0, 1)`) and `JSON.stringify` writes them as
+/// escapes that `JSON.parse` accepts; serde_json refuses them. `None` when
+/// there was nothing to replace.
+fn replace_lone_surrogates(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = b.get(at..at + 4)?;
+        let s = std::str::from_utf8(digits).ok()?;
+        u32::from_str_radix(s, 16).ok().filter(|_| digits.iter().all(u8::is_ascii_hexdigit))
+    };
+    let is_high = |c: u32| (0xD800..0xDC00).contains(&c);
+    let is_low = |c: u32| (0xDC00..0xE000).contains(&c);
+    let mut out = String::new();
+    let (mut i, mut copied) = (0, 0);
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        // An escape: a backslash followed by one character (which is ASCII in any
+        // valid escape; a backslash never occurs inside a UTF-8 sequence, so
+        // the positions sliced below are always char boundaries).
+        let Some(cp) = (b.get(i + 1) == Some(&b'u')).then(|| hex4(i + 2)).flatten() else {
+            i += 2;
+            continue;
+        };
+        let paired = is_high(cp)
+            && b.get(i + 6) == Some(&b'\\')
+            && b.get(i + 7) == Some(&b'u')
+            && hex4(i + 8).is_some_and(is_low);
+        if paired {
+            i += 12;
+            continue;
+        }
+        if !is_high(cp) && !is_low(cp) {
+            i += 6;
+            continue;
+        }
+        out.push_str(&text[copied..i]);
+        out.push_str("\\ufffd");
+        i += 6;
+        copied = i;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
+/// The `id` of a frame that starts like a method call (`msg` is `"method"`,
+/// or absent so far while `method` is a string) but is not valid JSON
+/// further on: the top-level object is read key by key until the error, and
+/// whatever was read by then counts. Keys after the broken part are lost.
+fn recover_method_id(text: &str) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    #[derive(Default)]
+    struct Seen {
+        msg: Option<String>,
+        id: Option<String>,
+        method: bool,
+    }
+    struct Probe<'a>(&'a mut Seen);
+    impl<'de> Visitor<'de> for Probe<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a DDP frame")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "msg" => self.0.msg = Some(map.next_value::<String>()?),
+                    "id" => self.0.id = Some(map.next_value::<String>()?),
+                    "method" => {
+                        map.next_value::<String>()?;
+                        self.0.method = true;
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut seen = Seen::default();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = (&mut de).deserialize_map(Probe(&mut seen));
+    let is_method = match seen.msg.as_deref() {
+        Some(m) => m == "method",
+        None => seen.method,
+    };
+    seen.id.filter(|_| is_method)
 }
 
 fn take_string(obj: &mut Map<String, Value>, key: &str) -> String {

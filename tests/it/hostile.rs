@@ -437,7 +437,9 @@ proptest! {
             Ok(ClientFrame::Connect { .. }) => prop_assert_eq!(msg, "connect"),
             Ok(ClientFrame::Ping { .. }) => prop_assert_eq!(msg, "ping"),
             Ok(ClientFrame::Pong) => prop_assert_eq!(msg, "pong"),
-            Err(FrameError::Parse) => prop_assert!(false, "valid JSON reported as a parse error: {}", text),
+            Err(FrameError::Parse | FrameError::UnparsableMethod { .. }) => {
+                prop_assert!(false, "valid JSON reported as a parse error: {}", text)
+            }
             Err(e) => {
                 prop_assert!(!matches!(msg, "connect" | "ping" | "pong"), "{} refused: {:?}", msg, e);
                 // Every refusal becomes a DDP error frame that echoes the input.
@@ -716,4 +718,52 @@ async fn join_code_guessing_across_connections_is_throttled_per_room() {
     // Members and admins are not held up by strangers' guessing.
     let mut admin = s.user_with_roles("jc-admin", &["admin"]).await;
     assert_eq!(admin.ok("joinRoom", json!([rid])).await, true);
+}
+
+/// `JSON.stringify("hello 😀".slice(0, 7))` writes a lone surrogate escape;
+/// JavaScript's `JSON.parse` accepts it, so roomd does too (as U+FFFD), and
+/// the call gets its result instead of a connection-level parse error.
+#[tokio::test]
+async fn lone_surrogate_escapes_are_replaced_and_the_call_answered() {
+    let s = TestServer::start().await;
+    let mut c = s.user("surrogate").await;
+    let rid = channel(&mut c, json!({})).await["_id"].as_str().unwrap().to_owned();
+    let frame = format!(
+        r#"{{"msg":"method","id":"s1","method":"sendMessage","params":[{{"rid":"{rid}","msg":"hello \ud83d"}}]}}"#
+    );
+    c.send_raw(&frame).await;
+    let r = c.result_of("s1").await;
+    assert_eq!(r["result"]["msg"], "hello \u{FFFD}", "{r}");
+    // A low half alone, a reversed pair, and a proper pair (kept as is).
+    let frame = format!(
+        r#"{{"msg":"method","id":"s2","method":"sendMessage","params":[{{"rid":"{rid}","msg":"\ude00x\ude00\ud83d \ud83d\ude00 \\ud83d"}}]}}"#
+    );
+    c.send_raw(&frame).await;
+    let r = c.result_of("s2").await;
+    assert_eq!(r["result"]["msg"], "\u{FFFD}x\u{FFFD}\u{FFFD} 😀 \\ud83d", "{r}");
+}
+
+/// A call frame that is not valid JSON further on, but whose `id` can be
+/// read, is answered with that id's `result` (a coded error), not only a
+/// connection-level `Parse error` that leaves the call waiting.
+#[tokio::test]
+async fn unparsable_call_with_a_readable_id_gets_an_error_result() {
+    let s = TestServer::start().await;
+    let mut c = s.guest().await;
+    c.send_raw(r#"{"msg":"method","id":"p1","method":"getRoomById","params":[{"a":tru]}"#).await;
+    let r = c.result_of("p1").await;
+    assert_match_failed(&r["error"], "frame");
+    // Truncated mid-params (a frame cut short by a buggy client).
+    c.send_raw(r#"{"msg":"method","method":"sendMessage","id":"p2","params":[{"msg":"x"#).await;
+    let r = c.result_of("p2").await;
+    assert_match_failed(&r["error"], "frame");
+    // No id before the broken part: nothing to answer but the parse error.
+    c.send_raw(r#"{"msg":"method","params":[nope],"id":"p3"}"#).await;
+    let f = c.expect(|f| f["msg"] == "error").await;
+    assert_eq!(f["reason"], "Parse error", "{f}");
+    // A sub is not a call: a parse error frame.
+    c.send_raw(r#"{"msg":"sub","id":"p4","name":"x","params":[nope]}"#).await;
+    let f = c.expect(|f| f["msg"] == "error").await;
+    assert_eq!(f["reason"], "Parse error", "{f}");
+    c.assert_alive().await;
 }
