@@ -7,7 +7,7 @@ use crate::permissions::{Permission, allowed};
 use crate::room::state::valid_room_name;
 use crate::room::{CreateOptions, RoomError, RoomRoles, RoomState, RoomType};
 use crate::session::Session;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 pub async fn call(s: &mut Session, p: Params, t: RoomType) -> MethodResult {
     let who = s.require_user()?;
@@ -25,7 +25,13 @@ pub async fn call(s: &mut Session, p: Params, t: RoomType) -> MethodResult {
     let usernames = p.opt_str_list(1, "members")?;
     let mut opts = CreateOptions {
         read_only: p.opt_bool(2, "readOnly")?.unwrap_or(false),
-        custom_fields: p.opt_obj(3, "customFields")?.cloned().unwrap_or_default(),
+        custom_fields: match p.opt_obj(3, "customFields")? {
+            Some(o) => {
+                super::params::custom_fields(o)?;
+                o.clone()
+            }
+            None => Map::new(),
+        },
         ..CreateOptions::default()
     };
     if let Some(extra) = p.opt_obj(4, "extraData")? {

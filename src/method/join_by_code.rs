@@ -22,18 +22,11 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = match &s.user {
         Some(u) => user_principal(u),
         None => {
-            let name = guest_name.map(str::trim).unwrap_or("");
-            let len = name.chars().count();
-            if len == 0 || len > MAX_GUEST_NAME || name.chars().any(char::is_control) {
-                return Err(MethodError::matching(
-                    "guestName",
-                    "1 to 50 characters after trimming, without control characters",
-                ));
-            }
+            let name = super::params::display_name(guest_name.unwrap_or(""), "guestName", MAX_GUEST_NAME)?;
             Principal {
                 id: s.guest_id.clone().unwrap_or_else(UserId::new_guest),
-                username: name.to_owned(),
-                name: Some(name.to_owned()),
+                username: name.clone(),
+                name: Some(name),
                 admin: false,
                 bot: false,
                 guest: true,

@@ -108,3 +108,103 @@ pub fn loose_bool(v: &Value) -> Option<bool> {
         _ => None,
     }
 }
+
+/// Characters a display name may not hold: control characters (Cc), format
+/// characters (Cf: bidi overrides and isolates, zero-width joiners and
+/// spaces, the BOM, invisible operators, tags) and line/paragraph
+/// separators (Zl, Zp). They let one name pose as another or reorder the
+/// text around it. Cf is listed by hand (Unicode 15.1): it changes rarely,
+/// and no dependency is needed for a few ranges.
+pub fn is_hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
+}
+
+/// A guest's display name: trimmed, NFC-normalised (so one name has one
+/// spelling), 1 to `max` characters, none of them hidden
+/// ([`is_hidden_char`]).
+pub fn display_name(raw: &str, field: &str, max: usize) -> Result<String, MethodError> {
+    use unicode_normalization::UnicodeNormalization;
+    let name: String = raw.trim().nfc().collect();
+    let len = name.chars().count();
+    if len == 0 || len > max || name.chars().any(is_hidden_char) {
+        return Err(MethodError::matching(
+            field,
+            format!("1 to {max} characters after trimming, without control, format or separator characters"),
+        ));
+    }
+    Ok(name)
+}
+
+/// Largest `customFields`, as compact JSON.
+pub const MAX_CUSTOM_FIELDS_BYTES: usize = 8 * 1024;
+/// Deepest nesting of objects and arrays in `customFields`, the object
+/// itself counting as 1.
+pub const MAX_CUSTOM_FIELDS_DEPTH: usize = 4;
+
+/// Checks `customFields`: keys that would reach an object's prototype in a
+/// JavaScript client (`__proto__`, `constructor`, `prototype`) or be read as
+/// operators or paths by a document store (`$…`, `a.b`) are refused at any
+/// depth, as are objects larger or deeper than the limits above.
+pub fn custom_fields(o: &Map<String, Value>) -> Result<(), MethodError> {
+    let size = serde_json::to_vec(o).map(|b| b.len()).unwrap_or(usize::MAX);
+    if size > MAX_CUSTOM_FIELDS_BYTES {
+        return Err(MethodError::matching(
+            "customFields",
+            format!("an object of at most {MAX_CUSTOM_FIELDS_BYTES} bytes as JSON"),
+        ));
+    }
+    check_object(o, 1)
+}
+
+fn check_object(o: &Map<String, Value>, depth: usize) -> Result<(), MethodError> {
+    let bad_key = |k: &str| {
+        matches!(k, "__proto__" | "constructor" | "prototype") || k.starts_with('$') || k.contains('.')
+    };
+    if o.keys().any(|k| bad_key(k)) {
+        return Err(MethodError::matching(
+            "customFields",
+            "an object without keys __proto__, constructor or prototype, starting with $ or containing .",
+        ));
+    }
+    o.values().try_for_each(|v| check_value(v, depth))
+}
+
+/// `v` sits inside a container at `depth`.
+fn check_value(v: &Value, depth: usize) -> Result<(), MethodError> {
+    let nested = matches!(v, Value::Object(_) | Value::Array(_));
+    if nested && depth >= MAX_CUSTOM_FIELDS_DEPTH {
+        return Err(MethodError::matching(
+            "customFields",
+            format!("an object nested at most {MAX_CUSTOM_FIELDS_DEPTH} levels deep"),
+        ));
+    }
+    match v {
+        Value::Object(o) => check_object(o, depth + 1),
+        Value::Array(a) => a.iter().try_for_each(|v| check_value(v, depth + 1)),
+        _ => Ok(()),
+    }
+}

@@ -767,3 +767,62 @@ async fn unparsable_call_with_a_readable_id_gets_an_error_result() {
     assert_eq!(f["reason"], "Parse error", "{f}");
     c.assert_alive().await;
 }
+
+/// Names that hide or reorder text (bidi overrides, zero-width characters,
+/// separators, a BOM) are refused; accepted names are stored NFC-normalised.
+#[tokio::test]
+async fn guest_names_with_format_or_separator_characters_are_refused_and_nfc_normalised() {
+    let s = TestServer::start().await;
+    let mut owner = s.user("owner").await;
+    let code = channel(&mut owner, json!({"guestAccess": true})).await["code"].as_str().unwrap().to_owned();
+    let hidden = [
+        "admin\u{202E}nimda",
+        "ad\u{200B}min",
+        "zero\u{200D}joiner",
+        "\u{FEFF}bom",
+        "line\u{2028}sep",
+        "para\u{2029}sep",
+        "isolate\u{2066}x\u{2069}",
+        "soft\u{AD}hyphen",
+        "tag\u{E0041}",
+    ];
+    for name in hidden {
+        let mut g = s.guest().await;
+        let r = g.join_code(&code, Some(name)).await;
+        assert_match_failed(&r["error"], "guestName");
+    }
+    // "Zoë" with a combining diaeresis comes back precomposed.
+    let mut g = s.guest().await;
+    let r = g.join_code(&code, Some(" Zoe\u{0308} ")).await;
+    assert_eq!(r["result"]["guestName"], "Zo\u{EB}", "{r}");
+}
+
+/// `customFields` keys that reach a JavaScript prototype or read as store
+/// operators or paths are refused, at any depth; so are fields over the
+/// size or depth limit.
+#[tokio::test]
+async fn custom_fields_with_dangerous_keys_or_too_big_are_refused() {
+    let s = TestServer::start().await;
+    let mut c = s.user("cf-owner").await;
+    let bad = [
+        json!({"__proto__": {"isAdmin": true}}),
+        json!({"constructor": 1}),
+        json!({"prototype": 1}),
+        json!({"$where": "1"}),
+        json!({"a.b": 1}),
+        json!({"ok": {"deep": [{"$set": 1}]}}),
+        json!({"a": {"b": {"c": {"d": {}}}}}),
+        json!({"a": [[[[1]]]]}),
+        json!({"big": "x".repeat(9000)}),
+    ];
+    for cf in bad {
+        let r = c.call("createChannel", json!([unique("cf"), [], false, cf.clone()])).await;
+        assert_eq!(r["error"]["details"]["field"], "customFields", "{cf}: {r}");
+        assert_match_failed(&r["error"], "customFields");
+    }
+    // Four levels (the object itself is the first) are fine.
+    let ok = json!({"team": "a", "tags": ["x", {"k": 1}], "n": {"m": {"o": [1]}}});
+    let r = c.ok("createChannel", json!([unique("cf"), [], false, ok.clone()])).await;
+    let rid = r["_id"].as_str().unwrap().to_owned();
+    assert_eq!(c.room(&rid).await["customFields"], ok);
+}
