@@ -33,10 +33,18 @@ struct Listener {
     bits: u8,
 }
 
+/// A `stream-notify-logged` listener: the user is kept so events about
+/// rooms only some users may read reach only them.
+struct LoggedListener {
+    conn: ConnHandle,
+    uid: UserId,
+    bits: u8,
+}
+
 #[derive(Default)]
 pub struct UserHub {
     users: DashMap<UserId, Vec<Listener>>,
-    logged: DashMap<ConnId, Listener>,
+    logged: DashMap<ConnId, LoggedListener>,
     /// Open connections per signed-in user, for online/offline.
     presence: DashMap<UserId, u32>,
     /// How many connections listen to `__my_messages__`; rooms skip the
@@ -82,9 +90,13 @@ impl UserHub {
         }
     }
 
-    pub fn listen_logged(&self, conn: &ConnHandle, ev: LoggedEvent) {
-        self.logged.entry(conn.id).or_insert_with(|| Listener { conn: conn.clone(), bits: 0 }).bits |=
-            ev as u8;
+    /// `uid` is the signed-in user of `conn`; a connection that changes
+    /// user drops its subscriptions first (see `login`).
+    pub fn listen_logged(&self, conn: &ConnHandle, uid: &UserId, ev: LoggedEvent) {
+        self.logged
+            .entry(conn.id)
+            .or_insert_with(|| LoggedListener { conn: conn.clone(), uid: uid.clone(), bits: 0 })
+            .bits |= ev as u8;
     }
 
     pub fn unlisten_logged(&self, conn: ConnId, ev: LoggedEvent) {
@@ -127,7 +139,13 @@ impl UserHub {
     }
 
     pub fn send_logged(&self, ev: LoggedEvent, frame: &Utf8Bytes) {
-        for l in self.logged.iter().filter(|l| l.bits & ev as u8 != 0) {
+        self.send_logged_to(ev, frame, |_| true);
+    }
+
+    /// Like [`UserHub::send_logged`], but only to listeners whose user
+    /// `may_read` says yes (events about a private room go to its members).
+    pub fn send_logged_to(&self, ev: LoggedEvent, frame: &Utf8Bytes, may_read: impl Fn(&UserId) -> bool) {
+        for l in self.logged.iter().filter(|l| l.bits & ev as u8 != 0 && may_read(&l.uid)) {
             l.conn.try_send(frame.clone());
         }
     }

@@ -60,19 +60,19 @@ pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>
             _ => Err(MethodError::SubNotAllowed),
         },
         "stream-notify-logged" => {
-            if s.user.is_none() {
-                Err(MethodError::SubNotAllowed)
-            } else {
+            if let Some(uid) = s.user.as_ref().map(|u| u.id.clone()) {
                 let event = match event.as_str() {
                     "user-status" => Some(LoggedEvent::UserStatus),
                     "roles-change" => Some(LoggedEvent::RolesChange),
                     _ => None,
                 };
                 if let Some(event) = event {
-                    s.server.hub.listen_logged(s.conn(), event);
+                    s.server.hub.listen_logged(s.conn(), &uid, event);
                     s.subs.insert(id.to_owned(), Sub::Logged(event));
                 }
                 Ok(())
+            } else {
+                Err(MethodError::SubNotAllowed)
             }
         }
         _ => Ok(()),

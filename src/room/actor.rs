@@ -522,7 +522,12 @@ impl RoomActor {
                 Out::User { uid, event, frame } if failed.is_none() => {
                     self.hub.send_user(&uid, event, &frame)
                 }
-                Out::Logged { event, frame } if failed.is_none() => self.hub.send_logged(event, &frame),
+                Out::Logged { event, frame } if failed.is_none() => {
+                    // Who may read the room now (the change is committed):
+                    // a private room's ids and role holders are not shown
+                    // to every signed-in user.
+                    self.hub.send_logged_to(event, &frame, |uid| self.can_read(uid, true))
+                }
                 Out::Room { .. } | Out::User { .. } | Out::Logged { .. } => {}
                 Out::AddSub { conn, uid, topic, sub_id } => {
                     let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber {

@@ -419,3 +419,33 @@ async fn ended_room_members_are_told_and_keep_no_extra_events() {
     let u = g.event("stream-notify-room", &participants(&rid)).await;
     assert_eq!(u["fields"]["args"][1]["isActive"], false);
 }
+
+/// `roles-change` about a private group reaches its members only: other
+/// signed-in users never learn the group's id or who holds roles in it.
+/// A public channel's role changes still reach every signed-in user.
+#[tokio::test]
+async fn roles_change_of_a_private_group_reaches_members_only() {
+    let s = TestServer::start().await;
+    let mut owner = s.user("rc-priv-owner").await;
+    let mut member = s.user("rc-priv-member").await;
+    let mut outsider = s.user("rc-priv-outsider").await;
+    for c in [&mut owner, &mut member, &mut outsider] {
+        c.sub_ok("stream-notify-logged", json!(["roles-change", false])).await;
+    }
+    let group = owner.ok("createPrivateGroup", json!([unique("secret"), ["rc-priv-member"]])).await;
+    let gid = group["_id"].as_str().unwrap().to_owned();
+    owner.ok("addRoomModerator", json!([gid, "id-rc-priv-member"])).await;
+    let f = member.event("stream-notify-logged", "roles-change").await;
+    assert_eq!(f["fields"]["args"][0]["scope"], gid.as_str(), "{f}");
+    let f = owner.event("stream-notify-logged", "roles-change").await;
+    assert_eq!(f["fields"]["args"][0]["scope"], gid.as_str(), "{f}");
+
+    // A public channel's change afterwards: the outsider's first
+    // roles-change must be this one, not the group's.
+    let rid = channel(&mut owner, json!({})).await["_id"].as_str().unwrap().to_owned();
+    owner.ok("addUserToRoom", json!([{"rid": rid, "username": "rc-priv-member"}])).await;
+    owner.ok("addRoomLeader", json!([rid, "id-rc-priv-member"])).await;
+    let f = outsider.event("stream-notify-logged", "roles-change").await;
+    assert_eq!(f["fields"]["args"][0]["scope"], rid.as_str(), "the private group leaked: {f}");
+    assert!(!outsider.take_pending().iter().any(|f| f.to_string().contains(&gid)));
+}
