@@ -151,6 +151,22 @@ pub struct Limits {
     /// `Origin` and same-origin requests are always allowed.
     #[arg(long = "allowed-origin", env = "ROOMD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// URL roomd is served under, e.g. `https://chat.example.com`
+    /// (repeatable, or comma-separated in the env var). Its host is
+    /// accepted in `Host` when listening on loopback, and its origin counts
+    /// as same-origin.
+    #[arg(long = "public-url", env = "ROOMD_PUBLIC_URL", value_delimiter = ',', value_parser = parse_public_url)]
+    pub public_urls: Vec<String>,
+}
+
+/// `--public-url`: `http(s)://host[:port]`, with nothing after but `/`.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    match crate::http::Origin::parse(s) {
+        Some(_) => Ok(s.trim().to_owned()),
+        None => Err(format!(
+            "invalid public URL {s:?}: expected http(s)://host[:port], e.g. https://chat.example.com"
+        )),
+    }
 }
 
 impl Limits {
@@ -249,6 +265,8 @@ mod tests {
             "https://a.example",
             "--allowed-origin",
             "https://b.example,https://c.example",
+            "--public-url",
+            "https://chat.example,http://localhost:8080",
             "--no-rate-limits",
             "--rate-messages",
             "20:40",
@@ -257,5 +275,8 @@ mod tests {
         assert_eq!(l.allowed_origins, ["https://a.example", "https://b.example", "https://c.example"]);
         assert!(!l.session_limits().rate_limits);
         assert_eq!(l.rate_messages.burst, 40);
+        assert_eq!(l.public_urls, ["https://chat.example", "http://localhost:8080"]);
+        assert!(Cli::try_parse_from(["roomd", "--public-url", "chat.example"]).is_err());
+        assert!(Cli::try_parse_from(["roomd", "--public-url", "https://chat.example/app"]).is_err());
     }
 }

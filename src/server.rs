@@ -111,8 +111,10 @@ pub struct RunConfig {
     pub handshake_timeout: Duration,
     pub max_frame_bytes: usize,
     pub shutdown_timeout: Duration,
-    /// Browser origins allowed besides same-origin (see [`http::origin_allowed`]).
+    /// Browser origins allowed besides same-origin (see [`http::HostPolicy`]).
     pub allowed_origins: Arc<[String]>,
+    /// `--public-url`s: hosts roomd is served under (see [`http::HostPolicy`]).
+    pub public_urls: Arc<[String]>,
 }
 
 impl RunConfig {
@@ -123,6 +125,7 @@ impl RunConfig {
             max_frame_bytes: l.max_frame_bytes,
             shutdown_timeout: l.shutdown_timeout,
             allowed_origins: l.allowed_origins.clone().into(),
+            public_urls: l.public_urls.clone().into(),
         }
     }
 }
@@ -149,6 +152,8 @@ struct Listener {
     ws_cfg: WebSocketConfig,
     /// One permit per open DDP connection (`--max-connections`).
     permits: Arc<Semaphore>,
+    /// The `Host` and `Origin` checks.
+    hosts: http::HostPolicy,
 }
 
 /// How often histogram samples are folded into buckets.
@@ -165,6 +170,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
     let tracker = TaskTracker::new();
     let shutdown_timeout = cfg.shutdown_timeout;
     let ctx = Arc::new(Listener {
+        hosts: http::HostPolicy::new(listener.local_addr().ok(), &cfg.public_urls, &cfg.allowed_origins),
         ws_cfg: ws_config(cfg.max_frame_bytes),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         state: state.clone(),
@@ -305,6 +311,20 @@ async fn http_phase(
             return None;
         }
     };
+    if let Some(name) = head.duplicate {
+        tracing::debug!(%peer, header = name, "header sent twice");
+        metrics.handshake_failed("bad-request");
+        reply(&mut stream, deadline, 400, &format!("more than one {name} header\n")).await;
+        return None;
+    }
+    if !ctx.hosts.host_allowed(head.host.as_deref()) {
+        tracing::debug!(%peer, host = head.host.as_deref().unwrap_or(""), "host not allowed");
+        metrics.handshake_failed("host");
+        let body = "host not allowed: roomd listens on a loopback address and answers only to \
+                    localhost, 127.0.0.1, [::1] and the hosts of --public-url\n";
+        reply(&mut stream, deadline, 421, body).await;
+        return None;
+    }
     match head.path.as_str() {
         "/websocket" => upgrade(ctx, stream, head, peer, stop, deadline).await,
         "/healthz" | "/readyz" | "/metrics" => {
@@ -391,7 +411,7 @@ async fn upgrade(
             return None;
         }
     };
-    if !http::origin_allowed(head.origin.as_deref(), head.host.as_deref(), &ctx.cfg.allowed_origins) {
+    if !ctx.hosts.origin_allowed(head.origin.as_deref(), head.host.as_deref()) {
         tracing::debug!(%peer, origin = head.origin.as_deref().unwrap_or(""), "origin not allowed");
         state.metrics.handshake_failed("origin");
         reply(&mut stream, deadline, 403, "origin not allowed\n").await;

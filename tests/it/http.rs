@@ -84,10 +84,11 @@ async fn health_readiness_and_metrics_share_the_ddp_port() {
     assert!(m.body.contains("# TYPE roomd_connections gauge"), "{}", m.body);
 
     // HEAD has the headers and no body; other methods are refused.
-    let head = parse(&raw(s.addr, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    let head = parse(&raw(s.addr, b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await);
     assert_eq!((head.status, head.body.as_str()), (200, ""));
     assert!(head.headers.contains("Content-Length: 3"), "{}", head.headers);
-    let post = parse(&raw(s.addr, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await);
+    let post =
+        parse(&raw(s.addr, b"POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").await);
     assert_eq!(post.status, 405);
     assert!(post.headers.contains("Allow: GET, HEAD"), "{}", post.headers);
 
@@ -116,7 +117,7 @@ async fn unknown_paths_and_bad_heads_get_http_errors() {
     // `/websocket` without the upgrade headers.
     assert_eq!(get(s.addr, "/websocket").await.status, 400);
     // A WebSocket version other than 13.
-    let old = b"GET /websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+    let old = b"GET /websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
     let r = parse(&raw(s.addr, old).await);
     assert_eq!(r.status, 426);
     assert!(r.headers.contains("Sec-WebSocket-Version: 13"), "{}", r.headers);
@@ -255,4 +256,108 @@ async fn websocket_path_accepts_a_trailing_slash_and_a_query_string() {
     for path in ["/websocket//", "/websocketx", "/sockjs/websocket", "/healthz/"] {
         assert_eq!(get(s.addr, path).await.status, 404, "{path}");
     }
+}
+
+/// A raw WebSocket upgrade for `/websocket` with `extra` header lines.
+async fn upgrade_with(addr: SocketAddr, extra: &str) -> Reply {
+    let req = format!(
+        "GET /websocket HTTP/1.1\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(addr).await.expect("tcp connect");
+    s.write_all(req.as_bytes()).await.expect("write request");
+    // A 101 keeps the socket open: read only until the head ends.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            let n = s.read(&mut buf).await.expect("read response");
+            out.extend_from_slice(&buf[..n]);
+            if n == 0 || out.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("response timed out");
+    if !out.starts_with(b"HTTP/1.1 101") {
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    }
+    parse(&String::from_utf8_lossy(&out))
+}
+
+#[tokio::test]
+async fn two_origin_or_host_headers_are_refused() {
+    let s = TestServer::with_limits(|l| l.allowed_origins = vec!["https://app.example".into()]).await;
+    let host = format!("Host: {}\r\n", s.addr);
+    let r = upgrade_with(s.addr, &format!("{host}Origin: https://app.example\r\n")).await;
+    assert_eq!(r.status, 101, "{r:?}");
+    let r = upgrade_with(
+        s.addr,
+        &format!("{host}Origin: https://app.example\r\nOrigin: https://evil.example\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("more than one Origin header"), "{r:?}");
+    let r = upgrade_with(s.addr, &format!("{host}Host: evil.example\r\n")).await;
+    assert_eq!(r.status, 400, "{r:?}");
+}
+
+/// Origins compare by scheme, host and port, default ports made explicit.
+#[tokio::test]
+async fn origin_check_compares_scheme_host_and_port() {
+    let s = TestServer::with_limits(|l| l.allowed_origins = vec!["https://app.example".into()]).await;
+    assert_eq!(open_with_origin(&s, Some("https://app.example:443")).await, Ok(()));
+    assert_eq!(open_with_origin(&s, Some("HTTPS://APP.example")).await, Ok(()));
+    assert_eq!(open_with_origin(&s, Some("http://app.example")).await, Err(403));
+    assert_eq!(open_with_origin(&s, Some("https://app.example:8443")).await, Err(403));
+    // Same origin: Host's port, or the scheme's default port when absent.
+    let port = s.addr.port();
+    assert_eq!(open_with_origin(&s, Some(&format!("http://127.0.0.1:{port}/"))).await, Ok(()));
+    assert_eq!(open_with_origin(&s, Some(&format!("ws://127.0.0.1:{port}"))).await, Err(403));
+    assert_eq!(open_with_origin(&s, Some(&format!("http://127.0.0.1:{}", port ^ 1))).await, Err(403));
+    let r = upgrade_with(s.addr, "Host: localhost\r\nOrigin: https://localhost:443\r\n").await;
+    assert_eq!(r.status, 101, "{r:?}");
+}
+
+/// DNS rebinding: on a loopback listener, a `Host` that is not a loopback
+/// name (or a `--public-url` host) is refused with 421, on every path.
+#[tokio::test]
+async fn foreign_host_on_a_loopback_listener_is_refused() {
+    let s = TestServer::start().await;
+    let port = s.addr.port();
+    for host in
+        [format!("localhost:{port}"), format!("127.0.0.1:{port}"), "[::1]".to_owned(), "127.0.0.2".into()]
+    {
+        let r = upgrade_with(s.addr, &format!("Host: {host}\r\n")).await;
+        assert_eq!(r.status, 101, "{host}: {r:?}");
+    }
+    let r = upgrade_with(
+        s.addr,
+        &format!("Host: rebind.evil.example:{port}\r\nOrigin: http://rebind.evil.example:{port}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 421, "{r:?}");
+    assert!(r.body.contains("host not allowed"), "{r:?}");
+    let reply =
+        raw(s.addr, format!("GET /metrics HTTP/1.1\r\nHost: rebind.evil.example:{port}\r\n\r\n").as_bytes())
+            .await;
+    assert!(reply.starts_with("HTTP/1.1 421 Misdirected Request"), "{reply}");
+    let body = get(s.addr, "/metrics").await.body;
+    assert_eq!(sample(&body, "roomd_handshake_failures_total{reason=\"host\"}"), Some(2.0), "{body}");
+}
+
+/// `--public-url` names the host roomd is served under: accepted as `Host`
+/// and its origin as same-origin.
+#[tokio::test]
+async fn public_url_host_and_origin_are_accepted() {
+    let s = TestServer::with_limits(|l| l.public_urls = vec!["https://chat.example".into()]).await;
+    let r = upgrade_with(s.addr, "Host: chat.example\r\nOrigin: https://chat.example\r\n").await;
+    assert_eq!(r.status, 101, "{r:?}");
+    // Behind a proxy that keeps Host but not the port.
+    let r = upgrade_with(s.addr, "Host: 127.0.0.1\r\nOrigin: https://chat.example\r\n").await;
+    assert_eq!(r.status, 101, "{r:?}");
+    let r = upgrade_with(s.addr, "Host: chat.example:8443\r\n").await;
+    assert_eq!(r.status, 421, "{r:?}");
+    let r = upgrade_with(s.addr, "Host: 127.0.0.1\r\nOrigin: http://chat.example\r\n").await;
+    assert_eq!(r.status, 403, "{r:?}");
 }
