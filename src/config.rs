@@ -139,6 +139,11 @@ pub struct Limits {
     /// before its joins are refused for a while.
     #[arg(long, env = "ROOMD_MAX_CODE_FAILURES", default_value_t = 5)]
     pub max_code_failures: u32,
+    /// Wrong join codes from one source address (IPv6: its /64) per
+    /// `--code-failure-window` before that address's wrong answers are
+    /// delayed (up to 2 s each; right codes are never delayed or refused).
+    #[arg(long, env = "ROOMD_MAX_CODE_FAILURES_PER_ADDRESS", default_value_t = 20)]
+    pub max_code_failures_per_address: u32,
     /// Window over which `--max-code-failures` refills.
     #[arg(long, env = "ROOMD_CODE_FAILURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
     pub code_failure_window: Duration,
@@ -178,6 +183,7 @@ impl Limits {
             joins: self.rate_joins,
             other: self.rate_other,
             max_code_failures: self.max_code_failures,
+            max_code_failures_per_address: self.max_code_failures_per_address,
             code_failure_window: self.code_failure_window,
             max_rooms_per_minute: self.max_rooms_per_minute,
             max_subscriptions: self.max_subscriptions,

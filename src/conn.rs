@@ -231,6 +231,7 @@ pub struct ConnConfig {
 pub async fn serve<S>(
     ws: WebSocketStream<S>,
     id: ConnId,
+    peer: std::net::IpAddr,
     server: Arc<ServerState>,
     shutdown: CancellationToken,
 ) where
@@ -252,7 +253,7 @@ pub async fn serve<S>(
     let reader_done = CancellationToken::new();
     let (sink, stream) = ws.split();
     let writer = tokio::spawn(write_loop(sink, outbox.clone(), handle.clone(), reader_done.clone()));
-    let mut session = Session::new(handle.clone(), server);
+    let mut session = Session::new(handle.clone(), server, peer);
 
     // A panic while handling a frame (a bug) ends this connection with 1011
     // and is logged once, here; the cleanup below still runs.

@@ -186,7 +186,6 @@ impl MethodError {
                     "A message with this _id already exists".into(),
                     None,
                 ),
-                RoomError::CodeAttemptsThrottled(ms) => too_many_requests(*ms, &mut details),
                 RoomError::Storage | RoomError::Unavailable => {
                     (Str("error-internal"), "Internal server error".into(), Some(500))
                 }

@@ -1,6 +1,9 @@
 //! Abuse limits applied at the session boundary, before a call reaches the
 //! method layer: per-connection token buckets per method class, a per-user
-//! cap on room creation, and a per-connection brake on guessing join codes.
+//! cap on room creation, and brakes on guessing join codes: per connection
+//! and per user (refusing that guesser's further tries) and per source
+//! address (delaying wrong answers, never refusing a try: clients behind
+//! one address must not lock each other out).
 //!
 //! Every refusal becomes `too-many-requests` with `details.timeToReset` (ms
 //! until the call would be allowed); no frame is ever dropped silently.
@@ -10,6 +13,8 @@
 use crate::ids::UserId;
 use dashmap::DashMap;
 use std::fmt;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -156,8 +161,12 @@ pub struct SessionLimits {
     pub messages: RateSpec,
     pub joins: RateSpec,
     pub other: RateSpec,
-    /// Join-code failures a connection may make per `code_failure_window`.
+    /// Join-code failures a connection, and a user, may make per
+    /// `code_failure_window`.
     pub max_code_failures: u32,
+    /// Join-code failures from one source address per window before its
+    /// wrong answers are delayed.
+    pub max_code_failures_per_address: u32,
     pub code_failure_window: Duration,
     pub max_rooms_per_minute: u32,
     pub max_subscriptions: usize,
@@ -166,7 +175,15 @@ pub struct SessionLimits {
 
 impl SessionLimits {
     fn code_failure_spec(&self) -> RateSpec {
-        let burst = self.max_code_failures.max(1);
+        self.per_window(self.max_code_failures)
+    }
+
+    fn address_failure_spec(&self) -> RateSpec {
+        self.per_window(self.max_code_failures_per_address)
+    }
+
+    fn per_window(&self, n: u32) -> RateSpec {
+        let burst = n.max(1);
         let window = self.code_failure_window.as_secs_f64().max(0.001);
         RateSpec { per_sec: f64::from(burst) / window, burst }
     }
@@ -251,6 +268,89 @@ impl RoomCreationLimiter {
     }
 }
 
+/// Longest delay of a wrong join-code answer from an address over its
+/// budget: short of any heartbeat timeout, since the connection reads
+/// nothing while its call is answered.
+pub const MAX_WRONG_CODE_DELAY: Duration = Duration::from_secs(2);
+
+/// Join-code failures shared by several connections: one bucket per key.
+#[derive(Debug)]
+pub struct SharedBrake<K: Eq + Hash> {
+    buckets: DashMap<K, TokenBucket>,
+}
+
+impl<K: Eq + Hash> Default for SharedBrake<K> {
+    fn default() -> Self {
+        SharedBrake { buckets: DashMap::new() }
+    }
+}
+
+impl<K: Eq + Hash + Clone> SharedBrake<K> {
+    /// How long until `key` has a try left; `Ok` if it has one now.
+    pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        match self.buckets.get_mut(key) {
+            Some(mut b) => b.check(now),
+            None => Ok(()),
+        }
+    }
+
+    /// Uses one try of `key`.
+    pub fn failed(&self, key: &K, spec: RateSpec, now: Instant) {
+        if self.buckets.len() > CREATION_PRUNE_AT {
+            self.buckets.retain(|_, b| !b.is_full(now));
+        }
+        let _ = self.buckets.entry(key.clone()).or_insert_with(|| TokenBucket::new(spec, now)).try_take(now);
+    }
+}
+
+/// The join-code brakes that span connections.
+#[derive(Debug, Default)]
+pub struct CodeBrakes {
+    users: SharedBrake<UserId>,
+    addresses: SharedBrake<IpAddr>,
+}
+
+/// The key of a source address: IPv4 as is, IPv6 by its /64 (one host
+/// usually holds a whole /64).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl CodeBrakes {
+    /// Whether `user` may try a join code now (its own failures, across
+    /// its connections).
+    pub fn may_try(&self, l: &SessionLimits, user: Option<&UserId>, now: Instant) -> Result<(), Duration> {
+        match user {
+            Some(u) if l.rate_limits => self.users.check(u, now),
+            _ => Ok(()),
+        }
+    }
+
+    /// A wrong code from `user` at `addr`. Returns how long to hold the
+    /// answer: zero unless the address is over its budget.
+    pub fn failed(&self, l: &SessionLimits, user: Option<&UserId>, addr: IpAddr, now: Instant) -> Duration {
+        if !l.rate_limits {
+            return Duration::ZERO;
+        }
+        if let Some(u) = user {
+            self.users.failed(u, l.code_failure_spec(), now);
+        }
+        let key = address_key(addr);
+        let over = self.addresses.check(&key, now).err();
+        self.addresses.failed(&key, l.address_failure_spec(), now);
+        over.map_or(Duration::ZERO, |w| w.min(MAX_WRONG_CODE_DELAY))
+    }
+}
+
 /// Milliseconds to report in `timeToReset`: rounded up, at least 1.
 pub fn millis_ceil(d: Duration) -> u64 {
     let ms = d.as_micros().div_ceil(1000);
@@ -291,6 +391,7 @@ mod tests {
             joins: "1:1".parse().unwrap(),
             other: "1:1".parse().unwrap(),
             max_code_failures: 1,
+            max_code_failures_per_address: 1,
             code_failure_window: Duration::from_secs(60),
             max_rooms_per_minute: 1,
             max_subscriptions: 1,
@@ -313,6 +414,7 @@ mod tests {
             joins: "100:100".parse().unwrap(),
             other: "1:1".parse().unwrap(),
             max_code_failures: 3,
+            max_code_failures_per_address: 3,
             code_failure_window: Duration::from_secs(30),
             max_rooms_per_minute: 1,
             max_subscriptions: 1,
@@ -327,6 +429,39 @@ mod tests {
         let wait = c.may_try_code(now).unwrap_err();
         assert_eq!(millis_ceil(wait), 10_000);
         assert!(c.may_try_code(now + Duration::from_secs(10)).is_ok());
+    }
+
+    #[test]
+    fn address_brake_delays_and_user_brake_refuses() {
+        let l = SessionLimits {
+            rate_limits: true,
+            messages: "1:1".parse().unwrap(),
+            joins: "1:1".parse().unwrap(),
+            other: "1:1".parse().unwrap(),
+            max_code_failures: 2,
+            max_code_failures_per_address: 3,
+            code_failure_window: Duration::from_secs(60),
+            max_rooms_per_minute: 1,
+            max_subscriptions: 1,
+            max_pending_calls: 1,
+        };
+        let b = CodeBrakes::default();
+        let now = Instant::now();
+        let (u, v) = (UserId("u".into()), UserId("v".into()));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(b.failed(&l, Some(&u), ip, now), Duration::ZERO);
+        assert!(b.may_try(&l, Some(&u), now).is_ok());
+        assert_eq!(b.failed(&l, Some(&u), ip, now), Duration::ZERO);
+        assert!(b.may_try(&l, Some(&u), now).is_err());
+        assert!(b.may_try(&l, Some(&v), now).is_ok());
+        assert_eq!(b.failed(&l, Some(&v), ip, now), Duration::ZERO);
+        // The address's three tries are gone: the next wrong answer waits.
+        assert_eq!(b.failed(&l, None, ip, now), MAX_WRONG_CODE_DELAY);
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(b.failed(&l, None, other, now), Duration::ZERO);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let c: IpAddr = "2001:db8::ffff".parse().unwrap();
+        assert_eq!(address_key(a), address_key(c));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::conn::{self, CloseReason, ConnConfig};
 use crate::http::{self, HeadError, RequestHead, UpgradeError};
 use crate::hub::UserHub;
 use crate::ids::ConnId;
-use crate::limits::{RoomCreationLimiter, SessionLimits};
+use crate::limits::{CodeBrakes, RoomCreationLimiter, SessionLimits};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::room::actor::RoomConfig;
@@ -50,6 +50,8 @@ pub struct ServerState {
     pub session_limits: SessionLimits,
     /// Room creations per user, shared by all of a user's connections.
     pub room_creations: RoomCreationLimiter,
+    /// Join-code brakes per user and per source address.
+    pub code_brakes: CodeBrakes,
     /// This server's metrics (`GET /metrics`).
     pub metrics: Arc<Metrics>,
     /// Whether `GET /readyz` may say yes: set by whoever opens the store
@@ -84,6 +86,7 @@ impl ServerState {
             },
             session_limits: limits.session_limits(),
             room_creations: RoomCreationLimiter::default(),
+            code_brakes: CodeBrakes::default(),
             metrics: Arc::new(Metrics::new()),
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
@@ -269,7 +272,7 @@ async fn handle_socket(ctx: Arc<Listener>, stream: TcpStream, peer: SocketAddr, 
     let Some(up) = Box::pin(http_phase(ctx, stream, peer, stop.clone())).await else { return };
     let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
     tracing::debug!(conn = %id, %peer, "connected");
-    conn::serve(up.ws, id, state, stop).await;
+    conn::serve(up.ws, id, peer.ip(), state, stop).await;
     drop(up._permit);
     tracing::debug!(conn = %id, "disconnected");
 }

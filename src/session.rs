@@ -64,10 +64,12 @@ pub struct Session {
     pending_calls: usize,
     /// How this connection is counted in `roomd_connections`.
     kind: ConnKind,
+    /// The client's address, for the per-address join-code brake.
+    peer: std::net::IpAddr,
 }
 
 impl Session {
-    pub fn new(conn: ConnHandle, server: Arc<ServerState>) -> Self {
+    pub fn new(conn: ConnHandle, server: Arc<ServerState>, peer: std::net::IpAddr) -> Self {
         Session {
             conn,
             connected: false,
@@ -80,6 +82,7 @@ impl Session {
             limiter: ConnLimiter::new(&server.session_limits, Instant::now()),
             pending_calls: 0,
             kind: ConnKind::Guest,
+            peer,
             server,
         }
     }
@@ -242,7 +245,17 @@ impl Session {
                 let wrong_code = matches!(e, MethodError::Room(RoomError::CodeInvalid))
                     || (m == "join-room" && matches!(e, MethodError::RoomNotFound));
                 if wrong_code {
-                    self.limiter.code_failed(Instant::now());
+                    let now = Instant::now();
+                    self.limiter.code_failed(now);
+                    let user = self.user.as_ref().map(|u| &u.id);
+                    let hold =
+                        self.server.code_brakes.failed(&self.server.session_limits, user, self.peer, now);
+                    // An address over its budget gets its wrong answers
+                    // late; right codes are answered at once, whoever else
+                    // guessed from there.
+                    if !hold.is_zero() {
+                        tokio::time::sleep(hold).await;
+                    }
                 }
             }
             _ => {}
@@ -270,6 +283,8 @@ impl Session {
         self.limiter.admit(class, now).map_err(|w| refuse(class.label(), w))?;
         if limits::is_join(method) {
             self.limiter.may_try_code(now).map_err(|w| refuse("join_codes", w))?;
+            let user = self.user.as_ref().map(|u| &u.id);
+            self.server.code_brakes.may_try(limits, user, now).map_err(|w| refuse("join_codes", w))?;
         }
         if limits::is_create(method)
             && limits.rate_limits

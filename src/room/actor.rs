@@ -574,6 +574,20 @@ impl RoomActor {
         }
     }
 
+    /// Answers a command that changed nothing after `delay`, without
+    /// holding the room: a timer task sends it.
+    fn reply_later<T: Send + 'static>(
+        &mut self,
+        respond_to: Reply<T>,
+        delay: Duration,
+        r: Result<T, RoomError>,
+    ) {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = respond_to.send(r);
+        });
+    }
+
     /// Queues the reply to a command.
     fn reply<T: Send + 'static>(&mut self, respond_to: Reply<T>, r: Result<T, RoomError>) {
         self.outbox.push(Out::Reply(Box::new(move |failed| {
@@ -590,14 +604,17 @@ impl RoomActor {
         let mut fx = Vec::new();
         match cmd {
             RoomCommand::JoinSelf { who, code, respond_to } => {
-                let r = match self.code_throttle.blocked() {
-                    // Only attempts that would be checked against the code
-                    // are throttled; admins, bots and members pass.
-                    Some(ms) if self.state.needs_code(&who) => Err(RoomError::CodeAttemptsThrottled(ms)),
-                    _ => self.state.join_self(&who, code.as_deref(), now, &mut fx),
-                };
+                let r = self.state.join_self(&who, code.as_deref(), now, &mut fx);
                 if let Err(RoomError::CodeInvalid) = r {
+                    // While the room is being guessed at, wrong answers come
+                    // late; a right code is never held up or refused, so
+                    // strangers' guessing cannot lock members-to-be out.
+                    let late = self.code_throttle.busy();
                     self.code_throttle.failed();
+                    if late {
+                        self.reply_later(respond_to, CodeThrottle::DELAY, r);
+                        return;
+                    }
                 }
                 if let Ok(Joined::Existing(_)) = &r {
                     self.notice(&who.id, "You are already in this room", now);
@@ -1088,9 +1105,11 @@ async fn head_commit(pending: &mut VecDeque<Pending>) -> Result<(), StoreError> 
 }
 
 /// Per-room brake on join-code guessing: after [`CodeThrottle::MAX`] wrong
-/// codes within [`CodeThrottle::WINDOW`], every code-checked join is refused
-/// until the window has moved on. Connections are braked separately in the
-/// session; this stops guessing spread over many connections.
+/// codes within [`CodeThrottle::WINDOW`], each further wrong code is
+/// answered [`CodeThrottle::DELAY`] late, until the window has moved on.
+/// Right codes are answered at once: refusing them would let anyone lock a
+/// room's invitees out. Guessers themselves are braked in the session (per
+/// connection, user and address).
 #[derive(Default)]
 struct CodeThrottle {
     failures: VecDeque<std::time::Instant>,
@@ -1099,6 +1118,7 @@ struct CodeThrottle {
 impl CodeThrottle {
     const MAX: usize = 20;
     const WINDOW: Duration = Duration::from_secs(60);
+    const DELAY: Duration = Duration::from_secs(1);
 
     fn prune(&mut self) {
         let now = std::time::Instant::now();
@@ -1107,15 +1127,11 @@ impl CodeThrottle {
         }
     }
 
-    /// Milliseconds until attempts are accepted again, if blocked now.
-    fn blocked(&mut self) -> Option<u64> {
+    /// Whether the room has seen [`CodeThrottle::MAX`] wrong codes within
+    /// the window.
+    fn busy(&mut self) -> bool {
         self.prune();
-        if self.failures.len() < Self::MAX {
-            return None;
-        }
-        let oldest = *self.failures.front()?;
-        let left = Self::WINDOW.saturating_sub(oldest.elapsed());
-        Some(left.as_millis().max(1) as u64)
+        self.failures.len() >= Self::MAX
     }
 
     fn failed(&mut self) {

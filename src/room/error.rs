@@ -46,9 +46,6 @@ pub enum RoomError {
     CantInviteDirect,
     #[error("message id already used")]
     DuplicateMessage,
-    /// Too many wrong join codes for this room lately; retry after `ms`.
-    #[error("join code attempts throttled")]
-    CodeAttemptsThrottled(u64),
     /// The change could not be made durable.
     #[error("store commit failed")]
     Storage,

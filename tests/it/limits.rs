@@ -252,3 +252,76 @@ async fn slow_consumer_is_closed_and_the_room_keeps_delivering() {
     let body = get(s.addr, "/metrics").await.body;
     assert!(sample(&body, "roomd_outbound_dropped_total").unwrap_or(0.0) >= 1.0, "{body}");
 }
+
+/// Issue 8, item 11: twenty wrong join codes from four connections (each
+/// using its whole per-connection budget) used to lock the right code out
+/// for 60 s. With the production limits, the right code from anyone else
+/// is accepted at once.
+#[tokio::test]
+async fn right_join_code_is_not_refused_after_others_guessed() {
+    let s = limited(|_| {}).await;
+    let mut owner = s.user("jc4-owner").await;
+    let rid = channel(&mut owner, json!({})).await["_id"].as_str().unwrap().to_owned();
+    owner.ok("saveRoomSettings", json!([rid, "joinCode", "open-sesame"])).await;
+    for i in 0..4 {
+        let mut c = s.user(&format!("jc4-guesser{i}")).await;
+        for g in 0..5 {
+            let e = c.err("joinRoom", json!([rid, format!("guess-{i}-{g}")])).await;
+            assert_eq!(e["error"], "error-code-invalid", "{e}");
+        }
+        // Each guesser is braked by its own failures.
+        assert_too_many(&c.err("joinRoom", json!([rid, "open-sesame"])).await);
+    }
+    let mut invitee = s.user("jc4-invitee").await;
+    let t = Instant::now();
+    assert_eq!(invitee.ok("joinRoom", json!([rid, "open-sesame"])).await, true);
+    assert!(t.elapsed() < Duration::from_millis(500), "right code held up: {:?}", t.elapsed());
+}
+
+/// A user's wrong codes count across all of its connections.
+#[tokio::test]
+async fn join_code_brake_is_per_user_across_connections() {
+    let s = limited(|l| l.max_code_failures = 4).await;
+    let mut owner = s.user("jcu-owner").await;
+    let rid = channel(&mut owner, json!({})).await["_id"].as_str().unwrap().to_owned();
+    owner.ok("saveRoomSettings", json!([rid, "joinCode", "right"])).await;
+    let mut a = s.user("jcu-mallory").await;
+    let mut b = s.user("jcu-mallory").await;
+    for g in 0..2 {
+        assert_eq!(a.err("joinRoom", json!([rid, format!("a{g}")])).await["error"], "error-code-invalid");
+        assert_eq!(b.err("joinRoom", json!([rid, format!("b{g}")])).await["error"], "error-code-invalid");
+    }
+    // Neither connection used its own four tries, but the user did.
+    assert_too_many(&b.err("joinRoom", json!([rid, "right"])).await);
+    let mut c = s.user("jcu-mallory").await;
+    assert_too_many(&c.err("joinRoom", json!([rid, "right"])).await);
+    // Somebody else is not affected.
+    let mut honest = s.user("jcu-honest").await;
+    assert_eq!(honest.ok("joinRoom", json!([rid, "right"])).await, true);
+}
+
+/// Past the per-address budget, wrong codes from that address (here: new
+/// guest connections, each with a fresh per-connection brake) are answered
+/// late; a right code from the same address is answered at once.
+#[tokio::test]
+async fn wrong_join_codes_from_one_address_are_slowed_right_ones_are_not() {
+    let s = limited(|l| l.max_code_failures_per_address = 3).await;
+    let mut owner = s.user("jca-owner").await;
+    let code = channel(&mut owner, json!({"guestAccess": true})).await["code"].as_str().unwrap().to_owned();
+    for guess in ["aaa-aaa-aaa", "bbb-bbb-bbb", "ccc-ccc-ccc"] {
+        let mut g = s.guest().await;
+        let t = Instant::now();
+        assert_eq!(g.join_code(guess, Some("Gus")).await["error"]["error"], "error-room-not-found");
+        assert!(t.elapsed() < Duration::from_millis(500), "within budget: {:?}", t.elapsed());
+    }
+    let mut g = s.guest().await;
+    let t = Instant::now();
+    assert_eq!(g.join_code("ddd-ddd-ddd", Some("Gus")).await["error"]["error"], "error-room-not-found");
+    let held = t.elapsed();
+    assert!(held >= Duration::from_millis(1900) && held < WAIT, "over budget, held {held:?}");
+    let mut honest = s.guest().await;
+    let t = Instant::now();
+    let r = honest.join_code(&code, Some("Hana")).await;
+    assert!(r.get("error").is_none(), "{r}");
+    assert!(t.elapsed() < Duration::from_millis(500), "right code held up: {:?}", t.elapsed());
+}
