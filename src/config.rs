@@ -98,6 +98,21 @@ pub struct Limits {
     /// Frames queued per connection before it counts as a slow consumer.
     #[arg(long, env = "ROOMD_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// Bytes one connection may have unsent (queued events and replies,
+    /// counted until written to the socket); an event that does not fit
+    /// closes it as a slow consumer (4001), a reply waits for space, a
+    /// method result larger than this is refused with
+    /// `error-reply-too-large`, and `loadHistory` pages stop at half of it.
+    #[arg(long, env = "ROOMD_MAX_QUEUED_BYTES_PER_CONN", default_value_t = 1024 * 1024)]
+    pub max_queued_bytes_per_conn: usize,
+    /// Bytes all connections together may have unsent; the connection
+    /// whose frame would go over it is closed as a slow consumer (4001).
+    #[arg(long, env = "ROOMD_MAX_QUEUED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_queued_bytes: usize,
+    /// Time a connection's socket may accept no bytes while frames wait for
+    /// it before it is closed as a slow consumer (4001), pongs or not.
+    #[arg(long, env = "ROOMD_WRITE_STALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_stall_timeout: Duration,
     /// Commands queued per room before callers wait.
     #[arg(long, env = "ROOMD_ROOM_MAILBOX", default_value_t = 1024)]
     pub room_mailbox: usize,
@@ -261,6 +276,8 @@ mod tests {
         assert!(!l.no_rate_limits);
         assert_eq!(l.rate_messages.to_string(), "5:10");
         assert!(l.allowed_origins.is_empty());
+        assert_eq!((l.max_queued_bytes_per_conn, l.max_queued_bytes), (1 << 20, 256 << 20));
+        assert_eq!(l.write_stall_timeout, Duration::from_secs(30));
     }
 
     #[test]

@@ -9,14 +9,17 @@
 
 use crate::ids::ConnId;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Budget, Outbox, PushError};
 use crate::server::ServerState;
 use crate::session::Session;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -136,9 +139,9 @@ impl ConnHandle {
     pub fn try_send(&self, frame: Utf8Bytes) -> bool {
         match self.outbox.try_push(frame) {
             Ok(()) => true,
-            Err(PushError::Full) => {
+            Err(e @ (PushError::Full | PushError::ServerFull | PushError::TooLarge)) => {
                 self.shared.metrics.outbound_dropped();
-                self.slow_consumer("outbound queue full");
+                self.slow_consumer(push_why(&e));
                 false
             }
             Err(PushError::Closed) => false,
@@ -179,17 +182,24 @@ impl ConnHandle {
         }
     }
 
-    /// A reply over the byte budget means the client has stopped reading
-    /// replies it asked for: it is closed like any slow consumer.
+    /// A reply that cannot be queued (the server-wide budget is spent, or
+    /// it is larger than a connection may ever hold; method results are
+    /// checked against that before, see [`ConnHandle::max_frame_bytes`])
+    /// closes the connection like any slow consumer.
     fn after_push(&self, r: Result<(), PushError>) -> bool {
         match r {
             Ok(()) => true,
             Err(PushError::Closed) => false,
-            Err(PushError::Full) => {
-                self.slow_consumer("outbound bytes over budget");
+            Err(e @ (PushError::Full | PushError::ServerFull | PushError::TooLarge)) => {
+                self.slow_consumer(push_why(&e));
                 false
             }
         }
+    }
+
+    /// The most a connection can hold unsent: the largest reply it can get.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.outbox.budget().per_conn()
     }
 
     /// Closes the connection with `reason`; the first reason given wins.
@@ -214,10 +224,24 @@ impl ConnHandle {
     }
 }
 
+fn push_why(e: &PushError) -> &'static str {
+    match e {
+        PushError::Full => "outbound queue full",
+        PushError::ServerFull => "server-wide outbound byte budget spent",
+        PushError::TooLarge => "frame larger than the per-connection byte budget",
+        PushError::Closed => "closed",
+    }
+}
+
 /// Connection-level timing knobs.
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
     pub outbound_queue: usize,
+    /// Unsent-byte budgets, per connection and server-wide (shared).
+    pub outbound_bytes: Arc<Budget>,
+    /// Time the socket may accept no bytes while frames wait before the
+    /// connection is closed as a slow consumer.
+    pub write_stall_timeout: Duration,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
@@ -229,7 +253,7 @@ pub struct ConnConfig {
 /// handling), the session cleans up, then the writer delivers what is still
 /// queued (unless the queue is the problem) and the close frame.
 pub async fn serve<S>(
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<Tracked<S>>,
     id: ConnId,
     peer: std::net::IpAddr,
     server: Arc<ServerState>,
@@ -239,7 +263,8 @@ pub async fn serve<S>(
 {
     let cfg = server.conn_config.clone();
     let metrics = server.metrics.clone();
-    let outbox = Arc::new(Outbox::new(cfg.outbound_queue));
+    let outbox = Arc::new(Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone()));
+    let progress = ws.get_ref().progress.clone();
     let handle = ConnHandle {
         id,
         outbox: outbox.clone(),
@@ -251,13 +276,14 @@ pub async fn serve<S>(
     };
     metrics.connection_opened();
     let reader_done = CancellationToken::new();
-    let (sink, stream) = ws.split();
-    let writer = tokio::spawn(write_loop(sink, outbox.clone(), handle.clone(), reader_done.clone()));
+    let (sink, mut stream) = ws.split();
+    let stall = Stall { progress, timeout: cfg.write_stall_timeout };
+    let writer = tokio::spawn(write_loop(sink, outbox.clone(), handle.clone(), reader_done.clone(), stall));
     let mut session = Session::new(handle.clone(), server, peer);
 
     // A panic while handling a frame (a bug) ends this connection with 1011
     // and is logged once, here; the cleanup below still runs.
-    if AssertUnwindSafe(read_loop(stream, &mut session, &cfg)).catch_unwind().await.is_err() {
+    if AssertUnwindSafe(read_loop(&mut stream, &mut session, &cfg)).catch_unwind().await.is_err() {
         tracing::error!(conn = %id, "connection task panicked");
         handle.close(CloseReason::InternalError);
     }
@@ -270,10 +296,23 @@ pub async fn serve<S>(
     Box::pin(session.finish()).await;
     reader_done.cancel();
     let _ = writer.await;
+    if reason != CloseReason::PeerClosed {
+        // Read (and ignore) what the peer still sends until it answers the
+        // close, for a bounded time: dropping a socket with unread input
+        // resets it, and the reset can destroy the close frame (say, 4001)
+        // before the peer has read it.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(m)) = stream.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     // Rooms that still hold this handle now see it closed and drop it; what
     // was queued for a client that is gone is released.
-    outbox.close();
-    drop(outbox.drain_now());
+    outbox.finish();
     let reason = handle.reason();
     metrics.connection_closed(session.kind(), reason.label());
     match reason {
@@ -282,8 +321,11 @@ pub async fn serve<S>(
     }
 }
 
+/// How long a connection the server closed waits for the peer's close.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 async fn read_loop<S>(
-    mut stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
+    stream: &mut futures_util::stream::SplitStream<WebSocketStream<S>>,
     session: &mut Session,
     cfg: &ConnConfig,
 ) where
@@ -373,6 +415,7 @@ async fn write_loop<S>(
     outbox: Arc<Outbox>,
     conn: ConnHandle,
     reader_done: CancellationToken,
+    stall: Stall,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -387,13 +430,25 @@ async fn write_loop<S>(
                 if n == 0 {
                     break;
                 }
+                let bytes: usize = batch.iter().map(|f| f.len()).sum();
                 // A peer that stops reading blocks this write once the kernel
-                // buffers are full; the close must not wait for it.
+                // buffers are full; the close must not wait for it, and a
+                // peer that accepts nothing for the stall timeout is cut
+                // (pongs alone do not keep it: they say nothing of reading).
+                // The watch's timer starts only if the write is not done at
+                // once, so writes that complete cost no timer.
                 let written = tokio::select! {
                     biased;
                     _ = &mut closed => break,
                     r = write_batch(&mut sink, &mut batch) => r,
+                    _ = stall.stalled() => {
+                        conn.slow_consumer("socket accepted no bytes for the write-stall timeout");
+                        break;
+                    }
                 };
+                if written.is_ok() {
+                    outbox.written(bytes);
+                }
                 if written.is_err() {
                     // The socket is broken: end the whole connection, so the
                     // reader does not wait on a queue nobody drains.
@@ -450,4 +505,75 @@ where
     // not keep it.
     batch.shrink_to(8);
     sink.flush().await
+}
+
+/// A socket that counts the bytes the kernel accepted, so the writer can
+/// tell a peer that reads slowly from one that reads nothing.
+pub struct Tracked<S> {
+    inner: S,
+    progress: Arc<AtomicU64>,
+}
+
+impl<S> Tracked<S> {
+    pub fn new(inner: S) -> Self {
+        Tracked { inner, progress: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.progress.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The write-stall watch of one connection.
+struct Stall {
+    progress: Arc<AtomicU64>,
+    timeout: Duration,
+}
+
+impl Stall {
+    /// Resolves once the socket has accepted no byte for the timeout.
+    /// Checked a few times per timeout, so it fires within 1¼ of it.
+    async fn stalled(&self) {
+        let step = (self.timeout / 4).max(Duration::from_millis(5));
+        let mut seen = self.progress.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(step).await;
+            let now = self.progress.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                since = Instant::now();
+            } else if since.elapsed() >= self.timeout {
+                return;
+            }
+        }
+    }
 }

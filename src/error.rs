@@ -49,6 +49,10 @@ pub enum MethodError {
     TooManyRequests(u64),
     #[error("too many subscriptions")]
     TooManySubscriptions,
+    /// The result would be larger than a connection may have unsent
+    /// (`--max-queued-bytes-per-conn`); the number is that budget.
+    #[error("reply larger than {0} bytes")]
+    ReplyTooLarge(usize),
 }
 
 /// Details of a `Match failed` error: which field, what was expected.
@@ -108,6 +112,10 @@ impl MethodError {
             MethodError::TooManyRequests(ms) => too_many_requests(*ms, &mut details),
             MethodError::TooManySubscriptions => {
                 (Str("too-many-subscriptions"), "Too many subscriptions".into(), Some(429))
+            }
+            MethodError::ReplyTooLarge(max) => {
+                details.insert("maxBytes".into(), Value::from(*max));
+                (Str("error-reply-too-large"), format!("Reply exceeds {max} bytes"), Some(413))
             }
             MethodError::Room(e) => match e {
                 RoomError::NotAllowed => (Str("error-not-allowed"), "Not allowed".into(), Some(403)),

@@ -8,6 +8,12 @@ use roomd::store::StoreHandle;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+// mimalloc gives freed memory back to the OS soon after a burst (glibc
+// malloc keeps most of it in its arenas), so RSS falls again once clients
+// that pinned large replies are gone.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -86,6 +92,8 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
             Authenticator::hs256(&secret)
         }
     };
+    // Before any socket or file is opened, so the raised limit covers them.
+    let max_connections = server::connection_capacity(args.limits.max_connections);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -125,7 +133,9 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
             state.restore(snapshot);
         }
         let state = Arc::new(state);
-        server::run(listener, state.clone(), RunConfig::from_limits(&args.limits), shutdown_signal()).await;
+        let mut run_cfg = RunConfig::from_limits(&args.limits);
+        run_cfg.max_connections = max_connections;
+        server::run(listener, state.clone(), run_cfg, shutdown_signal()).await;
         if let Some(store) = &state.store {
             store.shutdown().await;
         }

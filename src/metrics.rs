@@ -67,6 +67,7 @@ pub struct Metrics {
     messages: Counter,
     outbound_dropped: Counter,
     slow_consumers: Counter,
+    queued_bytes: Gauge,
     /// Per method name (only names the dispatcher knows, plus
     /// [`UNKNOWN_METHOD`]).
     methods: DashMap<String, MethodMetrics>,
@@ -139,6 +140,11 @@ impl Metrics {
             None,
             "Connections closed because they could not keep up.",
         );
+        describe(
+            "roomd_outbound_queued_bytes",
+            None,
+            "Bytes queued for clients and not yet written to their sockets (all connections).",
+        );
         let gauge = |name, labels: &[(&'static str, SharedString)]| {
             recorder.register_gauge(&key(name, labels), &METADATA)
         };
@@ -155,6 +161,7 @@ impl Metrics {
             messages: counter("roomd_messages_sent_total", &[]),
             outbound_dropped: counter("roomd_outbound_dropped_total", &[]),
             slow_consumers: counter("roomd_slow_consumer_disconnects_total", &[]),
+            queued_bytes: gauge("roomd_outbound_queued_bytes", &[]),
             methods: DashMap::new(),
             handle,
             recorder,
@@ -248,6 +255,11 @@ impl Metrics {
 
     pub fn outbound_dropped(&self) {
         self.outbound_dropped.increment(1);
+    }
+
+    /// Sampled when `/metrics` is rendered.
+    pub fn outbound_queued_bytes(&self, bytes: usize) {
+        self.queued_bytes.set(bytes as f64);
     }
 
     pub fn slow_consumer(&self) {

@@ -9,7 +9,8 @@
 //! budget. Producers never wait on it except a connection's own replies.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -17,14 +18,62 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// buffer at all (the next frame allocates a small one again).
 const KEEP: usize = 0;
 
-/// Bytes a connection may have queued, whatever the frame count: a client
-/// that asks for large replies (history pages) and never reads them must
-/// not hold the server's memory.
-pub const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+/// The byte budgets for unsent frames: one per connection, one for the
+/// whole server. A frame counts from the moment it is queued until the
+/// writer has handed it to the kernel (queued and in-flight alike), so a
+/// client that asks for large replies and never reads them holds at most
+/// its per-connection budget, and all such clients together at most the
+/// server budget.
+///
+/// The server total is one atomic counter: a push adds, a write subtracts;
+/// no lock is shared between connections.
+#[derive(Debug)]
+pub struct Budget {
+    per_conn: usize,
+    total: usize,
+    used: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(per_conn: usize, total: usize) -> Self {
+        Budget { per_conn: per_conn.max(1), total: total.max(1), used: AtomicUsize::new(0) }
+    }
+
+    /// Largest frame (or frame pair) one connection can ever queue.
+    pub fn per_conn(&self) -> usize {
+        self.per_conn
+    }
+
+    /// Unsent bytes across the server right now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes from the server budget, or nothing if they do not fit.
+    fn reserve(&self, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.total {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
+    /// This connection's queue (frames or bytes) is full.
     Full,
+    /// The server-wide byte budget is spent.
+    ServerFull,
+    /// The frame alone is larger than a connection's byte budget.
+    TooLarge,
     Closed,
 }
 
@@ -35,30 +84,25 @@ pub struct Outbox {
     /// Wakes a reply waiting for space.
     space: Notify,
     cap: usize,
+    budget: Arc<Budget>,
 }
 
 struct State {
     queue: VecDeque<Utf8Bytes>,
-    /// Total length of the frames in `queue`.
+    /// Unsent bytes: the frames in `queue` plus those the writer has taken
+    /// but not yet written (released by [`Outbox::written`]).
     bytes: usize,
     closed: bool,
 }
 
-impl State {
-    fn has_room(&self, cap: usize, adding: usize) -> bool {
-        // An empty queue always takes one frame, however large (it fits the
-        // frame-size limit of whoever built it); otherwise both limits hold.
-        self.queue.is_empty() || (self.queue.len() < cap && self.bytes + adding <= MAX_QUEUED_BYTES)
-    }
-}
-
 impl Outbox {
-    pub fn new(cap: usize) -> Self {
+    pub fn new(cap: usize, budget: Arc<Budget>) -> Self {
         Outbox {
             state: Mutex::new(State { queue: VecDeque::new(), bytes: 0, closed: false }),
             ready: Notify::new(),
             space: Notify::new(),
             cap: cap.max(1),
+            budget,
         }
     }
 
@@ -68,16 +112,33 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Checks both budgets for `adding` more bytes and takes them.
+    /// `Ok(false)`: not now, but it could fit once the writer catches up.
+    fn admit(&self, st: &mut State, adding: usize) -> Result<bool, PushError> {
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        if adding > self.budget.per_conn {
+            return Err(PushError::TooLarge);
+        }
+        if st.queue.len() >= self.cap || st.bytes + adding > self.budget.per_conn {
+            return Ok(false);
+        }
+        if !self.budget.reserve(adding) {
+            return Err(PushError::ServerFull);
+        }
+        st.bytes += adding;
+        Ok(true)
+    }
+
+    /// Queues an event without waiting; a full queue is the caller's sign of
+    /// a slow consumer.
     pub fn try_push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
         {
             let mut st = self.lock();
-            if st.closed {
-                return Err(PushError::Closed);
-            }
-            if !st.has_room(self.cap, frame.len()) {
+            if !self.admit(&mut st, frame.len())? {
                 return Err(PushError::Full);
             }
-            st.bytes += frame.len();
             st.queue.push_back(frame);
         }
         self.ready.notify_one();
@@ -94,7 +155,11 @@ impl Outbox {
         self.push_frames(first, Some(second)).await
     }
 
+    /// A reply waits for space: the writer frees it as the client reads, and
+    /// a client that does not read is cut by the write-stall timeout, which
+    /// ends the wait.
     async fn push_frames(&self, frame: Utf8Bytes, second: Option<Utf8Bytes>) -> Result<(), PushError> {
+        let adding = frame.len() + second.as_ref().map_or(0, |f| f.len());
         loop {
             // Registered before the check, so a drain in between is not missed.
             let space = self.space.notified();
@@ -102,23 +167,14 @@ impl Outbox {
             space.as_mut().enable();
             {
                 let mut st = self.lock();
-                if st.closed {
-                    return Err(PushError::Closed);
-                }
-                let adding = frame.len() + second.as_ref().map_or(0, |f| f.len());
-                if st.has_room(self.cap, adding) {
-                    st.bytes += adding;
+                if self.admit(&mut st, adding)? {
+                    // A reply's companion may exceed the frame cap by one:
+                    // it is part of the same answer.
                     st.queue.push_back(frame);
-                    // A reply's companion may exceed the cap by one: it is
-                    // part of the same answer.
                     st.queue.extend(second);
                     drop(st);
                     self.ready.notify_one();
                     return Ok(());
-                }
-                if st.bytes + adding > MAX_QUEUED_BYTES {
-                    // Waiting cannot help a client that does not read.
-                    return Err(PushError::Full);
                 }
             }
             space.await;
@@ -126,7 +182,8 @@ impl Outbox {
     }
 
     /// Moves up to `max` frames into `out`, waiting while the queue is empty.
-    /// Returns 0 once the queue is closed and drained.
+    /// Returns 0 once the queue is closed and drained. Their bytes stay
+    /// counted until [`Outbox::written`].
     pub async fn pop_many(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> usize {
         loop {
             let ready = self.ready.notified();
@@ -134,13 +191,12 @@ impl Outbox {
                 let mut st = self.lock();
                 if !st.queue.is_empty() {
                     let n = st.queue.len().min(max);
-                    let taken: usize = st.queue.iter().take(n).map(|f| f.len()).sum();
-                    st.bytes -= taken;
                     out.extend(st.queue.drain(..n));
                     if st.queue.is_empty() && st.queue.capacity() > KEEP {
                         st.queue.shrink_to(KEEP);
                     }
                     drop(st);
+                    // The frame count went down even if the bytes did not.
                     self.space.notify_waiters();
                     return n;
                 }
@@ -152,11 +208,30 @@ impl Outbox {
         }
     }
 
-    /// Takes whatever is queued now, without waiting.
+    /// The writer handed `bytes` of popped frames to the kernel.
+    pub fn written(&self, bytes: usize) {
+        {
+            let mut st = self.lock();
+            let n = bytes.min(st.bytes);
+            st.bytes -= n;
+            self.budget.release(n);
+        }
+        self.space.notify_waiters();
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Unsent bytes of this connection (queued and in flight).
+    pub fn unsent(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Takes whatever is queued now, without waiting (for the close path;
+    /// the bytes stay counted until [`Outbox::finish`]).
     pub fn drain_now(&self) -> Vec<Utf8Bytes> {
-        let mut st = self.lock();
-        st.bytes = 0;
-        st.queue.drain(..).collect()
+        self.lock().queue.drain(..).collect()
     }
 
     /// No more pushes; the writer drains what is there and stops.
@@ -165,15 +240,39 @@ impl Outbox {
         self.ready.notify_one();
         self.space.notify_waiters();
     }
+
+    /// The connection is gone: drops what is queued and gives every unsent
+    /// byte back to the server budget.
+    pub fn finish(&self) {
+        let dropped = {
+            let mut st = self.lock();
+            st.closed = true;
+            self.budget.release(std::mem::take(&mut st.bytes));
+            std::mem::take(&mut st.queue)
+        };
+        drop(dropped);
+        self.space.notify_waiters();
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.budget.release(std::mem::take(&mut st.bytes));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn budget(per_conn: usize, total: usize) -> Arc<Budget> {
+        Arc::new(Budget::new(per_conn, total))
+    }
+
     #[tokio::test]
     async fn bounded_by_frames_and_bytes_and_drains_in_order() {
-        let q = Outbox::new(3);
+        let q = Outbox::new(3, budget(1 << 20, 1 << 30));
         for i in 0..3 {
             q.try_push(Utf8Bytes::from(format!("f{i}"))).unwrap();
         }
@@ -181,24 +280,48 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(q.pop_many(&mut out, 2).await, 2);
         assert_eq!(out, vec![Utf8Bytes::from_static("f0"), Utf8Bytes::from_static("f1")]);
-        // Space again, and a waiting push completes once drained.
         q.try_push(Utf8Bytes::from_static("f3")).unwrap();
-
-        let big = Utf8Bytes::from("x".repeat(MAX_QUEUED_BYTES / 2 + 1));
-        let q = Outbox::new(100);
-        q.try_push(big.clone()).unwrap();
-        assert_eq!(q.try_push(big.clone()), Err(PushError::Full), "byte budget");
-        assert_eq!(q.push(big.clone()).await, Err(PushError::Full), "a reply over budget fails, never waits");
         q.close();
-        let mut out = Vec::new();
-        assert_eq!(q.pop_many(&mut out, 10).await, 1);
+        assert_eq!(q.pop_many(&mut out, 10).await, 2);
         assert_eq!(q.pop_many(&mut out, 10).await, 0, "closed and drained");
         assert_eq!(q.try_push(Utf8Bytes::from_static("late")), Err(PushError::Closed));
     }
 
     #[tokio::test]
+    async fn bytes_count_until_written_and_replies_too() {
+        let b = budget(100, 1000);
+        let q = Outbox::new(100, b.clone());
+        q.try_push(Utf8Bytes::from("x".repeat(60))).unwrap();
+        assert_eq!(q.try_push(Utf8Bytes::from("y".repeat(41))), Err(PushError::Full), "per-connection bytes");
+        assert_eq!(q.push(Utf8Bytes::from("z".repeat(101))).await, Err(PushError::TooLarge));
+        let mut out = Vec::new();
+        q.pop_many(&mut out, 10).await;
+        // Taken by the writer but not written: still counted.
+        assert_eq!((q.unsent(), b.used()), (60, 60));
+        assert_eq!(q.try_push(Utf8Bytes::from("y".repeat(41))), Err(PushError::Full));
+        q.written(60);
+        assert_eq!((q.unsent(), b.used()), (0, 0));
+        q.try_push(Utf8Bytes::from("y".repeat(41))).unwrap();
+        q.finish();
+        assert_eq!(b.used(), 0, "a finished connection gives its bytes back");
+    }
+
+    #[tokio::test]
+    async fn the_server_budget_is_shared() {
+        let b = budget(100, 150);
+        let (q1, q2) = (Outbox::new(10, b.clone()), Outbox::new(10, b.clone()));
+        q1.try_push(Utf8Bytes::from("a".repeat(100))).unwrap();
+        assert_eq!(q2.try_push(Utf8Bytes::from("b".repeat(51))), Err(PushError::ServerFull));
+        assert_eq!(q2.push(Utf8Bytes::from("b".repeat(51))).await, Err(PushError::ServerFull));
+        q2.try_push(Utf8Bytes::from("b".repeat(50))).unwrap();
+        assert_eq!(b.used(), 150);
+        drop(q1);
+        assert_eq!(b.used(), 50, "dropping an outbox releases its bytes");
+    }
+
+    #[tokio::test]
     async fn a_waiting_reply_is_queued_when_space_frees() {
-        let q = std::sync::Arc::new(Outbox::new(1));
+        let q = Arc::new(Outbox::new(1, budget(1 << 20, 1 << 30)));
         q.try_push(Utf8Bytes::from_static("a")).unwrap();
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.push(Utf8Bytes::from_static("b")).await });
@@ -208,5 +331,19 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), Ok(()));
         q.pop_many(&mut out, 1).await;
         assert_eq!(out, vec![Utf8Bytes::from_static("a"), Utf8Bytes::from_static("b")]);
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_for_bytes_to_be_written() {
+        let q = Arc::new(Outbox::new(10, budget(100, 1000)));
+        q.try_push(Utf8Bytes::from("a".repeat(80))).unwrap();
+        let mut out = Vec::new();
+        q.pop_many(&mut out, 10).await;
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.push(Utf8Bytes::from("b".repeat(50))).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "80 unsent + 50 is over the budget");
+        q.written(80);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
     }
 }

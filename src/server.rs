@@ -9,12 +9,13 @@
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
-use crate::conn::{self, CloseReason, ConnConfig};
+use crate::conn::{self, CloseReason, ConnConfig, Tracked};
 use crate::http::{self, HeadError, RequestHead, UpgradeError};
 use crate::hub::UserHub;
 use crate::ids::ConnId;
 use crate::limits::{CodeBrakes, RoomCreationLimiter, SessionLimits};
 use crate::metrics::Metrics;
+use crate::outbox::Budget;
 use crate::registry::Registry;
 use crate::room::actor::RoomConfig;
 use crate::users::Directory;
@@ -80,6 +81,11 @@ impl ServerState {
             }),
             conn_config: ConnConfig {
                 outbound_queue: limits.outbound_queue.max(1),
+                outbound_bytes: Arc::new(Budget::new(
+                    limits.max_queued_bytes_per_conn,
+                    limits.max_queued_bytes,
+                )),
+                write_stall_timeout: limits.write_stall_timeout,
                 ping_interval: limits.ping_interval,
                 ping_timeout: limits.ping_timeout,
                 connect_timeout: limits.connect_timeout,
@@ -148,6 +154,51 @@ fn ws_config(max_frame: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame))
 }
 
+/// File descriptors kept out of the connection limit: the store (database,
+/// WAL, shared memory), logs, the listener, and sockets for `/healthz`,
+/// `/metrics` and refusals, which must keep working at the limit.
+pub const FD_RESERVE: u64 = 64;
+
+/// Raises the soft open-files limit to the hard one and returns the number
+/// of DDP connections the process can hold: `wanted`, or fewer if the
+/// files limit (less [`FD_RESERVE`]) is lower. Without it, accepts start
+/// failing with EMFILE before `--max-connections` is reached, and then
+/// nobody (not even `/healthz`) is answered.
+pub fn connection_capacity(wanted: usize) -> usize {
+    let (soft, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit; using --max-connections as is");
+            return wanted;
+        }
+    };
+    let soft = if hard > soft {
+        match rlimit::increase_nofile_limit(hard) {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let fit = usize::try_from(soft.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX).max(1);
+    if fit < wanted {
+        tracing::warn!(
+            open_files = soft,
+            reserve = FD_RESERVE,
+            max_connections = fit,
+            requested = wanted,
+            "the open-files limit is below --max-connections; connections beyond {fit} get 1013 (raise `ulimit -n` / LimitNOFILE)"
+        );
+        fit
+    } else {
+        tracing::info!(open_files = soft, max_connections = wanted, "connection limit");
+        wanted
+    }
+}
+
 /// What every socket task needs; one per `run`.
 struct Listener {
     state: Arc<ServerState>,
@@ -189,7 +240,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
             }
         }
     });
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -223,12 +274,39 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
     upkeep.abort();
 }
 
-/// Exponential backoff for failing `accept` (typically EMFILE).
-struct Backoff(Duration);
+/// Exponential backoff for failing `accept` (typically EMFILE), logging at
+/// most once per [`Backoff::LOG_EVERY`] with the number of failures since.
+struct Backoff {
+    delay: Duration,
+    failures: u64,
+    logged: Option<Instant>,
+}
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(Duration::from_millis(5))
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Backoff { delay: Self::FIRST, failures: 0, logged: None }
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = Self::FIRST;
+    }
+
+    /// Records a failure; returns how long to wait before the next accept.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.failures += 1;
+        let now = Instant::now();
+        if self.logged.is_none_or(|t| now.duration_since(t) >= Self::LOG_EVERY) {
+            tracing::warn!(error = %e, failures = self.failures, "accept failing; backing off");
+            self.failures = 0;
+            self.logged = Some(now);
+        }
+        let wait = self.delay;
+        self.delay = (self.delay * 2).min(Self::MAX);
+        wait
     }
 }
 
@@ -236,7 +314,7 @@ async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> (TcpStream, So
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                *backoff = Backoff::default();
+                backoff.succeeded();
                 let _ = stream.set_nodelay(true);
                 // TCP keepalive reaps half-open sockets even where the DDP
                 // heartbeat does not run (`pre1` clients, the HTTP phase).
@@ -248,9 +326,8 @@ async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> (TcpStream, So
                 return (stream, peer);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff.0).await;
-                backoff.0 = (backoff.0 * 2).min(Duration::from_secs(1));
+                let wait = backoff.failed(&e);
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -260,7 +337,7 @@ async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> (TcpStream, So
 /// timeout; dropped at once if the server stops), then route it.
 /// A WebSocket that finished its upgrade and holds a connection slot.
 struct Upgraded {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Tracked<TcpStream>>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -370,7 +447,10 @@ async fn serve_http(state: &ServerState, mut stream: TcpStream, head: &RequestHe
         "/readyz" if state.is_ready() => (200, "text/plain; charset=utf-8", "ready\n".to_owned()),
         "/readyz" if state.is_draining() => (503, "text/plain; charset=utf-8", "shutting down\n".to_owned()),
         "/readyz" => (503, "text/plain; charset=utf-8", "not ready\n".to_owned()),
-        _ => (200, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render(state.registry.len())),
+        _ => {
+            state.metrics.outbound_queued_bytes(state.conn_config.outbound_bytes.used());
+            (200, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render(state.registry.len()))
+        }
     };
     let r = http::respond(&mut stream, status, content_type, &body, "", head_only);
     let _ = tokio::time::timeout_at(deadline, r).await;
@@ -430,7 +510,8 @@ async fn upgrade(
     }
     let rest = std::mem::take(&mut head.rest);
     drop(head);
-    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ctx.ws_cfg)).await;
+    let ws = WebSocketStream::from_partially_read(Tracked::new(stream), rest, Role::Server, Some(ctx.ws_cfg))
+        .await;
     let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
         tracing::debug!(%peer, "over the connection limit");
         state.metrics.handshake_failed("too-many-connections");
@@ -441,7 +522,7 @@ async fn upgrade(
     Some(Upgraded { ws, _permit: permit })
 }
 
-async fn reject(mut ws: WebSocketStream<TcpStream>, reason: CloseReason) {
+async fn reject(mut ws: WebSocketStream<Tracked<TcpStream>>, reason: CloseReason) {
     let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.text().into() };
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
 }

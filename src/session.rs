@@ -167,16 +167,25 @@ impl Session {
             ClientFrame::Ping { id } => self.conn.send(wire::pong(id)).await,
             ClientFrame::Pong => true,
             ClientFrame::Method { id, method, params } => {
-                let reply = match self.run_method(&method, params).await {
+                let mut reply = match self.run_method(&method, params).await {
                     Ok(v) => wire::result_ok(&id, v),
                     Err(e) => {
                         log_error(&e, &method, self.conn.id);
                         wire::result_err(&id, &e.to_wire(&method))
                     }
                 };
+                // A result the connection could never hold unsent is
+                // refused rather than closing the connection for it.
+                let updated = wire::updated(&id);
+                let max = self.conn.max_frame_bytes().saturating_sub(updated.len());
+                if reply.len() > max {
+                    let e = MethodError::ReplyTooLarge(max);
+                    log_error(&e, &method, self.conn.id);
+                    reply = wire::result_err(&id, &e.to_wire(&method));
+                }
                 self.sync_kind();
                 // Queued together so the writer sends both in one write.
-                let sent = self.conn.send_pair(reply, wire::updated(&id)).await;
+                let sent = self.conn.send_pair(reply, updated).await;
                 self.pending_calls -= 1;
                 sent
             }

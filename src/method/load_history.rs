@@ -1,5 +1,8 @@
 //! `loadHistory(rid, end, limit, lastSeen)`: newest first, system messages
-//! included, from the room's bounded in-memory history.
+//! included, from the room's bounded in-memory history. A page also stops
+//! at half the connection's unsent-byte budget, so a history reply always
+//! fits beside the events queued for the same client; clients page on with
+//! `end` = the oldest `ts` they got.
 
 use super::{MethodResult, Params, room};
 use crate::room::RoomCommand;
@@ -16,6 +19,8 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     let limit = p.opt_uint(2, "limit")?.unwrap_or(20).min(MAX_LIMIT) as usize;
     let _last_seen = p.opt_date(3, "lastSeen")?;
     let room = room(s, rid)?;
-    let messages = room.ask(|tx| RoomCommand::History { uid: who.id, end, limit, respond_to: tx }).await?;
+    let max_bytes = s.conn().max_frame_bytes() / 2;
+    let messages =
+        room.ask(|tx| RoomCommand::History { uid: who.id, end, limit, max_bytes, respond_to: tx }).await?;
     Ok(Some(json!({"messages": messages, "unreadNotLoaded": 0})))
 }

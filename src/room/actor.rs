@@ -147,6 +147,9 @@ pub enum RoomCommand {
         uid: UserId,
         end: Option<Millis>,
         limit: usize,
+        /// The page stops before the message that would take its JSON past
+        /// this size (the first message always fits).
+        max_bytes: usize,
         respond_to: Reply<Vec<Value>>,
     },
     AddMember {
@@ -707,8 +710,9 @@ impl RoomActor {
                 let r = self.send_message(&who, *params, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::History { uid, end, limit, respond_to } => {
+            RoomCommand::History { uid, end, limit, max_bytes, respond_to } => {
                 let r = if self.can_read(&uid, true) {
+                    let mut bytes = 0;
                     let msgs = self
                         .history
                         .iter()
@@ -716,6 +720,13 @@ impl RoomActor {
                         .filter(|m| end.is_none_or(|e| m.ts < e))
                         .take(limit)
                         .map(|m| serde_json::to_value(&**m).unwrap_or(Value::Null))
+                        .take_while(|v| {
+                            // Built and measured one at a time, so a page
+                            // never holds more than the cap in memory.
+                            let first = bytes == 0;
+                            bytes += json_len(v) + 1;
+                            first || bytes <= max_bytes
+                        })
                         .collect();
                     Ok(msgs)
                 } else {
@@ -1140,4 +1151,21 @@ impl CodeThrottle {
             self.failures.pop_front();
         }
     }
+}
+
+/// Length of `v` as compact JSON, without building the string.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }

@@ -9,6 +9,7 @@
 //! - `events`: membership events, who may subscribe, order, no duplicates.
 //! - `races`: concurrent joins vs capacity, joins vs lock, vanishing guests.
 //! - `model`: model-based property test of `RoomState`.
+//! - `memory`: unsent-byte budgets, write stalls, the open-files limit.
 //! - `rc_api`: DMs, lists, roles, message rules, typing, user-scoped streams.
 
 mod support;
@@ -24,6 +25,7 @@ mod identity;
 mod join_by_code;
 mod lifecycle;
 mod limits;
+mod memory;
 mod model;
 mod races;
 mod rc_api;

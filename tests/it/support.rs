@@ -164,6 +164,12 @@ impl Client {
         self.ws.send(Message::Text(text.into())).await.expect("send");
     }
 
+    /// Sends without failing the test if the server has gone (for clients
+    /// that are expected to be cut off).
+    pub async fn try_send(&mut self, v: Value) -> bool {
+        self.ws.send(Message::Text(v.to_string().into())).await.is_ok()
+    }
+
     pub async fn send(&mut self, v: Value) {
         self.send_raw(&v.to_string()).await;
     }
