@@ -75,6 +75,8 @@ async fn draining_server_answers_readyz_503_and_returns_by_the_deadline() {
         l.shutdown_timeout = Duration::from_millis(1500);
         // Big enough that the stuck client is never cut as a slow consumer.
         l.outbound_queue = 100_000;
+        l.max_queued_bytes_per_conn = 64 << 20;
+        l.write_stall_timeout = Duration::from_secs(60);
     })
     .await;
     let addr = s.addr;
