@@ -13,6 +13,9 @@ use std::path::Path;
 /// Largest token we will try to decode; real tokens are a few hundred bytes.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 30;
+
 /// Claims roomd reads from a resume token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -67,6 +70,9 @@ pub struct User {
     pub roles: Vec<GlobalRole>,
     /// Token expiry in ms, echoed as `tokenExpires`.
     pub expires_ms: i64,
+    /// Names the token (SHA-256 of it, hex) for `logout`'s revocation list,
+    /// without keeping a usable token around.
+    pub token_key: String,
 }
 
 impl User {
@@ -92,6 +98,18 @@ pub enum AuthError {
     TooLarge,
     #[error("token lacks a usable username or subject")]
     MissingClaims,
+    #[error("token subject is reserved for guests")]
+    GuestSubject,
+    #[error("token has an audience but none is configured")]
+    AudienceNotConfigured,
+    #[error("token audience not accepted")]
+    WrongAudience,
+    #[error("token issuer not accepted")]
+    WrongIssuer,
+    #[error("token was ended by logout")]
+    Revoked,
+    #[error("username belongs to another user")]
+    UsernameTaken,
 }
 
 impl AuthError {
@@ -106,6 +124,14 @@ impl AuthError {
             AuthError::Malformed => "Malformed token",
             AuthError::TooLarge => "Token is too large",
             AuthError::MissingClaims => "Token must carry sub and username claims",
+            AuthError::GuestSubject => "Token subject must not start with guest-",
+            AuthError::AudienceNotConfigured => {
+                "Token has an audience (aud) but roomd accepts none; set --jwt-audience"
+            }
+            AuthError::WrongAudience => "Token audience (aud) is not accepted (--jwt-audience)",
+            AuthError::WrongIssuer => "Token issuer (iss) is not accepted (--jwt-issuer)",
+            AuthError::Revoked => "Token was ended by logout. Please log in again.",
+            AuthError::UsernameTaken => "Username belongs to another user",
         }
     }
 }
@@ -116,6 +142,8 @@ pub struct Authenticator {
     decoding: DecodingKey,
     encoding: EncodingKey,
     validation: Validation,
+    /// Whether `--jwt-audience` was given (to explain a refused `aud`).
+    audience_set: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -128,14 +156,34 @@ impl Authenticator {
     pub fn hs256(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Small skew tolerance for clocks that disagree by a few seconds.
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Authenticator {
             decoding: DecodingKey::from_secret(secret),
             encoding: EncodingKey::from_secret(secret),
             validation,
+            audience_set: false,
         }
+    }
+
+    /// Accepts only tokens whose `aud` names one of `audience` and whose
+    /// `iss` is one of `issuer`; either list empty leaves that claim
+    /// unchecked, except that a token with an `aud` is refused when no
+    /// audience is configured (it was meant for someone else).
+    pub fn with_claim_checks(mut self, audience: &[String], issuer: &[String]) -> Self {
+        let mut required = vec!["exp", "sub"];
+        if !audience.is_empty() {
+            self.validation.set_audience(audience);
+            self.audience_set = true;
+            required.push("aud");
+        }
+        if !issuer.is_empty() {
+            self.validation.set_issuer(issuer);
+            required.push("iss");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self
     }
 
     /// Verifies tokens signed by an identity provider with RS256 (RSA key)
@@ -168,6 +216,11 @@ impl Authenticator {
                 ErrorKind::InvalidAlgorithm
                 | ErrorKind::InvalidAlgorithmName
                 | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm,
+                ErrorKind::InvalidAudience if self.audience_set => AuthError::WrongAudience,
+                ErrorKind::InvalidAudience => AuthError::AudienceNotConfigured,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
                 ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaims,
                 // serde reports an absent `username` as a JSON error.
                 ErrorKind::Json(e) if e.to_string().contains("missing field") => AuthError::MissingClaims,
@@ -179,9 +232,10 @@ impl Authenticator {
         if c.sub.is_empty() || c.sub.len() > 128 || username.is_empty() || username.len() > 128 {
             return Err(AuthError::MissingClaims);
         }
-        // `guest-` ids belong to roomd's guests; a token may not claim one.
-        if c.sub.starts_with("guest-") {
-            return Err(AuthError::MissingClaims);
+        // `guest-` ids belong to roomd's guests; a token may not claim one,
+        // in any case (ids are compared exactly, but people read them).
+        if c.sub.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("guest-")) {
+            return Err(AuthError::GuestSubject);
         }
         let roles = match &c.roles {
             Some(list) => list.iter().filter_map(|r| GlobalRole::parse(r)).collect(),
@@ -193,6 +247,7 @@ impl Authenticator {
             name: c.name.clone(),
             roles,
             expires_ms: i64::try_from(c.exp).unwrap_or(i64::MAX / 1000).saturating_mul(1000),
+            token_key: token_key(token),
         })
     }
 
@@ -200,6 +255,12 @@ impl Authenticator {
         // HS256 signing with an in-memory key cannot fail.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
     }
+}
+
+/// The revocation-list key of `token`.
+pub fn token_key(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the secret came from, for the startup log.

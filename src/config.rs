@@ -24,6 +24,17 @@ pub struct Cli {
 pub enum Command {
     /// Print a resume token (JWT) signed with the server's secret.
     Token(TokenArgs),
+    /// Free a username so another user may take it (run while roomd is
+    /// stopped: a running server keeps the owners it loaded).
+    FreeUsername(FreeUsernameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FreeUsernameArgs {
+    /// The username to free (compared trimmed and case-insensitively).
+    pub username: String,
+    #[command(flatten)]
+    pub secret: SecretArgs,
 }
 
 /// Where the JWT secret comes from; shared by the server and `roomd token`.
@@ -51,6 +62,15 @@ pub struct ServeArgs {
     /// key (PEM) instead of the HS256 secret.
     #[arg(long, env = "ROOMD_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// Accept only tokens whose `aud` names this audience (repeatable, or
+    /// comma-separated in the env var). Without it, tokens carrying `aud`
+    /// are refused.
+    #[arg(long = "jwt-audience", env = "ROOMD_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// Accept only tokens whose `iss` is this issuer (repeatable, or
+    /// comma-separated in the env var). Without it, `iss` is not checked.
+    #[arg(long = "jwt-issuer", env = "ROOMD_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
     /// Keep all state in memory only (tests, benchmarks); nothing survives a
     /// restart.
     #[arg(long, env = "ROOMD_IN_MEMORY")]
@@ -278,6 +298,21 @@ mod tests {
         assert!(l.allowed_origins.is_empty());
         assert_eq!((l.max_queued_bytes_per_conn, l.max_queued_bytes), (1 << 20, 256 << 20));
         assert_eq!(l.write_stall_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jwt_audience_and_issuer_repeat_and_split() {
+        let cli = Cli::parse_from([
+            "roomd",
+            "--jwt-audience",
+            "a,b",
+            "--jwt-audience",
+            "c",
+            "--jwt-issuer",
+            "https://idp",
+        ]);
+        assert_eq!(cli.serve.jwt_audience, ["a", "b", "c"]);
+        assert_eq!(cli.serve.jwt_issuer, ["https://idp"]);
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub enum CloseReason {
     TooManyConnections,
     /// Handling a frame panicked (a bug); logged at `error`.
     InternalError,
+    /// The signed-in user's token expired and no fresh `login` came.
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -71,6 +73,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => 1007,
             CloseReason::TooManyConnections => 1013,
             CloseReason::InternalError => 1011,
+            CloseReason::TokenExpired => 4010,
         }
     }
 
@@ -88,6 +91,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::TooManyConnections => "too_many_connections",
             CloseReason::InternalError => "internal_error",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 
@@ -104,6 +108,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid UTF-8",
             CloseReason::TooManyConnections => "too many connections, try again later",
             CloseReason::InternalError => "internal error, reconnect",
+            CloseReason::TokenExpired => "token expired, sign in again",
         }
     }
 }
@@ -342,7 +347,7 @@ async fn read_loop<S>(
     let timer = tokio::time::sleep_until(opened + cfg.connect_timeout);
     tokio::pin!(timer);
     loop {
-        let deadline = if !session.is_connected() {
+        let heartbeat_deadline = if !session.is_connected() {
             // Counted from the upgrade: other frames do not buy time.
             opened + cfg.connect_timeout
         } else if !session.heartbeat() {
@@ -352,6 +357,7 @@ async fn read_loop<S>(
         } else {
             last_in + cfg.ping_interval
         };
+        let deadline = session.token_expiry().map_or(heartbeat_deadline, |t| t.min(heartbeat_deadline));
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
@@ -361,6 +367,13 @@ async fn read_loop<S>(
             biased;
             _ = &mut closed => return,
             _ = &mut timer => {
+                if session.token_expiry().is_some_and(|t| t <= Instant::now()) {
+                    conn.close(CloseReason::TokenExpired);
+                    return;
+                }
+                if Instant::now() < heartbeat_deadline {
+                    continue;
+                }
                 if !session.is_connected() {
                     conn.close(CloseReason::ConnectTimeout);
                     return;

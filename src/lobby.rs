@@ -166,8 +166,16 @@ impl ServerState {
     /// Guests are never stored, so restored rooms hold users only.
     pub fn restore(&self, snapshot: Snapshot) {
         let users = snapshot.users.len();
+        // Owners before users: a legacy name shared by several users
+        // resolves to its owner.
+        for (name, uid) in snapshot.usernames {
+            self.users.restore_owner(name, crate::ids::UserId(uid));
+        }
         for u in snapshot.users {
-            self.users.remember_ref(u);
+            self.users.restore_user(u);
+        }
+        for (key, exp) in snapshot.revoked {
+            self.users.restore_revoked(key, exp);
         }
         let rooms = snapshot.rooms.len();
         for (state, history) in snapshot.rooms {

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use roomd::auth::{self, Authenticator, Claims, SecretSource};
-use roomd::config::{Cli, Command, LogFormat, SecretArgs, TokenArgs};
+use roomd::config::{Cli, Command, FreeUsernameArgs, LogFormat, SecretArgs, TokenArgs};
 use roomd::server::{self, RunConfig, ServerState};
 use roomd::store::StoreHandle;
 use std::process::ExitCode;
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token(args)) => token(args),
+        Some(Command::FreeUsername(args)) => free_username(args),
         None => serve(cli.serve),
     }
 }
@@ -47,6 +48,23 @@ fn token(args: TokenArgs) -> ExitCode {
     };
     println!("{}", Authenticator::hs256(&secret).mint(&claims));
     ExitCode::SUCCESS
+}
+
+fn free_username(args: FreeUsernameArgs) -> ExitCode {
+    match roomd::store::sqlite::free_username(&args.secret.data_dir, &args.username) {
+        Ok(Some(uid)) => {
+            println!("username {:?} freed (it belonged to user {uid})", args.username.trim());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("username {:?} was not taken", args.username.trim());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(args: roomd::config::ServeArgs) -> ExitCode {
@@ -92,6 +110,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
             Authenticator::hs256(&secret)
         }
     };
+    let auth = auth.with_claim_checks(&args.jwt_audience, &args.jwt_issuer);
     // Before any socket or file is opened, so the raised limit covers them.
     let max_connections = server::connection_capacity(args.limits.max_connections);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -66,6 +66,9 @@ pub struct Session {
     kind: ConnKind,
     /// The client's address, for the per-address join-code brake.
     peer: std::net::IpAddr,
+    /// When the signed-in user's token expires: the connection is closed
+    /// then (4010) unless a `login` with a fresher token moved it.
+    token_expiry: Option<Instant>,
 }
 
 impl Session {
@@ -83,8 +86,27 @@ impl Session {
             pending_calls: 0,
             kind: ConnKind::Guest,
             peer,
+            token_expiry: None,
             server,
         }
+    }
+
+    /// Starts the token-expiry clock for a token expiring at `expires_ms`
+    /// (wall clock, ms since the epoch).
+    pub fn set_token_expiry(&mut self, expires_ms: i64) {
+        // Capped so the deadline stays representable; a connection living a
+        // year on one token signs in again.
+        let left = expires_ms.saturating_sub(crate::time::Millis::now().0).clamp(0, 365 * 86_400_000);
+        self.token_expiry = Some(Instant::now() + std::time::Duration::from_millis(left as u64));
+    }
+
+    pub fn clear_token_expiry(&mut self) {
+        self.token_expiry = None;
+    }
+
+    /// When the connection's identity ends, if it is signed in.
+    pub fn token_expiry(&self) -> Option<Instant> {
+        self.token_expiry
     }
 
     /// How this connection counts in the connection gauges right now.

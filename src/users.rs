@@ -1,52 +1,172 @@
 //! The user directory: every user roomd has seen (from verified tokens), so
-//! rooms can name members by username, and each user's room memberships.
+//! rooms can name members by username; who owns each username; the tokens
+//! ended by `logout`; and each user's room memberships.
 
 use crate::auth::User;
 use crate::ids::{RoomId, UserId};
 use crate::room::UserRef;
+use crate::store::{self, StoreOp};
 use dashmap::DashMap;
 use std::collections::HashSet;
+use tokio::sync::watch;
+
+/// The form in which usernames are compared and owned: trimmed,
+/// case-insensitive.
+pub fn normalize(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+#[derive(Debug)]
+struct Known {
+    r: UserRef,
+    /// Bumped on every change of `r`.
+    version: u64,
+    /// The highest version known to be durable. Logins of the same user on
+    /// other connections wait on it, so none is acknowledged before the
+    /// record (written by whichever login saw it first) is committed.
+    committed: watch::Sender<u64>,
+}
+
+/// A token claims a username that another user owns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("username {username:?} belongs to another user")]
+pub struct UsernameTaken {
+    pub username: String,
+}
+
+/// What a login must do before it is acknowledged.
+#[derive(Debug)]
+pub enum Admission {
+    /// Store `ops`, then report [`Directory::committed`] with `version`.
+    Store { ops: Vec<StoreOp>, version: u64 },
+    /// Someone else is storing (or stored) this record: wait for `version`.
+    Wait { committed: watch::Receiver<u64>, version: u64 },
+}
 
 #[derive(Default, Debug)]
 pub struct Directory {
-    by_id: DashMap<UserId, UserRef>,
+    by_id: DashMap<UserId, Known>,
+    /// Normalised current username → user.
     by_username: DashMap<String, UserId>,
+    /// Normalised username → the user that first used it. Names are never
+    /// reassigned while roomd runs (`roomd free-username` works offline).
+    owners: DashMap<String, UserId>,
+    /// Keys of tokens ended by `logout` → their expiry in seconds.
+    revoked: DashMap<String, u64>,
     /// Rooms each user is a member of; written by room actors.
     memberships: DashMap<UserId, HashSet<RoomId>>,
 }
 
 impl Directory {
-    /// Records (or refreshes) a user seen at login. Returns true if the
-    /// directory changed (new user, or new username or name), i.e. if the
-    /// store needs to hear of it.
-    pub fn remember(&self, u: &User) -> bool {
-        self.remember_ref(UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() })
-    }
-
-    pub fn remember_ref(&self, mut r: UserRef) -> bool {
+    /// Admits a user seen at login: refuses a username owned by someone
+    /// else, records the user, and says what must be durable before the
+    /// login may be acknowledged. `durable` is false in memory-only mode.
+    pub fn admit(&self, u: &User, durable: bool) -> Result<Admission, UsernameTaken> {
+        let name = normalize(&u.username);
+        // Owner first, in its own short lock: a name is granted once.
+        let owner = self.owners.entry(name.clone()).or_insert_with(|| u.id.clone()).clone();
+        if owner != u.id {
+            return Err(UsernameTaken { username: u.username.clone() });
+        }
+        let mut r = UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() };
         // Messages always name their author (`u.name`); without a display
         // name the username stands in, as for users acting themselves.
         if r.name.is_none() {
             r.name = Some(r.username.clone());
         }
-        let (id, username) = (r.id.clone(), r.username.clone());
-        let old = self.by_id.insert(id.clone(), r.clone());
-        if let Some(old) = &old
-            && old.username != username
+        let mut old_name = None;
+        let admission = {
+            let mut e = self.by_id.entry(u.id.clone()).or_insert_with(|| Known {
+                r: UserRef { id: u.id.clone(), username: String::new(), name: None },
+                version: 0,
+                committed: watch::Sender::new(0),
+            });
+            if e.r == r && e.version > 0 {
+                Admission::Wait { committed: e.committed.subscribe(), version: e.version }
+            } else {
+                if e.r.username != r.username && !e.r.username.is_empty() {
+                    old_name = Some(normalize(&e.r.username));
+                }
+                e.r = r.clone();
+                e.version += 1;
+                if !durable {
+                    e.committed.send_replace(e.version);
+                }
+                // The claim row goes with every write of the record (it is
+                // idempotent), so whichever login stores first makes both
+                // durable together.
+                let ops = vec![store::user_op(u), store::claim_op(&name, &u.id)];
+                Admission::Store { ops, version: e.version }
+            }
+        };
+        if let Some(old) = old_name
+            && old != name
         {
-            self.by_username.remove_if(&old.username, |_, v| v == &id);
+            self.by_username.remove_if(&old, |_, v| v == &u.id);
         }
-        self.by_username.insert(username, id);
-        old.as_ref() != Some(&r)
+        self.by_username.insert(name, u.id.clone());
+        Ok(admission)
+    }
+
+    /// Reports that `version` of `uid`'s record is durable.
+    pub fn committed(&self, uid: &UserId, version: u64) {
+        if let Some(e) = self.by_id.get(uid) {
+            e.committed.send_if_modified(|v| {
+                let newer = *v < version;
+                if newer {
+                    *v = version;
+                }
+                newer
+            });
+        }
+    }
+
+    /// Restores a stored owner of a username at start.
+    pub fn restore_owner(&self, name: String, uid: UserId) {
+        self.owners.insert(name, uid);
+    }
+
+    /// Restores a stored user at start (already durable).
+    pub fn restore_user(&self, mut r: UserRef) {
+        if r.name.is_none() {
+            r.name = Some(r.username.clone());
+        }
+        let name = normalize(&r.username);
+        // A legacy name several users shared resolves to its owner.
+        if self.owners.get(&name).is_none_or(|o| *o == r.id) {
+            self.by_username.insert(name, r.id.clone());
+        }
+        self.by_id.insert(r.id.clone(), Known { r, version: 1, committed: watch::Sender::new(1) });
+    }
+
+    /// Restores a token ended by `logout`.
+    pub fn restore_revoked(&self, key: String, exp: u64) {
+        self.revoked.insert(key, exp);
+    }
+
+    pub fn is_revoked(&self, key: &str) -> bool {
+        self.revoked.contains_key(key)
+    }
+
+    /// Records a token ended by `logout`; returns the op that makes it
+    /// durable.
+    pub fn revoke(&self, key: &str, exp: u64) -> StoreOp {
+        // Expired tokens are refused anyway: keep the set to live tokens.
+        if self.revoked.len() >= 1024 && self.revoked.len().is_power_of_two() {
+            let now = crate::auth::now_secs();
+            self.revoked.retain(|_, e| *e >= now);
+        }
+        self.revoked.insert(key.to_owned(), exp);
+        StoreOp::RevokeToken { key: key.to_owned(), exp }
     }
 
     pub fn by_username(&self, username: &str) -> Option<UserRef> {
-        let id = self.by_username.get(username)?.clone();
-        self.by_id.get(&id).map(|r| r.clone())
+        let id = self.by_username.get(&normalize(username))?.clone();
+        self.by_id(&id)
     }
 
     pub fn by_id(&self, id: &UserId) -> Option<UserRef> {
-        self.by_id.get(id).map(|r| r.clone())
+        self.by_id.get(id).filter(|k| k.version > 0).map(|k| k.r.clone())
     }
 
     pub fn add_membership(&self, uid: &UserId, rid: &RoomId) {

@@ -1,11 +1,19 @@
 //! `login` with a resume token (a JWT) and `logout`.
 
 use super::{MethodResult, Params};
+use crate::auth::AuthError;
 use crate::error::MethodError;
+use crate::room::RoomError;
 use crate::session::Session;
 use crate::time::Millis;
+use crate::users::Admission;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a login waits for the commit of its user's record by another
+/// connection's login; the store answers in milliseconds unless it is gone.
+const RECORD_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn login(s: &mut Session, p: Params) -> MethodResult {
     let opts = p.obj(0, "params[0]")?;
@@ -16,14 +24,34 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
         None => return Err(MethodError::UnrecognizedLogin),
     };
     let user = s.server.auth.verify(token)?;
-    if s.server.users.remember(&user)
-        && let Some(store) = &s.server.store
-    {
-        // Durable before acknowledged, like every other change.
-        store.commit(vec![crate::store::user_op(&user)]).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot store user");
-            MethodError::Room(crate::room::RoomError::Storage)
-        })?;
+    let users = &s.server.users;
+    if users.is_revoked(&user.token_key) {
+        return Err(AuthError::Revoked.into());
+    }
+    let store = s.server.store.clone();
+    let admission = users.admit(&user, store.is_some()).map_err(|_| AuthError::UsernameTaken)?;
+    // Durable before acknowledged, like every other change, and whichever
+    // connection's login writes the record: a second login of the same
+    // user waits for the first one's commit.
+    match (admission, &store) {
+        (Admission::Store { ops, version }, Some(store)) => {
+            store.commit(ops).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot store user");
+                MethodError::Room(RoomError::Storage)
+            })?;
+            users.committed(&user.id, version);
+        }
+        (Admission::Store { .. }, None) => {}
+        (Admission::Wait { mut committed, version }, _) => {
+            let wait = committed.wait_for(|v| *v >= version);
+            match tokio::time::timeout(RECORD_WAIT, wait).await {
+                Ok(Ok(_)) => {}
+                _ => {
+                    tracing::error!(user = %user.id, "user record not committed in time");
+                    return Err(MethodError::Room(RoomError::Storage));
+                }
+            }
+        }
     }
     if s.guest_id.is_some() {
         // A guest who signs in stops being that guest: its seats are released
@@ -43,13 +71,28 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
     tracing::debug!(conn = %s.conn().id, user = %user.id, "logged in");
     s.set_online(Some((user.id.clone(), user.username.clone())));
     s.show_own_record(&user);
+    s.set_token_expiry(user.expires_ms);
     s.user = Some(Arc::new(user));
     Ok(Some(result))
 }
 
+/// Ends the connection's identity and the token it signed in with: the
+/// token is refused by `login` until it expires (durably, before the
+/// result).
 pub async fn logout(s: &mut Session) -> MethodResult {
-    s.hide_own_record();
-    if s.user.take().is_some() {
+    if let Some(u) = s.user.clone() {
+        // Kept past `exp` by the clock-skew leeway `login` grants.
+        let exp = u64::try_from(u.expires_ms / 1000).unwrap_or(0).saturating_add(crate::auth::LEEWAY_SECS);
+        let op = s.server.users.revoke(&u.token_key, exp);
+        if let Some(store) = &s.server.store {
+            store.commit(vec![op]).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot store logout");
+                MethodError::Room(RoomError::Storage)
+            })?;
+        }
+        s.hide_own_record();
+        s.user = None;
+        s.clear_token_expiry();
         s.drop_all_subs(&MethodError::SubNotAllowed).await;
         s.set_online(None);
     }

@@ -260,6 +260,7 @@ impl RoomHandle {
             subscribers: HashMap::new(),
             history: VecDeque::new(),
             history_ids: HashSet::new(),
+            unconfirmed: HashSet::new(),
             guest_epochs: HashMap::new(),
             guest_holders: HashMap::new(),
             next_epoch: 0,
@@ -356,6 +357,9 @@ struct RoomActor {
     history: VecDeque<Arc<Message>>,
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
     history_ids: HashSet<MessageId>,
+    /// Ids of messages submitted to the store and not yet committed: a
+    /// burst can push them out of `history` before the store has them.
+    unconfirmed: HashSet<MessageId>,
     /// Guests in their reconnect grace, with the epoch of their timer.
     guest_epochs: HashMap<UserId, u64>,
     /// The connection currently holding each guest's seat.
@@ -419,6 +423,8 @@ enum Out {
 struct Pending {
     commit: Option<Committed>,
     out: Vec<Out>,
+    /// Messages this commit stores (see `RoomActor::unconfirmed`).
+    msg_ids: Vec<MessageId>,
 }
 
 impl RoomActor {
@@ -491,6 +497,13 @@ impl RoomActor {
     async fn finish_command(&mut self) {
         let out = std::mem::take(&mut self.outbox);
         let ops = std::mem::take(&mut self.ops);
+        let msg_ids: Vec<MessageId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                StoreOp::PutMessage { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
         let commit = match (&self.store, ops.is_empty()) {
             (Some(store), false) => Some(store.submit(ops).await),
             _ => None,
@@ -498,12 +511,16 @@ impl RoomActor {
         if commit.is_none() && self.pending.is_empty() {
             self.deliver(out, None);
         } else if commit.is_some() || !out.is_empty() {
-            self.pending.push_back(Pending { commit, out });
+            self.unconfirmed.extend(msg_ids.iter().cloned());
+            self.pending.push_back(Pending { commit, out, msg_ids });
         }
     }
 
     fn complete_head(&mut self, res: Result<(), StoreError>) {
         if let Some(p) = self.pending.pop_front() {
+            for id in &p.msg_ids {
+                self.unconfirmed.remove(id);
+            }
             self.deliver(p.out, res.as_ref().err());
         }
         // Outputs that waited only for their turn can go now.
@@ -864,7 +881,7 @@ impl RoomActor {
             return Err(RoomError::ActionNotAllowed("Posting while muted"));
         }
         let id = match p.id {
-            Some(id) if self.history_ids.contains(&id) => return Err(RoomError::DuplicateMessage),
+            Some(id) if self.message_known(&id)? => return Err(RoomError::DuplicateMessage),
             Some(id) => id,
             None => MessageId::generate(),
         };
@@ -872,6 +889,26 @@ impl RoomActor {
         let value = serde_json::to_value(&msg).unwrap_or(Value::Null);
         self.store_and_broadcast(msg);
         Ok(value)
+    }
+
+    /// Whether this room already has a message `id`, however old. Memory
+    /// answers for the recent ones (the history window, and messages whose
+    /// commit is in flight); older ones are looked up in the store by its
+    /// unique index. The lookup blocks this actor's thread for an indexed
+    /// point read (microseconds with a warm page cache), which costs less
+    /// than parking the room behind a round trip to another thread; only
+    /// client-chosen ids reach it.
+    fn message_known(&self, id: &MessageId) -> Result<bool, RoomError> {
+        if self.history_ids.contains(id) || self.unconfirmed.contains(id) {
+            return Ok(true);
+        }
+        match &self.store {
+            Some(store) => store.message_exists(&self.state.id, id).map_err(|e| {
+                tracing::error!(room = %self.state.id, error = %e, "cannot look up a message id");
+                RoomError::Storage
+            }),
+            None => Ok(false),
+        }
     }
 
     fn store_and_broadcast(&mut self, msg: Message) {

@@ -17,6 +17,7 @@ use crate::auth::User;
 use crate::ids::{MessageId, RoomId, UserId};
 use crate::room::{Member, Message, RoomState, UserRef};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 pub use sqlite::{LATEST_SCHEMA, Snapshot};
@@ -71,6 +72,16 @@ pub enum StoreOp {
         id: UserId,
         doc: String,
     },
+    /// `uid` owns the normalised username `name` from now on.
+    ClaimUsername {
+        name: String,
+        uid: UserId,
+    },
+    /// A token ended by `logout`, kept until `exp` (seconds).
+    RevokeToken {
+        key: String,
+        exp: u64,
+    },
 }
 
 /// Serialising our own types cannot fail (no non-string keys, no failing
@@ -98,11 +109,24 @@ pub(crate) enum Request {
     Shutdown { done: oneshot::Sender<()> },
 }
 
-/// Cheap, cloneable access to the writer thread.
-#[derive(Clone, Debug)]
+/// Cheap, cloneable access to the writer thread, and to a few read-only
+/// connections for lookups that memory does not answer.
+#[derive(Clone)]
 pub struct StoreHandle {
     tx: mpsc::Sender<Request>,
+    /// Striped by room: rooms share a connection only when they hash to the
+    /// same stripe, so there is no server-wide lock on the message path.
+    readers: Arc<[Mutex<rusqlite::Connection>]>,
 }
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreHandle { .. }")
+    }
+}
+
+/// Read-only connections per store.
+const READERS: usize = 4;
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +146,8 @@ impl StoreHandle {
     /// starts the writer thread.
     pub fn open(dir: &Path, sync: SyncMode, history: usize) -> Result<(StoreHandle, Snapshot), StoreError> {
         let (conn, snapshot) = sqlite::open(dir, sync, history)?;
+        let readers =
+            (0..READERS).map(|_| sqlite::reader(dir).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         // Bounded: when the disk falls behind, rooms wait for space instead
         // of queueing without limit.
         let (tx, rx) = mpsc::channel(4096);
@@ -129,7 +155,18 @@ impl StoreHandle {
             .name("roomd-store".into())
             .spawn(move || sqlite::writer(conn, rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        Ok((StoreHandle { tx }, snapshot))
+        Ok((StoreHandle { tx, readers: readers.into() }, snapshot))
+    }
+
+    /// Whether room `rid` has a committed message `id`. Synchronous: an
+    /// indexed point lookup in a page cache that is normally warm takes
+    /// microseconds, less than a round trip to another thread would; rooms
+    /// call it only for client-chosen ids that memory cannot vouch for.
+    pub fn message_exists(&self, rid: &RoomId, id: &MessageId) -> Result<bool, StoreError> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let stripe = BuildHasherDefault::<DefaultHasher>::default().hash_one(rid.as_str()) as usize;
+        let conn = self.readers[stripe % self.readers.len()].lock().unwrap_or_else(|p| p.into_inner());
+        sqlite::message_exists(&conn, rid.as_str(), id.as_str())
     }
 
     /// Queues `ops` for the next group commit.
@@ -161,6 +198,11 @@ impl StoreHandle {
 pub fn user_op(u: &User) -> StoreOp {
     let r = UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() };
     StoreOp::PutUser { id: u.id.clone(), doc: json(&r) }
+}
+
+/// The ownership row of `u`'s (normalised) username.
+pub fn claim_op(name: &str, uid: &UserId) -> StoreOp {
+    StoreOp::ClaimUsername { name: name.to_owned(), uid: uid.clone() }
 }
 
 /// Reports a group commit to the metrics layer.

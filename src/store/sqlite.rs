@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[&str] = &[
     // v2: per-room history reads and duplicate-id checks by index.
     "CREATE INDEX messages_by_room ON messages (rid, seq);
      CREATE UNIQUE INDEX messages_by_id ON messages (rid, id);",
+    // v3: who owns each username (normalised: trimmed, lowercase), and the
+    // tokens ended by `logout` until they expire. `backfill` fills the
+    // owners of older data directories (first stored user wins).
+    "CREATE TABLE usernames (name TEXT PRIMARY KEY, uid TEXT NOT NULL);
+     CREATE TABLE revoked_tokens (key TEXT PRIMARY KEY, exp INTEGER NOT NULL);",
 ];
 
 pub const LATEST_SCHEMA: i64 = MIGRATIONS.len() as i64;
@@ -32,6 +37,10 @@ pub struct Snapshot {
     /// Each room with its members and its most recent messages, oldest first.
     pub rooms: Vec<(RoomState, Vec<Message>)>,
     pub users: Vec<UserRef>,
+    /// Normalised username → the user id that owns it.
+    pub usernames: Vec<(String, String)>,
+    /// Token keys ended by `logout`, with their expiry (seconds).
+    pub revoked: Vec<(String, u64)>,
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
@@ -65,6 +74,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction().map_err(db_err)?;
         tx.execute_batch(sql).map_err(db_err)?;
+        backfill(&tx, i + 1)?;
         tx.pragma_update(None, "user_version", i as i64 + 1).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         tracing::info!(version = i + 1, "store schema migrated");
@@ -72,8 +82,83 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Data steps of migrations that SQL alone cannot do (Unicode-aware
+/// lowercase), run in the migration's transaction.
+fn backfill(tx: &rusqlite::Transaction<'_>, version: usize) -> Result<(), StoreError> {
+    if version == 3 {
+        // Users stored before usernames had owners: the earliest row keeps
+        // a name several users shared.
+        let mut users = tx.prepare("SELECT id, doc FROM users ORDER BY rowid").map_err(db_err)?;
+        let rows: Vec<(String, String)> = users
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)?;
+        let mut claim =
+            tx.prepare("INSERT OR IGNORE INTO usernames (name, uid) VALUES (?1, ?2)").map_err(db_err)?;
+        for (id, doc) in rows {
+            if let Ok(u) = serde_json::from_str::<UserRef>(&doc) {
+                claim.execute(params![crate::users::normalize(&u.username), id]).map_err(db_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Frees a username so another user may take it (`roomd free-username`).
+/// Returns the id of the user that held it, if any.
+pub fn free_username(dir: &Path, username: &str) -> Result<Option<String>, StoreError> {
+    let path = dir.join("roomd.sqlite3");
+    if !path.exists() {
+        return Err(StoreError::Open { path: path.display().to_string(), reason: "no database here".into() });
+    }
+    let mut conn = Connection::open(&path)
+        .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+    migrate(&mut conn)?;
+    let name = crate::users::normalize(username);
+    let owner: Option<String> = conn
+        .query_row("SELECT uid FROM usernames WHERE name = ?1", [&name], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    conn.execute("DELETE FROM usernames WHERE name = ?1", [&name]).map_err(db_err)?;
+    Ok(owner)
+}
+
+/// Whether room `rid` has a stored message `id` (by the unique index).
+pub(crate) fn message_exists(conn: &Connection, rid: &str, id: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM messages WHERE rid = ?1 AND id = ?2")
+        .and_then(|mut st| st.exists(params![rid, id]))
+        .map_err(db_err)
+}
+
+/// A read-only connection to the database in `dir` (WAL: reads never wait
+/// for the writer).
+pub(crate) fn reader(dir: &Path) -> Result<Connection, StoreError> {
+    let path = dir.join("roomd.sqlite3");
+    Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })
+}
+
 fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
     let mut snap = Snapshot::default();
+    let mut names = conn.prepare("SELECT name, uid FROM usernames").map_err(db_err)?;
+    snap.usernames = names
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db_err)?
+        .collect::<Result<_, _>>()
+        .map_err(db_err)?;
+    // Tokens past their expiry are refused anyway; forget them.
+    let now = crate::auth::now_secs() as i64;
+    conn.execute("DELETE FROM revoked_tokens WHERE exp < ?1", [now]).map_err(db_err)?;
+    let mut revoked = conn.prepare("SELECT key, exp FROM revoked_tokens").map_err(db_err)?;
+    snap.revoked = revoked
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
+        .map_err(db_err)?
+        .collect::<Result<_, _>>()
+        .map_err(db_err)?;
     let mut users = conn.prepare("SELECT doc FROM users").map_err(db_err)?;
     for doc in users.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)? {
         let doc = doc.map_err(db_err)?;
@@ -207,14 +292,25 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 .execute(params![rid.as_str(), uid.as_str()])?;
         }
         StoreOp::PutMessage { rid, id, doc } => {
-            // Never overwrite: a client-chosen `_id` that repeats one older
-            // than the in-memory history must not replace someone's message.
+            // Never overwrite someone's message. The room refuses a repeated
+            // `_id` before it gets here (window, in-flight set, then this
+            // table's index), so this only guards against a bug.
             tx.prepare_cached("INSERT OR IGNORE INTO messages (rid, id, doc) VALUES (?1, ?2, ?3)")?
                 .execute(params![rid.as_str(), id.as_str(), doc])?;
         }
         StoreOp::PutUser { id, doc } => {
             tx.prepare_cached("INSERT OR REPLACE INTO users (id, doc) VALUES (?1, ?2)")?
                 .execute(params![id.as_str(), doc])?;
+        }
+        StoreOp::ClaimUsername { name, uid } => {
+            // The directory grants each name once; a row already there
+            // belongs to the same user.
+            tx.prepare_cached("INSERT OR IGNORE INTO usernames (name, uid) VALUES (?1, ?2)")?
+                .execute(params![name, uid.as_str()])?;
+        }
+        StoreOp::RevokeToken { key, exp } => {
+            tx.prepare_cached("INSERT OR REPLACE INTO revoked_tokens (key, exp) VALUES (?1, ?2)")?
+                .execute(params![key, i64::try_from(*exp).unwrap_or(i64::MAX)])?;
         }
     }
     Ok(())

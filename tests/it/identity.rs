@@ -143,8 +143,8 @@ async fn logout_clears_identity() {
     assert_error(&e, "error-invalid-user", "Invalid user");
     let e = c.err("createChannel", json!([unique("r")])).await;
     assert_eq!(e["error"], "error-invalid-user");
-    // And one can log in again afterwards.
-    let token = s.token("id-alice", "alice", &["user"]);
+    // And one can log in again afterwards, with a fresh token.
+    let token = s.token_with(&claims("id-alice", "alice", now_secs() + 7200), Algorithm::HS256, SECRET);
     c.ok("login", json!([{"resume": token}])).await;
     c.room(&rid).await;
 }
@@ -358,4 +358,127 @@ async fn guests_and_refused_logins_get_no_users_record() {
     g.err("login", json!([{"resume": bad}])).await;
     g.call("logout", json!([])).await;
     g.expect_none(Duration::from_millis(150), |f| f["collection"] == "users").await;
+}
+
+/// Issue 8.7: `logout` ends the token itself, not only the connection's
+/// identity: the same token is refused afterwards, on any connection.
+#[tokio::test]
+async fn logout_ends_the_token() {
+    let s = TestServer::start().await;
+    let token = s.token("id-alice", "alice", &["user"]);
+    let mut a = s.guest().await;
+    a.ok("login", json!([{"resume": token}])).await;
+    let mut b = s.guest().await;
+    b.ok("login", json!([{"resume": token}])).await;
+    a.call("logout", json!([])).await;
+    let e = b.err("login", json!([{"resume": token}])).await;
+    assert_error(&e, 403, "Token was ended by logout. Please log in again.");
+    let e = a.err("login", json!([{"resume": token}])).await;
+    assert_eq!(e["error"], 403);
+    // Another token of the same user is fine.
+    let fresh = s.token_with(&claims("id-alice", "alice", now_secs() + 7200), Algorithm::HS256, SECRET);
+    a.ok("login", json!([{"resume": fresh}])).await;
+}
+
+/// Issue 8.7: a connection whose token expires is closed with 4010.
+#[tokio::test]
+async fn connection_is_closed_when_its_token_expires() {
+    let s = TestServer::start().await;
+    let mut c = s.guest().await;
+    let t = s.token_with(&claims("id-brief", "brief", now_secs() + 2), Algorithm::HS256, SECRET);
+    c.ok("login", json!([{"resume": t}])).await;
+    let (code, reason) = c.closed().await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (4010, "token expired, sign in again"));
+}
+
+/// Issue 8.7: a fresh `login` before expiry keeps the connection and its
+/// subscriptions.
+#[tokio::test]
+async fn login_with_a_fresh_token_before_expiry_keeps_the_connection_and_subscriptions() {
+    let s = TestServer::start().await;
+    let mut c = s.guest().await;
+    let t = s.token_with(&claims("id-renew", "renew", now_secs() + 2), Algorithm::HS256, SECRET);
+    c.ok("login", json!([{"resume": t}])).await;
+    let rid = channel(&mut c, json!({})).await["_id"].as_str().unwrap().to_owned();
+    c.sub_ok("stream-room-messages", json!([rid, false])).await;
+    let fresh = s.token_with(&claims("id-renew", "renew", now_secs() + 3600), Algorithm::HS256, SECRET);
+    c.ok("login", json!([{"resume": fresh}])).await;
+    assert!(c.stays_open(Duration::from_secs(4)).await, "closed although the token was renewed");
+    let mut bob = s.user("bob").await;
+    bob.ok("joinRoom", json!([rid])).await;
+    bob.ok("sendMessage", json!([{"rid": rid, "msg": "still listening?"}])).await;
+    let m = c.expect(|f| f["msg"] == "changed" && f["fields"]["args"][0]["msg"] == "still listening?").await;
+    assert_eq!(m["collection"], "stream-room-messages");
+}
+
+/// Issue 8.6: a username belongs to the first user that used it (trimmed,
+/// case-insensitive); a token claiming it for another subject is refused,
+/// so methods naming the user still reach its owner.
+#[tokio::test]
+async fn a_username_cannot_be_taken_over() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    alice.close().await;
+    for claimed in ["alice", " alice ", "ALICE"] {
+        let t = s.token_with(&claims("mallory2", claimed, now_secs() + 600), Algorithm::HS256, SECRET);
+        let e = login_err(&s, &t).await;
+        assert_error(&e, 403, "Username belongs to another user");
+    }
+    // Its owner still signs in with it, in any spelling.
+    let t = s.token_with(&claims("id-alice", " Alice", now_secs() + 600), Algorithm::HS256, SECRET);
+    s.guest().await.ok("login", json!([{"resume": t}])).await;
+    let mut bob = s.user("bob").await;
+    let rid = channel(&mut bob, json!({})).await["_id"].as_str().unwrap().to_owned();
+    bob.ok("addUserToRoom", json!([{"rid": rid, "username": "alice"}])).await;
+    let roles = bob.ok("getRoomById", json!([rid])).await;
+    assert_eq!(roles["usersCount"], 2);
+    let dm = bob.ok("createDirectMessage", json!(["alice"])).await;
+    assert!(dm.to_string().contains("id-alice"), "the DM goes to alice: {dm}");
+    assert!(!dm.to_string().contains("mallory2"), "{dm}");
+}
+
+/// Issue 8.9: `Guest-` in any case is a guest prefix.
+#[tokio::test]
+async fn guest_subjects_are_refused_in_any_case() {
+    let s = TestServer::start().await;
+    for sub in ["guest-abc", "Guest-abc", "GUEST-abc", "gUeSt-x"] {
+        let t = s.token_with(&claims(sub, &unique("g"), now_secs() + 600), Algorithm::HS256, SECRET);
+        let e = login_err(&s, &t).await;
+        assert_error(&e, 403, "Token subject must not start with guest-");
+    }
+}
+
+/// Issue 8.8: `aud` and `iss` checks.
+#[tokio::test]
+async fn audience_and_issuer() {
+    let now = now_secs() + 600;
+    let tok = |s: &TestServer, extra: Value| {
+        let mut c = claims(&unique("u"), &unique("n"), now);
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        s.token_with(&c, Algorithm::HS256, SECRET)
+    };
+    // None configured: an `aud` means the token was meant for someone else.
+    let s = TestServer::start().await;
+    let e = login_err(&s, &tok(&s, json!({"aud": "roomd"}))).await;
+    assert_error(&e, 403, "Token has an audience (aud) but roomd accepts none; set --jwt-audience");
+    s.guest().await.ok("login", json!([{"resume": tok(&s, json!({"iss": "anyone"}))}])).await;
+
+    let auth = roomd::auth::Authenticator::hs256(SECRET)
+        .with_claim_checks(&["roomd".into(), "chat".into()], &["https://idp.example".into()]);
+    let s = TestServer::with_auth(auth, |_| {}).await;
+    let ok = json!({"aud": "roomd", "iss": "https://idp.example"});
+    s.guest().await.ok("login", json!([{"resume": tok(&s, ok)}])).await;
+    let ok = json!({"aud": ["other", "chat"], "iss": "https://idp.example"});
+    s.guest().await.ok("login", json!([{"resume": tok(&s, ok)}])).await;
+    let bad_aud = "Token audience (aud) is not accepted (--jwt-audience)";
+    let bad_iss = "Token issuer (iss) is not accepted (--jwt-issuer)";
+    for (extra, reason) in [
+        (json!({"aud": "other", "iss": "https://idp.example"}), bad_aud),
+        (json!({"iss": "https://idp.example"}), bad_aud),
+        (json!({"aud": "roomd", "iss": "https://evil.example"}), bad_iss),
+        (json!({"aud": "roomd"}), bad_iss),
+    ] {
+        let e = login_err(&s, &tok(&s, extra.clone())).await;
+        assert_error(&e, 403, reason);
+    }
 }

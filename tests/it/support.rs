@@ -38,6 +38,12 @@ impl TestServer {
     }
 
     pub async fn with_limits(f: impl FnOnce(&mut Limits)) -> Self {
+        Self::with_auth(Authenticator::hs256(SECRET), f).await
+    }
+
+    /// A server verifying tokens with `auth` (e.g. with audience checks);
+    /// `token` still mints with [`SECRET`].
+    pub async fn with_auth(auth: Authenticator, f: impl FnOnce(&mut Limits)) -> Self {
         // Tests call at machine speed; the abuse limits (rate, room creation,
         // join-code brake) are off unless a test turns them on
         // (`l.no_rate_limits = false`, as `limits.rs` and `hostile.rs` do).
@@ -45,7 +51,6 @@ impl TestServer {
         f(&mut limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let auth = Authenticator::hs256(SECRET);
         let state = Arc::new(ServerState::new(auth.clone(), &limits));
         let (tx, rx) = oneshot::channel::<()>();
         let cfg = RunConfig::from_limits(&limits);
