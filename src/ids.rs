@@ -64,6 +64,15 @@ macro_rules! id_type {
                 Self(s.to_owned())
             }
         }
+
+        // Hashes and compares as its string (the derives delegate to the
+        // one field), so maps keyed by ids are looked up with a `&str`
+        // without allocating an id.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 

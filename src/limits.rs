@@ -112,7 +112,8 @@ impl TokenBucket {
     }
 }
 
-/// Which bucket a method call draws from.
+/// Which bucket a method call draws from (a method's
+/// [`limit_class`](crate::method::Method::limit_class)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MethodClass {
     /// `sendMessage`.
@@ -124,14 +125,6 @@ pub enum MethodClass {
 }
 
 impl MethodClass {
-    pub fn of(method: &str) -> Self {
-        match method {
-            "sendMessage" => MethodClass::Message,
-            m if is_join(m) => MethodClass::Join,
-            _ => MethodClass::Other,
-        }
-    }
-
     /// Label for `roomd_rate_limited_total`.
     pub fn label(self) -> &'static str {
         match self {
@@ -140,16 +133,6 @@ impl MethodClass {
             MethodClass::Other => "other",
         }
     }
-}
-
-/// Methods that join a room (and may carry a join code).
-pub fn is_join(method: &str) -> bool {
-    matches!(method, "joinRoom" | "join-room")
-}
-
-/// Methods that create a room.
-pub fn is_create(method: &str) -> bool {
-    matches!(method, "createChannel" | "createPrivateGroup" | "createDirectMessage")
 }
 
 /// The limits a session applies; built once from the configuration.

@@ -4,7 +4,7 @@
 use crate::hub::UserEvent;
 use crate::ids::RoomId;
 use crate::permissions::Principal;
-use crate::registry::dm_key;
+use crate::registry::{DirectLookup, DirectReservation, dm_key};
 use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::server::ServerState;
 use crate::store::{Snapshot, StoreOp};
@@ -12,6 +12,10 @@ use crate::time::Millis;
 use crate::wire;
 use serde_json::Value;
 use serde_json::json;
+
+/// How long a `createDirectMessage` waits for a concurrent creation of the
+/// same room (one store commit) before answering `Unavailable`.
+const DIRECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ServerState {
     pub fn deps(&self) -> RoomDeps {
@@ -50,8 +54,9 @@ impl ServerState {
 
     /// The direct-message room of `creator` and `others`, created on first
     /// use and reused afterwards. When two members create it at the same
-    /// moment, the member-set index keeps the first and the second caller
-    /// gets that room.
+    /// moment, the first reserves the member set and the second waits for
+    /// that creation to end (woken, not polling): it gets the room, or
+    /// creates it itself if the first creation failed.
     pub async fn direct_room(
         &self,
         creator: &Principal,
@@ -60,38 +65,31 @@ impl ServerState {
         let ids: Vec<&str> =
             std::iter::once(creator.id.as_str()).chain(others.iter().map(|u| u.id.as_str())).collect();
         let key = dm_key(&ids);
-        if let Some(h) = self.registry.direct(&key) {
-            return Ok(h);
-        }
-        let id = RoomId::generate();
-        if let Err(winner) = self.registry.claim_direct(key.clone(), &id) {
-            // Another member is creating this room right now; it is
-            // registered once stored (or released if storing fails).
-            for _ in 0..400 {
-                if let Some(h) = self.registry.get(&winner) {
-                    return Ok(h);
+        let deadline = tokio::time::Instant::now() + DIRECT_WAIT;
+        loop {
+            match self.registry.direct_or_reserve(&key) {
+                DirectLookup::Room(id) => return self.registry.get(&id).ok_or(RoomError::Unavailable),
+                DirectLookup::Reserved(reservation) => {
+                    return self.create_direct(reservation, creator, others).await;
                 }
-                if self.registry.direct(&key).is_none()
-                    && self.registry.claim_direct(key.clone(), &id).is_ok()
-                {
-                    return self.create_direct(key, id, creator, others).await;
+                DirectLookup::Creating(mut done) => {
+                    if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
+                        return Err(RoomError::Unavailable);
+                    }
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            return Err(RoomError::Unavailable);
         }
-        self.create_direct(key, id, creator, others).await
     }
 
-    /// Stores and starts a direct-message room whose member-set key `id`
-    /// already holds.
+    /// Stores and starts the direct-message room of the member set that
+    /// `reservation` holds.
     async fn create_direct(
         &self,
-        key: String,
-        id: RoomId,
+        reservation: DirectReservation<'_>,
         creator: &Principal,
         others: Vec<UserRef>,
     ) -> Result<RoomHandle, RoomError> {
+        let id = RoomId::generate();
         let code = self.registry.reserve_code(&id);
         let mut state = RoomState::new(
             id.clone(),
@@ -108,11 +106,13 @@ impl ServerState {
             m.roles = crate::room::RoomRoles::NONE;
         }
         if let Err(e) = self.persist_new_room(&state).await {
-            self.registry.release_direct(&key, &id);
+            // Dropping the reservation frees the member set.
             self.registry.release_code(&state.code);
             return Err(e);
         }
-        Ok(self.activate(state))
+        let handle = self.activate(state);
+        reservation.fulfil(&id);
+        Ok(handle)
     }
 
     /// Writes a new room and its members; returns once durable.
@@ -164,7 +164,7 @@ impl ServerState {
 
     /// Rebuilds rooms and the user directory from the store at start.
     /// Guests are never stored, so restored rooms hold users only.
-    pub fn restore(&self, snapshot: Snapshot) {
+    pub(crate) fn restore(&self, snapshot: Snapshot) {
         let users = snapshot.users.len();
         // Owners before users: a legacy name shared by several users
         // resolves to its owner.
@@ -187,11 +187,72 @@ impl ServerState {
             }
             if state.t == RoomType::Direct {
                 let ids: Vec<&str> = state.members.keys().map(|u| u.as_str()).collect();
-                let _ = self.registry.claim_direct(dm_key(&ids), &state.id);
+                self.registry.restore_direct(dm_key(&ids), &state.id);
             }
             self.registry.claim_code(&state.code, &state.id);
             self.start(state, history);
         }
         tracing::info!(rooms, users, "state restored");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Authenticator;
+    use crate::config::Limits;
+    use crate::ids::UserId;
+    use crate::server::ServerParts;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn server() -> ServerState {
+        let limits = Limits::default();
+        ServerState::new(ServerParts { auth: Authenticator::hs256(b"k"), limits: &limits, store: None })
+    }
+
+    fn principal(id: &str) -> Principal {
+        Principal {
+            id: UserId::from(id),
+            username: id.to_owned(),
+            name: None,
+            admin: false,
+            bot: false,
+            guest: false,
+        }
+    }
+
+    fn user(id: &str) -> UserRef {
+        UserRef { id: UserId::from(id), username: id.to_owned(), name: None }
+    }
+
+    /// A second creator waits for the first one's creation instead of
+    /// polling: it creates the room the moment the first one gives up, and
+    /// gets that room on a later call.
+    #[tokio::test(start_paused = true)]
+    async fn direct_room_waits_for_a_concurrent_creation() {
+        let s = server();
+        let key = dm_key(&["a", "b"]);
+        let DirectLookup::Reserved(first) = s.registry.direct_or_reserve(&key) else { panic!("not reserved") };
+        let (started, b) = (Instant::now(), principal("b"));
+        let (room, ()) = tokio::join!(s.direct_room(&b, vec![user("a")]), async {
+            tokio::time::sleep(Duration::from_millis(52)).await;
+            drop(first);
+        });
+        let room = room.expect("created after the first creation failed");
+        assert_eq!(started.elapsed(), Duration::from_millis(52), "not woken when the reservation ended");
+        let again = s.direct_room(&principal("a"), vec![user("b")]).await.expect("the room");
+        assert_eq!(again.id, room.id);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn direct_room_gives_up_on_a_creation_that_never_ends() {
+        let s = server();
+        let key = dm_key(&["a", "b"]);
+        let DirectLookup::Reserved(_stuck) = s.registry.direct_or_reserve(&key) else { panic!("not reserved") };
+        let started = Instant::now();
+        let r = s.direct_room(&principal("a"), vec![user("b")]).await;
+        assert!(matches!(r, Err(RoomError::Unavailable)), "{r:?}");
+        assert_eq!(started.elapsed(), DIRECT_WAIT);
     }
 }

@@ -3,7 +3,7 @@
 use clap::Parser;
 use roomd::auth::{self, Authenticator, Claims, SecretSource};
 use roomd::config::{Cli, Command, FreeUsernameArgs, LogFormat, SecretArgs, TokenArgs};
-use roomd::server::{self, RunConfig, ServerState};
+use roomd::server::{self, RunConfig, ServerParts, ServerState};
 use roomd::store::StoreHandle;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -130,17 +130,15 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, "roomd listening; DDP endpoint ws://{addr}/websocket");
-        let mut state = ServerState::new(auth, &args.limits);
-        let snapshot = if args.in_memory {
+        let store = if args.in_memory {
             tracing::info!("in-memory mode: nothing will survive a restart");
             None
         } else {
             let dir = &args.secret.data_dir;
             match StoreHandle::open(dir, args.sync, args.limits.history_limit) {
-                Ok((store, snapshot)) => {
+                Ok(opened) => {
                     tracing::info!(dir = %dir.display(), "store open");
-                    state.store = Some(store);
-                    Some(snapshot)
+                    Some(opened)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open the store");
@@ -148,10 +146,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                 }
             }
         };
-        if let Some(snapshot) = snapshot {
-            state.restore(snapshot);
-        }
-        let state = Arc::new(state);
+        let state = Arc::new(ServerState::new(ServerParts { auth, limits: &args.limits, store }));
         let mut run_cfg = RunConfig::from_limits(&args.limits);
         run_cfg.max_connections = max_connections;
         server::run(listener, state.clone(), run_cfg, shutdown_signal()).await;

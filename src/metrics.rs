@@ -14,10 +14,10 @@
 //!
 //! All names start with `roomd_`; see `docs/operations.md` for the list.
 
-use dashmap::DashMap;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use std::sync::LazyLock;
+use crate::method::Method;
+use std::sync::{LazyLock, OnceLock};
 
 /// Latency buckets (seconds) for method calls and store commits: 50 µs to
 /// 5 s, roughly ×2.5 apart.
@@ -68,9 +68,10 @@ pub struct Metrics {
     outbound_dropped: Counter,
     slow_consumers: Counter,
     queued_bytes: Gauge,
-    /// Per method name (only names the dispatcher knows, plus
-    /// [`UNKNOWN_METHOD`]).
-    methods: DashMap<String, MethodMetrics>,
+    /// One slot per [`Method`] (by its index) plus a last one for
+    /// [`UNKNOWN_METHOD`]; each registered on the method's first call, so
+    /// `/metrics` lists only methods that were called.
+    methods: Box<[OnceLock<MethodMetrics>]>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,7 +163,7 @@ impl Metrics {
             outbound_dropped: counter("roomd_outbound_dropped_total", &[]),
             slow_consumers: counter("roomd_slow_consumer_disconnects_total", &[]),
             queued_bytes: gauge("roomd_outbound_queued_bytes", &[]),
-            methods: DashMap::new(),
+            methods: (0..=Method::COUNT).map(|_| OnceLock::new()).collect(),
             handle,
             recorder,
         }
@@ -205,30 +206,25 @@ impl Metrics {
         self.counter("roomd_handshake_failures_total", &[("reason", reason.into())]).increment(1);
     }
 
-    /// A method call finished. `name` must be a name the dispatcher knows;
-    /// anything else is counted as [`UNKNOWN_METHOD`].
-    pub fn method_call(&self, name: &str, known: bool, ok: bool, secs: f64) {
-        let name = if known { name } else { UNKNOWN_METHOD };
-        if let Some(m) = self.methods.get(name) {
-            m.record(ok, secs);
-            return;
-        }
-        let label = |outcome: &'static str| {
-            self.counter(
-                "roomd_method_calls_total",
-                &[("method", name.to_owned().into()), ("outcome", outcome.into())],
-            )
-        };
-        let m = MethodMetrics {
-            ok: label("ok"),
-            error: label("error"),
-            latency: self.recorder.register_histogram(
-                &key("roomd_method_duration_seconds", &[("method", name.to_owned().into())]),
-                &METADATA,
-            ),
-        };
+    /// A method call finished; `method` is `None` for a name roomd does not
+    /// know (counted as [`UNKNOWN_METHOD`]).
+    pub fn method_call(&self, method: Option<Method>, ok: bool, secs: f64) {
+        let slot = method.map_or(Method::COUNT, |m| m as usize);
+        let name = method.map_or(UNKNOWN_METHOD, Method::name);
+        let m = self.methods[slot].get_or_init(|| {
+            let label = |outcome: &'static str| {
+                self.counter("roomd_method_calls_total", &[("method", name.into()), ("outcome", outcome.into())])
+            };
+            MethodMetrics {
+                ok: label("ok"),
+                error: label("error"),
+                latency: self.recorder.register_histogram(
+                    &key("roomd_method_duration_seconds", &[("method", name.into())]),
+                    &METADATA,
+                ),
+            }
+        });
         m.record(ok, secs);
-        self.methods.insert(name.to_owned(), m);
     }
 
     pub fn join_succeeded(&self) {
@@ -347,9 +343,9 @@ mod tests {
         m.connection_opened();
         m.connection_opened();
         m.connection_kind_changed(ConnKind::Guest, ConnKind::User);
-        m.method_call("sendMessage", true, true, 0.001);
-        m.method_call("no-such-method-1", false, false, 0.0001);
-        m.method_call("no-such-method-2", false, false, 0.0001);
+        m.method_call(Some(Method::SendMessage), true, 0.001);
+        m.method_call(None, false, 0.0001);
+        m.method_call(None, false, 0.0001);
         m.join_rejected("error-room-full".into());
         record_commit(3, 0.002);
         m.upkeep();
@@ -358,7 +354,6 @@ mod tests {
         assert!(text.contains("roomd_connections{kind=\"guest\"} 1"), "{text}");
         assert!(text.contains("roomd_rooms 7"), "{text}");
         assert!(text.contains("roomd_method_calls_total{method=\"unknown\",outcome=\"error\"} 2"), "{text}");
-        assert!(!text.contains("no-such-method"), "{text}");
         assert!(
             text.contains("roomd_method_duration_seconds_bucket{method=\"sendMessage\",le=\"0.0025\"} 1"),
             "{text}"

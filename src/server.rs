@@ -36,16 +36,24 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Everything connections share. Lookups go through sharded maps; there is
-/// no global lock on any per-message path.
+/// Everything connections share, built whole by [`ServerState::new`].
+/// Lookups go through sharded maps; there is no global lock on any
+/// per-message path.
 pub struct ServerState {
+    /// Verifies the resume tokens of `login`.
     pub auth: Authenticator,
+    /// Rooms by id, name, code and direct-message member set: how a call
+    /// naming a room finds its actor.
     pub registry: Arc<Registry>,
+    /// Users seen (by id and username), their rooms, logged-out tokens.
     pub users: Arc<Directory>,
+    /// User-scoped streams and who is online.
     pub hub: Arc<UserHub>,
-    /// The durable store; `None` with `--in-memory`. Set once at start.
+    /// The durable store; `None` with `--in-memory`.
     pub store: Option<crate::store::StoreHandle>,
+    /// Knobs every room actor gets (mailbox, history, guest grace).
     pub room_config: Arc<RoomConfig>,
+    /// Knobs every connection gets (queues, byte budgets, heartbeats).
     pub conn_config: ConnConfig,
     /// Rate, subscription and pending-call limits each session applies.
     pub session_limits: SessionLimits,
@@ -55,24 +63,37 @@ pub struct ServerState {
     pub code_brakes: CodeBrakes,
     /// This server's metrics (`GET /metrics`).
     pub metrics: Arc<Metrics>,
-    /// Whether `GET /readyz` may say yes: set by whoever opens the store
-    /// (true by default, for `--in-memory`). Shutdown also turns readyz
-    /// 503 through `draining`, whatever this says.
-    pub ready: AtomicBool,
+    /// Whether `GET /readyz` may say yes (see [`set_ready`](Self::set_ready)).
+    /// Shutdown also turns readyz 503 through `draining`, whatever this says.
+    ready: AtomicBool,
     /// Set when shutdown begins: new WebSockets are refused with 503 while
     /// open connections are closed.
     draining: AtomicBool,
+    /// The next connection's id.
     next_conn: AtomicU64,
 }
 
+/// What a [`ServerState`] is built from.
+pub struct ServerParts<'a> {
+    /// Verifies the resume tokens of `login`.
+    pub auth: Authenticator,
+    pub limits: &'a Limits,
+    /// The open store and what it held at start; `None` with `--in-memory`.
+    pub store: Option<(crate::store::StoreHandle, crate::store::Snapshot)>,
+}
+
 impl ServerState {
-    pub fn new(auth: Authenticator, limits: &Limits) -> Self {
-        ServerState {
+    /// Builds the shared state, restoring the store's rooms and users (their
+    /// actors are spawned, so this runs inside the tokio runtime).
+    pub fn new(parts: ServerParts<'_>) -> Self {
+        let ServerParts { auth, limits, store } = parts;
+        let (store, snapshot) = store.unzip();
+        let state = ServerState {
             auth,
             registry: Arc::new(Registry::default()),
             users: Arc::new(Directory::default()),
             hub: Arc::new(UserHub::default()),
-            store: None,
+            store,
             room_config: Arc::new(RoomConfig {
                 mailbox: limits.room_mailbox.max(1),
                 history_limit: limits.history_limit,
@@ -97,7 +118,18 @@ impl ServerState {
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+        };
+        if let Some(snapshot) = snapshot {
+            state.restore(snapshot);
         }
+        state
+    }
+
+    /// Says whether `GET /readyz` may answer yes (it does from the start:
+    /// the store, if any, is open before the state is built). Operators'
+    /// tooling and tests turn it off to take the server out of rotation.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// What `GET /readyz` answers: the store is open and the server is not

@@ -7,7 +7,7 @@ use crate::error::MethodError;
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{RoomId, UserId};
 use crate::limits::{self, ConnLimiter, MethodClass};
-use crate::method::{self, MethodResult};
+use crate::method::{Method, MethodResult};
 use crate::metrics::ConnKind;
 use crate::permissions::Principal;
 use crate::room::{RoomCommand, RoomError, RoomHandle, Topic};
@@ -42,20 +42,25 @@ impl Sub {
 }
 
 pub struct Session {
+    /// The connection's outbound side: replies and events go through it.
     conn: ConnHandle,
-    pub server: Arc<ServerState>,
+    /// What every connection shares (rooms, users, limits, metrics).
+    server: Arc<ServerState>,
+    /// Whether DDP `connect` succeeded: nothing else is served before it.
     connected: bool,
+    /// Whether the client speaks heartbeats (`pre1` predates them).
     heartbeat: bool,
     /// The signed-in user, if any. `None` means guest.
-    pub user: Option<Arc<User>>,
+    user: Option<Arc<User>>,
     /// This connection's guest identity, created on its first `join-room`.
-    pub guest_id: Option<UserId>,
-    /// Rooms this connection's guest joined (or tried to): on close, each is
-    /// told so the guest's seat is released after the grace period. Recorded
-    /// before the join is sent, so a disconnect mid-join leaves no ghost.
-    pub guest_rooms: Vec<RoomHandle>,
+    guest_id: Option<UserId>,
+    /// Rooms that answered a `join-room` of this connection's guest: on
+    /// close, each is told so the guest's seat is released after the grace
+    /// period. Calls run to completion before the connection's cleanup, so
+    /// recording a room once it answered leaves no ghost.
+    guest_rooms: Vec<RoomHandle>,
     /// DDP sub id → what it listens to.
-    pub subs: SubMap,
+    subs: SubMap,
     /// The user this connection counts as online for.
     online_as: Option<UserId>,
     /// Rate limits and the join-code brake of this connection.
@@ -93,14 +98,14 @@ impl Session {
 
     /// Starts the token-expiry clock for a token expiring at `expires_ms`
     /// (wall clock, ms since the epoch).
-    pub fn set_token_expiry(&mut self, expires_ms: i64) {
+    fn set_token_expiry(&mut self, expires_ms: i64) {
         // Capped so the deadline stays representable; a connection living a
         // year on one token signs in again.
         let left = expires_ms.saturating_sub(crate::time::Millis::now().0).clamp(0, 365 * 86_400_000);
         self.token_expiry = Some(Instant::now() + std::time::Duration::from_millis(left as u64));
     }
 
-    pub fn clear_token_expiry(&mut self) {
+    fn clear_token_expiry(&mut self) {
         self.token_expiry = None;
     }
 
@@ -116,6 +121,74 @@ impl Session {
 
     pub fn conn(&self) -> &ConnHandle {
         &self.conn
+    }
+
+    /// What every connection shares.
+    pub fn server(&self) -> &Arc<ServerState> {
+        &self.server
+    }
+
+    /// The signed-in user, if any.
+    pub fn user(&self) -> Option<&Arc<User>> {
+        self.user.as_ref()
+    }
+
+    /// This connection's guest identity, once a `join-room` created it.
+    pub fn guest_id(&self) -> Option<&UserId> {
+        self.guest_id.as_ref()
+    }
+
+    /// Records that `room` answered a `join-room` of this connection's
+    /// guest, known from now on as `guest` when the room gave it one. Called
+    /// once the room answered, whatever it answered: the room may hold a
+    /// seat (or a resumed one) for this connection.
+    pub fn record_guest(&mut self, room: &RoomHandle, guest: Option<UserId>) {
+        if let Some(g) = guest {
+            self.guest_id = Some(g);
+        }
+        if !self.guest_rooms.iter().any(|r| r.id == room.id) {
+            self.guest_rooms.push(room.clone());
+        }
+    }
+
+    /// The open subscriptions.
+    pub fn subs(&self) -> &SubMap {
+        &self.subs
+    }
+
+    /// Keeps subscription `id` (replacing one with the same id).
+    pub fn add_sub(&mut self, id: String, sub: Sub) {
+        self.subs.insert(id, sub);
+    }
+
+    /// Makes `user` (verified, and its record durable) this connection's
+    /// identity: a guest identity is released, subscriptions granted to
+    /// another identity end, the user counts as online and sees its own
+    /// record, and the token-expiry clock starts.
+    pub async fn sign_in(&mut self, user: User) {
+        if self.guest_id.is_some() {
+            // A guest who signs in stops being that guest: its seats are released
+            // (after the usual grace) and its subscriptions end.
+            self.drop_all_subs(&MethodError::SubNotAllowed).await;
+            self.release_guest().await;
+        } else if self.user.as_ref().is_some_and(|u| u.id != user.id) {
+            // Subscriptions were granted to the previous identity.
+            self.drop_all_subs(&MethodError::SubNotAllowed).await;
+        }
+        self.set_online(Some((user.id.clone(), user.username.clone())));
+        self.show_own_record(&user);
+        self.set_token_expiry(user.expires_ms);
+        self.user = Some(Arc::new(user));
+    }
+
+    /// Ends the signed-in identity (after `logout` made it durable): its
+    /// record is removed, its subscriptions end, it goes offline.
+    pub async fn sign_out(&mut self) {
+        self.hide_own_record();
+        self.user = None;
+        self.clear_token_expiry();
+        self.drop_all_subs(&MethodError::SubNotAllowed).await;
+        self.set_online(None);
     }
 
     pub fn is_connected(&self) -> bool {
@@ -190,7 +263,7 @@ impl Session {
             ClientFrame::Pong => true,
             ClientFrame::Method { id, method, params } => {
                 let mut reply = match self.run_method(&method, params).await {
-                    Ok(v) => wire::result_ok(&id, v),
+                    Ok(v) => wire::result_ok(&id, v.as_ref()),
                     Err(e) => {
                         log_error(&e, &method, self.conn.id);
                         wire::result_err(&id, &e.to_wire(&method))
@@ -238,7 +311,7 @@ impl Session {
     /// Runs one method call through the session-level limits, the
     /// dispatcher and the metrics. The caller answers it and then lowers
     /// `pending_calls`.
-    async fn run_method(&mut self, method: &str, params: Vec<Value>) -> MethodResult {
+    async fn run_method(&mut self, name: &str, params: Vec<Value>) -> MethodResult {
         // Calls run one at a time, to completion: the reader takes the next
         // frame only after this call's reply is queued. So a connection has
         // at most one unanswered call, and this cap can only be reached if
@@ -252,13 +325,19 @@ impl Session {
         }
         self.pending_calls += 1;
         let started = Instant::now();
+        // Parsed once: everything below asks the `Method`. An unknown name
+        // still draws from the "other" bucket before it is refused.
+        let parsed = Method::parse(name);
+        let method = parsed.as_ref().ok().copied();
         let mut created_by = None;
         let result = match self.admit(method, started, &mut created_by) {
             Ok(()) => {
-                let r = method::dispatch(self, method, params).await;
-                let known = !matches!(r, Err(MethodError::UnknownMethod(_)));
+                let r = match parsed {
+                    Ok(m) => m.apply(self, params).await,
+                    Err(e) => Err(e),
+                };
                 let secs = started.elapsed().as_secs_f64();
-                self.server.metrics.method_call(method, known, r.is_ok(), secs);
+                self.server.metrics.method_call(method, r.is_ok(), secs);
                 r
             }
             Err(e) => Err(e),
@@ -266,15 +345,16 @@ impl Session {
         if let (Some(uid), Err(_)) = (&created_by, &result) {
             self.server.room_creations.refund(uid);
         }
+        let Some(method) = method else { return result };
         let metrics = &self.server.metrics;
         match (method, &result) {
-            ("sendMessage", Ok(_)) => metrics.message_sent(),
-            ("leaveRoom", Ok(_)) => metrics.left_room(),
-            (m, Ok(_)) if limits::is_join(m) => metrics.join_succeeded(),
-            (m, Err(e)) if limits::is_join(m) => {
+            (Method::SendMessage, Ok(_)) => metrics.message_sent(),
+            (Method::LeaveRoom, Ok(_)) => metrics.left_room(),
+            (m, Ok(_)) if m.is_join() => metrics.join_succeeded(),
+            (m, Err(e)) if m.is_join() => {
                 metrics.join_rejected(e.to_wire("").error.as_string());
                 let wrong_code = matches!(e, MethodError::Room(RoomError::CodeInvalid))
-                    || (m == "join-room" && matches!(e, MethodError::RoomNotFound));
+                    || (m == Method::JoinByCode && matches!(e, MethodError::RoomNotFound));
                 if wrong_code {
                     let now = Instant::now();
                     self.limiter.code_failed(now);
@@ -296,28 +376,29 @@ impl Session {
 
     /// The session-boundary limits, checked before dispatch: the method
     /// class's token bucket, the join-code brake, the per-user room
-    /// creation rate. Sets `created_by` when a creation was counted, so a
-    /// failed call can give it back.
+    /// creation rate (`method` is `None` for a name roomd does not know).
+    /// Sets `created_by` when a creation was counted, so a failed call can
+    /// give it back.
     fn admit(
         &mut self,
-        method: &str,
+        method: Option<Method>,
         now: Instant,
         created_by: &mut Option<UserId>,
     ) -> Result<(), MethodError> {
         let metrics = &self.server.metrics;
         let limits = &self.server.session_limits;
-        let class = MethodClass::of(method);
+        let class = method.map_or(MethodClass::Other, Method::limit_class);
         let refuse = |label: &'static str, wait: std::time::Duration| {
             metrics.rate_limited(label);
             MethodError::TooManyRequests(limits::millis_ceil(wait))
         };
         self.limiter.admit(class, now).map_err(|w| refuse(class.label(), w))?;
-        if limits::is_join(method) {
+        if method.is_some_and(Method::is_join) {
             self.limiter.may_try_code(now).map_err(|w| refuse("join_codes", w))?;
             let user = self.user.as_ref().map(|u| &u.id);
             self.server.code_brakes.may_try(limits, user, now).map_err(|w| refuse("join_codes", w))?;
         }
-        if limits::is_create(method)
+        if method.is_some_and(Method::creates_room)
             && limits.rate_limits
             && let Some(u) = &self.user
         {
@@ -364,7 +445,7 @@ impl Session {
     /// Marks this connection online as `uid` (or offline with `None`),
     /// announcing `user-status` when a user's first connection opens or the
     /// last one closes.
-    pub fn set_online(&mut self, uid: Option<(UserId, String)>) {
+    fn set_online(&mut self, uid: Option<(UserId, String)>) {
         if self.online_as.as_ref() == uid.as_ref().map(|(u, _)| u) {
             return;
         }
@@ -387,7 +468,7 @@ impl Session {
     /// (`removed` first if it was signed in as someone else); the user's
     /// other connections get `changed` if the record's fields changed.
     /// Called before `self.user` is set.
-    pub fn show_own_record(&mut self, user: &User) {
+    fn show_own_record(&mut self, user: &User) {
         let records = &self.server.hub.records;
         if let Some(old) = self.user.as_ref().filter(|old| old.id != user.id) {
             records.hide(&old.id, &self.conn);
@@ -396,7 +477,7 @@ impl Session {
     }
 
     /// On `logout`: `removed` for the signed-in user's record.
-    pub fn hide_own_record(&mut self) {
+    fn hide_own_record(&mut self) {
         if let Some(u) = &self.user {
             self.server.hub.records.hide(&u.id, &self.conn);
         }
@@ -404,7 +485,7 @@ impl Session {
 
     /// Drops every room subscription, answering each with `nosub` carrying
     /// `error` (used when the identity they were granted to goes away).
-    pub async fn drop_all_subs(&mut self, error: &MethodError) {
+    async fn drop_all_subs(&mut self, error: &MethodError) {
         let ids: Vec<String> = self.subs.keys().cloned().collect();
         for id in ids {
             self.unsubscribe(&id).await;
@@ -414,7 +495,7 @@ impl Session {
 
     /// Ends this connection's guest identity: each room it joined starts the
     /// guest's grace period, as if the connection had closed.
-    pub async fn release_guest(&mut self) {
+    async fn release_guest(&mut self) {
         let conn = self.conn.id;
         let guest = self.guest_id.take();
         let mut told: Vec<RoomId> = Vec::new();

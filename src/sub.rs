@@ -20,8 +20,8 @@ pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>
     s.unsubscribe(id).await;
     // Only subscriptions that deliver something are kept (and counted);
     // at the cap, any new sub id is refused, inert or not.
-    if !s.subs.contains_key(id) && s.subs.len() >= s.server.session_limits.max_subscriptions {
-        tracing::debug!(conn = %s.conn().id, stream = name, open = s.subs.len(), "sub refused: too many");
+    if !s.subs().contains_key(id) && s.subs().len() >= s.server().session_limits.max_subscriptions {
+        tracing::debug!(conn = %s.conn().id, stream = name, open = s.subs().len(), "sub refused: too many");
         return vec![wire::nosub(id, Some(&MethodError::TooManySubscriptions.to_wire("")))];
     }
     let Some(Value::String(event)) = params.first() else {
@@ -45,7 +45,7 @@ pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>
         },
         "stream-notify-user" => match event.split_once('/') {
             // Only the user themself may listen to their stream.
-            Some((uid, ev)) if s.user.as_ref().is_some_and(|u| u.id.as_str() == uid) => {
+            Some((uid, ev)) if s.user().is_some_and(|u| u.id.as_str() == uid) => {
                 let event = match ev {
                     "rooms-changed" => Some(UserEvent::RoomsChanged),
                     "subscriptions-changed" => Some(UserEvent::SubscriptionsChanged),
@@ -60,15 +60,15 @@ pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>
             _ => Err(MethodError::SubNotAllowed),
         },
         "stream-notify-logged" => {
-            if let Some(uid) = s.user.as_ref().map(|u| u.id.clone()) {
+            if let Some(uid) = s.user().map(|u| u.id.clone()) {
                 let event = match event.as_str() {
                     "user-status" => Some(LoggedEvent::UserStatus),
                     "roles-change" => Some(LoggedEvent::RolesChange),
                     _ => None,
                 };
                 if let Some(event) = event {
-                    s.server.hub.listen_logged(s.conn(), &uid, event);
-                    s.subs.insert(id.to_owned(), Sub::Logged(event));
+                    s.server().hub.listen_logged(s.conn(), &uid, event);
+                    s.add_sub(id.to_owned(), Sub::Logged(event));
                 }
                 Ok(())
             } else {
@@ -95,7 +95,7 @@ pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>
 
 async fn room_topic(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Result<(), MethodError> {
     if rid == "__my_messages__" {
-        if s.user.is_none() {
+        if s.user().is_none() {
             return Err(MethodError::SubNotAllowed);
         }
         user_topic(s, id, UserEvent::MyMessages);
@@ -105,8 +105,8 @@ async fn room_topic(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Resul
 }
 
 async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Result<(), MethodError> {
-    let room = s.server.registry.get(&rid.into()).ok_or(MethodError::SubNotAllowed)?;
-    let (uid, signed_in) = match (&s.user, &s.guest_id) {
+    let room = s.server().registry.get(rid).ok_or(MethodError::SubNotAllowed)?;
+    let (uid, signed_in) = match (s.user(), s.guest_id()) {
         (Some(u), _) => (u.id.clone(), true),
         (None, Some(g)) => (g.clone(), false),
         (None, None) => return Err(MethodError::SubNotAllowed),
@@ -116,15 +116,15 @@ async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Re
     room.ask(|tx| RoomCommand::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to: tx })
         .await
         .map_err(|_| MethodError::SubNotAllowed)?;
-    s.subs.insert(id.to_owned(), Sub::Room { room, topic });
+    s.add_sub(id.to_owned(), Sub::Room { room, topic });
     Ok(())
 }
 
 /// Listens to one of the signed-in user's own events.
 fn user_topic(s: &mut Session, id: &str, event: UserEvent) {
-    let Some(uid) = s.user.as_ref().map(|u| u.id.clone()) else {
+    let Some(uid) = s.user().map(|u| u.id.clone()) else {
         return;
     };
-    s.server.hub.listen_user(&uid, s.conn(), event);
-    s.subs.insert(id.to_owned(), Sub::User { uid, event });
+    s.server().hub.listen_user(&uid, s.conn(), event);
+    s.add_sub(id.to_owned(), Sub::User { uid, event });
 }

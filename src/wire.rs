@@ -294,19 +294,37 @@ pub fn ping() -> Utf8Bytes {
     Utf8Bytes::from_static(r#"{"msg":"ping"}"#)
 }
 
+/// A JSON string literal: `s` quoted and escaped.
+fn json_string(s: &str) -> String {
+    // Serialising a `&str` cannot fail.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+// The frames below are sent for every call, ping and subscription, so they
+// are formatted directly instead of going through a `json!` map. Keys are
+// in the order `json!` (a sorted map) writes them, so the bytes are the
+// same either way (the tests check that).
+
 pub fn pong(id: Option<Value>) -> Utf8Bytes {
     match id {
-        Some(id) => to_frame(&json!({"msg": "pong", "id": id})),
+        Some(id) => Utf8Bytes::from(format!(r#"{{"id":{},"msg":"pong"}}"#, Value::to_string(&id))),
         None => Utf8Bytes::from_static(r#"{"msg":"pong"}"#),
     }
 }
 
 /// `result` for a successful call; `None` omits the `result` key, as Meteor
-/// does for methods that return `undefined`.
-pub fn result_ok(id: &str, value: Option<Value>) -> Utf8Bytes {
+/// does for methods that return `undefined`. The value is written in place,
+/// not moved into another map first.
+pub fn result_ok(id: &str, value: Option<&Value>) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Result<'a> {
+        id: &'a str,
+        msg: &'static str,
+        result: &'a Value,
+    }
     match value {
-        Some(v) => to_frame(&json!({"msg": "result", "id": id, "result": v})),
-        None => to_frame(&json!({"msg": "result", "id": id})),
+        Some(result) => to_frame(&Result { id, msg: "result", result }),
+        None => Utf8Bytes::from(format!(r#"{{"id":{},"msg":"result"}}"#, json_string(id))),
     }
 }
 
@@ -315,17 +333,17 @@ pub fn result_err(id: &str, err: &WireError) -> Utf8Bytes {
 }
 
 pub fn updated(id: &str) -> Utf8Bytes {
-    to_frame(&json!({"msg": "updated", "methods": [id]}))
+    Utf8Bytes::from(format!(r#"{{"methods":[{}],"msg":"updated"}}"#, json_string(id)))
 }
 
 pub fn ready(sub_id: &str) -> Utf8Bytes {
-    to_frame(&json!({"msg": "ready", "subs": [sub_id]}))
+    Utf8Bytes::from(format!(r#"{{"msg":"ready","subs":[{}]}}"#, json_string(sub_id)))
 }
 
 pub fn nosub(sub_id: &str, err: Option<&WireError>) -> Utf8Bytes {
     match err {
         Some(e) => to_frame(&json!({"msg": "nosub", "id": sub_id, "error": e.to_value()})),
-        None => to_frame(&json!({"msg": "nosub", "id": sub_id})),
+        None => Utf8Bytes::from(format!(r#"{{"id":{},"msg":"nosub"}}"#, json_string(sub_id))),
     }
 }
 
@@ -412,5 +430,24 @@ mod tests {
     #[test]
     fn result_without_value_omits_key() {
         assert_eq!(result_ok("7", None).as_str(), r#"{"id":"7","msg":"result"}"#);
+    }
+
+    /// The preformatted frames are byte for byte what `json!` wrote, for
+    /// ids that need escaping too.
+    #[test]
+    fn fixed_frames_match_their_json_shapes() {
+        let result = json!({"_id": "r1", "n": [1, 2.5, null], "s": "é\u{1F600}\"\\"});
+        for id in ["7", "", "a\"b\\c", "line\nbreak\u{0}", "é\u{1F600}", "</script>"] {
+            let same = |ours: Utf8Bytes, theirs: Value| assert_eq!(ours.as_str(), to_frame(&theirs).as_str());
+            same(updated(id), json!({"msg": "updated", "methods": [id]}));
+            same(ready(id), json!({"msg": "ready", "subs": [id]}));
+            same(nosub(id, None), json!({"msg": "nosub", "id": id}));
+            same(result_ok(id, None), json!({"msg": "result", "id": id}));
+            same(result_ok(id, Some(&result)), json!({"msg": "result", "id": id, "result": result}));
+            same(pong(Some(json!(id))), json!({"msg": "pong", "id": id}));
+        }
+        for id in [json!(7), json!(null), json!({"b": 1, "a": [true]})] {
+            assert_eq!(pong(Some(id.clone())).as_str(), to_frame(&json!({"msg": "pong", "id": id})).as_str());
+        }
     }
 }

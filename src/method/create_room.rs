@@ -9,10 +9,10 @@ use crate::room::{CreateOptions, RoomError, RoomRoles, RoomState, RoomType};
 use crate::session::Session;
 use serde_json::{Map, Value};
 
-pub async fn call(s: &mut Session, p: Params, t: RoomType) -> MethodResult {
+/// `perm` is the calling method's [`permission`](super::Method::permission).
+pub async fn call(s: &mut Session, p: Params, t: RoomType, perm: Option<Permission>) -> MethodResult {
     let who = s.require_user()?;
-    let perm = if t == RoomType::Channel { Permission::CreateC } else { Permission::CreateP };
-    if !allowed(perm, &who, RoomRoles::NONE) {
+    if perm.is_some_and(|perm| !allowed(perm, &who, RoomRoles::NONE)) {
         return Err(RoomError::ActionNotAllowed("Creating a room").into());
     }
     let name = p.opt_str(0, "name")?.unwrap_or("");
@@ -57,7 +57,7 @@ pub async fn call(s: &mut Session, p: Params, t: RoomType) -> MethodResult {
     // Unknown usernames are skipped, as Rocket.Chat does.
     let mut others = Vec::new();
     for u in &usernames {
-        if let Some(r) = s.server.users.by_username(u)
+        if let Some(r) = s.server().users.by_username(u)
             && r.id != who.id
             && !others.iter().any(|o: &crate::room::UserRef| o.id == r.id)
         {
@@ -65,7 +65,7 @@ pub async fn call(s: &mut Session, p: Params, t: RoomType) -> MethodResult {
         }
     }
     RoomState::check_initial_capacity(1 + others.len(), opts.max_participants)?;
-    let mut doc = s.server.create_room(name.to_owned(), t, &who, others, opts).await?;
+    let mut doc = s.server().create_room(name.to_owned(), t, &who, others, opts).await?;
     if let Value::Object(o) = &mut doc {
         let id = o.get("_id").cloned().unwrap_or(Value::Null);
         o.insert("rid".into(), id);

@@ -16,12 +16,12 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     for i in 0..p.0.len() {
         let name = p.str(i, "username")?;
         let u =
-            s.server.users.by_username(name).ok_or_else(|| MethodError::InvalidUsername(name.to_owned()))?;
+            s.server().users.by_username(name).ok_or_else(|| MethodError::InvalidUsername(name.to_owned()))?;
         if u.id != who.id && !others.iter().any(|o: &crate::room::UserRef| o.id == u.id) {
             others.push(u);
         }
     }
-    let room = s.server.direct_room(&who, others).await?;
+    let room = s.server().direct_room(&who, others).await?;
     let mut doc = room.ask(|tx| RoomCommand::Doc { respond_to: tx }).await?;
     if let Value::Object(o) = &mut doc {
         let id = o.get("_id").cloned().unwrap_or(Value::Null);

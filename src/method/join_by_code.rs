@@ -19,12 +19,12 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     let guest_token = field_str(o, "guestToken")?;
     // Validate the name before anything else, so a bad name is reported as
     // such whatever the state of the room.
-    let who = match &s.user {
+    let who = match s.user() {
         Some(u) => user_principal(u),
         None => {
             let name = super::params::display_name(guest_name.unwrap_or(""), "guestName", MAX_GUEST_NAME)?;
             Principal {
-                id: s.guest_id.clone().unwrap_or_else(UserId::new_guest),
+                id: s.guest_id().cloned().unwrap_or_else(UserId::new_guest),
                 username: name.clone(),
                 name: Some(name),
                 admin: false,
@@ -36,25 +36,34 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     if !RoomCode::is_well_formed(code) {
         return Err(MethodError::RoomNotFound);
     }
-    let room = s.server.registry.get_by_code(code).ok_or(MethodError::RoomNotFound)?;
-    if who.guest {
-        // Recorded before the join is sent: if the connection drops while the
-        // join is in flight, the cleanup still reaches this room.
-        if !s.guest_rooms.iter().any(|r| r.id == room.id) {
-            s.guest_rooms.push(room.clone());
-        }
-        let (conn, current) = (s.conn().id, s.guest_id.clone());
-        if let Some(token) = guest_token.map(str::to_owned)
-            && let Some((gid, participant)) =
-                room.ask(|tx| RoomCommand::ResumeGuest { token, conn, current, respond_to: tx }).await?
-        {
-            s.guest_id = Some(gid);
-            return Ok(Some(participant));
-        }
-        s.guest_id = Some(who.id.clone());
-    }
+    let room = s.server().registry.get_by_code(code).ok_or(MethodError::RoomNotFound)?;
     let conn = s.conn().id;
-    let participant =
-        room.ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, respond_to: tx }).await?;
+    if !who.guest {
+        let participant =
+            room.ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, respond_to: tx }).await?;
+        return Ok(Some(participant));
+    }
+    // The guest is recorded once the room answered, whatever it answered:
+    // the call runs to completion before the connection's cleanup, which
+    // then reaches this room.
+    if let Some(token) = guest_token.map(str::to_owned) {
+        let current = s.guest_id().cloned();
+        let resumed = room.ask(|tx| RoomCommand::ResumeGuest { token, conn, current, respond_to: tx }).await;
+        match resumed {
+            Ok(Some((gid, participant))) => {
+                s.record_guest(&room, Some(gid));
+                return Ok(Some(participant));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                s.record_guest(&room, None);
+                return Err(e.into());
+            }
+        }
+    }
+    let gid = who.id.clone();
+    let joined = room.ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, respond_to: tx }).await;
+    s.record_guest(&room, Some(gid));
+    let participant = joined?;
     Ok(Some(participant))
 }

@@ -6,7 +6,7 @@ use crate::room::RoomCommand;
 use crate::session::Session;
 
 pub async fn call(s: &mut Session, p: Params) -> MethodResult {
-    let uid = match (&s.user, &s.guest_id) {
+    let uid = match (s.user(), s.guest_id()) {
         (Some(u), _) => u.id.clone(),
         (None, Some(g)) => g.clone(),
         (None, None) => return Err(MethodError::InvalidUser),

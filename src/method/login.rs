@@ -8,7 +8,6 @@ use crate::session::Session;
 use crate::time::Millis;
 use crate::users::Admission;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a login waits for the commit of its user's record by another
@@ -23,12 +22,12 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
         // Password and OAuth logins belong to an identity provider, not here.
         None => return Err(MethodError::UnrecognizedLogin),
     };
-    let user = s.server.auth.verify(token)?;
-    let users = &s.server.users;
+    let user = s.server().auth.verify(token)?;
+    let users = &s.server().users;
     if users.is_revoked(&user.token_key) {
         return Err(AuthError::Revoked.into());
     }
-    let store = s.server.store.clone();
+    let store = s.server().store.clone();
     let admission = users.admit(&user, store.is_some()).map_err(|_| AuthError::UsernameTaken)?;
     // Durable before acknowledged, like every other change, and whichever
     // connection's login writes the record: a second login of the same
@@ -53,15 +52,6 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
             }
         }
     }
-    if s.guest_id.is_some() {
-        // A guest who signs in stops being that guest: its seats are released
-        // (after the usual grace) and its subscriptions end.
-        s.drop_all_subs(&MethodError::SubNotAllowed).await;
-        s.release_guest().await;
-    } else if s.user.as_ref().is_some_and(|u| u.id != user.id) {
-        // Subscriptions were granted to the previous identity.
-        s.drop_all_subs(&MethodError::SubNotAllowed).await;
-    }
     let result = json!({
         "id": user.id,
         "token": token,
@@ -69,10 +59,7 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
         "type": "resume",
     });
     tracing::debug!(conn = %s.conn().id, user = %user.id, "logged in");
-    s.set_online(Some((user.id.clone(), user.username.clone())));
-    s.show_own_record(&user);
-    s.set_token_expiry(user.expires_ms);
-    s.user = Some(Arc::new(user));
+    s.sign_in(user).await;
     Ok(Some(result))
 }
 
@@ -80,21 +67,17 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
 /// token is refused by `login` until it expires (durably, before the
 /// result).
 pub async fn logout(s: &mut Session) -> MethodResult {
-    if let Some(u) = s.user.clone() {
+    if let Some(u) = s.user().cloned() {
         // Kept past `exp` by the clock-skew leeway `login` grants.
         let exp = u64::try_from(u.expires_ms / 1000).unwrap_or(0).saturating_add(crate::auth::LEEWAY_SECS);
-        let op = s.server.users.revoke(&u.token_key, exp);
-        if let Some(store) = &s.server.store {
+        let op = s.server().users.revoke(&u.token_key, exp);
+        if let Some(store) = &s.server().store {
             store.commit(vec![op]).await.map_err(|e| {
                 tracing::error!(error = %e, "cannot store logout");
                 MethodError::Room(RoomError::Storage)
             })?;
         }
-        s.hide_own_record();
-        s.user = None;
-        s.clear_token_expiry();
-        s.drop_all_subs(&MethodError::SubNotAllowed).await;
-        s.set_online(None);
+        s.sign_out().await;
     }
     Ok(None)
 }

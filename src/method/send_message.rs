@@ -17,7 +17,7 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     if msg.trim().is_empty() {
         return Err(MethodError::matching("msg", "a non-empty string"));
     }
-    let max = s.server.room_config.max_message_len;
+    let max = s.server().room_config.max_message_len;
     if msg.chars().count() > max {
         return Err(MethodError::MessageTooLong(max));
     }

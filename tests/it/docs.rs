@@ -1,5 +1,5 @@
 //! `protocol/` stays in step with the code: every wire error code, every
-//! dispatched method, every close code and every permission the code knows
+//! method (`roomd::method::Method`), every close code and every permission the code knows
 //! must be documented, and every transcript frame in the docs must be valid
 //! JSON. Adding a code, a method or a permission without documenting it
 //! fails here.
@@ -7,11 +7,11 @@
 //! The sources are read with `include_str!` (so editing them rebuilds this
 //! test); the docs are read at run time (so editing them needs no rebuild).
 
+use roomd::method::Method;
 use std::collections::BTreeSet;
 use std::path::Path;
 
 const ERROR_RS: &str = include_str!("../../src/error.rs");
-const METHOD_MOD_RS: &str = include_str!("../../src/method/mod.rs");
 const CONN_RS: &str = include_str!("../../src/conn.rs");
 const PERMISSIONS_RS: &str = include_str!("../../src/permissions.rs");
 
@@ -48,15 +48,16 @@ fn error_codes() -> BTreeSet<String> {
     codes
 }
 
-/// Every method name matched in `dispatch` (`"name" =>` lines).
+/// The wire name of every [`Method`] roomd dispatches.
 pub(crate) fn dispatched_methods() -> BTreeSet<String> {
-    METHOD_MOD_RS
+    Method::ALL.iter().map(|m| m.name().to_owned()).collect()
+}
+
+/// Every `` ## `name` `` section heading of `protocol/methods.md`.
+fn documented_methods() -> BTreeSet<String> {
+    doc("methods.md")
         .lines()
-        .filter_map(|line| {
-            let rest = line.trim().strip_prefix('"')?;
-            let (name, after) = rest.split_once('"')?;
-            after.trim_start().starts_with("=>").then(|| name.to_owned())
-        })
+        .filter_map(|l| l.strip_prefix("## `")?.strip_suffix('`').map(str::to_owned))
         .collect()
 }
 
@@ -125,21 +126,28 @@ fn docs_every_error_code_is_in_errors_md() {
 }
 
 #[test]
-fn docs_every_dispatched_method_is_in_methods_md() {
+fn docs_every_method_variant_is_in_methods_md() {
     let methods = dispatched_methods();
-    for sure in ["login", "join-room", "stream-notify-room"] {
-        assert!(methods.contains(sure), "extraction from src/method/mod.rs missed {sure}: {methods:?}");
-    }
-    let doc = doc("methods.md");
-    let headings: BTreeSet<String> =
-        doc.lines().filter_map(|l| l.strip_prefix("## `")?.strip_suffix('`').map(str::to_owned)).collect();
+    assert_eq!(methods.len(), Method::ALL.len(), "two Method variants share a wire name");
+    let headings = documented_methods();
     let missing: Vec<_> = methods.difference(&headings).collect();
     assert!(
         missing.is_empty(),
-        "dispatched methods without a \"## `name`\" section in protocol/methods.md: {missing:?}"
+        "methods without a \"## `name`\" section in protocol/methods.md: {missing:?}"
     );
-    let stale: Vec<_> = headings.difference(&methods).collect();
-    assert!(stale.is_empty(), "protocol/methods.md documents methods that are not dispatched: {stale:?}");
+}
+
+#[test]
+fn docs_every_documented_method_parses() {
+    let headings = documented_methods();
+    for sure in ["login", "join-room", "stream-notify-room", "rooms/get"] {
+        assert!(headings.contains(sure), "extraction from protocol/methods.md missed {sure}: {headings:?}");
+    }
+    for name in &headings {
+        let m = Method::parse(name)
+            .unwrap_or_else(|e| panic!("protocol/methods.md documents {name:?}, which does not parse: {e}"));
+        assert_eq!(m.name(), name, "{name:?} parses to a method with another name");
+    }
 }
 
 #[test]

@@ -5,7 +5,6 @@
 use crate::support::*;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -99,12 +98,12 @@ async fn health_readiness_and_metrics_share_the_ddp_port() {
 #[tokio::test]
 async fn readyz_follows_the_ready_flag() {
     let s = TestServer::start().await;
-    s.state.ready.store(false, Ordering::Release);
+    s.state.set_ready(false);
     let r = get(s.addr, "/readyz").await;
     assert_eq!((r.status, r.body.as_str()), (503, "not ready\n"));
     // Liveness is independent of readiness.
     assert_eq!(get(s.addr, "/healthz").await.status, 200);
-    s.state.ready.store(true, Ordering::Release);
+    s.state.set_ready(true);
     assert_eq!(get(s.addr, "/readyz").await.status, 200);
 }
 

@@ -7,7 +7,7 @@
 use futures_util::{SinkExt, StreamExt};
 use roomd::auth::{Authenticator, Claims, now_secs};
 use roomd::config::Limits;
-use roomd::server::{self, RunConfig, ServerState};
+use roomd::server::{self, RunConfig, ServerParts, ServerState};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -51,7 +51,7 @@ impl TestServer {
         f(&mut limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(ServerState::new(auth.clone(), &limits));
+        let state = Arc::new(ServerState::new(ServerParts { auth: auth.clone(), limits: &limits, store: None }));
         let (tx, rx) = oneshot::channel::<()>();
         let cfg = RunConfig::from_limits(&limits);
         let run_state = state.clone();

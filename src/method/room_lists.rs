@@ -29,8 +29,8 @@ async fn collect<T: Into<Option<Value>>>(
     let who = s.require_user()?;
     let since = p.opt_date(0, "updatedSince")?;
     let mut docs = Vec::new();
-    for rid in s.server.users.rooms_of(&who.id) {
-        let Some(room) = s.server.registry.get(&rid) else { continue };
+    for rid in s.server().users.rooms_of(&who.id) {
+        let Some(room) = s.server().registry.get(&rid) else { continue };
         let uid = who.id.clone();
         if let Ok(doc) = room.ask(|tx| make(uid, tx)).await
             && let Some(doc) = doc.into()

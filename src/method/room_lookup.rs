@@ -2,7 +2,6 @@
 
 use super::{MethodResult, Params, room};
 use crate::error::MethodError;
-use crate::ids::RoomId;
 use crate::room::{RoomCommand, RoomError};
 use crate::session::Session;
 use serde_json::Value;
@@ -26,12 +25,8 @@ pub async fn name_by_id(s: &mut Session, p: Params) -> MethodResult {
 pub async fn id_by_name_or_id(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let key = p.str(0, "nameOrId")?;
-    let handle = s
-        .server
-        .registry
-        .get(&RoomId::from(key))
-        .or_else(|| s.server.registry.get_by_name(key))
-        .ok_or(MethodError::InvalidRoom)?;
+    let registry = &s.server().registry;
+    let handle = registry.get(key).or_else(|| registry.get_by_name(key)).ok_or(MethodError::InvalidRoom)?;
     // Only reveal the id to someone who may see the room.
     handle.ask(|tx| RoomCommand::DocFor { uid: who.id, respond_to: tx }).await.map_err(|e| match e {
         RoomError::Unavailable => MethodError::Room(e),
