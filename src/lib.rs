@@ -4,16 +4,18 @@
 //!
 //! # Layout
 //! - [`server`]: accept loop, HTTP routing and WebSocket upgrade, shutdown;
-//!   [`ServerState`](server::ServerState).
+//!   [`ServerState`](server::ServerState), built whole from its parts.
 //! - [`http`]: request heads, upgrade and `Origin` checks, health/metrics replies.
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`). [`limits`]: rate limits.
 //! - [`conn`]: one connection's reader/writer tasks, close reasons. [`outbox`]: its bounded outbound queue.
-//! - [`session`]: per-connection DDP state (connected, identity, subs); frame handling.
+//! - [`session`]: per-connection DDP state (connected, identity, subs), changed
+//!   only through its methods; frame handling.
 //! - [`wire`]: the only module that parses inbound frames or shapes outbound ones.
-//! - [`method`]: one `match` on the method name, one file per method.
+//! - [`method`]: [`Method`](method::Method), the method name parsed once (name,
+//!   limit class, permission, `apply`); one file per method, named after what it does.
 //! - [`sub`]: stream subscriptions.
 //! - [`room`]: pure rules (`state`), the actor that owns a room (`actor`), data (`model`).
-//! - [`lobby`]: creating rooms (name, code, actor, registration).
+//! - [`lobby`]: creating rooms (name, code, actor, registration) and restoring them.
 //! - [`hub`]: user-scoped streams (notify-user, __my_messages__, notify-logged).
 //! - [`account`]: the signed-in user's own `users` record.
 //! - [`store`]: the durable SQLite store: schema, restore, group-commit writer.
@@ -26,7 +28,8 @@
 //!   one actor step.
 //! - Rooms reach connections only by `try_send` on a bounded queue; a full
 //!   queue disconnects the client as a slow consumer.
-//! - Only `wire` knows frame JSON; only `error` knows wire error codes.
+//! - Only `wire` knows frame JSON; only `error` knows wire error codes; only
+//!   `Method::parse` reads a method name.
 //! - A connection handles one frame at a time, to completion; on close or
 //!   shutdown it finishes the frame in hand and starts no other.
 //! - Nothing is acknowledged before it is durable: a room actor holds a

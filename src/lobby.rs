@@ -233,7 +233,9 @@ mod tests {
     async fn direct_room_waits_for_a_concurrent_creation() {
         let s = server();
         let key = dm_key(&["a", "b"]);
-        let DirectLookup::Reserved(first) = s.registry.direct_or_reserve(&key) else { panic!("not reserved") };
+        let DirectLookup::Reserved(first) = s.registry.direct_or_reserve(&key) else {
+            panic!("not reserved")
+        };
         let (started, b) = (Instant::now(), principal("b"));
         let (room, ()) = tokio::join!(s.direct_room(&b, vec![user("a")]), async {
             tokio::time::sleep(Duration::from_millis(52)).await;
@@ -249,7 +251,9 @@ mod tests {
     async fn direct_room_gives_up_on_a_creation_that_never_ends() {
         let s = server();
         let key = dm_key(&["a", "b"]);
-        let DirectLookup::Reserved(_stuck) = s.registry.direct_or_reserve(&key) else { panic!("not reserved") };
+        let DirectLookup::Reserved(_stuck) = s.registry.direct_or_reserve(&key) else {
+            panic!("not reserved")
+        };
         let started = Instant::now();
         let r = s.direct_room(&principal("a"), vec![user("b")]).await;
         assert!(matches!(r, Err(RoomError::Unavailable)), "{r:?}");

@@ -14,9 +14,9 @@
 //!
 //! All names start with `roomd_`; see `docs/operations.md` for the list.
 
+use crate::method::Method;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use crate::method::Method;
 use std::sync::{LazyLock, OnceLock};
 
 /// Latency buckets (seconds) for method calls and store commits: 50 µs to
@@ -213,7 +213,10 @@ impl Metrics {
         let name = method.map_or(UNKNOWN_METHOD, Method::name);
         let m = self.methods[slot].get_or_init(|| {
             let label = |outcome: &'static str| {
-                self.counter("roomd_method_calls_total", &[("method", name.into()), ("outcome", outcome.into())])
+                self.counter(
+                    "roomd_method_calls_total",
+                    &[("method", name.into()), ("outcome", outcome.into())],
+                )
             };
             MethodMetrics {
                 ok: label("ok"),

@@ -165,7 +165,11 @@ impl Registry {
             Entry::Vacant(v) => {
                 let (tx, rx) = watch::channel(());
                 v.insert(DirectSlot::Creating(rx));
-                DirectLookup::Reserved(DirectReservation { registry: self, key: key.to_owned(), done: Some(tx) })
+                DirectLookup::Reserved(DirectReservation {
+                    registry: self,
+                    key: key.to_owned(),
+                    done: Some(tx),
+                })
             }
         }
     }

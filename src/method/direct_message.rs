@@ -15,8 +15,11 @@ pub async fn call(s: &mut Session, p: Params) -> MethodResult {
     let mut others = Vec::new();
     for i in 0..p.0.len() {
         let name = p.str(i, "username")?;
-        let u =
-            s.server().users.by_username(name).ok_or_else(|| MethodError::InvalidUsername(name.to_owned()))?;
+        let u = s
+            .server()
+            .users
+            .by_username(name)
+            .ok_or_else(|| MethodError::InvalidUsername(name.to_owned()))?;
         if u.id != who.id && !others.iter().any(|o: &crate::room::UserRef| o.id == u.id) {
             others.push(u);
         }

@@ -39,7 +39,10 @@ async fn add(s: &mut Session, o: &serde_json::Map<String, Value>, usernames: Vec
     for name in &usernames {
         let name = name.trim_start_matches('@');
         targets.push(
-            s.server().users.by_username(name).ok_or_else(|| MethodError::InvalidUsername(name.to_owned()))?,
+            s.server()
+                .users
+                .by_username(name)
+                .ok_or_else(|| MethodError::InvalidUsername(name.to_owned()))?,
         );
     }
     for target in targets {

@@ -154,9 +154,7 @@ impl Method {
             Method::Login => login::login(s, p).await,
             Method::Logout => login::logout(s).await,
             Method::CreateChannel => create_room::call(s, p, RoomType::Channel, self.permission()).await,
-            Method::CreatePrivateGroup => {
-                create_room::call(s, p, RoomType::Private, self.permission()).await
-            }
+            Method::CreatePrivateGroup => create_room::call(s, p, RoomType::Private, self.permission()).await,
             Method::JoinRoom => join_by_id::call(s, p).await,
             Method::LeaveRoom => leave_room::call(s, p).await,
             Method::JoinByCode => join_by_code::call(s, p).await,

@@ -51,7 +51,8 @@ impl TestServer {
         f(&mut limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(ServerState::new(ServerParts { auth: auth.clone(), limits: &limits, store: None }));
+        let state =
+            Arc::new(ServerState::new(ServerParts { auth: auth.clone(), limits: &limits, store: None }));
         let (tx, rx) = oneshot::channel::<()>();
         let cfg = RunConfig::from_limits(&limits);
         let run_state = state.clone();
