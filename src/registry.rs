@@ -180,10 +180,6 @@ impl Registry {
         self.by_members.entry(key).or_insert_with(|| DirectSlot::Room(id.clone()));
     }
 
-    pub fn remove(&self, id: &RoomId) {
-        self.by_id.remove(id);
-    }
-
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -17,7 +17,7 @@ use crate::limits::{CodeBrakes, RoomCreationLimiter, SessionLimits};
 use crate::metrics::Metrics;
 use crate::outbox::Budget;
 use crate::registry::Registry;
-use crate::room::actor::RoomConfig;
+use crate::room::RoomConfig;
 use crate::users::Directory;
 use futures_util::SinkExt;
 use std::future::Future;

@@ -6,8 +6,8 @@
 
 use super::{MethodResult, Params};
 use crate::ids::UserId;
+use crate::room::Reply;
 use crate::room::RoomCommand;
-use crate::room::actor::Reply;
 use crate::session::Session;
 use crate::time::{Millis, parse_date};
 use serde_json::{Value, json};

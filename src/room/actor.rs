@@ -10,353 +10,56 @@
 //! room. There is no cycle of awaiting sends.
 
 use super::RoomError;
-use super::UserRef;
 use super::ended::EndedRoom;
+use super::handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParams, Topic};
 use super::model::Message;
-use super::state::{Effect, Flag, Joined, RoleKind, RoomState, Setting};
+use super::state::{Joined, RoomState, SystemKind};
+use super::throttle::CodeThrottle;
 use crate::conn::ConnHandle;
 use crate::hub::{LoggedEvent, UserEvent, UserHub};
-use crate::ids::{ConnId, MessageId, RoomId, UserId};
-use crate::permissions::{Permission, Principal, allowed};
+use crate::ids::{ConnId, MessageId, UserId};
+use crate::permissions::Principal;
 use crate::registry::Registry;
 use crate::store::{Committed, StoreError, StoreHandle, StoreOp};
 use crate::time::Millis;
 use crate::users::Directory;
-use crate::wire;
-use serde_json::{Value, json};
-use std::borrow::Cow;
+use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Which of a room's streams a connection listens to. One connection holds
-/// each topic at most once, however many DDP subs it opened for it, so no
-/// event is delivered twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Topic {
-    /// `stream-room-messages` / `<rid>`.
-    Messages = 1,
-    /// `stream-notify-room` / `<rid>/participants`.
-    Participants = 2,
-    /// `stream-notify-room` / `<rid>/typing`.
-    Typing = 4,
-    /// `stream-notify-room` / `<rid>/user-activity`.
-    UserActivity = 8,
-    /// `stream-notify-room` / `<rid>/deleteMessage`.
-    DeleteMessage = 16,
-}
-
-impl Topic {
-    fn bit(self) -> u8 {
-        self as u8
-    }
-}
-
-/// Parameters of `sendMessage`, validated by the method layer.
-#[derive(Debug)]
-pub struct SendParams {
-    pub id: Option<MessageId>,
-    pub msg: String,
-    pub tmid: Option<String>,
-}
-
-/// Where a room sends a command's answer.
-pub type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
-
-/// What a room can be asked to do.
-#[derive(Debug)]
-pub enum RoomCommand {
-    JoinSelf {
-        who: Box<Principal>,
-        code: Option<String>,
-        respond_to: Reply<Joined>,
-    },
-    /// `join-room`; replies with the participant object.
-    JoinByCode {
-        who: Box<Principal>,
-        /// The joining connection; for a guest it becomes the seat's holder.
-        conn: ConnId,
-        respond_to: Reply<Value>,
-    },
-    /// A reconnecting guest presents its token from connection `conn`: the
-    /// participant and the guest's id if the token is known and `current`
-    /// (the connection's own guest id, if it has one) matches, `None`
-    /// otherwise.
-    ResumeGuest {
-        token: String,
-        conn: ConnId,
-        current: Option<UserId>,
-        respond_to: Reply<Option<(UserId, Value)>>,
-    },
-    Leave {
-        uid: UserId,
-        respond_to: Reply<()>,
-    },
-    End {
-        who: Box<Principal>,
-        respond_to: Reply<()>,
-    },
-    Settings {
-        who: Box<Principal>,
-        settings: Vec<Setting>,
-        respond_to: Reply<()>,
-    },
-    Doc {
-        respond_to: Reply<Value>,
-    },
-    /// Room doc only if `uid` may see it (member, or public channel).
-    DocFor {
-        uid: UserId,
-        respond_to: Reply<Value>,
-    },
-    Subscribe {
-        conn: ConnHandle,
-        uid: UserId,
-        signed_in: bool,
-        topic: Topic,
-        /// The DDP sub id, so the room can end it with `nosub` itself.
-        sub_id: String,
-        respond_to: Reply<()>,
-    },
-    Unsubscribe {
-        sub_id: String,
-        /// Whether no other sub of this connection wants `topic` here.
-        last: bool,
-        conn: ConnId,
-        topic: Topic,
-        respond_to: Reply<()>,
-    },
-    /// The connection is gone: drop its subscriptions; if it carried a guest
-    /// member of this room, start that guest's grace period.
-    ConnClosed {
-        conn: ConnId,
-        guest: Option<UserId>,
-    },
-    GuestExpired {
-        uid: UserId,
-        epoch: u64,
-    },
-    Send {
-        who: Box<Principal>,
-        params: Box<SendParams>,
-        respond_to: Reply<Value>,
-    },
-    History {
-        uid: UserId,
-        end: Option<Millis>,
-        limit: usize,
-        /// The page stops before the message that would take its JSON past
-        /// this size (the first message always fits).
-        max_bytes: usize,
-        respond_to: Reply<Vec<Value>>,
-    },
-    AddMember {
-        who: Box<Principal>,
-        target: UserRef,
-        respond_to: Reply<bool>,
-    },
-    RemoveMember {
-        who: Box<Principal>,
-        target: UserId,
-        respond_to: Reply<()>,
-    },
-    SetRole {
-        who: Box<Principal>,
-        target: UserId,
-        role: RoleKind,
-        add: bool,
-        respond_to: Reply<()>,
-    },
-    SetMuted {
-        who: Box<Principal>,
-        target: UserId,
-        muted: bool,
-        respond_to: Reply<()>,
-    },
-    SetArchived {
-        who: Box<Principal>,
-        archived: bool,
-        respond_to: Reply<()>,
-    },
-    SetFlag {
-        uid: UserId,
-        flag: Flag,
-        respond_to: Reply<()>,
-    },
-    /// The caller's subscription document, `None` if not a member.
-    SubscriptionDoc {
-        uid: UserId,
-        respond_to: Reply<Option<Value>>,
-    },
-    /// `getRoomRoles` entries, if `uid` may read the room.
-    Roles {
-        uid: UserId,
-        respond_to: Reply<Vec<Value>>,
-    },
-    /// `stream-notify-room` typing/user-activity, re-emitted to others.
-    Notify {
-        from: ConnId,
-        uid: UserId,
-        topic: Topic,
-        event: String,
-        args: Value,
-    },
-}
-
-/// Cheap, cloneable way to talk to a room.
-#[derive(Clone, Debug)]
-pub struct RoomHandle {
-    pub id: RoomId,
-    inner: Inner,
-}
-
-#[derive(Clone, Debug)]
-enum Inner {
-    /// The mailbox, and where the actor leaves its summary when it retires
-    /// (for callers that still hold this handle).
-    Live(mpsc::Sender<RoomCommand>, Arc<std::sync::OnceLock<Arc<EndedRoom>>>),
-    /// Ended and empty: answered from a summary, no task.
-    Ended(Arc<EndedRoom>),
-}
-
-/// Room-wide knobs from the server config.
-#[derive(Debug, Clone)]
-pub struct RoomConfig {
-    pub mailbox: usize,
-    pub history_limit: usize,
-    pub guest_grace: Duration,
-    pub max_message_len: usize,
-}
-
-impl RoomHandle {
-    /// Spawns the actor for `state` and returns its handle.
-    pub fn spawn(state: RoomState, cfg: Arc<RoomConfig>, deps: RoomDeps) -> Self {
-        Self::spawn_with_history(state, Vec::new(), cfg, deps)
-    }
-
-    /// Spawns the actor of a restored room with its recent `history`
-    /// (oldest first).
-    pub fn spawn_with_history(
-        state: RoomState,
-        history: Vec<Message>,
-        cfg: Arc<RoomConfig>,
-        deps: RoomDeps,
-    ) -> Self {
-        let RoomDeps { registry, users, hub, store } = deps;
-        let (tx, rx) = mpsc::channel(cfg.mailbox);
-        let summary = Arc::new(std::sync::OnceLock::new());
-        let handle = RoomHandle { id: state.id.clone(), inner: Inner::Live(tx.clone(), summary.clone()) };
-        let mut actor = RoomActor {
-            state,
-            rx,
-            me: tx.downgrade(),
-            summary,
-            cfg,
-            registry,
-            users,
-            hub,
-            subscribers: HashMap::new(),
-            history: VecDeque::new(),
-            history_ids: HashSet::new(),
-            unconfirmed: HashSet::new(),
-            guest_epochs: HashMap::new(),
-            guest_holders: HashMap::new(),
-            next_epoch: 0,
-            store,
-            code_throttle: CodeThrottle::default(),
-            outbox: Vec::new(),
-            ops: Vec::new(),
-            pending: VecDeque::new(),
-        };
-        for m in history {
-            actor.history_ids.insert(m.id.clone());
-            actor.history.push_back(Arc::new(m));
-        }
-        tokio::spawn(actor.run());
-        handle
-    }
-
-    /// Sends a command built around a reply channel and waits for the reply.
-    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> RoomCommand) -> Result<T, RoomError> {
-        let (tx, rx) = oneshot::channel();
-        self.tell(make(tx)).await;
-        rx.await.map_err(|_| RoomError::Unavailable)?
-    }
-
-    /// Fire-and-forget for notices that need no answer. Waits for mailbox
-    /// space (bounded), never drops.
-    pub async fn tell(&self, cmd: RoomCommand) {
-        match &self.inner {
-            Inner::Live(tx, summary) => {
-                if let Err(mpsc::error::SendError(cmd)) = tx.send(cmd).await {
-                    // The actor retired after this handle was looked up.
-                    match summary.get() {
-                        Some(e) => e.answer(cmd),
-                        None => Self::retired(&self.id, cmd),
-                    }
-                }
-            }
-            Inner::Ended(e) => e.answer(cmd),
-        }
-    }
-
-    fn retired(id: &RoomId, cmd: RoomCommand) {
-        // Only possible for a caller that fetched the live handle just before
-        // the actor retired; dropping the reply sender answers Unavailable.
-        tracing::debug!(room = %id, "command reached a retired actor");
-        drop(cmd);
-    }
-
-    fn ended(id: RoomId, e: Arc<EndedRoom>) -> Self {
-        RoomHandle { id, inner: Inner::Ended(e) }
-    }
-}
-
-/// Shared services a room actor uses besides its own state.
-#[derive(Clone, Debug)]
-pub struct RoomDeps {
-    pub registry: Arc<Registry>,
-    pub users: Arc<Directory>,
-    pub hub: Arc<UserHub>,
-    /// `None` runs in memory only.
-    pub store: Option<StoreHandle>,
-}
-
-struct Subscriber {
-    conn: ConnHandle,
-    uid: UserId,
-    topics: u8,
+/// One connection listening to this room.
+pub(super) struct Subscriber {
+    pub(super) conn: ConnHandle,
+    /// Who is listening: their subscriptions end if they leave, or if the
+    /// room goes private while they are not members.
+    pub(super) uid: UserId,
+    /// The [`Topic`] bits this connection listens to.
+    pub(super) topics: u8,
     /// The connection's DDP sub ids on this room's streams.
-    sub_ids: Vec<String>,
+    pub(super) sub_ids: Vec<String>,
 }
 
-impl Subscriber {
-    /// Tells the client its subscriptions here are over (the member left,
-    /// the room went private or retired), so none ends silently.
-    fn end_subs(&self) {
-        for id in &self.sub_ids {
-            self.conn.try_send(wire::nosub(id, None));
-        }
-    }
-}
-
-struct RoomActor {
-    state: RoomState,
+/// The task that owns one room. `pub(super)` fields are shared with
+/// `publish.rs`, which turns the rules' effects into frames and store rows.
+pub(super) struct RoomActor {
+    pub(super) state: RoomState,
     rx: mpsc::Receiver<RoomCommand>,
     /// Weak, so the actor's own timers do not keep it alive.
     me: mpsc::WeakSender<RoomCommand>,
     /// Filled when the actor retires; shared with every live handle.
-    summary: Arc<std::sync::OnceLock<Arc<EndedRoom>>>,
-    cfg: Arc<RoomConfig>,
-    registry: Arc<Registry>,
-    users: Arc<Directory>,
-    hub: Arc<UserHub>,
-    subscribers: HashMap<ConnId, Subscriber>,
-    history: VecDeque<Arc<Message>>,
+    summary: Arc<OnceLock<Arc<EndedRoom>>>,
+    pub(super) cfg: Arc<RoomConfig>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) users: Arc<Directory>,
+    pub(super) hub: Arc<UserHub>,
+    pub(super) subscribers: HashMap<ConnId, Subscriber>,
+    /// The latest `history_limit` messages, oldest first, for `loadHistory`.
+    pub(super) history: VecDeque<Arc<Message>>,
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
-    history_ids: HashSet<MessageId>,
+    pub(super) history_ids: HashSet<MessageId>,
     /// Ids of messages submitted to the store and not yet committed: a
     /// burst can push them out of `history` before the store has them.
     unconfirmed: HashSet<MessageId>,
@@ -364,18 +67,62 @@ struct RoomActor {
     guest_epochs: HashMap<UserId, u64>,
     /// The connection currently holding each guest's seat.
     guest_holders: HashMap<UserId, ConnId>,
+    /// Numbers grace timers, so a stale timer is recognised and ignored.
     next_epoch: u64,
-    store: Option<StoreHandle>,
+    /// `None` runs in memory only.
+    pub(super) store: Option<StoreHandle>,
     /// Wrong join codes for this room, from any connection.
     code_throttle: CodeThrottle,
-    /// What the command being handled wants to send, once durable.
-    outbox: Vec<Out>,
+    /// What the command being handled wants to send, once durable. Not to
+    /// be confused with a connection's `outbox::Outbox`, where these end up.
+    pub(super) staged: Vec<Out>,
     /// What the command being handled changed, for the store.
-    ops: Vec<StoreOp>,
+    pub(super) ops: Vec<StoreOp>,
     /// Outputs waiting for their commit, oldest first. Outputs of a command
     /// that changed nothing still queue behind earlier ones, so every
     /// connection sees replies and events in the order the actor decided.
     pending: VecDeque<Pending>,
+}
+
+/// Starts the actor of `state` on mailbox `rx`; `history` is a restored
+/// room's recent messages, oldest first.
+pub(super) fn spawn(
+    state: RoomState,
+    history: Vec<Message>,
+    cfg: Arc<RoomConfig>,
+    deps: RoomDeps,
+    rx: mpsc::Receiver<RoomCommand>,
+    me: mpsc::WeakSender<RoomCommand>,
+    summary: Arc<OnceLock<Arc<EndedRoom>>>,
+) {
+    let RoomDeps { registry, users, hub, store } = deps;
+    let mut actor = RoomActor {
+        state,
+        rx,
+        me,
+        summary,
+        cfg,
+        registry,
+        users,
+        hub,
+        subscribers: HashMap::new(),
+        history: VecDeque::new(),
+        history_ids: HashSet::new(),
+        unconfirmed: HashSet::new(),
+        guest_epochs: HashMap::new(),
+        guest_holders: HashMap::new(),
+        next_epoch: 0,
+        store,
+        code_throttle: CodeThrottle::default(),
+        staged: Vec::new(),
+        ops: Vec::new(),
+        pending: VecDeque::new(),
+    };
+    for m in history {
+        actor.history_ids.insert(m.id.clone());
+        actor.history.push_back(Arc::new(m));
+    }
+    tokio::spawn(actor.run());
 }
 
 /// Commands parked behind commits before the actor stops reading its mailbox.
@@ -385,7 +132,7 @@ const MAX_PENDING: usize = 1024;
 type ReplyFn = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// Something to send once the command that produced it is durable.
-enum Out {
+pub(super) enum Out {
     Room {
         topic: Topic,
         frame: Utf8Bytes,
@@ -433,18 +180,13 @@ impl RoomActor {
         !self.state.active
             && self.state.members.is_empty()
             && self.pending.is_empty()
-            && self.outbox.is_empty()
+            && self.staged.is_empty()
     }
 
     /// Replaces this room in the registry with its summary, answers whatever
     /// is still queued from the summary, and lets the task end.
     async fn retire(mut self) {
-        let ended = Arc::new(EndedRoom {
-            doc: self.state.to_doc(),
-            t: self.state.t,
-            archived: self.state.archived,
-            guest_access: self.state.guest_access,
-        });
+        let ended = Arc::new(EndedRoom::new(self.state.clone()));
         let _ = self.summary.set(ended.clone());
         for sub in self.subscribers.values() {
             sub.end_subs();
@@ -495,7 +237,7 @@ impl RoomActor {
     /// Hands the command's changes to the store and parks its outputs until
     /// they are durable; with nothing to wait for, delivers at once.
     async fn finish_command(&mut self) {
-        let out = std::mem::take(&mut self.outbox);
+        let out = std::mem::take(&mut self.staged);
         let ops = std::mem::take(&mut self.ops);
         let msg_ids: Vec<MessageId> = ops
             .iter()
@@ -546,7 +288,7 @@ impl RoomActor {
                     // Who may read the room now (the change is committed):
                     // a private room's ids and role holders are not shown
                     // to every signed-in user.
-                    self.hub.send_logged_to(event, &frame, |uid| self.can_read(uid, true))
+                    self.hub.send_logged_to(event, &frame, |uid| self.state.can_read(uid, true))
                 }
                 Out::Room { .. } | Out::User { .. } | Out::Logged { .. } => {}
                 Out::AddSub { conn, uid, topic, sub_id } => {
@@ -610,7 +352,7 @@ impl RoomActor {
 
     /// Queues the reply to a command.
     fn reply<T: Send + 'static>(&mut self, respond_to: Reply<T>, r: Result<T, RoomError>) {
-        self.outbox.push(Out::Reply(Box::new(move |failed| {
+        self.staged.push(Out::Reply(Box::new(move |failed| {
             let r = match failed {
                 Some(_) => Err(RoomError::Storage),
                 None => r,
@@ -629,10 +371,8 @@ impl RoomActor {
                     // While the room is being guessed at, wrong answers come
                     // late; a right code is never held up or refused, so
                     // strangers' guessing cannot lock members-to-be out.
-                    let late = self.code_throttle.busy();
-                    self.code_throttle.failed();
-                    if late {
-                        self.reply_later(respond_to, CodeThrottle::DELAY, r);
+                    if let Some(delay) = self.code_throttle.wrong_code(Instant::now()) {
+                        self.reply_later(respond_to, delay, r);
                         return;
                     }
                 }
@@ -678,7 +418,12 @@ impl RoomActor {
                 self.reply(respond_to, r);
             }
             RoomCommand::Settings { who, settings, respond_to } => {
-                let r = self.save_settings(&who, settings, now, &mut fx);
+                let (registry, rid) = (&self.registry, self.state.id.clone());
+                let r = self.state.save_settings(&who, settings, now, &mut fx, |name| {
+                    // A rename must win the name in the registry before
+                    // anything changes.
+                    registry.reserve_name(name, &rid)
+                });
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
@@ -686,16 +431,11 @@ impl RoomActor {
                 self.reply(respond_to, Ok(self.state.to_doc()));
             }
             RoomCommand::DocFor { uid, respond_to } => {
-                let r = if self.can_read(&uid, true) {
-                    Ok(self.doc_for(&uid))
-                } else {
-                    Err(RoomError::NotAllowed)
-                };
-                self.reply(respond_to, r);
+                self.reply(respond_to, self.state.doc_for(&uid));
             }
             RoomCommand::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to } => {
-                let r = if self.can_read(&uid, signed_in && topic == Topic::Messages) {
-                    self.outbox.push(Out::AddSub { conn, uid, topic, sub_id });
+                let r = if self.state.can_read(&uid, signed_in && topic == Topic::Messages) {
+                    self.staged.push(Out::AddSub { conn, uid, topic, sub_id });
                     Ok(())
                 } else {
                     Err(RoomError::NotAllowed)
@@ -703,7 +443,7 @@ impl RoomActor {
                 self.reply(respond_to, r);
             }
             RoomCommand::Unsubscribe { conn, topic, sub_id, last, respond_to } => {
-                self.outbox.push(Out::RemoveSub { conn, topic, sub_id, last });
+                self.staged.push(Out::RemoveSub { conn, topic, sub_id, last });
                 self.reply(respond_to, Ok(()));
             }
             RoomCommand::ConnClosed { conn, guest } => {
@@ -718,7 +458,7 @@ impl RoomActor {
                 if self.guest_epochs.get(&uid) == Some(&epoch) {
                     self.guest_epochs.remove(&uid);
                     if self.state.is_member(&uid) {
-                        self.state.remove_member(&uid, now, "ul", None, &mut fx);
+                        self.state.remove_member(&uid, now, SystemKind::UserLeft, None, &mut fx);
                         self.publish(fx, now);
                     }
                 }
@@ -728,24 +468,8 @@ impl RoomActor {
                 self.reply(respond_to, r);
             }
             RoomCommand::History { uid, end, limit, max_bytes, respond_to } => {
-                let r = if self.can_read(&uid, true) {
-                    let mut bytes = 0;
-                    let msgs = self
-                        .history
-                        .iter()
-                        .rev()
-                        .filter(|m| end.is_none_or(|e| m.ts < e))
-                        .take(limit)
-                        .map(|m| serde_json::to_value(&**m).unwrap_or(Value::Null))
-                        .take_while(|v| {
-                            // Built and measured one at a time, so a page
-                            // never holds more than the cap in memory.
-                            let first = bytes == 0;
-                            bytes += json_len(v) + 1;
-                            first || bytes <= max_bytes
-                        })
-                        .collect();
-                    Ok(msgs)
+                let r = if self.state.can_read(&uid, true) {
+                    Ok(self.history_page(end, limit, max_bytes))
                 } else {
                     Err(RoomError::NotAllowed)
                 };
@@ -789,106 +513,25 @@ impl RoomActor {
                 self.reply(respond_to, Ok(self.state.subscription_doc(&uid)));
             }
             RoomCommand::Roles { uid, respond_to } => {
-                let r = if self.can_read(&uid, true) {
-                    let rid = &self.state.id;
-                    Ok(self
-                        .state
-                        .members
-                        .values()
-                        .filter(|m| m.roles != super::RoomRoles::NONE)
-                        .map(|m| json!({"rid": rid, "u": m.user, "roles": m.roles.names()}))
-                        .collect())
-                } else {
-                    Err(RoomError::NotAllowed)
-                };
-                self.reply(respond_to, r);
+                self.reply(respond_to, self.state.roles_for(&uid));
             }
             RoomCommand::Notify { from, uid, topic, event, args } => {
                 if self.state.is_member(&uid) {
-                    let frame = wire::stream_changed("stream-notify-room", &event, &args);
-                    self.broadcast(topic, &frame, Some(from));
+                    self.relay(from, topic, &event, &args);
                 }
             }
         }
     }
 
-    /// The participant object returned by `join-room`; guests also get the
-    /// token that lets them reclaim the seat after a reconnect.
-    fn participant(&self, m: &super::Member) -> Value {
-        let mut p = m.participant(&self.state.id, &self.state.host_id, None);
-        if let (Some(t), Value::Object(o)) = (&m.guest_token, &mut p) {
-            o.insert("guestToken".into(), Value::from(t.as_str()));
-        }
-        p
-    }
-
-    /// The room document as `uid` may see it: a non-member of a room with a
-    /// join code does not get the shareable code, which would let them in
-    /// by `join-room` without the join code.
-    fn doc_for(&self, uid: &UserId) -> Value {
-        let mut doc = self.state.to_doc();
-        if !self.state.is_member(uid)
-            && self.state.join_code.is_some()
-            && let Value::Object(o) = &mut doc
-        {
-            o.remove("code");
-        }
-        doc
-    }
-
-    /// Members may read everything; signed-in non-members may read the
-    /// messages of public channels when `public_ok`.
-    fn can_read(&self, uid: &UserId, public_ok: bool) -> bool {
-        self.state.is_member(uid)
-            || (public_ok && self.state.t == super::RoomType::Channel && !uid.is_guest())
-    }
-
-    fn save_settings(
-        &mut self,
-        who: &Principal,
-        settings: Vec<Setting>,
-        now: Millis,
-        fx: &mut Vec<Effect>,
-    ) -> Result<(), RoomError> {
-        self.state.check_settings(who, &settings)?;
-        // A rename must win the name in the registry before anything changes.
-        for s in &settings {
-            if let Setting::RoomName(n) = s
-                && n != &self.state.name
-            {
-                self.registry.reserve_name(n, &self.state.id)?;
-            }
-        }
-        self.state.apply_settings(who, settings, now, fx);
-        Ok(())
-    }
-
     fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Value, RoomError> {
-        let roles = self.state.roles_of(&who.id);
-        let Some(member) = self.state.members.get(&who.id) else {
-            return Err(RoomError::NotInRoom);
-        };
-        if self.state.archived {
-            return Err(RoomError::Archived);
-        }
-        if !self.state.active {
-            return Err(RoomError::Inactive);
-        }
-        if self.state.ro && !allowed(Permission::PostReadonly, who, roles) {
-            return Err(RoomError::ActionNotAllowed("Posting in a read-only room"));
-        }
-        if member.muted {
-            return Err(RoomError::ActionNotAllowed("Posting while muted"));
-        }
-        let id = match p.id {
-            Some(id) if self.message_known(&id)? => return Err(RoomError::DuplicateMessage),
-            Some(id) => id,
-            None => MessageId::generate(),
-        };
+        let member = self.state.check_send(who, p.id.as_ref(), |id| self.message_known(id))?;
+        let id = p.id.unwrap_or_else(MessageId::generate);
         let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, now);
-        let value = serde_json::to_value(&msg).unwrap_or(Value::Null);
+        // The reply is a tree for the method layer; the store row and the
+        // frames share one serialisation (see `store_and_broadcast`).
+        let reply = serde_json::to_value(&msg).unwrap_or(Value::Null);
         self.store_and_broadcast(msg);
-        Ok(value)
+        Ok(reply)
     }
 
     /// Whether this room already has a message `id`, however old. Memory
@@ -911,72 +554,6 @@ impl RoomActor {
         }
     }
 
-    fn store_and_broadcast(&mut self, msg: Message) {
-        self.state.msgs += 1;
-        if self.store.is_some() {
-            self.ops.push(StoreOp::message(&msg));
-        }
-        if self.wants(Topic::Messages) {
-            let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&msg]);
-            self.broadcast(Topic::Messages, &frame, None);
-        }
-        let msg = Arc::new(msg);
-        self.history_ids.insert(msg.id.clone());
-        self.history.push_back(msg);
-        while self.history.len() > self.cfg.history_limit {
-            if let Some(old) = self.history.pop_front() {
-                self.history_ids.remove(&old.id);
-            }
-        }
-        if self.hub.wants_my_messages() {
-            let last = self.history.back().cloned();
-            if let Some(msg) = last {
-                let meta = json!({
-                    "roomParticipant": true,
-                    "roomType": self.state.t.as_str(),
-                    "roomName": self.state.name,
-                });
-                let frame =
-                    wire::stream_changed("stream-room-messages", "__my_messages__", &json!([&*msg, meta]));
-                let outs: Vec<Out> = self
-                    .state
-                    .members
-                    .keys()
-                    .filter(|uid| self.hub.has_listener(uid, UserEvent::MyMessages))
-                    .map(|uid| Out::User {
-                        uid: uid.clone(),
-                        event: UserEvent::MyMessages,
-                        frame: frame.clone(),
-                    })
-                    .collect();
-                self.outbox.extend(outs);
-            }
-        }
-    }
-
-    /// An ephemeral notice on `stream-notify-user` `<uid>/message`, shown to
-    /// one user and never stored.
-    fn notice(&mut self, uid: &UserId, text: &str, now: Millis) {
-        if !self.hub.has_listener(uid, UserEvent::Message) {
-            return;
-        }
-        let bot = UserRef { id: UserId::from("rocket.cat"), username: "rocket.cat".into(), name: None };
-        let mut m = Message::system(&self.state.id, "ephemeral", text.to_owned(), bot, now);
-        m.t = None;
-        m.groupable = None;
-        let args = json!([m]);
-        let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/message"), &args);
-        self.outbox.push(Out::User { uid: uid.clone(), event: UserEvent::Message, frame });
-    }
-
-    /// `stream-notify-user` `<uid>/<event>` to one user, if listening.
-    fn notify_user(&mut self, uid: &UserId, event: UserEvent, name: &str, args: &Value) {
-        if self.hub.has_listener(uid, event) {
-            let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/{name}"), args);
-            self.outbox.push(Out::User { uid: uid.clone(), event, frame });
-        }
-    }
-
     fn start_guest_grace(&mut self, uid: UserId) {
         self.next_epoch += 1;
         let epoch = self.next_epoch;
@@ -991,141 +568,19 @@ impl RoomActor {
         });
     }
 
-    /// Turns effects into stored messages and stream events, in order.
-    fn publish(&mut self, fx: Vec<Effect>, now: Millis) {
-        let rid = self.state.id.clone();
-        if self.store.is_some() && !fx.is_empty() {
-            // Room metadata is one small row; rewriting it on every change
-            // is simpler than tracking which field moved.
-            self.ops.push(StoreOp::room(&self.state));
-        }
-        for e in fx {
-            match e {
-                Effect::System { t, msg, by, role } => {
-                    let mut m = Message::system(&rid, t, msg, by, now);
-                    m.role = role.map(Cow::Borrowed);
-                    self.store_and_broadcast(m);
-                }
-                Effect::Participant { .. } | Effect::RoomUpdated if !self.wants(Topic::Participants) => {}
-                Effect::Participant { joined, member, at } => {
-                    let p = member.participant(&rid, &self.state.host_id, (!joined).then_some(at));
-                    let args = json!([if joined { "joined" } else { "left" }, p]);
-                    let frame =
-                        wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
-                    self.broadcast(Topic::Participants, &frame, None);
-                }
-                Effect::RoomUpdated => {
-                    let args = json!(["room-updated", self.state.meeting_status()]);
-                    let frame =
-                        wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
-                    self.broadcast(Topic::Participants, &frame, None);
-                }
-                Effect::MembershipAdded(uid) => {
-                    self.users.add_membership(&uid, &rid);
-                    self.persist_member(&uid);
-                    // Documents are built only for users who listen.
-                    if self.hub.has_listener(&uid, UserEvent::SubscriptionsChanged)
-                        && let Some(sub) = self.state.subscription_doc(&uid)
-                    {
-                        self.notify_user(
-                            &uid,
-                            UserEvent::SubscriptionsChanged,
-                            "subscriptions-changed",
-                            &json!(["inserted", sub]),
-                        );
-                    }
-                    if self.hub.has_listener(&uid, UserEvent::RoomsChanged) {
-                        self.notify_user(
-                            &uid,
-                            UserEvent::RoomsChanged,
-                            "rooms-changed",
-                            &json!(["inserted", self.state.to_doc()]),
-                        );
-                    }
-                }
-                Effect::MembershipRemoved(uid) => {
-                    self.users.remove_membership(&uid, &rid);
-                    if self.store.is_some() && !uid.is_guest() {
-                        self.ops.push(StoreOp::DeleteMember { rid: rid.clone(), uid: uid.clone() });
-                    }
-                    let sub_id = format!("{rid}{uid}");
-                    self.notify_user(
-                        &uid,
-                        UserEvent::SubscriptionsChanged,
-                        "subscriptions-changed",
-                        &json!(["removed", {"_id": sub_id, "rid": rid, "u": {"_id": uid}}]),
-                    );
-                    self.notify_user(
-                        &uid,
-                        UserEvent::RoomsChanged,
-                        "rooms-changed",
-                        &json!(["removed", {"_id": rid}]),
-                    );
-                    // A member who left stops hearing the room right after
-                    // the events announcing it.
-                    self.outbox.push(Out::DropSubs(uid));
-                }
-                Effect::Renamed { old, new: _ } => self.registry.release_name(&old, &rid),
-                Effect::BecamePrivate => self.outbox.push(Out::DropNonMembers),
-                Effect::RoomChanged => {
-                    let args = json!(["updated", self.state.to_doc()]);
-                    let uids: Vec<UserId> = self.state.members.keys().cloned().collect();
-                    for uid in &uids {
-                        self.notify_user(uid, UserEvent::RoomsChanged, "rooms-changed", &args);
-                    }
-                }
-                Effect::SubscriptionChanged(uid) => {
-                    self.persist_member(&uid);
-                    if let Some(sub) = self.state.subscription_doc(&uid) {
-                        self.notify_user(
-                            &uid,
-                            UserEvent::SubscriptionsChanged,
-                            "subscriptions-changed",
-                            &json!(["updated", sub]),
-                        );
-                    }
-                }
-                Effect::RoleChanged { user, role, added } => {
-                    let args = json!([{
-                        "type": if added { "added" } else { "removed" },
-                        "_id": role,
-                        "u": user,
-                        "scope": rid,
-                    }]);
-                    let frame = wire::stream_changed("stream-notify-logged", "roles-change", &args);
-                    self.outbox.push(Out::Logged { event: LoggedEvent::RolesChange, frame });
-                }
-            }
-        }
-    }
-
-    /// Stores a member's current row (guests are never stored).
-    fn persist_member(&mut self, uid: &UserId) {
-        if self.store.is_none() || uid.is_guest() {
-            return;
-        }
-        if let Some(m) = self.state.members.get(uid) {
-            self.ops.push(StoreOp::member(&self.state.id, m));
-        }
-    }
-
     /// Whether any connection will hear `topic`, so a frame nobody receives
-    /// is never serialised. Subscriptions still waiting in the outbox or
+    /// is never serialised. Subscriptions still waiting in `staged` or
     /// behind a commit count as listening: they take effect in order.
-    fn wants(&self, topic: Topic) -> bool {
+    pub(super) fn wants(&self, topic: Topic) -> bool {
         let bit = topic.bit();
         !self.pending.is_empty()
-            || self.outbox.iter().any(|o| matches!(o, Out::AddSub { .. }))
+            || self.staged.iter().any(|o| matches!(o, Out::AddSub { .. }))
             || self.subscribers.values().any(|s| s.topics & bit != 0)
     }
 
-    /// Queues one pre-serialised frame on every subscriber of `topic`.
+    /// Sends one pre-serialised frame to every subscriber of `topic`.
     /// Subscribers whose queue is closed or full are dropped (a full queue
     /// also closes that connection as a slow consumer).
-    fn broadcast(&mut self, topic: Topic, frame: &Utf8Bytes, except: Option<ConnId>) {
-        self.outbox.push(Out::Room { topic, frame: frame.clone(), except });
-    }
-
     fn deliver_room(&mut self, topic: Topic, frame: &Utf8Bytes, except: Option<ConnId>) {
         let bit = topic.bit();
         let mut dead = Vec::new();
@@ -1150,59 +605,4 @@ async fn head_commit(pending: &mut VecDeque<Pending>) -> Result<(), StoreError> 
         Some(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
         None => Ok(()),
     }
-}
-
-/// Per-room brake on join-code guessing: after [`CodeThrottle::MAX`] wrong
-/// codes within [`CodeThrottle::WINDOW`], each further wrong code is
-/// answered [`CodeThrottle::DELAY`] late, until the window has moved on.
-/// Right codes are answered at once: refusing them would let anyone lock a
-/// room's invitees out. Guessers themselves are braked in the session (per
-/// connection, user and address).
-#[derive(Default)]
-struct CodeThrottle {
-    failures: VecDeque<std::time::Instant>,
-}
-
-impl CodeThrottle {
-    const MAX: usize = 20;
-    const WINDOW: Duration = Duration::from_secs(60);
-    const DELAY: Duration = Duration::from_secs(1);
-
-    fn prune(&mut self) {
-        let now = std::time::Instant::now();
-        while self.failures.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
-            self.failures.pop_front();
-        }
-    }
-
-    /// Whether the room has seen [`CodeThrottle::MAX`] wrong codes within
-    /// the window.
-    fn busy(&mut self) -> bool {
-        self.prune();
-        self.failures.len() >= Self::MAX
-    }
-
-    fn failed(&mut self) {
-        self.failures.push_back(std::time::Instant::now());
-        if self.failures.len() > Self::MAX {
-            self.failures.pop_front();
-        }
-    }
-}
-
-/// Length of `v` as compact JSON, without building the string.
-fn json_len(v: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }

@@ -1,58 +1,59 @@
-//! What remains of a room that has ended and emptied: its final document,
-//! answered without a task. Keeps "Room is no longer active" (rather than
-//! "not found") for late joiners while releasing the actor and its memory.
+//! What remains of a room that has ended and emptied: its final
+//! [`RoomState`], answered without a task. Keeps "Room is no longer active"
+//! (rather than "not found") for late joiners while releasing the actor and
+//! its memory.
+//!
+//! Every answer comes from the same checks a live room runs
+//! ([`RoomState::check_join_self`] and its siblings), on the final state
+//! where nobody is a member or holds a room role, so the two cannot drift
+//! apart. What those checks would let through is refused as inactive: an
+//! ended room never changes again.
 
-use super::actor::RoomCommand;
-use super::{RoomError, RoomRoles, RoomType};
-use crate::permissions::{Permission, allowed};
+use super::handle::RoomCommand;
+use super::{RoomError, RoomState};
 use serde_json::Value;
 
 #[derive(Debug)]
 pub struct EndedRoom {
-    pub doc: Value,
-    pub t: RoomType,
-    pub archived: bool,
-    pub guest_access: bool,
+    state: RoomState,
 }
 
 impl EndedRoom {
+    /// The summary of `state`, a room that has ended and has no members.
+    pub fn new(state: RoomState) -> Self {
+        debug_assert!(!state.active && state.members.is_empty(), "only ended, empty rooms retire");
+        EndedRoom { state }
+    }
+
+    /// The final document (unfiltered, as `RoomCommand::Doc` answers).
+    pub fn doc(&self) -> Value {
+        self.state.to_doc()
+    }
+
     /// Answers `cmd` as the ended, empty room would have.
     pub fn answer(&self, cmd: RoomCommand) {
         use RoomCommand as C;
-        let public = self.t == RoomType::Channel;
+        let s = &self.state;
         match cmd {
-            // The same checks, in the same order, as a live room's joins.
-            C::JoinSelf { who, respond_to, .. } => {
-                let e = match () {
-                    _ if !public || who.guest => RoomError::NotAllowed,
-                    _ if self.archived => RoomError::Archived,
-                    _ => RoomError::Inactive,
-                };
-                let _ = respond_to.send(Err(e));
+            C::JoinSelf { who, code, respond_to } => {
+                let r = s.check_join_self(&who, code.as_deref()).and(Err(RoomError::Inactive));
+                let _ = respond_to.send(r);
             }
             C::JoinByCode { who, respond_to, .. } => {
-                let e = match () {
-                    _ if who.guest && !self.guest_access => RoomError::GuestsNotAllowed,
-                    _ if self.t == RoomType::Direct => RoomError::NotAllowed,
-                    _ if self.archived => RoomError::Archived,
-                    _ => RoomError::Inactive,
-                };
-                let _ = respond_to.send(Err(e));
+                let r = s.check_join_by_code(&who).and(Err(RoomError::Inactive));
+                let _ = respond_to.send(r);
             }
             C::ResumeGuest { respond_to, .. } => {
+                // No members, so no guest seat to resume.
                 let _ = respond_to.send(Ok(None));
             }
-            C::Leave { respond_to, .. } => {
-                let _ = respond_to.send(Err(RoomError::NotInRoom));
+            C::Leave { uid, respond_to } => {
+                let r = s.check_leave(&uid).and(Err(RoomError::Inactive));
+                let _ = respond_to.send(r);
             }
             C::End { who, respond_to } => {
-                // Nobody holds a room role any more; only admins may end rooms.
-                let e = if allowed(Permission::EndRoom, &who, RoomRoles::NONE) {
-                    RoomError::Inactive
-                } else {
-                    RoomError::ActionNotAllowed("Ending the room")
-                };
-                let _ = respond_to.send(Err(e));
+                let r = s.check_end(&who).and(Err(RoomError::Inactive));
+                let _ = respond_to.send(r);
             }
             C::Settings { respond_to, .. }
             | C::SetRole { respond_to, .. }
@@ -64,35 +65,39 @@ impl EndedRoom {
             C::AddMember { respond_to, .. } => {
                 let _ = respond_to.send(Err(RoomError::Inactive));
             }
-            C::SetFlag { respond_to, .. } => {
-                let _ = respond_to.send(Err(RoomError::NotInRoom));
-            }
-            C::Doc { respond_to } => {
-                let _ = respond_to.send(Ok(self.doc.clone()));
-            }
-            C::DocFor { uid, respond_to } => {
-                let r =
-                    if public && !uid.is_guest() { Ok(self.doc.clone()) } else { Err(RoomError::NotAllowed) };
+            C::SetFlag { uid, respond_to, .. } => {
+                let r = s.check_flag(&uid).and(Err(RoomError::Inactive));
                 let _ = respond_to.send(r);
             }
-            C::SubscriptionDoc { respond_to, .. } => {
-                let _ = respond_to.send(Ok(None));
+            C::Doc { respond_to } => {
+                let _ = respond_to.send(Ok(self.doc()));
             }
-            C::Roles { uid, respond_to } | C::History { uid, respond_to, .. } => {
-                // Readable as a live room would be: public channels for any
-                // signed-in user. Nobody holds roles; history stays on disk
-                // but is not kept in memory for a released room.
-                let r = if public && !uid.is_guest() { Ok(Vec::new()) } else { Err(RoomError::NotAllowed) };
+            C::DocFor { uid, respond_to } => {
+                let _ = respond_to.send(s.doc_for(&uid));
+            }
+            C::SubscriptionDoc { uid, respond_to } => {
+                let _ = respond_to.send(Ok(s.subscription_doc(&uid)));
+            }
+            C::Roles { uid, respond_to } => {
+                let _ = respond_to.send(s.roles_for(&uid));
+            }
+            C::History { uid, respond_to, .. } => {
+                // Readable as the live room would be; the history stays on
+                // disk but is not kept in memory for a released room.
+                let r = if s.can_read(&uid, true) { Ok(Vec::new()) } else { Err(RoomError::NotAllowed) };
                 let _ = respond_to.send(r);
             }
             C::Subscribe { respond_to, .. } => {
+                // Nothing will ever be published here.
                 let _ = respond_to.send(Err(RoomError::NotAllowed));
             }
             C::Unsubscribe { respond_to, .. } => {
                 let _ = respond_to.send(Ok(()));
             }
-            C::Send { respond_to, .. } => {
-                let _ = respond_to.send(Err(RoomError::NotInRoom));
+            C::Send { who, params, respond_to } => {
+                // No member, so no id lookup is reached.
+                let r = s.check_send(&who, params.id.as_ref(), |_| Ok(false)).map(|_| Value::Null);
+                let _ = respond_to.send(r.and(Err(RoomError::Inactive)));
             }
             C::ConnClosed { .. } | C::GuestExpired { .. } | C::Notify { .. } => {}
         }

@@ -1,13 +1,19 @@
-//! Rooms: the pure rules ([`state`]), the actor that owns a room's state and
-//! its subscribers ([`actor`]), and the handle everyone else holds.
+//! Rooms: the pure rules ([`state`], [`throttle`]), the handle everyone
+//! else holds (`handle`), the actor that owns a room's state and its
+//! subscribers (`actor`), what it publishes (`publish`), and what remains
+//! of a room that ended and emptied (`ended`).
 
-pub mod actor;
+mod actor;
 mod ended;
 mod error;
+mod handle;
 pub mod model;
+mod publish;
 pub mod state;
+pub mod throttle;
 
-pub use actor::{RoomCommand, RoomDeps, RoomHandle, SendParams, Topic};
+pub use ended::EndedRoom;
 pub use error::RoomError;
+pub use handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParams, Topic};
 pub use model::{Member, Message, RoomRoles, RoomType, UserRef};
-pub use state::{CreateOptions, Effect, Flag, Joined, RoleKind, RoomState, Setting};
+pub use state::{CreateOptions, Effect, Flag, Joined, RoleKind, RoomState, Setting, SystemKind};

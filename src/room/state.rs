@@ -9,21 +9,85 @@
 
 use super::RoomError;
 use super::model::{Member, RoomRoles, RoomType, UserRef};
-use crate::ids::{RoomCode, RoomId, UserId};
+use crate::ids::{MessageId, RoomCode, RoomId, UserId};
 use crate::permissions::{Permission, Principal, allowed};
 use crate::time::Millis;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
+/// What a system message announces. Its wire code (the message's `t`) is
+/// given in one place, [`SystemKind::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemKind {
+    UserJoined,
+    UserLeft,
+    UserRemoved,
+    UserAdded,
+    RoomEnded,
+    Renamed,
+    TopicChanged,
+    DescriptionChanged,
+    AnnouncementChanged,
+    ReadOnlySet,
+    ReadOnlyRemoved,
+    JoinCodeSet,
+    JoinCodeRemoved,
+    Locked,
+    Unlocked,
+    MaxParticipantsChanged,
+    GuestAccessChanged,
+    PrivacyChanged,
+    RoleAdded,
+    RoleRemoved,
+    UserMuted,
+    UserUnmuted,
+    Archived,
+    Unarchived,
+}
+
+impl SystemKind {
+    /// The message type clients and the store know it by.
+    pub fn code(self) -> &'static str {
+        use SystemKind as K;
+        match self {
+            K::UserJoined => "uj",
+            K::UserLeft => "ul",
+            K::UserRemoved => "ru",
+            K::UserAdded => "au",
+            K::RoomEnded => "room-ended",
+            K::Renamed => "r",
+            K::TopicChanged => "room_changed_topic",
+            K::DescriptionChanged => "room_changed_description",
+            K::AnnouncementChanged => "room_changed_announcement",
+            K::ReadOnlySet => "room-set-read-only",
+            K::ReadOnlyRemoved => "room-removed-read-only",
+            K::JoinCodeSet => "room-join-code-set",
+            K::JoinCodeRemoved => "room-join-code-removed",
+            K::Locked => "room-locked",
+            K::Unlocked => "room-unlocked",
+            K::MaxParticipantsChanged => "room-max-participants-changed",
+            K::GuestAccessChanged => "room-guest-access-changed",
+            K::PrivacyChanged => "room_changed_privacy",
+            K::RoleAdded => "subscription-role-added",
+            K::RoleRemoved => "subscription-role-removed",
+            K::UserMuted => "user-muted",
+            K::UserUnmuted => "user-unmuted",
+            K::Archived => "room-archived",
+            K::Unarchived => "room-unarchived",
+        }
+    }
+}
+
 /// Something the actor must publish after a successful operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Store and broadcast a system message of type `t`.
+    /// Store and broadcast a system message.
     System {
-        t: &'static str,
+        kind: SystemKind,
         msg: String,
         by: UserRef,
-        role: Option<&'static str>,
+        /// The role a `RoleAdded`/`RoleRemoved` message names.
+        role: Option<RoleKind>,
     },
     /// `stream-notify-room` `<rid>/participants` `["joined"|"left", participant]`.
     Participant {
@@ -50,7 +114,7 @@ pub enum Effect {
     /// A room role was granted or revoked (`stream-notify-logged` `roles-change`).
     RoleChanged {
         user: UserRef,
-        role: &'static str,
+        role: RoleKind,
         added: bool,
     },
 }
@@ -143,32 +207,58 @@ pub struct CreateOptions {
 /// stored one row each) for the store.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RoomState {
+    /// Stable id, never reused: what every method and stream names the room by.
     pub id: RoomId,
+    /// Unique among rooms (the registry's name index follows renames);
+    /// direct messages use their id.
     pub name: String,
+    /// Display name; follows `name` on a rename.
     pub fname: String,
+    /// Channel, private group or direct message: decides who may read and join.
     pub t: RoomType,
+    /// The shareable code `join-room` takes; an invitation by itself.
     pub code: RoomCode,
     /// Creator as `u` (Rocket.Chat's room owner field).
     pub creator: UserRef,
     /// The meeting family's host: the creator's id, fixed for the room's life.
     pub host_id: UserId,
+    /// Creation time.
     pub ts: Millis,
+    /// Last change to the room or its membership (`_updatedAt`).
     pub updated_at: Millis,
+    /// Read-only: only those allowed to post read-only may send messages.
     pub ro: bool,
+    /// Archived: no joins, no messages, until unarchived.
     pub archived: bool,
+    /// `joinRoom`'s secret for non-members (admins and bots skip it).
     pub join_code: Option<String>,
+    /// Locked: self-joins stop, except for owners and admins.
     pub locked: bool,
+    /// Capacity; `None` = unlimited. Lowering it keeps existing members.
     pub max_participants: Option<u32>,
+    /// `false` once ended, for good: no joins or messages; retired once empty.
     pub active: bool,
+    /// Whether guests may `join-room`.
     pub guest_access: bool,
+    /// The creator's `customFields`, kept and shown as given.
     pub custom_fields: Map<String, Value>,
+    /// Messages sent in the room, system messages included.
     pub msgs: u64,
+    /// Rocket.Chat's `default`, `sysMes` and `featured` settings: kept and
+    /// shown, not acted on.
     pub default: bool,
+    /// See `default`.
     pub sys_mes: bool,
+    /// See `default`.
     pub featured: bool,
+    /// Free texts members see; each change is announced.
     pub topic: Option<String>,
+    /// See `topic`.
     pub description: Option<String>,
+    /// See `topic`.
     pub announcement: Option<String>,
+    /// Who is in the room now, with their roles and flags. Stored one row
+    /// each (guests never), hence skipped here.
     #[serde(skip)]
     pub members: HashMap<UserId, Member>,
 }
@@ -267,8 +357,22 @@ impl RoomState {
         now: Millis,
         fx: &mut Vec<Effect>,
     ) -> Result<Joined, RoomError> {
+        match self.check_join_self(who, join_code)? {
+            Some(m) => Ok(Joined::Existing(m.clone())),
+            None => Ok(Joined::New(self.admit(who, now, fx))),
+        }
+    }
+
+    /// Every check of [`RoomState::join_self`], in its order, without the
+    /// admission: `Some` is the caller's existing membership, `None` means
+    /// the caller may be admitted. An ended room answers from this too.
+    pub fn check_join_self(
+        &self,
+        who: &Principal,
+        join_code: Option<&str>,
+    ) -> Result<Option<&Member>, RoomError> {
         if let Some(m) = self.members.get(&who.id) {
-            return Ok(Joined::Existing(m.clone()));
+            return Ok(Some(m));
         }
         if self.t != RoomType::Channel || who.guest {
             return Err(RoomError::NotAllowed);
@@ -288,7 +392,7 @@ impl RoomState {
         if self.is_full() {
             return Err(RoomError::Full);
         }
-        Ok(Joined::New(self.admit(who, now, fx)))
+        Ok(None)
     }
 
     /// `join-room {code, guestName}`: join by shareable code, as a user or a
@@ -300,8 +404,17 @@ impl RoomState {
         now: Millis,
         fx: &mut Vec<Effect>,
     ) -> Result<Joined, RoomError> {
+        match self.check_join_by_code(who)? {
+            Some(m) => Ok(Joined::Existing(m.clone())),
+            None => Ok(Joined::New(self.admit(who, now, fx))),
+        }
+    }
+
+    /// Every check of [`RoomState::join_by_code`], in its order (see
+    /// [`RoomState::check_join_self`] for the answer).
+    pub fn check_join_by_code(&self, who: &Principal) -> Result<Option<&Member>, RoomError> {
         if let Some(m) = self.members.get(&who.id) {
-            return Ok(Joined::Existing(m.clone()));
+            return Ok(Some(m));
         }
         if who.guest && !self.guest_access {
             return Err(RoomError::GuestsNotAllowed);
@@ -313,7 +426,7 @@ impl RoomState {
         if self.is_full() {
             return Err(RoomError::Full);
         }
-        Ok(Joined::New(self.admit(who, now, fx)))
+        Ok(None)
     }
 
     /// The checks every self-join shares, in the documented order: archived,
@@ -344,7 +457,7 @@ impl RoomState {
         self.updated_at = now;
         fx.push(Effect::MembershipAdded(who.id.clone()));
         fx.push(Effect::System {
-            t: "uj",
+            kind: SystemKind::UserJoined,
             msg: member.user.username.clone(),
             by: member.user.clone(),
             role: None,
@@ -357,6 +470,24 @@ impl RoomState {
     /// `leaveRoom(rid)`. When the last owner is also the last member, the
     /// room ends with their departure instead of being left ownerless.
     pub fn leave(&mut self, uid: &UserId, now: Millis, fx: &mut Vec<Effect>) -> Result<Member, RoomError> {
+        let ends_room = self.check_leave(uid)?;
+        let member = self.remove_member(uid, now, SystemKind::UserLeft, None, fx);
+        if ends_room && self.active {
+            self.active = false;
+            fx.push(Effect::System {
+                kind: SystemKind::RoomEnded,
+                msg: String::new(),
+                by: member.user.clone(),
+                role: None,
+            });
+            fx.push(Effect::RoomUpdated);
+        }
+        Ok(member)
+    }
+
+    /// Every check of [`RoomState::leave`], in its order; `true` if the
+    /// leaver is the last member and an owner (the room then ends).
+    pub fn check_leave(&self, uid: &UserId) -> Result<bool, RoomError> {
         let Some(member) = self.members.get(uid) else {
             return Err(RoomError::NotInRoom);
         };
@@ -370,34 +501,23 @@ impl RoomState {
         if is_owner && other_owners == 0 && !last_member {
             return Err(RoomError::LastOwner);
         }
-        let member = self.remove_member(uid, now, "ul", None, fx);
-        if is_owner && last_member && self.active {
-            self.active = false;
-            fx.push(Effect::System {
-                t: "room-ended",
-                msg: String::new(),
-                by: member.user.clone(),
-                role: None,
-            });
-            fx.push(Effect::RoomUpdated);
-        }
-        Ok(member)
+        Ok(is_owner && last_member)
     }
 
-    /// Removes a member for any reason (`ul` leave, `ru` removal, guest
-    /// expiry) and emits the matching events. The member must exist.
+    /// Removes a member for any reason (leave, removal, guest expiry) and
+    /// emits the matching events, announced as `kind`. The member must exist.
     pub fn remove_member(
         &mut self,
         uid: &UserId,
         now: Millis,
-        t: &'static str,
+        kind: SystemKind,
         by: Option<UserRef>,
         fx: &mut Vec<Effect>,
     ) -> Member {
         let member = self.members.remove(uid).expect("caller checked membership");
         self.updated_at = now;
         let by = by.unwrap_or_else(|| member.user.clone());
-        fx.push(Effect::System { t, msg: member.user.username.clone(), by, role: None });
+        fx.push(Effect::System { kind, msg: member.user.username.clone(), by, role: None });
         fx.push(Effect::Participant { joined: false, member: member.clone(), at: now });
         fx.push(Effect::RoomUpdated);
         fx.push(Effect::MembershipRemoved(uid.clone()));
@@ -406,17 +526,51 @@ impl RoomState {
 
     /// `endRoom(rid)`: no further joins; members are told.
     pub fn end(&mut self, who: &Principal, now: Millis, fx: &mut Vec<Effect>) -> Result<(), RoomError> {
+        self.check_end(who)?;
+        self.active = false;
+        self.updated_at = now;
+        fx.push(Effect::System {
+            kind: SystemKind::RoomEnded,
+            msg: String::new(),
+            by: user_ref(who),
+            role: None,
+        });
+        fx.push(Effect::RoomUpdated);
+        fx.push(Effect::RoomChanged);
+        Ok(())
+    }
+
+    /// Every check of [`RoomState::end`], in its order.
+    pub fn check_end(&self, who: &Principal) -> Result<(), RoomError> {
         if !allowed(Permission::EndRoom, who, self.roles_of(&who.id)) {
             return Err(RoomError::ActionNotAllowed("Ending the room"));
         }
         if !self.active {
             return Err(RoomError::Inactive);
         }
-        self.active = false;
-        self.updated_at = now;
-        fx.push(Effect::System { t: "room-ended", msg: String::new(), by: user_ref(who), role: None });
-        fx.push(Effect::RoomUpdated);
-        fx.push(Effect::RoomChanged);
+        Ok(())
+    }
+
+    /// `saveRoomSettings`: every check first, then a new name must be won
+    /// (`reserve_name` takes it in the registry, where another room may hold
+    /// it), and only then does anything change.
+    pub fn save_settings(
+        &mut self,
+        who: &Principal,
+        settings: Vec<Setting>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+        mut reserve_name: impl FnMut(&str) -> Result<(), RoomError>,
+    ) -> Result<(), RoomError> {
+        self.check_settings(who, &settings)?;
+        for s in &settings {
+            if let Setting::RoomName(n) = s
+                && n != &self.name
+            {
+                reserve_name(n)?;
+            }
+        }
+        self.apply_settings(who, settings, now, fx);
         Ok(())
     }
 
@@ -460,7 +614,7 @@ impl RoomState {
         fx: &mut Vec<Effect>,
     ) {
         let by = user_ref(who);
-        let sys = |t: &'static str, msg: String| Effect::System { t, msg, by: by.clone(), role: None };
+        let sys = |kind: SystemKind, msg: String| Effect::System { kind, msg, by: by.clone(), role: None };
         let mut room_updated = false;
         for s in settings {
             match s {
@@ -469,31 +623,31 @@ impl RoomState {
                         let old = std::mem::replace(&mut self.name, n.clone());
                         self.fname = n.clone();
                         fx.push(Effect::Renamed { old, new: n.clone() });
-                        fx.push(sys("r", n));
+                        fx.push(sys(SystemKind::Renamed, n));
                     }
                 }
                 Setting::RoomTopic(v) => {
                     if self.topic.as_deref().unwrap_or("") != v {
                         self.topic = Some(v.clone());
-                        fx.push(sys("room_changed_topic", v));
+                        fx.push(sys(SystemKind::TopicChanged, v));
                     }
                 }
                 Setting::RoomDescription(v) => {
                     if self.description.as_deref().unwrap_or("") != v {
                         self.description = Some(v.clone());
-                        fx.push(sys("room_changed_description", v));
+                        fx.push(sys(SystemKind::DescriptionChanged, v));
                     }
                 }
                 Setting::RoomAnnouncement(v) => {
                     if self.announcement.as_deref().unwrap_or("") != v {
                         self.announcement = Some(v.clone());
-                        fx.push(sys("room_changed_announcement", v));
+                        fx.push(sys(SystemKind::AnnouncementChanged, v));
                     }
                 }
                 Setting::ReadOnly(v) => {
                     if self.ro != v {
                         self.ro = v;
-                        let t = if v { "room-set-read-only" } else { "room-removed-read-only" };
+                        let t = if v { SystemKind::ReadOnlySet } else { SystemKind::ReadOnlyRemoved };
                         fx.push(sys(t, who.username.clone()));
                     }
                 }
@@ -502,7 +656,8 @@ impl RoomState {
                     if self.join_code != new {
                         // Never broadcast the code itself: members who may
                         // not edit the room must not learn it from the stream.
-                        let t = if new.is_some() { "room-join-code-set" } else { "room-join-code-removed" };
+                        let t =
+                            if new.is_some() { SystemKind::JoinCodeSet } else { SystemKind::JoinCodeRemoved };
                         self.join_code = new;
                         fx.push(sys(t, String::new()));
                     }
@@ -510,7 +665,10 @@ impl RoomState {
                 Setting::Locked(v) => {
                     if self.locked != v {
                         self.locked = v;
-                        fx.push(sys(if v { "room-locked" } else { "room-unlocked" }, String::new()));
+                        fx.push(sys(
+                            if v { SystemKind::Locked } else { SystemKind::Unlocked },
+                            String::new(),
+                        ));
                         room_updated = true;
                     }
                 }
@@ -518,20 +676,20 @@ impl RoomState {
                     if self.max_participants != v {
                         self.max_participants = v;
                         let msg = v.map(|n| n.to_string()).unwrap_or_default();
-                        fx.push(sys("room-max-participants-changed", msg));
+                        fx.push(sys(SystemKind::MaxParticipantsChanged, msg));
                         room_updated = true;
                     }
                 }
                 Setting::GuestAccess(v) => {
                     if self.guest_access != v {
                         self.guest_access = v;
-                        fx.push(sys("room-guest-access-changed", v.to_string()));
+                        fx.push(sys(SystemKind::GuestAccessChanged, v.to_string()));
                     }
                 }
                 Setting::RoomType(t) => {
                     if self.t != t {
                         self.t = t;
-                        fx.push(sys("room_changed_privacy", t.as_str().to_owned()));
+                        fx.push(sys(SystemKind::PrivacyChanged, t.as_str().to_owned()));
                         if t == RoomType::Private {
                             fx.push(Effect::BecamePrivate);
                         }
@@ -587,7 +745,12 @@ impl RoomState {
         self.members.insert(member.user.id.clone(), member.clone());
         self.updated_at = now;
         fx.push(Effect::MembershipAdded(member.user.id.clone()));
-        fx.push(Effect::System { t: "au", msg: member.user.username.clone(), by: user_ref(who), role: None });
+        fx.push(Effect::System {
+            kind: SystemKind::UserAdded,
+            msg: member.user.username.clone(),
+            by: user_ref(who),
+            role: None,
+        });
         fx.push(Effect::Participant { joined: true, member, at: now });
         fx.push(Effect::RoomUpdated);
         Ok(true)
@@ -613,7 +776,7 @@ impl RoomState {
         if m.roles.contains(RoomRoles::OWNER) && self.owner_count() == 1 {
             return Err(RoomError::LastOwner);
         }
-        self.remove_member(target, now, "ru", Some(user_ref(who)), fx);
+        self.remove_member(target, now, SystemKind::UserRemoved, Some(user_ref(who)), fx);
         Ok(())
     }
 
@@ -658,10 +821,10 @@ impl RoomState {
         }
         let user = m.user.clone();
         self.updated_at = now;
-        let t = if add { "subscription-role-added" } else { "subscription-role-removed" };
-        fx.push(Effect::System { t, msg: user.username.clone(), by: user_ref(who), role: Some(role.name()) });
+        let kind = if add { SystemKind::RoleAdded } else { SystemKind::RoleRemoved };
+        fx.push(Effect::System { kind, msg: user.username.clone(), by: user_ref(who), role: Some(role) });
         fx.push(Effect::SubscriptionChanged(target.clone()));
-        fx.push(Effect::RoleChanged { user, role: role.name(), added: add });
+        fx.push(Effect::RoleChanged { user, role, added: add });
         Ok(())
     }
 
@@ -687,8 +850,8 @@ impl RoomState {
         let name = m.user.username.clone();
         self.updated_at = now;
         fx.push(Effect::SubscriptionChanged(target.clone()));
-        let t = if muted { "user-muted" } else { "user-unmuted" };
-        fx.push(Effect::System { t, msg: name, by: user_ref(who), role: None });
+        let kind = if muted { SystemKind::UserMuted } else { SystemKind::UserUnmuted };
+        fx.push(Effect::System { kind, msg: name, by: user_ref(who), role: None });
         fx.push(Effect::RoomChanged);
         Ok(())
     }
@@ -713,14 +876,15 @@ impl RoomState {
         }
         self.archived = archived;
         self.updated_at = now;
-        let t = if archived { "room-archived" } else { "room-unarchived" };
-        fx.push(Effect::System { t, msg: who.username.clone(), by: user_ref(who), role: None });
+        let kind = if archived { SystemKind::Archived } else { SystemKind::Unarchived };
+        fx.push(Effect::System { kind, msg: who.username.clone(), by: user_ref(who), role: None });
         fx.push(Effect::RoomChanged);
         Ok(())
     }
 
     /// `toggleFavorite`, `hideRoom`, `openRoom` on the caller's own membership.
     pub fn set_flag(&mut self, uid: &UserId, flag: Flag, fx: &mut Vec<Effect>) -> Result<(), RoomError> {
+        self.check_flag(uid)?;
         let Some(m) = self.members.get_mut(uid) else {
             return Err(RoomError::NotInRoom);
         };
@@ -730,6 +894,81 @@ impl RoomState {
         }
         fx.push(Effect::SubscriptionChanged(uid.clone()));
         Ok(())
+    }
+
+    /// The check of [`RoomState::set_flag`]: only members have flags.
+    pub fn check_flag(&self, uid: &UserId) -> Result<(), RoomError> {
+        if self.is_member(uid) { Ok(()) } else { Err(RoomError::NotInRoom) }
+    }
+
+    /// The `sendMessage` checks, in their order: member, archived, active,
+    /// read-only (unless allowed to post there), muted, then a client-chosen
+    /// `id` that `known` says the room already has. Returns the sender.
+    pub fn check_send(
+        &self,
+        who: &Principal,
+        id: Option<&MessageId>,
+        known: impl FnOnce(&MessageId) -> Result<bool, RoomError>,
+    ) -> Result<&Member, RoomError> {
+        let Some(member) = self.members.get(&who.id) else {
+            return Err(RoomError::NotInRoom);
+        };
+        if self.archived {
+            return Err(RoomError::Archived);
+        }
+        if !self.active {
+            return Err(RoomError::Inactive);
+        }
+        if self.ro && !allowed(Permission::PostReadonly, who, member.roles) {
+            return Err(RoomError::ActionNotAllowed("Posting in a read-only room"));
+        }
+        if member.muted {
+            return Err(RoomError::ActionNotAllowed("Posting while muted"));
+        }
+        if let Some(id) = id
+            && known(id)?
+        {
+            return Err(RoomError::DuplicateMessage);
+        }
+        Ok(member)
+    }
+
+    /// Members may read everything; signed-in non-members may read public
+    /// channels when `public_ok` (messages, documents, roles; not the
+    /// per-member streams).
+    pub fn can_read(&self, uid: &UserId, public_ok: bool) -> bool {
+        self.is_member(uid) || (public_ok && self.t == RoomType::Channel && !uid.is_guest())
+    }
+
+    /// The room document as `uid` may see it, if they may read the room. A
+    /// non-member of a room with a join code does not get the shareable
+    /// code, which would let them in by `join-room` without the join code.
+    pub fn doc_for(&self, uid: &UserId) -> Result<Value, RoomError> {
+        if !self.can_read(uid, true) {
+            return Err(RoomError::NotAllowed);
+        }
+        let mut doc = self.to_doc();
+        if !self.is_member(uid)
+            && self.join_code.is_some()
+            && let Value::Object(o) = &mut doc
+        {
+            o.remove("code");
+        }
+        Ok(doc)
+    }
+
+    /// `getRoomRoles` entries (members holding a room role), if `uid` may
+    /// read the room.
+    pub fn roles_for(&self, uid: &UserId) -> Result<Vec<Value>, RoomError> {
+        if !self.can_read(uid, true) {
+            return Err(RoomError::NotAllowed);
+        }
+        Ok(self
+            .members
+            .values()
+            .filter(|m| m.roles != RoomRoles::NONE)
+            .map(|m| json!({"rid": self.id, "u": m.user, "roles": m.roles.names()}))
+            .collect())
     }
 
     /// The member's subscription document (Rocket.Chat `subscriptions/get`).

@@ -5,13 +5,19 @@
 //! admissions never exceed capacity (lowering it keeps existing members),
 //! nobody but an admin gets in while locked (owners are already in), no duplicate
 //! member, a wrong or missing join code never admits, and errors come in
-//! the documented order.
+//! the documented order. Then the room is ended and emptied, and its
+//! [`EndedRoom`] summary must answer every command as the live state's
+//! checks do (or `error-room-inactive` where those would let a change
+//! through), so the two cannot drift apart.
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use roomd::ids::{RoomCode, RoomId, UserId};
+use roomd::ids::{ConnId, MessageId, RoomCode, RoomId, UserId};
 use roomd::permissions::Principal;
-use roomd::room::{CreateOptions, Effect, Joined, RoomError, RoomRoles, RoomState, RoomType, Setting};
+use roomd::room::{
+    CreateOptions, Effect, EndedRoom, Flag, Joined, Reply, RoleKind, RoomCommand, RoomError, RoomRoles,
+    RoomState, RoomType, SendParams, Setting, SystemKind,
+};
 use roomd::time::Millis;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -473,7 +479,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 let name = format!("name{i}");
                 prop_assert!(
-                    fx.iter().any(|e| matches!(e, Effect::System { t: "uj", msg, .. } if *msg == name)),
+                    fx.iter().any(|e| matches!(e, Effect::System { kind: SystemKind::UserJoined, msg, .. } if *msg == name)),
                     "no uj effect: {} {:?}",
                     ctx,
                     fx
@@ -491,7 +497,7 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
             (Op::Leave(_), Outcome::Done) => {
                 prop_assert_eq!(state.members.len(), before - 1, "{}", ctx);
                 prop_assert!(
-                    fx.iter().any(|e| matches!(e, Effect::System { t: "ul", .. })),
+                    fx.iter().any(|e| matches!(e, Effect::System { kind: SystemKind::UserLeft, .. })),
                     "no ul effect: {}",
                     ctx
                 );
@@ -520,6 +526,131 @@ fn run(setup: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
             prop_assert_eq!(m.guest, id.is_guest());
         }
         prop_assert_eq!(state.to_doc()["usersCount"].as_u64(), Some(state.members.len() as u64));
+    }
+    ended_answers_as_live(state)
+}
+
+/// Asks the ended room `cmd` (built around a reply channel) and takes its
+/// answer, which it gives at once, without a task.
+fn ask<T>(ended: &EndedRoom, make: impl FnOnce(Reply<T>) -> RoomCommand) -> Result<T, RoomError> {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    ended.answer(make(tx));
+    rx.try_recv().expect("an ended room answers at once")
+}
+
+/// Ends and empties `state` as the live room would be when it retires, then
+/// checks that its summary answers like the live state for every caller.
+fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
+    let now = Millis(1_000_000);
+    if state.active {
+        prop_assert_eq!(state.end(&principal(1), now, &mut Vec::new()), Ok(()));
+    }
+    let uids: Vec<UserId> = state.members.keys().cloned().collect();
+    for u in &uids {
+        state.remove_member(u, now, SystemKind::UserLeft, None, &mut Vec::new());
+    }
+    let ended = EndedRoom::new(state.clone());
+    // The live room's answer: its own operation on a copy of its state.
+    let live = || state.clone();
+    for i in 0..PEOPLE {
+        let who = principal(i);
+        let ctx = format!("ended room, caller {i}, room {state:?}");
+        for code in [None, Some(""), Some(JOIN_CODE), Some("letmeout")] {
+            let got = ask(&ended, |tx| RoomCommand::JoinSelf {
+                who: Box::new(who.clone()),
+                code: code.map(str::to_owned),
+                respond_to: tx,
+            });
+            let want = live().join_self(&who, code, now, &mut Vec::new());
+            prop_assert_eq!(got, want, "joinRoom {:?}: {}", code, ctx);
+        }
+        let got = ask(&ended, |tx| RoomCommand::JoinByCode {
+            who: Box::new(who.clone()),
+            conn: ConnId(1),
+            respond_to: tx,
+        });
+        let want = live().join_by_code(&who, now, &mut Vec::new());
+        prop_assert_eq!(got.err(), want.err(), "join-room: {}", ctx);
+        let got = ask(&ended, |tx| RoomCommand::End { who: Box::new(who.clone()), respond_to: tx });
+        prop_assert_eq!(got, live().end(&who, now, &mut Vec::new()), "endRoom: {}", ctx);
+        let got = ask(&ended, |tx| RoomCommand::Leave { uid: who.id.clone(), respond_to: tx });
+        prop_assert_eq!(got, live().leave(&who.id, now, &mut Vec::new()).map(|_| ()), "leaveRoom: {}", ctx);
+        let flag = Flag::Favorite(true);
+        let got = ask(&ended, |tx| RoomCommand::SetFlag { uid: who.id.clone(), flag, respond_to: tx });
+        prop_assert_eq!(got, live().set_flag(&who.id, flag, &mut Vec::new()), "toggleFavorite: {}", ctx);
+        for id in [None, Some(MessageId::from("m1"))] {
+            let params = Box::new(SendParams { id: id.clone(), msg: "hi".into(), tmid: None });
+            let got =
+                ask(&ended, |tx| RoomCommand::Send { who: Box::new(who.clone()), params, respond_to: tx });
+            let want = live().check_send(&who, id.as_ref(), |_| Ok(false)).map(|_| ()).err();
+            prop_assert_eq!(got.err(), want, "sendMessage: {}", ctx);
+        }
+        let got = ask(&ended, |tx| RoomCommand::DocFor { uid: who.id.clone(), respond_to: tx });
+        prop_assert_eq!(got, state.doc_for(&who.id), "getRoomById: {}", ctx);
+        let got = ask(&ended, |tx| RoomCommand::Roles { uid: who.id.clone(), respond_to: tx });
+        prop_assert_eq!(got, state.roles_for(&who.id), "getRoomRoles: {}", ctx);
+        let got = ask(&ended, |tx| RoomCommand::SubscriptionDoc { uid: who.id.clone(), respond_to: tx });
+        prop_assert_eq!(got, Ok(state.subscription_doc(&who.id)), "subscription: {}", ctx);
+        // History is read as the live room would allow; its messages are no
+        // longer kept in memory.
+        let got = ask(&ended, |tx| RoomCommand::History {
+            uid: who.id.clone(),
+            end: None,
+            limit: 10,
+            max_bytes: 1 << 20,
+            respond_to: tx,
+        });
+        let want = if state.can_read(&who.id, true) { Ok(Vec::new()) } else { Err(RoomError::NotAllowed) };
+        prop_assert_eq!(got, want, "loadHistory: {}", ctx);
+
+        // Whatever would change the room is refused as inactive, whoever asks.
+        let target = uid(3);
+        let inactive = Err(RoomError::Inactive);
+        let who = || Box::new(principal(i));
+        prop_assert_eq!(
+            ask(&ended, |tx| RoomCommand::Settings {
+                who: who(),
+                settings: vec![Setting::Locked(true)],
+                respond_to: tx
+            }),
+            inactive.clone()
+        );
+        prop_assert_eq!(
+            ask(&ended, |tx| RoomCommand::SetArchived { who: who(), archived: true, respond_to: tx }),
+            inactive.clone()
+        );
+        prop_assert_eq!(
+            ask(&ended, |tx| RoomCommand::SetMuted {
+                who: who(),
+                target: target.clone(),
+                muted: true,
+                respond_to: tx
+            }),
+            inactive.clone()
+        );
+        prop_assert_eq!(
+            ask(&ended, |tx| RoomCommand::SetRole {
+                who: who(),
+                target: target.clone(),
+                role: RoleKind::Moderator,
+                add: true,
+                respond_to: tx
+            }),
+            inactive.clone()
+        );
+        prop_assert_eq!(
+            ask(&ended, |tx| RoomCommand::RemoveMember {
+                who: who(),
+                target: target.clone(),
+                respond_to: tx
+            }),
+            inactive.clone()
+        );
+        let target_ref = roomd::room::UserRef { id: target.clone(), username: "name3".into(), name: None };
+        prop_assert_eq!(
+            ask(&ended, |tx| RoomCommand::AddMember { who: who(), target: target_ref, respond_to: tx }),
+            Err(RoomError::Inactive)
+        );
     }
     Ok(())
 }

@@ -1,0 +1,243 @@
+//! How the rest of the server talks to a room: the cloneable [`RoomHandle`]
+//! and the [`RoomCommand`]s it carries to the room's actor (or, once the
+//! room has ended and emptied, to its [`EndedRoom`] summary).
+
+use super::actor;
+use super::ended::EndedRoom;
+use super::state::{Flag, Joined, RoleKind, RoomState, Setting};
+use super::{Message, RoomError, UserRef};
+use crate::conn::ConnHandle;
+use crate::hub::UserHub;
+use crate::ids::{ConnId, MessageId, RoomId, UserId};
+use crate::permissions::Principal;
+use crate::registry::Registry;
+use crate::store::StoreHandle;
+use crate::time::Millis;
+use crate::users::Directory;
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Which of a room's streams a connection listens to. One connection holds
+/// each topic at most once, however many DDP subs it opened for it, so no
+/// event is delivered twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// `stream-room-messages` / `<rid>`.
+    Messages = 1,
+    /// `stream-notify-room` / `<rid>/participants`.
+    Participants = 2,
+    /// `stream-notify-room` / `<rid>/typing`.
+    Typing = 4,
+    /// `stream-notify-room` / `<rid>/user-activity`.
+    UserActivity = 8,
+    /// `stream-notify-room` / `<rid>/deleteMessage`.
+    DeleteMessage = 16,
+}
+
+impl Topic {
+    pub(super) fn bit(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Parameters of `sendMessage`, validated by the method layer.
+#[derive(Debug)]
+pub struct SendParams {
+    /// A client-chosen message id (refused if the room already has it).
+    pub id: Option<MessageId>,
+    pub msg: String,
+    /// The thread's parent message, passed through.
+    pub tmid: Option<String>,
+}
+
+/// Where a room sends a command's answer.
+pub type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
+
+/// What a room can be asked to do. Callers are boxed where large, so the
+/// mailbox slots stay small. `who` is the caller as permissions see it;
+/// `uid` where only the identity matters.
+#[derive(Debug)]
+pub enum RoomCommand {
+    /// `joinRoom`; `code` is the join code the caller gave, if any.
+    JoinSelf { who: Box<Principal>, code: Option<String>, respond_to: Reply<Joined> },
+    /// `join-room`; replies with the participant object.
+    JoinByCode {
+        who: Box<Principal>,
+        /// The joining connection; for a guest it becomes the seat's holder.
+        conn: ConnId,
+        respond_to: Reply<Value>,
+    },
+    /// A reconnecting guest presents its token from connection `conn`: the
+    /// participant and the guest's id if the token is known and `current`
+    /// (the connection's own guest id, if it has one) matches, `None`
+    /// otherwise.
+    ResumeGuest {
+        token: String,
+        conn: ConnId,
+        current: Option<UserId>,
+        respond_to: Reply<Option<(UserId, Value)>>,
+    },
+    /// `leaveRoom`.
+    Leave { uid: UserId, respond_to: Reply<()> },
+    /// `endRoom`.
+    End { who: Box<Principal>, respond_to: Reply<()> },
+    /// `saveRoomSettings`, all settings of one call (all or nothing).
+    Settings { who: Box<Principal>, settings: Vec<Setting>, respond_to: Reply<()> },
+    /// The whole room document, unfiltered, for server-side callers that
+    /// already decided the caller may see it (a new direct message).
+    Doc { respond_to: Reply<Value> },
+    /// Room doc only if `uid` may see it (member, or public channel).
+    DocFor { uid: UserId, respond_to: Reply<Value> },
+    /// A connection starts listening to `topic`, if `uid` may read it.
+    Subscribe {
+        conn: ConnHandle,
+        uid: UserId,
+        /// Signed-in non-members may read public channels' messages.
+        signed_in: bool,
+        topic: Topic,
+        /// The DDP sub id, so the room can end it with `nosub` itself.
+        sub_id: String,
+        respond_to: Reply<()>,
+    },
+    /// A connection stops one DDP sub on this room.
+    Unsubscribe {
+        sub_id: String,
+        /// Whether no other sub of this connection wants `topic` here.
+        last: bool,
+        conn: ConnId,
+        topic: Topic,
+        respond_to: Reply<()>,
+    },
+    /// The connection is gone: drop its subscriptions; if it carried a guest
+    /// member of this room, start that guest's grace period.
+    ConnClosed { conn: ConnId, guest: Option<UserId> },
+    /// A guest's grace timer fired; `epoch` tells whether it is still the
+    /// current one (the guest may have come back and left again since).
+    GuestExpired { uid: UserId, epoch: u64 },
+    /// `sendMessage`; replies with the stored message.
+    Send { who: Box<Principal>, params: Box<SendParams>, respond_to: Reply<Value> },
+    /// `loadHistory`: the newest messages before `end`, newest first.
+    History {
+        uid: UserId,
+        end: Option<Millis>,
+        limit: usize,
+        /// The page stops before the message that would take its JSON past
+        /// this size (the first message always fits).
+        max_bytes: usize,
+        respond_to: Reply<Vec<Value>>,
+    },
+    /// `addUserToRoom` / `addUsersToRoom` (one target each); `false` if the
+    /// target was already a member.
+    AddMember { who: Box<Principal>, target: UserRef, respond_to: Reply<bool> },
+    /// `removeUserFromRoom`.
+    RemoveMember { who: Box<Principal>, target: UserId, respond_to: Reply<()> },
+    /// The six role methods: grant (`add`) or revoke `role`.
+    SetRole { who: Box<Principal>, target: UserId, role: RoleKind, add: bool, respond_to: Reply<()> },
+    /// `muteUserInRoom` / `unmuteUserInRoom`.
+    SetMuted { who: Box<Principal>, target: UserId, muted: bool, respond_to: Reply<()> },
+    /// `archiveRoom` / `unarchiveRoom`.
+    SetArchived { who: Box<Principal>, archived: bool, respond_to: Reply<()> },
+    /// `toggleFavorite`, `hideRoom`, `openRoom` on the caller's membership.
+    SetFlag { uid: UserId, flag: Flag, respond_to: Reply<()> },
+    /// The caller's subscription document, `None` if not a member.
+    SubscriptionDoc { uid: UserId, respond_to: Reply<Option<Value>> },
+    /// `getRoomRoles` entries, if `uid` may read the room.
+    Roles { uid: UserId, respond_to: Reply<Vec<Value>> },
+    /// `stream-notify-room` typing/user-activity, re-emitted to others.
+    Notify { from: ConnId, uid: UserId, topic: Topic, event: String, args: Value },
+}
+
+/// Cheap, cloneable way to talk to a room.
+#[derive(Clone, Debug)]
+pub struct RoomHandle {
+    pub id: RoomId,
+    inner: Inner,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    /// The mailbox, and where the actor leaves its summary when it retires
+    /// (for callers that still hold this handle).
+    Live(mpsc::Sender<RoomCommand>, Arc<OnceLock<Arc<EndedRoom>>>),
+    /// Ended and empty: answered from a summary, no task.
+    Ended(Arc<EndedRoom>),
+}
+
+/// Room-wide knobs from the server config.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    pub mailbox: usize,
+    pub history_limit: usize,
+    pub guest_grace: Duration,
+    pub max_message_len: usize,
+}
+
+/// Shared services a room actor uses besides its own state.
+#[derive(Clone, Debug)]
+pub struct RoomDeps {
+    pub registry: Arc<Registry>,
+    pub users: Arc<Directory>,
+    pub hub: Arc<UserHub>,
+    /// `None` runs in memory only.
+    pub store: Option<StoreHandle>,
+}
+
+impl RoomHandle {
+    /// Spawns the actor for `state` and returns its handle.
+    pub fn spawn(state: RoomState, cfg: Arc<RoomConfig>, deps: RoomDeps) -> Self {
+        Self::spawn_with_history(state, Vec::new(), cfg, deps)
+    }
+
+    /// Spawns the actor of a restored room with its recent `history`
+    /// (oldest first).
+    pub fn spawn_with_history(
+        state: RoomState,
+        history: Vec<Message>,
+        cfg: Arc<RoomConfig>,
+        deps: RoomDeps,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.mailbox);
+        let summary = Arc::new(OnceLock::new());
+        let handle = RoomHandle { id: state.id.clone(), inner: Inner::Live(tx.clone(), summary.clone()) };
+        actor::spawn(state, history, cfg, deps, rx, tx.downgrade(), summary);
+        handle
+    }
+
+    /// Sends a command built around a reply channel and waits for the reply.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> RoomCommand) -> Result<T, RoomError> {
+        let (tx, rx) = oneshot::channel();
+        self.tell(make(tx)).await;
+        rx.await.map_err(|_| RoomError::Unavailable)?
+    }
+
+    /// Fire-and-forget for notices that need no answer. Waits for mailbox
+    /// space (bounded), never drops.
+    pub async fn tell(&self, cmd: RoomCommand) {
+        match &self.inner {
+            Inner::Live(tx, summary) => {
+                if let Err(mpsc::error::SendError(cmd)) = tx.send(cmd).await {
+                    // The actor retired after this handle was looked up.
+                    match summary.get() {
+                        Some(e) => e.answer(cmd),
+                        None => Self::retired(&self.id, cmd),
+                    }
+                }
+            }
+            Inner::Ended(e) => e.answer(cmd),
+        }
+    }
+
+    fn retired(id: &RoomId, cmd: RoomCommand) {
+        // Only possible for a caller that fetched the live handle just before
+        // the actor retired; dropping the reply sender answers Unavailable.
+        tracing::debug!(room = %id, "command reached a retired actor");
+        drop(cmd);
+    }
+
+    /// The handle of a room that ended and emptied: no task behind it.
+    pub(super) fn ended(id: RoomId, e: Arc<EndedRoom>) -> Self {
+        RoomHandle { id, inner: Inner::Ended(e) }
+    }
+}

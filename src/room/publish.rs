@@ -1,0 +1,323 @@
+//! Turning what the rules decided into what others see: the [`Effect`]s of
+//! a command become stored rows (`ops`) and frames staged for delivery once
+//! they are durable. The only room file that shapes frames (through
+//! `wire`); documents are built once per command and only for listeners.
+
+use super::UserRef;
+use super::actor::{Out, RoomActor, Subscriber};
+use super::handle::Topic;
+use super::model::{Member, Message};
+use super::state::Effect;
+use crate::hub::{LoggedEvent, UserEvent};
+use crate::ids::{ConnId, UserId};
+use crate::store::StoreOp;
+use crate::time::Millis;
+use crate::wire;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::borrow::Cow;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+impl Subscriber {
+    /// Tells the client its subscriptions here are over (the member left,
+    /// the room went private or retired), so none ends silently.
+    pub(super) fn end_subs(&self) {
+        for id in &self.sub_ids {
+            self.conn.try_send(wire::nosub(id, None));
+        }
+    }
+}
+
+/// The room document, serialised at most once per command: effects that
+/// carry it share the bytes. Keyed by the message count, the one field
+/// that moves while a command's effects are published (each system
+/// message counts), so every effect still shows the room as of its turn.
+#[derive(Default)]
+struct DocOnce {
+    msgs: u64,
+    doc: Option<Box<RawValue>>,
+}
+
+impl DocOnce {
+    fn get(&mut self, state: &super::RoomState) -> &RawValue {
+        if self.msgs != state.msgs {
+            self.msgs = state.msgs;
+            self.doc = None;
+        }
+        self.doc.get_or_insert_with(|| raw(&state.to_doc()))
+    }
+}
+
+/// `v` as JSON bytes that later frames embed without serialising it again.
+fn raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
+    // Our own types always serialise; the `null` fallback is unreachable.
+    serde_json::value::to_raw_value(v).unwrap_or_default()
+}
+
+impl RoomActor {
+    /// Turns effects into stored messages and stream events, in order.
+    pub(super) fn publish(&mut self, fx: Vec<Effect>, now: Millis) {
+        let rid = self.state.id.clone();
+        if self.store.is_some() && !fx.is_empty() {
+            // Room metadata is one small row; rewriting it on every change
+            // is simpler than tracking which field moved.
+            self.ops.push(StoreOp::room(&self.state));
+        }
+        let mut doc = DocOnce::default();
+        for e in fx {
+            match e {
+                Effect::System { kind, msg, by, role } => {
+                    let mut m = Message::system(&rid, kind.code(), msg, by, now);
+                    m.role = role.map(|r| Cow::Borrowed(r.name()));
+                    self.store_and_broadcast(m);
+                }
+                Effect::Participant { .. } | Effect::RoomUpdated if !self.wants(Topic::Participants) => {}
+                Effect::Participant { joined, member, at } => {
+                    let p = member.participant(&rid, &self.state.host_id, (!joined).then_some(at));
+                    let args = json!([if joined { "joined" } else { "left" }, p]);
+                    let frame =
+                        wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
+                    self.broadcast(Topic::Participants, &frame, None);
+                }
+                Effect::RoomUpdated => {
+                    let args = json!(["room-updated", self.state.meeting_status()]);
+                    let frame =
+                        wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
+                    self.broadcast(Topic::Participants, &frame, None);
+                }
+                Effect::MembershipAdded(uid) => {
+                    self.users.add_membership(&uid, &rid);
+                    self.persist_member(&uid);
+                    // Documents are built only for users who listen.
+                    if self.hub.has_listener(&uid, UserEvent::SubscriptionsChanged)
+                        && let Some(sub) = self.state.subscription_doc(&uid)
+                    {
+                        self.notify_user(
+                            &uid,
+                            UserEvent::SubscriptionsChanged,
+                            "subscriptions-changed",
+                            &json!(["inserted", sub]),
+                        );
+                    }
+                    if self.hub.has_listener(&uid, UserEvent::RoomsChanged) {
+                        let args = ("inserted", doc.get(&self.state));
+                        let frame = wire::stream_changed(
+                            "stream-notify-user",
+                            &format!("{uid}/rooms-changed"),
+                            &args,
+                        );
+                        self.staged.push(Out::User { uid, event: UserEvent::RoomsChanged, frame });
+                    }
+                }
+                Effect::MembershipRemoved(uid) => {
+                    self.users.remove_membership(&uid, &rid);
+                    if self.store.is_some() && !uid.is_guest() {
+                        self.ops.push(StoreOp::DeleteMember { rid: rid.clone(), uid: uid.clone() });
+                    }
+                    let sub_id = format!("{rid}{uid}");
+                    self.notify_user(
+                        &uid,
+                        UserEvent::SubscriptionsChanged,
+                        "subscriptions-changed",
+                        &json!(["removed", {"_id": sub_id, "rid": rid, "u": {"_id": uid}}]),
+                    );
+                    self.notify_user(
+                        &uid,
+                        UserEvent::RoomsChanged,
+                        "rooms-changed",
+                        &json!(["removed", {"_id": rid}]),
+                    );
+                    // A member who left stops hearing the room right after
+                    // the events announcing it.
+                    self.staged.push(Out::DropSubs(uid));
+                }
+                Effect::Renamed { old, new: _ } => self.registry.release_name(&old, &rid),
+                Effect::BecamePrivate => self.staged.push(Out::DropNonMembers),
+                Effect::RoomChanged => {
+                    let listeners: Vec<UserId> = self
+                        .state
+                        .members
+                        .keys()
+                        .filter(|uid| self.hub.has_listener(uid, UserEvent::RoomsChanged))
+                        .cloned()
+                        .collect();
+                    if !listeners.is_empty() {
+                        // One document for all members; only the event name differs.
+                        let args = ("updated", doc.get(&self.state));
+                        let frames: Vec<Out> = listeners
+                            .into_iter()
+                            .map(|uid| {
+                                let event = format!("{uid}/rooms-changed");
+                                let frame = wire::stream_changed("stream-notify-user", &event, &args);
+                                Out::User { uid, event: UserEvent::RoomsChanged, frame }
+                            })
+                            .collect();
+                        self.staged.extend(frames);
+                    }
+                }
+                Effect::SubscriptionChanged(uid) => {
+                    self.persist_member(&uid);
+                    if let Some(sub) = self.state.subscription_doc(&uid) {
+                        self.notify_user(
+                            &uid,
+                            UserEvent::SubscriptionsChanged,
+                            "subscriptions-changed",
+                            &json!(["updated", sub]),
+                        );
+                    }
+                }
+                Effect::RoleChanged { user, role, added } => {
+                    let args = json!([{
+                        "type": if added { "added" } else { "removed" },
+                        "_id": role.name(),
+                        "u": user,
+                        "scope": rid,
+                    }]);
+                    let frame = wire::stream_changed("stream-notify-logged", "roles-change", &args);
+                    self.staged.push(Out::Logged { event: LoggedEvent::RolesChange, frame });
+                }
+            }
+        }
+    }
+
+    /// Counts, stores and broadcasts a message, and keeps it in the history.
+    /// The message is serialised once; the store row and every frame reuse
+    /// those bytes.
+    pub(super) fn store_and_broadcast(&mut self, msg: Message) {
+        self.state.msgs += 1;
+        let bytes = raw(&msg);
+        if self.store.is_some() {
+            let doc = bytes.get().to_owned();
+            self.ops.push(StoreOp::PutMessage { rid: msg.rid.clone(), id: msg.id.clone(), doc });
+        }
+        if self.wants(Topic::Messages) {
+            let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&*bytes]);
+            self.broadcast(Topic::Messages, &frame, None);
+        }
+        if self.hub.wants_my_messages() {
+            let listeners: Vec<UserId> = self
+                .state
+                .members
+                .keys()
+                .filter(|uid| self.hub.has_listener(uid, UserEvent::MyMessages))
+                .cloned()
+                .collect();
+            if !listeners.is_empty() {
+                let meta = json!({
+                    "roomParticipant": true,
+                    "roomType": self.state.t.as_str(),
+                    "roomName": self.state.name,
+                });
+                let frame = wire::stream_changed("stream-room-messages", "__my_messages__", &(&*bytes, meta));
+                let outs = listeners.into_iter().map(|uid| Out::User {
+                    uid,
+                    event: UserEvent::MyMessages,
+                    frame: frame.clone(),
+                });
+                self.staged.extend(outs);
+            }
+        }
+        let msg = Arc::new(msg);
+        self.history_ids.insert(msg.id.clone());
+        self.history.push_back(msg);
+        while self.history.len() > self.cfg.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.history_ids.remove(&old.id);
+            }
+        }
+    }
+
+    /// An ephemeral notice on `stream-notify-user` `<uid>/message`, shown to
+    /// one user and never stored.
+    pub(super) fn notice(&mut self, uid: &UserId, text: &str, now: Millis) {
+        if !self.hub.has_listener(uid, UserEvent::Message) {
+            return;
+        }
+        let bot = UserRef { id: UserId::from("rocket.cat"), username: "rocket.cat".into(), name: None };
+        let mut m = Message::system(&self.state.id, "ephemeral", text.to_owned(), bot, now);
+        m.t = None;
+        m.groupable = None;
+        let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/message"), &[m]);
+        self.staged.push(Out::User { uid: uid.clone(), event: UserEvent::Message, frame });
+    }
+
+    /// `stream-notify-user` `<uid>/<event>` to one user, if listening.
+    fn notify_user<A: Serialize>(&mut self, uid: &UserId, event: UserEvent, name: &str, args: &A) {
+        if self.hub.has_listener(uid, event) {
+            let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/{name}"), args);
+            self.staged.push(Out::User { uid: uid.clone(), event, frame });
+        }
+    }
+
+    /// A member's `stream-notify-room` event (typing, user activity),
+    /// passed on to the room's other listeners of `topic`.
+    pub(super) fn relay(&mut self, from: ConnId, topic: Topic, event: &str, args: &Value) {
+        let frame = wire::stream_changed("stream-notify-room", event, args);
+        self.broadcast(topic, &frame, Some(from));
+    }
+
+    /// Stores a member's current row (guests are never stored).
+    fn persist_member(&mut self, uid: &UserId) {
+        if self.store.is_none() || uid.is_guest() {
+            return;
+        }
+        if let Some(m) = self.state.members.get(uid) {
+            self.ops.push(StoreOp::member(&self.state.id, m));
+        }
+    }
+
+    /// Stages one pre-serialised frame for every subscriber of `topic`.
+    fn broadcast(&mut self, topic: Topic, frame: &Utf8Bytes, except: Option<ConnId>) {
+        self.staged.push(Out::Room { topic, frame: frame.clone(), except });
+    }
+
+    /// The participant object returned by `join-room`; guests also get the
+    /// token that lets them reclaim the seat after a reconnect.
+    pub(super) fn participant(&self, m: &Member) -> Value {
+        let mut p = m.participant(&self.state.id, &self.state.host_id, None);
+        if let (Some(t), Value::Object(o)) = (&m.guest_token, &mut p) {
+            o.insert("guestToken".into(), Value::from(t.as_str()));
+        }
+        p
+    }
+
+    /// A `loadHistory` page: the newest `limit` messages before `end`,
+    /// newest first, stopping before the message that would take the page
+    /// past `max_bytes` (the first always fits).
+    pub(super) fn history_page(&self, end: Option<Millis>, limit: usize, max_bytes: usize) -> Vec<Value> {
+        let mut bytes = 0;
+        self.history
+            .iter()
+            .rev()
+            .filter(|m| end.is_none_or(|e| m.ts < e))
+            .take(limit)
+            .map(|m| serde_json::to_value(&**m).unwrap_or(Value::Null))
+            .take_while(|v| {
+                // Built and measured one at a time, so a page never holds
+                // more than the cap in memory.
+                let first = bytes == 0;
+                bytes += json_len(v) + 1;
+                first || bytes <= max_bytes
+            })
+            .collect()
+    }
+}
+
+/// Length of `v` as compact JSON, without building the string.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
