@@ -14,7 +14,9 @@
 //! - [`method`]: [`Method`](method::Method), the method name parsed once (name,
 //!   limit class, permission, `apply`); one file per method, named after what it does.
 //! - [`sub`]: stream subscriptions.
-//! - [`room`]: pure rules (`state`), the actor that owns a room (`actor`), data (`model`).
+//! - [`room`]: pure rules (`state`, `throttle`), the handle and commands
+//!   (`handle`), the actor that owns a room (`actor`), effects to frames
+//!   (`publish`), ended rooms answered from the same checks (`ended`), data (`model`).
 //! - [`lobby`]: creating rooms (name, code, actor, registration) and restoring them.
 //! - [`hub`]: user-scoped streams (notify-user, __my_messages__, notify-logged).
 //! - [`account`]: the signed-in user's own `users` record.

@@ -136,13 +136,7 @@ impl RoomActor {
                 Effect::Renamed { old, new: _ } => self.registry.release_name(&old, &rid),
                 Effect::BecamePrivate => self.staged.push(Out::DropNonMembers),
                 Effect::RoomChanged => {
-                    let listeners: Vec<UserId> = self
-                        .state
-                        .members
-                        .keys()
-                        .filter(|uid| self.hub.has_listener(uid, UserEvent::RoomsChanged))
-                        .cloned()
-                        .collect();
+                    let listeners = self.members_listening(UserEvent::RoomsChanged);
                     if !listeners.is_empty() {
                         // One document for all members; only the event name differs.
                         let args = ("updated", doc.get(&self.state));
@@ -197,13 +191,7 @@ impl RoomActor {
             self.broadcast(Topic::Messages, &frame, None);
         }
         if self.hub.wants_my_messages() {
-            let listeners: Vec<UserId> = self
-                .state
-                .members
-                .keys()
-                .filter(|uid| self.hub.has_listener(uid, UserEvent::MyMessages))
-                .cloned()
-                .collect();
+            let listeners = self.members_listening(UserEvent::MyMessages);
             if !listeners.is_empty() {
                 let meta = json!({
                     "roomParticipant": true,
@@ -241,6 +229,12 @@ impl RoomActor {
         m.groupable = None;
         let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/message"), &[m]);
         self.staged.push(Out::User { uid: uid.clone(), event: UserEvent::Message, frame });
+    }
+
+    /// Members with a listener for `event`, so documents are built only
+    /// when someone will receive them.
+    fn members_listening(&self, event: UserEvent) -> Vec<UserId> {
+        self.state.members.keys().filter(|uid| self.hub.has_listener(uid, event)).cloned().collect()
     }
 
     /// `stream-notify-user` `<uid>/<event>` to one user, if listening.
