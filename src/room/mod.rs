@@ -10,7 +10,7 @@ mod handle;
 pub mod model;
 mod publish;
 pub mod state;
-pub mod throttle;
+mod throttle;
 
 pub use ended::EndedRoom;
 pub use error::RoomError;
