@@ -41,6 +41,7 @@ pub mod account;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod durability;
 pub mod error;
 pub mod http;
 pub mod hub;

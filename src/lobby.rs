@@ -1,13 +1,13 @@
 //! Creating rooms: the steps that happen before a room has an actor
 //! (reserving its name and code, spawning it, registering it).
 
+use crate::durability::{RoomBatch, RoomChange, Snapshot};
 use crate::hub::UserEvent;
 use crate::ids::RoomId;
 use crate::permissions::Principal;
 use crate::registry::{DirectLookup, DirectReservation, dm_key};
 use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::server::ServerState;
-use crate::store::{Snapshot, StoreOp};
 use crate::time::Millis;
 use crate::wire;
 use serde_json::Value;
@@ -118,11 +118,10 @@ impl ServerState {
     /// Writes a new room and its members; returns once durable.
     async fn persist_new_room(&self, state: &RoomState) -> Result<(), RoomError> {
         let Some(store) = &self.store else { return Ok(()) };
-        let mut ops = vec![StoreOp::room(state)];
-        for m in state.members.values() {
-            ops.push(StoreOp::member(&state.id, m));
-        }
-        store.commit(ops).await.map_err(|e| {
+        let mut changes = vec![RoomChange::room(state)];
+        changes.extend(state.members.values().map(RoomChange::member));
+        let batch = RoomBatch { rid: state.id.clone(), changes };
+        store.append(batch).await.await.map_err(|e| {
             tracing::error!(room = %state.id, error = %e, "cannot store new room");
             RoomError::Storage
         })
@@ -169,7 +168,7 @@ impl ServerState {
         // Owners before users: a legacy name shared by several users
         // resolves to its owner.
         for (name, uid) in snapshot.usernames {
-            self.users.restore_owner(name, crate::ids::UserId(uid));
+            self.users.restore_owner(name, uid);
         }
         for u in snapshot.users {
             self.users.restore_user(u);

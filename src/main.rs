@@ -3,8 +3,9 @@
 use clap::Parser;
 use roomd::auth::{self, Authenticator, Claims, SecretSource};
 use roomd::config::{Cli, Command, FreeUsernameArgs, LogFormat, SecretArgs, TokenArgs};
+use roomd::durability::Durability;
 use roomd::server::{self, RunConfig, ServerParts, ServerState};
-use roomd::store::StoreHandle;
+use roomd::store::SqliteStore;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -135,13 +136,21 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
             None
         } else {
             let dir = &args.secret.data_dir;
-            match StoreHandle::open(dir, args.sync, args.limits.history_limit) {
-                Ok(opened) => {
+            let opened: Arc<dyn Durability> =
+                match SqliteStore::open(dir, args.sync, args.limits.history_limit) {
+                    Ok(store) => Arc::new(store),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open the store");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            match opened.restore().await {
+                Ok(snapshot) => {
                     tracing::info!(dir = %dir.display(), "store open");
-                    Some(opened)
+                    Some((opened, snapshot))
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot open the store");
+                    tracing::error!(error = %e, "cannot read the store");
                     return ExitCode::FAILURE;
                 }
             }

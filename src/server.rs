@@ -49,8 +49,9 @@ pub struct ServerState {
     pub users: Arc<Directory>,
     /// User-scoped streams and who is online.
     pub hub: Arc<UserHub>,
-    /// The durable store; `None` with `--in-memory`.
-    pub store: Option<crate::store::StoreHandle>,
+    /// Where changes become durable (the SQLite store, or a test's fake);
+    /// `None` with `--in-memory`.
+    pub store: Option<Arc<dyn crate::durability::Durability>>,
     /// Knobs every room actor gets (mailbox, history, guest grace).
     pub room_config: Arc<RoomConfig>,
     /// Knobs every connection gets (queues, byte budgets, heartbeats).
@@ -79,7 +80,7 @@ pub struct ServerParts<'a> {
     pub auth: Authenticator,
     pub limits: &'a Limits,
     /// The open store and what it held at start; `None` with `--in-memory`.
-    pub store: Option<(crate::store::StoreHandle, crate::store::Snapshot)>,
+    pub store: Option<(Arc<dyn crate::durability::Durability>, crate::durability::Snapshot)>,
 }
 
 impl ServerState {

@@ -3,9 +3,9 @@
 //! ended by `logout`; and each user's room memberships.
 
 use crate::auth::User;
+use crate::durability::Fact;
 use crate::ids::{RoomId, UserId};
 use crate::room::UserRef;
-use crate::store::{self, StoreOp};
 use dashmap::DashMap;
 use std::collections::HashSet;
 use tokio::sync::watch;
@@ -37,8 +37,8 @@ pub struct UsernameTaken {
 /// What a login must do before it is acknowledged.
 #[derive(Debug)]
 pub enum Admission {
-    /// Store `ops`, then report [`Directory::committed`] with `version`.
-    Store { ops: Vec<StoreOp>, version: u64 },
+    /// Record `ops`, then report [`Directory::committed`] with `version`.
+    Store { ops: Vec<Fact>, version: u64 },
     /// Someone else is storing (or stored) this record: wait for `version`.
     Wait { committed: watch::Receiver<u64>, version: u64 },
 }
@@ -95,7 +95,14 @@ impl Directory {
                 // The claim row goes with every write of the record (it is
                 // idempotent), so whichever login stores first makes both
                 // durable together.
-                let ops = vec![store::user_op(u), store::claim_op(&name, &u.id)];
+                let ops = vec![
+                    Fact::user(&UserRef {
+                        id: u.id.clone(),
+                        username: u.username.clone(),
+                        name: u.name.clone(),
+                    }),
+                    Fact::UsernameOwner { name: name.clone(), uid: u.id.clone() },
+                ];
                 Admission::Store { ops, version: e.version }
             }
         };
@@ -148,16 +155,16 @@ impl Directory {
         self.revoked.contains_key(key)
     }
 
-    /// Records a token ended by `logout`; returns the op that makes it
+    /// Records a token ended by `logout`; returns the fact that makes it
     /// durable.
-    pub fn revoke(&self, key: &str, exp: u64) -> StoreOp {
+    pub fn revoke(&self, key: &str, exp: u64) -> Fact {
         // Expired tokens are refused anyway: keep the set to live tokens.
         if self.revoked.len() >= 1024 && self.revoked.len().is_power_of_two() {
             let now = crate::auth::now_secs();
             self.revoked.retain(|_, e| *e >= now);
         }
         self.revoked.insert(key.to_owned(), exp);
-        StoreOp::RevokeToken { key: key.to_owned(), exp }
+        Fact::RevokedToken { key: key.to_owned(), exp }
     }
 
     pub fn by_username(&self, username: &str) -> Option<UserRef> {

@@ -402,6 +402,74 @@ pub fn doc_removed(collection: &str, id: &str) -> Utf8Bytes {
     to_frame(&json!({"msg": "removed", "collection": collection, "id": id}))
 }
 
+/// The wire shape of an embedded user: `{_id, username, name?}`.
+impl Serialize for crate::room::UserRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct UserFrame<'a> {
+            #[serde(rename = "_id")]
+            id: &'a str,
+            username: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            name: Option<&'a str>,
+        }
+        UserFrame { id: self.id.as_str(), username: &self.username, name: self.name.as_deref() }.serialize(s)
+    }
+}
+
+/// The wire shape of a message (Rocket.Chat's message document). `msg` is
+/// always present: clients crash on a missing one.
+impl Serialize for crate::room::Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::room::UserRef;
+        use crate::time::Millis;
+        #[derive(Serialize)]
+        struct MessageFrame<'a> {
+            #[serde(rename = "_id")]
+            id: &'a str,
+            rid: &'a str,
+            msg: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            t: Option<&'a str>,
+            ts: Millis,
+            u: &'a UserRef,
+            #[serde(rename = "_updatedAt")]
+            updated_at: Millis,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            groupable: Option<bool>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tmid: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            role: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            urls: Option<[(); 0]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            mentions: Option<[(); 0]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            channels: Option<[(); 0]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            md: Option<[(); 0]>,
+        }
+        MessageFrame {
+            id: self.id.as_str(),
+            rid: self.rid.as_str(),
+            msg: &self.msg,
+            t: self.t.as_deref(),
+            ts: self.ts,
+            u: &self.u,
+            updated_at: self.updated_at,
+            groupable: self.groupable,
+            tmid: self.tmid.as_deref(),
+            role: self.role.as_deref(),
+            urls: self.urls,
+            mentions: self.mentions,
+            channels: self.channels,
+            md: self.md,
+        }
+        .serialize(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
     // user waits for the first one's commit.
     match (admission, &store) {
         (Admission::Store { ops, version }, Some(store)) => {
-            store.commit(ops).await.map_err(|e| {
+            store.record(ops).await.map_err(|e| {
                 tracing::error!(error = %e, "cannot store user");
                 MethodError::Room(RoomError::Storage)
             })?;
@@ -72,7 +72,7 @@ pub async fn logout(s: &mut Session) -> MethodResult {
         let exp = u64::try_from(u.expires_ms / 1000).unwrap_or(0).saturating_add(crate::auth::LEEWAY_SECS);
         let op = s.server().users.revoke(&u.token_key, exp);
         if let Some(store) = &s.server().store {
-            store.commit(vec![op]).await.map_err(|e| {
+            store.record(vec![op]).await.map_err(|e| {
                 tracing::error!(error = %e, "cannot store logout");
                 MethodError::Room(RoomError::Storage)
             })?;

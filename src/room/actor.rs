@@ -16,11 +16,11 @@ use super::model::Message;
 use super::state::{Joined, RoomState, SystemKind};
 use super::throttle::CodeThrottle;
 use crate::conn::ConnHandle;
+use crate::durability::{Committed, Durability, DurabilityError, RoomBatch, RoomChange};
 use crate::hub::{LoggedEvent, UserEvent, UserHub};
 use crate::ids::{ConnId, MessageId, UserId};
 use crate::permissions::Principal;
 use crate::registry::Registry;
-use crate::store::{Committed, StoreError, StoreHandle, StoreOp};
 use crate::time::Millis;
 use crate::users::Directory;
 use serde_json::Value;
@@ -70,14 +70,14 @@ pub(super) struct RoomActor {
     /// Numbers grace timers, so a stale timer is recognised and ignored.
     next_epoch: u64,
     /// `None` runs in memory only.
-    pub(super) store: Option<StoreHandle>,
+    pub(super) store: Option<Arc<dyn Durability>>,
     /// Wrong join codes for this room, from any connection.
     code_throttle: CodeThrottle,
     /// What the command being handled wants to send, once durable. Not to
     /// be confused with a connection's `outbox::Outbox`, where these end up.
     pub(super) staged: Vec<Out>,
     /// What the command being handled changed, for the store.
-    pub(super) ops: Vec<StoreOp>,
+    pub(super) ops: Vec<RoomChange>,
     /// Outputs waiting for their commit, oldest first. Outputs of a command
     /// that changed nothing still queue behind earlier ones, so every
     /// connection sees replies and events in the order the actor decided.
@@ -129,7 +129,7 @@ pub(super) fn spawn(
 const MAX_PENDING: usize = 1024;
 
 /// Sends a command's reply; told whether its commit failed.
-type ReplyFn = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type ReplyFn = Box<dyn FnOnce(Option<&DurabilityError>) + Send>;
 
 /// Something to send once the command that produced it is durable.
 pub(super) enum Out {
@@ -239,15 +239,11 @@ impl RoomActor {
     async fn finish_command(&mut self) {
         let out = std::mem::take(&mut self.staged);
         let ops = std::mem::take(&mut self.ops);
-        let msg_ids: Vec<MessageId> = ops
-            .iter()
-            .filter_map(|op| match op {
-                StoreOp::PutMessage { id, .. } => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
+        let msg_ids: Vec<MessageId> = ops.iter().filter_map(RoomChange::message_id).cloned().collect();
         let commit = match (&self.store, ops.is_empty()) {
-            (Some(store), false) => Some(store.submit(ops).await),
+            (Some(store), false) => {
+                Some(store.append(RoomBatch { rid: self.state.id.clone(), changes: ops }).await)
+            }
             _ => None,
         };
         if commit.is_none() && self.pending.is_empty() {
@@ -258,7 +254,7 @@ impl RoomActor {
         }
     }
 
-    fn complete_head(&mut self, res: Result<(), StoreError>) {
+    fn complete_head(&mut self, res: Result<(), DurabilityError>) {
         if let Some(p) = self.pending.pop_front() {
             for id in &p.msg_ids {
                 self.unconfirmed.remove(id);
@@ -275,7 +271,7 @@ impl RoomActor {
 
     /// Sends outputs. After a failed commit, events are not sent (the change
     /// is not durable) and replies carry an internal error.
-    fn deliver(&mut self, out: Vec<Out>, failed: Option<&StoreError>) {
+    fn deliver(&mut self, out: Vec<Out>, failed: Option<&DurabilityError>) {
         for o in out {
             match o {
                 Out::Room { topic, frame, except } if failed.is_none() => {
@@ -600,9 +596,9 @@ impl RoomActor {
 
 /// Waits for the oldest pending commit; entries with nothing to wait for are
 /// ready at once.
-async fn head_commit(pending: &mut VecDeque<Pending>) -> Result<(), StoreError> {
+async fn head_commit(pending: &mut VecDeque<Pending>) -> Result<(), DurabilityError> {
     match pending.front_mut().and_then(|p| p.commit.as_mut()) {
-        Some(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
+        Some(commit) => commit.await,
         None => Ok(()),
     }
 }

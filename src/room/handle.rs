@@ -7,11 +7,11 @@ use super::ended::EndedRoom;
 use super::state::{Flag, Joined, RoleKind, RoomState, Setting};
 use super::{Message, RoomError, UserRef};
 use crate::conn::ConnHandle;
+use crate::durability::Durability;
 use crate::hub::UserHub;
 use crate::ids::{ConnId, MessageId, RoomId, UserId};
 use crate::permissions::Principal;
 use crate::registry::Registry;
-use crate::store::StoreHandle;
 use crate::time::Millis;
 use crate::users::Directory;
 use serde_json::Value;
@@ -180,8 +180,8 @@ pub struct RoomDeps {
     pub registry: Arc<Registry>,
     pub users: Arc<Directory>,
     pub hub: Arc<UserHub>,
-    /// `None` runs in memory only.
-    pub store: Option<StoreHandle>,
+    /// Where changes become durable; `None` runs in memory only.
+    pub store: Option<Arc<dyn Durability>>,
 }
 
 impl RoomHandle {

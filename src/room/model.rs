@@ -1,19 +1,16 @@
-//! Plain data of a room: members, roles, messages. No rules, no tokio.
+//! Plain data of a room: members, roles, messages. No rules, no tokio, and
+//! no serde shapes: stored rows live in `store::rows`, wire shapes in `wire`.
 
 use crate::ids::{MessageId, RoomId, UserId};
 use crate::time::Millis;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::borrow::Cow;
 
 /// `c` public channel, `p` private group, `d` direct message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RoomType {
-    #[serde(rename = "c")]
     Channel,
-    #[serde(rename = "p")]
     Private,
-    #[serde(rename = "d")]
     Direct,
 }
 
@@ -28,8 +25,7 @@ impl RoomType {
 }
 
 /// A member's roles in one room, as a tiny bit set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct RoomRoles(u8);
 
 impl RoomRoles {
@@ -38,6 +34,14 @@ impl RoomRoles {
     pub const MODERATOR: RoomRoles = RoomRoles(2);
     pub const LEADER: RoomRoles = RoomRoles(4);
 
+    /// The set as bits (owner 1, moderator 2, leader 4), for stored rows.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+    /// The set from [`RoomRoles::bits`]; unknown bits are dropped.
+    pub fn from_bits(bits: u8) -> Self {
+        RoomRoles(bits & 7)
+    }
     pub fn contains(self, other: RoomRoles) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
     }
@@ -63,19 +67,18 @@ impl RoomRoles {
     }
 }
 
-/// `{_id, username, name}` as embedded in messages and room documents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A user as embedded in messages and room documents (`{_id, username,
+/// name}` on the wire, see `wire`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRef {
-    #[serde(rename = "_id")]
     pub id: UserId,
     pub username: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
-/// One member of a room: a signed-in user or a guest. Serialised only for
-/// the store (guests are never stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One member of a room: a signed-in user or a guest (guests are never
+/// stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub user: UserRef,
     pub guest: bool,
@@ -88,7 +91,6 @@ pub struct Member {
     pub favorite: bool,
     pub open: bool,
     /// Secret a guest presents to reclaim its seat after a reconnect.
-    #[serde(skip)]
     pub guest_token: Option<String>,
 }
 
@@ -123,36 +125,27 @@ impl Member {
     }
 }
 
-/// A stored message: a user's text or a system message (`t` set).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A message: a user's text or a system message (`t` set). Its wire shape
+/// is in `wire`, its stored row in `store::rows`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    #[serde(rename = "_id")]
     pub id: MessageId,
     pub rid: RoomId,
     /// Always present, `""` when empty: clients crash on a missing `msg`.
     pub msg: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t: Option<Cow<'static, str>>,
     pub ts: Millis,
     pub u: UserRef,
-    #[serde(rename = "_updatedAt")]
     pub updated_at: Millis,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groupable: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmid: Option<String>,
     /// Role name for `subscription-role-added/removed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Cow<'static, str>>,
     /// Rocket.Chat's parsed-content fields; roomd does not parse markdown,
     /// but clients expect the arrays on user messages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<[(); 0]>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mentions: Option<[(); 0]>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<[(); 0]>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md: Option<[(); 0]>,
 }
 

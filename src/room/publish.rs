@@ -8,9 +8,9 @@ use super::actor::{Out, RoomActor, Subscriber};
 use super::handle::Topic;
 use super::model::{Member, Message};
 use super::state::Effect;
+use crate::durability::RoomChange;
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{ConnId, UserId};
-use crate::store::StoreOp;
 use crate::time::Millis;
 use crate::wire;
 use serde::Serialize;
@@ -63,7 +63,7 @@ impl RoomActor {
         if self.store.is_some() && !fx.is_empty() {
             // Room metadata is one small row; rewriting it on every change
             // is simpler than tracking which field moved.
-            self.ops.push(StoreOp::room(&self.state));
+            self.ops.push(RoomChange::room(&self.state));
         }
         let mut doc = DocOnce::default();
         for e in fx {
@@ -114,7 +114,7 @@ impl RoomActor {
                 Effect::MembershipRemoved(uid) => {
                     self.users.remove_membership(&uid, &rid);
                     if self.store.is_some() && !uid.is_guest() {
-                        self.ops.push(StoreOp::DeleteMember { rid: rid.clone(), uid: uid.clone() });
+                        self.ops.push(RoomChange::MemberLeft(uid.clone()));
                     }
                     let sub_id = format!("{rid}{uid}");
                     self.notify_user(
@@ -177,14 +177,14 @@ impl RoomActor {
     }
 
     /// Counts, stores and broadcasts a message, and keeps it in the history.
-    /// The message is serialised once; the store row and every frame reuse
-    /// those bytes.
+    /// The message is serialised for the wire once; every frame reuses
+    /// those bytes. Its stored row is a type of its own (`MessageRowV1`),
+    /// encoded by the store off the room's path.
     pub(super) fn store_and_broadcast(&mut self, msg: Message) {
         self.state.msgs += 1;
         let bytes = raw(&msg);
         if self.store.is_some() {
-            let doc = bytes.get().to_owned();
-            self.ops.push(StoreOp::PutMessage { rid: msg.rid.clone(), id: msg.id.clone(), doc });
+            self.ops.push(RoomChange::message(&msg));
         }
         if self.wants(Topic::Messages) {
             let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&*bytes]);
@@ -258,7 +258,7 @@ impl RoomActor {
             return;
         }
         if let Some(m) = self.state.members.get(uid) {
-            self.ops.push(StoreOp::member(&self.state.id, m));
+            self.ops.push(RoomChange::member(m));
         }
     }
 

@@ -203,9 +203,9 @@ pub struct CreateOptions {
     pub custom_fields: Map<String, Value>,
 }
 
-/// The whole state of one room. Serialises (without members, which are
-/// stored one row each) for the store.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// The whole state of one room. Its stored form is `store::rows::RoomRowV1`
+/// (without members, which are stored one row each).
+#[derive(Debug, Clone)]
 pub struct RoomState {
     /// Stable id, never reused: what every method and stream names the room by.
     pub id: RoomId,
@@ -259,7 +259,6 @@ pub struct RoomState {
     pub announcement: Option<String>,
     /// Who is in the room now, with their roles and flags. Stored one row
     /// each (guests never), hence skipped here.
-    #[serde(skip)]
     pub members: HashMap<UserId, Member>,
 }
 

@@ -1,26 +1,28 @@
 //! Durable state: an embedded SQLite database (WAL) in the data directory,
 //! written by one writer thread that group-commits the changes of all rooms.
+//! It is the first implementation of the [`Durability`] seam.
 //!
 //! Why SQLite: one file, no server, decades of crash-safety testing, and the
 //! `bundled` feature compiles it in, so a fresh machine needs nothing
 //! installed. Why one writer: SQLite allows one writer at a time anyway; a
 //! single thread that takes every change queued while the previous commit
 //! was running and commits them in one transaction turns N fsyncs into one.
+//! Rows are encoded on that thread, off the rooms' path.
 //!
-//! The contract with callers: [`StoreHandle::submit`] returns a receiver that
-//! resolves once the change is committed. Room actors send their replies and
-//! events only after that, so nothing is acknowledged before it is durable.
+//! Order: requests reach the writer through one FIFO channel and each room
+//! appends its batches one after another, so a room's batches commit in
+//! order.
 
+pub mod rows;
 pub mod sqlite;
 
-use crate::auth::User;
-use crate::ids::{MessageId, RoomId, UserId};
-use crate::room::{Member, Message, RoomState, UserRef};
-use std::path::Path;
+use crate::durability::{BoxFuture, Committed, Durability, DurabilityError, Fact, RoomBatch, Snapshot};
+use crate::ids::{MessageId, RoomId};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-pub use sqlite::{LATEST_SCHEMA, Snapshot};
+pub use sqlite::LATEST_SCHEMA;
 
 /// How hard a commit pushes to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,114 +40,66 @@ pub enum StoreError {
     Db(String),
     #[error("data directory schema v{found} is newer than this roomd supports (v{supported}); upgrade roomd")]
     TooNew { found: i64, supported: i64 },
-    #[error("store is closed")]
-    Closed,
     #[error("cannot open data directory {path}: {reason}")]
     Open { path: String, reason: String },
 }
 
-/// One change to durable state. Documents are serialised when the op is
-/// made (serde skips a room's members), so the writer thread only executes
-/// SQL and nothing needs copying into the op.
-#[derive(Debug)]
-pub enum StoreOp {
-    /// The room's settings and metadata (members and messages are separate).
-    PutRoom {
-        id: RoomId,
-        doc: String,
-    },
-    PutMember {
-        rid: RoomId,
-        uid: UserId,
-        doc: String,
-    },
-    DeleteMember {
-        rid: RoomId,
-        uid: UserId,
-    },
-    PutMessage {
-        rid: RoomId,
-        id: MessageId,
-        doc: String,
-    },
-    PutUser {
-        id: UserId,
-        doc: String,
-    },
-    /// `uid` owns the normalised username `name` from now on.
-    ClaimUsername {
-        name: String,
-        uid: UserId,
-    },
-    /// A token ended by `logout`, kept until `exp` (seconds).
-    RevokeToken {
-        key: String,
-        exp: u64,
-    },
+/// What one request asks the writer to make durable.
+pub(crate) enum Work {
+    Room(RoomBatch),
+    Facts(Vec<Fact>),
 }
 
-/// Serialising our own types cannot fail (no non-string keys, no failing
-/// `Serialize` impls).
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
-impl StoreOp {
-    pub fn room(state: &RoomState) -> Self {
-        StoreOp::PutRoom { id: state.id.clone(), doc: json(state) }
-    }
-
-    pub fn member(rid: &RoomId, m: &Member) -> Self {
-        StoreOp::PutMember { rid: rid.clone(), uid: m.user.id.clone(), doc: json(m) }
-    }
-
-    pub fn message(m: &Message) -> Self {
-        StoreOp::PutMessage { rid: m.rid.clone(), id: m.id.clone(), doc: json(m) }
+impl Work {
+    fn len(&self) -> usize {
+        match self {
+            Work::Room(b) => b.changes.len(),
+            Work::Facts(f) => f.len(),
+        }
     }
 }
 
 pub(crate) enum Request {
-    Commit { ops: Vec<StoreOp>, done: oneshot::Sender<Result<(), StoreError>> },
+    Commit { work: Work, done: oneshot::Sender<Result<(), DurabilityError>> },
     Shutdown { done: oneshot::Sender<()> },
 }
 
-/// Cheap, cloneable access to the writer thread, and to a few read-only
-/// connections for lookups that memory does not answer.
-#[derive(Clone)]
-pub struct StoreHandle {
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Commit { work, .. } => write!(f, "Commit({} changes)", work.len()),
+            Request::Shutdown { .. } => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// The SQLite store: a writer thread, and a few read-only connections for
+/// lookups that memory does not answer.
+pub struct SqliteStore {
     tx: mpsc::Sender<Request>,
     /// Striped by room: rooms share a connection only when they hash to the
     /// same stripe, so there is no server-wide lock on the message path.
     readers: Arc<[Mutex<rusqlite::Connection>]>,
+    dir: PathBuf,
+    /// Messages per room that `restore` loads (the history window).
+    history: usize,
 }
 
-impl std::fmt::Debug for StoreHandle {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreHandle { .. }")
+        write!(f, "SqliteStore {{ dir: {:?} }}", self.dir)
     }
 }
 
 /// Read-only connections per store.
 const READERS: usize = 4;
 
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Request::Commit { ops, .. } => write!(f, "Commit({} ops)", ops.len()),
-            Request::Shutdown { .. } => f.write_str("Shutdown"),
-        }
-    }
-}
-
-/// A commit in flight; resolves when durable.
-pub type Committed = oneshot::Receiver<Result<(), StoreError>>;
-
-impl StoreHandle {
-    /// Opens (creating or migrating) the database in `dir`, loads everything
-    /// needed to rebuild rooms (the last `history` messages per room), and
-    /// starts the writer thread.
-    pub fn open(dir: &Path, sync: SyncMode, history: usize) -> Result<(StoreHandle, Snapshot), StoreError> {
-        let (conn, snapshot) = sqlite::open(dir, sync, history)?;
+impl SqliteStore {
+    /// Opens (creating or migrating) the database in `dir` and starts the
+    /// writer thread. [`Durability::restore`] then loads the last `history`
+    /// messages of each room.
+    pub fn open(dir: &Path, sync: SyncMode, history: usize) -> Result<SqliteStore, StoreError> {
+        let conn = sqlite::open(dir, sync)?;
         let readers =
             (0..READERS).map(|_| sqlite::reader(dir).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         // Bounded: when the disk falls behind, rooms wait for space instead
@@ -155,54 +109,59 @@ impl StoreHandle {
             .name("roomd-store".into())
             .spawn(move || sqlite::writer(conn, rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        Ok((StoreHandle { tx, readers: readers.into() }, snapshot))
+        Ok(SqliteStore { tx, readers: readers.into(), dir: dir.to_owned(), history })
     }
 
-    /// Whether room `rid` has a committed message `id`. Synchronous: an
-    /// indexed point lookup in a page cache that is normally warm takes
-    /// microseconds, less than a round trip to another thread would; rooms
-    /// call it only for client-chosen ids that memory cannot vouch for.
-    pub fn message_exists(&self, rid: &RoomId, id: &MessageId) -> Result<bool, StoreError> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let stripe = BuildHasherDefault::<DefaultHasher>::default().hash_one(rid.as_str()) as usize;
-        let conn = self.readers[stripe % self.readers.len()].lock().unwrap_or_else(|p| p.into_inner());
-        sqlite::message_exists(&conn, rid.as_str(), id.as_str())
-    }
-
-    /// Queues `ops` for the next group commit.
-    pub async fn submit(&self, ops: Vec<StoreOp>) -> Committed {
+    async fn submit(&self, work: Work) -> oneshot::Receiver<Result<(), DurabilityError>> {
         let (done, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError(Request::Commit { done, .. })) =
-            self.tx.send(Request::Commit { ops, done }).await
+            self.tx.send(Request::Commit { work, done }).await
         {
-            let _ = done.send(Err(StoreError::Closed));
+            let _ = done.send(Err(DurabilityError::Closed));
         }
         rx
     }
+}
 
-    /// Submits and waits for the commit.
-    pub async fn commit(&self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
-        self.submit(ops).await.await.unwrap_or(Err(StoreError::Closed))
+impl Durability for SqliteStore {
+    // Two stages on purpose: the outer future waits for queue space (so
+    // batches enter the queue in the room's order), the inner for the commit.
+    #[allow(clippy::async_yields_async)]
+    fn append(&self, batch: RoomBatch) -> BoxFuture<'_, Committed> {
+        Box::pin(async move { Committed::from_receiver(self.submit(Work::Room(batch)).await) })
+    }
+
+    fn record(&self, facts: Vec<Fact>) -> BoxFuture<'_, Result<(), DurabilityError>> {
+        Box::pin(async move { Committed::from_receiver(self.submit(Work::Facts(facts)).await).await })
+    }
+
+    /// Synchronous: an indexed point lookup in a page cache that is normally
+    /// warm takes microseconds, less than a round trip to another thread
+    /// would.
+    fn message_exists(&self, rid: &RoomId, id: &MessageId) -> Result<bool, DurabilityError> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let stripe = BuildHasherDefault::<DefaultHasher>::default().hash_one(rid.as_str()) as usize;
+        let conn = self.readers[stripe % self.readers.len()].lock().unwrap_or_else(|p| p.into_inner());
+        Ok(sqlite::message_exists(&conn, rid.as_str(), id.as_str())?)
+    }
+
+    fn restore(&self) -> BoxFuture<'_, Result<Snapshot, DurabilityError>> {
+        // Runs once at start, before any connection is served.
+        Box::pin(async move {
+            let conn = sqlite::reader(&self.dir)?;
+            Ok(sqlite::load(&conn, self.history)?)
+        })
     }
 
     /// Commits everything queued so far, then stops the writer.
-    pub async fn shutdown(&self) {
-        let (done, rx) = oneshot::channel();
-        if self.tx.send(Request::Shutdown { done }).await.is_ok() {
-            let _ = rx.await;
-        }
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, rx) = oneshot::channel();
+            if self.tx.send(Request::Shutdown { done }).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
     }
-}
-
-/// The user directory row for `u`.
-pub fn user_op(u: &User) -> StoreOp {
-    let r = UserRef { id: u.id.clone(), username: u.username.clone(), name: u.name.clone() };
-    StoreOp::PutUser { id: u.id.clone(), doc: json(&r) }
-}
-
-/// The ownership row of `u`'s (normalised) username.
-pub fn claim_op(name: &str, uid: &UserId) -> StoreOp {
-    StoreOp::ClaimUsername { name: name.to_owned(), uid: uid.clone() }
 }
 
 /// Reports a group commit to the metrics layer.

@@ -1,8 +1,11 @@
 //! The SQLite side of the store: schema and migrations, loading at start,
 //! and the writer thread's group-commit loop.
 
-use super::{Request, StoreError, StoreOp, SyncMode};
-use crate::room::{Member, Message, RoomState, UserRef};
+use super::rows::{MemberRowV1, MessageRowV1, RoomRowV1, UserRowV1, encode};
+use super::{Request, StoreError, SyncMode, Work};
+use crate::durability::{DurabilityError, Fact, RoomChange, Snapshot};
+use crate::ids::UserId;
+use crate::room::RoomState;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::time::Instant;
@@ -31,23 +34,11 @@ pub const LATEST_SCHEMA: i64 = MIGRATIONS.len() as i64;
 /// Largest number of queued requests folded into one transaction.
 const MAX_GROUP: usize = 1024;
 
-/// Everything needed to rebuild the in-memory state at start.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// Each room with its members and its most recent messages, oldest first.
-    pub rooms: Vec<(RoomState, Vec<Message>)>,
-    pub users: Vec<UserRef>,
-    /// Normalised username → the user id that owns it.
-    pub usernames: Vec<(String, String)>,
-    /// Token keys ended by `logout`, with their expiry (seconds).
-    pub revoked: Vec<(String, u64)>,
-}
-
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
-pub(crate) fn open(dir: &Path, sync: SyncMode, history: usize) -> Result<(Connection, Snapshot), StoreError> {
+pub(crate) fn open(dir: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
     let path = dir.join("roomd.sqlite3");
@@ -61,8 +52,10 @@ pub(crate) fn open(dir: &Path, sync: SyncMode, history: usize) -> Result<(Connec
     conn.pragma_update(None, "synchronous", sync).map_err(db_err)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
     migrate(&mut conn)?;
-    let snapshot = load(&conn, history)?;
-    Ok((conn, snapshot))
+    // Tokens past their expiry are refused anyway; forget them.
+    let now = crate::auth::now_secs() as i64;
+    conn.execute("DELETE FROM revoked_tokens WHERE exp < ?1", [now]).map_err(db_err)?;
+    Ok(conn)
 }
 
 /// Brings the schema to [`LATEST_SCHEMA`], refusing a newer one.
@@ -97,7 +90,7 @@ fn backfill(tx: &rusqlite::Transaction<'_>, version: usize) -> Result<(), StoreE
         let mut claim =
             tx.prepare("INSERT OR IGNORE INTO usernames (name, uid) VALUES (?1, ?2)").map_err(db_err)?;
         for (id, doc) in rows {
-            if let Ok(u) = serde_json::from_str::<UserRef>(&doc) {
+            if let Ok(u) = serde_json::from_str::<UserRowV1>(&doc) {
                 claim.execute(params![crate::users::normalize(&u.username), id]).map_err(db_err)?;
             }
         }
@@ -142,28 +135,28 @@ pub(crate) fn reader(dir: &Path) -> Result<Connection, StoreError> {
     .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })
 }
 
-fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
+/// Reads everything needed to rebuild rooms and users (the last `history`
+/// messages of each room). Unreadable rows are logged and skipped.
+pub(crate) fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
     let mut snap = Snapshot::default();
     let mut names = conn.prepare("SELECT name, uid FROM usernames").map_err(db_err)?;
     snap.usernames = names
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([], |r| Ok((r.get(0)?, UserId(r.get(1)?))))
         .map_err(db_err)?
         .collect::<Result<_, _>>()
         .map_err(db_err)?;
-    // Tokens past their expiry are refused anyway; forget them.
     let now = crate::auth::now_secs() as i64;
-    conn.execute("DELETE FROM revoked_tokens WHERE exp < ?1", [now]).map_err(db_err)?;
-    let mut revoked = conn.prepare("SELECT key, exp FROM revoked_tokens").map_err(db_err)?;
+    let mut revoked = conn.prepare("SELECT key, exp FROM revoked_tokens WHERE exp >= ?1").map_err(db_err)?;
     snap.revoked = revoked
-        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
+        .query_map([now], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
         .map_err(db_err)?
         .collect::<Result<_, _>>()
         .map_err(db_err)?;
     let mut users = conn.prepare("SELECT doc FROM users").map_err(db_err)?;
     for doc in users.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)? {
         let doc = doc.map_err(db_err)?;
-        match serde_json::from_str::<UserRef>(&doc) {
-            Ok(u) => snap.users.push(u),
+        match serde_json::from_str::<UserRowV1>(&doc) {
+            Ok(u) => snap.users.push(u.into()),
             Err(e) => tracing::error!(error = %e, "skipping unreadable user row"),
         }
     }
@@ -178,8 +171,8 @@ fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
         .collect::<Result<_, _>>()
         .map_err(db_err)?;
     for (id, doc) in rows {
-        let mut state: RoomState = match serde_json::from_str(&doc) {
-            Ok(s) => s,
+        let mut state: RoomState = match serde_json::from_str::<RoomRowV1>(&doc) {
+            Ok(s) => s.into(),
             Err(e) => {
                 tracing::error!(room = %id, error = %e, "skipping unreadable room row");
                 continue;
@@ -187,9 +180,9 @@ fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
         };
         for doc in members.query_map([&id], |r| r.get::<_, String>(0)).map_err(db_err)? {
             let doc = doc.map_err(db_err)?;
-            match serde_json::from_str::<Member>(&doc) {
+            match serde_json::from_str::<MemberRowV1>(&doc) {
                 Ok(m) => {
-                    state.members.insert(m.user.id.clone(), m);
+                    state.members.insert(m.user.id.clone(), m.into());
                 }
                 Err(e) => tracing::error!(room = %id, error = %e, "skipping unreadable member row"),
             }
@@ -199,8 +192,8 @@ fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreError> {
             messages.query_map(params![&id, history as i64], |r| r.get::<_, String>(0)).map_err(db_err)?
         {
             let doc = doc.map_err(db_err)?;
-            match serde_json::from_str::<Message>(&doc) {
-                Ok(m) => msgs.push(m),
+            match serde_json::from_str::<MessageRowV1>(&doc) {
+                Ok(m) => msgs.push(m.into()),
                 Err(e) => tracing::error!(room = %id, error = %e, "skipping unreadable message row"),
             }
         }
@@ -220,7 +213,7 @@ pub(crate) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
     while let Some(first) = rx.blocking_recv() {
         group.clear();
         let push = |r: Request, group: &mut Vec<_>, shutdown: &mut Option<_>| match r {
-            Request::Commit { ops, done } => group.push((ops, done)),
+            Request::Commit { work, done } => group.push((work, done)),
             Request::Shutdown { done } => *shutdown = Some(done),
         };
         push(first, &mut group, &mut shutdown);
@@ -232,8 +225,8 @@ pub(crate) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
         }
         if !group.is_empty() {
             let started = Instant::now();
-            let n_ops: usize = group.iter().map(|(ops, _)| ops.len()).sum();
-            let result = commit(&mut conn, &group);
+            let n_ops: usize = group.iter().map(|(work, _)| work.len()).sum();
+            let result = commit(&mut conn, &group).map_err(DurabilityError::Store);
             crate::store::record_commit(group.len(), n_ops, started.elapsed().as_secs_f64());
             if let Err(e) = &result {
                 // Fail-stop, as databases do on a failed fsync: memory is now
@@ -255,7 +248,7 @@ pub(crate) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
             rx.close();
             // Answer anything that raced in behind the shutdown request.
             while let Ok(Request::Commit { done, .. }) = rx.try_recv() {
-                let _ = done.send(Err(StoreError::Closed));
+                let _ = done.send(Err(DurabilityError::Closed));
             }
             let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
             let _ = done.send(());
@@ -265,50 +258,65 @@ pub(crate) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
     }
 }
 
-type Group = Vec<(Vec<StoreOp>, tokio::sync::oneshot::Sender<Result<(), StoreError>>)>;
+type Group = Vec<(Work, tokio::sync::oneshot::Sender<Result<(), DurabilityError>>)>;
 
 fn commit(conn: &mut Connection, group: &Group) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(db_err)?;
-    for (ops, _) in group {
-        for op in ops {
-            apply(&tx, op).map_err(db_err)?;
+    for (work, _) in group {
+        match work {
+            Work::Room(batch) => {
+                for change in &batch.changes {
+                    apply_room(&tx, batch.rid.as_str(), change).map_err(db_err)?;
+                }
+            }
+            Work::Facts(facts) => {
+                for fact in facts {
+                    apply_fact(&tx, fact).map_err(db_err)?;
+                }
+            }
         }
     }
     tx.commit().map_err(db_err)
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
-    match op {
-        StoreOp::PutRoom { id, doc } => {
+fn apply_room(tx: &rusqlite::Transaction<'_>, rid: &str, change: &RoomChange) -> rusqlite::Result<()> {
+    match change {
+        RoomChange::Room(row) => {
             tx.prepare_cached("INSERT OR REPLACE INTO rooms (id, doc) VALUES (?1, ?2)")?
-                .execute(params![id.as_str(), doc])?;
+                .execute(params![rid, encode(row)])?;
         }
-        StoreOp::PutMember { rid, uid, doc } => {
+        RoomChange::Member(row) => {
             tx.prepare_cached("INSERT OR REPLACE INTO members (rid, uid, doc) VALUES (?1, ?2, ?3)")?
-                .execute(params![rid.as_str(), uid.as_str(), doc])?;
+                .execute(params![rid, row.user.id.as_str(), encode(row)])?;
         }
-        StoreOp::DeleteMember { rid, uid } => {
+        RoomChange::MemberLeft(uid) => {
             tx.prepare_cached("DELETE FROM members WHERE rid = ?1 AND uid = ?2")?
-                .execute(params![rid.as_str(), uid.as_str()])?;
+                .execute(params![rid, uid.as_str()])?;
         }
-        StoreOp::PutMessage { rid, id, doc } => {
+        RoomChange::Message(row) => {
             // Never overwrite someone's message. The room refuses a repeated
             // `_id` before it gets here (window, in-flight set, then this
             // table's index), so this only guards against a bug.
             tx.prepare_cached("INSERT OR IGNORE INTO messages (rid, id, doc) VALUES (?1, ?2, ?3)")?
-                .execute(params![rid.as_str(), id.as_str(), doc])?;
+                .execute(params![rid, row.id.as_str(), encode(row)])?;
         }
-        StoreOp::PutUser { id, doc } => {
+    }
+    Ok(())
+}
+
+fn apply_fact(tx: &rusqlite::Transaction<'_>, fact: &Fact) -> rusqlite::Result<()> {
+    match fact {
+        Fact::User(row) => {
             tx.prepare_cached("INSERT OR REPLACE INTO users (id, doc) VALUES (?1, ?2)")?
-                .execute(params![id.as_str(), doc])?;
+                .execute(params![row.id.as_str(), encode(row)])?;
         }
-        StoreOp::ClaimUsername { name, uid } => {
+        Fact::UsernameOwner { name, uid } => {
             // The directory grants each name once; a row already there
             // belongs to the same user.
             tx.prepare_cached("INSERT OR IGNORE INTO usernames (name, uid) VALUES (?1, ?2)")?
                 .execute(params![name, uid.as_str()])?;
         }
-        StoreOp::RevokeToken { key, exp } => {
+        Fact::RevokedToken { key, exp } => {
             tx.prepare_cached("INSERT OR REPLACE INTO revoked_tokens (key, exp) VALUES (?1, ?2)")?
                 .execute(params![key, i64::try_from(*exp).unwrap_or(i64::MAX)])?;
         }

@@ -15,6 +15,7 @@
 mod support;
 
 mod access;
+mod commits;
 mod ddp;
 mod docs;
 mod durability;
@@ -31,3 +32,4 @@ mod races;
 mod rc_api;
 mod rooms;
 mod shutdown;
+mod store_rows;

@@ -5,7 +5,9 @@
 
 use crate::http::get;
 use crate::support::*;
+use roomd::durability::fake::FakeDurability;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -40,9 +42,15 @@ async fn clients_are_closed_with_1012_and_run_returns_promptly() {
 
 #[tokio::test]
 async fn calls_in_flight_at_shutdown_are_answered_whole() {
-    let s = TestServer::with_limits(|l| l.shutdown_timeout = Duration::from_secs(3)).await;
+    // Every commit takes 500 ms, so when shutdown begins (right after the
+    // first reply) exactly one call is in flight, however loaded the
+    // machine is: with instant commits, a busy scheduler could let the
+    // session answer several before the shutdown signal lands.
+    let fake = Arc::new(FakeDurability::new());
+    let s = TestServer::with_durability(fake.clone(), |l| l.shutdown_timeout = Duration::from_secs(3)).await;
     let mut c = s.user("alice").await;
     let rid = channel(&mut c, json!({})).await["_id"].as_str().unwrap().to_owned();
+    fake.set_delay(Duration::from_millis(500), Duration::from_millis(500));
     let mut ids = Vec::new();
     for i in 0..200 {
         ids.push(c.send_method("sendMessage", json!([{"rid": rid, "msg": format!("m{i}")}])).await);

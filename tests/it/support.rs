@@ -44,6 +44,24 @@ impl TestServer {
     /// A server verifying tokens with `auth` (e.g. with audience checks);
     /// `token` still mints with [`SECRET`].
     pub async fn with_auth(auth: Authenticator, f: impl FnOnce(&mut Limits)) -> Self {
+        Self::build(auth, None, f).await
+    }
+
+    /// A server whose changes go to `durability` (e.g. a
+    /// [`FakeDurability`](roomd::durability::fake::FakeDurability) that slows
+    /// or fails commits) instead of staying in memory.
+    pub async fn with_durability(
+        durability: Arc<dyn roomd::durability::Durability>,
+        f: impl FnOnce(&mut Limits),
+    ) -> Self {
+        Self::build(Authenticator::hs256(SECRET), Some(durability), f).await
+    }
+
+    async fn build(
+        auth: Authenticator,
+        durability: Option<Arc<dyn roomd::durability::Durability>>,
+        f: impl FnOnce(&mut Limits),
+    ) -> Self {
         // Tests call at machine speed; the abuse limits (rate, room creation,
         // join-code brake) are off unless a test turns them on
         // (`l.no_rate_limits = false`, as `limits.rs` and `hostile.rs` do).
@@ -51,8 +69,8 @@ impl TestServer {
         f(&mut limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state =
-            Arc::new(ServerState::new(ServerParts { auth: auth.clone(), limits: &limits, store: None }));
+        let store = durability.map(|d| (d, roomd::durability::Snapshot::default()));
+        let state = Arc::new(ServerState::new(ServerParts { auth: auth.clone(), limits: &limits, store }));
         let (tx, rx) = oneshot::channel::<()>();
         let cfg = RunConfig::from_limits(&limits);
         let run_state = state.clone();
