@@ -20,7 +20,10 @@
 //! - [`lobby`]: creating rooms (name, code, actor, registration) and restoring them.
 //! - [`hub`]: user-scoped streams (notify-user, __my_messages__, notify-logged).
 //! - [`account`]: the signed-in user's own `users` record.
-//! - [`store`]: the durable SQLite store: schema, restore, group-commit writer.
+//! - [`durability`]: the seam to durable state (append a room's batch, record
+//!   global facts, restore); a fake for tests.
+//! - [`store`]: its first implementation, SQLite: schema, restore, group-commit
+//!   writer; `store::rows`, the versioned stored rows.
 //! - [`registry`]: rooms by id, name, code. [`users`]: users seen, their rooms.
 //! - [`auth`]: JWT verification and minting. [`permissions`]: who may do what.
 //! - [`error`]: method errors and the one mapping of every error to a wire code.
@@ -35,7 +38,10 @@
 //! - A connection handles one frame at a time, to completion; on close or
 //!   shutdown it finishes the frame in hand and starts no other.
 //! - Nothing is acknowledged before it is durable: a room actor holds a
-//!   command's reply and events until the store has committed its changes.
+//!   command's reply and events until its `Durability` has committed its
+//!   changes, and releases them in command order.
+//! - Three kinds of types: domain types have no serde shapes; stored rows
+//!   (`store::rows`) and wire shapes (`wire`) are built from them.
 
 pub mod account;
 pub mod auth;

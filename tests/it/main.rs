@@ -1,5 +1,6 @@
 //! One integration-test binary (compiles once). Every test talks to a real
-//! server over real sockets, except `model`, which drives the pure room rules.
+//! server over real sockets, except `model`, which drives the pure room rules,
+//! and `store_rows`, which restores an old-schema data directory.
 //!
 //! - `ddp`: DDP framing rules 1–8 (connect, order, heartbeats, results,
 //!   subscriptions, stream frames, EJSON dates, bad input).
@@ -11,6 +12,9 @@
 //! - `model`: model-based property test of `RoomState`.
 //! - `memory`: unsent-byte budgets, write stalls, the open-files limit.
 //! - `rc_api`: DMs, lists, roles, message rules, typing, user-scoped streams.
+//! - `commits`: reply/event order under slow commits, failed commits (the
+//!   durability fake).
+//! - `store_rows`: today's stored rows restore whole and re-encode byte for byte.
 
 mod support;
 
