@@ -3,9 +3,10 @@
 //! `join-room` by shareable code for users and guests.
 //!
 //! # Layout
-//! - [`server`]: accept loop, HTTP routing and WebSocket upgrade, shutdown;
-//!   [`ServerState`](server::ServerState), built whole from its parts.
-//! - [`http`]: request heads, upgrade and `Origin` checks, health/metrics replies.
+//! - [`server`]: accept loop, hyper's HTTP/1 connection, the WebSocket hand-over,
+//!   shutdown; [`ServerState`](server::ServerState), built whole from its parts.
+//! - `routes`: the axum router: `/websocket`, probes, `/api`, 404s.
+//! - [`http`]: the `Host`/`Origin` policy and the upgrade checks (pure).
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`). [`limits`]: rate limits.
 //! - [`conn`]: one connection's reader/writer tasks, close reasons. [`outbox`]: its bounded outbound queue.
 //! - [`session`]: per-connection DDP state (connected, identity, subs), changed
@@ -60,6 +61,7 @@ pub mod outbox;
 pub mod permissions;
 pub mod registry;
 pub mod room;
+mod routes;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -1,16 +1,16 @@
-//! The accept loop, HTTP routing on the one port, and the state every
-//! connection shares.
+//! The accept loop, the HTTP connection on the one port, and the state
+//! every connection shares.
 //!
 //! `run` takes its listener and its shutdown signal from the caller (main, or
 //! a test that bound `127.0.0.1:0`), in the manner of mini-redis. Each socket
-//! sends an HTTP request head first: `/websocket` becomes a DDP connection,
-//! `/healthz`, `/readyz` and `/metrics` get a plain HTTP answer, anything
-//! else a 404.
+//! is served by hyper's HTTP/1 connection with the router of `routes.rs`;
+//! `/websocket` is upgraded and handed, as the bare `TcpStream`, to the DDP
+//! connection code.
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
 use crate::conn::{self, CloseReason, ConnConfig, Tracked};
-use crate::http::{self, HeadError, RequestHead, UpgradeError};
+use crate::http;
 use crate::hub::UserHub;
 use crate::ids::ConnId;
 use crate::limits::{CodeBrakes, RoomCreationLimiter, SessionLimits};
@@ -19,13 +19,18 @@ use crate::outbox::Budget;
 use crate::registry::Registry;
 use crate::room::RoomConfig;
 use crate::users::Directory;
+use axum::Router;
+use axum::extract::Request;
 use futures_util::SinkExt;
+use hyper::server::conn::http1;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -35,6 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// Everything connections share, built whole by [`ServerState::new`].
 /// Lookups go through sharded maps; there is no global lock on any
@@ -148,8 +154,8 @@ impl ServerState {
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub max_connections: usize,
-    /// Time a new socket has to send its request head (and, for WebSockets,
-    /// to take the `101`); a socket that sends nothing is dropped after it.
+    /// Time a new socket has to send its request head; a socket that sends
+    /// nothing, or dribbles its head, is dropped after it.
     pub handshake_timeout: Duration,
     pub max_frame_bytes: usize,
     pub shutdown_timeout: Duration,
@@ -232,16 +238,32 @@ pub fn connection_capacity(wanted: usize) -> usize {
     }
 }
 
-/// What every socket task needs; one per `run`.
-struct Listener {
-    state: Arc<ServerState>,
-    cfg: RunConfig,
+/// Largest request head accepted (request line and headers); larger heads
+/// get `431`.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Most headers accepted in one request (more get `431`).
+const MAX_HEADERS: usize = 32;
+
+/// What the HTTP side of every socket shares; one per `run`. It is the
+/// router's state.
+pub(crate) struct HttpContext {
+    pub(crate) state: Arc<ServerState>,
+    /// The `Host` and `Origin` checks.
+    pub(crate) hosts: http::HostPolicy,
     ws_cfg: WebSocketConfig,
     /// One permit per open DDP connection (`--max-connections`).
     permits: Arc<Semaphore>,
-    /// The `Host` and `Origin` checks.
-    hosts: http::HostPolicy,
+    /// Socket tasks and DDP connections: shutdown waits for them.
+    tracker: TaskTracker,
+    /// Cancelled when shutdown begins; DDP connections then close with 1012.
+    stop: CancellationToken,
+    /// hyper's HTTP/1 settings: head size and time limits.
+    http1: http1::Builder,
 }
+
+/// The peer address of the socket a request came on (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// How often histogram samples are folded into buckets.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -256,13 +278,25 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let shutdown_timeout = cfg.shutdown_timeout;
-    let ctx = Arc::new(Listener {
+    let mut http1 = http1::Builder::new();
+    // The head timeout needs hyper's timer (without one, hyper panics when
+    // it arms the timeout). Only HTTP/1: sniffing for HTTP/2 would read
+    // before the head timeout starts.
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.handshake_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_header_size(MAX_HEAD_BYTES);
+    let ctx = Arc::new(HttpContext {
         hosts: http::HostPolicy::new(listener.local_addr().ok(), &cfg.public_urls, &cfg.allowed_origins),
         ws_cfg: ws_config(cfg.max_frame_bytes),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         state: state.clone(),
-        cfg,
+        tracker: tracker.clone(),
+        stop: stop.clone(),
+        http1,
     });
+    let router = crate::routes::router(ctx.clone());
     let upkeep = tokio::spawn({
         let metrics = state.metrics.clone();
         async move {
@@ -279,7 +313,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
         tokio::select! {
             _ = &mut shutdown => break,
             (stream, peer) = accept(&listener, &mut backoff) => {
-                tracker.spawn(handle_socket(ctx.clone(), stream, peer, stop.clone()));
+                tracker.spawn(serve_socket(ctx.clone(), router.clone(), stream, peer, stop.clone()));
             }
         }
     }
@@ -300,7 +334,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
                 break;
             }
             (stream, peer) = accept(&listener, &mut backoff) => {
-                tokio::spawn(handle_socket(ctx.clone(), stream, peer, http_only.clone()));
+                tokio::spawn(serve_socket(ctx.clone(), router.clone(), stream, peer, http_only.clone()));
             }
         }
     }
@@ -366,193 +400,118 @@ async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> (TcpStream, So
     }
 }
 
-/// One accepted socket: read the request head (within the handshake
-/// timeout; dropped at once if the server stops), then route it.
-/// A WebSocket that finished its upgrade and holds a connection slot.
-struct Upgraded {
-    ws: WebSocketStream<Tracked<TcpStream>>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// One accepted socket. The HTTP phase runs boxed: its state (request head,
-/// timers) is freed once the upgrade is done, so a long-lived connection's
-/// task holds only the DDP connection's state.
-async fn handle_socket(ctx: Arc<Listener>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
-    let state = ctx.state.clone();
-    let Some(up) = Box::pin(http_phase(ctx, stream, peer, stop.clone())).await else { return };
-    let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
-    tracing::debug!(conn = %id, %peer, "connected");
-    conn::serve(up.ws, id, peer.ip(), state, stop).await;
-    drop(up._permit);
-    tracing::debug!(conn = %id, "disconnected");
-}
-
-/// Reads the request head and answers it: health, metrics, errors, or the
-/// WebSocket upgrade (returned for the caller to serve).
-async fn http_phase(
-    ctx: Arc<Listener>,
-    mut stream: TcpStream,
+/// One accepted socket, served by hyper until it is answered or upgraded.
+/// The future ends at the upgrade (hyper hands the socket over and frees its
+/// buffers), so a long-lived DDP connection holds none of the HTTP phase's
+/// state.
+async fn serve_socket(
+    ctx: Arc<HttpContext>,
+    router: Router,
+    stream: TcpStream,
     peer: SocketAddr,
     stop: CancellationToken,
-) -> Option<Upgraded> {
-    let deadline = Instant::now() + ctx.cfg.handshake_timeout;
-    let metrics = &ctx.state.metrics;
-    let head = tokio::select! {
-        biased;
-        _ = stop.cancelled() => return None,
-        r = tokio::time::timeout_at(deadline, http::read_head(&mut stream)) => r,
-    };
-    let head = match head {
-        Ok(Ok(h)) => h,
-        Err(_) => {
-            tracing::debug!(%peer, "no request head within the handshake timeout");
-            metrics.handshake_failed("timeout");
-            return None;
+) {
+    // Whether a request was read: a head timeout after one is an idle
+    // keep-alive connection closing, not a failed handshake.
+    let answered = Arc::new(AtomicBool::new(false));
+    let svc = router.map_request({
+        let answered = answered.clone();
+        move |mut req: Request<hyper::body::Incoming>| {
+            answered.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(Peer(peer));
+            req
         }
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "bad request head");
-            let (status, label) = match e {
-                HeadError::TooLarge => (431, "too-large"),
-                HeadError::Malformed => (400, "bad-request"),
-                HeadError::Closed | HeadError::Io(_) => {
-                    metrics.handshake_failed("closed");
-                    return None;
-                }
+    });
+    let conn =
+        ctx.http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc)).with_upgrades();
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            // An idle socket is closed at once; a request being answered
+            // is finished first.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    let answered = answered.load(Ordering::Relaxed);
+    let label = match &r {
+        Ok(()) if answered => return,
+        Ok(()) => "closed",
+        Err(e) if e.is_timeout() => {
+            if answered {
+                return;
+            }
+            "timeout"
+        }
+        Err(e) if e.is_parse_too_large() => "too-large",
+        Err(e) if e.is_parse() || e.is_parse_status() => "bad-request",
+        Err(_) => "closed",
+    };
+    if let Err(e) = &r {
+        tracing::debug!(%peer, error = %e, reason = label, "HTTP connection failed");
+    }
+    ctx.state.metrics.handshake_failed(label);
+}
+
+impl HttpContext {
+    /// After a `101`: waits for hyper to hand the socket over, then runs the
+    /// DDP connection on it (or closes it with 1013 when the server is at
+    /// `--max-connections`). Spawned on the tracker, so shutdown waits for
+    /// it.
+    pub(crate) fn start_ddp(self: &Arc<Self>, on_upgrade: OnUpgrade, peer: SocketAddr) {
+        let ctx = self.clone();
+        self.tracker.spawn(async move {
+            // Boxed, and the stream returned by value: the upgrade's state
+            // is freed before the connection starts, so the task holds only
+            // the DDP connection's.
+            let Some(ws) = Box::pin(ctx.take_upgraded(on_upgrade, peer)).await else { return };
+            let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "over the connection limit");
+                ctx.state.metrics.handshake_failed("too-many-connections");
+                reject(ws, CloseReason::TooManyConnections).await;
+                return;
             };
-            metrics.handshake_failed(label);
-            reply(&mut stream, deadline, status, "bad request\n").await;
-            return None;
-        }
-    };
-    if let Some(name) = head.duplicate {
-        tracing::debug!(%peer, header = name, "header sent twice");
-        metrics.handshake_failed("bad-request");
-        reply(&mut stream, deadline, 400, &format!("more than one {name} header\n")).await;
-        return None;
+            let state = ctx.state.clone();
+            let stop = ctx.stop.clone();
+            drop(ctx);
+            let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
+            tracing::debug!(conn = %id, %peer, "connected");
+            conn::serve(ws, id, peer.ip(), state, stop).await;
+            drop(permit);
+            tracing::debug!(conn = %id, "disconnected");
+        });
     }
-    if !ctx.hosts.host_allowed(head.host.as_deref()) {
-        tracing::debug!(%peer, host = head.host.as_deref().unwrap_or(""), "host not allowed");
-        metrics.handshake_failed("host");
-        let body = "host not allowed: roomd listens on a loopback address and answers only to \
-                    localhost, 127.0.0.1, [::1] and the hosts of --public-url\n";
-        reply(&mut stream, deadline, 421, body).await;
-        return None;
-    }
-    match head.path.as_str() {
-        "/websocket" => upgrade(ctx, stream, head, peer, stop, deadline).await,
-        "/healthz" | "/readyz" | "/metrics" => {
-            serve_http(&ctx.state, stream, &head, deadline).await;
-            None
-        }
-        _ => {
-            metrics.handshake_failed("not-found");
-            reply(&mut stream, deadline, 404, "not found; the DDP endpoint is /websocket\n").await;
-            None
-        }
-    }
-}
 
-/// Writes a small plain-text reply, giving up at `deadline`.
-async fn reply(stream: &mut TcpStream, deadline: Instant, status: u16, body: &str) {
-    let _ = tokio::time::timeout_at(deadline, http::respond_text(stream, status, body)).await;
-}
-
-/// `GET /healthz`, `/readyz`, `/metrics`.
-async fn serve_http(state: &ServerState, mut stream: TcpStream, head: &RequestHead, deadline: Instant) {
-    let head_only = match head.method.as_str() {
-        "GET" => false,
-        "HEAD" => true,
-        _ => {
-            let r = http::respond(
-                &mut stream,
-                405,
-                "text/plain; charset=utf-8",
-                "method not allowed\n",
-                "Allow: GET, HEAD\r\n",
-                false,
-            );
-            let _ = tokio::time::timeout_at(deadline, r).await;
-            return;
-        }
-    };
-    let (status, content_type, body) = match head.path.as_str() {
-        "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".to_owned()),
-        "/readyz" if state.is_ready() => (200, "text/plain; charset=utf-8", "ready\n".to_owned()),
-        "/readyz" if state.is_draining() => (503, "text/plain; charset=utf-8", "shutting down\n".to_owned()),
-        "/readyz" => (503, "text/plain; charset=utf-8", "not ready\n".to_owned()),
-        _ => {
-            state.metrics.outbound_queued_bytes(state.conn_config.outbound_bytes.used());
-            (200, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render(state.registry.len()))
-        }
-    };
-    let r = http::respond(&mut stream, status, content_type, &body, "", head_only);
-    let _ = tokio::time::timeout_at(deadline, r).await;
-}
-
-/// `GET /websocket`: checks the upgrade and the origin, answers `101`,
-/// then runs the DDP connection (or closes it with 1013 when the server is
-/// at `--max-connections`).
-async fn upgrade(
-    ctx: Arc<Listener>,
-    mut stream: TcpStream,
-    mut head: RequestHead,
-    peer: SocketAddr,
-    stop: CancellationToken,
-    deadline: Instant,
-) -> Option<Upgraded> {
-    let state = &ctx.state;
-    if state.is_draining() {
-        state.metrics.handshake_failed("draining");
-        reply(&mut stream, deadline, 503, "shutting down, reconnect later\n").await;
-        return None;
-    }
-    let key = match head.websocket_key() {
-        Ok(k) => k.to_owned(),
-        Err(UpgradeError::NotUpgrade) => {
-            state.metrics.handshake_failed("bad-request");
-            reply(&mut stream, deadline, 400, "expected a WebSocket upgrade\n").await;
+    /// The upgraded socket as the bare `TcpStream` (the type the DDP
+    /// connection code takes), with any bytes the client sent after its
+    /// head.
+    async fn take_upgraded(
+        &self,
+        on_upgrade: OnUpgrade,
+        peer: SocketAddr,
+    ) -> Option<WebSocketStream<Tracked<TcpStream>>> {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "upgrade failed");
+                self.state.metrics.handshake_failed("closed");
+                return None;
+            }
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            // Only if `serve_socket` served something other than a
+            // TcpStream: a bug, not a client's doing.
+            tracing::error!(%peer, "upgraded connection is not a TCP socket");
             return None;
-        }
-        Err(UpgradeError::Version) => {
-            state.metrics.handshake_failed("bad-request");
-            let r = http::respond(
-                &mut stream,
-                426,
-                "text/plain; charset=utf-8",
-                "unsupported WebSocket version\n",
-                "Sec-WebSocket-Version: 13\r\n",
-                false,
-            );
-            let _ = tokio::time::timeout_at(deadline, r).await;
-            return None;
-        }
-    };
-    if !ctx.hosts.origin_allowed(head.origin.as_deref(), head.host.as_deref()) {
-        tracing::debug!(%peer, origin = head.origin.as_deref().unwrap_or(""), "origin not allowed");
-        state.metrics.handshake_failed("origin");
-        reply(&mut stream, deadline, 403, "origin not allowed\n").await;
-        return None;
+        };
+        // Copied: `read_buf` is a view of hyper's 8 KiB read buffer and
+        // would keep all of it alive for the connection's lifetime.
+        let rest = parts.read_buf.as_ref().to_vec();
+        drop(parts.read_buf);
+        let stream = Tracked::new(parts.io.into_inner());
+        Some(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(self.ws_cfg)).await)
     }
-    let accept = http::switching_protocols(&key);
-    match tokio::time::timeout_at(deadline, stream.write_all(accept.as_bytes())).await {
-        Ok(Ok(())) => {}
-        _ => {
-            state.metrics.handshake_failed("closed");
-            return None;
-        }
-    }
-    let rest = std::mem::take(&mut head.rest);
-    drop(head);
-    let ws = WebSocketStream::from_partially_read(Tracked::new(stream), rest, Role::Server, Some(ctx.ws_cfg))
-        .await;
-    let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
-        tracing::debug!(%peer, "over the connection limit");
-        state.metrics.handshake_failed("too-many-connections");
-        reject(ws, CloseReason::TooManyConnections).await;
-        return None;
-    };
-    let _ = stop;
-    Some(Upgraded { ws, _permit: permit })
 }
 
 async fn reject(mut ws: WebSocketStream<Tracked<TcpStream>>, reason: CloseReason) {

@@ -1,0 +1,182 @@
+//! What each path of the one port answers: the router every socket is
+//! served with.
+//!
+//! - `/websocket` (and `/websocket/`, any query): the DDP endpoint, upgraded
+//!   into the connection code of `conn.rs`.
+//! - `/healthz`, `/readyz`, `/metrics`: plain answers for probes and scrapes.
+//! - `/api/…`: reserved for the REST endpoints (a nested router).
+//! - anything else: `404`.
+//!
+//! Every request first passes the `Host` checks ([`host_guard`]); every
+//! answer but a `101` closes the connection. More doors (Socket.IO, REST)
+//! are added in [`router`], as routes or as a layer, inside those two.
+
+use crate::http::{self, UpgradeError};
+use crate::server::{HttpContext, Peer};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+type Ctx = Arc<HttpContext>;
+
+/// The whole HTTP surface of the port.
+pub(crate) fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/websocket", any(websocket))
+        // Meteor serves its DDP endpoint with and without the trailing
+        // slash, and clients built for it may ask for either.
+        .route("/websocket/", any(websocket))
+        .route("/healthz", any(probe))
+        .route("/readyz", any(probe))
+        .route("/metrics", any(probe))
+        .nest("/api", api())
+        .fallback(not_found)
+        // Outermost last: the Host checks run before any route; the close
+        // decision sees every answer, refusals included.
+        .layer(middleware::from_fn_with_state(ctx.clone(), host_guard))
+        .layer(middleware::map_response(close_after_answer))
+        .with_state(ctx)
+}
+
+/// `/api/…`: the REST endpoints' place; none yet.
+fn api() -> Router<Ctx> {
+    Router::new().fallback(not_found)
+}
+
+/// Refuses a request that names its host ambiguously (two `Host` or
+/// `Origin` headers: `400`) or, on a loopback listener, a host that is not
+/// this machine's (`421`: DNS rebinding), whatever the path.
+async fn host_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    let metrics = &ctx.state.metrics;
+    if let Some(name) = http::duplicated(req.headers()) {
+        tracing::debug!(header = name, "header sent twice");
+        metrics.handshake_failed("bad-request");
+        return text(StatusCode::BAD_REQUEST, format!("more than one {name} header\n"));
+    }
+    let host = http::header_str(req.headers(), &header::HOST);
+    if !ctx.hosts.host_allowed(host) {
+        tracing::debug!(host = host.unwrap_or(""), "host not allowed");
+        metrics.handshake_failed("host");
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host not allowed: roomd listens on a loopback address and answers only to \
+             localhost, 127.0.0.1, [::1] and the hosts of --public-url\n",
+        );
+    }
+    next.run(req).await
+}
+
+/// Every answer but a `101` closes the connection: one request per socket
+/// keeps the HTTP phase short and its state out of idle sockets. Done per
+/// answer rather than by turning keep-alive off in hyper, which would also
+/// put `close` into the `101`'s `Connection` header (clients refuse that).
+async fn close_after_answer(mut res: Response) -> Response {
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// A small uncacheable plain-text answer.
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    (status, headers, body.into()).into_response()
+}
+
+/// `None` for `GET` and `HEAD` (hyper leaves out the body of a `HEAD`
+/// answer); the `405` for any other method.
+fn only_get_or_head(method: &Method) -> Option<Response> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
+    }
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(r)
+}
+
+async fn not_found(State(ctx): State<Ctx>) -> Response {
+    ctx.state.metrics.handshake_failed("not-found");
+    text(StatusCode::NOT_FOUND, "not found; the DDP endpoint is /websocket\n")
+}
+
+/// `/healthz`, `/readyz`, `/metrics`.
+async fn probe(State(ctx): State<Ctx>, req: Request) -> Response {
+    if let Some(refused) = only_get_or_head(req.method()) {
+        return refused;
+    }
+    let state = &ctx.state;
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if state.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if state.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => {
+            state.metrics.outbound_queued_bytes(state.conn_config.outbound_bytes.used());
+            let body = state.metrics.render(state.registry.len());
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+    }
+}
+
+/// `GET /websocket`: checks the upgrade and the origin and answers `101`;
+/// the DDP connection then starts on the upgraded socket.
+async fn websocket(State(ctx): State<Ctx>, mut req: Request) -> Response {
+    let metrics = &ctx.state.metrics;
+    if ctx.state.is_draining() {
+        metrics.handshake_failed("draining");
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down, reconnect later\n");
+    }
+    let accept = match http::websocket_key(req.method(), req.headers()) {
+        Ok(key) => derive_accept_key(key),
+        Err(UpgradeError::NotUpgrade) => {
+            metrics.handshake_failed("bad-request");
+            return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
+        }
+        Err(UpgradeError::Version) => {
+            metrics.handshake_failed("bad-request");
+            let mut r = text(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version\n");
+            r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            return r;
+        }
+    };
+    let origin = http::header_str(req.headers(), &header::ORIGIN);
+    if !ctx.hosts.origin_allowed(origin, http::header_str(req.headers(), &header::HOST)) {
+        tracing::debug!(origin = origin.unwrap_or(""), "origin not allowed");
+        metrics.handshake_failed("origin");
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let Some(&Peer(peer)) = req.extensions().get::<Peer>() else {
+        // `serve_socket` adds it to every request; without it the
+        // connection could not be braked per address.
+        tracing::error!("request without a peer address");
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+    };
+    let Ok(accept) = HeaderValue::try_from(accept) else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    // Nothing of the request lives on into the connection.
+    drop(req);
+    ctx.start_ddp(on_upgrade, peer);
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    r
+}
