@@ -7,6 +7,7 @@
 //!   shutdown; [`ServerState`](server::ServerState), built whole from its parts.
 //! - `routes`: the axum router: `/websocket`, probes, `/api`, 404s.
 //! - [`http`]: the `Host`/`Origin` policy and the upgrade checks (pure).
+//! - [`webapp`]: the meeting-room web app's embedded files and their headers.
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`). [`limits`]: rate limits.
 //! - [`conn`]: one connection's reader/writer tasks, close reasons. [`outbox`]: its bounded outbound queue.
 //! - [`session`]: per-connection DDP state (connected, identity, subs), changed
@@ -68,4 +69,5 @@ pub mod store;
 pub mod sub;
 pub mod time;
 pub mod users;
+pub mod webapp;
 pub mod wire;

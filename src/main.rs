@@ -79,6 +79,9 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    // Only with the generated development secret: a sign-in link for the web
+    // app, so a newcomer is in without minting a token.
+    let mut dev_token = None;
     let auth = match &args.jwt_public_key {
         // Tokens from an identity provider: no shared secret at all.
         Some(path) => match std::fs::read(path)
@@ -102,13 +105,19 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let auth = Authenticator::hs256(&secret);
             if let SecretSource::DevFile(path) = &source {
                 tracing::warn!(
                     path,
                     "using a development JWT secret generated on first start; set ROOMD_JWT_SECRET or --jwt-secret-file in production"
                 );
+                // A minted token carries no audience or issuer: no link
+                // when those are required.
+                if args.jwt_audience.is_empty() && args.jwt_issuer.is_empty() {
+                    dev_token = Some(dev_sign_in_token(&auth));
+                }
             }
-            Authenticator::hs256(&secret)
+            auth
         }
     };
     let auth = auth.with_claim_checks(&args.jwt_audience, &args.jwt_issuer);
@@ -131,6 +140,12 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, "roomd listening; DDP endpoint ws://{addr}/websocket");
+        if let (Some(token), Ok(local)) = (&dev_token, listener.local_addr()) {
+            tracing::info!(
+                "sign in to the web app (development secret; link valid 24 h): open http://{}/#token={token}",
+                browsable(local)
+            );
+        }
         let store = if args.in_memory {
             tracing::info!("in-memory mode: nothing will survive a restart");
             None
@@ -165,6 +180,32 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// A token for the development user `host` (id `dev`), valid for a day.
+fn dev_sign_in_token(auth: &Authenticator) -> String {
+    let now = auth::now_secs();
+    let claims = Claims {
+        sub: "dev".to_owned(),
+        username: "host".to_owned(),
+        name: Some("Host".to_owned()),
+        roles: Some(vec!["user".to_owned()]),
+        exp: now + 24 * 3600,
+        nbf: None,
+        iat: Some(now),
+    };
+    auth.mint(&claims)
+}
+
+/// The address to print in a link: a wildcard listen address is reachable
+/// locally as loopback.
+fn browsable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    let ip: std::net::IpAddr = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, addr.port())
 }
 
 /// Binds with a deep accept backlog: connection storms (reconnects after a

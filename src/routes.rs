@@ -4,6 +4,7 @@
 //! - `/websocket` (and `/websocket/`, any query): the DDP endpoint, upgraded
 //!   into the connection code of `conn.rs`.
 //! - `/healthz`, `/readyz`, `/metrics`: plain answers for probes and scrapes.
+//! - `/`, `/r/<code>`, `/app/<file>`: the meeting-room web app ([`webapp`]).
 //! - `/api/…`: reserved for the REST endpoints (a nested router).
 //! - anything else: `404`.
 //!
@@ -13,6 +14,7 @@
 
 use crate::http::{self, UpgradeError};
 use crate::server::{HttpContext, Peer};
+use crate::webapp;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -35,6 +37,9 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/healthz", any(probe))
         .route("/readyz", any(probe))
         .route("/metrics", any(probe))
+        .route("/", any(web_app))
+        .route("/r/{code}", any(web_app))
+        .route("/app/{file}", any(web_app))
         .nest("/api", api())
         .fallback(not_found)
         // Outermost last: the Host checks run before any route; the close
@@ -178,5 +183,33 @@ async fn websocket(State(ctx): State<Ctx>, mut req: Request) -> Response {
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    r
+}
+
+/// The web app's pages and files: `304` when the browser's copy is current.
+async fn web_app(State(ctx): State<Ctx>, req: Request) -> Response {
+    let Some(asset) = webapp::asset_for(req.uri().path()) else {
+        return not_found(State(ctx)).await;
+    };
+    if let Some(refused) = only_get_or_head(req.method()) {
+        return refused;
+    }
+    let fresh = asset.matches(req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()));
+    let mut r = if fresh {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Body::from(asset.body));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+        r
+    };
+    for (name, value) in asset.headers(http::header_str(req.headers(), &header::HOST)) {
+        // Every value is built from constants or a checked host; one that
+        // still does not fit a header is left out rather than failing.
+        if let Ok(v) = HeaderValue::try_from(value) {
+            r.headers_mut().insert(name, v);
+        }
+    }
     r
 }

@@ -22,6 +22,7 @@ mod mute;
 mod params;
 mod room_lists;
 mod room_lookup;
+mod room_participants;
 mod room_roles;
 mod save_room_settings;
 mod send_message;
@@ -108,6 +109,7 @@ methods! {
     AddRoomLeader = "addRoomLeader",
     RemoveRoomLeader = "removeRoomLeader",
     GetRoomRoles = "getRoomRoles",
+    GetRoomParticipants = "getRoomParticipants",
     MuteUserInRoom = "muteUserInRoom",
     UnmuteUserInRoom = "unmuteUserInRoom",
 }
@@ -184,6 +186,7 @@ impl Method {
             Method::AddRoomLeader => room_roles::set(s, p, RoleKind::Leader, true).await,
             Method::RemoveRoomLeader => room_roles::set(s, p, RoleKind::Leader, false).await,
             Method::GetRoomRoles => room_roles::get(s, p).await,
+            Method::GetRoomParticipants => room_participants::call(s, p).await,
             Method::MuteUserInRoom => mute::call(s, p, true).await,
             Method::UnmuteUserInRoom => mute::call(s, p, false).await,
         }

@@ -511,6 +511,9 @@ impl RoomActor {
             RoomCommand::Roles { uid, respond_to } => {
                 self.reply(respond_to, self.state.roles_for(&uid));
             }
+            RoomCommand::Participants { uid, respond_to } => {
+                self.reply(respond_to, self.state.participants_for(&uid));
+            }
             RoomCommand::Notify { from, uid, topic, event, args } => {
                 if self.state.is_member(&uid) {
                     self.relay(from, topic, &event, &args);

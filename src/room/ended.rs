@@ -81,6 +81,9 @@ impl EndedRoom {
             C::Roles { uid, respond_to } => {
                 let _ = respond_to.send(s.roles_for(&uid));
             }
+            C::Participants { uid, respond_to } => {
+                let _ = respond_to.send(s.participants_for(&uid));
+            }
             C::History { uid, respond_to, .. } => {
                 // Readable as the live room would be; the history stays on
                 // disk but is not kept in memory for a released room.

@@ -145,6 +145,9 @@ pub enum RoomCommand {
     SubscriptionDoc { uid: UserId, respond_to: Reply<Option<Value>> },
     /// `getRoomRoles` entries, if `uid` may read the room.
     Roles { uid: UserId, respond_to: Reply<Vec<Value>> },
+    /// `getRoomParticipants`: the summary and current participants, for
+    /// members (guests included) only.
+    Participants { uid: UserId, respond_to: Reply<Value> },
     /// `stream-notify-room` typing/user-activity, re-emitted to others.
     Notify { from: ConnId, uid: UserId, topic: Topic, event: String, args: Value },
 }

@@ -970,6 +970,42 @@ impl RoomState {
             .collect())
     }
 
+    /// `getRoomParticipants`: the room's summary and its participants,
+    /// oldest seat first (a stable order for lists), each with a display
+    /// `name`, if `uid` is a member (guests included). Never carries a
+    /// guest's seat token. An ended room has no members, so it answers
+    /// not-allowed through this same check.
+    pub fn participants_for(&self, uid: &UserId) -> Result<Value, RoomError> {
+        if !self.is_member(uid) {
+            return Err(RoomError::NotAllowed);
+        }
+        let mut members: Vec<&Member> = self.members.values().collect();
+        members.sort_by(|a, b| (a.joined_at, &a.participant_id).cmp(&(b.joined_at, &b.participant_id)));
+        let participants: Vec<Value> = members
+            .into_iter()
+            .map(|m| {
+                let mut p = m.participant(&self.id, &self.host_id, None);
+                // A user's id alone means nothing to a guest.
+                if let Value::Object(o) = &mut p {
+                    o.insert("name".into(), Value::from(m.user.name.as_deref().unwrap_or(&m.user.username)));
+                }
+                p
+            })
+            .collect();
+        Ok(json!({
+            "room": {
+                "_id": self.id,
+                "name": self.name,
+                "code": self.code,
+                "locked": self.locked,
+                "active": self.active,
+                "maxParticipants": self.max_participants,
+                "participantCount": self.members.len(),
+            },
+            "participants": participants,
+        }))
+    }
+
     /// The member's subscription document (Rocket.Chat `subscriptions/get`).
     pub fn subscription_doc(&self, uid: &UserId) -> Option<Value> {
         let m = self.members.get(uid)?;

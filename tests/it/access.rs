@@ -30,7 +30,8 @@ fn params(method: &str, rid: &str, code: &str, victim: (&str, &str)) -> Option<V
         | "unarchiveRoom"
         | "hideRoom"
         | "openRoom"
-        | "getRoomRoles" => json!([rid]),
+        | "getRoomRoles"
+        | "getRoomParticipants" => json!([rid]),
         "toggleFavorite" => json!([rid, true]),
         "saveRoomSettings" => json!([rid, {"locked": true, "joinCode": "", "roomTopic": "pwned"}]),
         "sendMessage" => json!([{"rid": rid, "msg": "intruder"}]),
@@ -65,6 +66,15 @@ async fn guests_reach_no_method_beyond_join_room_and_leaving() {
         let Some(p) = params(&m, &rid, &code, ("acc-member", "id-acc-member")) else { continue };
         if m == "leaveRoom" {
             continue; // a guest may leave its own seat; tried last
+        }
+        if m == "getRoomParticipants" {
+            // A seated guest may see the room it is in, and nothing secret.
+            let v = guest.ok(&m, p).await;
+            assert!(
+                v["participants"].as_array().unwrap().iter().all(|p| p.get("guestToken").is_none()),
+                "{v}"
+            );
+            continue;
         }
         let e = guest.err(&m, p).await;
         assert_eq!(e["error"], "error-invalid-user", "guest reached {m}: {e}");

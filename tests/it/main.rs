@@ -15,6 +15,7 @@
 //! - `commits`: reply/event order under slow commits, failed commits (the
 //!   durability fake).
 //! - `store_rows`: today's stored rows restore whole and re-encode byte for byte.
+//! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 
 mod support;
 
@@ -37,3 +38,4 @@ mod rc_api;
 mod rooms;
 mod shutdown;
 mod store_rows;
+mod webapp;
