@@ -95,7 +95,7 @@ mod util {
     use super::*;
 
     /// Parses `500ms`, `10s`, `10` (seconds), `2m`, `1h`, `250us`.
-    pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         let s = s.trim();
         let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
@@ -115,7 +115,7 @@ mod util {
     }
 
     /// Parses `K/M` with 1 <= K <= M.
-    pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), String> {
         let (k, m) = s.split_once('/').ok_or("shard must look like K/M, e.g. 2/4")?;
         let k: usize = k.trim().parse().map_err(|_| format!("bad shard `{s}`"))?;
         let m: usize = m.trim().parse().map_err(|_| format!("bad shard `{s}`"))?;
@@ -125,18 +125,18 @@ mod util {
         Ok((k, m))
     }
 
-    pub fn unix_micros() -> u64 {
+    pub(crate) fn unix_micros() -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
     }
 
     /// xorshift64* — plenty for picking actions and rooms.
-    pub struct Rng(u64);
+    pub(crate) struct Rng(u64);
 
     impl Rng {
-        pub fn new(seed: u64) -> Self {
+        pub(crate) fn new(seed: u64) -> Self {
             Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
         }
-        pub fn next_u64(&mut self) -> u64 {
+        pub(crate) fn next_u64(&mut self) -> u64 {
             let mut x = self.0;
             x ^= x >> 12;
             x ^= x << 25;
@@ -144,20 +144,20 @@ mod util {
             self.0 = x;
             x.wrapping_mul(0x2545_F491_4F6C_DD1D)
         }
-        pub fn below(&mut self, n: usize) -> usize {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
             (self.next_u64() % n.max(1) as u64) as usize
         }
         /// Uniform in [0, 1).
-        pub fn unit(&mut self) -> f64 {
+        pub(crate) fn unit(&mut self) -> f64 {
             (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
         }
     }
 
-    pub fn mib(kb: u64) -> f64 {
+    pub(crate) fn mib(kb: u64) -> f64 {
         kb as f64 / 1024.0
     }
 
-    pub fn truncate(s: &str, max: usize) -> &str {
+    pub(crate) fn truncate(s: &str, max: usize) -> &str {
         if s.len() <= max {
             return s;
         }
@@ -168,16 +168,16 @@ mod util {
         &s[..end]
     }
 
-    pub fn fmt_rate(x: f64) -> String {
+    pub(crate) fn fmt_rate(x: f64) -> String {
         if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.1}") }
     }
 
     /// CPU seconds over a wall time as a percentage of one core.
-    pub fn pct(cpu: Option<f64>, wall: f64) -> String {
+    pub(crate) fn pct(cpu: Option<f64>, wall: f64) -> String {
         cpu.map(|c| format!("{:.0}%", 100.0 * c / wall.max(1e-9))).unwrap_or_else(|| "n/a".into())
     }
 
-    pub fn opt_rate(x: Option<f64>) -> String {
+    pub(crate) fn opt_rate(x: Option<f64>) -> String {
         x.map(fmt_rate).unwrap_or_else(|| "n/a".into())
     }
 }
@@ -189,16 +189,16 @@ mod procfs {
     use super::*;
 
     /// sysconf(_SC_CLK_TCK) on Linux.
-    pub const CLK_TCK: f64 = 100.0;
+    pub(crate) const CLK_TCK: f64 = 100.0;
 
     #[derive(Clone, Copy, Debug)]
-    pub struct ProcSample {
+    pub(crate) struct ProcSample {
         pub rss_kb: u64,
         pub cpu_ticks: u64,
     }
 
     /// `pid` is a number or `self`.
-    pub fn sample(pid: &str) -> Option<ProcSample> {
+    pub(crate) fn sample(pid: &str) -> Option<ProcSample> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the parenthesised comm: [0] = field 3 (state), so utime (14)
         // is [11] and stime (15) is [12].
@@ -263,7 +263,7 @@ mod procfs {
     /// Finds a process whose comm is `roomd`: the one listening on `port` if any,
     /// else one whose command line mentions `:port`, else the newest. Returns the
     /// pid and how it was chosen.
-    pub fn find_server(port: u16) -> (Option<u32>, String) {
+    pub(crate) fn find_server(port: u16) -> (Option<u32>, String) {
         let mut cands: Vec<(u32, u64, String)> = Vec::new();
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for e in dir.flatten() {
@@ -304,7 +304,7 @@ mod procfs {
     }
 
     /// (soft, hard) open-files limit of this process; `None` = unlimited.
-    pub fn open_files_limit() -> (Option<u64>, Option<u64>) {
+    pub(crate) fn open_files_limit() -> (Option<u64>, Option<u64>) {
         let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
         let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) else {
             return (None, None);
@@ -316,7 +316,7 @@ mod procfs {
     }
 
     /// Fails early when `needed` sockets would not fit under the soft limit.
-    pub fn check_fd_budget(needed: usize) -> Result<(), String> {
+    pub(crate) fn check_fd_budget(needed: usize) -> Result<(), String> {
         let (soft, hard) = open_files_limit();
         let Some(soft) = soft else { return Ok(()) };
         let needed = needed as u64 + 64;
@@ -338,7 +338,7 @@ mod procfs {
 
     /// TcpExt ListenOverflows from /proc/net/netstat: connection attempts dropped
     /// because a listener's accept queue was full (whole network namespace).
-    pub fn listen_overflows() -> Option<u64> {
+    pub(crate) fn listen_overflows() -> Option<u64> {
         let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
         let mut tcp_ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
         let (names, values) = (tcp_ext.next()?, tcp_ext.next()?);
@@ -348,7 +348,7 @@ mod procfs {
 
     /// A point-in-time sample of the server and of this process.
     #[derive(Clone, Copy)]
-    pub struct Snap {
+    pub(crate) struct Snap {
         pub at: Instant,
         pub server: Option<ProcSample>,
         pub me: Option<ProcSample>,
@@ -356,7 +356,7 @@ mod procfs {
     }
 
     /// Resource use between two snapshots.
-    pub struct Usage {
+    pub(crate) struct Usage {
         pub wall: f64,
         pub server_cpu: Option<f64>,
         pub self_cpu: Option<f64>,
@@ -366,7 +366,7 @@ mod procfs {
     }
 
     impl Usage {
-        pub fn between(a: &Snap, b: &Snap) -> Usage {
+        pub(crate) fn between(a: &Snap, b: &Snap) -> Usage {
             let cpu = |x: Option<ProcSample>, y: Option<ProcSample>| {
                 Some(y?.cpu_ticks.saturating_sub(x?.cpu_ticks) as f64 / CLK_TCK)
             };
@@ -385,11 +385,11 @@ mod procfs {
 
         /// `n` operations per server CPU-second (None without a server or when the
         /// phase was shorter than one clock tick of server CPU).
-        pub fn per_cpu(&self, n: f64) -> Option<f64> {
+        pub(crate) fn per_cpu(&self, n: f64) -> Option<f64> {
             self.server_cpu.filter(|c| *c > 0.0).map(|c| n / c)
         }
 
-        pub fn text(&self) -> String {
+        pub(crate) fn text(&self) -> String {
             let server = match self.server_cpu {
                 Some(c) => format!(
                     "server CPU {c:.2} s ({:.0}% of one core{})",
@@ -409,7 +409,7 @@ mod procfs {
             format!("{server}, {me}, wall {:.2} s{overflows}", self.wall)
         }
 
-        pub fn json(&self) -> Value {
+        pub(crate) fn json(&self) -> Value {
             json!({
                 "wall_s": self.wall,
                 "server_cpu_s": self.server_cpu,
@@ -431,7 +431,7 @@ mod stats {
 
     /// Latency histogram in microseconds (1 µs .. 1 h, 3 significant digits).
     #[derive(Clone)]
-    pub struct Lat(Histogram<u64>);
+    pub(crate) struct Lat(Histogram<u64>);
 
     impl Default for Lat {
         fn default() -> Self {
@@ -440,25 +440,25 @@ mod stats {
     }
 
     impl Lat {
-        pub fn record(&mut self, d: Duration) {
+        pub(crate) fn record(&mut self, d: Duration) {
             self.record_us(d.as_micros() as u64);
         }
-        pub fn record_us(&mut self, us: u64) {
+        pub(crate) fn record_us(&mut self, us: u64) {
             self.0.saturating_record(us);
         }
-        pub fn count(&self) -> u64 {
+        pub(crate) fn count(&self) -> u64 {
             self.0.len()
         }
-        pub fn q_ms(&self, q: f64) -> f64 {
+        pub(crate) fn q_ms(&self, q: f64) -> f64 {
             if self.0.is_empty() {
                 return 0.0;
             }
             self.0.value_at_quantile(q) as f64 / 1000.0
         }
-        pub fn max_ms(&self) -> f64 {
+        pub(crate) fn max_ms(&self) -> f64 {
             self.0.max() as f64 / 1000.0
         }
-        pub fn text(&self) -> String {
+        pub(crate) fn text(&self) -> String {
             if self.0.is_empty() {
                 return "no samples".into();
             }
@@ -470,7 +470,7 @@ mod stats {
                 self.count()
             )
         }
-        pub fn json(&self) -> Value {
+        pub(crate) fn json(&self) -> Value {
             json!({
                 "n": self.count(),
                 "p50_ms": self.q_ms(0.5),
@@ -480,35 +480,35 @@ mod stats {
         }
     }
 
-    pub type SharedLat = Arc<Mutex<Lat>>;
+    pub(crate) type SharedLat = Arc<Mutex<Lat>>;
 
-    pub fn shared_lat() -> SharedLat {
+    pub(crate) fn shared_lat() -> SharedLat {
         Arc::new(Mutex::new(Lat::default()))
     }
 
-    pub fn take(l: &SharedLat) -> Lat {
+    pub(crate) fn take(l: &SharedLat) -> Lat {
         l.lock().unwrap().clone()
     }
 
     /// Counts of named outcomes (error codes per stage, ...).
     #[derive(Default)]
-    pub struct Tally(Mutex<BTreeMap<String, u64>>);
+    pub(crate) struct Tally(Mutex<BTreeMap<String, u64>>);
 
     impl Tally {
-        pub fn add(&self, key: impl Into<String>) {
+        pub(crate) fn add(&self, key: impl Into<String>) {
             *self.0.lock().unwrap().entry(key.into()).or_default() += 1;
         }
-        pub fn total(&self) -> u64 {
+        pub(crate) fn total(&self) -> u64 {
             self.0.lock().unwrap().values().sum()
         }
-        pub fn text(&self) -> String {
+        pub(crate) fn text(&self) -> String {
             let m = self.0.lock().unwrap();
             if m.is_empty() {
                 return "none".into();
             }
             m.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
         }
-        pub fn json(&self) -> Value {
+        pub(crate) fn json(&self) -> Value {
             let m = self.0.lock().unwrap();
             Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
         }
@@ -533,7 +533,7 @@ mod ddp {
     type Reply = oneshot::Sender<Result<Value, DdpError>>;
 
     /// Receives a connection's data frames, on its reader task.
-    pub trait Listener: Send + Sync {
+    pub(crate) trait Listener: Send + Sync {
         /// Sees every text frame before it is parsed; returning true consumes it.
         /// A fast path for hot frames (fanout deliveries) that skips JSON parsing.
         fn raw(&self, _frame: &str) -> bool {
@@ -543,12 +543,12 @@ mod ddp {
         fn event(&self, _collection: &str, _fields: &Value) {}
     }
 
-    pub type Handler = Arc<dyn Listener>;
+    pub(crate) type Handler = Arc<dyn Listener>;
 
     const CONNECT_FRAME: &str = r#"{"msg":"connect","version":"1","support":["1","pre2","pre1"]}"#;
 
     #[derive(Debug, Clone)]
-    pub enum DdpError {
+    pub(crate) enum DdpError {
         /// A method or subscription error reported by the server.
         Method {
             error: String,
@@ -562,7 +562,7 @@ mod ddp {
 
     impl DdpError {
         /// Short code for tallies: the server's error code, or closed/timeout/io/protocol.
-        pub fn code(&self) -> String {
+        pub(crate) fn code(&self) -> String {
             match self {
                 DdpError::Method { error, .. } => error.clone(),
                 DdpError::Closed => "closed".into(),
@@ -571,7 +571,7 @@ mod ddp {
                 DdpError::Protocol(_) => "protocol".into(),
             }
         }
-        pub fn is(&self, code: &str) -> bool {
+        pub(crate) fn is(&self, code: &str) -> bool {
             matches!(self, DdpError::Method { error, .. } if error == code)
         }
     }
@@ -604,11 +604,11 @@ mod ddp {
     }
 
     /// Process-wide counters of things that should not happen.
-    pub static DISCONNECTS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static DISCONNECTS: AtomicU64 = AtomicU64::new(0);
     static NOTES: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
 
     /// Counts an unusual frame/event and prints the first three of each kind.
-    pub fn note(kind: &'static str, detail: &str) {
+    pub(crate) fn note(kind: &'static str, detail: &str) {
         let n = {
             let mut m = NOTES.lock().unwrap();
             let e = m.entry(kind).or_default();
@@ -620,13 +620,13 @@ mod ddp {
         }
     }
 
-    pub fn notes() -> BTreeMap<&'static str, u64> {
+    pub(crate) fn notes() -> BTreeMap<&'static str, u64> {
         NOTES.lock().unwrap().clone()
     }
 
     /// Where to connect and how.
     #[derive(Clone, Debug)]
-    pub struct Endpoint {
+    pub(crate) struct Endpoint {
         pub url: String,
         pub addr: SocketAddr,
         pub src_addrs: u8,
@@ -634,7 +634,7 @@ mod ddp {
     }
 
     impl Endpoint {
-        pub async fn resolve(url: &str, src_addrs: u8, timeout: Duration) -> Result<Self, String> {
+        pub(crate) async fn resolve(url: &str, src_addrs: u8, timeout: Duration) -> Result<Self, String> {
             let rest = url
                 .strip_prefix("ws://")
                 .ok_or_else(|| format!("only ws:// URLs are supported, got `{url}`"))?;
@@ -827,7 +827,7 @@ mod ddp {
     }
 
     /// A reply still to come (method result or subscription readiness).
-    pub struct Pending {
+    pub(crate) struct Pending {
         shared: Arc<Shared>,
         id: u64,
         sub: bool,
@@ -836,7 +836,7 @@ mod ddp {
     }
 
     impl Pending {
-        pub async fn wait(self) -> Result<Value, DdpError> {
+        pub(crate) async fn wait(self) -> Result<Value, DdpError> {
             let Pending { shared, id, sub, rx, timeout } = self;
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(r)) => r,
@@ -868,14 +868,14 @@ mod ddp {
     /// One DDP connection. Cloning shares it; the socket closes when the last
     /// clone is dropped.
     #[derive(Clone)]
-    pub struct Client {
+    pub(crate) struct Client {
         inner: Arc<Inner>,
     }
 
     impl Client {
         /// Opens TCP + WebSocket and sends `connect`; the returned `Pending` resolves
         /// on `connected`.
-        pub async fn connect(
+        pub(crate) async fn connect(
             ep: &Endpoint,
             index: usize,
             handler: Option<Handler>,
@@ -920,7 +920,7 @@ mod ddp {
 
         /// Connects and (with a token) logs in, pipelining `login` after `connect`.
         /// The error names the stage that failed.
-        pub async fn open(
+        pub(crate) async fn open(
             ep: &Endpoint,
             index: usize,
             token: Option<&str>,
@@ -937,7 +937,7 @@ mod ddp {
         }
 
         /// Registers a method call and returns its frame without sending it.
-        pub fn prepare(&self, method: &str, params: Value) -> (String, Pending) {
+        pub(crate) fn prepare(&self, method: &str, params: Value) -> (String, Pending) {
             let shared = &self.inner.shared;
             let id = shared.next_id.fetch_add(1, Relaxed);
             let (tx, rx) = oneshot::channel();
@@ -954,25 +954,25 @@ mod ddp {
         }
 
         /// Sends a prepared frame. On a dead connection the pending call fails at once.
-        pub fn send_prepared(&self, frame: String, pending: &Pending) {
+        pub(crate) fn send_prepared(&self, frame: String, pending: &Pending) {
             if !self.inner.shared.send(frame) {
                 let map = if pending.sub { &self.inner.shared.subs } else { &self.inner.shared.methods };
                 map.lock().unwrap().remove(&pending.id);
             }
         }
 
-        pub fn start(&self, method: &str, params: Value) -> Pending {
+        pub(crate) fn start(&self, method: &str, params: Value) -> Pending {
             let (frame, pending) = self.prepare(method, params);
             self.send_prepared(frame, &pending);
             pending
         }
 
-        pub async fn call(&self, method: &str, params: Value) -> Result<Value, DdpError> {
+        pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, DdpError> {
             self.start(method, params).wait().await
         }
 
         /// Subscribes and waits for `ready`; returns the subscription id.
-        pub async fn subscribe(&self, name: &str, params: Value) -> Result<u64, DdpError> {
+        pub(crate) async fn subscribe(&self, name: &str, params: Value) -> Result<u64, DdpError> {
             let shared = &self.inner.shared;
             let id = shared.next_id.fetch_add(1, Relaxed);
             let (tx, rx) = oneshot::channel();
@@ -983,13 +983,13 @@ mod ddp {
             pending.wait().await.map(|_| id)
         }
 
-        pub fn unsubscribe(&self, sid: u64) {
+        pub(crate) fn unsubscribe(&self, sid: u64) {
             self.inner.shared.subs.lock().unwrap().remove(&sid);
             let frame = json!({"msg": "unsub", "id": format!("s{sid}")});
             self.inner.shared.send(frame.to_string());
         }
 
-        pub fn is_alive(&self) -> bool {
+        pub(crate) fn is_alive(&self) -> bool {
             self.inner.shared.alive.load(Relaxed)
         }
     }
@@ -1000,25 +1000,25 @@ mod ddp {
 // ---------------------------------------------------------------------------
 mod common {
     use super::*;
-    pub use ddp::{Client, DdpError, Endpoint, Handler};
+    pub(crate) use ddp::{Client, DdpError, Endpoint, Handler};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    pub use procfs::{Snap, Usage};
-    pub use stats::{Lat, SharedLat, Tally, shared_lat, take};
+    pub(crate) use procfs::{Snap, Usage};
+    pub(crate) use stats::{Lat, SharedLat, Tally, shared_lat, take};
     use tokio::sync::Semaphore;
     use tokio::task::JoinSet;
-    pub use util::*;
+    pub(crate) use util::*;
 
-    pub struct Minter {
+    pub(crate) struct Minter {
         key: EncodingKey,
         header: Header,
     }
 
     impl Minter {
-        pub fn new(secret: &[u8]) -> Self {
+        pub(crate) fn new(secret: &[u8]) -> Self {
             Minter { key: EncodingKey::from_secret(secret), header: Header::new(Algorithm::HS256) }
         }
 
-        pub fn mint(&self, id: &str, name: &str, role: &str) -> String {
+        pub(crate) fn mint(&self, id: &str, name: &str, role: &str) -> String {
             let exp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 86_400;
             let claims = json!({
                 "sub": id,
@@ -1031,7 +1031,7 @@ mod common {
         }
     }
 
-    pub struct Ctx {
+    pub(crate) struct Ctx {
         pub ep: Endpoint,
         pub minter: Option<Minter>,
         pub server_pid: Option<u32>,
@@ -1047,18 +1047,18 @@ mod common {
 
     impl Ctx {
         /// Admin bots needed to create `rooms` rooms.
-        pub fn creator_bots(&self, rooms: usize) -> usize {
+        pub(crate) fn creator_bots(&self, rooms: usize) -> usize {
             rooms.div_ceil(self.rooms_per_creator.max(1))
         }
 
         /// `extraData` for a room with `seats` places left for loadgen's clients:
         /// roomd counts the creator as a member, so its seat is added on top.
-        pub fn capacity_extra(&self, seats: usize) -> Value {
+        pub(crate) fn capacity_extra(&self, seats: usize) -> Value {
             json!({"maxParticipants": seats + self.creator_seats})
         }
 
         /// Token for a loadgen user `lg<run><kind><i>` (id and username alike).
-        pub fn token(&self, kind: &str, i: usize, role: &str) -> Result<String, String> {
+        pub(crate) fn token(&self, kind: &str, i: usize, role: &str) -> Result<String, String> {
             let minter = self.minter.as_ref().ok_or(
                 "no JWT secret: set ROOMD_JWT_SECRET or pass --secret-file PATH (the \
                  secret roomd was started with)",
@@ -1067,11 +1067,11 @@ mod common {
             Ok(minter.mint(&name, &name, role))
         }
 
-        pub fn username(&self, kind: &str, i: usize) -> String {
+        pub(crate) fn username(&self, kind: &str, i: usize) -> String {
             format!("lg{}{kind}{i}", self.run)
         }
 
-        pub fn snap(&self) -> Snap {
+        pub(crate) fn snap(&self) -> Snap {
             Snap {
                 at: Instant::now(),
                 server: self.server_pid.and_then(|p| procfs::sample(&p.to_string())),
@@ -1081,7 +1081,7 @@ mod common {
         }
 
         /// A line of the human summary (stderr when --json keeps stdout for JSON).
-        pub fn say(&self, line: impl fmt::Display) {
+        pub(crate) fn say(&self, line: impl fmt::Display) {
             if self.json {
                 eprintln!("{line}");
             } else {
@@ -1089,12 +1089,12 @@ mod common {
             }
         }
 
-        pub fn progress(&self, line: impl fmt::Display) {
+        pub(crate) fn progress(&self, line: impl fmt::Display) {
             eprintln!("[loadgen] {line}");
         }
 
         /// Common trailer lines: unexpected disconnects and protocol notes.
-        pub fn say_health(&self) -> Value {
+        pub(crate) fn say_health(&self) -> Value {
             let disconnects = ddp::DISCONNECTS.load(Relaxed);
             let notes = ddp::notes();
             let notes_text = if notes.is_empty() {
@@ -1110,13 +1110,13 @@ mod common {
     }
 
     #[derive(Clone, Debug)]
-    pub struct Room {
+    pub(crate) struct Room {
         pub rid: String,
         pub code: String,
     }
 
     /// `createChannel`; warns once if the creator does not hold `creator_seats` seats.
-    pub async fn create_room(
+    pub(crate) async fn create_room(
         bot: &Client,
         name: &str,
         extra: Value,
@@ -1145,14 +1145,14 @@ mod common {
     /// (`--max-rooms-per-minute`, default 10, admins included), so each bot
     /// creates at most `--rooms-per-creator` rooms and fresh bots log in for
     /// more. The bots stay connected (and members of their rooms) until dropped.
-    pub struct Creators {
+    pub(crate) struct Creators {
         bots: Vec<Client>,
         per: usize,
         seats: usize,
     }
 
     impl Creators {
-        pub fn new(ctx: &Ctx) -> Self {
+        pub(crate) fn new(ctx: &Ctx) -> Self {
             Creators { bots: Vec::new(), per: ctx.rooms_per_creator.max(1), seats: ctx.creator_seats }
         }
 
@@ -1163,7 +1163,7 @@ mod common {
         }
 
         /// `n` rooms named `lg-<run>-<prefix>-<j>`, by n / per bots in parallel.
-        pub async fn create_many(
+        pub(crate) async fn create_many(
             &mut self,
             ctx: &Ctx,
             n: usize,
@@ -1205,14 +1205,14 @@ mod common {
     }
 
     #[derive(Clone, Copy, Debug)]
-    pub enum Via {
+    pub(crate) enum Via {
         /// `join-room` with `{code}` (plus `guestName` for guests).
         Code,
         /// `joinRoom(rid)`.
         Rid,
     }
 
-    pub async fn join_room(
+    pub(crate) async fn join_room(
         client: &Client,
         room: &Room,
         via: Via,
@@ -1236,12 +1236,12 @@ mod common {
         }
     }
 
-    pub async fn subscribe_room(client: &Client, rid: &str) -> Result<u64, DdpError> {
+    pub(crate) async fn subscribe_room(client: &Client, rid: &str) -> Result<u64, DdpError> {
         client.subscribe("stream-room-messages", json!([rid, false])).await
     }
 
     /// What a client does right after connecting.
-    pub struct Plan {
+    pub(crate) struct Plan {
         pub index: usize,
         pub token: Option<String>,
         pub handler: Option<Handler>,
@@ -1251,7 +1251,7 @@ mod common {
     }
 
     /// connect (+login) (+join) (+subscribe); the error names the failed stage.
-    pub async fn setup_client(ep: Endpoint, plan: Plan) -> Result<Client, (&'static str, DdpError)> {
+    pub(crate) async fn setup_client(ep: Endpoint, plan: Plan) -> Result<Client, (&'static str, DdpError)> {
         let client = Client::open(&ep, plan.index, plan.token.as_deref(), plan.handler).await?;
         if let Some((room, via, guest)) = &plan.join {
             join_room(&client, room, *via, guest.as_deref()).await.map_err(|e| ("join", e))?;
@@ -1263,7 +1263,7 @@ mod common {
     }
 
     /// Runs `f(0..n)` as tasks with at most `limit` in flight; results by index.
-    pub async fn bounded<T, F, Fut>(n: usize, limit: usize, mut f: F) -> Vec<T>
+    pub(crate) async fn bounded<T, F, Fut>(n: usize, limit: usize, mut f: F) -> Vec<T>
     where
         F: FnMut(usize) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
@@ -1290,7 +1290,7 @@ mod common {
 
     /// Sets up many clients with `bounded`, recording setup latency and failures
     /// (as `<stage>:<code>`). Returns the clients in plan order (None = failed).
-    pub async fn setup_many(
+    pub(crate) async fn setup_many(
         ctx: &Ctx,
         plans: Vec<Plan>,
         lat: &SharedLat,
@@ -1353,7 +1353,7 @@ mod scenarios {
     use tokio::task::JoinSet;
 
     // ----------------------------------------------------------------- idle
-    pub struct IdleArgs {
+    pub(crate) struct IdleArgs {
         pub n: usize,
         pub guests: f64,
         pub shard: (usize, usize),
@@ -1364,7 +1364,7 @@ mod scenarios {
         pub baseline_rss_kb: Option<u64>,
     }
 
-    pub async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
+    pub(crate) async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
         let (k, m) = a.shard;
         let mine: Vec<usize> = (0..a.n).filter(|i| i % m == k - 1).collect();
         let is_guest = |i: usize| ((i + 1) as f64 * a.guests).floor() > (i as f64 * a.guests).floor();
@@ -1494,14 +1494,14 @@ mod scenarios {
     }
 
     // ----------------------------------------------------------------- join
-    pub struct JoinArgs {
+    pub(crate) struct JoinArgs {
         pub clients: usize,
         pub rooms: usize,
         pub capacity: usize,
         pub rate: Option<f64>,
     }
 
-    pub async fn join(ctx: &Ctx, a: JoinArgs) -> Result<bool, String> {
+    pub(crate) async fn join(ctx: &Ctx, a: JoinArgs) -> Result<bool, String> {
         if a.rooms == 0 {
             return Err("R must be at least 1".into());
         }
@@ -1675,14 +1675,14 @@ mod scenarios {
     }
 
     // ----------------------------------------------------------------- race
-    pub struct RaceArgs {
+    pub(crate) struct RaceArgs {
         pub clients: usize,
         pub seats: usize,
         pub iterations: usize,
         pub pause: Duration,
     }
 
-    pub async fn race(ctx: &Ctx, a: RaceArgs) -> Result<bool, String> {
+    pub(crate) async fn race(ctx: &Ctx, a: RaceArgs) -> Result<bool, String> {
         procfs::check_fd_budget(a.clients + ctx.creator_bots(a.iterations))?;
         let mut creators = Creators::new(ctx);
         let rooms = creators.create_many(ctx, a.iterations, "race", ctx.capacity_extra(a.seats)).await?;
@@ -1822,7 +1822,7 @@ mod scenarios {
     }
 
     // ----------------------------------------------------------------- fanout
-    pub struct FanoutArgs {
+    pub(crate) struct FanoutArgs {
         pub rooms: usize,
         pub members: usize,
         pub rate: f64,
@@ -2040,7 +2040,7 @@ mod scenarios {
         }
     }
 
-    pub async fn fanout(ctx: &Ctx, a: FanoutArgs) -> Result<bool, String> {
+    pub(crate) async fn fanout(ctx: &Ctx, a: FanoutArgs) -> Result<bool, String> {
         if a.rooms == 0 || a.members == 0 || a.rate <= 0.0 {
             return Err("R, M and RATE must be positive".into());
         }
@@ -2257,7 +2257,7 @@ mod scenarios {
     }
 
     // ----------------------------------------------------------------- chat
-    pub struct ChatArgs {
+    pub(crate) struct ChatArgs {
         pub clients: usize,
         pub duration: Duration,
         pub room_size: usize,
@@ -2390,7 +2390,7 @@ mod scenarios {
     /// interval, ops/s, deliveries/s, connections alive.
     struct Sample(f64, Option<u64>, Option<f64>, f64, f64, usize);
 
-    pub async fn chat(ctx: &Ctx, a: ChatArgs) -> Result<bool, String> {
+    pub(crate) async fn chat(ctx: &Ctx, a: ChatArgs) -> Result<bool, String> {
         let n_rooms = a.clients.div_ceil(a.room_size.max(1)).max(1);
         procfs::check_fd_budget(a.clients + ctx.creator_bots(n_rooms))?;
         let mut creators = Creators::new(ctx);
@@ -2564,7 +2564,7 @@ mod scenarios {
     }
 
     // ----------------------------------------------------------------- probe
-    pub fn probe(ctx: &Ctx, how: &str) -> Result<bool, String> {
+    pub(crate) fn probe(ctx: &Ctx, how: &str) -> Result<bool, String> {
         let s = ctx.snap();
         let (soft, hard) = procfs::open_files_limit();
         let lim = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("unlimited".into());

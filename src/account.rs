@@ -14,7 +14,7 @@ use crate::wire;
 use dashmap::DashMap;
 use serde_json::{Map, Value};
 
-pub const COLLECTION: &str = "users";
+pub(crate) const COLLECTION: &str = "users";
 
 struct Doc {
     fields: Map<String, Value>,
@@ -35,7 +35,7 @@ impl std::fmt::Debug for OwnRecords {
 /// The fields Rocket.Chat gives a user about themself, of those roomd
 /// knows. A connection holds the record only while signed in, so the user
 /// it shows is online.
-pub fn fields_of(u: &User) -> Map<String, Value> {
+pub(crate) fn fields_of(u: &User) -> Map<String, Value> {
     let mut f = Map::new();
     f.insert("username".into(), Value::from(u.username.as_str()));
     if let Some(name) = &u.name {

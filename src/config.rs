@@ -211,7 +211,7 @@ fn parse_public_url(s: &str) -> Result<String, String> {
 
 impl Limits {
     /// The limits sessions apply, as one value.
-    pub fn session_limits(&self) -> SessionLimits {
+    pub(crate) fn session_limits(&self) -> SessionLimits {
         SessionLimits {
             rate_limits: !self.no_rate_limits,
             messages: self.rate_messages,

@@ -240,7 +240,7 @@ fn push_why(e: &PushError) -> &'static str {
 
 /// Connection-level timing knobs.
 #[derive(Debug, Clone)]
-pub struct ConnConfig {
+pub(crate) struct ConnConfig {
     pub outbound_queue: usize,
     /// Unsent-byte budgets, per connection and server-wide (shared).
     pub outbound_bytes: Arc<Budget>,
@@ -257,7 +257,7 @@ pub struct ConnConfig {
 /// Order of the end: the reader stops (after finishing the frame it is
 /// handling), the session cleans up, then the writer delivers what is still
 /// queued (unless the queue is the problem) and the close frame.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     ws: WebSocketStream<Tracked<S>>,
     id: ConnId,
     peer: std::net::IpAddr,
@@ -522,13 +522,13 @@ where
 
 /// A socket that counts the bytes the kernel accepted, so the writer can
 /// tell a peer that reads slowly from one that reads nothing.
-pub struct Tracked<S> {
+pub(crate) struct Tracked<S> {
     inner: S,
     progress: Arc<AtomicU64>,
 }
 
 impl<S> Tracked<S> {
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Tracked { inner, progress: Arc::new(AtomicU64::new(0)) }
     }
 }

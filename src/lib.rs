@@ -6,29 +6,34 @@
 //! - [`server`]: accept loop, hyper's HTTP/1 connection, the WebSocket hand-over,
 //!   shutdown; [`ServerState`](server::ServerState), built whole from its parts.
 //! - `routes`: the axum router: `/websocket`, probes, `/api`, 404s.
-//! - [`http`]: the `Host`/`Origin` policy and the upgrade checks (pure).
-//! - [`webapp`]: the meeting-room web app's embedded files and their headers.
-//! - [`metrics`]: Prometheus metrics (`GET /metrics`). [`limits`]: rate limits.
-//! - [`conn`]: one connection's reader/writer tasks, close reasons. [`outbox`]: its bounded outbound queue.
-//! - [`session`]: per-connection DDP state (connected, identity, subs), changed
+//! - `http`: the `Host`/`Origin` policy and the upgrade checks (pure).
+//! - `webapp`: the meeting-room web app's embedded files and their headers.
+//! - `metrics`: Prometheus metrics (`GET /metrics`). `limits`: rate limits.
+//! - `conn`: one connection's reader/writer tasks, close reasons. `outbox`: its bounded outbound queue.
+//! - `session`: per-connection DDP state (connected, identity, subs), changed
 //!   only through its methods; frame handling.
 //! - [`wire`]: the only module that parses inbound frames or shapes outbound ones.
 //! - [`method`]: [`Method`](method::Method), the method name parsed once (name,
 //!   limit class, permission, `apply`); one file per method, named after what it does.
-//! - [`sub`]: stream subscriptions.
+//! - `sub`: stream subscriptions.
 //! - [`room`]: pure rules (`state`, `throttle`), the handle and commands
 //!   (`handle`), the actor that owns a room (`actor`), effects to frames
 //!   (`publish`), ended rooms answered from the same checks (`ended`), data (`model`).
-//! - [`lobby`]: creating rooms (name, code, actor, registration) and restoring them.
-//! - [`hub`]: user-scoped streams (notify-user, __my_messages__, notify-logged).
-//! - [`account`]: the signed-in user's own `users` record.
+//! - `lobby`: creating rooms (name, code, actor, registration) and restoring them.
+//! - `hub`: user-scoped streams (notify-user, __my_messages__, notify-logged).
+//! - `account`: the signed-in user's own `users` record.
 //! - [`durability`]: the seam to durable state (append a room's batch, record
 //!   global facts, restore); a fake for tests.
 //! - [`store`]: its first implementation, SQLite: schema, restore, group-commit
 //!   writer; `store::rows`, the versioned stored rows.
-//! - [`registry`]: rooms by id, name, code. [`users`]: users seen, their rooms.
+//! - `registry`: rooms by id, name, code. `users`: users seen, their rooms.
 //! - [`auth`]: JWT verification and minting. [`permissions`]: who may do what.
-//! - [`error`]: method errors and the one mapping of every error to a wire code.
+//! - `error`: method errors and the one mapping of every error to a wire code.
+//!
+//! Modules are private unless the binary or the tests need them
+//! (`unreachable_pub` is on: whatever the crate does not export is
+//! `pub(crate)`); [`ServerState`](server::ServerState) keeps its parts
+//! `pub(crate)` and offers the few reads tests need as methods.
 //!
 //! # Invariants
 //! - Only a room's actor mutates that room; every join is check-and-insert in
@@ -45,29 +50,29 @@
 //! - Three kinds of types: domain types have no serde shapes; stored rows
 //!   (`store::rows`) and wire shapes (`wire`) are built from them.
 
-pub mod account;
+mod account;
 pub mod auth;
 pub mod config;
-pub mod conn;
+mod conn;
 pub mod durability;
-pub mod error;
-pub mod http;
-pub mod hub;
+mod error;
+mod http;
+mod hub;
 pub mod ids;
-pub mod limits;
-pub mod lobby;
+mod limits;
+mod lobby;
 pub mod method;
-pub mod metrics;
-pub mod outbox;
+mod metrics;
+mod outbox;
 pub mod permissions;
-pub mod registry;
+mod registry;
 pub mod room;
 mod routes;
 pub mod server;
-pub mod session;
+mod session;
 pub mod store;
-pub mod sub;
+mod sub;
 pub mod time;
-pub mod users;
-pub mod webapp;
+mod users;
+mod webapp;
 pub mod wire;

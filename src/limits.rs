@@ -60,7 +60,7 @@ impl fmt::Display for RateSpec {
 
 /// A token bucket. Starts full.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     last: Instant,
     per_sec: f64,
@@ -68,7 +68,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(spec: RateSpec, now: Instant) -> Self {
+    pub(crate) fn new(spec: RateSpec, now: Instant) -> Self {
         TokenBucket {
             tokens: f64::from(spec.burst),
             last: now,
@@ -84,14 +84,14 @@ impl TokenBucket {
     }
 
     /// Takes a token, or says how long until one is available.
-    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
         self.check(now)?;
         self.tokens -= 1.0;
         Ok(())
     }
 
     /// Whether a token is available, without taking it.
-    pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&mut self, now: Instant) -> Result<(), Duration> {
         self.refill(now);
         if self.tokens >= 1.0 {
             Ok(())
@@ -101,7 +101,7 @@ impl TokenBucket {
     }
 
     /// Gives back a token taken for something that did not happen.
-    pub fn refund(&mut self) {
+    pub(crate) fn refund(&mut self) {
         self.tokens = (self.tokens + 1.0).min(self.burst);
     }
 
@@ -137,7 +137,7 @@ impl MethodClass {
 
 /// The limits a session applies; built once from the configuration.
 #[derive(Debug, Clone)]
-pub struct SessionLimits {
+pub(crate) struct SessionLimits {
     /// Token buckets, room creation and code brute-force limits on or off
     /// (`--no-rate-limits` turns them off for benchmarks).
     pub rate_limits: bool,
@@ -171,7 +171,7 @@ impl SessionLimits {
         RateSpec { per_sec: f64::from(burst) / window, burst }
     }
 
-    pub fn room_creation_spec(&self) -> RateSpec {
+    pub(crate) fn room_creation_spec(&self) -> RateSpec {
         let burst = self.max_rooms_per_minute.max(1);
         RateSpec { per_sec: f64::from(burst) / 60.0, burst }
     }
@@ -179,7 +179,7 @@ impl SessionLimits {
 
 /// One connection's buckets.
 #[derive(Debug)]
-pub struct ConnLimiter {
+pub(crate) struct ConnLimiter {
     enabled: bool,
     messages: TokenBucket,
     joins: TokenBucket,
@@ -189,7 +189,7 @@ pub struct ConnLimiter {
 }
 
 impl ConnLimiter {
-    pub fn new(l: &SessionLimits, now: Instant) -> Self {
+    pub(crate) fn new(l: &SessionLimits, now: Instant) -> Self {
         ConnLimiter {
             enabled: l.rate_limits,
             messages: TokenBucket::new(l.messages, now),
@@ -200,7 +200,7 @@ impl ConnLimiter {
     }
 
     /// Admits one call of `class`, or says how long until it would be.
-    pub fn admit(&mut self, class: MethodClass, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn admit(&mut self, class: MethodClass, now: Instant) -> Result<(), Duration> {
         if !self.enabled {
             return Ok(());
         }
@@ -212,7 +212,7 @@ impl ConnLimiter {
     }
 
     /// Whether this connection may try a join code now.
-    pub fn may_try_code(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn may_try_code(&mut self, now: Instant) -> Result<(), Duration> {
         if !self.enabled {
             return Ok(());
         }
@@ -220,14 +220,14 @@ impl ConnLimiter {
     }
 
     /// A join failed because of a wrong code.
-    pub fn code_failed(&mut self, now: Instant) {
+    pub(crate) fn code_failed(&mut self, now: Instant) {
         let _ = self.code_failures.try_take(now);
     }
 }
 
 /// Room creations per user (across all of the user's connections).
 #[derive(Debug, Default)]
-pub struct RoomCreationLimiter {
+pub(crate) struct RoomCreationLimiter {
     buckets: DashMap<UserId, TokenBucket>,
 }
 
@@ -236,7 +236,7 @@ const CREATION_PRUNE_AT: usize = 10_000;
 
 impl RoomCreationLimiter {
     /// Takes one creation for `uid`, or says how long until it may.
-    pub fn try_take(&self, uid: &UserId, spec: RateSpec, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_take(&self, uid: &UserId, spec: RateSpec, now: Instant) -> Result<(), Duration> {
         if self.buckets.len() > CREATION_PRUNE_AT {
             self.buckets.retain(|_, b| !b.is_full(now));
         }
@@ -244,7 +244,7 @@ impl RoomCreationLimiter {
     }
 
     /// Gives the creation back (the call failed and created nothing).
-    pub fn refund(&self, uid: &UserId) {
+    pub(crate) fn refund(&self, uid: &UserId) {
         if let Some(mut b) = self.buckets.get_mut(uid) {
             b.refund();
         }
@@ -254,11 +254,11 @@ impl RoomCreationLimiter {
 /// Longest delay of a wrong join-code answer from an address over its
 /// budget: short of any heartbeat timeout, since the connection reads
 /// nothing while its call is answered.
-pub const MAX_WRONG_CODE_DELAY: Duration = Duration::from_secs(2);
+pub(crate) const MAX_WRONG_CODE_DELAY: Duration = Duration::from_secs(2);
 
 /// Join-code failures shared by several connections: one bucket per key.
 #[derive(Debug)]
-pub struct SharedBrake<K: Eq + Hash> {
+pub(crate) struct SharedBrake<K: Eq + Hash> {
     buckets: DashMap<K, TokenBucket>,
 }
 
@@ -270,7 +270,7 @@ impl<K: Eq + Hash> Default for SharedBrake<K> {
 
 impl<K: Eq + Hash + Clone> SharedBrake<K> {
     /// How long until `key` has a try left; `Ok` if it has one now.
-    pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
         match self.buckets.get_mut(key) {
             Some(mut b) => b.check(now),
             None => Ok(()),
@@ -278,7 +278,7 @@ impl<K: Eq + Hash + Clone> SharedBrake<K> {
     }
 
     /// Uses one try of `key`.
-    pub fn failed(&self, key: &K, spec: RateSpec, now: Instant) {
+    pub(crate) fn failed(&self, key: &K, spec: RateSpec, now: Instant) {
         if self.buckets.len() > CREATION_PRUNE_AT {
             self.buckets.retain(|_, b| !b.is_full(now));
         }
@@ -288,14 +288,14 @@ impl<K: Eq + Hash + Clone> SharedBrake<K> {
 
 /// The join-code brakes that span connections.
 #[derive(Debug, Default)]
-pub struct CodeBrakes {
+pub(crate) struct CodeBrakes {
     users: SharedBrake<UserId>,
     addresses: SharedBrake<IpAddr>,
 }
 
 /// The key of a source address: IPv4 as is, IPv6 by its /64 (one host
 /// usually holds a whole /64).
-pub fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -311,7 +311,12 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
 impl CodeBrakes {
     /// Whether `user` may try a join code now (its own failures, across
     /// its connections).
-    pub fn may_try(&self, l: &SessionLimits, user: Option<&UserId>, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn may_try(
+        &self,
+        l: &SessionLimits,
+        user: Option<&UserId>,
+        now: Instant,
+    ) -> Result<(), Duration> {
         match user {
             Some(u) if l.rate_limits => self.users.check(u, now),
             _ => Ok(()),
@@ -320,7 +325,13 @@ impl CodeBrakes {
 
     /// A wrong code from `user` at `addr`. Returns how long to hold the
     /// answer: zero unless the address is over its budget.
-    pub fn failed(&self, l: &SessionLimits, user: Option<&UserId>, addr: IpAddr, now: Instant) -> Duration {
+    pub(crate) fn failed(
+        &self,
+        l: &SessionLimits,
+        user: Option<&UserId>,
+        addr: IpAddr,
+        now: Instant,
+    ) -> Duration {
         if !l.rate_limits {
             return Duration::ZERO;
         }
@@ -335,7 +346,7 @@ impl CodeBrakes {
 }
 
 /// Milliseconds to report in `timeToReset`: rounded up, at least 1.
-pub fn millis_ceil(d: Duration) -> u64 {
+pub(crate) fn millis_ceil(d: Duration) -> u64 {
     let ms = d.as_micros().div_ceil(1000);
     u64::try_from(ms).unwrap_or(u64::MAX).max(1)
 }

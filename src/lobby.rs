@@ -18,7 +18,7 @@ use serde_json::json;
 const DIRECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ServerState {
-    pub fn deps(&self) -> RoomDeps {
+    pub(crate) fn deps(&self) -> RoomDeps {
         RoomDeps {
             registry: self.registry.clone(),
             users: self.users.clone(),
@@ -29,7 +29,7 @@ impl ServerState {
 
     /// Creates a room: reserves a code and the name, makes it durable,
     /// spawns the actor, registers it. Returns the room document.
-    pub async fn create_room(
+    pub(crate) async fn create_room(
         &self,
         name: String,
         t: RoomType,
@@ -57,7 +57,7 @@ impl ServerState {
     /// moment, the first reserves the member set and the second waits for
     /// that creation to end (woken, not polling): it gets the room, or
     /// creates it itself if the first creation failed.
-    pub async fn direct_room(
+    pub(crate) async fn direct_room(
         &self,
         creator: &Principal,
         others: Vec<UserRef>,

@@ -170,11 +170,13 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                 }
             }
         };
+        // Kept to flush and close the store once the server has stopped.
+        let store_handle = store.as_ref().map(|(handle, _)| handle.clone());
         let state = Arc::new(ServerState::new(ServerParts { auth, limits: &args.limits, store }));
         let mut run_cfg = RunConfig::from_limits(&args.limits);
         run_cfg.max_connections = max_connections;
         server::run(listener, state.clone(), run_cfg, shutdown_signal()).await;
-        if let Some(store) = &state.store {
+        if let Some(store) = store_handle {
             store.shutdown().await;
         }
         tracing::info!("stopped");

@@ -29,11 +29,11 @@ const LATENCY_BUCKETS: &[f64] = &[
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// The label value for method names roomd does not know.
-pub const UNKNOWN_METHOD: &str = "unknown";
+pub(crate) const UNKNOWN_METHOD: &str = "unknown";
 
 /// How a connection counts in `roomd_connections`: signed in or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnKind {
+pub(crate) enum ConnKind {
     User,
     Guest,
 }
@@ -55,7 +55,7 @@ struct MethodMetrics {
 }
 
 /// A server's metrics. Cheap to update from any task.
-pub struct Metrics {
+pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     conn_user: Gauge,
@@ -105,7 +105,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let recorder = recorder_with_buckets();
         let handle = recorder.handle();
         let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
@@ -181,13 +181,13 @@ impl Metrics {
     }
 
     /// A DDP connection opened (every connection starts as a guest).
-    pub fn connection_opened(&self) {
+    pub(crate) fn connection_opened(&self) {
         self.connections_total.increment(1);
         self.conn_guest.increment(1.0);
     }
 
     /// A connection signed in or out.
-    pub fn connection_kind_changed(&self, from: ConnKind, to: ConnKind) {
+    pub(crate) fn connection_kind_changed(&self, from: ConnKind, to: ConnKind) {
         if from != to {
             self.kind_gauge(from).decrement(1.0);
             self.kind_gauge(to).increment(1.0);
@@ -195,20 +195,20 @@ impl Metrics {
     }
 
     /// A connection of `kind` ended with close reason `reason`.
-    pub fn connection_closed(&self, kind: ConnKind, reason: &'static str) {
+    pub(crate) fn connection_closed(&self, kind: ConnKind, reason: &'static str) {
         self.kind_gauge(kind).decrement(1.0);
         self.counter("roomd_connections_closed_total", &[("reason", reason.into())]).increment(1);
     }
 
     /// A socket that never became a DDP connection (`reason` from a closed
     /// set: timeout, bad-request, not-found, origin, …).
-    pub fn handshake_failed(&self, reason: &'static str) {
+    pub(crate) fn handshake_failed(&self, reason: &'static str) {
         self.counter("roomd_handshake_failures_total", &[("reason", reason.into())]).increment(1);
     }
 
     /// A method call finished; `method` is `None` for a name roomd does not
     /// know (counted as [`UNKNOWN_METHOD`]).
-    pub fn method_call(&self, method: Option<Method>, ok: bool, secs: f64) {
+    pub(crate) fn method_call(&self, method: Option<Method>, ok: bool, secs: f64) {
         let slot = method.map_or(Method::COUNT, |m| m as usize);
         let name = method.map_or(UNKNOWN_METHOD, Method::name);
         let m = self.methods[slot].get_or_init(|| {
@@ -230,51 +230,51 @@ impl Metrics {
         m.record(ok, secs);
     }
 
-    pub fn join_succeeded(&self) {
+    pub(crate) fn join_succeeded(&self) {
         self.joins.increment(1);
     }
 
     /// A join refused with wire error `code` (a closed set of codes).
-    pub fn join_rejected(&self, code: String) {
+    pub(crate) fn join_rejected(&self, code: String) {
         self.counter("roomd_room_join_rejections_total", &[("reason", code.into())]).increment(1);
     }
 
-    pub fn left_room(&self) {
+    pub(crate) fn left_room(&self) {
         self.leaves.increment(1);
     }
 
-    pub fn message_sent(&self) {
+    pub(crate) fn message_sent(&self) {
         self.messages.increment(1);
     }
 
     /// A call answered `too-many-requests` by limit `limit`.
-    pub fn rate_limited(&self, limit: &'static str) {
+    pub(crate) fn rate_limited(&self, limit: &'static str) {
         self.counter("roomd_rate_limited_total", &[("limit", limit.into())]).increment(1);
     }
 
-    pub fn outbound_dropped(&self) {
+    pub(crate) fn outbound_dropped(&self) {
         self.outbound_dropped.increment(1);
     }
 
     /// Sampled when `/metrics` is rendered.
-    pub fn outbound_queued_bytes(&self, bytes: usize) {
+    pub(crate) fn outbound_queued_bytes(&self, bytes: usize) {
         self.queued_bytes.set(bytes as f64);
     }
 
-    pub fn slow_consumer(&self) {
+    pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.increment(1);
     }
 
     /// Drains histogram samples into their buckets; call periodically so
     /// samples do not pile up between scrapes.
-    pub fn upkeep(&self) {
+    pub(crate) fn upkeep(&self) {
         self.handle.run_upkeep();
         STORE.handle.run_upkeep();
     }
 
     /// The Prometheus text exposition: this server's metrics, with the
     /// room count sampled now, followed by the process-wide store metrics.
-    pub fn render(&self, rooms: usize) -> String {
+    pub(crate) fn render(&self, rooms: usize) -> String {
         self.rooms.set(rooms as f64);
         let mut out = self.handle.render();
         out.push_str(&STORE.handle.render());
@@ -330,7 +330,7 @@ static STORE: LazyLock<StoreMetrics> = LazyLock::new(|| {
 
 /// Records one store commit: `batch` changes committed together in `secs`
 /// seconds. Called by the store's writer task after each commit.
-pub fn record_commit(batch: usize, secs: f64) {
+pub(crate) fn record_commit(batch: usize, secs: f64) {
     STORE.commits.increment(1);
     STORE.batch_size.record(batch as f64);
     STORE.commit_seconds.record(secs);

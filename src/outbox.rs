@@ -28,24 +28,24 @@ const KEEP: usize = 0;
 /// The server total is one atomic counter: a push adds, a write subtracts;
 /// no lock is shared between connections.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     per_conn: usize,
     total: usize,
     used: AtomicUsize,
 }
 
 impl Budget {
-    pub fn new(per_conn: usize, total: usize) -> Self {
+    pub(crate) fn new(per_conn: usize, total: usize) -> Self {
         Budget { per_conn: per_conn.max(1), total: total.max(1), used: AtomicUsize::new(0) }
     }
 
     /// Largest frame (or frame pair) one connection can ever queue.
-    pub fn per_conn(&self) -> usize {
+    pub(crate) fn per_conn(&self) -> usize {
         self.per_conn
     }
 
     /// Unsent bytes across the server right now.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
@@ -67,7 +67,7 @@ impl Budget {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum PushError {
+pub(crate) enum PushError {
     /// This connection's queue (frames or bytes) is full.
     Full,
     /// The server-wide byte budget is spent.
@@ -77,7 +77,7 @@ pub enum PushError {
     Closed,
 }
 
-pub struct Outbox {
+pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the writer when frames arrive or the queue closes.
     ready: Notify,
@@ -96,7 +96,7 @@ struct State {
 }
 
 impl Outbox {
-    pub fn new(cap: usize, budget: Arc<Budget>) -> Self {
+    pub(crate) fn new(cap: usize, budget: Arc<Budget>) -> Self {
         Outbox {
             state: Mutex::new(State { queue: VecDeque::new(), bytes: 0, closed: false }),
             ready: Notify::new(),
@@ -133,7 +133,7 @@ impl Outbox {
 
     /// Queues an event without waiting; a full queue is the caller's sign of
     /// a slow consumer.
-    pub fn try_push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
+    pub(crate) fn try_push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
         {
             let mut st = self.lock();
             if !self.admit(&mut st, frame.len())? {
@@ -146,12 +146,12 @@ impl Outbox {
     }
 
     /// Pushes, waiting for space while the queue is full.
-    pub async fn push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
+    pub(crate) async fn push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
         self.push_frames(frame, None).await
     }
 
     /// Pushes two frames with one wake-up of the writer.
-    pub async fn push_pair(&self, first: Utf8Bytes, second: Utf8Bytes) -> Result<(), PushError> {
+    pub(crate) async fn push_pair(&self, first: Utf8Bytes, second: Utf8Bytes) -> Result<(), PushError> {
         self.push_frames(first, Some(second)).await
     }
 
@@ -184,7 +184,7 @@ impl Outbox {
     /// Moves up to `max` frames into `out`, waiting while the queue is empty.
     /// Returns 0 once the queue is closed and drained. Their bytes stay
     /// counted until [`Outbox::written`].
-    pub async fn pop_many(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> usize {
+    pub(crate) async fn pop_many(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> usize {
         loop {
             let ready = self.ready.notified();
             {
@@ -209,7 +209,7 @@ impl Outbox {
     }
 
     /// The writer handed `bytes` of popped frames to the kernel.
-    pub fn written(&self, bytes: usize) {
+    pub(crate) fn written(&self, bytes: usize) {
         {
             let mut st = self.lock();
             let n = bytes.min(st.bytes);
@@ -219,23 +219,25 @@ impl Outbox {
         self.space.notify_waiters();
     }
 
-    pub fn budget(&self) -> &Budget {
+    pub(crate) fn budget(&self) -> &Budget {
         &self.budget
     }
 
     /// Unsent bytes of this connection (queued and in flight).
-    pub fn unsent(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn unsent(&self) -> usize {
         self.lock().bytes
     }
 
     /// Takes whatever is queued now, without waiting (for the close path;
     /// the bytes stay counted until [`Outbox::finish`]).
-    pub fn drain_now(&self) -> Vec<Utf8Bytes> {
+    pub(crate) fn drain_now(&self) -> Vec<Utf8Bytes> {
         self.lock().queue.drain(..).collect()
     }
 
     /// No more pushes; the writer drains what is there and stops.
-    pub fn close(&self) {
+    #[cfg(test)]
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
         self.space.notify_waiters();
@@ -243,7 +245,7 @@ impl Outbox {
 
     /// The connection is gone: drops what is queued and gives every unsent
     /// byte back to the server budget.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let dropped = {
             let mut st = self.lock();
             st.closed = true;

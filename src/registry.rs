@@ -76,7 +76,7 @@ impl Drop for DirectReservation<'_> {
 /// A key for a set of user ids that no other set shares: sorted, deduped,
 /// each id length-prefixed (ids may contain any character, so plain
 /// concatenation would let `ab`+`c` collide with `a`+`bc`).
-pub fn dm_key(ids: &[&str]) -> String {
+pub(crate) fn dm_key(ids: &[&str]) -> String {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();

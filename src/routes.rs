@@ -126,7 +126,7 @@ async fn probe(State(ctx): State<Ctx>, req: Request) -> Response {
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => {
             state.metrics.outbound_queued_bytes(state.conn_config.outbound_bytes.used());
-            let body = state.metrics.render(state.registry.len());
+            let body = state.render_metrics();
             let mut r = text(StatusCode::OK, body);
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -47,29 +47,29 @@ use tower::ServiceExt;
 /// per-message path.
 pub struct ServerState {
     /// Verifies the resume tokens of `login`.
-    pub auth: Authenticator,
+    pub(crate) auth: Authenticator,
     /// Rooms by id, name, code and direct-message member set: how a call
     /// naming a room finds its actor.
-    pub registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     /// Users seen (by id and username), their rooms, logged-out tokens.
-    pub users: Arc<Directory>,
+    pub(crate) users: Arc<Directory>,
     /// User-scoped streams and who is online.
-    pub hub: Arc<UserHub>,
+    pub(crate) hub: Arc<UserHub>,
     /// Where changes become durable (the SQLite store, or a test's fake);
     /// `None` with `--in-memory`.
-    pub store: Option<Arc<dyn crate::durability::Durability>>,
+    pub(crate) store: Option<Arc<dyn crate::durability::Durability>>,
     /// Knobs every room actor gets (mailbox, history, guest grace).
-    pub room_config: Arc<RoomConfig>,
+    pub(crate) room_config: Arc<RoomConfig>,
     /// Knobs every connection gets (queues, byte budgets, heartbeats).
-    pub conn_config: ConnConfig,
+    pub(crate) conn_config: ConnConfig,
     /// Rate, subscription and pending-call limits each session applies.
-    pub session_limits: SessionLimits,
+    pub(crate) session_limits: SessionLimits,
     /// Room creations per user, shared by all of a user's connections.
-    pub room_creations: RoomCreationLimiter,
+    pub(crate) room_creations: RoomCreationLimiter,
     /// Join-code brakes per user and per source address.
-    pub code_brakes: CodeBrakes,
+    pub(crate) code_brakes: CodeBrakes,
     /// This server's metrics (`GET /metrics`).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Whether `GET /readyz` may say yes (see [`set_ready`](Self::set_ready)).
     /// Shutdown also turns readyz 503 through `draining`, whatever this says.
     ready: AtomicBool,
@@ -130,6 +130,22 @@ impl ServerState {
             state.restore(snapshot);
         }
         state
+    }
+
+    /// The Prometheus text `GET /metrics` serves.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.registry.len())
+    }
+
+    /// Bytes queued for connections and not yet written, server-wide.
+    pub fn queued_bytes(&self) -> usize {
+        self.conn_config.outbound_bytes.used()
+    }
+
+    /// Users whose own `users` record some connection is shown (a leak
+    /// shows here).
+    pub fn own_records(&self) -> usize {
+        self.hub.records.len()
     }
 
     /// Says whether `GET /readyz` may answer yes (it does from the start:

@@ -24,7 +24,7 @@ const SUPPORTED_VERSIONS: [&str; 3] = ["1", "pre2", "pre1"];
 /// An open subscription that delivers something (inert subs are not
 /// stored: they never fire, and `unsub` answers `nosub` for any id).
 #[derive(Debug, Clone)]
-pub enum Sub {
+pub(crate) enum Sub {
     Room { room: RoomHandle, topic: Topic },
     User { uid: UserId, event: UserEvent },
     Logged(LoggedEvent),
@@ -41,7 +41,7 @@ impl Sub {
     }
 }
 
-pub struct Session {
+pub(crate) struct Session {
     /// The connection's outbound side: replies and events go through it.
     conn: ConnHandle,
     /// What every connection shares (rooms, users, limits, metrics).
@@ -77,7 +77,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(conn: ConnHandle, server: Arc<ServerState>, peer: std::net::IpAddr) -> Self {
+    pub(crate) fn new(conn: ConnHandle, server: Arc<ServerState>, peer: std::net::IpAddr) -> Self {
         Session {
             conn,
             connected: false,
@@ -110,31 +110,31 @@ impl Session {
     }
 
     /// When the connection's identity ends, if it is signed in.
-    pub fn token_expiry(&self) -> Option<Instant> {
+    pub(crate) fn token_expiry(&self) -> Option<Instant> {
         self.token_expiry
     }
 
     /// How this connection counts in the connection gauges right now.
-    pub fn kind(&self) -> ConnKind {
+    pub(crate) fn kind(&self) -> ConnKind {
         self.kind
     }
 
-    pub fn conn(&self) -> &ConnHandle {
+    pub(crate) fn conn(&self) -> &ConnHandle {
         &self.conn
     }
 
     /// What every connection shares.
-    pub fn server(&self) -> &Arc<ServerState> {
+    pub(crate) fn server(&self) -> &Arc<ServerState> {
         &self.server
     }
 
     /// The signed-in user, if any.
-    pub fn user(&self) -> Option<&Arc<User>> {
+    pub(crate) fn user(&self) -> Option<&Arc<User>> {
         self.user.as_ref()
     }
 
     /// This connection's guest identity, once a `join-room` created it.
-    pub fn guest_id(&self) -> Option<&UserId> {
+    pub(crate) fn guest_id(&self) -> Option<&UserId> {
         self.guest_id.as_ref()
     }
 
@@ -142,7 +142,7 @@ impl Session {
     /// guest, known from now on as `guest` when the room gave it one. Called
     /// once the room answered, whatever it answered: the room may hold a
     /// seat (or a resumed one) for this connection.
-    pub fn record_guest(&mut self, room: &RoomHandle, guest: Option<UserId>) {
+    pub(crate) fn record_guest(&mut self, room: &RoomHandle, guest: Option<UserId>) {
         if let Some(g) = guest {
             self.guest_id = Some(g);
         }
@@ -152,12 +152,12 @@ impl Session {
     }
 
     /// The open subscriptions.
-    pub fn subs(&self) -> &SubMap {
+    pub(crate) fn subs(&self) -> &SubMap {
         &self.subs
     }
 
     /// Keeps subscription `id` (replacing one with the same id).
-    pub fn add_sub(&mut self, id: String, sub: Sub) {
+    pub(crate) fn add_sub(&mut self, id: String, sub: Sub) {
         self.subs.insert(id, sub);
     }
 
@@ -165,7 +165,7 @@ impl Session {
     /// identity: a guest identity is released, subscriptions granted to
     /// another identity end, the user counts as online and sees its own
     /// record, and the token-expiry clock starts.
-    pub async fn sign_in(&mut self, user: User) {
+    pub(crate) async fn sign_in(&mut self, user: User) {
         if self.guest_id.is_some() {
             // A guest who signs in stops being that guest: its seats are released
             // (after the usual grace) and its subscriptions end.
@@ -183,7 +183,7 @@ impl Session {
 
     /// Ends the signed-in identity (after `logout` made it durable): its
     /// record is removed, its subscriptions end, it goes offline.
-    pub async fn sign_out(&mut self) {
+    pub(crate) async fn sign_out(&mut self) {
         self.hide_own_record();
         self.user = None;
         self.clear_token_expiry();
@@ -191,22 +191,22 @@ impl Session {
         self.set_online(None);
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
 
-    pub fn heartbeat(&self) -> bool {
+    pub(crate) fn heartbeat(&self) -> bool {
         self.heartbeat
     }
 
     /// The signed-in caller, or `error-invalid-user`.
-    pub fn require_user(&self) -> Result<Principal, MethodError> {
+    pub(crate) fn require_user(&self) -> Result<Principal, MethodError> {
         let u = self.user.as_ref().ok_or(MethodError::InvalidUser)?;
         Ok(user_principal(u))
     }
 
     /// Handles one text frame; returns false when the connection must end.
-    pub async fn handle_text(&mut self, text: &str) -> bool {
+    pub(crate) async fn handle_text(&mut self, text: &str) -> bool {
         let raw = text;
         let frame = match wire::parse_client_frame(text) {
             Ok(f) => f,
@@ -423,7 +423,7 @@ impl Session {
 
     /// Removes sub `id`; the room stops delivering its topic only when no
     /// other sub of this connection still wants it.
-    pub async fn unsubscribe(&mut self, id: &str) {
+    pub(crate) async fn unsubscribe(&mut self, id: &str) {
         let Some(sub) = self.subs.remove(id) else { return };
         let last = !self.subs.values().any(|s| s.same_target(&sub));
         let conn = self.conn.id;
@@ -509,7 +509,7 @@ impl Session {
 
     /// Cleanup when the connection ends: rooms forget this connection and
     /// start the grace period of its guest memberships.
-    pub async fn finish(&mut self) {
+    pub(crate) async fn finish(&mut self) {
         let conn = self.conn.id;
         let mut told: Vec<RoomId> = Vec::new();
         for room in std::mem::take(&mut self.guest_rooms) {
@@ -548,7 +548,7 @@ fn status_frame(uid: &UserId, username: &str, status: u8) -> tokio_tungstenite::
     )
 }
 
-pub fn user_principal(u: &User) -> Principal {
+pub(crate) fn user_principal(u: &User) -> Principal {
     Principal {
         id: u.id.clone(),
         username: u.username.clone(),
@@ -574,42 +574,38 @@ fn log_error(e: &MethodError, method: &str, conn: crate::ids::ConnId) {
 /// subscription limit), and an empty vector costs nothing per idle
 /// connection.
 #[derive(Debug, Default)]
-pub struct SubMap(Vec<(String, Sub)>);
+pub(crate) struct SubMap(Vec<(String, Sub)>);
 
 impl SubMap {
-    pub fn insert(&mut self, id: String, sub: Sub) {
+    pub(crate) fn insert(&mut self, id: String, sub: Sub) {
         match self.0.iter_mut().find(|(k, _)| *k == id) {
             Some(slot) => slot.1 = sub,
             None => self.0.push((id, sub)),
         }
     }
 
-    pub fn remove(&mut self, id: &str) -> Option<Sub> {
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Sub> {
         let i = self.0.iter().position(|(k, _)| k == id)?;
         Some(self.0.swap_remove(i).1)
     }
 
-    pub fn contains_key(&self, id: &str) -> bool {
+    pub(crate) fn contains_key(&self, id: &str) -> bool {
         self.0.iter().any(|(k, _)| k == id)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &Sub> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Sub> {
         self.0.iter().map(|(_, s)| s)
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
         self.0.iter().map(|(k, _)| k)
     }
 
-    pub fn drain(&mut self) -> impl Iterator<Item = (String, Sub)> + '_ {
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (String, Sub)> + '_ {
         self.0.drain(..)
     }
 }

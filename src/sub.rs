@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Handles `sub`; returns the frames to send, in order.
-pub async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>) -> Vec<Utf8Bytes> {
+pub(crate) async fn subscribe(s: &mut Session, id: &str, name: &str, params: Vec<Value>) -> Vec<Utf8Bytes> {
     // A reused id replaces the old subscription; release the old one first
     // so it cannot keep delivering under an id the client can no longer stop.
     s.unsubscribe(id).await;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 /// The form in which usernames are compared and owned: trimmed,
 /// case-insensitive.
-pub fn normalize(username: &str) -> String {
+pub(crate) fn normalize(username: &str) -> String {
     username.trim().to_lowercase()
 }
 

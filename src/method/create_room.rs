@@ -10,7 +10,7 @@ use crate::session::Session;
 use serde_json::{Map, Value};
 
 /// `perm` is the calling method's [`permission`](super::Method::permission).
-pub async fn call(s: &mut Session, p: Params, t: RoomType, perm: Option<Permission>) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params, t: RoomType, perm: Option<Permission>) -> MethodResult {
     let who = s.require_user()?;
     if perm.is_some_and(|perm| !allowed(perm, &who, RoomRoles::NONE)) {
         return Err(RoomError::ActionNotAllowed("Creating a room").into());

@@ -7,7 +7,7 @@ use crate::room::RoomCommand;
 use crate::session::Session;
 use serde_json::Value;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     if p.0.is_empty() {
         return Err(MethodError::matching("usernames", "one or more usernames"));

@@ -4,7 +4,7 @@ use super::{MethodResult, Params, room};
 use crate::room::RoomCommand;
 use crate::session::Session;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;

@@ -12,7 +12,7 @@ use crate::session::{Session, user_principal};
 /// Guest display names: 1–50 characters after trimming.
 const MAX_GUEST_NAME: usize = 50;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let o = p.obj(0, "params[0]")?;
     let code = field_str(o, "code")?.ok_or_else(|| MethodError::matching("code", "a string"))?;
     let guest_name = field_str(o, "guestName")?;

@@ -5,7 +5,7 @@ use crate::room::{Joined, RoomCommand};
 use crate::session::Session;
 use serde_json::Value;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let code = p.opt_str(1, "joinCode")?.map(str::to_owned);

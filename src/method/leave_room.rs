@@ -5,7 +5,7 @@ use crate::error::MethodError;
 use crate::room::RoomCommand;
 use crate::session::Session;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let uid = match (s.user(), s.guest_id()) {
         (Some(u), _) => u.id.clone(),
         (None, Some(g)) => g.clone(),

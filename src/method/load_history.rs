@@ -12,7 +12,7 @@ use serde_json::json;
 /// Upper bound on one page, whatever the client asks for.
 const MAX_LIMIT: u64 = 1000;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let end = p.opt_date(1, "end")?;

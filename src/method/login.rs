@@ -14,7 +14,7 @@ use std::time::Duration;
 /// connection's login; the store answers in milliseconds unless it is gone.
 const RECORD_WAIT: Duration = Duration::from_secs(10);
 
-pub async fn login(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn login(s: &mut Session, p: Params) -> MethodResult {
     let opts = p.obj(0, "params[0]")?;
     let token = match opts.get("resume") {
         Some(Value::String(t)) => t,
@@ -66,7 +66,7 @@ pub async fn login(s: &mut Session, p: Params) -> MethodResult {
 /// Ends the connection's identity and the token it signed in with: the
 /// token is refused by `login` until it expires (durably, before the
 /// result).
-pub async fn logout(s: &mut Session) -> MethodResult {
+pub(super) async fn logout(s: &mut Session) -> MethodResult {
     if let Some(u) = s.user().cloned() {
         // Kept past `exp` by the clock-skew leeway `login` grants.
         let exp = u64::try_from(u.expires_ms / 1000).unwrap_or(0).saturating_add(crate::auth::LEEWAY_SECS);

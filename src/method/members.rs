@@ -8,14 +8,14 @@ use crate::room::RoomCommand;
 use crate::session::Session;
 use serde_json::Value;
 
-pub async fn add_one(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn add_one(s: &mut Session, p: Params) -> MethodResult {
     s.require_user()?;
     let o = p.obj(0, "params[0]")?;
     let username = field_str(o, "username")?.ok_or_else(|| MethodError::matching("username", "a string"))?;
     add(s, o, vec![username.to_owned()]).await
 }
 
-pub async fn add_many(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn add_many(s: &mut Session, p: Params) -> MethodResult {
     s.require_user()?;
     let o = p.obj(0, "params[0]")?;
     let users = match o.get("users") {
@@ -52,7 +52,7 @@ async fn add(s: &mut Session, o: &serde_json::Map<String, Value>, usernames: Vec
     Ok(Some(Value::Bool(true)))
 }
 
-pub async fn remove(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn remove(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let (room, target) = room_and_user(s, &p)?;
     room.ask(|tx| RoomCommand::RemoveMember { who: Box::new(who), target: target.id, respond_to: tx })

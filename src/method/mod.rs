@@ -1,12 +1,12 @@
 //! Method calls, in the shape of mini-redis's `cmd/mod.rs`: the wire name is
 //! parsed once into a [`Method`], which then answers everything the session
 //! asks about the call (its name for metrics and errors, its rate-limit
-//! class, the permission it needs) and [`apply`](Method::apply)s it. Nothing
+//! class, the permission it needs) and `apply`s it. Nothing
 //! after the parse compares method-name strings.
 //!
 //! One file per method, or per family of near-identical methods, named
 //! after what it does. Each returns `Ok(Some(value))` for a `result`,
-//! `Ok(None)` to omit it, or a [`MethodError`]; the session writes the reply.
+//! `Ok(None)` to omit it, or a `MethodError`; the session writes the reply.
 
 mod archive;
 mod create_room;
@@ -29,7 +29,7 @@ mod send_message;
 mod subscription_flags;
 mod typing;
 
-pub use params::Params;
+use params::Params;
 
 use crate::error::MethodError;
 use crate::limits::MethodClass;
@@ -39,7 +39,7 @@ use crate::session::Session;
 use serde_json::Value;
 use subscription_flags::Which;
 
-pub type MethodResult = Result<Option<Value>, MethodError>;
+pub(crate) type MethodResult = Result<Option<Value>, MethodError>;
 
 /// Declares [`Method`] from one table of `Variant = "wire name"` rows, so the
 /// parse, the name and the list of every method cannot disagree.
@@ -150,7 +150,7 @@ impl Method {
     }
 
     /// Runs the call as `s`.
-    pub async fn apply(self, s: &mut Session, params: Vec<Value>) -> MethodResult {
+    pub(crate) async fn apply(self, s: &mut Session, params: Vec<Value>) -> MethodResult {
         let p = Params(params);
         match self {
             Method::Login => login::login(s, p).await,
@@ -201,7 +201,7 @@ impl std::fmt::Display for Method {
 
 /// `[{rid, username}]`: the room and the user it names, for the methods
 /// that act on another member (remove, mute, unmute).
-pub fn room_and_user(s: &Session, p: &Params) -> Result<(RoomHandle, crate::room::UserRef), MethodError> {
+fn room_and_user(s: &Session, p: &Params) -> Result<(RoomHandle, crate::room::UserRef), MethodError> {
     let o = p.obj(0, "params[0]")?;
     let rid = params::field_str(o, "rid")?.ok_or_else(|| MethodError::matching("rid", "a string"))?;
     let username =
@@ -216,7 +216,7 @@ pub fn room_and_user(s: &Session, p: &Params) -> Result<(RoomHandle, crate::room
 }
 
 /// The room with id `rid`, or `error-invalid-room`.
-pub fn room(s: &Session, rid: &str) -> Result<RoomHandle, MethodError> {
+fn room(s: &Session, rid: &str) -> Result<RoomHandle, MethodError> {
     s.server().registry.get(rid).ok_or(MethodError::InvalidRoom)
 }
 

@@ -5,7 +5,7 @@ use crate::room::RoomCommand;
 use crate::session::Session;
 use serde_json::Value;
 
-pub async fn call(s: &mut Session, p: Params, muted: bool) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params, muted: bool) -> MethodResult {
     let who = s.require_user()?;
     let (room, target) = room_and_user(s, &p)?;
     room.ask(|tx| RoomCommand::SetMuted { who: Box::new(who), target: target.id, muted, respond_to: tx })

@@ -5,10 +5,10 @@ use crate::error::MethodError;
 use crate::time::{Millis, parse_date};
 use serde_json::{Map, Value};
 
-pub struct Params(pub Vec<Value>);
+pub(super) struct Params(pub Vec<Value>);
 
 impl Params {
-    pub fn get(&self, i: usize) -> Option<&Value> {
+    pub(super) fn get(&self, i: usize) -> Option<&Value> {
         self.0.get(i)
     }
 
@@ -17,14 +17,14 @@ impl Params {
         self.0.get(i).filter(|v| !v.is_null())
     }
 
-    pub fn str(&self, i: usize, field: &str) -> Result<&str, MethodError> {
+    pub(super) fn str(&self, i: usize, field: &str) -> Result<&str, MethodError> {
         match self.present(i) {
             Some(Value::String(s)) => Ok(s),
             _ => Err(MethodError::matching(field, "a string")),
         }
     }
 
-    pub fn opt_str(&self, i: usize, field: &str) -> Result<Option<&str>, MethodError> {
+    pub(super) fn opt_str(&self, i: usize, field: &str) -> Result<Option<&str>, MethodError> {
         match self.present(i) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -32,7 +32,7 @@ impl Params {
         }
     }
 
-    pub fn opt_bool(&self, i: usize, field: &str) -> Result<Option<bool>, MethodError> {
+    pub(super) fn opt_bool(&self, i: usize, field: &str) -> Result<Option<bool>, MethodError> {
         match self.present(i) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -40,14 +40,14 @@ impl Params {
         }
     }
 
-    pub fn obj(&self, i: usize, field: &str) -> Result<&Map<String, Value>, MethodError> {
+    pub(super) fn obj(&self, i: usize, field: &str) -> Result<&Map<String, Value>, MethodError> {
         match self.present(i) {
             Some(Value::Object(o)) => Ok(o),
             _ => Err(MethodError::matching(field, "an object")),
         }
     }
 
-    pub fn opt_obj(&self, i: usize, field: &str) -> Result<Option<&Map<String, Value>>, MethodError> {
+    pub(super) fn opt_obj(&self, i: usize, field: &str) -> Result<Option<&Map<String, Value>>, MethodError> {
         match self.present(i) {
             None => Ok(None),
             Some(Value::Object(o)) => Ok(Some(o)),
@@ -55,7 +55,7 @@ impl Params {
         }
     }
 
-    pub fn opt_str_list(&self, i: usize, field: &str) -> Result<Vec<String>, MethodError> {
+    pub(super) fn opt_str_list(&self, i: usize, field: &str) -> Result<Vec<String>, MethodError> {
         match self.present(i) {
             None => Ok(Vec::new()),
             Some(Value::Array(a)) => a
@@ -71,7 +71,7 @@ impl Params {
     }
 
     /// An EJSON date or `null`.
-    pub fn opt_date(&self, i: usize, field: &str) -> Result<Option<Millis>, MethodError> {
+    pub(super) fn opt_date(&self, i: usize, field: &str) -> Result<Option<Millis>, MethodError> {
         match self.present(i) {
             None => Ok(None),
             Some(v) => parse_date(v)
@@ -80,7 +80,7 @@ impl Params {
         }
     }
 
-    pub fn opt_uint(&self, i: usize, field: &str) -> Result<Option<u64>, MethodError> {
+    pub(super) fn opt_uint(&self, i: usize, field: &str) -> Result<Option<u64>, MethodError> {
         match self.present(i) {
             None => Ok(None),
             Some(v) => {
@@ -91,7 +91,7 @@ impl Params {
 }
 
 /// A field of an object param.
-pub fn field_str<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, MethodError> {
+pub(super) fn field_str<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, MethodError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -100,7 +100,7 @@ pub fn field_str<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a 
 }
 
 /// A boolean setting value; Rocket.Chat clients sometimes send `"true"`.
-pub fn loose_bool(v: &Value) -> Option<bool> {
+pub(super) fn loose_bool(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         Value::String(s) if s == "true" => Some(true),
@@ -115,7 +115,7 @@ pub fn loose_bool(v: &Value) -> Option<bool> {
 /// separators (Zl, Zp). They let one name pose as another or reorder the
 /// text around it. Cf is listed by hand (Unicode 15.1): it changes rarely,
 /// and no dependency is needed for a few ranges.
-pub fn is_hidden_char(c: char) -> bool {
+pub(super) fn is_hidden_char(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -146,7 +146,7 @@ pub fn is_hidden_char(c: char) -> bool {
 /// A guest's display name: trimmed, NFC-normalised (so one name has one
 /// spelling), 1 to `max` characters, none of them hidden
 /// ([`is_hidden_char`]).
-pub fn display_name(raw: &str, field: &str, max: usize) -> Result<String, MethodError> {
+pub(super) fn display_name(raw: &str, field: &str, max: usize) -> Result<String, MethodError> {
     use unicode_normalization::UnicodeNormalization;
     let name: String = raw.trim().nfc().collect();
     let len = name.chars().count();
@@ -160,16 +160,16 @@ pub fn display_name(raw: &str, field: &str, max: usize) -> Result<String, Method
 }
 
 /// Largest `customFields`, as compact JSON.
-pub const MAX_CUSTOM_FIELDS_BYTES: usize = 8 * 1024;
+pub(super) const MAX_CUSTOM_FIELDS_BYTES: usize = 8 * 1024;
 /// Deepest nesting of objects and arrays in `customFields`, the object
 /// itself counting as 1.
-pub const MAX_CUSTOM_FIELDS_DEPTH: usize = 4;
+pub(super) const MAX_CUSTOM_FIELDS_DEPTH: usize = 4;
 
 /// Checks `customFields`: keys that would reach an object's prototype in a
 /// JavaScript client (`__proto__`, `constructor`, `prototype`) or be read as
 /// operators or paths by a document store (`$…`, `a.b`) are refused at any
 /// depth, as are objects larger or deeper than the limits above.
-pub fn custom_fields(o: &Map<String, Value>) -> Result<(), MethodError> {
+pub(super) fn custom_fields(o: &Map<String, Value>) -> Result<(), MethodError> {
     let size = serde_json::to_vec(o).map(|b| b.len()).unwrap_or(usize::MAX);
     if size > MAX_CUSTOM_FIELDS_BYTES {
         return Err(MethodError::matching(

@@ -12,11 +12,11 @@ use crate::session::Session;
 use crate::time::{Millis, parse_date};
 use serde_json::{Value, json};
 
-pub async fn rooms(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn rooms(s: &mut Session, p: Params) -> MethodResult {
     collect(s, p, |uid, tx| RoomCommand::DocFor { uid, respond_to: tx }).await
 }
 
-pub async fn subscriptions(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn subscriptions(s: &mut Session, p: Params) -> MethodResult {
     collect(s, p, |uid, tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx }).await
 }
 

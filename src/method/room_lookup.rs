@@ -6,7 +6,7 @@ use crate::room::{RoomCommand, RoomError};
 use crate::session::Session;
 use serde_json::Value;
 
-pub async fn by_id(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn by_id(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;
@@ -14,7 +14,7 @@ pub async fn by_id(s: &mut Session, p: Params) -> MethodResult {
     Ok(Some(doc))
 }
 
-pub async fn name_by_id(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn name_by_id(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;
@@ -22,7 +22,7 @@ pub async fn name_by_id(s: &mut Session, p: Params) -> MethodResult {
     Ok(Some(doc.get("name").cloned().unwrap_or(Value::Null)))
 }
 
-pub async fn id_by_name_or_id(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn id_by_name_or_id(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let key = p.str(0, "nameOrId")?;
     let registry = &s.server().registry;

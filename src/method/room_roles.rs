@@ -8,7 +8,7 @@ use crate::room::{RoleKind, RoomCommand};
 use crate::session::Session;
 use serde_json::Value;
 
-pub async fn set(s: &mut Session, p: Params, role: RoleKind, add: bool) -> MethodResult {
+pub(super) async fn set(s: &mut Session, p: Params, role: RoleKind, add: bool) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let target = UserId::from(p.str(1, "userId")?);
@@ -17,7 +17,7 @@ pub async fn set(s: &mut Session, p: Params, role: RoleKind, add: bool) -> Metho
     Ok(Some(Value::Bool(true)))
 }
 
-pub async fn get(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn get(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;

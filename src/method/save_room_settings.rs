@@ -8,7 +8,7 @@ use crate::room::{RoomCommand, RoomError, RoomType, Setting};
 use crate::session::Session;
 use serde_json::{Value, json};
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let pairs: Vec<(String, Value)> = match p.get(1) {

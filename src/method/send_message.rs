@@ -7,7 +7,7 @@ use crate::ids::MessageId;
 use crate::room::{RoomCommand, SendParams};
 use crate::session::Session;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let o = p.obj(0, "message")?;
     let rid = field_str(o, "rid")?.ok_or_else(|| MethodError::matching("rid", "a string"))?;

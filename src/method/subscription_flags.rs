@@ -7,13 +7,13 @@ use crate::room::{Flag, RoomCommand};
 use crate::session::Session;
 use serde_json::Value;
 
-pub enum Which {
+pub(super) enum Which {
     Favorite,
     Hide,
     Open,
 }
 
-pub async fn call(s: &mut Session, p: Params, which: Which) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params, which: Which) -> MethodResult {
     let who = s.require_user()?;
     let rid = p.str(0, "rid")?;
     let flag = match which {

@@ -11,7 +11,7 @@ use crate::room::{RoomCommand, Topic};
 use crate::session::Session;
 use serde_json::Value;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let event = p.str(0, "eventName")?;
     let Some((rid, kind)) = event.rsplit_once('/') else {

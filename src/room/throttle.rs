@@ -10,18 +10,18 @@ use std::time::{Duration, Instant};
 /// would let anyone lock a room's invitees out. Guessers themselves are
 /// braked in the session (per connection, user and address).
 #[derive(Debug, Default)]
-pub struct CodeThrottle {
+pub(super) struct CodeThrottle {
     /// Times of the latest wrong codes, oldest first; at most `MAX`.
     failures: VecDeque<Instant>,
 }
 
 impl CodeThrottle {
-    pub const MAX: usize = 20;
-    pub const WINDOW: Duration = Duration::from_secs(60);
-    pub const DELAY: Duration = Duration::from_secs(1);
+    pub(super) const MAX: usize = 20;
+    pub(super) const WINDOW: Duration = Duration::from_secs(60);
+    pub(super) const DELAY: Duration = Duration::from_secs(1);
 
     /// Records a wrong code at `now`; returns how late to answer it.
-    pub fn wrong_code(&mut self, now: Instant) -> Option<Duration> {
+    pub(super) fn wrong_code(&mut self, now: Instant) -> Option<Duration> {
         while self.failures.front().is_some_and(|t| now.saturating_duration_since(*t) >= Self::WINDOW) {
             self.failures.pop_front();
         }

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 /// A parsed HTTP response.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     /// The header block, as received.
     pub headers: String,
@@ -21,7 +21,7 @@ pub struct Reply {
 }
 
 /// Sends `request` as is and reads the whole response (the server closes).
-pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.expect("tcp connect");
     s.write_all(request).await.expect("write request");
     let mut out = Vec::new();
@@ -54,20 +54,20 @@ fn parse(text: &str) -> Reply {
 }
 
 /// `GET path` with `Connection: close`.
-pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Reply {
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     parse(&raw(addr, req.as_bytes()).await)
 }
 
 /// The value of sample `line_prefix` (e.g. `roomd_rooms` or
 /// `roomd_connections{kind="user"}`) in a Prometheus text body.
-pub fn sample(body: &str, line_prefix: &str) -> Option<f64> {
+pub(crate) fn sample(body: &str, line_prefix: &str) -> Option<f64> {
     body.lines().find_map(|l| l.strip_prefix(line_prefix)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Polls `/metrics` until `sample` has `value` (the server updates some
 /// numbers as connections wind down).
-pub async fn wait_for_sample(addr: SocketAddr, line_prefix: &str, value: f64) -> String {
+pub(crate) async fn wait_for_sample(addr: SocketAddr, line_prefix: &str, value: f64) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let body = get(addr, "/metrics").await.body;

@@ -340,8 +340,8 @@ async fn own_record_changes_reach_every_connection_of_the_user_and_logout_remove
     b.close().await;
     // Closed connections are forgotten; the bystander's record is the only one left.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while s.state.hub.records.len() != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "records leak: {}", s.state.hub.records.len());
+    while s.state.own_records() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "records leak: {}", s.state.own_records());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -239,8 +239,8 @@ async fn slow_consumer_is_closed_and_the_room_keeps_delivering() {
         }
     });
     // `slow` never reads: its socket buffers fill, then its queue.
-    let metrics = s.state.metrics.clone();
-    let cut = || sample(&metrics.render(0), "roomd_slow_consumer_disconnects_total") == Some(1.0);
+    let state = s.state.clone();
+    let cut = || sample(&state.render_metrics(), "roomd_slow_consumer_disconnects_total") == Some(1.0);
     let sent = flood(&mut sender, &rid, cut).await;
     assert!(cut(), "the slow client was never cut off after {sent} messages");
     // The room still delivers to everyone else.

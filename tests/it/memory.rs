@@ -46,14 +46,14 @@ async fn unread_history_replies_stay_within_the_byte_budgets_and_are_cut_with_40
         attackers.push(c);
     }
     // Sample the server-wide unsent bytes throughout the attack.
-    let budget = s.state.conn_config.outbound_bytes.clone();
+    let state = s.state.clone();
     let peak = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn({
         let (peak, done) = (peak.clone(), done.clone());
         async move {
             while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(budget.used(), Ordering::Relaxed);
+                peak.fetch_max(state.queued_bytes(), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         }
@@ -69,9 +69,8 @@ async fn unread_history_replies_stay_within_the_byte_budgets_and_are_cut_with_40
         }
     }
     let deadline = Instant::now() + Duration::from_secs(15);
-    let metrics = s.state.metrics.clone();
     loop {
-        let cut = sample(&metrics.render(0), "roomd_slow_consumer_disconnects_total").unwrap_or(0.0);
+        let cut = sample(&s.state.render_metrics(), "roomd_slow_consumer_disconnects_total").unwrap_or(0.0);
         if cut as usize == ATTACKERS {
             break;
         }
@@ -92,7 +91,7 @@ async fn unread_history_replies_stay_within_the_byte_budgets_and_are_cut_with_40
     assert!(peak > PER_CONN, "the attack never queued much ({peak} bytes): it tested nothing");
     // Everything the attackers held is given back, and the room still works.
     let deadline = Instant::now() + WAIT;
-    while s.state.conn_config.outbound_bytes.used() != 0 {
+    while s.state.queued_bytes() != 0 {
         assert!(Instant::now() < deadline, "unsent bytes never released");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

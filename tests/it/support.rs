@@ -20,10 +20,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const SECRET: &[u8] = b"test-secret";
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const SECRET: &[u8] = b"test-secret";
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub auth: Authenticator,
     /// The running server's shared state (metrics, readiness flag).
@@ -33,11 +33,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::with_limits(|_| {}).await
     }
 
-    pub async fn with_limits(f: impl FnOnce(&mut Limits)) -> Self {
+    pub(crate) async fn with_limits(f: impl FnOnce(&mut Limits)) -> Self {
         Self::with_auth(Authenticator::hs256(SECRET), f).await
     }
 
@@ -83,11 +83,11 @@ impl TestServer {
         TestServer { addr, auth, state, stop: Some(tx), task: Some(task) }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("ws://{}/websocket", self.addr)
     }
 
-    pub fn token(&self, id: &str, username: &str, roles: &[&str]) -> String {
+    pub(crate) fn token(&self, id: &str, username: &str, roles: &[&str]) -> String {
         self.auth.mint(&Claims {
             sub: id.into(),
             username: username.into(),
@@ -101,7 +101,7 @@ impl TestServer {
 
     /// Signs arbitrary claims with `alg` and the server's secret (or another
     /// one), for tokens the normal minting path cannot produce.
-    pub fn token_with(&self, claims: &Value, alg: jsonwebtoken::Algorithm, secret: &[u8]) -> String {
+    pub(crate) fn token_with(&self, claims: &Value, alg: jsonwebtoken::Algorithm, secret: &[u8]) -> String {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(alg),
             claims,
@@ -111,18 +111,18 @@ impl TestServer {
     }
 
     /// A connected (DDP `connect` done) client that has not logged in.
-    pub async fn guest(&self) -> Client {
+    pub(crate) async fn guest(&self) -> Client {
         let mut c = Client::open(&self.url()).await;
         c.connect().await;
         c
     }
 
     /// A connected client logged in as `username` (user id `id-<username>`).
-    pub async fn user(&self, username: &str) -> Client {
+    pub(crate) async fn user(&self, username: &str) -> Client {
         self.user_with_roles(username, &["user"]).await
     }
 
-    pub async fn user_with_roles(&self, username: &str, roles: &[&str]) -> Client {
+    pub(crate) async fn user_with_roles(&self, username: &str, roles: &[&str]) -> Client {
         let mut c = self.guest().await;
         let token = self.token(&format!("id-{username}"), username, roles);
         let r = c.call("login", json!([{"resume": token}])).await;
@@ -135,7 +135,7 @@ impl TestServer {
         c
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -155,7 +155,7 @@ impl Drop for TestServer {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -165,7 +165,7 @@ enum Read {
     Timeout,
 }
 
-pub struct Client {
+pub(crate) struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Frames read while waiting for something else.
     pending: VecDeque<Value>,
@@ -176,7 +176,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn open(url: &str) -> Self {
+    pub(crate) async fn open(url: &str) -> Self {
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("ws connect timed out")
@@ -184,21 +184,21 @@ impl Client {
         Client { ws, pending: VecDeque::new(), next: 1, user_id: None, auto_pong: true }
     }
 
-    pub async fn send_raw(&mut self, text: &str) {
+    pub(crate) async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::Text(text.into())).await.expect("send");
     }
 
     /// Sends without failing the test if the server has gone (for clients
     /// that are expected to be cut off).
-    pub async fn try_send(&mut self, v: Value) -> bool {
+    pub(crate) async fn try_send(&mut self, v: Value) -> bool {
         self.ws.send(Message::Text(v.to_string().into())).await.is_ok()
     }
 
-    pub async fn send(&mut self, v: Value) {
+    pub(crate) async fn send(&mut self, v: Value) {
         self.send_raw(&v.to_string()).await;
     }
 
-    pub async fn connect(&mut self) {
+    pub(crate) async fn connect(&mut self) {
         self.send(json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]})).await;
         let f = self.expect(|f| f["msg"] == "connected").await;
         assert!(f["session"].is_string());
@@ -241,7 +241,7 @@ impl Client {
     }
 
     /// Next frame, pending ones first. Panics on close or timeout.
-    pub async fn next_frame(&mut self) -> Value {
+    pub(crate) async fn next_frame(&mut self) -> Value {
         if let Some(v) = self.pending.pop_front() {
             return v;
         }
@@ -249,7 +249,7 @@ impl Client {
     }
 
     /// Waits for the first frame matching `pred`, keeping the others.
-    pub async fn expect(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn expect(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(i) = self.pending.iter().position(&pred) {
             return self.pending.remove(i).unwrap();
         }
@@ -264,13 +264,13 @@ impl Client {
 
     /// Calls a method; returns the whole `result` frame and checks that
     /// `updated` follows.
-    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.send_method(method, params).await;
         self.result_of(&id).await
     }
 
     /// Like [`Client::call`], but `None` if the connection ends first.
-    pub async fn try_call(&mut self, method: &str, params: Value) -> Option<Value> {
+    pub(crate) async fn try_call(&mut self, method: &str, params: Value) -> Option<Value> {
         let id = self.next.to_string();
         self.next += 1;
         let frame = json!({"msg": "method", "method": method, "params": params, "id": id}).to_string();
@@ -290,20 +290,20 @@ impl Client {
     }
 
     /// Calls and unwraps `result`, panicking on an error.
-    pub async fn ok(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn ok(&mut self, method: &str, params: Value) -> Value {
         let r = self.call(method, params).await;
         assert!(r.get("error").is_none(), "{method} failed: {r}");
         r.get("result").cloned().unwrap_or(Value::Null)
     }
 
     /// Calls and returns the error object, panicking on success.
-    pub async fn err(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn err(&mut self, method: &str, params: Value) -> Value {
         let r = self.call(method, params).await;
         r.get("error").cloned().unwrap_or_else(|| panic!("{method} should fail: {r}"))
     }
 
     /// Subscribes; returns `ready` or `nosub`.
-    pub async fn sub(&mut self, name: &str, params: Value) -> Value {
+    pub(crate) async fn sub(&mut self, name: &str, params: Value) -> Value {
         let id = self.next.to_string();
         self.next += 1;
         self.send(json!({"msg": "sub", "id": id, "name": name, "params": params})).await;
@@ -314,14 +314,14 @@ impl Client {
         .await
     }
 
-    pub async fn sub_ok(&mut self, name: &str, params: Value) -> String {
+    pub(crate) async fn sub_ok(&mut self, name: &str, params: Value) -> String {
         let r = self.sub(name, params).await;
         assert_eq!(r["msg"], "ready", "sub {name} refused: {r}");
         r["subs"][0].as_str().unwrap().to_owned()
     }
 
     /// Next stream event (`changed`) on `collection` with `eventName`.
-    pub async fn event(&mut self, collection: &str, event: &str) -> Value {
+    pub(crate) async fn event(&mut self, collection: &str, event: &str) -> Value {
         self.expect(|f| {
             f["msg"] == "changed" && f["collection"] == collection && f["fields"]["eventName"] == event
         })
@@ -329,13 +329,13 @@ impl Client {
     }
 
     /// Next room message (args[0]) on `stream-room-messages` for `rid`.
-    pub async fn room_message(&mut self, rid: &str) -> Value {
+    pub(crate) async fn room_message(&mut self, rid: &str) -> Value {
         self.event("stream-room-messages", rid).await["fields"]["args"][0].clone()
     }
 
     /// Asserts no frame matching `pred` arrives within `d` (frames that do
     /// arrive are kept for later). Also asserts the connection stays open.
-    pub async fn expect_none(&mut self, d: Duration, pred: impl Fn(&Value) -> bool) {
+    pub(crate) async fn expect_none(&mut self, d: Duration, pred: impl Fn(&Value) -> bool) {
         if let Some(v) = self.pending.iter().find(|v| pred(v)) {
             panic!("unexpected frame already pending: {v}");
         }
@@ -353,7 +353,7 @@ impl Client {
     }
 
     /// Reads (and keeps) frames for `d`; false if the connection closed.
-    pub async fn stays_open(&mut self, d: Duration) -> bool {
+    pub(crate) async fn stays_open(&mut self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
         loop {
             match self.read_until(deadline).await {
@@ -365,12 +365,12 @@ impl Client {
     }
 
     /// Every frame received so far and not yet consumed, in order.
-    pub fn take_pending(&mut self) -> Vec<Value> {
+    pub(crate) fn take_pending(&mut self) -> Vec<Value> {
         self.pending.drain(..).collect()
     }
 
     /// A ping/pong round trip: the connection is open and answering.
-    pub async fn assert_alive(&mut self) {
+    pub(crate) async fn assert_alive(&mut self) {
         let id = format!("alive-{}", self.next);
         self.next += 1;
         self.send(json!({"msg": "ping", "id": id})).await;
@@ -378,13 +378,13 @@ impl Client {
         assert_eq!(f["id"], id.as_str());
     }
 
-    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+    pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws.send(Message::Binary(bytes.into())).await.expect("send binary");
     }
 
     /// Sends a text frame whose payload is `bytes` as is (e.g. invalid UTF-8,
     /// which `Message::Text` cannot carry).
-    pub async fn send_text_bytes(&mut self, bytes: Vec<u8>) {
+    pub(crate) async fn send_text_bytes(&mut self, bytes: Vec<u8>) {
         use tokio_tungstenite::tungstenite::protocol::frame::Frame;
         use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
         let frame = Frame::message(bytes, OpCode::Data(Data::Text), true);
@@ -392,7 +392,7 @@ impl Client {
     }
 
     /// Sends a method call without waiting; returns its id.
-    pub async fn send_method(&mut self, method: &str, params: Value) -> String {
+    pub(crate) async fn send_method(&mut self, method: &str, params: Value) -> String {
         let id = self.next.to_string();
         self.next += 1;
         self.send(json!({"msg": "method", "method": method, "params": params, "id": id})).await;
@@ -400,14 +400,14 @@ impl Client {
     }
 
     /// Waits for the `result` of call `id` (and the `updated` after it).
-    pub async fn result_of(&mut self, id: &str) -> Value {
+    pub(crate) async fn result_of(&mut self, id: &str) -> Value {
         let r = self.expect(|f| f["msg"] == "result" && f["id"] == id).await;
         self.expect(|f| f["msg"] == "updated" && f["methods"][0] == id).await;
         r
     }
 
     /// `join-room` by shareable code; returns the whole `result` frame.
-    pub async fn join_code(&mut self, code: &str, guest_name: Option<&str>) -> Value {
+    pub(crate) async fn join_code(&mut self, code: &str, guest_name: Option<&str>) -> Value {
         let mut p = json!({"code": code});
         if let Some(n) = guest_name {
             p["guestName"] = json!(n);
@@ -416,14 +416,14 @@ impl Client {
     }
 
     /// The room document as this (signed-in) client sees it.
-    pub async fn room(&mut self, rid: &str) -> Value {
+    pub(crate) async fn room(&mut self, rid: &str) -> Value {
         self.ok("getRoomById", json!([rid])).await
     }
 
     /// Waits for the server to close; returns the close code and reason.
     /// One deadline for the whole wait: a server that keeps sending (e.g.
     /// pings) but never closes fails instead of waiting forever.
-    pub async fn closed(&mut self) -> Option<(u16, String)> {
+    pub(crate) async fn closed(&mut self) -> Option<(u16, String)> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await.expect("no close in time") {
@@ -434,19 +434,19 @@ impl Client {
         }
     }
 
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
 }
 
 /// Creates a channel as `c` with roomd options; returns the room document.
-pub async fn channel(c: &mut Client, extra: Value) -> Value {
+pub(crate) async fn channel(c: &mut Client, extra: Value) -> Value {
     let name = unique("room");
     c.ok("createChannel", json!([name, [], false, {}, extra])).await
 }
 
 /// Asserts `err` is a complete Meteor.Error with `code` and `reason`.
-pub fn assert_error(err: &Value, code: impl Into<Value>, reason: &str) {
+pub(crate) fn assert_error(err: &Value, code: impl Into<Value>, reason: &str) {
     let code: Value = code.into();
     assert_eq!(err["error"], code, "error code in {err}");
     assert_eq!(err["reason"], reason, "reason in {err}");
@@ -461,7 +461,7 @@ pub fn assert_error(err: &Value, code: impl Into<Value>, reason: &str) {
 }
 
 /// Asserts `err` is a `Match failed` (400) error naming `field`.
-pub fn assert_match_failed(err: &Value, field: &str) {
+pub(crate) fn assert_match_failed(err: &Value, field: &str) {
     assert_eq!(err["error"], 400, "{err}");
     let reason = err["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("Match failed"), "{err}");
@@ -470,7 +470,7 @@ pub fn assert_match_failed(err: &Value, field: &str) {
 }
 
 /// Whether `s` is an ISO-8601 UTC timestamp like `2026-03-03T10:36:00.000Z`.
-pub fn is_iso8601(s: &Value) -> bool {
+pub(crate) fn is_iso8601(s: &Value) -> bool {
     let Some(s) = s.as_str() else { return false };
     let b = s.as_bytes();
     b.len() == 24
@@ -485,7 +485,7 @@ pub fn is_iso8601(s: &Value) -> bool {
 }
 
 /// Whether `v` is an EJSON date `{"$date": <ms>}` near the present.
-pub fn is_recent_date(v: &Value) -> bool {
+pub(crate) fn is_recent_date(v: &Value) -> bool {
     let Some(ms) = v.get("$date").and_then(Value::as_i64) else {
         return false;
     };
@@ -494,7 +494,7 @@ pub fn is_recent_date(v: &Value) -> bool {
 }
 
 /// Base64url without padding, for hand-built (e.g. `alg: none`) tokens.
-pub fn b64url(data: &[u8]) -> String {
+pub(crate) fn b64url(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
@@ -507,6 +507,6 @@ pub fn b64url(data: &[u8]) -> String {
 }
 
 /// A room message (`stream-room-messages` args[0]) of system type `t`.
-pub fn is_system(m: &Value, t: &str) -> bool {
+pub(crate) fn is_system(m: &Value, t: &str) -> bool {
     m["t"] == t
 }
