@@ -1,4 +1,4 @@
-//! Rooms: the pure rules ([`state`], [`throttle`]), the handle everyone
+//! Rooms: the pure rules ([`state`], `throttle`), the handle everyone
 //! else holds (`handle`), the actor that owns a room's state and its
 //! subscribers (`actor`), what it publishes (`publish`), and what remains
 //! of a room that ended and emptied (`ended`).

@@ -43,14 +43,14 @@ impl TestServer {
 
     /// A server verifying tokens with `auth` (e.g. with audience checks);
     /// `token` still mints with [`SECRET`].
-    pub async fn with_auth(auth: Authenticator, f: impl FnOnce(&mut Limits)) -> Self {
+    pub(crate) async fn with_auth(auth: Authenticator, f: impl FnOnce(&mut Limits)) -> Self {
         Self::build(auth, None, f).await
     }
 
     /// A server whose changes go to `durability` (e.g. a
     /// [`FakeDurability`](roomd::durability::fake::FakeDurability) that slows
     /// or fails commits) instead of staying in memory.
-    pub async fn with_durability(
+    pub(crate) async fn with_durability(
         durability: Arc<dyn roomd::durability::Durability>,
         f: impl FnOnce(&mut Limits),
     ) -> Self {
