@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, Method, header};
 
 /// Why a request for `/websocket` is not a valid upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpgradeError {
+pub(crate) enum UpgradeError {
     /// Not `GET`, or a plain HTTP request without the upgrade headers.
     NotUpgrade,
     /// A WebSocket version other than 13.
@@ -14,7 +14,7 @@ pub enum UpgradeError {
 }
 
 /// Checks the RFC 6455 upgrade headers; returns the client's key.
-pub fn websocket_key<'h>(method: &Method, headers: &'h HeaderMap) -> Result<&'h [u8], UpgradeError> {
+pub(crate) fn websocket_key<'h>(method: &Method, headers: &'h HeaderMap) -> Result<&'h [u8], UpgradeError> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -39,14 +39,14 @@ pub fn websocket_key<'h>(method: &Method, headers: &'h HeaderMap) -> Result<&'h 
 
 /// A header's value as text, trimmed; `None` when absent or not visible
 /// ASCII.
-pub fn header_str<'h>(headers: &'h HeaderMap, name: &header::HeaderName) -> Option<&'h str> {
+pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &header::HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// The first of `Host` and `Origin` that came more than once: such a
 /// request is refused, since which copy a proxy or a check looked at is
 /// ambiguous.
-pub fn duplicated(headers: &HeaderMap) -> Option<&'static str> {
+pub(crate) fn duplicated(headers: &HeaderMap) -> Option<&'static str> {
     [(header::HOST, "Host"), (header::ORIGIN, "Origin")]
         .into_iter()
         .find(|(h, _)| headers.get_all(h).iter().count() > 1)
@@ -57,7 +57,7 @@ pub fn duplicated(headers: &HeaderMap) -> Option<&'static str> {
 /// (80/443 by default) and scheme and host in lower case, so two spellings
 /// of one origin compare equal and nothing else does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     pub scheme: String,
     pub host: String,
     pub port: u16,
@@ -66,7 +66,7 @@ pub struct Origin {
 impl Origin {
     /// Parses an `Origin` header value or a URL whose path is empty or `/`
     /// (`--public-url`, `--allowed-origin`). Only `http` and `https`.
-    pub fn parse(s: &str) -> Option<Origin> {
+    pub(crate) fn parse(s: &str) -> Option<Origin> {
         let (scheme, rest) = s.trim().split_once("://")?;
         let scheme = scheme.to_ascii_lowercase();
         let default = match scheme.as_str() {
@@ -87,7 +87,7 @@ impl Origin {
 /// Splits `host[:port]` (IPv6 in brackets) into a lower-case host and the
 /// port if given. `None` for anything else: userinfo, paths, empty hosts,
 /// bad ports.
-pub fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
+pub(crate) fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
     let bad = |c: char| matches!(c, '/' | '?' | '#' | '@' | '\\') || c.is_whitespace() || c.is_control();
     if authority.is_empty() || authority.contains(bad) {
         return None;
@@ -121,7 +121,7 @@ pub fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
 
 /// Which `Host` and `Origin` values the handshake accepts; built once.
 #[derive(Debug, Clone, Default)]
-pub struct HostPolicy {
+pub(crate) struct HostPolicy {
     /// roomd listens on a loopback address: `Host` must name loopback or a
     /// public URL (DNS-rebinding protection).
     pub loopback_only: bool,
@@ -134,7 +134,11 @@ pub struct HostPolicy {
 }
 
 impl HostPolicy {
-    pub fn new(listen: Option<std::net::SocketAddr>, public_urls: &[String], allowed: &[String]) -> Self {
+    pub(crate) fn new(
+        listen: Option<std::net::SocketAddr>,
+        public_urls: &[String],
+        allowed: &[String],
+    ) -> Self {
         HostPolicy {
             loopback_only: listen.is_some_and(|a| a.ip().is_loopback()),
             public: public_urls.iter().filter_map(|u| Origin::parse(u)).collect(),
@@ -149,7 +153,7 @@ impl HostPolicy {
     /// what gives it away. Allowed: `localhost`, any `127.x.x.x`, `[::1]`
     /// (any port), and the hosts of `--public-url`. A request without
     /// `Host` is not a browser's, so it passes.
-    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+    pub(crate) fn host_allowed(&self, host: Option<&str>) -> bool {
         if !self.loopback_only {
             return true;
         }
@@ -167,7 +171,7 @@ impl HostPolicy {
     /// the `Host` header, or a `--public-url`'s origin); origins on the
     /// allowed list (`*` allows any). Scheme, host and port are compared
     /// exactly, default ports made explicit.
-    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+    pub(crate) fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
         let Some(origin) = origin else { return true };
         if self.any_origin {
             return true;

@@ -175,9 +175,9 @@ pub struct RunConfig {
     pub handshake_timeout: Duration,
     pub max_frame_bytes: usize,
     pub shutdown_timeout: Duration,
-    /// Browser origins allowed besides same-origin (see [`http::HostPolicy`]).
+    /// Browser origins allowed besides same-origin (see `http::HostPolicy`).
     pub allowed_origins: Arc<[String]>,
-    /// `--public-url`s: hosts roomd is served under (see [`http::HostPolicy`]).
+    /// `--public-url`s: hosts roomd is served under (see `http::HostPolicy`).
     pub public_urls: Arc<[String]>,
 }
 

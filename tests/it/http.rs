@@ -35,7 +35,7 @@ pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 impl Reply {
     /// The value of header `name`, which is matched case-insensitively (as
     /// HTTP header names are).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.lines().skip(1).find_map(|l| {
             let (n, v) = l.split_once(':')?;
             n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
