@@ -5,7 +5,7 @@
 
 /// One embedded file.
 #[derive(Debug)]
-pub struct Asset {
+pub(crate) struct Asset {
     /// The name under `/app/`.
     pub name: &'static str,
     pub content_type: &'static str,
@@ -34,7 +34,7 @@ macro_rules! asset {
 
 /// Every file of the app. `index.html` is also the page for `/` and
 /// `/r/<code>` (the app reads the code from the URL).
-pub static ASSETS: [Asset; 5] = [
+pub(crate) static ASSETS: [Asset; 5] = [
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("ddp.js", "text/javascript; charset=utf-8"),
@@ -44,7 +44,7 @@ pub static ASSETS: [Asset; 5] = [
 
 /// The asset served at `path`, if any: `/`, `/r/<code>` (a code-like segment:
 /// letters, digits and `-`, at most 64) and `/app/<name>`.
-pub fn asset_for(path: &str) -> Option<&'static Asset> {
+pub(crate) fn asset_for(path: &str) -> Option<&'static Asset> {
     let name = if path == "/" {
         "index.html"
     } else if let Some(code) = path.strip_prefix("/r/") {
@@ -62,12 +62,12 @@ pub fn asset_for(path: &str) -> Option<&'static Asset> {
 
 impl Asset {
     /// The entity tag, quoted.
-    pub fn etag(&self) -> String {
+    pub(crate) fn etag(&self) -> String {
         format!("\"{:016x}\"", self.hash)
     }
 
     /// Whether an `If-None-Match` header names this version.
-    pub fn matches(&self, if_none_match: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, if_none_match: Option<&str>) -> bool {
         let etag = self.etag();
         if_none_match.is_some_and(|v| {
             v.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
@@ -80,7 +80,7 @@ impl Asset {
     /// URLs carry no version, so every response is `no-cache`: the browser
     /// keeps the file but asks again each time, and gets a body-less `304`
     /// while the binary is the same.
-    pub fn headers(&self, host: Option<&str>) -> [(&'static str, String); 6] {
+    pub(crate) fn headers(&self, host: Option<&str>) -> [(&'static str, String); 6] {
         [
             ("cache-control", "no-cache".to_owned()),
             ("etag", self.etag()),

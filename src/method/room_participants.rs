@@ -7,7 +7,7 @@ use crate::error::MethodError;
 use crate::room::{RoomCommand, RoomError};
 use crate::session::Session;
 
-pub async fn call(s: &mut Session, p: Params) -> MethodResult {
+pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let uid = match (s.user(), s.guest_id()) {
         (Some(u), _) => Some(u.id.clone()),
         (None, g) => g.cloned(),
