@@ -306,7 +306,7 @@ pub(crate) async fn serve<S>(
         // close, for a bounded time: dropping a socket with unread input
         // resets it, and the reset can destroy the close frame (say, 4001)
         // before the peer has read it.
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        let _ = tokio::time::timeout(close_linger(reason), async {
             while let Some(Ok(m)) = stream.next().await {
                 if m.is_close() {
                     break;
@@ -326,8 +326,26 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// How long a connection the server closed waits for the peer's close.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How long a connection the server closed waits for the peer's close,
+/// reading what it still sends: dropping the socket while the peer's frames
+/// (pings, calls) sit unread sends a reset, and the reset makes the peer's
+/// kernel discard the close frame it had not read yet.
+fn close_linger(reason: CloseReason) -> Duration {
+    match reason {
+        // It is behind by definition: it reads everything it left unread
+        // before it reaches the close frame.
+        CloseReason::SlowConsumer => Duration::from_secs(5),
+        _ => Duration::from_secs(1),
+    }
+}
+
+/// How long the close frame (and, unless the queue is the problem, what was
+/// queued before it) may take to reach the socket. A slow consumer's kernel
+/// buffers are full when it is cut, so its close code arrives only once it
+/// reads again; holding the bare socket (its queue already released) for a
+/// few seconds lets a client that was merely behind learn why it was cut
+/// instead of seeing a reset.
+const CLOSE_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn read_loop<S>(
     stream: &mut futures_util::stream::SplitStream<WebSocketStream<S>>,
@@ -482,8 +500,14 @@ async fn write_loop<S>(
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
         return;
     }
+    if reason == CloseReason::SlowConsumer {
+        // What it never read is given back to the budgets now, not after the
+        // close frame below has had its chance.
+        batch.clear();
+        outbox.finish();
+    }
     let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.text().into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(CLOSE_FRAME_TIMEOUT, async {
         // Deliver what was queued before the close (e.g. `failed`, or the
         // result of a call that finished during shutdown), unless the queue
         // is the problem.
