@@ -179,6 +179,13 @@ impl ConnHandle {
         self.after_push(r)
     }
 
+    /// Counts a slow-consumer cut decided elsewhere (another door's
+    /// bounded buffer was full); the caller closed the handle first.
+    pub(crate) fn count_slow_consumer(&self, why: &'static str) {
+        tracing::debug!(conn = %self.id, why, "closing slow consumer");
+        self.shared.metrics.slow_consumer();
+    }
+
     /// Closes a client that does not keep up, counting it once.
     fn slow_consumer(&self, why: &'static str) {
         if self.close(CloseReason::SlowConsumer) {
@@ -200,6 +207,21 @@ impl ConnHandle {
                 false
             }
         }
+    }
+
+    /// The handle of a connection that has no DDP writer (a Socket.IO
+    /// socket, which reaches its client through its own door): DDP frames
+    /// addressed to it are refused as to a closed queue, never counted as
+    /// drops. `cancel` ends it.
+    pub(crate) fn without_writer(
+        id: ConnId,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+        budget: Arc<Budget>,
+    ) -> Self {
+        let outbox = Arc::new(Outbox::new(1, budget));
+        outbox.finish();
+        ConnHandle { id, outbox, shared: Arc::new(ConnShared { cancel, reason: OnceLock::new(), metrics }) }
     }
 
     /// The most a connection can hold unsent: the largest reply it can get.

@@ -15,6 +15,8 @@
 //! - [`wire`]: the only module that parses inbound frames or shapes outbound ones.
 //! - [`method`]: [`Method`](method::Method), the method name parsed once (name,
 //!   limit class, permission, `apply`); one file per method, named after what it does.
+//! - [`socketio`]: the Socket.IO door (`/socket.io/`): events as thin
+//!   adapters onto the same methods, meeting events from the rooms.
 //! - `sub`: stream subscriptions.
 //! - [`room`]: pure rules (`state`, `throttle`), the handle and commands
 //!   (`handle`), the actor that owns a room (`actor`), effects to frames
@@ -70,6 +72,7 @@ pub mod room;
 mod routes;
 pub mod server;
 mod session;
+pub mod socketio;
 pub mod store;
 mod sub;
 pub mod time;

@@ -6,6 +6,8 @@
 //! - `/healthz`, `/readyz`, `/metrics`: plain answers for probes and scrapes.
 //! - `/`, `/r/<code>`, `/app/<file>`: the meeting-room web app ([`webapp`]).
 //! - `/api/…`: reserved for the REST endpoints (a nested router).
+//! - `/socket.io/`: the Socket.IO door ([`crate::socketio`]), a layer that
+//!   answers its own path and passes every other request on.
 //! - anything else: `404`.
 //!
 //! Every request first passes the `Host` checks ([`host_guard`]); every
@@ -22,13 +24,14 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use socketioxide::layer::SocketIoLayer;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 type Ctx = Arc<HttpContext>;
 
 /// The whole HTTP surface of the port.
-pub(crate) fn router(ctx: Ctx) -> Router {
+pub(crate) fn router(ctx: Ctx, socketio: SocketIoLayer) -> Router {
     Router::new()
         .route("/websocket", any(websocket))
         // Meteor serves its DDP endpoint with and without the trailing
@@ -42,10 +45,13 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/app/{file}", any(web_app))
         .nest("/api", api())
         .fallback(not_found)
+        .layer(socketio)
+        // engineioxide checks no origin: ours runs first.
+        .layer(middleware::from_fn_with_state(ctx.clone(), socketio_guard))
         // Outermost last: the Host checks run before any route; the close
         // decision sees every answer, refusals included.
         .layer(middleware::from_fn_with_state(ctx.clone(), host_guard))
-        .layer(middleware::map_response(close_after_answer))
+        .layer(middleware::from_fn(close_after_answer))
         .with_state(ctx)
 }
 
@@ -81,11 +87,42 @@ async fn host_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Respons
 /// keeps the HTTP phase short and its state out of idle sockets. Done per
 /// answer rather than by turning keep-alive off in hyper, which would also
 /// put `close` into the `101`'s `Connection` header (clients refuse that).
-async fn close_after_answer(mut res: Response) -> Response {
-    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+/// Socket.IO's long-polling requests keep the connection: a polling client
+/// sends one request after another (hyper's head timeout closes it when idle).
+async fn close_after_answer(req: Request, next: Next) -> Response {
+    let polling = is_socketio(&req);
+    let mut res = next.run(req).await;
+    if !polling && res.status() != StatusCode::SWITCHING_PROTOCOLS {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     res
+}
+
+fn is_socketio(req: &Request) -> bool {
+    req.uri().path().starts_with("/socket.io/")
+}
+
+/// `/socket.io/` (the polling requests and the WebSocket upgrade alike):
+/// the `Origin` check of `/websocket` and a deadline for a request body that stalls (engineioxide has none;
+/// a long-polling `GET` is answered within the ping interval by itself).
+async fn socketio_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    if !is_socketio(&req) {
+        return next.run(req).await;
+    }
+    let origin = http::header_str(req.headers(), &header::ORIGIN);
+    if !ctx.hosts.origin_allowed(origin, http::header_str(req.headers(), &header::HOST)) {
+        tracing::debug!(origin = origin.unwrap_or(""), "socket.io origin not allowed");
+        ctx.state.metrics.handshake_failed("origin");
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let limit = ctx.state.conn_config.ping_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => text(StatusCode::REQUEST_TIMEOUT, "request body not received in time\n"),
+    }
 }
 
 /// A small uncacheable plain-text answer.

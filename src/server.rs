@@ -161,6 +161,11 @@ impl ServerState {
         self.ready.load(Ordering::Acquire) && !self.is_draining()
     }
 
+    /// A fresh id for a connection of any door.
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
@@ -267,7 +272,7 @@ pub(crate) struct HttpContext {
     /// The `Host` and `Origin` checks.
     pub(crate) hosts: http::HostPolicy,
     ws_cfg: WebSocketConfig,
-    /// One permit per open DDP connection (`--max-connections`).
+    /// One permit per open connection, DDP or Socket.IO (`--max-connections`).
     permits: Arc<Semaphore>,
     /// Socket tasks and DDP connections: shutdown waits for them.
     tracker: TaskTracker,
@@ -312,7 +317,9 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
         stop: stop.clone(),
         http1,
     });
-    let router = crate::routes::router(ctx.clone());
+    let door = crate::socketio::DoorConfig { permits: ctx.permits.clone(), max_payload: cfg.max_frame_bytes };
+    let (socketio, io) = crate::socketio::layer(state.clone(), door);
+    let router = crate::routes::router(ctx.clone(), socketio);
     let upkeep = tokio::spawn({
         let metrics = state.metrics.clone();
         async move {
@@ -336,6 +343,9 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
     tracing::info!("shutting down: refusing new connections, closing open ones");
     state.draining.store(true, Ordering::Release);
     stop.cancel();
+    // Socket.IO sockets are not on the tracker (engineioxide spawns their
+    // tasks): each is disconnected here, its session ended like a DDP one.
+    io.close().await;
     tracker.close();
     // Sockets accepted while draining get HTTP answers only (readyz 503,
     // WebSocket 503); they are not waited for.
@@ -491,7 +501,7 @@ impl HttpContext {
             let state = ctx.state.clone();
             let stop = ctx.stop.clone();
             drop(ctx);
-            let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
+            let id = state.next_conn_id();
             tracing::debug!(conn = %id, %peer, "connected");
             conn::serve(ws, id, peer.ip(), state, stop).await;
             drop(permit);

@@ -10,7 +10,7 @@ use crate::limits::{self, ConnLimiter, MethodClass};
 use crate::method::{Method, MethodResult};
 use crate::metrics::ConnKind;
 use crate::permissions::Principal;
-use crate::room::{RoomCommand, RoomError, RoomHandle, Topic};
+use crate::room::{RoomCommand, RoomError, RoomHandle, RoomListener, Topic};
 use crate::server::ServerState;
 use crate::wire::{self, ClientFrame, FrameError};
 use serde_json::Value;
@@ -74,6 +74,9 @@ pub(crate) struct Session {
     /// When the signed-in user's token expires: the connection is closed
     /// then (4010) unless a `login` with a fresher token moved it.
     token_expiry: Option<Instant>,
+    /// For a door that hears rooms as events (Socket.IO): the rooms it joins
+    /// by code send their meeting events here. `None` for DDP.
+    room_listener: Option<Arc<dyn RoomListener>>,
 }
 
 impl Session {
@@ -92,8 +95,40 @@ impl Session {
             kind: ConnKind::Guest,
             peer,
             token_expiry: None,
+            room_listener: None,
             server,
         }
+    }
+
+    /// A session for a door other than DDP (Socket.IO): `listener` hears the
+    /// rooms this session joins by code. Its calls go through [`Session::call`].
+    pub(crate) fn for_door(
+        conn: ConnHandle,
+        server: Arc<ServerState>,
+        peer: std::net::IpAddr,
+        listener: Arc<dyn RoomListener>,
+    ) -> Self {
+        let mut s = Session::new(conn, server, peer);
+        s.connected = true;
+        s.room_listener = Some(listener);
+        s
+    }
+
+    /// Where rooms joined by code send meeting events, if this door hears them.
+    pub(crate) fn room_listener(&self) -> Option<Arc<dyn RoomListener>> {
+        self.room_listener.clone()
+    }
+
+    /// One method call from a door other than DDP: the same limits, brakes,
+    /// dispatch, metrics and error logging as a DDP `method` frame.
+    pub(crate) async fn call(&mut self, method: Method, params: Vec<Value>) -> MethodResult {
+        let result = self.run_method(method.name(), params).await;
+        if let Err(e) = &result {
+            log_error(e, method.name(), self.conn.id);
+        }
+        self.sync_kind();
+        self.pending_calls -= 1;
+        result
     }
 
     /// Starts the token-expiry clock for a token expiring at `expires_ms`

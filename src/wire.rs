@@ -238,6 +238,8 @@ pub struct WireError {
     pub error: ErrorCode,
     pub reason: String,
     pub details: Map<String, Value>,
+    /// The HTTP-style status (400, 403, 404, …) every error has.
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +276,26 @@ impl WireError {
             "details": self.details,
         })
     }
+}
+
+/// A failed Socket.IO acknowledgement: `{"error": {statusCode, code,
+/// message, details?}}`, the same code and reason as the DDP error.
+pub fn socketio_error(err: &WireError) -> Value {
+    let mut e = json!({
+        "statusCode": err.status,
+        "code": err.error.as_string(),
+        "message": err.reason,
+    });
+    let details: Map<String, Value> = err
+        .details
+        .iter()
+        .filter(|(k, _)| *k != "method" && *k != "statusCode")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let (false, Value::Object(o)) = (details.is_empty(), &mut e) {
+        o.insert("details".into(), Value::Object(details));
+    }
+    json!({ "error": e })
 }
 
 pub fn to_frame<T: Serialize>(v: &T) -> Utf8Bytes {

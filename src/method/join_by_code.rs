@@ -38,9 +38,11 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     }
     let room = s.server().registry.get_by_code(code).ok_or(MethodError::RoomNotFound)?;
     let conn = s.conn().id;
+    let listener = s.room_listener();
     if !who.guest {
-        let participant =
-            room.ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, respond_to: tx }).await?;
+        let participant = room
+            .ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, respond_to: tx })
+            .await?;
         return Ok(Some(participant));
     }
     // The guest is recorded once the room answered, whatever it answered:
@@ -48,7 +50,9 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     // then reaches this room.
     if let Some(token) = guest_token.map(str::to_owned) {
         let current = s.guest_id().cloned();
-        let resumed = room.ask(|tx| RoomCommand::ResumeGuest { token, conn, current, respond_to: tx }).await;
+        let listener = listener.clone();
+        let resumed =
+            room.ask(|tx| RoomCommand::ResumeGuest { token, conn, current, listener, respond_to: tx }).await;
         match resumed {
             Ok(Some((gid, participant))) => {
                 s.record_guest(&room, Some(gid));
@@ -62,7 +66,8 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
         }
     }
     let gid = who.id.clone();
-    let joined = room.ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, respond_to: tx }).await;
+    let joined =
+        room.ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, respond_to: tx }).await;
     s.record_guest(&room, Some(gid));
     let participant = joined?;
     Ok(Some(participant))

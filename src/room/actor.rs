@@ -12,6 +12,7 @@
 use super::RoomError;
 use super::ended::EndedRoom;
 use super::handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParams, Topic};
+use super::listener::{MeetingEvent, RoomListener};
 use super::model::Message;
 use super::state::{Joined, RoomState, SystemKind};
 use super::throttle::CodeThrottle;
@@ -24,6 +25,7 @@ use crate::registry::Registry;
 use crate::time::Millis;
 use crate::users::Directory;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -42,6 +44,14 @@ pub(super) struct Subscriber {
     pub(super) sub_ids: Vec<String>,
 }
 
+/// A connection that joined by code through a door that hears the room as
+/// events (Socket.IO): it hears every meeting event from its join on.
+pub(super) struct Listening {
+    pub(super) sink: Arc<dyn RoomListener>,
+    /// Its member: it stops hearing the room when that member leaves.
+    pub(super) uid: UserId,
+}
+
 /// The task that owns one room. `pub(super)` fields are shared with
 /// `publish.rs`, which turns the rules' effects into frames and store rows.
 pub(super) struct RoomActor {
@@ -56,6 +66,8 @@ pub(super) struct RoomActor {
     pub(super) users: Arc<Directory>,
     pub(super) hub: Arc<UserHub>,
     pub(super) subscribers: HashMap<ConnId, Subscriber>,
+    /// Connections hearing the room as meeting events (see [`Listening`]).
+    pub(super) listeners: HashMap<ConnId, Listening>,
     /// The latest `history_limit` messages, oldest first, for `loadHistory`.
     pub(super) history: VecDeque<Arc<Message>>,
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
@@ -106,6 +118,7 @@ pub(super) fn spawn(
         users,
         hub,
         subscribers: HashMap::new(),
+        listeners: HashMap::new(),
         history: VecDeque::new(),
         history_ids: HashSet::new(),
         unconfirmed: HashSet::new(),
@@ -158,6 +171,17 @@ pub(super) enum Out {
         topic: Topic,
         sub_id: String,
         last: bool,
+    },
+    /// A meeting event for every [`Listening`] connection.
+    Meeting {
+        event: MeetingEvent,
+        payload: Arc<RawValue>,
+    },
+    /// A connection starts hearing meeting events (it joined by code).
+    Listen {
+        conn: ConnId,
+        uid: UserId,
+        sink: Arc<dyn RoomListener>,
     },
     /// A member left: their room subscriptions stop here, after the events
     /// announcing the departure.
@@ -286,7 +310,11 @@ impl RoomActor {
                     // to every signed-in user.
                     self.hub.send_logged_to(event, &frame, |uid| self.state.can_read(uid, true))
                 }
-                Out::Room { .. } | Out::User { .. } | Out::Logged { .. } => {}
+                Out::Meeting { event, payload } if failed.is_none() => self.deliver_meeting(event, &payload),
+                Out::Room { .. } | Out::User { .. } | Out::Logged { .. } | Out::Meeting { .. } => {}
+                Out::Listen { conn, uid, sink } => {
+                    self.listeners.insert(conn, Listening { sink, uid });
+                }
                 Out::AddSub { conn, uid, topic, sub_id } => {
                     let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber {
                         conn,
@@ -310,13 +338,16 @@ impl RoomActor {
                         }
                     }
                 }
-                Out::DropSubs(uid) => self.subscribers.retain(|_, s| {
-                    let keep = s.uid != uid;
-                    if !keep {
-                        s.end_subs();
-                    }
-                    keep
-                }),
+                Out::DropSubs(uid) => {
+                    self.subscribers.retain(|_, s| {
+                        let keep = s.uid != uid;
+                        if !keep {
+                            s.end_subs();
+                        }
+                        keep
+                    });
+                    self.listeners.retain(|_, l| l.uid != uid);
+                }
                 Out::DropNonMembers => {
                     let members = &self.state.members;
                     self.subscribers.retain(|_, s| {
@@ -326,6 +357,7 @@ impl RoomActor {
                         }
                         keep
                     });
+                    self.listeners.retain(|_, l| members.contains_key(&l.uid));
                 }
                 Out::Reply(f) => f(failed),
             }
@@ -378,15 +410,20 @@ impl RoomActor {
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::JoinByCode { who, conn, respond_to } => {
+            RoomCommand::JoinByCode { who, conn, listener, respond_to } => {
                 let r = self.state.join_by_code(&who, now, &mut fx).map(|j| self.participant(j.member()));
                 if r.is_ok() && who.guest {
                     self.guest_holders.insert(who.id.clone(), conn);
                 }
+                if let (Ok(_), Some(sink)) = (&r, listener) {
+                    // Before the join's own events: the joiner hears its
+                    // join like everyone else, and everything after it.
+                    self.staged.push(Out::Listen { conn, uid: who.id.clone(), sink });
+                }
                 self.publish(fx, now);
                 self.reply(respond_to, r);
             }
-            RoomCommand::ResumeGuest { token, conn, current, respond_to } => {
+            RoomCommand::ResumeGuest { token, conn, current, listener, respond_to } => {
                 let found = self
                     .state
                     .guest_by_token(&token)
@@ -400,6 +437,9 @@ impl RoomActor {
                     self.guest_holders.insert(m.user.id.clone(), conn);
                     (m.user.id.clone(), self.participant(&m))
                 });
+                if let (Some((uid, _)), Some(sink)) = (&r, listener) {
+                    self.staged.push(Out::Listen { conn, uid: uid.clone(), sink });
+                }
                 self.reply(respond_to, Ok(r));
             }
             RoomCommand::Leave { uid, respond_to } => {
@@ -444,6 +484,7 @@ impl RoomActor {
             }
             RoomCommand::ConnClosed { conn, guest } => {
                 self.subscribers.remove(&conn);
+                self.listeners.remove(&conn);
                 let holds = |uid: &UserId| self.guest_holders.get(uid).is_none_or(|h| *h == conn);
                 if let Some(uid) = guest.filter(|u| self.state.is_member(u) && holds(u)) {
                     self.guest_holders.remove(&uid);
@@ -575,6 +616,20 @@ impl RoomActor {
         !self.pending.is_empty()
             || self.staged.iter().any(|o| matches!(o, Out::AddSub { .. }))
             || self.subscribers.values().any(|s| s.topics & bit != 0)
+    }
+
+    /// Whether any connection hears meeting events (see [`RoomActor::wants`]).
+    pub(super) fn wants_meeting(&self) -> bool {
+        !self.listeners.is_empty()
+            || self.staged.iter().any(|o| matches!(o, Out::Listen { .. }))
+            || (!self.pending.is_empty()
+                && self.pending.iter().any(|p| p.out.iter().any(|o| matches!(o, Out::Listen { .. }))))
+    }
+
+    /// Hands a meeting event to every listener; one that cannot take it is
+    /// forgotten (its door closes it as a slow consumer).
+    fn deliver_meeting(&mut self, event: MeetingEvent, payload: &RawValue) {
+        self.listeners.retain(|_, l| l.sink.emit(event, payload));
     }
 
     /// Sends one pre-serialised frame to every subscriber of `topic`.

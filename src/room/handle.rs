@@ -5,7 +5,7 @@
 use super::actor;
 use super::ended::EndedRoom;
 use super::state::{Flag, Joined, RoleKind, RoomState, Setting};
-use super::{Message, RoomError, UserRef};
+use super::{Message, RoomError, RoomListener, UserRef};
 use crate::conn::ConnHandle;
 use crate::durability::Durability;
 use crate::hub::UserHub;
@@ -67,6 +67,9 @@ pub enum RoomCommand {
         who: Box<Principal>,
         /// The joining connection; for a guest it becomes the seat's holder.
         conn: ConnId,
+        /// A door that hears the room as events (Socket.IO) starts
+        /// listening with the join, in the same step: it misses nothing.
+        listener: Option<Arc<dyn RoomListener>>,
         respond_to: Reply<Value>,
     },
     /// A reconnecting guest presents its token from connection `conn`: the
@@ -77,6 +80,8 @@ pub enum RoomCommand {
         token: String,
         conn: ConnId,
         current: Option<UserId>,
+        /// As for `JoinByCode`.
+        listener: Option<Arc<dyn RoomListener>>,
         respond_to: Reply<Option<(UserId, Value)>>,
     },
     /// `leaveRoom`.

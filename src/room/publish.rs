@@ -6,8 +6,9 @@
 use super::UserRef;
 use super::actor::{Out, RoomActor, Subscriber};
 use super::handle::Topic;
+use super::listener::MeetingEvent;
 use super::model::{Member, Message};
-use super::state::Effect;
+use super::state::{Effect, SystemKind};
 use crate::durability::RoomChange;
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{ConnId, UserId};
@@ -69,23 +70,45 @@ impl RoomActor {
         for e in fx {
             match e {
                 Effect::System { kind, msg, by, role } => {
+                    let ended = kind == SystemKind::RoomEnded;
                     let mut m = Message::system(&rid, kind.code(), msg, by, now);
                     m.role = role.map(|r| Cow::Borrowed(r.name()));
                     self.store_and_broadcast(m);
+                    if ended && self.wants_meeting() {
+                        let payload = json!({"roomId": rid, "endedAt": now.to_iso8601()});
+                        self.meeting(MeetingEvent::RoomEnded, raw(&payload));
+                    }
                 }
-                Effect::Participant { .. } | Effect::RoomUpdated if !self.wants(Topic::Participants) => {}
+                Effect::Participant { .. } | Effect::RoomUpdated
+                    if !self.wants(Topic::Participants) && !self.wants_meeting() => {}
                 Effect::Participant { joined, member, at } => {
-                    let p = member.participant(&rid, &self.state.host_id, (!joined).then_some(at));
-                    let args = json!([if joined { "joined" } else { "left" }, p]);
-                    let frame =
-                        wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
-                    self.broadcast(Topic::Participants, &frame, None);
+                    let p = raw(&member.participant(&rid, &self.state.host_id, (!joined).then_some(at)));
+                    if self.wants(Topic::Participants) {
+                        let args = (if joined { "joined" } else { "left" }, &*p);
+                        let frame =
+                            wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
+                        self.broadcast(Topic::Participants, &frame, None);
+                    }
+                    if self.wants_meeting() {
+                        let event = if joined {
+                            MeetingEvent::ParticipantJoined
+                        } else {
+                            MeetingEvent::ParticipantLeft
+                        };
+                        self.meeting(event, p);
+                    }
                 }
                 Effect::RoomUpdated => {
-                    let args = json!(["room-updated", self.state.meeting_status()]);
-                    let frame =
-                        wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
-                    self.broadcast(Topic::Participants, &frame, None);
+                    let status = raw(&self.state.meeting_status());
+                    if self.wants(Topic::Participants) {
+                        let args = ("room-updated", &*status);
+                        let frame =
+                            wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
+                        self.broadcast(Topic::Participants, &frame, None);
+                    }
+                    if self.wants_meeting() {
+                        self.meeting(MeetingEvent::RoomUpdated, status);
+                    }
                 }
                 Effect::MembershipAdded(uid) => {
                     self.users.add_membership(&uid, &rid);
@@ -190,6 +213,18 @@ impl RoomActor {
             let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&*bytes]);
             self.broadcast(Topic::Messages, &frame, None);
         }
+        if msg.t.is_none() && self.wants_meeting() {
+            // The meeting shape: plain ids and an ISO time, like the
+            // participant objects, rather than Rocket.Chat's document.
+            let payload = json!({
+                "id": msg.id,
+                "roomId": msg.rid,
+                "msg": msg.msg,
+                "ts": msg.ts.to_iso8601(),
+                "user": {"id": msg.u.id, "username": msg.u.username, "name": msg.u.name},
+            });
+            self.meeting(MeetingEvent::Message, raw(&payload));
+        }
         if self.hub.wants_my_messages() {
             let listeners = self.members_listening(UserEvent::MyMessages);
             if !listeners.is_empty() {
@@ -260,6 +295,11 @@ impl RoomActor {
         if let Some(m) = self.state.members.get(uid) {
             self.ops.push(RoomChange::member(m));
         }
+    }
+
+    /// Stages a meeting event for every listener (see `RoomListener`).
+    fn meeting(&mut self, event: MeetingEvent, payload: impl Into<Arc<RawValue>>) {
+        self.staged.push(Out::Meeting { event, payload: payload.into() });
     }
 
     /// Stages one pre-serialised frame for every subscriber of `topic`.

@@ -12,7 +12,7 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-ALL_SCENARIOS=(simpleddp-core ddpjs-core rc-messages rc-ddp-client)
+ALL_SCENARIOS=(simpleddp-core ddpjs-core rc-messages rc-ddp-client socketio)
 
 log() { printf '[interop] %s\n' "$*"; }
 die() { printf '[interop] ERROR: %s\n' "$*" >&2; exit 2; }

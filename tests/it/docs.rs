@@ -219,3 +219,59 @@ fn docs_transcript_frames_are_valid_json() {
     }
     assert!(frames > 50, "only {frames} transcript frames found");
 }
+
+/// Every event name in a `### ` heading of `protocol/socketio.md`
+/// (`` ### `lock-room` / `unlock-room` `` names two).
+fn documented_socketio_events() -> BTreeSet<String> {
+    doc("socketio.md")
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .flat_map(|h| h.split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn docs_every_socketio_event_is_in_socketio_md_and_back() {
+    let code: BTreeSet<String> = roomd::socketio::CLIENT_EVENTS
+        .iter()
+        .chain(roomd::socketio::SERVER_EVENTS.iter())
+        .map(|e| (*e).to_owned())
+        .collect();
+    let text = doc("socketio.md");
+    for e in &code {
+        assert!(has_row(&text, e), "Socket.IO event {e} has no table row in protocol/socketio.md");
+    }
+    assert_eq!(
+        documented_socketio_events(),
+        code,
+        "protocol/socketio.md sections vs the events in src/socketio"
+    );
+}
+
+/// Socket.IO transcripts: each frame is an Engine.IO message type digit,
+/// a Socket.IO packet type, an optional ack id, then JSON.
+#[test]
+fn docs_socketio_transcript_frames_are_valid() {
+    let text = doc("socketio.md");
+    let mut frames = 0;
+    let mut in_block = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if !in_block {
+            in_block = t == "```ddp-socketio";
+            continue;
+        }
+        if t == "```" {
+            in_block = false;
+            continue;
+        }
+        let frame = t.strip_prefix("→ ").or_else(|| t.strip_prefix("← "));
+        let frame = frame.unwrap_or_else(|| panic!("protocol/socketio.md:{}: not a frame: {line}", i + 1));
+        let json = frame.trim_start_matches(|c: char| c.is_ascii_digit());
+        assert!(frame.starts_with('4') && frame.len() - json.len() >= 2, "socketio.md:{}: {frame}", i + 1);
+        serde_json::from_str::<serde_json::Value>(&json.replace('…', ""))
+            .unwrap_or_else(|e| panic!("protocol/socketio.md:{}: invalid JSON ({e}): {json}", i + 1));
+        frames += 1;
+    }
+    assert!(frames >= 20, "only {frames} Socket.IO frames found");
+}

@@ -11,6 +11,7 @@
 //! - `races`: concurrent joins vs capacity, joins vs lock, vanishing guests.
 //! - `model`: model-based property test of `RoomState`.
 //! - `memory`: unsent-byte budgets, write stalls, the open-files limit.
+//! - `socketio`: the Socket.IO door (raw Engine.IO/Socket.IO client).
 //! - `rc_api`: DMs, lists, roles, message rules, typing, user-scoped streams.
 //! - `commits`: reply/event order under slow commits, failed commits (the
 //!   durability fake).
@@ -37,5 +38,6 @@ mod races;
 mod rc_api;
 mod rooms;
 mod shutdown;
+mod socketio;
 mod store_rows;
 mod webapp;

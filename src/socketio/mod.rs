@@ -1,0 +1,72 @@
+//! The Socket.IO door: Engine.IO v4 / Socket.IO v5 on `/socket.io/`, served
+//! by socketioxide, onto the same rooms as DDP.
+//!
+//! Each socket of the `/` namespace gets a [`Session`](crate::session::Session)
+//! like a DDP connection's, so its events run as the same method calls, with
+//! the same rules, permissions, rate limits, join-code brakes and durability
+//! (an event is acknowledged only once its change is committed):
+//!
+//! - [`connect`]: the `auth.token` sign-in (the DDP `login` itself), the
+//!   connection limit, and the socket's end (its guest seats start their
+//!   grace period).
+//! - [`events`]: client events and their acknowledgements, each a thin
+//!   adapter onto one method.
+//! - [`emit`]: the rooms' meeting events, emitted to the sockets that joined.
+//!
+//! `protocol/socketio.md` is the wire contract.
+
+mod connect;
+mod emit;
+mod events;
+
+pub use emit::SERVER_EVENTS;
+pub use events::CLIENT_EVENTS;
+
+use crate::server::ServerState;
+use socketioxide::SocketIo;
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// What the door needs besides the shared state.
+#[derive(Clone)]
+pub struct DoorConfig {
+    /// One permit per open connection of any door (`--max-connections`).
+    pub permits: Arc<Semaphore>,
+    /// The largest packet a client may send, over WebSocket or as one
+    /// polling request body: the DDP frame limit (`--max-frame-bytes`).
+    pub max_payload: usize,
+}
+
+/// What every socket's handlers share (socketioxide's state).
+#[derive(Clone)]
+struct Door {
+    state: Arc<ServerState>,
+    permits: Arc<Semaphore>,
+}
+
+/// The tower layer to put on the router (it answers `/socket.io/` and
+/// passes every other request on) and the handle that closes every socket
+/// at shutdown ([`SocketIo::close`]).
+pub fn layer(state: Arc<ServerState>, cfg: DoorConfig) -> (SocketIoLayer, SocketIo) {
+    let conn = &state.conn_config;
+    let (layer, io) = SocketIo::builder()
+        // The default (100 kB) is below what a DDP client may send.
+        .max_payload(cfg.max_payload as u64)
+        .ws_max_message_size(cfg.max_payload)
+        .ws_max_frame_size(cfg.max_payload)
+        // The default 4 KiB per socket is mostly idle; frames are small.
+        .ws_read_buffer_size(512)
+        // Bounded per socket, like a DDP connection's outbound queue; a
+        // room that finds it full cuts the socket as a slow consumer.
+        .max_buffer_size(conn.outbound_queue)
+        // The DDP heartbeat and connect deadlines.
+        .ping_interval(conn.ping_interval)
+        .ping_timeout(conn.ping_timeout)
+        .connect_timeout(conn.connect_timeout)
+        .with_state(Door { state, permits: cfg.permits })
+        .build_layer();
+    io.ns("/", connect::on_connect.with(connect::sign_in));
+    (layer, io)
+}

@@ -1,0 +1,349 @@
+//! The Socket.IO door over real sockets, with a minimal Engine.IO v4 /
+//! Socket.IO v5 client over WebSocket (`tests/interop/socketio.mjs` runs
+//! the npm client, polling and upgrade included): sign-in, error acks, one
+//! room for both doors, the connection limit, origins, the guest's grace.
+
+use crate::support::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// One Socket.IO socket on the `/` namespace.
+struct Sio {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_ack: u64,
+    /// Server events read while waiting for something else.
+    events: Vec<(String, Value)>,
+}
+
+/// What a CONNECT got.
+enum Connect {
+    Ok(Box<Sio>),
+    Refused(String),
+}
+
+impl Sio {
+    async fn open(srv: &TestServer, auth: Option<Value>) -> Connect {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", srv.addr);
+        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("socket.io connect timed out")
+            .expect("socket.io upgrade refused");
+        let open = next_text(&mut ws).await.expect("engine.io open packet");
+        assert!(open.starts_with("0{"), "{open}");
+        let connect = match auth {
+            Some(a) => format!("40{a}"),
+            None => "40".to_owned(),
+        };
+        ws.send(Message::Text(connect.into())).await.unwrap();
+        let reply = loop {
+            let t = next_text(&mut ws).await.expect("CONNECT answer");
+            if t != "2" {
+                break t;
+            }
+            ws.send(Message::Text("3".into())).await.unwrap();
+        };
+        if let Some(err) = reply.strip_prefix("44") {
+            let v: Value = serde_json::from_str(err).unwrap();
+            return Connect::Refused(v["message"].as_str().unwrap_or_default().to_owned());
+        }
+        assert!(reply.starts_with("40{"), "{reply}");
+        Connect::Ok(Box::new(Sio { ws, next_ack: 0, events: Vec::new() }))
+    }
+
+    async fn connect(srv: &TestServer, auth: Option<Value>) -> Sio {
+        match Sio::open(srv, auth).await {
+            Connect::Ok(s) => *s,
+            Connect::Refused(m) => panic!("CONNECT refused: {m}"),
+        }
+    }
+
+    /// `socket.emit(event, payload, ack)`; returns the ack's payload.
+    async fn ask(&mut self, event: &str, payload: Value) -> Value {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let packet = format!("42{id}{}", json!([event, payload]));
+        self.ws.send(Message::Text(packet.into())).await.unwrap();
+        let prefix = format!("43{id}");
+        loop {
+            let t = self.read().await.expect("socket closed while waiting for an ack");
+            if let Some(rest) = t.strip_prefix(&prefix) {
+                let mut args: Vec<Value> = serde_json::from_str(rest).unwrap();
+                assert_eq!(args.len(), 1, "{t}");
+                return args.remove(0);
+            }
+            self.keep(&t);
+        }
+    }
+
+    /// Waits for a server event named `name` whose payload matches `pred`.
+    async fn event(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.events.iter().position(|(n, p)| n == name && pred(p)) {
+            return self.events.remove(i).1;
+        }
+        loop {
+            let t = self.read().await.unwrap_or_else(|| panic!("socket closed waiting for {name}"));
+            self.keep(&t);
+            if let Some(i) = self.events.iter().position(|(n, p)| n == name && pred(p)) {
+                return self.events.remove(i).1;
+            }
+        }
+    }
+
+    fn keep(&mut self, t: &str) {
+        if let Some(rest) = t.strip_prefix("42") {
+            let mut v: Vec<Value> = serde_json::from_str(rest).unwrap();
+            let payload = v.pop().unwrap_or(Value::Null);
+            let name = v.pop().and_then(|n| n.as_str().map(str::to_owned)).unwrap_or_default();
+            self.events.push((name, payload));
+        }
+    }
+
+    /// The next Engine.IO message, answering pings; `None` once closed.
+    async fn read(&mut self) -> Option<String> {
+        loop {
+            let t = next_text(&mut self.ws).await?;
+            if t == "2" {
+                self.ws.send(Message::Text("3".into())).await.ok()?;
+                continue;
+            }
+            return Some(t);
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+async fn next_text(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Option<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await.expect("timed out reading socket.io") {
+            Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// A meeting room created over DDP by a signed-in host; returns (host, rid, code).
+async fn meeting(srv: &TestServer, extra: Value) -> (Client, String, String) {
+    let mut host = srv.user("host").await;
+    let room = channel(&mut host, extra).await;
+    (host, room["_id"].as_str().unwrap().to_owned(), room["code"].as_str().unwrap().to_owned())
+}
+
+fn error_of(ack: &Value) -> (u64, &str, &str) {
+    let e = &ack["error"];
+    (
+        e["statusCode"].as_u64().unwrap_or(0),
+        e["code"].as_str().unwrap_or(""),
+        e["message"].as_str().unwrap_or(""),
+    )
+}
+
+#[tokio::test]
+async fn guest_joins_by_socketio_and_both_doors_see_each_other() {
+    let srv = TestServer::start().await;
+    let (mut host, rid, code) = meeting(&srv, json!({"guestAccess": true})).await;
+    host.sub_ok("stream-notify-room", json!([format!("{rid}/participants"), false])).await;
+    host.sub_ok("stream-room-messages", json!([rid, false])).await;
+
+    let mut jane = Sio::connect(&srv, None).await;
+    let p = jane.ask("join-room", json!({"code": code, "guestName": "Jane Smith"})).await;
+    for k in ["id", "roomId", "userId", "guestName", "isActive", "isHost", "joinedAt", "leftAt"] {
+        assert!(p.get(k).is_some(), "{k} missing: {p}");
+    }
+    assert_eq!(
+        (&p["roomId"], &p["userId"], &p["guestName"]),
+        (&json!(rid), &Value::Null, &json!("Jane Smith"))
+    );
+    assert_eq!(
+        (p["isActive"].as_bool(), p["isHost"].as_bool(), &p["leftAt"]),
+        (Some(true), Some(false), &Value::Null)
+    );
+    assert!(is_iso8601(&p["joinedAt"]), "{p}");
+
+    // The DDP member sees the Socket.IO guest's seat and its `uj`.
+    let ev = host.event("stream-notify-room", &format!("{rid}/participants")).await;
+    assert_eq!(ev["fields"]["args"][0], "joined");
+    assert_eq!(ev["fields"]["args"][1]["id"], p["id"]);
+    let uj = host.expect(|f| is_system(&f["fields"]["args"][0], "uj")).await;
+    assert_eq!(uj["fields"]["args"][0]["u"]["username"], "Jane Smith");
+
+    // And the Socket.IO guest sees a DDP guest's seat.
+    let mut dave = srv.guest().await;
+    let d = dave.join_code(&code, Some("Dave")).await;
+    let joined = jane.event("participant-joined", |p| p["guestName"] == "Dave").await;
+    assert_eq!(joined["id"], d["result"]["id"]);
+    let updated = jane.event("room-updated", |u| u["participantCount"] == 3).await;
+    assert_eq!(
+        updated,
+        json!({"isLocked": false, "isActive": true, "maxParticipants": null, "participantCount": 3})
+    );
+
+    // Messages from DDP reach the Socket.IO member in the meeting shape.
+    let m = host.ok("sendMessage", json!([{"rid": rid, "msg": "welcome"}])).await;
+    let got = jane.event("message", |x| x["id"] == m["_id"]).await;
+    assert_eq!(
+        (&got["msg"], &got["roomId"], &got["user"]["username"]),
+        (&json!("welcome"), &json!(rid), &json!("host"))
+    );
+    assert!(is_iso8601(&got["ts"]), "{got}");
+
+    // get-participants works for the guest, not for a stranger.
+    let view = jane.ask("get-participants", json!({})).await;
+    assert_eq!(view["room"]["participantCount"], 3, "{view}");
+    let mut stranger = Sio::connect(&srv, None).await;
+    let denied = stranger.ask("get-participants", json!({"roomId": rid})).await;
+    assert_eq!(error_of(&denied).0, 403, "{denied}");
+    assert_eq!(error_of(&denied).1, "error-not-allowed");
+    jane.close().await;
+    stranger.close().await;
+}
+
+#[tokio::test]
+async fn refusals_are_acks_with_the_ddp_codes_and_a_status() {
+    let srv = TestServer::start().await;
+    let (mut host, rid, code) = meeting(&srv, json!({"guestAccess": true, "maxParticipants": 2})).await;
+    let mut g = Sio::connect(&srv, None).await;
+    let ack = g.ask("join-room", json!({"code": "zzz-zzz-zzz", "guestName": "G"})).await;
+    assert_eq!(error_of(&ack), (404, "error-room-not-found", "Room not found"), "{ack}");
+    let ack = g.ask("join-room", json!({"code": code})).await;
+    assert_eq!(error_of(&ack).0, 400, "a guest needs a name: {ack}");
+    host.ok("saveRoomSettings", json!([rid, {"locked": true}])).await;
+    let ack = g.ask("join-room", json!({"code": code, "guestName": "G"})).await;
+    assert_eq!(error_of(&ack), (403, "error-room-locked", "Room is locked"), "{ack}");
+    host.ok("saveRoomSettings", json!([rid, {"locked": false}])).await;
+    assert!(g.ask("join-room", json!({"code": code, "guestName": "G"})).await["error"].is_null());
+    let mut h = Sio::connect(&srv, None).await;
+    let ack = h.ask("join-room", json!({"code": code, "guestName": "H"})).await;
+    assert_eq!(error_of(&ack), (400, "error-room-full", "Room is full"), "{ack}");
+    // Owner events need a signed-in owner: the guest is refused as over DDP.
+    let ack = g.ask("lock-room", json!({})).await;
+    assert_eq!(error_of(&ack).1, "error-invalid-user", "{ack}");
+    assert_eq!(error_of(&ack).0, 401, "{ack}");
+    let ack = g.ask("end-room", json!({"roomId": 7})).await;
+    assert_eq!(error_of(&ack).0, 400, "{ack}");
+    host.ok("endRoom", json!([rid])).await;
+    let ack = h.ask("join-room", json!({"code": code, "guestName": "H"})).await;
+    assert_eq!(error_of(&ack), (400, "error-room-inactive", "Room is no longer active"), "{ack}");
+}
+
+#[tokio::test]
+async fn token_signs_in_with_the_ddp_login_checks() {
+    let srv = TestServer::start().await;
+    let bad = Sio::open(&srv, Some(json!({"token": "nope"}))).await;
+    assert!(
+        matches!(bad, Connect::Refused(ref m) if m.starts_with("sign-in refused: ")),
+        "bad token accepted"
+    );
+    let bad = Sio::open(&srv, Some(json!({"token": 5}))).await;
+    assert!(matches!(bad, Connect::Refused(ref m) if m.contains("auth.token")));
+
+    let token = srv.token("u-sio", "sio-owner", &["user"]);
+    let mut owner = Sio::connect(&srv, Some(json!({"token": token}))).await;
+    let room = owner.ask("create-room", json!({"maxParticipants": 3, "guestAccess": true})).await;
+    assert!(room["code"].is_string(), "{room}");
+    assert_eq!(room["maxParticipants"], 3);
+    let p = owner.ask("join-room", json!({"code": room["code"]})).await;
+    assert_eq!((&p["userId"], &p["isHost"]), (&json!("u-sio"), &json!(true)), "{p}");
+    assert!(owner.ask("lock-room", json!({})).await["error"].is_null());
+    let u = owner.event("room-updated", |u| u["isLocked"] == true).await;
+    assert_eq!(u["participantCount"], 1);
+    assert!(owner.ask("set-max-participants", json!({"maxParticipants": 5})).await["error"].is_null());
+    owner.event("room-updated", |u| u["maxParticipants"] == 5).await;
+    assert!(owner.ask("end-room", json!({})).await["error"].is_null());
+    let ended = owner.event("room-ended", |_| true).await;
+    assert_eq!(ended["roomId"], room["_id"]);
+
+    // A token ended by a DDP logout is refused here too: the same login.
+    let mut ddp = Client::open(&srv.url()).await;
+    ddp.connect().await;
+    ddp.ok("login", json!([{"resume": token}])).await;
+    ddp.call("logout", json!([])).await;
+    let revoked = Sio::open(&srv, Some(json!({"token": token}))).await;
+    assert!(
+        matches!(revoked, Connect::Refused(ref m) if m.starts_with("sign-in refused")),
+        "revoked token accepted"
+    );
+    owner.close().await;
+}
+
+#[tokio::test]
+async fn sockets_count_against_the_connection_limit() {
+    let srv = TestServer::with_limits(|l| l.max_connections = 1).await;
+    let ddp = srv.guest().await;
+    let refused = Sio::open(&srv, None).await;
+    assert!(
+        matches!(refused, Connect::Refused(ref m) if m.contains("too many connections")),
+        "over the limit"
+    );
+    ddp.close().await;
+    // The DDP slot comes back once its connection has ended.
+    let deadline = Instant::now() + WAIT;
+    let sio = loop {
+        if let Connect::Ok(s) = Sio::open(&srv, None).await {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // And the Socket.IO socket holds it: a DDP client now gets 1013.
+    let mut late = Client::open(&srv.url()).await;
+    assert_eq!(late.closed().await.map(|c| c.0), Some(1013));
+    sio.close().await;
+}
+
+#[tokio::test]
+async fn foreign_origin_is_refused() {
+    let srv = TestServer::start().await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", srv.addr);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.expect_err("foreign origin upgraded");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 403),
+        other => panic!("unexpected error {other}"),
+    }
+}
+
+#[tokio::test]
+async fn guest_seat_ends_after_the_grace_once_the_socket_is_gone() {
+    let grace = Duration::from_millis(600);
+    let srv = TestServer::with_limits(|l| l.guest_grace = grace).await;
+    let (mut host, rid, code) = meeting(&srv, json!({"guestAccess": true})).await;
+    host.sub_ok("stream-notify-room", json!([format!("{rid}/participants"), false])).await;
+    let mut g = Sio::connect(&srv, None).await;
+    let p = g.ask("join-room", json!({"code": code, "guestName": "Brief"})).await;
+    host.expect(|f| f["fields"]["args"][0] == "joined").await;
+    let gone = Instant::now();
+    g.close().await;
+    let left = host.expect(|f| f["fields"]["args"][0] == "left").await;
+    assert_eq!(left["fields"]["args"][1]["id"], p["id"]);
+    assert!(gone.elapsed() >= grace, "seat released before the grace ({:?})", gone.elapsed());
+
+    // Within the grace, a new socket presenting the guest token keeps the seat.
+    let mut g = Sio::connect(&srv, None).await;
+    let p = g.ask("join-room", json!({"code": code, "guestName": "Back"})).await;
+    let token = p["guestToken"].as_str().unwrap().to_owned();
+    g.close().await;
+    let mut again = Sio::connect(&srv, None).await;
+    let resumed =
+        again.ask("join-room", json!({"code": code, "guestName": "Back", "guestToken": token})).await;
+    assert_eq!(resumed["id"], p["id"], "{resumed}");
+    host.expect_none(grace * 2, |f| {
+        f["fields"]["args"][0] == "left" && f["fields"]["args"][1]["id"] == p["id"]
+    })
+    .await;
+    // It hears the room again after resuming.
+    let mut dave = srv.guest().await;
+    dave.join_code(&code, Some("Dave")).await;
+    again.event("participant-joined", |x| x["guestName"] == "Dave").await;
+}
