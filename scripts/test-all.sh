@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test roomd has: formatting and lints, the Rust unit and
 # integration tests (real sockets, the real binary for crash tests), and the
-# interop tests with published DDP client libraries from npm, and the web app
-# in headless Chromium.
+# interop tests with published DDP and Socket.IO client libraries from npm, and the
+# web app in headless Chromium.
 #
 # Usage: scripts/test-all.sh          (from anywhere)
 # Needs: cargo (with rustfmt, clippy), node >= 20 and npm for the interop and
@@ -24,7 +24,7 @@ cargo test --all-targets
 step "cargo build --release (binary for interop tests)"
 cargo build --release
 
-step "interop: unmodified DDP client libraries from npm"
+step "interop: unmodified DDP and Socket.IO client libraries from npm"
 tests/interop/run.sh target/release/roomd
 
 step "browser: the embedded web app in headless Chromium"
