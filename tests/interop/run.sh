@@ -141,6 +141,12 @@ BOB_TOKEN="$(mint "$BOB_ID" bob "Bob Builder" user)"
 CAROL_TOKEN="$(mint "$CAROL_ID" carol "Carol Danvers" user)"
 BOT_TOKEN="$(mint "$BOT_ID" "$BOT_USERNAME" "Interop Bot" bot)"
 export ALICE_TOKEN BOB_TOKEN CAROL_TOKEN BOT_TOKEN
+# The Socket.IO scenario's own users: other scenarios log their tokens out.
+export SIO_HOST_ID=interop-sio-host SIO_USER_ID=interop-sio-user SIO_OTHER_ID=interop-sio-other
+SIO_HOST_TOKEN="$(mint "$SIO_HOST_ID" sio-host "Sio Host" user)"
+SIO_USER_TOKEN="$(mint "$SIO_USER_ID" sio-user "Sio User" user)"
+SIO_OTHER_TOKEN="$(mint "$SIO_OTHER_ID" sio-other "Sio Other" user)"
+export SIO_HOST_TOKEN SIO_USER_TOKEN SIO_OTHER_TOKEN
 
 # --- run ------------------------------------------------------------------
 passed=0

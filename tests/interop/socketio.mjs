@@ -19,11 +19,12 @@ import { simpleClient } from './lib/simpleddp-client.mjs';
 
 const DDP_URL = env('ROOMD_URL');
 const HTTP_URL = DDP_URL.replace(/^ws/, 'http').replace(/\/websocket$/, '');
-const ALICE_TOKEN = env('ALICE_TOKEN');
-const ALICE_ID = env('ALICE_ID');
-const BOB_TOKEN = env('BOB_TOKEN');
-const BOB_ID = env('BOB_ID');
-const CAROL_TOKEN = env('CAROL_TOKEN');
+// Users of this scenario alone (other scenarios log theirs out).
+const ALICE_TOKEN = env('SIO_HOST_TOKEN');
+const ALICE_ID = env('SIO_HOST_ID');
+const BOB_TOKEN = env('SIO_USER_TOKEN');
+const BOB_ID = env('SIO_USER_ID');
+const CAROL_TOKEN = env('SIO_OTHER_TOKEN');
 
 const SERVER_EVENTS = ['participant-joined', 'participant-left', 'room-updated', 'message', 'room-ended'];
 const open = [];
