@@ -178,13 +178,13 @@ impl ServerState {
         }
         let rooms = snapshot.rooms.len();
         for (state, history) in snapshot.rooms {
-            if state.t != RoomType::Direct
+            if state.kind != RoomType::Direct
                 && let Err(e) = self.registry.reserve_name(&state.name, &state.id)
             {
                 tracing::error!(room = %state.id, error = %e, "restored room name clashes; room skipped");
                 continue;
             }
-            if state.t == RoomType::Direct {
+            if state.kind == RoomType::Direct {
                 let ids: Vec<&str> = state.members.keys().map(|u| u.as_str()).collect();
                 self.registry.restore_direct(dm_key(&ids), &state.id);
             }

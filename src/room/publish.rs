@@ -43,8 +43,8 @@ struct DocOnce {
 
 impl DocOnce {
     fn get(&mut self, state: &super::RoomState) -> &RawValue {
-        if self.msgs != state.msgs {
-            self.msgs = state.msgs;
+        if self.msgs != state.message_count {
+            self.msgs = state.message_count;
             self.doc = None;
         }
         self.doc.get_or_insert_with(|| raw(&state.to_doc()))
@@ -204,7 +204,7 @@ impl RoomActor {
     /// those bytes. Its stored row is a type of its own (`MessageRowV1`),
     /// encoded by the store off the room's path.
     pub(super) fn store_and_broadcast(&mut self, msg: Message) {
-        self.state.msgs += 1;
+        self.state.message_count += 1;
         let bytes = raw(&msg);
         if self.store.is_some() {
             self.ops.push(RoomChange::message(&msg));
@@ -230,7 +230,7 @@ impl RoomActor {
             if !listeners.is_empty() {
                 let meta = json!({
                     "roomParticipant": true,
-                    "roomType": self.state.t.as_str(),
+                    "roomType": self.state.kind.as_str(),
                     "roomName": self.state.name,
                 });
                 let frame = wire::stream_changed("stream-room-messages", "__my_messages__", &(&*bytes, meta));

@@ -213,9 +213,9 @@ pub struct RoomState {
     /// direct messages use their id.
     pub name: String,
     /// Display name; follows `name` on a rename.
-    pub fname: String,
+    pub display_name: String,
     /// Channel, private group or direct message: decides who may read and join.
-    pub t: RoomType,
+    pub kind: RoomType,
     /// The shareable code `join-room` takes; an invitation by itself.
     pub code: RoomCode,
     /// Creator as `u` (Rocket.Chat's room owner field).
@@ -223,11 +223,11 @@ pub struct RoomState {
     /// The meeting family's host: the creator's id, fixed for the room's life.
     pub host_id: UserId,
     /// Creation time.
-    pub ts: Millis,
+    pub created_at: Millis,
     /// Last change to the room or its membership (`_updatedAt`).
     pub updated_at: Millis,
     /// Read-only: only those allowed to post read-only may send messages.
-    pub ro: bool,
+    pub read_only: bool,
     /// Archived: no joins, no messages, until unarchived.
     pub archived: bool,
     /// `joinRoom`'s secret for non-members (admins and bots skip it).
@@ -243,12 +243,12 @@ pub struct RoomState {
     /// The creator's `customFields`, kept and shown as given.
     pub custom_fields: Map<String, Value>,
     /// Messages sent in the room, system messages included.
-    pub msgs: u64,
+    pub message_count: u64,
     /// Rocket.Chat's `default`, `sysMes` and `featured` settings: kept and
     /// shown, not acted on.
     pub default: bool,
     /// See `default`.
-    pub sys_mes: bool,
+    pub system_messages: bool,
     /// See `default`.
     pub featured: bool,
     /// Free texts members see; each change is announced.
@@ -289,15 +289,15 @@ impl RoomState {
         }
         RoomState {
             id,
-            fname: name.clone(),
+            display_name: name.clone(),
             name,
-            t,
+            kind: t,
             code,
             creator: UserRef { id: creator.id.clone(), username: creator.username.clone(), name: None },
             host_id: creator.id.clone(),
-            ts: now,
+            created_at: now,
             updated_at: now,
-            ro: opts.read_only,
+            read_only: opts.read_only,
             archived: false,
             join_code: None,
             locked: opts.locked,
@@ -305,9 +305,9 @@ impl RoomState {
             active: true,
             guest_access: opts.guest_access,
             custom_fields: opts.custom_fields,
-            msgs: 0,
+            message_count: 0,
             default: false,
-            sys_mes: true,
+            system_messages: true,
             featured: false,
             topic: None,
             description: None,
@@ -373,7 +373,7 @@ impl RoomState {
         if let Some(m) = self.members.get(&who.id) {
             return Ok(Some(m));
         }
-        if self.t != RoomType::Channel || who.guest {
+        if self.kind != RoomType::Channel || who.guest {
             return Err(RoomError::NotAllowed);
         }
         self.check_open(who)?;
@@ -418,7 +418,7 @@ impl RoomState {
         if who.guest && !self.guest_access {
             return Err(RoomError::GuestsNotAllowed);
         }
-        if self.t == RoomType::Direct {
+        if self.kind == RoomType::Direct {
             return Err(RoomError::NotAllowed);
         }
         self.check_open(who)?;
@@ -490,7 +490,7 @@ impl RoomState {
         let Some(member) = self.members.get(uid) else {
             return Err(RoomError::NotInRoom);
         };
-        if self.t == RoomType::Direct {
+        if self.kind == RoomType::Direct {
             return Err(RoomError::ActionNotAllowed("Leaving a direct message"));
         }
         let is_owner = member.roles.contains(RoomRoles::OWNER);
@@ -588,11 +588,11 @@ impl RoomState {
                 Setting::MaxParticipants(Some(0)) => {
                     return Err(RoomError::InvalidSettingValue("maxParticipants".into()));
                 }
-                Setting::RoomType(t) if self.t == RoomType::Direct || *t == RoomType::Direct => {
+                Setting::RoomType(t) if self.kind == RoomType::Direct || *t == RoomType::Direct => {
                     return Err(RoomError::InvalidSettingValue("roomType".into()));
                 }
                 Setting::RoomType(t)
-                    if *t != self.t && !allowed(Permission::ArchiveRoom, who, self.roles_of(&who.id)) =>
+                    if *t != self.kind && !allowed(Permission::ArchiveRoom, who, self.roles_of(&who.id)) =>
                 {
                     // Changing privacy is an owner/admin matter in Rocket.Chat.
                     return Err(RoomError::ActionNotAllowed("Change room type"));
@@ -620,7 +620,7 @@ impl RoomState {
                 Setting::RoomName(n) => {
                     if n != self.name {
                         let old = std::mem::replace(&mut self.name, n.clone());
-                        self.fname = n.clone();
+                        self.display_name = n.clone();
                         fx.push(Effect::Renamed { old, new: n.clone() });
                         fx.push(sys(SystemKind::Renamed, n));
                     }
@@ -644,8 +644,8 @@ impl RoomState {
                     }
                 }
                 Setting::ReadOnly(v) => {
-                    if self.ro != v {
-                        self.ro = v;
+                    if self.read_only != v {
+                        self.read_only = v;
                         let t = if v { SystemKind::ReadOnlySet } else { SystemKind::ReadOnlyRemoved };
                         fx.push(sys(t, who.username.clone()));
                     }
@@ -686,15 +686,15 @@ impl RoomState {
                     }
                 }
                 Setting::RoomType(t) => {
-                    if self.t != t {
-                        self.t = t;
+                    if self.kind != t {
+                        self.kind = t;
                         fx.push(sys(SystemKind::PrivacyChanged, t.as_str().to_owned()));
                         if t == RoomType::Private {
                             fx.push(Effect::BecamePrivate);
                         }
                     }
                 }
-                Setting::SystemMessages(v) => self.sys_mes = v,
+                Setting::SystemMessages(v) => self.system_messages = v,
                 Setting::Default(v) => self.default = v,
                 Setting::Favorite(v) => self.featured = v,
             }
@@ -716,14 +716,14 @@ impl RoomState {
         now: Millis,
         fx: &mut Vec<Effect>,
     ) -> Result<bool, RoomError> {
-        if self.t == RoomType::Direct {
+        if self.kind == RoomType::Direct {
             return Err(RoomError::CantInviteDirect);
         }
         let roles = self.roles_of(&who.id);
         let may = if self.is_member(&who.id) {
             allowed(Permission::AddUserToJoinedRoom, who, roles)
         } else {
-            self.t == RoomType::Channel && allowed(Permission::AddUserToAnyCRoom, who, roles)
+            self.kind == RoomType::Channel && allowed(Permission::AddUserToAnyCRoom, who, roles)
         };
         if !may {
             return Err(RoomError::NotAllowed);
@@ -763,7 +763,7 @@ impl RoomState {
         now: Millis,
         fx: &mut Vec<Effect>,
     ) -> Result<(), RoomError> {
-        if self.t == RoomType::Direct {
+        if self.kind == RoomType::Direct {
             return Err(RoomError::NotAllowed);
         }
         if !allowed(Permission::RemoveUser, who, self.roles_of(&who.id)) {
@@ -793,7 +793,7 @@ impl RoomState {
         now: Millis,
         fx: &mut Vec<Effect>,
     ) -> Result<(), RoomError> {
-        if self.t == RoomType::Direct || !allowed(role.permission(), who, self.roles_of(&who.id)) {
+        if self.kind == RoomType::Direct || !allowed(role.permission(), who, self.roles_of(&who.id)) {
             return Err(RoomError::NotAllowed);
         }
         let owners = self.owner_count();
@@ -836,7 +836,7 @@ impl RoomState {
         now: Millis,
         fx: &mut Vec<Effect>,
     ) -> Result<(), RoomError> {
-        if self.t == RoomType::Direct || !allowed(Permission::MuteUser, who, self.roles_of(&who.id)) {
+        if self.kind == RoomType::Direct || !allowed(Permission::MuteUser, who, self.roles_of(&who.id)) {
             return Err(RoomError::NotAllowed);
         }
         let Some(m) = self.members.get_mut(target) else {
@@ -863,7 +863,7 @@ impl RoomState {
         now: Millis,
         fx: &mut Vec<Effect>,
     ) -> Result<(), RoomError> {
-        if self.t == RoomType::Direct || !allowed(Permission::ArchiveRoom, who, self.roles_of(&who.id)) {
+        if self.kind == RoomType::Direct || !allowed(Permission::ArchiveRoom, who, self.roles_of(&who.id)) {
             return Err(RoomError::ActionNotAllowed(if archived {
                 "Archiving room"
             } else {
@@ -918,7 +918,7 @@ impl RoomState {
         if !self.active {
             return Err(RoomError::Inactive);
         }
-        if self.ro && !allowed(Permission::PostReadonly, who, member.roles) {
+        if self.read_only && !allowed(Permission::PostReadonly, who, member.roles) {
             return Err(RoomError::ActionNotAllowed("Posting in a read-only room"));
         }
         if member.muted {
@@ -936,7 +936,7 @@ impl RoomState {
     /// channels when `public_ok` (messages, documents, roles; not the
     /// per-member streams).
     pub fn can_read(&self, uid: &UserId, public_ok: bool) -> bool {
-        self.is_member(uid) || (public_ok && self.t == RoomType::Channel && !uid.is_guest())
+        self.is_member(uid) || (public_ok && self.kind == RoomType::Channel && !uid.is_guest())
     }
 
     /// The room document as `uid` may see it, if they may read the room. A
@@ -1014,8 +1014,8 @@ impl RoomState {
             "rid": self.id,
             "u": {"_id": m.user.id, "username": m.user.username},
             "name": self.name,
-            "fname": self.fname,
-            "t": self.t.as_str(),
+            "fname": self.display_name,
+            "t": self.kind.as_str(),
             "ts": m.joined_at,
             "ls": m.joined_at,
             "_updatedAt": self.updated_at.max(m.joined_at),
@@ -1042,15 +1042,15 @@ impl RoomState {
         let mut doc = json!({
             "_id": self.id,
             "name": self.name,
-            "fname": self.fname,
-            "t": self.t.as_str(),
-            "msgs": self.msgs,
+            "fname": self.display_name,
+            "t": self.kind.as_str(),
+            "msgs": self.message_count,
             "usersCount": self.members.len(),
             "u": {"_id": self.creator.id, "username": self.creator.username},
-            "ts": self.ts,
-            "ro": self.ro,
+            "ts": self.created_at,
+            "ro": self.read_only,
             "default": self.default,
-            "sysMes": self.sys_mes,
+            "sysMes": self.system_messages,
             "_updatedAt": self.updated_at,
             "customFields": self.custom_fields,
             "archived": self.archived,
@@ -1063,7 +1063,7 @@ impl RoomState {
             "hostId": self.host_id,
         });
         if let Value::Object(o) = &mut doc {
-            if self.t == RoomType::Direct {
+            if self.kind == RoomType::Direct {
                 let mut names: Vec<&str> = self.members.values().map(|m| m.user.username.as_str()).collect();
                 names.sort_unstable();
                 o.insert("usernames".into(), json!(names));

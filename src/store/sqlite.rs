@@ -198,7 +198,7 @@ pub(crate) fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreE
             }
         }
         msgs.reverse();
-        state.msgs =
+        state.message_count =
             count.query_row([&id], |r| r.get::<_, i64>(0)).optional().map_err(db_err)?.unwrap_or(0) as u64;
         snap.rooms.push((state, msgs));
     }

@@ -702,6 +702,6 @@ fn join_self_error_order_walkthrough() {
         state.join_self(&user, Some(JOIN_CODE), Millis(1), &mut Vec::new()).err(),
         Some(RoomError::Full)
     );
-    state.t = RoomType::Private;
+    state.kind = RoomType::Private;
     assert_eq!(attempt(&mut state), Some(RoomError::NotAllowed));
 }

@@ -61,21 +61,27 @@ async fn a_data_dir_of_todays_schema_restores_every_row() {
     };
 
     let (s, msgs) = room(ROOM);
-    assert_eq!((s.name.as_str(), s.fname.as_str(), s.t), ("fixture-room", "fixture-room", RoomType::Channel));
+    assert_eq!(
+        (s.name.as_str(), s.display_name.as_str(), s.kind),
+        ("fixture-room", "fixture-room", RoomType::Channel)
+    );
     assert_eq!(s.code.as_str(), "qro-jef-cwj");
     assert_eq!(s.creator, user("id-ann", "ann", None));
     assert_eq!(s.host_id, UserId::from("id-ann"));
-    assert_eq!((s.ts, s.updated_at), (Millis(1_796_221_704_114), Millis(1_796_221_704_120)));
-    assert_eq!((s.ro, s.archived, s.locked, s.active, s.guest_access), (false, false, false, true, false));
+    assert_eq!((s.created_at, s.updated_at), (Millis(1_796_221_704_114), Millis(1_796_221_704_120)));
+    assert_eq!(
+        (s.read_only, s.archived, s.locked, s.active, s.guest_access),
+        (false, false, false, true, false)
+    );
     assert_eq!(s.join_code.as_deref(), Some("s3cret"));
     assert_eq!(s.max_participants, Some(5));
     assert_eq!(serde_json::Value::Object(s.custom_fields.clone()), json!({"dept": {"n": 1}}));
-    assert_eq!((s.default, s.sys_mes, s.featured), (false, true, false));
+    assert_eq!((s.default, s.system_messages, s.featured), (false, true, false));
     assert_eq!(s.topic.as_deref(), Some("the topic"));
     assert_eq!(s.description, None);
     assert_eq!(s.announcement.as_deref(), Some("hear"));
     // The count of stored messages, not the row's stale `msgs`.
-    assert_eq!(s.msgs, 7);
+    assert_eq!(s.message_count, 7);
     assert_eq!(s.members.len(), 2);
     let ann = &s.members[&UserId::from("id-ann")];
     assert_eq!(ann.user, user("id-ann", "ann", Some("Ann A")));
@@ -117,12 +123,12 @@ async fn a_data_dir_of_todays_schema_restores_every_row() {
 
     let (g, gmsgs) = room(GROUP);
     assert_eq!(
-        (g.t, g.ro, g.join_code.as_deref(), g.max_participants),
+        (g.kind, g.read_only, g.join_code.as_deref(), g.max_participants),
         (RoomType::Private, true, None, None)
     );
-    assert_eq!((g.members.len(), gmsgs.len(), g.msgs), (1, 0, 0));
+    assert_eq!((g.members.len(), gmsgs.len(), g.message_count), (1, 0, 0));
     let (d, _) = room(DM);
-    assert_eq!(d.t, RoomType::Direct);
+    assert_eq!(d.kind, RoomType::Direct);
     assert!(d.members.values().all(|m| m.roles == RoomRoles::NONE));
     assert_eq!(d.members.len(), 2);
     store.shutdown().await;
