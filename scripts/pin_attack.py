@@ -6,9 +6,10 @@ def tok(u):
 def ws():
     s = socket.create_connection((URL_HOST, PORT))
     key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(f"GET /websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    s.sendall(f"GET /websocket HTTP/1.1\r\nHost: {URL_HOST}:{PORT}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
     buf = b""
     while b"\r\n\r\n" not in buf: buf += s.recv(1)
+    if b" 101 " not in buf.split(b"\r\n")[0]: sys.exit(f"handshake refused: {buf!r}")
     return s
 def send(s, obj):
     data = json.dumps(obj).encode(); m = os.urandom(4)

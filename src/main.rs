@@ -9,9 +9,11 @@ use roomd::store::SqliteStore;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-// mimalloc gives freed memory back to the OS soon after a burst (glibc
-// malloc keeps most of it in its arenas), so RSS falls again once clients
-// that pinned large replies are gone.
+// mimalloc returns more of a burst's freed memory to the OS than glibc
+// malloc, which keeps it in its arenas. Built with `no_thp`: with
+// transparent huge pages a partly used 2 MiB page stays resident whole,
+// which cost idle connections ~7% and kept twice the RSS after a burst
+// (BENCHMARKS.md, Memory).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
