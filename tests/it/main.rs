@@ -16,11 +16,14 @@
 //! - `commits`: reply/event order under slow commits, failed commits (the
 //!   durability fake).
 //! - `store_rows`: today's stored rows restore whole and re-encode byte for byte.
+//! - `cluster`: cluster mode on NATS JetStream with real `nats-server` and
+//!   roomd processes (skipped, loudly, without a `nats-server`).
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 
 mod support;
 
 mod access;
+mod cluster;
 mod commits;
 mod ddp;
 mod docs;

@@ -1,0 +1,65 @@
+//! Cluster mode (issue 12) with real processes: three `nats-server`s
+//! clustered on loopback (JetStream, `sync_interval: always`) and roomd
+//! nodes started with `--cluster`, killed (`kill -9`), paused
+//! (`kill -STOP`/`-CONT`) and restarted by PID.
+//!
+//! - `nats`: finding `nats-server` (>= 2.10.23), the three-server fixture,
+//!   stream leaders from the monitoring port, a minimal NATS client.
+//! - `proc`: child processes that never outlive the test binary.
+//! - `smoke`: the NATS fixture alone (no roomd needed).
+//!
+//! Without a `nats-server` these tests print a loud skip notice and pass,
+//! unless `ROOMD_REQUIRE_NATS=1` (set by `scripts/test-all.sh`, which
+//! installs the server itself) makes them fail.
+
+// The fixture's API is shared by scenarios that land with the cluster core.
+#![allow(dead_code)]
+
+mod nats;
+mod proc;
+mod smoke;
+
+use nats::NatsCluster;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Cluster tests run one at a time: each keeps several servers and many
+/// connections busy, and failover times measured on 2 shared cores mean
+/// little when another cluster test runs beside them.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// The NATS cluster shared by the scenarios that never touch the NATS
+/// processes (each with its own rooms and roomd nodes). It lives until the
+/// test binary exits; the process watchdogs then stop it and remove its
+/// stores.
+static SHARED: Mutex<Option<NatsCluster>> = Mutex::const_new(None);
+
+/// Holds the cluster-test turn.
+pub(crate) async fn exclusive() -> MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// The cluster-test turn and the shared NATS cluster, started (or checked)
+/// and ready.
+pub(crate) struct SharedNats {
+    nats: MutexGuard<'static, Option<NatsCluster>>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl SharedNats {
+    pub(crate) async fn get(bin: &Path) -> SharedNats {
+        let turn = exclusive().await;
+        let mut nats = SHARED.lock().await;
+        let c = nats.get_or_insert_with(|| NatsCluster::start(bin, 3));
+        c.wait_ready(Duration::from_secs(30)).await;
+        SharedNats { nats, _turn: turn }
+    }
+}
+
+impl std::ops::Deref for SharedNats {
+    type Target = NatsCluster;
+    fn deref(&self) -> &NatsCluster {
+        self.nats.as_ref().unwrap()
+    }
+}
