@@ -17,6 +17,9 @@
 //!   limit class, permission, `apply`); one file per method, named after what it does.
 //! - [`socketio`]: the Socket.IO door (`/socket.io/`): events as thin
 //!   adapters onto the same methods, meeting events from the rooms.
+//! - [`rest`]: the REST doors under `/api`: Rocket.Chat's room endpoints and
+//!   Slack's `channels.join`, thin adapters onto the same methods through a
+//!   per-request session.
 //! - `sub`: stream subscriptions.
 //! - [`room`]: pure rules (`state`, `throttle`), the handle and commands
 //!   (`handle`), the actor that owns a room (`actor`), effects to frames
@@ -68,6 +71,7 @@ mod metrics;
 mod outbox;
 pub mod permissions;
 mod registry;
+pub mod rest;
 pub mod room;
 mod routes;
 pub mod server;

@@ -5,7 +5,7 @@
 //!   into the connection code of `conn.rs`.
 //! - `/healthz`, `/readyz`, `/metrics`: plain answers for probes and scrapes.
 //! - `/`, `/r/<code>`, `/app/<file>`: the meeting-room web app ([`webapp`]).
-//! - `/api/…`: reserved for the REST endpoints (a nested router).
+//! - `/api/…`: the REST doors ([`crate::rest`]), a nested router.
 //! - `/socket.io/`: the Socket.IO door ([`crate::socketio`]), a layer that
 //!   answers its own path and passes every other request on.
 //! - anything else: `404`.
@@ -55,9 +55,10 @@ pub(crate) fn router(ctx: Ctx, socketio: SocketIoLayer) -> Router {
         .with_state(ctx)
 }
 
-/// `/api/…`: the REST endpoints' place; none yet.
+/// `/api/…`: the REST doors ([`crate::rest`]): Rocket.Chat's `/api/v1/…`
+/// room endpoints and Slack's `channels.join`, `conversations.join`.
 fn api() -> Router<Ctx> {
-    Router::new().fallback(not_found)
+    crate::rest::router().fallback(not_found)
 }
 
 /// Refuses a request that names its host ambiguously (two `Host` or

@@ -77,6 +77,11 @@ pub(crate) struct Session {
     /// For a door that hears rooms as events (Socket.IO): the rooms it joins
     /// by code send their meeting events here. `None` for DDP.
     room_listener: Option<Arc<dyn RoomListener>>,
+    /// A session that lives for one HTTP request (REST): it is not a
+    /// connection, so signing in neither marks the user online (no
+    /// `user-status` flap per request) nor moves the connection gauges,
+    /// and it has no client to show the user's own record to.
+    per_request: bool,
 }
 
 impl Session {
@@ -96,8 +101,18 @@ impl Session {
             peer,
             token_expiry: None,
             room_listener: None,
+            per_request: false,
             server,
         }
+    }
+
+    /// A session for one REST request: signed in by its caller with
+    /// [`Session::call`] (`login`), then used for that request's calls only.
+    pub(crate) fn per_request(conn: ConnHandle, server: Arc<ServerState>, peer: std::net::IpAddr) -> Self {
+        let mut s = Session::new(conn, server, peer);
+        s.connected = true;
+        s.per_request = true;
+        s
     }
 
     /// A session for a door other than DDP (Socket.IO): `listener` hears the
@@ -449,6 +464,9 @@ impl Session {
     /// Moves this connection between the user and guest gauges after a
     /// login or logout.
     fn sync_kind(&mut self) {
+        if self.per_request {
+            return;
+        }
         let now = if self.user.is_some() { ConnKind::User } else { ConnKind::Guest };
         if now != self.kind {
             self.server.metrics.connection_kind_changed(self.kind, now);
@@ -481,6 +499,9 @@ impl Session {
     /// announcing `user-status` when a user's first connection opens or the
     /// last one closes.
     fn set_online(&mut self, uid: Option<(UserId, String)>) {
+        if self.per_request {
+            return;
+        }
         if self.online_as.as_ref() == uid.as_ref().map(|(u, _)| u) {
             return;
         }
@@ -504,6 +525,9 @@ impl Session {
     /// other connections get `changed` if the record's fields changed.
     /// Called before `self.user` is set.
     fn show_own_record(&mut self, user: &User) {
+        if self.per_request {
+            return;
+        }
         let records = &self.server.hub.records;
         if let Some(old) = self.user.as_ref().filter(|old| old.id != user.id) {
             records.hide(&old.id, &self.conn);
@@ -513,6 +537,9 @@ impl Session {
 
     /// On `logout`: `removed` for the signed-in user's record.
     fn hide_own_record(&mut self) {
+        if self.per_request {
+            return;
+        }
         if let Some(u) = &self.user {
             self.server.hub.records.hide(&u.id, &self.conn);
         }

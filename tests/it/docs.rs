@@ -275,3 +275,57 @@ fn docs_socketio_transcript_frames_are_valid() {
     }
     assert!(frames >= 20, "only {frames} Socket.IO frames found");
 }
+
+const SLACK_RS: &str = include_str!("../../src/rest/slack.rs");
+const ROCKETCHAT_RS: &str = include_str!("../../src/rest/rocketchat.rs");
+
+/// Every `` ## `VERB /api/…` `` heading of `protocol/rest.md`.
+fn documented_routes() -> BTreeSet<String> {
+    doc("rest.md")
+        .lines()
+        .filter_map(|l| l.strip_prefix("## `")?.strip_suffix('`').map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn docs_every_rest_route_is_in_rest_md_and_back() {
+    let code: BTreeSet<String> = roomd::rest::ROCKETCHAT_ROUTES
+        .iter()
+        .chain(roomd::rest::SLACK_ROUTES)
+        .map(|r| (*r).to_owned())
+        .collect();
+    for sure in ["POST /api/v1/channels.setJoinCode", "GET /api/v1/channels.info", "POST /api/channels.join"]
+    {
+        assert!(code.contains(sure), "route list misses {sure}: {code:?}");
+    }
+    assert_eq!(
+        documented_routes(),
+        code,
+        "protocol/rest.md \"## `VERB /api/…`\" sections vs the routes in src/rest"
+    );
+}
+
+/// Every error code the REST doors send themselves: Slack's codes in
+/// `src/rest/slack.rs` (the snake_case literals after `=> ` or in
+/// `Failure::plain(…)`) and the REST-only Rocket.Chat code.
+#[test]
+fn docs_every_rest_error_code_is_in_rest_md() {
+    let rest = doc("rest.md");
+    let mut slack = BTreeSet::new();
+    for (i, _) in SLACK_RS.match_indices("plain(\"").chain(SLACK_RS.match_indices("=> \"")) {
+        let rest = &SLACK_RS[i..];
+        let start = rest.find('"').unwrap() + 1;
+        let end = start + rest[start..].find('"').unwrap();
+        let code = &rest[start..end];
+        if code.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            slack.insert(code.to_owned());
+        }
+    }
+    for sure in ["not_authed", "is_archived", "invalid_name_specials", "restricted_action", "name_taken"] {
+        assert!(slack.contains(sure), "extraction from src/rest/slack.rs missed {sure}: {slack:?}");
+    }
+    let missing: Vec<_> = slack.iter().filter(|c| !has_row(&rest, c)).collect();
+    assert!(missing.is_empty(), "Slack codes with no row in protocol/rest.md: {missing:?}");
+    assert!(ROCKETCHAT_RS.contains("\"error-invalid-request\""));
+    assert!(has_row(&rest, "error-invalid-request"), "error-invalid-request has no row in protocol/rest.md");
+}

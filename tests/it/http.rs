@@ -43,7 +43,7 @@ impl Reply {
     }
 }
 
-fn parse(text: &str) -> Reply {
+pub(crate) fn parse(text: &str) -> Reply {
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
     let status = head
         .split(' ')

@@ -19,6 +19,7 @@
 //! - `cluster`: cluster mode on NATS JetStream with real `nats-server` and
 //!   roomd processes (skipped, loudly, without a `nats-server`).
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
+//! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
 
 mod support;
 
@@ -39,6 +40,7 @@ mod memory;
 mod model;
 mod races;
 mod rc_api;
+mod rest;
 mod rooms;
 mod shutdown;
 mod socketio;

@@ -1,0 +1,404 @@
+//! Slack's Web API `channels.join` (join-or-create by name) and its
+//! replacement `conversations.join` (join by id), as thin adapters onto the
+//! DDP methods: `getRoomById`, `joinRoom`, `createChannel`,
+//! `getRoomParticipants`.
+//!
+//! Slack answers HTTP 200 with `{"ok": false, "error": "<code>"}` for every
+//! failure except a rate limit (`429`, `Retry-After`, `ratelimited`); the
+//! codes come from [`slack_code`], one exhaustive match. The token is a
+//! roomd JWT, sent as `Authorization: Bearer` or as a `token` parameter.
+
+use super::{Caller, Ctx, Input, InputError, RestState, json_response, retry_after_secs};
+use crate::auth::AuthError;
+use crate::error::MethodError;
+use crate::method::Method;
+use crate::room::RoomError;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Every Slack route (`protocol/rest.md` documents each).
+pub const ROUTES: &[&str] = &["POST /api/channels.join", "POST /api/conversations.join"];
+
+/// Slack's longest channel name, in characters.
+const MAX_NAME_CHARS: usize = 80;
+
+/// Why a channel name breaks Slack's naming rules; each is a Slack error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameError {
+    /// Nothing but an optional `#`.
+    Required,
+    /// Only hyphens and underscores.
+    Punctuation,
+    /// Longer than [`MAX_NAME_CHARS`].
+    MaxLength,
+    /// Upper case, spaces, periods or other characters besides `a-z`,
+    /// `0-9`, `-` and `_`.
+    Specials,
+    /// Nothing usable left after normalising.
+    Invalid,
+}
+
+impl NameError {
+    /// The Slack error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            NameError::Required => "invalid_name_required",
+            NameError::Punctuation => "invalid_name_punctuation",
+            NameError::MaxLength => "invalid_name_maxlength",
+            NameError::Specials => "invalid_name_specials",
+            NameError::Invalid => "invalid_name",
+        }
+    }
+}
+
+fn allowed(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+}
+
+/// The channel `raw` names under Slack's rules (a leading `#` dropped):
+/// with `validate`, the name as given or the rule it breaks; without, the
+/// name normalised as Slack does (trimmed, lower case, spaces and periods
+/// to hyphens, other characters dropped, at most 80 characters), or the
+/// rule nothing could fix (empty, only punctuation).
+pub fn channel_name(raw: &str, validate: bool) -> Result<String, NameError> {
+    let raw = raw.strip_prefix('#').unwrap_or(raw);
+    let name: String = if validate {
+        if raw.is_empty() {
+            return Err(NameError::Required);
+        }
+        if raw.chars().count() > MAX_NAME_CHARS {
+            return Err(NameError::MaxLength);
+        }
+        if !raw.chars().all(allowed) {
+            return Err(NameError::Specials);
+        }
+        raw.to_owned()
+    } else {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(NameError::Required);
+        }
+        let normalised: String = trimmed
+            .chars()
+            .flat_map(char::to_lowercase)
+            .map(|c| if c == ' ' || c == '.' { '-' } else { c })
+            .filter(|c| allowed(*c))
+            .take(MAX_NAME_CHARS)
+            .collect();
+        if normalised.is_empty() {
+            return Err(NameError::Invalid);
+        }
+        normalised
+    };
+    if name.chars().all(|c| c == '-' || c == '_') {
+        return Err(NameError::Punctuation);
+    }
+    Ok(name)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    ChannelsJoin,
+    ConversationsJoin,
+}
+
+pub(super) fn routes(r: Router<Ctx>, rest: Arc<RestState>) -> Router<Ctx> {
+    let r2 = rest.clone();
+    r.route(
+        "/channels.join",
+        post(move |State(ctx): State<Ctx>, req: Request| handle(Call::ChannelsJoin, ctx, rest, req)),
+    )
+    .route(
+        "/conversations.join",
+        post(move |State(ctx): State<Ctx>, req: Request| handle(Call::ConversationsJoin, ctx, r2, req)),
+    )
+}
+
+/// A Slack failure: its code and, for a refusal by a room rule, roomd's
+/// own error in `detail`.
+struct Failure {
+    code: &'static str,
+    detail: Option<String>,
+    retry_after: Option<u64>,
+}
+
+impl Failure {
+    fn plain(code: &'static str) -> Self {
+        Failure { code, detail: None, retry_after: None }
+    }
+}
+
+impl From<MethodError> for Failure {
+    fn from(e: MethodError) -> Self {
+        let w = e.to_wire("");
+        Failure {
+            code: slack_code(&e),
+            detail: Some(format!("{} [{}]", w.reason, w.error.as_string())),
+            retry_after: retry_after_secs(&e),
+        }
+    }
+}
+
+async fn handle(call: Call, ctx: Ctx, rest: Arc<RestState>, req: Request) -> Response {
+    let input = match Input::read(&ctx, req).await {
+        Ok(i) => i,
+        Err(InputError::Timeout) => return answer(Err(Failure::plain("request_timeout"))),
+        Err(InputError::TooLarge) => return answer(Err(Failure::plain("invalid_arguments"))),
+        Err(InputError::Malformed(_)) => return answer(Err(Failure::plain("invalid_form_data"))),
+    };
+    let bearer = input.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+    let token = match (bearer, input.opt_str("token")) {
+        (Some(t), _) | (None, Ok(Some(t))) if !t.is_empty() => t.to_owned(),
+        _ => return answer(Err(Failure::plain("not_authed"))),
+    };
+    let mut caller = match Caller::sign_in(&ctx, &token, input.peer()).await {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e {
+                MethodError::Auth(AuthError::Revoked) => "token_revoked",
+                _ => "invalid_auth",
+            };
+            return answer(Err(Failure::plain(code)));
+        }
+    };
+    let result = match rest.admit(&ctx, &caller.user.id, Method::JoinRoom.limit_class()) {
+        Ok(()) => match call {
+            Call::ChannelsJoin => channels_join(&mut caller, &input).await,
+            Call::ConversationsJoin => conversations_join(&mut caller, &input).await,
+        },
+        Err(e) => Err(e.into()),
+    };
+    caller.finish().await;
+    answer(result)
+}
+
+fn answer(result: Result<Value, Failure>) -> Response {
+    match result {
+        Ok(mut body) => {
+            if let Value::Object(o) = &mut body {
+                o.insert("ok".into(), Value::Bool(true));
+            }
+            json_response(StatusCode::OK, &body)
+        }
+        Err(f) => {
+            let mut body = json!({ "ok": false, "error": f.code });
+            if let Some(d) = f.detail {
+                body["detail"] = Value::from(d);
+            }
+            match f.retry_after {
+                Some(secs) => {
+                    let mut res = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
+                    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    res
+                }
+                None => json_response(StatusCode::OK, &body),
+            }
+        }
+    }
+}
+
+/// `channels.join`: join the public channel named `name`, creating it
+/// (the caller its creator) if no room has that name.
+async fn channels_join(c: &mut Caller, input: &Input) -> Result<Value, Failure> {
+    let raw = input.opt_str("name")?.ok_or(Failure::plain("missing_argument"))?;
+    let validate = input.opt_bool("validate")?.unwrap_or(false);
+    let name = channel_name(raw, validate).map_err(|e| Failure::plain(e.code()))?;
+    // Two tries: a channel created by someone else between the lookup and
+    // the create is joined on the second.
+    for _ in 0..2 {
+        let existing = c.session.server().registry.id_by_name(&name);
+        let Some(rid) = existing else {
+            match c.value(Method::CreateChannel, vec![json!(name)]).await {
+                Ok(doc) => return Ok(json!({ "channel": full_channel(c, &doc).await? })),
+                Err(MethodError::Room(RoomError::DuplicateName(_))) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        // A private group's name is taken, and it cannot be joined this way.
+        let doc = match c.value(Method::GetRoomById, vec![json!(rid.as_str())]).await {
+            Ok(doc) if doc["t"] == "c" => doc,
+            Ok(_) | Err(MethodError::Room(RoomError::NotAllowed)) => {
+                return Err(Failure::plain("name_taken"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if doc["archived"] == true {
+            return Err(Failure::plain("is_archived"));
+        }
+        return match c.call(Method::JoinRoom, vec![json!(rid.as_str())]).await? {
+            Some(_) => Ok(json!({ "channel": full_channel(c, &doc).await? })),
+            None => Ok(json!({ "already_in_channel": true, "channel": limited_channel(&doc) })),
+        };
+    }
+    Err(Failure::plain("name_taken"))
+}
+
+/// `conversations.join`: join the public channel with id `channel`.
+async fn conversations_join(c: &mut Caller, input: &Input) -> Result<Value, Failure> {
+    let rid = input.opt_str("channel")?.ok_or(Failure::plain("missing_argument"))?.to_owned();
+    let doc = match c.value(Method::GetRoomById, vec![json!(rid)]).await {
+        Ok(doc) if doc["t"] == "c" => doc,
+        Ok(_) | Err(MethodError::Room(RoomError::NotAllowed)) => {
+            return Err(Failure::plain("method_not_supported_for_channel_type"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if doc["archived"] == true {
+        return Err(Failure::plain("is_archived"));
+    }
+    let joined = c.call(Method::JoinRoom, vec![json!(rid)]).await?;
+    let channel = full_channel(c, &doc).await?;
+    Ok(match joined {
+        Some(_) => json!({ "channel": channel }),
+        None => json!({
+            "channel": channel,
+            "warning": "already_in_channel",
+            "response_metadata": { "warnings": ["already_in_channel"] },
+        }),
+    })
+}
+
+fn created_secs(doc: &Value) -> i64 {
+    doc.get("ts").and_then(crate::time::parse_date).map_or(0, |t| t.0 / 1000)
+}
+
+/// The channel object of a join, from the room document read after it.
+async fn full_channel(c: &mut Caller, doc: &Value) -> Result<Value, Failure> {
+    let rid = doc["_id"].clone();
+    let doc = c.value(Method::GetRoomById, vec![rid.clone()]).await?;
+    let view = c.value(Method::GetRoomParticipants, vec![rid]).await?;
+    let members: Vec<Value> = view["participants"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.get("userId").filter(|u| u.is_string()).cloned()).collect())
+        .unwrap_or_default();
+    let text = |key: &str| json!({ "value": doc.get(key).and_then(Value::as_str).unwrap_or(""), "creator": "", "last_set": 0 });
+    Ok(json!({
+        "id": doc["_id"],
+        "name": doc["name"],
+        "is_channel": true,
+        "created": created_secs(&doc),
+        "creator": doc["u"]["_id"],
+        "is_archived": doc["archived"] == true,
+        "is_general": doc["default"] == true,
+        "name_normalized": doc["name"],
+        "is_shared": false,
+        "is_org_shared": false,
+        "is_member": true,
+        "is_private": doc["t"] == "p",
+        "is_mpim": false,
+        "members": members,
+        "topic": text("topic"),
+        "purpose": text("description"),
+        "previous_names": [],
+    }))
+}
+
+/// The limited channel object Slack returns when already in the channel.
+fn limited_channel(doc: &Value) -> Value {
+    json!({
+        "id": doc["_id"],
+        "name": doc["name"],
+        "created": created_secs(doc),
+        "creator": doc["u"]["_id"],
+        "is_archived": doc["archived"] == true,
+        "is_general": doc["default"] == true,
+    })
+}
+
+/// Slack's error code for every roomd error: the one mapping for this door
+/// (exhaustive, so a new error must be given a code here).
+fn slack_code(e: &MethodError) -> &'static str {
+    match e {
+        MethodError::UnknownMethod(_) => "unknown_method",
+        MethodError::Match(_) => "invalid_arguments",
+        MethodError::InvalidUser => "not_authed",
+        MethodError::Auth(AuthError::Revoked) => "token_revoked",
+        MethodError::Auth(_) | MethodError::UnrecognizedLogin => "invalid_auth",
+        MethodError::InvalidRoom | MethodError::RoomNotFound => "channel_not_found",
+        MethodError::InvalidName => "invalid_name_required",
+        MethodError::InvalidUsername(_) => "user_not_found",
+        MethodError::MessageTooLong(_) => "msg_too_long",
+        MethodError::SubNotAllowed => "no_permission",
+        MethodError::TooManyRequests(_) | MethodError::TooManySubscriptions => "ratelimited",
+        MethodError::ReplyTooLarge(_) => "internal_error",
+        MethodError::Room(r) => match r {
+            RoomError::Archived | RoomError::Inactive => "is_archived",
+            RoomError::DuplicateName(_) => "name_taken",
+            RoomError::InvalidRoomName(_) => "invalid_name",
+            // Slack's "you may not": a permission (create-c), or a room rule
+            // (join code, lock, capacity); `detail` says which.
+            RoomError::ActionNotAllowed(_)
+            | RoomError::NotAllowed
+            | RoomError::GuestsNotAllowed
+            | RoomError::Locked
+            | RoomError::CodeRequired
+            | RoomError::CodeInvalid
+            | RoomError::Full => "restricted_action",
+            RoomError::NotInRoom | RoomError::TargetNotInRoom => "not_in_channel",
+            RoomError::LastOwner
+            | RoomError::RemoveLastOwner
+            | RoomError::AlreadyHasRole(_)
+            | RoomError::LacksRole(_)
+            | RoomError::CantInviteDirect
+            | RoomError::DuplicateMessage
+            | RoomError::InvalidSettings(_)
+            | RoomError::InvalidSettingValue(_) => "invalid_arguments",
+            RoomError::Storage | RoomError::Unavailable => "internal_error",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised_as_slack_does() {
+        assert_eq!(channel_name("General", false).unwrap(), "general");
+        assert_eq!(channel_name("#Team Room.2", false).unwrap(), "team-room-2");
+        assert_eq!(channel_name("  ünïcode!ok  ", false).unwrap(), "ncodeok");
+        assert_eq!(channel_name(&"a".repeat(100), false).unwrap().len(), MAX_NAME_CHARS);
+        assert_eq!(channel_name("#", false), Err(NameError::Required));
+        assert_eq!(channel_name("   ", false), Err(NameError::Required));
+        assert_eq!(channel_name("--", false), Err(NameError::Punctuation));
+        assert_eq!(channel_name(" . ", false), Err(NameError::Punctuation));
+        assert_eq!(channel_name("!!!", false), Err(NameError::Invalid));
+    }
+
+    #[test]
+    fn validate_refuses_with_the_rule_broken() {
+        assert_eq!(channel_name("#ok-name_1", true).unwrap(), "ok-name_1");
+        assert_eq!(channel_name("", true), Err(NameError::Required));
+        assert_eq!(channel_name("#", true), Err(NameError::Required));
+        assert_eq!(channel_name(&"a".repeat(81), true), Err(NameError::MaxLength));
+        assert_eq!(channel_name(&"a".repeat(80), true).unwrap().len(), 80);
+        assert_eq!(channel_name("General", true), Err(NameError::Specials));
+        assert_eq!(channel_name("a b", true), Err(NameError::Specials));
+        assert_eq!(channel_name("a.b", true), Err(NameError::Specials));
+        assert_eq!(channel_name("_-_", true), Err(NameError::Punctuation));
+        let codes: Vec<_> = [
+            NameError::Required,
+            NameError::Punctuation,
+            NameError::MaxLength,
+            NameError::Specials,
+            NameError::Invalid,
+        ]
+        .iter()
+        .map(|e| e.code())
+        .collect();
+        assert!(codes.iter().all(|c| c.starts_with("invalid_name")), "{codes:?}");
+    }
+
+    #[test]
+    fn room_rules_become_slack_codes() {
+        assert_eq!(slack_code(&RoomError::Archived.into()), "is_archived");
+        assert_eq!(slack_code(&RoomError::CodeRequired.into()), "restricted_action");
+        assert_eq!(slack_code(&RoomError::DuplicateName("x".into()).into()), "name_taken");
+        assert_eq!(slack_code(&MethodError::TooManyRequests(5)), "ratelimited");
+    }
+}
