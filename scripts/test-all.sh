@@ -63,7 +63,7 @@ cargo test --all-targets
 step "cargo build --release (binary for interop tests)"
 cargo build --release
 
-step "interop: unmodified DDP and Socket.IO client libraries from npm"
+step "interop: unmodified DDP, Socket.IO and REST client libraries (npm, PyPI)"
 tests/interop/run.sh target/release/roomd
 
 step "browser: the embedded web app in headless Chromium"

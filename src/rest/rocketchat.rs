@@ -180,8 +180,15 @@ async fn run(ep: Endpoint, c: &mut Caller, input: &Input) -> Result<Value, Metho
                 None => Value::Null,
             };
             let count = input.opt_uint("count")?.unwrap_or(20);
-            let page = c.value(Method::LoadHistory, vec![json!(rid), end, json!(count), Value::Null]).await?;
-            json!({ "messages": page.get("messages").cloned().unwrap_or_else(|| json!([])) })
+            // `offset` pages from `latest` (the way `rocketchat-api`
+            // pages); `loadHistory` caps the window it reads.
+            let offset = input.opt_uint("offset")?.unwrap_or(0);
+            let window = json!(offset.saturating_add(count));
+            let page = c.value(Method::LoadHistory, vec![json!(rid), end, window, Value::Null]).await?;
+            let all = page.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+            let messages: Vec<Value> =
+                all.into_iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)).collect();
+            json!({ "messages": messages, "count": messages.len(), "offset": offset })
         }
         Endpoint::ChannelsMembers => members(c, input).await?,
         Endpoint::ChatPostMessage => {

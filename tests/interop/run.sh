@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Interop suite: run published DDP client libraries against a real roomd.
+# Interop suite: run published DDP, Socket.IO and REST client libraries
+# against a real roomd. Node scenarios are `<name>.mjs`; Python scenarios are
+# `<name>.py`, run in a venv (target/interop-venv) holding the PyPI packages
+# pinned below.
 #
 # usage: tests/interop/run.sh [path-to-roomd-binary]
 #   default binary: target/release/roomd (relative to the repo root)
@@ -8,11 +11,14 @@
 #   INTEROP_SKIP_RC=1                       skip the rc-messages scenario
 #   DEBUG_FRAMES=1                          print every WebSocket frame live
 #   INTEROP_TIMEOUT_MS=20000                overall timeout per scenario
+#   INTEROP_PYTHON=/path/to/python          use this Python (with the packages) instead of the venv
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-ALL_SCENARIOS=(simpleddp-core ddpjs-core rc-messages rc-ddp-client socketio)
+ALL_SCENARIOS=(simpleddp-core ddpjs-core rc-messages rc-ddp-client socketio slack-web rc-rest)
+# PyPI packages of the Python scenarios, pinned.
+PY_PACKAGES=("rocketchat-API==3.7.1" "websocket-client==1.9.2")
 
 log() { printf '[interop] %s\n' "$*"; }
 die() { printf '[interop] ERROR: %s\n' "$*" >&2; exit 2; }
@@ -46,7 +52,7 @@ fi
 RUN_LIST=()
 for s in "${SELECTED[@]}"; do
   s="${s%.mjs}"
-  [[ -f "$SCRIPT_DIR/$s.mjs" ]] || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
+  [[ -f "$SCRIPT_DIR/$s.mjs" || -f "$SCRIPT_DIR/$s.py" ]] || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
   if [[ "$s" == rc-messages && "${INTEROP_SKIP_RC:-0}" == 1 ]]; then
     log "skipping rc-messages (INTEROP_SKIP_RC=1)"
     continue
@@ -62,6 +68,25 @@ if [[ -f "$SCRIPT_DIR/package-lock.json" ]]; then
 else
   (cd "$SCRIPT_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+
+# --- python dependencies --------------------------------------------------
+PYTHON=""
+for s in "${RUN_LIST[@]}"; do
+  [[ -f "$SCRIPT_DIR/$s.py" ]] || continue
+  if [[ -n "${INTEROP_PYTHON:-}" ]]; then
+    PYTHON="$INTEROP_PYTHON"
+    break
+  fi
+  command -v python3 >/dev/null || die "python3 is required for $s"
+  VENV="$REPO_ROOT/target/interop-venv"
+  if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import rocketchat_API, websocket' 2>/dev/null; then
+    log "installing ${PY_PACKAGES[*]} from PyPI into $VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (install python3-venv)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}" || die "pip install failed"
+  fi
+  PYTHON="$VENV/bin/python"
+  break
+done
 
 # --- server ---------------------------------------------------------------
 export ROOMD_JWT_SECRET=interop-secret
@@ -147,6 +172,15 @@ SIO_HOST_TOKEN="$(mint "$SIO_HOST_ID" sio-host "Sio Host" user)"
 SIO_USER_TOKEN="$(mint "$SIO_USER_ID" sio-user "Sio User" user)"
 SIO_OTHER_TOKEN="$(mint "$SIO_OTHER_ID" sio-other "Sio Other" user)"
 export SIO_HOST_TOKEN SIO_USER_TOKEN SIO_OTHER_TOKEN
+# The REST scenarios' own users.
+export SLACK_ALICE_ID=interop-slack-alice SLACK_BOB_ID=interop-slack-bob
+SLACK_ALICE_TOKEN="$(mint "$SLACK_ALICE_ID" slack-alice "Slack Alice" user)"
+SLACK_BOB_TOKEN="$(mint "$SLACK_BOB_ID" slack-bob "Slack Bob" user)"
+export SLACK_ALICE_TOKEN SLACK_BOB_TOKEN
+export RC_REST_ALICE_ID=interop-rest-alice RC_REST_BOB_ID=interop-rest-bob
+RC_REST_ALICE_TOKEN="$(mint "$RC_REST_ALICE_ID" rest-alice "Rest Alice" user)"
+RC_REST_BOB_TOKEN="$(mint "$RC_REST_BOB_ID" rest-bob "Rest Bob" user)"
+export RC_REST_ALICE_TOKEN RC_REST_BOB_TOKEN
 
 # --- run ------------------------------------------------------------------
 passed=0
@@ -160,7 +194,12 @@ for s in "${RUN_LIST[@]}"; do
     continue
   fi
   # The scenario has its own (shorter) timeout; this is only a last resort.
-  if timeout 120 node "${NODE_FLAGS[@]}" "$SCRIPT_DIR/$s.mjs"; then
+  if [[ -f "$SCRIPT_DIR/$s.py" ]]; then
+    run=("$PYTHON" "$SCRIPT_DIR/$s.py")
+  else
+    run=(node "${NODE_FLAGS[@]}" "$SCRIPT_DIR/$s.mjs")
+  fi
+  if timeout 120 "${run[@]}"; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1)); FAILED_NAMES+=("$s")

@@ -335,6 +335,8 @@ async fn rest_messages_history_and_members() {
     let oldest = h["messages"][1]["ts"].as_str().unwrap();
     let older = alice.ok_get(&format!("channels.history?roomName={name}&latest={oldest}&count=1")).await;
     assert_eq!(older["messages"][0]["msg"], "one", "{older}");
+    let paged = alice.ok_get(&format!("channels.history?roomId={rid}&offset=1&count=1")).await;
+    assert_eq!((&paged["messages"][0]["msg"], &paged["offset"]), (&json!("two"), &json!(1)), "{paged}");
     assert_failure(&alice.get(&format!("channels.history?roomId={rid}&latest=yesterday")).await, 400, "400");
 
     bob.ok("channels.join", json!({"roomId": rid})).await;
