@@ -71,6 +71,19 @@ pub struct ServeArgs {
     /// comma-separated in the env var). Without it, `iss` is not checked.
     #[arg(long = "jwt-issuer", env = "ROOMD_JWT_ISSUER", value_delimiter = ',')]
     pub jwt_issuer: Vec<String>,
+    /// Cluster mode: the NATS servers (comma-separated URLs) whose JetStream
+    /// holds every room's log. Without it roomd is one process with its
+    /// embedded SQLite store. See docs/cluster.md.
+    #[arg(long, env = "ROOMD_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's name in the cluster (letters, digits, `-`, `_`); unique
+    /// per node.
+    #[arg(long, env = "ROOMD_NODE_ID", default_value = "node")]
+    pub node_id: String,
+    /// Replicas of the cluster's stream (3 in production; 1 only for a
+    /// single NATS server in development).
+    #[arg(long, env = "ROOMD_CLUSTER_REPLICAS", default_value_t = 3)]
+    pub cluster_replicas: usize,
     /// Keep all state in memory only (tests, benchmarks); nothing survives a
     /// restart.
     #[arg(long, env = "ROOMD_IN_MEMORY")]

@@ -25,8 +25,44 @@ const CODE_ALPHABET: [char; 26] = [
 fn random_bytes(size: usize) -> Vec<u8> {
     use rand::Rng;
     let mut bytes = vec![0u8; size];
-    rand::rng().fill(&mut bytes[..]);
+    let seeded = REPLAY.with(|r| match r.borrow_mut().as_mut() {
+        Some(rng) => {
+            rng.fill(&mut bytes[..]);
+            true
+        }
+        None => false,
+    });
+    if !seeded {
+        rand::rng().fill(&mut bytes[..]);
+    }
     bytes
+}
+
+thread_local! {
+    /// Set only while [`replayed`] runs.
+    static REPLAY: std::cell::RefCell<Option<rand::rngs::StdRng>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with every id and secret drawn on this thread coming from a
+/// generator seeded by `seed`. In cluster mode each node applies the same
+/// log entry on its own; seeding by the entry's id makes them all draw the
+/// same participant ids, system message ids and guest tokens, so the
+/// replicas stay identical. `f` must not await (it runs on one thread).
+pub fn replayed<T>(seed: &str, f: impl FnOnce() -> T) -> T {
+    use rand::SeedableRng;
+    use sha2::Digest;
+    let digest: [u8; 32] = sha2::Sha256::digest(seed.as_bytes()).into();
+    REPLAY.with(|r| *r.borrow_mut() = Some(rand::rngs::StdRng::from_seed(digest)));
+    // Cleared even if `f` panics, so no later id on this thread is
+    // predictable.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            REPLAY.with(|r| *r.borrow_mut() = None);
+        }
+    }
+    let _clear = Clear;
+    f()
 }
 
 /// A fresh 17-character Meteor-style id (~98 bits of entropy).

@@ -57,6 +57,7 @@
 
 mod account;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod conn;
 pub mod durability;

@@ -1,6 +1,8 @@
 //! Creating rooms: the steps that happen before a room has an actor
 //! (reserving its name and code, spawning it, registering it).
 
+use crate::cluster::entry::{EntryV1, OpV1};
+use crate::cluster::{Cluster, ClusterError, entry_bytes};
 use crate::durability::{RoomBatch, RoomChange, Snapshot};
 use crate::hub::UserEvent;
 use crate::ids::RoomId;
@@ -8,8 +10,10 @@ use crate::permissions::Principal;
 use crate::registry::{DirectLookup, DirectReservation, dm_key};
 use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::server::ServerState;
+use crate::store::rows::{MemberRowV1, RoomRowV1};
 use crate::time::Millis;
 use crate::wire;
+use bytes::Bytes;
 use serde_json::Value;
 use serde_json::json;
 
@@ -17,13 +21,20 @@ use serde_json::json;
 /// same room (one store commit) before answering `Unavailable`.
 const DIRECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a cluster-mode creation waits for its entry to come back from
+/// the log and start the room on this node.
+const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl ServerState {
     pub(crate) fn deps(&self) -> RoomDeps {
         RoomDeps {
             registry: self.registry.clone(),
             users: self.users.clone(),
             hub: self.hub.clone(),
-            store: self.store.clone(),
+            // In cluster mode the store seam carries only facts: rooms
+            // append commands to their log.
+            store: if self.cluster.is_some() { None } else { self.store.clone() },
+            cluster: self.cluster.clone(),
         }
     }
 
@@ -42,13 +53,12 @@ impl ServerState {
         let code = self.registry.reserve_code(&id);
         let state =
             RoomState::new(id.clone(), name.clone(), t, code.clone(), creator, others, opts, Millis::now());
-        if let Err(e) = self.persist_new_room(&state).await {
+        let doc = state.to_doc();
+        if let Err(e) = self.commit_new_room(state, true).await {
             self.registry.release_name(&name, &id);
             self.registry.release_code(&code);
             return Err(e);
         }
-        let doc = state.to_doc();
-        self.activate(state);
         Ok(doc)
     }
 
@@ -105,14 +115,98 @@ impl ServerState {
         for m in state.members.values_mut() {
             m.roles = crate::room::RoomRoles::NONE;
         }
-        if let Err(e) = self.persist_new_room(&state).await {
-            // Dropping the reservation frees the member set.
-            self.registry.release_code(&state.code);
-            return Err(e);
+        let code = state.code.clone();
+        match self.commit_new_room(state, false).await {
+            Ok(handle) => {
+                reservation.fulfil(&id);
+                Ok(handle)
+            }
+            Err(e) => {
+                // Dropping the reservation frees the member set.
+                self.registry.release_code(&code);
+                Err(e)
+            }
         }
-        let handle = self.activate(state);
-        reservation.fulfil(&id);
-        Ok(handle)
+    }
+
+    /// Makes a new room durable and starts it; `claim_name` also claims its
+    /// name across the cluster (direct messages have no name to claim).
+    async fn commit_new_room(&self, state: RoomState, claim_name: bool) -> Result<RoomHandle, RoomError> {
+        if let Some(cluster) = &self.cluster {
+            return self.create_in_cluster(cluster, state, claim_name).await;
+        }
+        self.persist_new_room(&state).await?;
+        Ok(self.activate(state))
+    }
+
+    /// Cluster mode: claims the name, appends the creation to the room's
+    /// log and waits until this node's applier has started the room (every
+    /// node starts it the same way, from the same entry).
+    async fn create_in_cluster(
+        &self,
+        cluster: &Cluster,
+        state: RoomState,
+        claim_name: bool,
+    ) -> Result<RoomHandle, RoomError> {
+        let id = state.id.clone();
+        if claim_name {
+            let mine = Bytes::from(id.to_string());
+            let claimed = cluster
+                .claim(Cluster::name_subject(&state.name), mine.clone(), |held| held == &mine[..])
+                .await;
+            match claimed {
+                Ok(()) => {}
+                Err(ClusterError::Taken) => return Err(RoomError::DuplicateName(state.name.clone())),
+                Err(e) => {
+                    tracing::error!(room = %id, error = %e, "cannot claim the room name");
+                    return Err(RoomError::Unavailable);
+                }
+            }
+        }
+        let mut members: Vec<MemberRowV1> = state.members.values().map(MemberRowV1::from).collect();
+        members.sort_by(|a, b| a.user.id.cmp(&b.user.id));
+        let entry = EntryV1 {
+            id: crate::ids::secret(22),
+            origin: cluster.origin().to_owned(),
+            now: state.created_at.0,
+            op: OpV1::Create { room: Box::new(RoomRowV1::from(&state)), members },
+        };
+        let started = cluster.await_creation(&entry.id);
+        if let Err(e) = cluster.append(Cluster::room_subject(&id), &entry.id, entry_bytes(&entry)).await {
+            cluster.forget_creation(&entry.id);
+            tracing::error!(room = %id, error = %e, "cannot append the room's creation");
+            return Err(RoomError::Unavailable);
+        }
+        match tokio::time::timeout(CREATE_WAIT, started).await {
+            Ok(Ok(())) => self.registry.get(&id).ok_or(RoomError::Unavailable),
+            _ => {
+                cluster.forget_creation(&entry.id);
+                tracing::error!(room = %id, "room created in the log but not applied in time");
+                Err(RoomError::Unavailable)
+            }
+        }
+    }
+
+    /// Cluster mode: starts a room whose creation came through the log (on
+    /// every node, the creating one included). Replays of an entry already
+    /// applied change nothing.
+    pub(crate) fn apply_create(&self, entry: EntryV1) {
+        let OpV1::Create { room, members } = entry.op else { return };
+        let mut state = RoomState::from(*room);
+        if self.registry.get(&state.id).is_some() {
+            return;
+        }
+        for m in members {
+            state.members.insert(m.user.id.clone(), m.into());
+        }
+        if state.kind == RoomType::Direct {
+            let ids: Vec<&str> = state.members.keys().map(|u| u.as_str()).collect();
+            self.registry.restore_direct(dm_key(&ids), &state.id);
+        } else {
+            self.registry.force_name(&state.name, &state.id);
+        }
+        self.registry.claim_code(&state.code, &state.id);
+        self.activate(state);
     }
 
     /// Writes a new room and its members; returns once durable.

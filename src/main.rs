@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use roomd::auth::{self, Authenticator, Claims, SecretSource};
+use roomd::cluster::Cluster;
 use roomd::config::{Cli, Command, FreeUsernameArgs, LogFormat, SecretArgs, TokenArgs};
 use roomd::durability::Durability;
 use roomd::server::{self, RunConfig, ServerParts, ServerState};
@@ -147,6 +148,24 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                 "sign in to the web app (development secret; link valid 24 h): open http://{}/#token={token}",
                 browsable(local)
             );
+        }
+        if !args.cluster.is_empty() {
+            let cluster = match Cluster::connect(&args.cluster, &args.node_id, args.cluster_replicas).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start in cluster mode");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(node = %args.node_id, servers = %args.cluster.join(","), "cluster mode: rooms live in the NATS stream ROOMLOG");
+            let state = Arc::new(ServerState::clustered(auth, &args.limits, cluster.clone()));
+            state.start_applier();
+            let mut run_cfg = RunConfig::from_limits(&args.limits);
+            run_cfg.max_connections = max_connections;
+            server::run(listener, state.clone(), run_cfg, shutdown_signal()).await;
+            cluster.shutdown().await;
+            tracing::info!("stopped");
+            return ExitCode::SUCCESS;
         }
         let store = if args.in_memory {
             tracing::info!("in-memory mode: nothing will survive a restart");

@@ -124,6 +124,12 @@ impl Registry {
         self.by_name.remove_if(name, |_, v| v == id);
     }
 
+    /// Gives `name` to `id` whatever held it here: in cluster mode the log
+    /// already decided (only one room's claim of a name can land there).
+    pub fn force_name(&self, name: &str, id: &RoomId) {
+        self.by_name.insert(name.to_owned(), id.clone());
+    }
+
     /// A fresh, unused code, reserved for `id`.
     pub fn reserve_code(&self, id: &RoomId) -> RoomCode {
         loop {

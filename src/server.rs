@@ -58,6 +58,9 @@ pub struct ServerState {
     /// Where changes become durable (the SQLite store, or a test's fake);
     /// `None` with `--in-memory`.
     pub(crate) store: Option<Arc<dyn crate::durability::Durability>>,
+    /// Cluster mode's link to the shared log (`--cluster`); `None` on one
+    /// node. Rooms then append commands there instead of store batches.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Knobs every room actor gets (mailbox, history, guest grace).
     pub(crate) room_config: Arc<RoomConfig>,
     /// Knobs every connection gets (queues, byte budgets, heartbeats).
@@ -101,6 +104,7 @@ impl ServerState {
             users: Arc::new(Directory::default()),
             hub: Arc::new(UserHub::default()),
             store,
+            cluster: None,
             room_config: Arc::new(RoomConfig {
                 mailbox: limits.room_mailbox.max(1),
                 history_limit: limits.history_limit,
@@ -130,6 +134,32 @@ impl ServerState {
             state.restore(snapshot);
         }
         state
+    }
+
+    /// Cluster mode: builds the state around the shared log. Rooms and users
+    /// come from the log's replay (see `cluster::spawn_applier`), which the
+    /// caller starts once the state is shared.
+    pub fn clustered(
+        auth: crate::auth::Authenticator,
+        limits: &Limits,
+        cluster: Arc<crate::cluster::Cluster>,
+    ) -> Self {
+        let store: Arc<dyn crate::durability::Durability> = cluster.clone();
+        let mut state = ServerState::new(ServerParts {
+            auth,
+            limits,
+            store: Some((store, crate::durability::Snapshot::default())),
+        });
+        state.cluster = Some(cluster);
+        state
+    }
+
+    /// Cluster mode: starts applying the shared log (a no-op on one node).
+    /// `/readyz` says no until the log's replay has caught up.
+    pub fn start_applier(self: &Arc<Self>) {
+        if let Some(cluster) = &self.cluster {
+            crate::cluster::spawn_applier(cluster.clone(), self.clone());
+        }
     }
 
     /// The Prometheus text `GET /metrics` serves.

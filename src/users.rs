@@ -146,6 +146,31 @@ impl Directory {
         self.by_id.insert(r.id.clone(), Known { r, version: 1, committed: watch::Sender::new(1) });
     }
 
+    /// A user another cluster node signed in (its fact came through the
+    /// log). Keeps this node's commit bookkeeping for the user if it has
+    /// one; only the record changes.
+    pub fn learn_user(&self, mut r: UserRef) {
+        if r.name.is_none() {
+            r.name = Some(r.username.clone());
+        }
+        let name = normalize(&r.username);
+        if self.owners.get(&name).is_none_or(|o| *o == r.id) {
+            self.by_username.insert(name, r.id.clone());
+        }
+        match self.by_id.get_mut(&r.id) {
+            Some(mut known) => known.r = r,
+            None => {
+                self.by_id.insert(r.id.clone(), Known { r, version: 1, committed: watch::Sender::new(1) });
+            }
+        }
+    }
+
+    /// A username claim that won in the cluster's log (only the first
+    /// claim of a name can land there, so it overrides a local guess).
+    pub fn learn_owner(&self, name: String, uid: UserId) {
+        self.owners.insert(name, uid);
+    }
+
     /// Restores a token ended by `logout`.
     pub fn restore_revoked(&self, key: String, exp: u64) {
         self.revoked.insert(key, exp);

@@ -25,6 +25,7 @@ mod room_lookup;
 mod room_participants;
 mod room_roles;
 mod save_room_settings;
+pub(crate) use save_room_settings::parse_setting;
 mod send_message;
 mod subscription_flags;
 mod typing;

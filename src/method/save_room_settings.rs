@@ -27,7 +27,9 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     Ok(Some(json!({"result": true, "rid": rid})))
 }
 
-fn parse_setting(key: &str, v: &Value) -> Result<Setting, RoomError> {
+/// One `saveRoomSettings` pair as a [`Setting`] (also how cluster mode reads
+/// settings back from a room's log).
+pub(crate) fn parse_setting(key: &str, v: &Value) -> Result<Setting, RoomError> {
     let bad = || RoomError::InvalidSettingValue(key.to_owned());
     let string = || v.as_str().map(str::to_owned).ok_or_else(bad);
     let boolean = || loose_bool(v).ok_or_else(bad);

@@ -58,7 +58,7 @@ pub(super) struct RoomActor {
     pub(super) state: RoomState,
     rx: mpsc::Receiver<RoomCommand>,
     /// Weak, so the actor's own timers do not keep it alive.
-    me: mpsc::WeakSender<RoomCommand>,
+    pub(super) me: mpsc::WeakSender<RoomCommand>,
     /// Filled when the actor retires; shared with every live handle.
     summary: Arc<OnceLock<Arc<EndedRoom>>>,
     pub(super) cfg: Arc<RoomConfig>,
@@ -81,8 +81,13 @@ pub(super) struct RoomActor {
     guest_holders: HashMap<UserId, ConnId>,
     /// Numbers grace timers, so a stale timer is recognised and ignored.
     next_epoch: u64,
-    /// `None` runs in memory only.
+    /// `None` runs in memory only (and in cluster mode).
     pub(super) store: Option<Arc<dyn Durability>>,
+    /// Cluster mode: the shared log this room's changes go through.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Cluster mode: callers on this node waiting for their entry to come
+    /// back from the log, by entry id.
+    pub(super) waiters: HashMap<String, super::replicated::Waiter>,
     /// Wrong join codes for this room, from any connection.
     code_throttle: CodeThrottle,
     /// What the command being handled wants to send, once durable. Not to
@@ -107,7 +112,7 @@ pub(super) fn spawn(
     me: mpsc::WeakSender<RoomCommand>,
     summary: Arc<OnceLock<Arc<EndedRoom>>>,
 ) {
-    let RoomDeps { registry, users, hub, store } = deps;
+    let RoomDeps { registry, users, hub, store, cluster } = deps;
     let mut actor = RoomActor {
         state,
         rx,
@@ -126,6 +131,8 @@ pub(super) fn spawn(
         guest_holders: HashMap::new(),
         next_epoch: 0,
         store,
+        cluster,
+        waiters: HashMap::new(),
         code_throttle: CodeThrottle::default(),
         staged: Vec::new(),
         ops: Vec::new(),
@@ -205,6 +212,7 @@ impl RoomActor {
             && self.state.members.is_empty()
             && self.pending.is_empty()
             && self.staged.is_empty()
+            && self.waiters.is_empty()
     }
 
     /// Replaces this room in the registry with its summary, answers whatever
@@ -239,7 +247,7 @@ impl RoomActor {
                 }
                 // While commits lag, stop taking commands: the bounded mailbox
                 // then pushes back on callers instead of `pending` growing.
-                cmd = self.rx.recv(), if self.pending.len() < MAX_PENDING => match cmd {
+                cmd = self.rx.recv(), if self.pending.len() + self.waiters.len() < MAX_PENDING => match cmd {
                     Some(cmd) => {
                         self.handle(cmd);
                         self.finish_command().await;
@@ -390,7 +398,33 @@ impl RoomActor {
     }
 
     fn handle(&mut self, cmd: RoomCommand) {
-        let now = Millis::now();
+        let cmd = match (&self.cluster, cmd) {
+            (_, RoomCommand::Apply(entry)) => return self.apply_entry(*entry),
+            (_, RoomCommand::Unlogged { id, error }) => return self.unlogged(&id, error),
+            (Some(cluster), cmd) => match self.submit(&cluster.clone(), cmd) {
+                Some(cmd) => cmd,
+                None => return,
+            },
+            (None, cmd) => cmd,
+        };
+        self.handle_at(cmd, Millis::now());
+    }
+
+    /// The epoch of `uid`'s running grace timer, if any.
+    pub(super) fn guest_epoch(&self, uid: &UserId) -> Option<u64> {
+        self.guest_epochs.get(uid).copied()
+    }
+
+    /// `uid`'s grace is over here (its removal is on its way).
+    pub(super) fn forget_guest(&mut self, uid: &UserId) {
+        self.guest_epochs.remove(uid);
+        self.guest_holders.remove(uid);
+    }
+
+    /// Handles one command as of `now`: on one node, every command as it
+    /// arrives; in cluster mode, reads as they arrive and changes as the
+    /// log delivers them (`now` is then the entry's clock).
+    pub(super) fn handle_at(&mut self, cmd: RoomCommand, now: Millis) {
         let mut fx = Vec::new();
         match cmd {
             RoomCommand::JoinSelf { who, code, respond_to } => {
@@ -455,10 +489,17 @@ impl RoomActor {
             }
             RoomCommand::Settings { who, settings, respond_to } => {
                 let (registry, rid) = (&self.registry, self.state.id.clone());
+                let clustered = self.cluster.is_some();
                 let r = self.state.save_settings(&who, settings, now, &mut fx, |name| {
                     // A rename must win the name in the registry before
-                    // anything changes.
-                    registry.reserve_name(name, &rid)
+                    // anything changes. In cluster mode it already won the
+                    // name's claim in the log, before the entry was written.
+                    if clustered {
+                        registry.force_name(name, &rid);
+                        Ok(())
+                    } else {
+                        registry.reserve_name(name, &rid)
+                    }
                 });
                 self.publish(fx, now);
                 self.reply(respond_to, r);
@@ -500,6 +541,15 @@ impl RoomActor {
                     }
                 }
             }
+            RoomCommand::GuestGone { uid } => {
+                self.forget_guest(&uid);
+                if self.state.is_member(&uid) {
+                    self.state.remove_member(&uid, now, SystemKind::UserLeft, None, &mut fx);
+                    self.publish(fx, now);
+                }
+            }
+            // Taken care of in `handle`.
+            RoomCommand::Apply(_) | RoomCommand::Unlogged { .. } => {}
             RoomCommand::Send { who, params, respond_to } => {
                 let r = self.send_message(&who, *params, now);
                 self.reply(respond_to, r);

@@ -102,7 +102,15 @@ impl EndedRoom {
                 let r = s.check_send(&who, params.id.as_ref(), |_| Ok(false)).map(|_| Value::Null);
                 let _ = respond_to.send(r.and(Err(RoomError::Inactive)));
             }
-            C::ConnClosed { .. } | C::GuestExpired { .. } | C::Notify { .. } => {}
+            // A log entry that reaches an ended, empty room cannot change
+            // it: every rule refuses an ended room (the live room's replicas
+            // on other nodes decide the same).
+            C::ConnClosed { .. }
+            | C::GuestExpired { .. }
+            | C::GuestGone { .. }
+            | C::Apply(_)
+            | C::Unlogged { .. }
+            | C::Notify { .. } => {}
         }
     }
 }

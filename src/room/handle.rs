@@ -155,6 +155,15 @@ pub enum RoomCommand {
     Participants { uid: UserId, respond_to: Reply<Value> },
     /// `stream-notify-room` typing/user-activity, re-emitted to others.
     Notify { from: ConnId, uid: UserId, topic: Topic, event: String, args: Value },
+    /// Cluster mode: a guest's grace ran out on the node that held it;
+    /// applied from the log on every node.
+    GuestGone { uid: UserId },
+    /// Cluster mode: an entry of this room's log, to apply (every node
+    /// applies every entry, in log order).
+    Apply(Box<crate::cluster::entry::EntryV1>),
+    /// Cluster mode: this node's entry `id` could not be appended; its
+    /// caller gets `error`.
+    Unlogged { id: String, error: RoomError },
 }
 
 /// Cheap, cloneable way to talk to a room.
@@ -188,8 +197,12 @@ pub struct RoomDeps {
     pub registry: Arc<Registry>,
     pub users: Arc<Directory>,
     pub hub: Arc<UserHub>,
-    /// Where changes become durable; `None` runs in memory only.
+    /// Where changes become durable; `None` runs in memory only (or in
+    /// cluster mode, where the room's log is `cluster`).
     pub store: Option<Arc<dyn Durability>>,
+    /// Cluster mode: changes are appended to the room's log and applied
+    /// when they come back from it.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl RoomHandle {

@@ -10,6 +10,7 @@ mod handle;
 mod listener;
 pub mod model;
 mod publish;
+mod replicated;
 pub mod state;
 mod throttle;
 

@@ -21,6 +21,7 @@
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 //! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
 
+mod cluster_basics;
 mod support;
 
 mod access;

@@ -1,0 +1,114 @@
+//! The applier: one task per node that reads the whole stream in order and
+//! applies each entry to this node's replicas — rooms get their commands
+//! through their mailboxes, the user directory its facts. At start it
+//! replays the stream from the beginning (that is the restore), and
+//! `/readyz` says yes once it has caught up with what the stream held then.
+
+use super::entry::{EntryV1, FactV1, OpV1};
+use super::{Cluster, STREAM};
+use crate::ids::RoomId;
+use crate::room::RoomCommand;
+use crate::server::ServerState;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts the applier. The server is not ready until it has caught up.
+pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
+    state.set_ready(false);
+    tokio::spawn(async move {
+        let mut applied = 0u64;
+        let mut caught_up = false;
+        loop {
+            if let Err(e) = run(&cluster, &state, &mut applied, &mut caught_up).await {
+                tracing::error!(error = %e, applied, "reading the room log failed; retrying");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// Reads from `applied + 1` on until the consumer fails.
+async fn run(
+    cluster: &Cluster,
+    state: &ServerState,
+    applied: &mut u64,
+    caught_up: &mut bool,
+) -> Result<(), String> {
+    let mut stream = cluster.js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+    let target = stream.info().await.map_err(|e| e.to_string())?.state.last_sequence;
+    if target <= *applied && !*caught_up {
+        *caught_up = true;
+        state.set_ready(true);
+        tracing::info!(entries = *applied, "room log replayed; ready");
+    }
+    let deliver_policy = match *applied {
+        0 => DeliverPolicy::All,
+        n => DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
+    };
+    // An ordered consumer: no acks, the server pushes in stream order and
+    // the client recreates it past the last sequence it saw after a gap.
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig { deliver_policy, ..Default::default() })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| e.to_string())?;
+        let seq = m.info().map(|i| i.stream_sequence).map_err(|e| e.to_string())?;
+        if seq <= *applied {
+            continue;
+        }
+        *applied = seq;
+        apply(cluster, state, m.subject.as_str(), &m.payload).await;
+        if !*caught_up && seq >= target {
+            *caught_up = true;
+            state.set_ready(true);
+            tracing::info!(entries = seq, "room log replayed; ready");
+        }
+    }
+    Err("the consumer ended".into())
+}
+
+async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8]) {
+    if let Some(rid) = subject.strip_prefix("roomlog.") {
+        let entry: EntryV1 = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(subject, error = %e, "unreadable room log entry skipped");
+                return;
+            }
+        };
+        if let OpV1::Create { .. } = &entry.op {
+            let id = entry.id.clone();
+            state.apply_create(entry);
+            cluster.created(&id);
+            return;
+        }
+        match state.registry.get(rid) {
+            Some(room) => room.tell(RoomCommand::Apply(Box::new(entry))).await,
+            None => tracing::error!(room = %RoomId::from(rid), "log entry for an unknown room skipped"),
+        }
+    } else if subject.starts_with("roomfacts.") {
+        match serde_json::from_slice::<FactV1>(payload) {
+            Ok(fact) => apply_fact(cluster, state, fact),
+            Err(e) => tracing::error!(subject, error = %e, "unreadable fact skipped"),
+        }
+    }
+    // `roomname.*` claims only guard uniqueness; the rooms carry the names.
+}
+
+fn apply_fact(cluster: &Cluster, state: &ServerState, fact: FactV1) {
+    let users = &state.users;
+    match fact {
+        // This incarnation already applied its own facts when it made them.
+        FactV1::User { origin, .. }
+        | FactV1::UsernameOwner { origin, .. }
+        | FactV1::RevokedToken { origin, .. }
+            if origin == cluster.origin() => {}
+        FactV1::User { user, .. } => users.learn_user(user.into()),
+        FactV1::UsernameOwner { name, uid, .. } => users.learn_owner(name, uid),
+        FactV1::RevokedToken { key, exp, .. } => users.restore_revoked(key, exp),
+    }
+}

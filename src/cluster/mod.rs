@@ -1,0 +1,353 @@
+//! Cluster mode: many roomd nodes share their rooms through one NATS
+//! JetStream stream (`--cluster`). See docs/cluster.md for the design and
+//! how to run it.
+//!
+//! In one sentence: every room is a replicated state machine whose log is
+//! the subject `roomlog.<rid>` of the stream `ROOMLOG`. A node that gets a
+//! call which changes a room appends the command to the log; every node
+//! (the caller's included) applies the log in order through the same room
+//! rules, and the caller's node answers once it has applied the entry.
+//! JetStream orders the entries (one Raft group, replicated and fsynced
+//! before they are delivered), so capacity, locks and codes are decided
+//! exactly once, in one order, whichever node a client talks to; no node
+//! owns a room, so none has to be taken over when one dies.
+//!
+//! Facts that must be unique across the cluster (room names, usernames) are
+//! claimed first with a create-only append (`Nats-Expected-Last-Subject-
+//! Sequence: 0`) on a subject of their own.
+
+mod apply;
+pub mod entry;
+
+pub(crate) use apply::spawn_applier;
+
+use crate::durability::{BoxFuture, Committed, Durability, DurabilityError, Fact, RoomBatch, Snapshot};
+use crate::ids::{MessageId, RoomId};
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage as Publish, stream};
+use bytes::Bytes;
+use dashmap::DashMap;
+use entry::FactV1;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The stream every node reads and writes.
+pub const STREAM: &str = "ROOMLOG";
+/// Oldest NATS server roomd accepts: 2.10.20–2.10.22 could lose whole
+/// streams when a server process crashed.
+const MIN_VERSION: (u64, u64, u64) = (2, 10, 23);
+/// How long an append is retried (same idempotency key, so a retry never
+/// applies twice) while the stream elects a leader or regains its quorum.
+const APPEND_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Why the cluster cannot start or a write did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot connect to NATS ({0}): {1}")]
+    Connect(String, String),
+    #[error("NATS server {0} is too old: roomd needs 2.10.23 or later")]
+    OldServer(String),
+    #[error("JetStream is not available on the NATS servers: {0}")]
+    NoJetStream(String),
+    #[error("stream {STREAM} is not usable: {0}")]
+    Stream(String),
+    #[error("the room log is unavailable: {0}")]
+    Unavailable(String),
+    /// A create-only claim lost: another value holds the subject.
+    #[error("already claimed")]
+    Taken,
+}
+
+/// This node's link to the cluster: appends, claims, and the callers
+/// waiting for their entry to be applied.
+pub struct Cluster {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    /// `<node-id>/<boot>`: tells this incarnation's entries from others'.
+    origin: String,
+    /// Room creations waiting for the applier to start their room.
+    creations: DashMap<String, oneshot::Sender<()>>,
+    appended: AtomicU64,
+    append_retries: AtomicU64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects, checks the servers, and creates or checks the stream.
+    pub async fn connect(urls: &[String], node: &str, replicas: usize) -> Result<Arc<Cluster>, ClusterError> {
+        let joined = urls.join(",");
+        if node.is_empty() || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ClusterError::Connect(joined, format!("bad --node-id {node:?}")));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("roomd {node}"))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(urls.iter().map(String::as_str).collect::<Vec<_>>().as_slice())
+            .await
+            .map_err(|e| ClusterError::Connect(joined.clone(), e.to_string()))?;
+        let version = client.server_info().version;
+        if parse_version(&version) < MIN_VERSION {
+            return Err(ClusterError::OldServer(version));
+        }
+        let js = jetstream::new(client);
+        js.query_account().await.map_err(|e| ClusterError::NoJetStream(e.to_string()))?;
+        let wanted = stream::Config {
+            name: STREAM.to_owned(),
+            subjects: vec!["roomlog.>".into(), "roomname.>".into(), "roomfacts.>".into()],
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..Default::default()
+        };
+        let mut stream =
+            js.get_or_create_stream(wanted.clone()).await.map_err(|e| ClusterError::Stream(e.to_string()))?;
+        let info = stream.info().await.map_err(|e| ClusterError::Stream(e.to_string()))?;
+        let have = &info.config;
+        if have.storage != stream::StorageType::File || have.num_replicas != wanted.num_replicas {
+            return Err(ClusterError::Stream(format!(
+                "it has {:?} storage and {} replicas; roomd needs file storage and {} (--cluster-replicas)",
+                have.storage, have.num_replicas, wanted.num_replicas
+            )));
+        }
+        if have.max_age != Duration::ZERO || have.max_messages_per_subject > 0 {
+            return Err(ClusterError::Stream("it expires entries; the room logs must be kept".into()));
+        }
+        let origin = format!("{node}/{}", crate::ids::secret(8));
+        Ok(Arc::new(Cluster {
+            js,
+            stream,
+            origin,
+            creations: DashMap::new(),
+            appended: AtomicU64::new(0),
+            append_retries: AtomicU64::new(0),
+        }))
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The subject of a room's log.
+    pub(crate) fn room_subject(rid: &RoomId) -> String {
+        format!("roomlog.{rid}")
+    }
+
+    /// The claim subject of a room name (hex: names hold any character).
+    pub(crate) fn name_subject(name: &str) -> String {
+        format!("roomname.{}", hex(name.as_bytes()))
+    }
+
+    /// Appends `payload` to `subject` once (`id` is its idempotency key) and
+    /// returns its stream sequence. Retries while the stream has no leader
+    /// or quorum, up to a deadline.
+    pub(crate) async fn append(
+        &self,
+        subject: String,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<u64, ClusterError> {
+        let publish = || Publish::build().payload(payload.clone()).message_id(id);
+        let r = self.publish_retrying(&subject, publish).await;
+        if r.is_ok() {
+            self.appended.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Makes `payload` the first and only entry of `subject`. If the subject
+    /// is already held, succeeds only when `same` accepts what holds it (a
+    /// repeated claim by the same owner).
+    pub(crate) async fn claim(
+        &self,
+        subject: String,
+        payload: Bytes,
+        same: impl Fn(&[u8]) -> bool,
+    ) -> Result<(), ClusterError> {
+        let key = format!("claim:{subject}:{}", hex(&payload[..payload.len().min(64)]));
+        let publish =
+            || Publish::build().payload(payload.clone()).message_id(&key).expected_last_subject_sequence(0);
+        match self.publish_retrying(&subject, publish).await {
+            Ok(_) => Ok(()),
+            Err(ClusterError::Taken) => {
+                let held = self
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+                if same(&held.payload) { Ok(()) } else { Err(ClusterError::Taken) }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn publish_retrying(
+        &self,
+        subject: &str,
+        publish: impl Fn() -> Publish,
+    ) -> Result<u64, ClusterError> {
+        let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let err = match self.js.send_publish(subject.to_owned(), publish()).await {
+                Ok(ack) => match ack.await {
+                    Ok(ack) => return Ok(ack.sequence),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            match err.kind() {
+                PublishErrorKind::WrongLastSequence => return Err(ClusterError::Taken),
+                PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(ClusterError::Unavailable(err.to_string()));
+                }
+                _ if tokio::time::Instant::now() + pause > deadline => {
+                    return Err(ClusterError::Unavailable(err.to_string()));
+                }
+                _ => {
+                    tracing::debug!(subject, error = %err, "append not acknowledged; retrying");
+                    self.append_retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Registers a creation waiting for the applier; see [`Cluster::created`].
+    pub(crate) fn await_creation(&self, entry_id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.creations.insert(entry_id.to_owned(), tx);
+        rx
+    }
+
+    /// The applier started the room of creation `entry_id`.
+    pub(crate) fn created(&self, entry_id: &str) {
+        if let Some((_, tx)) = self.creations.remove(entry_id) {
+            let _ = tx.send(());
+        }
+    }
+
+    pub(crate) fn forget_creation(&self, entry_id: &str) {
+        self.creations.remove(entry_id);
+    }
+
+    /// Entries appended and append retries so far (for `/metrics`).
+    pub fn counters(&self) -> (u64, u64) {
+        (self.appended.load(Ordering::Relaxed), self.append_retries.load(Ordering::Relaxed))
+    }
+
+    async fn record_fact(&self, fact: Fact) -> Result<(), ClusterError> {
+        let origin = self.origin.clone();
+        let (subject, stored) = match fact {
+            Fact::User(user) => (
+                format!("roomfacts.user.{}", hex(user.id.as_str().as_bytes())),
+                FactV1::User { origin, user },
+            ),
+            Fact::UsernameOwner { name, uid } => {
+                let subject = format!("roomfacts.username.{}", hex(name.as_bytes()));
+                let payload = to_bytes(&FactV1::UsernameOwner { origin, name, uid: uid.clone() });
+                // First claim wins across the cluster, as on one node.
+                return self
+                    .claim(subject, payload, |held| match serde_json::from_slice::<FactV1>(held) {
+                        Ok(FactV1::UsernameOwner { uid: owner, .. }) => owner == uid,
+                        _ => false,
+                    })
+                    .await;
+            }
+            Fact::RevokedToken { key, exp } => (
+                format!("roomfacts.revoked.{}", hex(key.as_bytes())),
+                FactV1::RevokedToken { origin, key, exp },
+            ),
+        };
+        self.append(subject, &crate::ids::secret(22), to_bytes(&stored)).await.map(|_| ())
+    }
+}
+
+/// Facts (users, username owners, logged-out tokens) go through the same
+/// seam as on one node; rooms do not (they append commands, see the module
+/// docs), and nothing is read back at start: the applier replays the log.
+impl Durability for Cluster {
+    fn append(&self, batch: RoomBatch) -> BoxFuture<'_, Committed> {
+        tracing::error!(room = %batch.rid, "a room batch reached the cluster seam; rooms append commands");
+        Box::pin(std::future::ready(Committed::ready(Err(DurabilityError::Closed))))
+    }
+
+    fn record(&self, facts: Vec<Fact>) -> BoxFuture<'_, Result<(), DurabilityError>> {
+        Box::pin(async move {
+            for fact in facts {
+                self.record_fact(fact).await.map_err(|e| match e {
+                    ClusterError::Taken => DurabilityError::Fenced,
+                    e => DurabilityError::Retryable(e.to_string()),
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn message_exists(&self, _rid: &RoomId, _id: &MessageId) -> Result<bool, DurabilityError> {
+        // Replicas hold the history window in memory; older duplicates are
+        // not detected in cluster mode (docs/cluster.md, "Limits").
+        Ok(false)
+    }
+
+    fn restore(&self) -> BoxFuture<'_, Result<Snapshot, DurabilityError>> {
+        Box::pin(std::future::ready(Ok(Snapshot::default())))
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.js.client().flush().await;
+        })
+    }
+}
+
+fn to_bytes<T: serde::Serialize>(v: &T) -> Bytes {
+    // Our own stored types always serialise.
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+pub(crate) fn entry_bytes(e: &entry::EntryV1) -> Bytes {
+    to_bytes(e)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// `2.10.23` (or `2.11.0-RC.1`) as a comparable triple; junk is `(0,0,0)`.
+fn parse_version(v: &str) -> (u64, u64, u64) {
+    let mut parts = v.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(parse_version("2.10.23") >= MIN_VERSION);
+        assert!(parse_version("v2.15.1") >= MIN_VERSION);
+        assert!(parse_version("2.10.9") < MIN_VERSION);
+        assert!(parse_version("2.9.10") < MIN_VERSION);
+        assert!(parse_version("2.11.0-RC.1") >= MIN_VERSION);
+        assert!(parse_version("junk") < MIN_VERSION);
+    }
+
+    #[test]
+    fn names_become_safe_subject_tokens() {
+        assert_eq!(Cluster::name_subject("a.b *>"), "roomname.612e62202a3e");
+    }
+}

@@ -1,0 +1,324 @@
+//! Cluster mode in the room actor: a command that changes the room is not
+//! applied where it arrives. It is written to the room's log as an entry
+//! (`cluster::entry`), and the caller waits. Every node's actor applies
+//! every entry when the log delivers it, through the same `handle` as a
+//! single node, with the entry's clock and an id generator seeded by the
+//! entry: all replicas decide the same. The node holding the caller
+//! answers it from its own application of the entry.
+
+use super::RoomError;
+use super::actor::RoomActor;
+use super::handle::{Reply, RoomCommand, SendParams};
+use super::listener::RoomListener;
+use super::state::{Flag, Joined, RoleKind, Setting};
+use crate::cluster::entry::{EntryV1, OpV1, WhoV1, user_row};
+use crate::cluster::{Cluster, ClusterError, entry_bytes};
+use crate::ids::{ConnId, MessageId};
+use crate::time::Millis;
+use bytes::Bytes;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A caller waiting for its entry to come back from the log.
+pub(super) enum Waiter {
+    Joined(Reply<Joined>),
+    /// `join-room`: the joining connection's details stay here; they mean
+    /// nothing on other nodes.
+    ByCode {
+        conn: ConnId,
+        listener: Option<Arc<dyn RoomListener>>,
+        respond_to: Reply<Value>,
+    },
+    Value(Reply<Value>),
+    Unit(Reply<()>),
+    Bool(Reply<bool>),
+}
+
+impl Waiter {
+    fn fail(self, e: RoomError) {
+        match self {
+            Waiter::Joined(tx) => drop(tx.send(Err(e))),
+            Waiter::ByCode { respond_to, .. } => drop(respond_to.send(Err(e))),
+            Waiter::Value(tx) => drop(tx.send(Err(e))),
+            Waiter::Unit(tx) => drop(tx.send(Err(e))),
+            Waiter::Bool(tx) => drop(tx.send(Err(e))),
+        }
+    }
+}
+
+/// A reply channel nobody listens to: other nodes' entries have no caller
+/// here.
+fn nobody<T>() -> Reply<T> {
+    tokio::sync::oneshot::channel().0
+}
+
+impl RoomActor {
+    /// Cluster mode: turns a command that changes the room into a log entry
+    /// (appended by a task; the caller waits in `waiters`). Commands that
+    /// only read, or concern this node's connections, come back to be
+    /// handled here at once.
+    pub(super) fn submit(&mut self, cluster: &Arc<Cluster>, cmd: RoomCommand) -> Option<RoomCommand> {
+        let mut claim = None;
+        let (op, waiter) = match cmd {
+            RoomCommand::JoinSelf { who, code, respond_to } => {
+                (OpV1::JoinSelf { who: WhoV1::from(&*who), code }, Some(Waiter::Joined(respond_to)))
+            }
+            RoomCommand::JoinByCode { who, conn, listener, respond_to } => (
+                OpV1::JoinByCode { who: WhoV1::from(&*who) },
+                Some(Waiter::ByCode { conn, listener, respond_to }),
+            ),
+            RoomCommand::Leave { uid, respond_to } => (OpV1::Leave { uid }, Some(Waiter::Unit(respond_to))),
+            RoomCommand::End { who, respond_to } => {
+                (OpV1::End { who: WhoV1::from(&*who) }, Some(Waiter::Unit(respond_to)))
+            }
+            RoomCommand::Settings { who, settings, respond_to } => {
+                for s in &settings {
+                    if let Setting::RoomName(name) = s
+                        && *name != self.state.name
+                    {
+                        claim = Some(name.clone());
+                    }
+                }
+                let settings = settings.iter().map(setting_pair).collect();
+                (OpV1::Settings { who: WhoV1::from(&*who), settings }, Some(Waiter::Unit(respond_to)))
+            }
+            RoomCommand::GuestExpired { uid, epoch } => {
+                // Only the node holding the guest's connection times it out;
+                // the removal itself goes through the log like any leave.
+                if self.guest_epoch(&uid) != Some(epoch) || !self.state.is_member(&uid) {
+                    return None;
+                }
+                self.forget_guest(&uid);
+                (OpV1::GuestGone { uid }, None)
+            }
+            RoomCommand::Send { who, params, respond_to } => {
+                let SendParams { id, msg, tmid } = *params;
+                let id = id.unwrap_or_else(MessageId::generate).to_string();
+                (OpV1::Send { who: WhoV1::from(&*who), id, msg, tmid }, Some(Waiter::Value(respond_to)))
+            }
+            RoomCommand::AddMember { who, target, respond_to } => (
+                OpV1::AddMember { who: WhoV1::from(&*who), target: user_row(&target) },
+                Some(Waiter::Bool(respond_to)),
+            ),
+            RoomCommand::RemoveMember { who, target, respond_to } => {
+                (OpV1::RemoveMember { who: WhoV1::from(&*who), target }, Some(Waiter::Unit(respond_to)))
+            }
+            RoomCommand::SetRole { who, target, role, add, respond_to } => (
+                OpV1::SetRole { who: WhoV1::from(&*who), target, role: role.name().to_owned(), add },
+                Some(Waiter::Unit(respond_to)),
+            ),
+            RoomCommand::SetMuted { who, target, muted, respond_to } => {
+                (OpV1::SetMuted { who: WhoV1::from(&*who), target, muted }, Some(Waiter::Unit(respond_to)))
+            }
+            RoomCommand::SetArchived { who, archived, respond_to } => {
+                (OpV1::SetArchived { who: WhoV1::from(&*who), archived }, Some(Waiter::Unit(respond_to)))
+            }
+            RoomCommand::SetFlag { uid, flag, respond_to } => {
+                let (flag, on) = match flag {
+                    Flag::Favorite(on) => ("favorite", on),
+                    Flag::Open(on) => ("open", on),
+                };
+                (OpV1::SetFlag { uid, flag: flag.to_owned(), on }, Some(Waiter::Unit(respond_to)))
+            }
+            other => return Some(other),
+        };
+        let entry = EntryV1 {
+            id: crate::ids::secret(22),
+            origin: cluster.origin().to_owned(),
+            now: Millis::now().0,
+            op,
+        };
+        if let Some(w) = waiter {
+            self.waiters.insert(entry.id.clone(), w);
+        }
+        let (cluster, me, rid) = (cluster.clone(), self.me.clone(), self.state.id.clone());
+        tokio::spawn(async move {
+            let id = entry.id.clone();
+            let r = append(&cluster, &rid, &entry, claim).await;
+            if let Err(error) = r
+                && let Some(tx) = me.upgrade()
+            {
+                let _ = tx.send(RoomCommand::Unlogged { id, error }).await;
+            }
+        });
+        None
+    }
+
+    /// Applies one entry of this room's log; answers its caller if the
+    /// caller is connected here.
+    pub(super) fn apply_entry(&mut self, entry: EntryV1) {
+        let waiter = self.waiters.remove(&entry.id);
+        let now = entry.now();
+        let Some(cmd) = command(entry.op, waiter) else { return };
+        crate::ids::replayed(&entry.id, || self.handle_at(cmd, now));
+    }
+
+    /// This node's entry `id` did not reach the log: its caller hears why.
+    pub(super) fn unlogged(&mut self, id: &str, error: RoomError) {
+        if let Some(w) = self.waiters.remove(id) {
+            w.fail(error);
+        }
+    }
+}
+
+async fn append(
+    cluster: &Cluster,
+    rid: &crate::ids::RoomId,
+    entry: &EntryV1,
+    claim: Option<String>,
+) -> Result<(), RoomError> {
+    if let Some(name) = claim {
+        let mine = Bytes::from(rid.to_string());
+        match cluster.claim(Cluster::name_subject(&name), mine.clone(), |held| held == &mine[..]).await {
+            Ok(()) => {}
+            Err(ClusterError::Taken) => return Err(RoomError::DuplicateName(name)),
+            Err(e) => {
+                tracing::error!(room = %rid, error = %e, "cannot claim the new room name");
+                return Err(RoomError::Unavailable);
+            }
+        }
+    }
+    cluster.append(Cluster::room_subject(rid), &entry.id, entry_bytes(entry)).await.map(|_| ()).map_err(|e| {
+        tracing::error!(room = %rid, error = %e, "cannot append to the room log");
+        RoomError::Unavailable
+    })
+}
+
+/// The command an entry stands for, answering `waiter` if this node holds
+/// the caller (a waiter of another kind cannot happen: entry ids are
+/// unique).
+fn command(op: OpV1, waiter: Option<Waiter>) -> Option<RoomCommand> {
+    use RoomCommand as C;
+    let unit = |w: Option<Waiter>| match w {
+        Some(Waiter::Unit(tx)) => tx,
+        _ => nobody(),
+    };
+    Some(match op {
+        OpV1::Create { .. } => return None,
+        OpV1::JoinSelf { who, code } => C::JoinSelf {
+            who: Box::new(who.into()),
+            code,
+            respond_to: match waiter {
+                Some(Waiter::Joined(tx)) => tx,
+                _ => nobody(),
+            },
+        },
+        OpV1::JoinByCode { who } => {
+            let (conn, listener, respond_to) = match waiter {
+                Some(Waiter::ByCode { conn, listener, respond_to }) => (conn, listener, respond_to),
+                // Another node's guest: no connection of it here holds the
+                // seat (id 0 is never a connection's).
+                _ => (ConnId(0), None, nobody()),
+            };
+            C::JoinByCode { who: Box::new(who.into()), conn, listener, respond_to }
+        }
+        OpV1::Leave { uid } => C::Leave { uid, respond_to: unit(waiter) },
+        OpV1::End { who } => C::End { who: Box::new(who.into()), respond_to: unit(waiter) },
+        OpV1::Settings { who, settings } => {
+            let parsed: Result<Vec<Setting>, RoomError> =
+                settings.iter().map(|(k, v)| crate::method::parse_setting(k, v)).collect();
+            match parsed {
+                Ok(settings) => C::Settings { who: Box::new(who.into()), settings, respond_to: unit(waiter) },
+                Err(e) => {
+                    // Checked before it was logged; only a newer writer's
+                    // setting this version does not know lands here.
+                    tracing::error!(error = %e, "unknown setting in the room log; entry skipped");
+                    if let Some(w) = waiter {
+                        w.fail(e);
+                    }
+                    return None;
+                }
+            }
+        }
+        OpV1::GuestGone { uid } => C::GuestGone { uid },
+        OpV1::Send { who, id, msg, tmid } => C::Send {
+            who: Box::new(who.into()),
+            params: Box::new(SendParams { id: Some(MessageId::from(id.as_str())), msg, tmid }),
+            respond_to: match waiter {
+                Some(Waiter::Value(tx)) => tx,
+                _ => nobody(),
+            },
+        },
+        OpV1::AddMember { who, target } => C::AddMember {
+            who: Box::new(who.into()),
+            target: target.into(),
+            respond_to: match waiter {
+                Some(Waiter::Bool(tx)) => tx,
+                _ => nobody(),
+            },
+        },
+        OpV1::RemoveMember { who, target } => {
+            C::RemoveMember { who: Box::new(who.into()), target, respond_to: unit(waiter) }
+        }
+        OpV1::SetRole { who, target, role, add } => {
+            let role = match role.as_str() {
+                "owner" => RoleKind::Owner,
+                "moderator" => RoleKind::Moderator,
+                _ => RoleKind::Leader,
+            };
+            C::SetRole { who: Box::new(who.into()), target, role, add, respond_to: unit(waiter) }
+        }
+        OpV1::SetMuted { who, target, muted } => {
+            C::SetMuted { who: Box::new(who.into()), target, muted, respond_to: unit(waiter) }
+        }
+        OpV1::SetArchived { who, archived } => {
+            C::SetArchived { who: Box::new(who.into()), archived, respond_to: unit(waiter) }
+        }
+        OpV1::SetFlag { uid, flag, on } => {
+            let flag = if flag == "open" { Flag::Open(on) } else { Flag::Favorite(on) };
+            C::SetFlag { uid, flag, respond_to: unit(waiter) }
+        }
+    })
+}
+
+/// A setting as the `saveRoomSettings` pair it was parsed from.
+fn setting_pair(s: &Setting) -> (String, Value) {
+    let (k, v): (&str, Value) = match s {
+        Setting::RoomName(v) => ("roomName", v.as_str().into()),
+        Setting::RoomTopic(v) => ("roomTopic", v.as_str().into()),
+        Setting::RoomDescription(v) => ("roomDescription", v.as_str().into()),
+        Setting::RoomAnnouncement(v) => ("roomAnnouncement", v.as_str().into()),
+        Setting::ReadOnly(v) => ("readOnly", (*v).into()),
+        Setting::JoinCode(v) => ("joinCode", v.as_str().into()),
+        Setting::Locked(v) => ("locked", (*v).into()),
+        Setting::MaxParticipants(v) => ("maxParticipants", v.map_or(Value::Null, Value::from)),
+        Setting::GuestAccess(v) => ("guestAccess", (*v).into()),
+        Setting::RoomType(t) => ("roomType", if *t == super::RoomType::Private { "p" } else { "c" }.into()),
+        Setting::SystemMessages(v) => ("systemMessages", (*v).into()),
+        Setting::Default(v) => ("default", (*v).into()),
+        Setting::Favorite(v) => ("favorite", (*v).into()),
+    };
+    (k.to_owned(), v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every setting survives the trip through the log unchanged.
+    #[test]
+    fn settings_round_trip_through_their_pairs() {
+        let all = [
+            Setting::RoomName("n".into()),
+            Setting::RoomTopic("t".into()),
+            Setting::RoomDescription("d".into()),
+            Setting::RoomAnnouncement("a".into()),
+            Setting::ReadOnly(true),
+            Setting::JoinCode("c".into()),
+            Setting::Locked(true),
+            Setting::MaxParticipants(Some(7)),
+            Setting::MaxParticipants(None),
+            Setting::GuestAccess(false),
+            Setting::RoomType(super::super::RoomType::Private),
+            Setting::RoomType(super::super::RoomType::Channel),
+            Setting::SystemMessages(false),
+            Setting::Default(true),
+            Setting::Favorite(true),
+        ];
+        for s in all {
+            let (k, v) = setting_pair(&s);
+            let back = crate::method::parse_setting(&k, &v).expect("parses");
+            assert_eq!(format!("{back:?}"), format!("{s:?}"));
+        }
+    }
+}
