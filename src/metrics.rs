@@ -278,6 +278,9 @@ impl Metrics {
         self.rooms.set(rooms as f64);
         let mut out = self.handle.render();
         out.push_str(&STORE.handle.render());
+        if let Some(cluster) = CLUSTER.get() {
+            out.push_str(&cluster.handle.render());
+        }
         out
     }
 }
@@ -334,6 +337,83 @@ pub(crate) fn record_commit(batch: usize, secs: f64) {
     STORE.commits.increment(1);
     STORE.batch_size.record(batch as f64);
     STORE.commit_seconds.record(secs);
+}
+
+/// Cluster mode's metrics; created by the first cluster event, so a single
+/// node's `/metrics` carries none of them.
+struct ClusterMetrics {
+    handle: PrometheusHandle,
+    append_seconds: Histogram,
+    appended: Counter,
+    append_retries: Counter,
+    append_failures: Counter,
+    applied: Counter,
+    applied_sequence: Gauge,
+}
+
+static CLUSTER: OnceLock<ClusterMetrics> = OnceLock::new();
+
+fn cluster() -> &'static ClusterMetrics {
+    CLUSTER.get_or_init(|| {
+        let r = recorder_with_buckets();
+        let describe = |name: &'static str, help: &'static str| {
+            r.describe_counter(name.into(), None, help.into());
+        };
+        r.describe_histogram(
+            "roomd_cluster_append_seconds".into(),
+            Some(Unit::Seconds),
+            "Time from sending an entry to the room log to its acknowledgement (replicated and fsynced)."
+                .into(),
+        );
+        describe("roomd_cluster_appended_total", "Entries this node appended to the log.");
+        describe(
+            "roomd_cluster_append_retries_total",
+            "Appends retried (no leader or quorum yet; same idempotency key).",
+        );
+        describe(
+            "roomd_cluster_append_failures_total",
+            "Appends given up after the retry deadline (their callers got an error).",
+        );
+        describe("roomd_cluster_applied_total", "Log entries this node applied (its own and other nodes').");
+        r.describe_gauge(
+            "roomd_cluster_applied_sequence".into(),
+            None,
+            "Stream sequence of the last entry this node applied.".into(),
+        );
+        let key = Key::from_static_name;
+        ClusterMetrics {
+            append_seconds: r.register_histogram(&key("roomd_cluster_append_seconds"), &METADATA),
+            appended: r.register_counter(&key("roomd_cluster_appended_total"), &METADATA),
+            append_retries: r.register_counter(&key("roomd_cluster_append_retries_total"), &METADATA),
+            append_failures: r.register_counter(&key("roomd_cluster_append_failures_total"), &METADATA),
+            applied: r.register_counter(&key("roomd_cluster_applied_total"), &METADATA),
+            applied_sequence: r.register_gauge(&key("roomd_cluster_applied_sequence"), &METADATA),
+            handle: r.handle(),
+        }
+    })
+}
+
+/// One append to the cluster's log ended: acknowledged after `secs`, or
+/// given up.
+pub(crate) fn cluster_append(ok: bool, secs: f64) {
+    let m = cluster();
+    if ok {
+        m.appended.increment(1);
+        m.append_seconds.record(secs);
+    } else {
+        m.append_failures.increment(1);
+    }
+}
+
+pub(crate) fn cluster_append_retry() {
+    cluster().append_retries.increment(1);
+}
+
+/// This node applied the log's entry `seq`.
+pub(crate) fn cluster_applied(seq: u64) {
+    let m = cluster();
+    m.applied.increment(1);
+    m.applied_sequence.set(seq as f64);
 }
 
 #[cfg(test)]

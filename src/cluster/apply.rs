@@ -62,6 +62,7 @@ async fn run(
         }
         *applied = seq;
         apply(cluster, state, m.subject.as_str(), &m.payload).await;
+        crate::metrics::cluster_applied(seq);
         if !*caught_up && seq >= target {
             *caught_up = true;
             state.set_ready(true);

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use entry::FactV1;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -68,8 +67,6 @@ pub struct Cluster {
     origin: String,
     /// Room creations waiting for the applier to start their room.
     creations: DashMap<String, oneshot::Sender<()>>,
-    appended: AtomicU64,
-    append_retries: AtomicU64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -120,14 +117,7 @@ impl Cluster {
             return Err(ClusterError::Stream("it expires entries; the room logs must be kept".into()));
         }
         let origin = format!("{node}/{}", crate::ids::secret(8));
-        Ok(Arc::new(Cluster {
-            js,
-            stream,
-            origin,
-            creations: DashMap::new(),
-            appended: AtomicU64::new(0),
-            append_retries: AtomicU64::new(0),
-        }))
+        Ok(Arc::new(Cluster { js, stream, origin, creations: DashMap::new() }))
     }
 
     pub(crate) fn origin(&self) -> &str {
@@ -153,11 +143,10 @@ impl Cluster {
         id: &str,
         payload: Bytes,
     ) -> Result<u64, ClusterError> {
+        let started = std::time::Instant::now();
         let publish = || Publish::build().payload(payload.clone()).message_id(id);
         let r = self.publish_retrying(&subject, publish).await;
-        if r.is_ok() {
-            self.appended.fetch_add(1, Ordering::Relaxed);
-        }
+        crate::metrics::cluster_append(r.is_ok(), started.elapsed().as_secs_f64());
         r
     }
 
@@ -212,7 +201,7 @@ impl Cluster {
                 }
                 _ => {
                     tracing::debug!(subject, error = %err, "append not acknowledged; retrying");
-                    self.append_retries.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::cluster_append_retry();
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
@@ -236,11 +225,6 @@ impl Cluster {
 
     pub(crate) fn forget_creation(&self, entry_id: &str) {
         self.creations.remove(entry_id);
-    }
-
-    /// Entries appended and append retries so far (for `/metrics`).
-    pub fn counters(&self) -> (u64, u64) {
-        (self.appended.load(Ordering::Relaxed), self.append_retries.load(Ordering::Relaxed))
     }
 
     async fn record_fact(&self, fact: Fact) -> Result<(), ClusterError> {

@@ -2,6 +2,7 @@
 
 use super::{MethodResult, Params};
 use crate::auth::AuthError;
+use crate::durability::DurabilityError;
 use crate::error::MethodError;
 use crate::room::RoomError;
 use crate::session::Session;
@@ -34,9 +35,13 @@ pub(super) async fn login(s: &mut Session, p: Params) -> MethodResult {
     // user waits for the first one's commit.
     match (admission, &store) {
         (Admission::Store { ops, version }, Some(store)) => {
-            store.record(ops).await.map_err(|e| {
-                tracing::error!(error = %e, "cannot store user");
-                MethodError::Room(RoomError::Storage)
+            store.record(ops).await.map_err(|e| match e {
+                // Cluster mode: another node's login claimed the name first.
+                DurabilityError::Fenced => MethodError::from(AuthError::UsernameTaken),
+                e => {
+                    tracing::error!(error = %e, "cannot store user");
+                    MethodError::Room(RoomError::Storage)
+                }
             })?;
             users.committed(&user.id, version);
         }

@@ -146,7 +146,7 @@ pub(super) fn spawn(
 }
 
 /// Commands parked behind commits before the actor stops reading its mailbox.
-const MAX_PENDING: usize = 1024;
+pub(super) const MAX_PENDING: usize = 1024;
 
 /// Sends a command's reply; told whether its commit failed.
 type ReplyFn = Box<dyn FnOnce(Option<&DurabilityError>) + Send>;
@@ -247,7 +247,10 @@ impl RoomActor {
                 }
                 // While commits lag, stop taking commands: the bounded mailbox
                 // then pushes back on callers instead of `pending` growing.
-                cmd = self.rx.recv(), if self.pending.len() + self.waiters.len() < MAX_PENDING => match cmd {
+                // (Cluster mode has no commits here: its waiters are bounded
+                // in `submit`, and the mailbox must keep flowing, since the
+                // log's entries that answer them arrive through it.)
+                cmd = self.rx.recv(), if self.pending.len() < MAX_PENDING => match cmd {
                     Some(cmd) => {
                         self.handle(cmd);
                         self.finish_command().await;

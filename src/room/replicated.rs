@@ -122,6 +122,14 @@ impl RoomActor {
             }
             other => return Some(other),
         };
+        if self.waiters.len() >= super::actor::MAX_PENDING {
+            // The log is not keeping up with this room's callers here: say
+            // so rather than queue without bound.
+            if let Some(w) = waiter {
+                w.fail(RoomError::Unavailable);
+            }
+            return None;
+        }
         let entry = EntryV1 {
             id: crate::ids::secret(22),
             origin: cluster.origin().to_owned(),
