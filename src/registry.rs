@@ -186,6 +186,11 @@ impl Registry {
         self.by_members.entry(key).or_insert_with(|| DirectSlot::Room(id.clone()));
     }
 
+    /// Every room's handle (a snapshot; for sweeps that visit all rooms).
+    pub fn live_handles(&self) -> Vec<RoomHandle> {
+        self.by_id.iter().map(|h| h.value().clone()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

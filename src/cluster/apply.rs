@@ -17,6 +17,7 @@ use std::time::Duration;
 /// Starts the applier. The server is not ready until it has caught up.
 pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     state.set_ready(false);
+    super::liveness::spawn(cluster.clone(), state.clone());
     tokio::spawn(async move {
         let mut applied = 0u64;
         let mut caught_up = false;

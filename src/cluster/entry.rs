@@ -93,8 +93,14 @@ pub enum OpV1 {
         who: WhoV1,
         settings: Vec<(String, Value)>,
     },
-    /// A guest's reconnect grace ran out on the node holding its connection.
+    /// A guest's reconnect grace ran out on the node holding its connection
+    /// (or that node is gone).
     GuestGone {
+        uid: UserId,
+    },
+    /// A guest resumed its seat through the entry's origin node, which now
+    /// holds it.
+    GuestHeld {
         uid: UserId,
     },
     Send {

@@ -18,6 +18,7 @@
 
 mod apply;
 pub mod entry;
+mod liveness;
 
 pub(crate) use apply::spawn_applier;
 
@@ -67,6 +68,8 @@ pub struct Cluster {
     origin: String,
     /// Room creations waiting for the applier to start their room.
     creations: DashMap<String, oneshot::Sender<()>>,
+    /// The node heartbeat bucket (see `liveness`).
+    nodes: Option<async_nats::jetstream::kv::Store>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -116,8 +119,11 @@ impl Cluster {
         if have.max_age != Duration::ZERO || have.max_messages_per_subject > 0 {
             return Err(ClusterError::Stream("it expires entries; the room logs must be kept".into()));
         }
-        let origin = format!("{node}/{}", crate::ids::secret(8));
-        Ok(Arc::new(Cluster { js, stream, origin, creations: DashMap::new() }))
+        let nodes = Some(liveness::bucket(&js, replicas).await?);
+        // The boot suffix tells this run from the node's earlier ones: their
+        // guests are not this run's.
+        let origin = format!("{node}/{}", crate::ids::secret(8).replace(['-', '_'], "x"));
+        Ok(Arc::new(Cluster { js, stream, origin, creations: DashMap::new(), nodes }))
     }
 
     pub(crate) fn origin(&self) -> &str {

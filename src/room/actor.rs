@@ -79,12 +79,17 @@ pub(super) struct RoomActor {
     guest_epochs: HashMap<UserId, u64>,
     /// The connection currently holding each guest's seat.
     guest_holders: HashMap<UserId, ConnId>,
+    /// Cluster mode: the node (origin) holding each guest's seat, as the log
+    /// says (the node that appended its join or latest resume).
+    pub(super) guest_nodes: HashMap<UserId, String>,
+    /// Cluster mode: guests whose node was first seen gone at this instant.
+    pub(super) orphaned: HashMap<UserId, Instant>,
     /// Numbers grace timers, so a stale timer is recognised and ignored.
     next_epoch: u64,
     /// `None` runs in memory only (and in cluster mode).
     pub(super) store: Option<Arc<dyn Durability>>,
     /// Cluster mode: the shared log this room's changes go through.
-    cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub(super) cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Cluster mode: callers on this node waiting for their entry to come
     /// back from the log, by entry id.
     pub(super) waiters: HashMap<String, super::replicated::Waiter>,
@@ -129,6 +134,8 @@ pub(super) fn spawn(
         unconfirmed: HashSet::new(),
         guest_epochs: HashMap::new(),
         guest_holders: HashMap::new(),
+        guest_nodes: HashMap::new(),
+        orphaned: HashMap::new(),
         next_epoch: 0,
         store,
         cluster,
@@ -477,6 +484,9 @@ impl RoomActor {
                 if let (Some((uid, _)), Some(sink)) = (&r, listener) {
                     self.staged.push(Out::Listen { conn, uid: uid.clone(), sink });
                 }
+                if let Some((uid, _)) = &r {
+                    self.now_held_here(uid);
+                }
                 self.reply(respond_to, Ok(r));
             }
             RoomCommand::Leave { uid, respond_to } => {
@@ -551,6 +561,7 @@ impl RoomActor {
                     self.publish(fx, now);
                 }
             }
+            RoomCommand::ReapGuests { alive } => self.reap_guests(&alive),
             // Taken care of in `handle`.
             RoomCommand::Apply(_) | RoomCommand::Unlogged { .. } => {}
             RoomCommand::Send { who, params, respond_to } => {

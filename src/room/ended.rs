@@ -108,6 +108,7 @@ impl EndedRoom {
             C::ConnClosed { .. }
             | C::GuestExpired { .. }
             | C::GuestGone { .. }
+            | C::ReapGuests { .. }
             | C::Apply(_)
             | C::Unlogged { .. }
             | C::Notify { .. } => {}

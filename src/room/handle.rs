@@ -158,6 +158,9 @@ pub enum RoomCommand {
     /// Cluster mode: a guest's grace ran out on the node that held it;
     /// applied from the log on every node.
     GuestGone { uid: UserId },
+    /// Cluster mode: the nodes alive now (origins); guests held by any
+    /// other node for longer than the guest grace are removed.
+    ReapGuests { alive: Arc<std::collections::HashSet<String>> },
     /// Cluster mode: an entry of this room's log, to apply (every node
     /// applies every entry, in log order).
     Apply(Box<crate::cluster::entry::EntryV1>),

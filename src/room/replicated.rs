@@ -122,13 +122,26 @@ impl RoomActor {
             }
             other => return Some(other),
         };
+        self.append_entry(cluster, op, waiter, claim);
+        None
+    }
+
+    /// Writes `op` to the room's log (after claiming the name `claim`, if
+    /// any); `waiter` hears the outcome when the entry comes back.
+    fn append_entry(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        op: OpV1,
+        waiter: Option<Waiter>,
+        claim: Option<String>,
+    ) {
         if self.waiters.len() >= super::actor::MAX_PENDING {
             // The log is not keeping up with this room's callers here: say
             // so rather than queue without bound.
             if let Some(w) = waiter {
                 w.fail(RoomError::Unavailable);
             }
-            return None;
+            return;
         }
         let entry = EntryV1 {
             id: crate::ids::secret(22),
@@ -149,7 +162,46 @@ impl RoomActor {
                 let _ = tx.send(RoomCommand::Unlogged { id, error }).await;
             }
         });
-        None
+    }
+
+    /// Cluster mode: a guest resumed through this node, which holds its
+    /// seat from now on; the log tells the other replicas.
+    pub(super) fn now_held_here(&mut self, uid: &crate::ids::UserId) {
+        let Some(cluster) = self.cluster.clone() else { return };
+        if self.guest_nodes.get(uid).map(String::as_str) != Some(cluster.origin()) {
+            self.append_entry(&cluster, OpV1::GuestHeld { uid: uid.clone() }, None, None);
+        }
+    }
+
+    /// Cluster mode: removes (through the log) guests whose node has been
+    /// gone for the guest grace. See `cluster::liveness`.
+    pub(super) fn reap_guests(&mut self, alive: &std::collections::HashSet<String>) {
+        let Some(cluster) = self.cluster.clone() else { return };
+        let now = std::time::Instant::now();
+        let grace = self.cfg.guest_grace;
+        let mut gone = Vec::new();
+        for (uid, m) in &self.state.members {
+            if !m.guest {
+                continue;
+            }
+            match self.guest_nodes.get(uid) {
+                Some(node) if !alive.contains(node) => {
+                    let since = *self.orphaned.entry(uid.clone()).or_insert(now);
+                    if now.duration_since(since) >= grace {
+                        gone.push(uid.clone());
+                    }
+                }
+                _ => {
+                    self.orphaned.remove(uid);
+                }
+            }
+        }
+        for uid in gone {
+            // Asked again at the next sweep if this append fails.
+            self.orphaned.remove(&uid);
+            tracing::info!(room = %self.state.id, guest = %uid, "guest's node is gone; seat released");
+            self.append_entry(&cluster, OpV1::GuestGone { uid }, None, None);
+        }
     }
 
     /// Applies one entry of this room's log; answers its caller if the
@@ -157,6 +209,17 @@ impl RoomActor {
     pub(super) fn apply_entry(&mut self, entry: EntryV1) {
         let waiter = self.waiters.remove(&entry.id);
         let now = entry.now();
+        match &entry.op {
+            OpV1::JoinByCode { who } if who.guest => {
+                self.guest_nodes.insert(who.id.clone(), entry.origin.clone());
+            }
+            OpV1::GuestHeld { uid } => {
+                self.guest_nodes.insert(uid.clone(), entry.origin.clone());
+                self.orphaned.remove(uid);
+                return;
+            }
+            _ => {}
+        }
         let Some(cmd) = command(entry.op, waiter) else { return };
         crate::ids::replayed(&entry.id, || self.handle_at(cmd, now));
     }
@@ -202,7 +265,7 @@ fn command(op: OpV1, waiter: Option<Waiter>) -> Option<RoomCommand> {
         _ => nobody(),
     };
     Some(match op {
-        OpV1::Create { .. } => return None,
+        OpV1::Create { .. } | OpV1::GuestHeld { .. } => return None,
         OpV1::JoinSelf { who, code } => C::JoinSelf {
             who: Box::new(who.into()),
             code,

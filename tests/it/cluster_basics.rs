@@ -74,7 +74,7 @@ struct Node {
 fn start_node(nats: &str, node: &str) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
         .args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--cluster", nats, "--node-id", node])
-        .args(["--cluster-replicas", "1"])
+        .args(["--cluster-replicas", "1", "--guest-grace", "1s"])
         .env("ROOMD_JWT_SECRET", SECRET)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -271,4 +271,63 @@ async fn a_restarted_node_replays_the_log() {
     for i in 0..5 {
         assert!(msgs.contains(&format!("m{i}").as_str()), "m{i} missing after restart: {msgs:?}");
     }
+}
+
+/// A guest whose node dies keeps its seat only until the survivors notice
+/// the node is gone (its heartbeat expires) and the guest grace passes;
+/// then its departure is announced on every node. A guest on a live node
+/// is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_of_a_dead_node_are_released_by_the_survivors() {
+    let Some(bin) = nats_or_skip() else { return };
+    let dir = tempdir("cb4");
+    let nats = start_nats(&bin, &dir);
+    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
+    ready(&a).await;
+    ready(&b).await;
+    let mut host = login(&a.url, "host").await;
+    let room =
+        host.call("createChannel", json!([unique("guests"), [], false, {}, {"guestAccess": true}])).await;
+    let rid = room["result"]["rid"].as_str().unwrap_or_else(|| panic!("{room}")).to_owned();
+    let code = host.room(&rid).await["code"].as_str().unwrap().to_owned();
+    host.sub_ok("stream-room-messages", json!([rid, false])).await;
+
+    let mut stays = Client::open(&a.url).await;
+    stays.connect().await;
+    let r = stays.join_code(&code, Some("Stays")).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let mut lost = Client::open(&b.url).await;
+    lost.connect().await;
+    let r = lost.join_code(&code, Some("Lost")).await;
+    assert!(r.get("error").is_none(), "{r}");
+    for _ in 0..2 {
+        assert_eq!(host.room_message(&rid).await["t"], "uj");
+    }
+
+    let Node { mut proc, .. } = b;
+    let _ = proc.0.kill();
+    let _ = proc.0.wait();
+    let killed = Instant::now();
+    // Heartbeat expiry (5 s) + sweep (2 s) + grace (1 s), with room to spare.
+    let guests = |p: &Value| -> Vec<String> {
+        p["result"]["participants"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["guestName"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let mut names = Vec::new();
+    while killed.elapsed() < Duration::from_secs(25) {
+        let p = host.call("getRoomParticipants", json!([rid])).await;
+        names = guests(&p);
+        if names == ["Stays"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("guest of the killed node released after {:?}", killed.elapsed());
+    assert_eq!(names, ["Stays"], "the dead node's guest is still seated");
+    assert!(killed.elapsed() >= Duration::from_secs(3), "released before the node could be known dead");
+    let ul = host.room_message(&rid).await;
+    assert_eq!(ul["t"], "ul", "{ul}");
+    assert_eq!(ul["msg"], "Lost", "{ul}");
 }
