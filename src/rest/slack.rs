@@ -151,7 +151,11 @@ async fn handle(call: Call, ctx: Ctx, rest: Arc<RestState>, req: Request) -> Res
         Err(InputError::TooLarge) => return answer(Err(Failure::plain("invalid_arguments"))),
         Err(InputError::Malformed(_)) => return answer(Err(Failure::plain("invalid_form_data"))),
     };
-    let bearer = input.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+    // Auth schemes are case-insensitive (RFC 9110).
+    let bearer = input.header("authorization").and_then(|h| {
+        let (scheme, token) = h.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
     let token = match (bearer, input.opt_str("token")) {
         (Some(t), _) | (None, Ok(Some(t))) if !t.is_empty() => t.to_owned(),
         _ => return answer(Err(Failure::plain("not_authed"))),

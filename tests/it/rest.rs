@@ -534,6 +534,16 @@ async fn slack_channels_join_names_and_errors() {
         "invalid_auth",
     );
     slack_error(&slack(&s, "/api/channels.join", None, "name=general&token=bad").await, "invalid_auth");
+    let lower = format!("bearer {alice}");
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/channels.join",
+        &[("authorization", &lower)],
+        Some(("application/x-www-form-urlencoded", format!("name={n}"))),
+    )
+    .await;
+    assert_eq!(json_of(&r)["channel"]["creator"], "id-s-names", "{r:?}");
 
     // Archived, private, join code: the room's rules still apply.
     let mut owner = s.user("s-owner").await;
@@ -594,4 +604,57 @@ async fn rest_requests_are_not_connections() {
     let body = crate::http::get(s.addr, "/metrics").await.body;
     assert_eq!(crate::http::sample(&body, "roomd_connections{kind=\"user\"}"), Some(1.0), "{body}");
     assert_eq!(crate::http::sample(&body, "roomd_connections{kind=\"guest\"}"), Some(0.0), "{body}");
+}
+
+#[tokio::test]
+async fn rest_room_rules_refuse_as_on_ddp() {
+    let s = TestServer::start().await;
+    let mut owner = s.user("r-rules-owner").await;
+    let joiner = Rc::new(&s, "r-rules-joiner");
+    let slack_token = s.token("id-r-rules-joiner", "r-rules-joiner", &["user"]);
+    let full = channel(&mut owner, json!({"maxParticipants": 1})).await;
+    let locked = channel(&mut owner, json!({"locked": true})).await;
+    let archived = channel(&mut owner, json!({})).await;
+    owner.ok("archiveRoom", json!([archived["_id"]])).await;
+
+    assert_failure(
+        &joiner.post("channels.join", json!({"roomId": full["_id"]})).await,
+        400,
+        "error-room-full",
+    );
+    assert_failure(
+        &joiner.post("channels.join", json!({"roomId": locked["_id"]})).await,
+        403,
+        "error-room-locked",
+    );
+    assert_failure(
+        &joiner.post("channels.join", json!({"roomId": archived["_id"]})).await,
+        400,
+        "error-room-archived",
+    );
+    for (room, detail) in
+        [(&full, "Room is full [error-room-full]"), (&locked, "Room is locked [error-room-locked]")]
+    {
+        let form = format!("name={}", room["name"].as_str().unwrap());
+        let (r, v) = slack(&s, "/api/channels.join", Some(&slack_token), &form).await;
+        assert_eq!(
+            (r.status, &v["error"], &v["detail"]),
+            (200, &json!("restricted_action"), &json!(detail)),
+            "{v}"
+        );
+    }
+
+    // A read-only channel takes no message from a plain member.
+    let ro = owner.ok("createChannel", json!([unique("ro"), [], true])).await;
+    joiner.ok("channels.join", json!({"roomId": ro["_id"]})).await;
+    let refused = joiner.post("chat.postMessage", json!({"roomId": ro["_id"], "text": "hi"})).await;
+    assert_failure(&refused, 403, "error-action-not-allowed");
+    assert_eq!(refused.1["details"]["action"], "Posting in a read-only room");
+    // The last owner may not leave.
+    let owner_rest = Rc::new(&s, "r-rules-owner");
+    assert_failure(
+        &owner_rest.post("channels.leave", json!({"roomId": ro["_id"]})).await,
+        400,
+        "error-you-are-last-owner",
+    );
 }
