@@ -184,6 +184,40 @@ impl Client {
         Client { ws, pending: VecDeque::new(), next: 1, user_id: None, auto_pong: true }
     }
 
+    /// Like [`Client::open`], but `None` if the server does not answer (for
+    /// servers that may have been killed).
+    pub(crate) async fn try_open(url: &str) -> Option<Self> {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.ok()?.ok()?;
+        Some(Client { ws, pending: VecDeque::new(), next: 1, user_id: None, auto_pong: true })
+    }
+
+    /// Like [`Client::connect`], but `None` if the connection ends or stays
+    /// silent first.
+    pub(crate) async fn try_connect(&mut self) -> Option<()> {
+        let hello = json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]});
+        self.ws.send(Message::Text(hello.to_string().into())).await.ok()?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.read_until(deadline).await {
+                Read::Frame(f) if f["msg"] == "connected" => return Some(()),
+                Read::Frame(f) => self.pending.push_back(f),
+                Read::Closed | Read::Timeout => return None,
+            }
+        }
+    }
+
+    /// The next frame (pending ones first), or `None` if the connection
+    /// ends or `deadline` passes first.
+    pub(crate) async fn next_frame_until(&mut self, deadline: Instant) -> Option<Value> {
+        if let Some(v) = self.pending.pop_front() {
+            return Some(v);
+        }
+        match self.read_until(deadline).await {
+            Read::Frame(v) => Some(v),
+            Read::Closed | Read::Timeout => None,
+        }
+    }
+
     pub(crate) async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::Text(text.into())).await.expect("send");
     }
@@ -271,12 +305,24 @@ impl Client {
 
     /// Like [`Client::call`], but `None` if the connection ends first.
     pub(crate) async fn try_call(&mut self, method: &str, params: Value) -> Option<Value> {
+        self.try_call_for(method, params, WAIT).await
+    }
+
+    /// [`Client::try_call`] that waits up to `wait` for the result (frames
+    /// read meanwhile are dropped).
+    pub(crate) async fn try_call_for(
+        &mut self,
+        method: &str,
+        params: Value,
+        wait: Duration,
+    ) -> Option<Value> {
         let id = self.next.to_string();
         self.next += 1;
         let frame = json!({"msg": "method", "method": method, "params": params, "id": id}).to_string();
         self.ws.send(Message::Text(frame.into())).await.ok()?;
+        let deadline = Instant::now() + wait;
         loop {
-            let v = match tokio::time::timeout(WAIT, self.ws.next()).await {
+            let v = match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(&t).ok()?,
                 Ok(Some(Ok(_))) => continue,
                 _ => return None,

@@ -236,6 +236,17 @@ impl NatsCluster {
         if jsz["config"]["sync_always"] != true {
             return Some(format!("{}: sync_interval is not `always`: {}", s.name, jsz["config"]));
         }
+        // After a restart the streams elect their own leaders after the
+        // meta group does: ready means every stream has one again.
+        let Some(jsz) = http_json(s.http(), "/jsz?acc=%24G&streams=true&consumers=false") else {
+            return Some(format!("{}: no /jsz streams", s.name));
+        };
+        let streams = jsz["account_details"].as_array().into_iter().flatten();
+        for st in streams.flat_map(|a| a["stream_detail"].as_array().into_iter().flatten()) {
+            if st["cluster"]["leader"].as_str().unwrap_or_default().is_empty() {
+                return Some(format!("{}: stream {} has no leader", s.name, st["name"]));
+            }
+        }
         None
     }
 
@@ -279,6 +290,44 @@ impl NatsCluster {
             .filter_map(|i| self.stream_on(i, stream))
             .filter_map(|s| s["cluster"]["leader"].as_str().map(str::to_owned))
             .find(|l| !l.is_empty())
+    }
+
+    /// `(consumer, server leading it)` for every consumer of `stream`, as
+    /// the first live server that answers says; for failure reports.
+    pub(crate) fn consumer_leaders(&self, stream: &str) -> Vec<(String, String)> {
+        let Some(i) =
+            (0..self.servers.len()).find(|&i| self.servers[i].running() && !self.servers[i].stopped)
+        else {
+            return Vec::new();
+        };
+        let Some(jsz) = http_json(self.servers[i].http(), "/jsz?acc=%24G&streams=true&consumers=true") else {
+            return Vec::new();
+        };
+        jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .filter(|s| s["name"] == stream)
+            .flat_map(|s| s["consumer_detail"].as_array().into_iter().flatten())
+            .map(|c| {
+                let name = c["name"].as_str().unwrap_or("?").to_owned();
+                (name, c["cluster"]["leader"].as_str().unwrap_or("?").to_owned())
+            })
+            .collect()
+    }
+
+    /// Client connections per server (from `/connz`), for failure reports.
+    pub(crate) fn clients(&self) -> Vec<(String, u64)> {
+        self.servers
+            .iter()
+            .filter(|s| s.running() && !s.stopped)
+            .map(|s| {
+                let n =
+                    http_json(s.http(), "/connz").and_then(|c| c["num_connections"].as_u64()).unwrap_or(0);
+                (s.name.clone(), n)
+            })
+            .collect()
     }
 
     /// Waits up to `within` for a leader of `stream`; its server index.

@@ -46,6 +46,10 @@ impl Guarded {
         self.pid
     }
 
+    pub(crate) fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
     /// Sends `sig` (`STOP`, `CONT`, `TERM`, …) to the child by its PID.
     pub(crate) fn signal(&self, sig: &str) {
         signal(self.pid, sig);
@@ -60,18 +64,6 @@ impl Guarded {
     /// PID that has been reaped (and might be reused).
     pub(crate) fn kill9(mut self) {
         self.reap();
-    }
-
-    /// Waits up to `d` for the child to exit on its own (after SIGTERM).
-    pub(crate) fn wait_exit(&mut self, d: Duration) -> Option<ExitStatus> {
-        let end = std::time::Instant::now() + d;
-        while std::time::Instant::now() < end {
-            if let Some(st) = self.exited() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
     }
 
     fn reap(&mut self) {
