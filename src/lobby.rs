@@ -80,7 +80,29 @@ impl ServerState {
             match self.registry.direct_or_reserve(&key) {
                 DirectLookup::Room(id) => return self.registry.get(&id).ok_or(RoomError::Unavailable),
                 DirectLookup::Reserved(reservation) => {
-                    return self.create_direct(reservation, creator, others).await;
+                    let Some(cluster) = &self.cluster else {
+                        return self.create_direct(reservation, creator, others, RoomId::generate()).await;
+                    };
+                    // Across nodes the member set is claimed in the log:
+                    // the first claim's room is everyone's.
+                    let id = RoomId::generate();
+                    let held = cluster
+                        .claim_or_get(Cluster::direct_subject(&key), Bytes::from(id.to_string()))
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "cannot claim a direct-message room");
+                            RoomError::Unavailable
+                        })?;
+                    if held == id.as_str().as_bytes() {
+                        return self.create_direct(reservation, creator, others, id).await;
+                    }
+                    drop(reservation);
+                    let theirs = RoomId::from(String::from_utf8_lossy(&held).as_ref());
+                    let started = cluster.room_started(&self.registry, &theirs);
+                    return match tokio::time::timeout(CREATE_WAIT, started).await {
+                        Ok(true) => self.registry.get(&theirs).ok_or(RoomError::Unavailable),
+                        _ => Err(RoomError::Unavailable),
+                    };
                 }
                 DirectLookup::Creating(mut done) => {
                     if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
@@ -98,8 +120,8 @@ impl ServerState {
         reservation: DirectReservation<'_>,
         creator: &Principal,
         others: Vec<UserRef>,
+        id: RoomId,
     ) -> Result<RoomHandle, RoomError> {
-        let id = RoomId::generate();
         let code = self.registry.reserve_code(&id);
         let mut state = RoomState::new(
             id.clone(),

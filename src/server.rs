@@ -188,7 +188,9 @@ impl ServerState {
     /// What `GET /readyz` answers: the store is open and the server is not
     /// shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.is_draining()
+        self.ready.load(Ordering::Acquire)
+            && !self.is_draining()
+            && self.cluster.as_ref().is_none_or(|c| c.connected())
     }
 
     /// A fresh id for a connection of any door.

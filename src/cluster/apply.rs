@@ -86,6 +86,7 @@ async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &
             let id = entry.id.clone();
             state.apply_create(entry);
             cluster.created(&id);
+            cluster.started(&RoomId::from(rid));
             return;
         }
         match state.registry.get(rid) {

@@ -68,6 +68,9 @@ pub struct Cluster {
     origin: String,
     /// Room creations waiting for the applier to start their room.
     creations: DashMap<String, oneshot::Sender<()>>,
+    /// Callers waiting for a room to be started here (another node created
+    /// it), by room id.
+    starts: DashMap<RoomId, Vec<oneshot::Sender<()>>>,
     /// The node heartbeat bucket (see `liveness`).
     nodes: Option<async_nats::jetstream::kv::Store>,
 }
@@ -123,7 +126,13 @@ impl Cluster {
         // The boot suffix tells this run from the node's earlier ones: their
         // guests are not this run's.
         let origin = format!("{node}/{}", crate::ids::secret(8).replace(['-', '_'], "x"));
-        Ok(Arc::new(Cluster { js, stream, origin, creations: DashMap::new(), nodes }))
+        Ok(Arc::new(Cluster { js, stream, origin, creations: DashMap::new(), starts: DashMap::new(), nodes }))
+    }
+
+    /// Whether the NATS connection is up (`/readyz` says no while it is
+    /// not: this node can answer reads but not acknowledge changes).
+    pub(crate) fn connected(&self) -> bool {
+        self.js.client().connection_state() == async_nats::connection::State::Connected
     }
 
     pub(crate) fn origin(&self) -> &str {
@@ -165,20 +174,56 @@ impl Cluster {
         payload: Bytes,
         same: impl Fn(&[u8]) -> bool,
     ) -> Result<(), ClusterError> {
+        let held = self.claim_or_get(subject, payload).await?;
+        if same(&held) { Ok(()) } else { Err(ClusterError::Taken) }
+    }
+
+    /// Tries to make `payload` the first and only entry of `subject`;
+    /// returns what holds the subject afterwards (`payload` if this claim
+    /// won).
+    pub(crate) async fn claim_or_get(&self, subject: String, payload: Bytes) -> Result<Bytes, ClusterError> {
         let key = format!("claim:{subject}:{}", hex(&payload[..payload.len().min(64)]));
         let publish =
             || Publish::build().payload(payload.clone()).message_id(&key).expected_last_subject_sequence(0);
         match self.publish_retrying(&subject, publish).await {
-            Ok(_) => Ok(()),
-            Err(ClusterError::Taken) => {
-                let held = self
-                    .stream
-                    .get_last_raw_message_by_subject(&subject)
-                    .await
-                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-                if same(&held.payload) { Ok(()) } else { Err(ClusterError::Taken) }
-            }
+            Ok(_) => Ok(payload),
+            Err(ClusterError::Taken) => self
+                .stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .map(|held| held.payload)
+                .map_err(|e| ClusterError::Unavailable(e.to_string())),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The claim subject of a direct-message member set (`dm.` is not hex,
+    /// so it never meets a room name's subject).
+    pub(crate) fn direct_subject(key: &str) -> String {
+        format!("roomname.dm.{}", hex(key.as_bytes()))
+    }
+
+    /// Resolves once room `rid` has been started on this node by the
+    /// applier (at once if it already runs).
+    pub(crate) async fn room_started(&self, registry: &crate::registry::Registry, rid: &RoomId) -> bool {
+        let rx = {
+            let (tx, rx) = oneshot::channel();
+            self.starts.entry(rid.clone()).or_default().push(tx);
+            rx
+        };
+        // Registered before this look, so a start in between still wakes us.
+        if registry.get(rid).is_some() {
+            return true;
+        }
+        rx.await.is_ok()
+    }
+
+    /// The applier started room `rid`.
+    pub(crate) fn started(&self, rid: &RoomId) {
+        if let Some((_, waiters)) = self.starts.remove(rid) {
+            for tx in waiters {
+                let _ = tx.send(());
+            }
         }
     }
 

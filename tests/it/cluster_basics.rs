@@ -331,3 +331,32 @@ async fn guests_of_a_dead_node_are_released_by_the_survivors() {
     assert_eq!(ul["t"], "ul", "{ul}");
     assert_eq!(ul["msg"], "Lost", "{ul}");
 }
+
+/// Two users opening their direct-message room at the same moment through
+/// two nodes get one room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_direct_message_room_per_pair_across_nodes() {
+    let Some(bin) = nats_or_skip() else { return };
+    let dir = tempdir("cb5");
+    let nats = start_nats(&bin, &dir);
+    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
+    ready(&a).await;
+    ready(&b).await;
+    for round in 0..5 {
+        let (x, y) = (format!("dmx{round}"), format!("dmy{round}"));
+        // Signed in once on each node, both users are known to both.
+        for url in [&a.url, &b.url] {
+            drop(login(url, &x).await);
+            drop(login(url, &y).await);
+        }
+        let mut cx = login(&a.url, &x).await;
+        let mut cy = login(&b.url, &y).await;
+        let (rx, ry) = tokio::join!(
+            cx.call("createDirectMessage", json!([y])),
+            cy.call("createDirectMessage", json!([x]))
+        );
+        let (ix, iy) = (&rx["result"]["rid"], &ry["result"]["rid"]);
+        assert!(ix.is_string(), "{rx}");
+        assert_eq!(ix, iy, "round {round}: two rooms for one pair");
+    }
+}
