@@ -21,6 +21,17 @@ pub enum UserEvent {
     MyMessages = 8,
 }
 
+/// What one connection's arrival or departure changed about a user's
+/// presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flip {
+    /// The user's first connection on this node opened, or its last closed.
+    pub here: bool,
+    /// The user came online, or went offline, for the whole cluster (on one
+    /// node: the same as `here`).
+    pub everywhere: bool,
+}
+
 /// `stream-notify-logged` events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoggedEvent {
@@ -47,6 +58,8 @@ pub struct UserHub {
     logged: DashMap<ConnId, LoggedListener>,
     /// Open connections per signed-in user, for online/offline.
     presence: DashMap<UserId, u32>,
+    /// Cluster mode: the other nodes (origins) where each user is online.
+    remote: DashMap<UserId, Vec<String>>,
     /// How many connections listen to `__my_messages__`; rooms skip the
     /// per-member lookups entirely while this is zero.
     my_messages: AtomicUsize,
@@ -150,21 +163,75 @@ impl UserHub {
         }
     }
 
-    /// A connection of `uid` opened; true if it is the user's first.
-    pub fn online(&self, uid: &UserId) -> bool {
+    /// A connection of `uid` opened: whether it is the user's first here,
+    /// and whether the user was online nowhere before (the second differs
+    /// only in cluster mode, where other nodes count).
+    pub fn online(&self, uid: &UserId) -> Flip {
         let mut n = self.presence.entry(uid.clone()).or_insert(0);
         *n += 1;
-        *n == 1
+        let here = *n == 1;
+        Flip { here, everywhere: here && !self.remote.contains_key(uid) }
     }
 
-    /// A connection of `uid` closed or logged out; true if it was the last.
-    pub fn offline(&self, uid: &UserId) -> bool {
+    /// A connection of `uid` closed or logged out: whether it was the last
+    /// here, and whether the user is now online nowhere.
+    pub fn offline(&self, uid: &UserId) -> Flip {
         let mut last = false;
         if let Some(mut n) = self.presence.get_mut(uid) {
             *n = n.saturating_sub(1);
             last = *n == 0;
         }
         self.presence.remove_if(uid, |_, n| *n == 0);
-        last
+        Flip { here: last, everywhere: last && !self.remote.contains_key(uid) }
+    }
+
+    /// Cluster mode: `uid` came online (`true`) or went offline on node
+    /// `origin`; true if that changes whether the user is online anywhere.
+    pub fn remote_presence(&self, uid: &UserId, origin: &str, online: bool) -> bool {
+        let local = self.presence.contains_key(uid);
+        let was = self.remote.contains_key(uid);
+        if online {
+            let mut nodes = self.remote.entry(uid.clone()).or_default();
+            if !nodes.iter().any(|o| o == origin) {
+                nodes.push(origin.to_owned());
+            }
+        } else if let Some(mut nodes) = self.remote.get_mut(uid) {
+            nodes.retain(|o| o != origin);
+        }
+        self.remote.remove_if(uid, |_, nodes| nodes.is_empty());
+        !local && was != self.remote.contains_key(uid)
+    }
+
+    /// Cluster mode: node `origin` is gone or sent its full list; the users
+    /// it no longer has online, who are now online nowhere, are returned.
+    pub fn remote_node_now(&self, origin: &str, online: &std::collections::HashSet<UserId>) -> Vec<UserId> {
+        let mut went = Vec::new();
+        for mut e in self.remote.iter_mut() {
+            if !online.contains(e.key()) && e.value().iter().any(|o| o == origin) {
+                e.value_mut().retain(|o| o != origin);
+                if e.value().is_empty() && !self.presence.contains_key(e.key()) {
+                    went.push(e.key().clone());
+                }
+            }
+        }
+        self.remote.retain(|_, nodes| !nodes.is_empty());
+        went
+    }
+
+    /// Tells `user-status` listeners that `uid` is now online or offline:
+    /// `[[uid, username, status, text]]` with Rocket.Chat's numbering (0
+    /// offline, 1 online).
+    pub fn announce_status(&self, uid: &UserId, username: &str, online: bool) {
+        let frame = crate::wire::stream_changed(
+            "stream-notify-logged",
+            "user-status",
+            &serde_json::json!([[uid, username, u8::from(online), ""]]),
+        );
+        self.send_logged(LoggedEvent::UserStatus, &frame);
+    }
+
+    /// The users online on this node (for a cluster presence snapshot).
+    pub fn online_here(&self) -> Vec<UserId> {
+        self.presence.iter().map(|e| e.key().clone()).collect()
     }
 }

@@ -497,7 +497,8 @@ impl Session {
 
     /// Marks this connection online as `uid` (or offline with `None`),
     /// announcing `user-status` when a user's first connection opens or the
-    /// last one closes.
+    /// last one closes (in cluster mode: on any node; the other nodes hear
+    /// of this node's firsts and lasts).
     fn set_online(&mut self, uid: Option<(UserId, String)>) {
         if self.per_request {
             return;
@@ -506,15 +507,26 @@ impl Session {
             return;
         }
         let hub = &self.server.hub;
-        if let Some(old) = self.online_as.take()
-            && hub.offline(&old)
-        {
-            let name = self.server.users.by_id(&old).map(|u| u.username).unwrap_or_default();
-            hub.send_logged(LoggedEvent::UserStatus, &status_frame(&old, &name, 0));
+        let cluster = self.server.cluster.as_ref();
+        if let Some(old) = self.online_as.take() {
+            let flip = hub.offline(&old);
+            if flip.here {
+                let name = self.server.users.by_id(&old).map(|u| u.username).unwrap_or_default();
+                if flip.everywhere {
+                    hub.announce_status(&old, &name, false);
+                }
+                if let Some(c) = cluster {
+                    c.announce_presence(&old, &name, false);
+                }
+            }
         }
         if let Some((uid, name)) = uid {
-            if hub.online(&uid) {
-                hub.send_logged(LoggedEvent::UserStatus, &status_frame(&uid, &name, 1));
+            let flip = hub.online(&uid);
+            if flip.everywhere {
+                hub.announce_status(&uid, &name, true);
+            }
+            if let (true, Some(c)) = (flip.here, cluster) {
+                c.announce_presence(&uid, &name, true);
             }
             self.online_as = Some(uid);
         }
@@ -598,16 +610,6 @@ impl Session {
         }
         self.set_online(None);
     }
-}
-
-/// `stream-notify-logged` `user-status`: `[[uid, username, status, text]]`
-/// with Rocket.Chat's numbering (0 offline, 1 online).
-fn status_frame(uid: &UserId, username: &str, status: u8) -> tokio_tungstenite::tungstenite::Utf8Bytes {
-    wire::stream_changed(
-        "stream-notify-logged",
-        "user-status",
-        &serde_json::json!([[uid, username, status, ""]]),
-    )
 }
 
 pub(crate) fn user_principal(u: &User) -> Principal {

@@ -88,6 +88,8 @@ pub(super) fn spawn(cluster: Arc<Cluster>, state: Arc<ServerState>) {
             alive.insert(me.clone());
             for k in last.difference(&alive) {
                 gone.insert(k.clone(), Instant::now());
+                // Its users are online there no more.
+                super::presence::node_now(&state, &k.replacen('.', "/", 1), &HashSet::new());
             }
             gone.retain(|_, at| at.elapsed() < grace + TTL * 2);
             last = alive.clone();

@@ -360,3 +360,35 @@ async fn one_direct_message_room_per_pair_across_nodes() {
         assert_eq!(ix, iy, "round {round}: two rooms for one pair");
     }
 }
+
+/// `user-status` counts every node: a user signing in on node B shows as
+/// online to a listener on node A; a second connection elsewhere keeps the
+/// user online when one closes; the last one closing shows offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_the_nodes() {
+    let Some(bin) = nats_or_skip() else { return };
+    let dir = tempdir("cb6");
+    let nats = start_nats(&bin, &dir);
+    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
+    ready(&a).await;
+    ready(&b).await;
+    let mut watcher = login(&a.url, "watcher").await;
+    watcher.sub_ok("stream-notify-logged", json!(["user-status", false])).await;
+    let status_of = |f: &Value, uid: &str| -> Option<i64> {
+        let args = &f["fields"]["args"][0];
+        (f["collection"] == "stream-notify-logged" && args[0] == uid).then(|| args[2].as_i64()).flatten()
+    };
+    let uid = "id-roamer";
+    let on_b = login(&b.url, "roamer").await;
+    let f = watcher.expect(|f| status_of(f, uid).is_some()).await;
+    assert_eq!(status_of(&f, uid), Some(1), "online through node B: {f}");
+
+    // A second connection on node A, then B's closes: still online.
+    let on_a = login(&a.url, "roamer").await;
+    on_b.close().await;
+    watcher.expect_none(Duration::from_millis(1500), |f| status_of(f, uid).is_some()).await;
+    // The last one closes: offline everywhere.
+    on_a.close().await;
+    let f = watcher.expect(|f| status_of(f, uid).is_some()).await;
+    assert_eq!(status_of(&f, uid), Some(0), "{f}");
+}
