@@ -19,6 +19,7 @@ pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     state.set_ready(false);
     super::liveness::spawn(cluster.clone(), state.clone());
     super::presence::spawn(cluster.clone(), state.clone());
+    super::notices::spawn(cluster.clone(), state.clone());
     tokio::spawn(async move {
         let mut applied = 0u64;
         let mut caught_up = false;

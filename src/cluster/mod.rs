@@ -19,6 +19,7 @@
 mod apply;
 pub mod entry;
 mod liveness;
+mod notices;
 mod presence;
 
 pub(crate) use apply::spawn_applier;

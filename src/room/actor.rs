@@ -622,6 +622,11 @@ impl RoomActor {
             RoomCommand::Notify { from, uid, topic, event, args } => {
                 if self.state.is_member(&uid) {
                     self.relay(from, topic, &event, &args);
+                    // From a connection here (not relayed from another node):
+                    // the other nodes' listeners hear it too.
+                    if let (Some(cluster), false) = (&self.cluster, from == ConnId(0)) {
+                        cluster.relay_notice(&self.state.id, &uid, topic, &event, &args);
+                    }
                 }
             }
         }

@@ -392,3 +392,29 @@ async fn presence_spans_the_nodes() {
     let f = watcher.expect(|f| status_of(f, uid).is_some()).await;
     assert_eq!(status_of(&f, uid), Some(0), "{f}");
 }
+
+/// A typing notice sent through node A reaches a member listening on node
+/// B, once, and not its sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_crosses_nodes() {
+    let Some(bin) = nats_or_skip() else { return };
+    let dir = tempdir("cb7");
+    let nats = start_nats(&bin, &dir);
+    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
+    ready(&a).await;
+    ready(&b).await;
+    let mut typist = login(&a.url, "typist").await;
+    let room = typist.call("createChannel", json!([unique("typing"), []])).await;
+    let rid = room["result"]["rid"].as_str().unwrap_or_else(|| panic!("{room}")).to_owned();
+    let mut watcher = login(&b.url, "watcher").await;
+    assert_eq!(watcher.call("joinRoom", json!([rid])).await["result"], json!(true));
+    let ev = format!("{rid}/user-activity");
+    typist.sub_ok("stream-notify-room", json!([ev, false])).await;
+    watcher.sub_ok("stream-notify-room", json!([ev, false])).await;
+    let r = typist.call("stream-notify-room", json!([ev, "typist", ["user-typing"], {}])).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let f = watcher.event("stream-notify-room", &ev).await;
+    assert_eq!(f["fields"]["args"], json!(["typist", ["user-typing"], {}]));
+    watcher.expect_none(Duration::from_millis(500), |f| f["collection"] == "stream-notify-room").await;
+    typist.expect_none(Duration::from_millis(500), |f| f["collection"] == "stream-notify-room").await;
+}
