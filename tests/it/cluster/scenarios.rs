@@ -730,24 +730,38 @@ async fn paused_nats_minority_keeps_the_cluster_serving() {
 }
 
 /// (7) Stop everything (`kill -9` every roomd and every nats-server),
-/// start it all again on the same stores: everything acknowledged is back,
-/// on every node, and capacity still holds.
+/// start it all again on the same stores (roomd once NATS is healthy again):
+/// everything acknowledged is back, on every node, and capacity still holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn whole_cluster_restart_restores_everything_acknowledged() {
     let Some(bin) = nats_or_skip("whole_cluster_restart_restores_everything_acknowledged") else { return };
+    whole_cluster_restart(bin, "all", true).await;
+}
+
+/// (7) as a power cut would have it: roomd nodes start at the same moment
+/// as the nats-servers, before JetStream has its leaders back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "core bug: roomd started with the nats-servers exits (JetStream is not available on the NATS servers: timed out) instead of waiting for JetStream; run with --ignored"]
+async fn whole_cluster_restart_with_everything_started_at_once() {
+    let Some(bin) = nats_or_skip("whole_cluster_restart_with_everything_started_at_once") else { return };
+    whole_cluster_restart(bin, "once", false).await;
+}
+
+async fn whole_cluster_restart(bin: &std::path::Path, tag: &str, wait_for_nats: bool) {
     let _turn = exclusive().await;
     let mut nats = own_nats(bin).await;
-    let mut nodes = Nodes::start(&nats, "all", 3).await;
+    let mut nodes = Nodes::start(&nats, tag, 3).await;
+    let owner = |i: usize| format!("{tag}-owner{i}");
     bounded(180, "whole cluster restart", async {
         // Three rooms, each created and changed through a different node.
         let mut rooms = Vec::new();
         for i in 0..3 {
-            let mut o = user(&nodes.url(i), &format!("all-owner{i}")).await;
+            let mut o = user(&nodes.url(i), &owner(i)).await;
             let cap = 4 + i;
             let (rid, code) = create_room(&mut o, json!({"maxParticipants": cap})).await;
             o.ok("saveRoomSettings", json!([rid, {"roomTopic": format!("topic {i}"), "joinCode": "sesame"}]))
                 .await;
-            rooms.push((rid, code, cap, format!("all-owner{i}")));
+            rooms.push((rid, code, cap, owner(i)));
         }
         // Members join through other nodes until each room is full; each posts.
         let mut expected: Vec<(Vec<String>, Vec<String>)> = Vec::new();
@@ -755,14 +769,14 @@ async fn whole_cluster_restart_restores_everything_acknowledged() {
             let mut members = vec![format!("id-{owner}")];
             let mut messages = Vec::new();
             for j in 1..*cap {
-                let name = format!("all-m{r}-{j}");
+                let name = format!("{tag}-m{r}-{j}");
                 let mut c = user(&nodes.url((r + j) % 3), &name).await;
                 c.ok("joinRoom", json!([rid, "sesame"])).await;
                 let m = c.ok("sendMessage", json!([{"rid": rid, "msg": format!("{name} was here")}])).await;
                 members.push(format!("id-{name}"));
                 messages.push(m["_id"].as_str().unwrap().to_owned());
             }
-            let mut extra = user(&nodes.url(r), &format!("all-extra{r}")).await;
+            let mut extra = user(&nodes.url(r), &format!("{tag}-extra{r}")).await;
             assert_eq!(extra.err("joinRoom", json!([rid, "sesame"])).await["error"], "error-room-full");
             members.sort();
             expected.push((members, messages));
@@ -775,7 +789,9 @@ async fn whole_cluster_restart_restores_everything_acknowledged() {
         for i in 0..3 {
             nats.restart(i);
         }
-        nats.wait_ready(Duration::from_secs(60)).await;
+        if wait_for_nats {
+            nats.wait_ready(Duration::from_secs(60)).await;
+        }
         nodes.restart_all().await;
         eprintln!(
             "whole cluster restart: NATS and roomd ready {} ms after the start",
@@ -798,13 +814,13 @@ async fn whole_cluster_restart_restores_everything_acknowledged() {
                 for id in &expected[r].1 {
                     assert!(ids.contains(&id.as_str()), "{label}: acknowledged message {id} lost");
                 }
-                let mut extra = user(&nodes.url(i), &format!("all-extra{r}")).await;
+                let mut extra = user(&nodes.url(i), &format!("{tag}-extra{r}")).await;
                 let e = extra.err("joinRoom", json!([rid, "sesame"])).await;
                 assert_eq!(e["error"], "error-room-full", "{label}: capacity after the restart: {e}");
             }
         }
         // Names stay taken across the restart.
-        let mut o = user(&nodes.url(1), "all-owner0").await;
+        let mut o = user(&nodes.url(1), &owner(0)).await;
         let name = o.room(&rooms[0].0).await["name"].clone();
         let e = o.err("createChannel", json!([name])).await;
         assert_eq!(e["error"], "error-duplicate-channel-name", "{e}");
