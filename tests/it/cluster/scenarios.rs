@@ -264,8 +264,14 @@ async fn capacity_is_exact_across_nodes() {
         let mut expected: Vec<String> = admitted.clone();
         expected.push("id-cap-owner".into());
         expected.sort();
+        let settle = Instant::now();
         for (i, o) in owners.iter_mut().enumerate() {
             let (who, p) = participants_settled(o, &rid, &expected).await;
+            eprintln!(
+                "capacity: node {} lists the K members {} ms after the last answer",
+                i + 1,
+                settle.elapsed().as_millis()
+            );
             assert_eq!(p["room"]["participantCount"], K, "node {i}: {p}");
             assert_eq!(who, expected, "node {i} lists other members than those admitted");
             assert_eq!(o.room(&rid).await["usersCount"], K, "node {i}");
