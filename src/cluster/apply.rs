@@ -14,6 +14,10 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long the applier's consumer may be silent before the stream is asked
+/// whether it missed something.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
 /// Starts the applier. The server is not ready until it has caught up.
 pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     state.set_ready(false);
@@ -27,7 +31,7 @@ pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
             if let Err(e) = run(&cluster, &state, &mut applied, &mut caught_up).await {
                 tracing::error!(error = %e, applied, "reading the room log failed; retrying");
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
 }
@@ -57,8 +61,29 @@ async fn run(
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(|e| e.to_string())?;
+    loop {
+        let m = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(m)) => m.map_err(|e| e.to_string())?,
+            Ok(None) => return Err("the consumer ended".into()),
+            Err(_) => {
+                // Quiet is fine unless the stream has entries this node has
+                // not seen: a consumer whose server died (the stream's
+                // leader, a paused server) can stay silent for a long time
+                // instead of failing. Then it is replaced.
+                let info = tokio::time::timeout(STALL_CHECK * 2, stream.info()).await;
+                match info {
+                    Ok(Ok(info)) if info.state.last_sequence <= *applied => continue,
+                    Ok(Ok(info)) => {
+                        return Err(format!(
+                            "the consumer stalled at {applied} while the stream is at {}",
+                            info.state.last_sequence
+                        ));
+                    }
+                    Ok(Err(e)) => return Err(format!("cannot read the stream's state: {e}")),
+                    Err(_) => return Err("the stream's state did not come in time".into()),
+                }
+            }
+        };
         let seq = m.info().map(|i| i.stream_sequence).map_err(|e| e.to_string())?;
         if seq <= *applied {
             continue;
@@ -72,7 +97,6 @@ async fn run(
             tracing::info!(entries = seq, "room log replayed; ready");
         }
     }
-    Err("the consumer ended".into())
 }
 
 async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8]) {

@@ -43,7 +43,7 @@ pub(super) async fn bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| ClusterError::Stream(format!("heartbeat bucket {BUCKET}: {e}")))
+    .map_err(|e| ClusterError::Unavailable(format!("heartbeat bucket {BUCKET}: {e}")))
 }
 
 /// A node origin (`n1/abc`) as a bucket key (`n1.abc`: keys take no `/`

@@ -42,6 +42,8 @@ const MIN_VERSION: (u64, u64, u64) = (2, 10, 23);
 /// How long an append is retried (same idempotency key, so a retry never
 /// applies twice) while the stream elects a leader or regains its quorum.
 const APPEND_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a starting node waits for the NATS servers and the stream.
+const START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Why the cluster cannot start or a write did not land.
 #[derive(Debug, thiserror::Error)]
@@ -90,9 +92,34 @@ impl Cluster {
         if node.is_empty() || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(ClusterError::Connect(joined, format!("bad --node-id {node:?}")));
         }
+        // Nodes and NATS servers often start together: a server still
+        // electing its JetStream leaders, or two nodes creating the stream
+        // at once, is worth waiting for. A wrong setup is not.
+        let deadline = tokio::time::Instant::now() + START_DEADLINE;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match Self::try_connect(urls, node, replicas).await {
+                Ok(c) => return Ok(c),
+                Err(e @ (ClusterError::OldServer(_) | ClusterError::Stream(_))) => return Err(e),
+                Err(e) if tokio::time::Instant::now() + pause > deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster not reachable yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn try_connect(urls: &[String], node: &str, replicas: usize) -> Result<Arc<Cluster>, ClusterError> {
+        let joined = urls.join(",");
         let client = async_nats::ConnectOptions::new()
             .name(format!("roomd {node}"))
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(Duration::from_secs(2))
+            // A server that stops answering (paused, cut off) is noticed in
+            // about 3 s instead of the default 2 minutes, and the client
+            // moves to another server of the list.
+            .ping_interval(Duration::from_secs(1))
             .connect(urls.iter().map(String::as_str).collect::<Vec<_>>().as_slice())
             .await
             .map_err(|e| ClusterError::Connect(joined.clone(), e.to_string()))?;
@@ -111,9 +138,13 @@ impl Cluster {
             allow_direct: true,
             ..Default::default()
         };
-        let mut stream =
-            js.get_or_create_stream(wanted.clone()).await.map_err(|e| ClusterError::Stream(e.to_string()))?;
-        let info = stream.info().await.map_err(|e| ClusterError::Stream(e.to_string()))?;
+        // Temporary failures (a create racing another node's, no leader
+        // yet) are `Unavailable`: retried by `connect`.
+        let mut stream = js
+            .get_or_create_stream(wanted.clone())
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let info = stream.info().await.map_err(|e| ClusterError::Unavailable(e.to_string()))?;
         let have = &info.config;
         if have.storage != stream::StorageType::File || have.num_replicas != wanted.num_replicas {
             return Err(ClusterError::Stream(format!(

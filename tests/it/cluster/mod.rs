@@ -16,10 +16,8 @@
 //! unless `ROOMD_REQUIRE_NATS=1` (set by `scripts/test-all.sh`, which
 //! installs the server itself) makes them fail.
 //!
-//! Scenarios that still find a bug in the cluster core are `#[ignore]`d
-//! with the bug as the reason; `cargo test --test it cluster:: -- --ignored
-//! --nocapture` runs them (and prints failover times and the servers'
-//! client and consumer placement).
+//! `cargo test --test it cluster:: -- --nocapture` prints failover times
+//! and the servers' client and consumer placement.
 
 pub(crate) mod nats;
 mod nodes;
