@@ -80,7 +80,12 @@ async fn run(
                         ));
                     }
                     Ok(Err(e)) => return Err(format!("cannot read the stream's state: {e}")),
-                    Err(_) => return Err("the stream's state did not come in time".into()),
+                    Err(_) => {
+                        // No answer at all: the server we talk to is likely
+                        // stuck (see `Cluster::publish_retrying`).
+                        let _ = cluster.js.client().force_reconnect().await;
+                        return Err("the stream's state did not come in time".into());
+                    }
                 }
             }
         };

@@ -127,7 +127,10 @@ impl Cluster {
         if parse_version(&version) < MIN_VERSION {
             return Err(ClusterError::OldServer(version));
         }
-        let js = jetstream::new(client);
+        // Acks normally take milliseconds; a missing one means the server
+        // we talk to is stuck, and waiting the default 5 s for it delays the
+        // move to another server (see `publish_retrying`).
+        let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client);
         js.query_account().await.map_err(|e| ClusterError::NoJetStream(e.to_string()))?;
         let wanted = stream::Config {
             name: STREAM.to_owned(),
@@ -283,7 +286,13 @@ impl Cluster {
                 _ if tokio::time::Instant::now() + pause > deadline => {
                     return Err(ClusterError::Unavailable(err.to_string()));
                 }
-                _ => {
+                kind => {
+                    if kind == PublishErrorKind::TimedOut {
+                        // The server we are connected to may be paused or cut
+                        // off while the connection still looks alive: move to
+                        // another one rather than wait for the ping timeout.
+                        let _ = self.js.client().force_reconnect().await;
+                    }
                     tracing::debug!(subject, error = %err, "append not acknowledged; retrying");
                     crate::metrics::cluster_append_retry();
                     tokio::time::sleep(pause).await;
