@@ -300,6 +300,9 @@ async fn rest_messages_history_and_members() {
     // By channel name, with or without `#`.
     let v = alice.ok("chat.postMessage", json!({"channel": format!("#{name}"), "text": "one"})).await;
     assert_eq!((&v["channel"], &v["message"]["rid"]), (&json!(format!("#{name}")), &json!(rid)));
+    // Timestamps are in milliseconds: apart, so `latest` (exclusive) below
+    // can tell "one" from "two".
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     alice.ok("chat.postMessage", json!({"channel": name, "text": "two"})).await;
     let v = alice
         .ok("chat.sendMessage", json!({"message": {"rid": rid, "msg": "three", "_id": "rest-msg-3"}}))
