@@ -222,6 +222,12 @@ impl RoomActor {
         }
         let Some(cmd) = command(entry.op, waiter) else { return };
         crate::ids::replayed(&entry.id, || self.handle_at(cmd, now));
+        // Guests who left (or never got in) need no holder any more.
+        if self.guest_nodes.len() > self.state.members.len() {
+            let members = &self.state.members;
+            self.guest_nodes.retain(|uid, _| members.contains_key(uid));
+            self.orphaned.retain(|uid, _| members.contains_key(uid));
+        }
     }
 
     /// This node's entry `id` did not reach the log: its caller hears why.
