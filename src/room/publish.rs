@@ -209,6 +209,9 @@ impl RoomActor {
         if self.store.is_some() {
             self.ops.push(RoomChange::message(&msg));
         }
+        if self.cluster.is_some() && msg.t.is_none() {
+            self.cluster_ids.insert(msg.id.clone());
+        }
         if self.wants(Topic::Messages) {
             let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&*bytes]);
             self.broadcast(Topic::Messages, &frame, None);

@@ -72,9 +72,14 @@ struct Node {
 }
 
 fn start_node(nats: &str, node: &str) -> Node {
+    start_node_with(nats, node, &[])
+}
+
+fn start_node_with(nats: &str, node: &str, extra: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
         .args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--cluster", nats, "--node-id", node])
         .args(["--cluster-replicas", "1", "--guest-grace", "1s"])
+        .args(extra)
         .env("ROOMD_JWT_SECRET", SECRET)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -417,4 +422,32 @@ async fn typing_crosses_nodes() {
     assert_eq!(f["fields"]["args"], json!(["typist", ["user-typing"], {}]));
     watcher.expect_none(Duration::from_millis(500), |f| f["collection"] == "stream-notify-room").await;
     typist.expect_none(Duration::from_millis(500), |f| f["collection"] == "stream-notify-room").await;
+}
+
+/// A message `_id` used once is refused later on any node, even when it left
+/// every replica's history window long ago; the log holds it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_is_refused_twice_however_old_on_any_node() {
+    let Some(bin) = nats_or_skip() else { return };
+    let dir = tempdir("cb8");
+    let nats = start_nats(&bin, &dir);
+    let a = start_node_with(&nats.url, "a", &["--history-limit", "3"]);
+    let b = start_node_with(&nats.url, "b", &["--history-limit", "3"]);
+    ready(&a).await;
+    ready(&b).await;
+    let mut alice = login(&a.url, "alice").await;
+    let room = alice.call("createChannel", json!([unique("dupid"), []])).await;
+    let rid = room["result"]["rid"].as_str().unwrap_or_else(|| panic!("{room}")).to_owned();
+    let mut bob = login(&b.url, "bob").await;
+    assert_eq!(bob.call("joinRoom", json!([rid])).await["result"], json!(true));
+    let first = alice.call("sendMessage", json!([{"_id": "dup-X", "rid": rid, "msg": "first"}])).await;
+    assert!(first.get("error").is_none(), "{first}");
+    for i in 0..4 {
+        let r = alice.call("sendMessage", json!([{"rid": rid, "msg": format!("filler {i}")}])).await;
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    for c in [&mut alice, &mut bob] {
+        let again = c.call("sendMessage", json!([{"_id": "dup-X", "rid": rid, "msg": "again"}])).await;
+        assert_eq!(again["error"]["error"], "error-message-already-exists", "{again}");
+    }
 }
