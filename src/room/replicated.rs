@@ -79,6 +79,15 @@ impl RoomActor {
                         claim = Some(name.clone());
                     }
                 }
+                // A rename claims its name for good before the entry is
+                // written: only a caller who may rename now gets to claim
+                // one (the entry's application checks again).
+                if claim.is_some()
+                    && let Err(e) = self.state.check_settings(&who, &settings)
+                {
+                    let _ = respond_to.send(Err(e));
+                    return None;
+                }
                 let settings = settings.iter().map(setting_pair).collect();
                 (OpV1::Settings { who: WhoV1::from(&*who), settings }, Some(Waiter::Unit(respond_to)))
             }

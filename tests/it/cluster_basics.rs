@@ -451,3 +451,29 @@ async fn a_message_id_is_refused_twice_however_old_on_any_node() {
         assert_eq!(again["error"]["error"], "error-message-already-exists", "{again}");
     }
 }
+
+/// Renames across nodes: a name is one room's at a time, and a caller who
+/// may not rename cannot take a name away from everyone else by trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_keep_names_unique_and_refused_ones_claim_nothing() {
+    let Some(bin) = nats_or_skip() else { return };
+    let dir = tempdir("cb9");
+    let nats = start_nats(&bin, &dir);
+    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
+    ready(&a).await;
+    ready(&b).await;
+    let mut owner = login(&a.url, "owner").await;
+    let first = owner.call("createChannel", json!([unique("ren-a"), []])).await;
+    let rid = first["result"]["rid"].as_str().unwrap_or_else(|| panic!("{first}")).to_owned();
+    let mut other = login(&b.url, "other").await;
+    assert_eq!(other.call("joinRoom", json!([rid])).await["result"], json!(true));
+    let wanted = unique("ren-wanted");
+    let r = other.call("saveRoomSettings", json!([rid, "roomName", wanted])).await;
+    assert!(r["error"].is_object(), "a member who may not edit renamed the room: {r}");
+    // The name is still free: another room gets it, through the other node.
+    let second = other.call("createChannel", json!([wanted, []])).await;
+    assert!(second.get("error").is_none(), "the refused rename kept the name: {second}");
+    // And the owner cannot rename into it now.
+    let r = owner.call("saveRoomSettings", json!([rid, "roomName", wanted])).await;
+    assert_eq!(r["error"]["error"], "error-duplicate-channel-name", "{r}");
+}
