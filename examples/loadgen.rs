@@ -38,15 +38,29 @@
 //!   chat [--clients 200] [--duration 60s] [--think 1s] [--sample 5s]
 //!       mixed steady workload (per client every ~think: 50% sendMessage, 25% typing,
 //!       12% loadHistory, 13% leave then join another room) with a server RSS series.
+//!   failover --kill-pid PID [--clients 100] [--room-size 20] [--interval 500ms]
+//!            [--kill-after 3s] [--after-kill 10s]
+//!       cluster mode: clients on the first --url node each send a message every
+//!       interval; after --kill-after loadgen sends SIGKILL to PID (that node) and every
+//!       client, on seeing its socket drop, reconnects to another --url node (client i to
+//!       survivor i mod n-1, then the next), logs in, joins again and sends; reports the
+//!       time from the kill to each client's first success there. Exit 1 unless all do.
 //!   probe
 //!       print the server pid, RSS and CPU time and this process's open-files limit.
 //!
 //! options (accepted before or after the scenario arguments)
-//!   --url ws://127.0.0.1:3000/websocket   server endpoint
-//!   --server-pid PID    process to sample. Without it, /proc/*/comm is scanned for
+//!   --url ws://127.0.0.1:3000/websocket   server endpoint; comma-separated for several
+//!                       cluster nodes: client i connects to the (i mod n)-th, the
+//!                       room-creating admin bots to the first
+//!   --sender-url URL[,URL]  fanout's sender bots connect here instead (members stay on
+//!                       --url): sender on node A, subscribers on node B
+//!   --server-pid PID[,PID]  process(es) to sample; CPU and RSS are summed over them
+//!                       (all roomd nodes). Without it, /proc/*/comm is scanned for
 //!                       `roomd`: the one holding the socket listening on the URL's port
 //!                       (via /proc/net/tcp and /proc/PID/fd), else one whose command line
 //!                       mentions the port, else the most recently started (with a warning).
+//!   --aux-pid PID[,PID] other processes (the nats-servers) whose CPU is summed and
+//!                       reported apart from the server's ("aux CPU", JSON `aux_cpu_s`)
 //!   --secret-file PATH  HS256 JWT secret (file contents, trimmed); otherwise the
 //!                       ROOMD_JWT_SECRET environment variable is used.
 //!   --json              human summary to stderr, one JSON summary line to stdout
@@ -216,6 +230,21 @@ mod procfs {
         Some(ProcSample { rss_kb, cpu_ticks: utime + stime })
     }
 
+    /// The sum over `pids` (several roomd nodes, or several nats-servers); None
+    /// when the list is empty or any of them cannot be read (one exited).
+    pub(crate) fn sample_sum(pids: &[u32]) -> Option<ProcSample> {
+        if pids.is_empty() {
+            return None;
+        }
+        let mut sum = ProcSample { rss_kb: 0, cpu_ticks: 0 };
+        for p in pids {
+            let s = sample(&p.to_string())?;
+            sum.rss_kb += s.rss_kb;
+            sum.cpu_ticks += s.cpu_ticks;
+        }
+        Some(sum)
+    }
+
     fn start_time(pid: u32) -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
@@ -351,6 +380,8 @@ mod procfs {
     pub(crate) struct Snap {
         pub at: Instant,
         pub server: Option<ProcSample>,
+        /// `--aux-pid` processes (e.g. nats-server), reported apart from the server.
+        pub aux: Option<ProcSample>,
         pub me: Option<ProcSample>,
         pub listen_overflows: Option<u64>,
     }
@@ -359,6 +390,7 @@ mod procfs {
     pub(crate) struct Usage {
         pub wall: f64,
         pub server_cpu: Option<f64>,
+        pub aux_cpu: Option<f64>,
         pub self_cpu: Option<f64>,
         pub rss_before_kb: Option<u64>,
         pub rss_after_kb: Option<u64>,
@@ -373,6 +405,7 @@ mod procfs {
             Usage {
                 wall: b.at.duration_since(a.at).as_secs_f64(),
                 server_cpu: cpu(a.server, b.server),
+                aux_cpu: cpu(a.aux, b.aux),
                 self_cpu: cpu(a.me, b.me),
                 rss_before_kb: a.server.map(|s| s.rss_kb),
                 rss_after_kb: b.server.map(|s| s.rss_kb),
@@ -399,6 +432,7 @@ mod procfs {
                 None => "server CPU n/a".into(),
             };
             let me = self.self_cpu.map(|c| format!("loadgen CPU {c:.2} s")).unwrap_or_default();
+            let aux = self.aux_cpu.map(|c| format!("aux (--aux-pid) CPU {c:.2} s, ")).unwrap_or_default();
             let overflows = match self.listen_overflows {
                 Some(n) if n > 0 => format!(
                     ", {n} TCP listen-queue overflows (SYNs dropped: accept backlog full; \
@@ -406,13 +440,14 @@ mod procfs {
                 ),
                 _ => String::new(),
             };
-            format!("{server}, {me}, wall {:.2} s{overflows}", self.wall)
+            format!("{server}, {aux}{me}, wall {:.2} s{overflows}", self.wall)
         }
 
         pub(crate) fn json(&self) -> Value {
             json!({
                 "wall_s": self.wall,
                 "server_cpu_s": self.server_cpu,
+                "aux_cpu_s": self.aux_cpu,
                 "loadgen_cpu_s": self.self_cpu,
                 "server_rss_before_kb": self.rss_before_kb,
                 "server_rss_after_kb": self.rss_after_kb,
@@ -673,6 +708,8 @@ mod ddp {
         next_id: AtomicU64,
         closing: AtomicBool,
         alive: AtomicBool,
+        /// Woken when `alive` turns false.
+        died: tokio::sync::Notify,
     }
 
     #[derive(serde::Deserialize)]
@@ -820,6 +857,7 @@ mod ddp {
             }
         }
         shared.alive.store(false, Relaxed);
+        shared.died.notify_waiters();
         if !shared.closing.load(Relaxed) {
             DISCONNECTS.fetch_add(1, Relaxed);
         }
@@ -908,6 +946,7 @@ mod ddp {
                 next_id: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
                 alive: AtomicBool::new(true),
+                died: tokio::sync::Notify::new(),
             });
             let writer = tokio::spawn(write_loop(sink, rx));
             let reader = tokio::spawn(read_loop(stream, shared.clone(), handler));
@@ -992,6 +1031,17 @@ mod ddp {
         pub(crate) fn is_alive(&self) -> bool {
             self.inner.shared.alive.load(Relaxed)
         }
+
+        /// Resolves once the connection is gone (at once if it already is).
+        pub(crate) async fn closed(&self) {
+            let shared = &self.inner.shared;
+            let died = shared.died.notified();
+            tokio::pin!(died);
+            died.as_mut().enable();
+            if shared.alive.load(Relaxed) {
+                died.await;
+            }
+        }
     }
 }
 
@@ -1032,9 +1082,16 @@ mod common {
     }
 
     pub(crate) struct Ctx {
+        /// The first `--url`: room-creating admin bots connect here.
         pub ep: Endpoint,
+        /// Every `--url`: client i connects to `eps[i % len]`.
+        pub eps: Vec<Endpoint>,
+        /// `--sender-url` (fanout's sender bots), else `eps`.
+        pub sender_eps: Vec<Endpoint>,
         pub minter: Option<Minter>,
-        pub server_pid: Option<u32>,
+        /// Processes whose CPU and RSS are summed as "server".
+        pub server_pids: Vec<u32>,
+        pub aux_pids: Vec<u32>,
         /// Random per-process tag, part of every user and room name.
         pub run: String,
         pub json: bool,
@@ -1074,7 +1131,8 @@ mod common {
         pub(crate) fn snap(&self) -> Snap {
             Snap {
                 at: Instant::now(),
-                server: self.server_pid.and_then(|p| procfs::sample(&p.to_string())),
+                server: procfs::sample_sum(&self.server_pids),
+                aux: procfs::sample_sum(&self.aux_pids),
                 me: procfs::sample("self"),
                 listen_overflows: procfs::listen_overflows(),
             }
@@ -1296,6 +1354,17 @@ mod common {
         lat: &SharedLat,
         failures: &Arc<Tally>,
     ) -> Vec<Option<Client>> {
+        setup_many_on(ctx, &ctx.eps, plans, lat, failures).await
+    }
+
+    /// `setup_many` with plan i connecting to `eps[index % eps.len()]`.
+    pub(crate) async fn setup_many_on(
+        ctx: &Ctx,
+        eps: &[Endpoint],
+        plans: Vec<Plan>,
+        lat: &SharedLat,
+        failures: &Arc<Tally>,
+    ) -> Vec<Option<Client>> {
         let total = plans.len();
         let mut plans = plans.into_iter();
         let done = Arc::new(AtomicU64::new(0));
@@ -1315,7 +1384,7 @@ mod common {
         };
         let out = bounded(total, ctx.concurrency, |_| {
             let plan = plans.next().expect("one plan per index");
-            let ep = ctx.ep.clone();
+            let ep = eps[plan.index % eps.len()].clone();
             let lat = lat.clone();
             let failures = failures.clone();
             let done = done.clone();
@@ -1623,8 +1692,9 @@ mod scenarios {
         ));
         ctx.say(format!("            {}", joins.text()));
         ctx.say(format!("latency     all       {}", lat_all.text()));
-        ctx.say(format!("            join-room {}", take(&lat_code).text()));
-        ctx.say(format!("            joinRoom  {}", take(&lat_rid).text()));
+        let (lat_code, lat_rid) = (take(&lat_code), take(&lat_rid));
+        ctx.say(format!("            join-room {}", lat_code.text()));
+        ctx.say(format!("            joinRoom  {}", lat_rid.text()));
         ctx.say(format!(
             "outcome     accepted {acc_total}, rejected (error-room-full) {full}, other errors: {}",
             errors.text()
@@ -1662,6 +1732,8 @@ mod scenarios {
                     "joins_per_s": c as f64 / joins.wall.max(1e-9),
                     "joins_per_server_cpu_s": joins.per_cpu(c as f64),
                     "join_latency": lat_all.json(),
+                    "join_room_latency": lat_code.json(),
+                    "joinroom_latency": lat_rid.json(),
                     "accepted": acc_total,
                     "rejected_full": full,
                     "other_errors": errors.json(),
@@ -2073,8 +2145,9 @@ mod scenarios {
         }
         // Sender k sits in room k % R, so message k (sent by sender k % (R*S)) goes
         // to room k % R: round-robin over rooms, and over a room's senders.
+        let mut sender_plans = Vec::with_capacity(n_senders);
         for k in 0..n_senders {
-            plans.push(Plan {
+            sender_plans.push(Plan {
                 index: n_members + k,
                 token: Some(ctx.token("bot", k, "bot")?),
                 handler: None,
@@ -2085,7 +2158,8 @@ mod scenarios {
         let lat = shared_lat();
         let fail = Arc::new(Tally::default());
         let s0 = ctx.snap();
-        let clients = setup_many(ctx, plans, &lat, &fail).await;
+        let mut clients = setup_many(ctx, plans, &lat, &fail).await;
+        clients.extend(setup_many_on(ctx, &ctx.sender_eps, sender_plans, &lat, &fail).await);
         let setup = Usage::between(&s0, &ctx.snap());
         let ok = clients.iter().flatten().count();
         if ok != clients.len() {
@@ -2563,6 +2637,220 @@ mod scenarios {
         Ok(connected == a.clients)
     }
 
+    // ----------------------------------------------------------------- failover
+    pub(crate) struct FailoverArgs {
+        pub clients: usize,
+        pub room_size: usize,
+        pub interval: Duration,
+        pub kill_pid: u32,
+        pub kill_after: Duration,
+        pub after_kill: Duration,
+    }
+
+    /// A failover client's patience for one call before it tries another node.
+    const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// What one failover client saw.
+    #[derive(Default)]
+    struct FailoverClient {
+        ok_before: u64,
+        ok_after: u64,
+        /// First successful sendMessage on a surviving node, after the kill.
+        recovered_at: Option<Instant>,
+        /// First failed call or reconnect attempt.
+        failed_at: Option<Instant>,
+        reconnects: u64,
+    }
+
+    /// Clients all on the first --url send messages; the first node is killed
+    /// (SIGKILL) and each client reconnects to a survivor (client i to
+    /// survivor i mod n-1, then the next one on each failed attempt), logs in,
+    /// joins again and sends. Measures kill -> first success per client.
+    pub(crate) async fn failover(ctx: &Ctx, a: FailoverArgs) -> Result<bool, String> {
+        if ctx.eps.len() < 2 {
+            return Err("failover needs --url with two or more nodes; the first is the one killed".into());
+        }
+        if a.clients == 0 || a.room_size == 0 {
+            return Err("--clients and --room-size must be positive".into());
+        }
+        procfs::check_fd_budget(a.clients + a.clients.div_ceil(a.room_size))?;
+        ctx.progress(format!(
+            "failover: {} clients on {}, node pid {} killed after {:?}",
+            a.clients, ctx.ep.url, a.kill_pid, a.kill_after
+        ));
+        let n_rooms = a.clients.div_ceil(a.room_size);
+        let mut creators = Creators::new(ctx);
+        let rooms = creators.create_many(ctx, n_rooms, "failover", ctx.capacity_extra(a.room_size)).await?;
+        let mut plans = Vec::with_capacity(a.clients);
+        for i in 0..a.clients {
+            plans.push(Plan {
+                index: i,
+                token: Some(ctx.token("u", i, "user")?),
+                handler: None,
+                join: Some((rooms[i % n_rooms].clone(), Via::Code, None)),
+                subscribe: false,
+            });
+        }
+        let (lat, fail) = (shared_lat(), Arc::new(Tally::default()));
+        let victim = std::slice::from_ref(&ctx.ep);
+        let clients = setup_many_on(ctx, victim, plans, &lat, &fail).await;
+        if clients.iter().any(Option::is_none) {
+            return Err(format!("setup on {} failed: {}", ctx.ep.url, fail.text()));
+        }
+        let survivors: Arc<Vec<Endpoint>> = Arc::new(ctx.eps[1..].to_vec());
+        let killed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let send_before = shared_lat();
+        let send_after = shared_lat();
+        let errors = Arc::new(Tally::default());
+        let start = Instant::now();
+        let end = start + a.kill_after + a.after_kill;
+        let mut set = JoinSet::new();
+        for (i, client) in clients.into_iter().flatten().enumerate() {
+            let token = ctx.token("u", i, "user")?;
+            let room = rooms[i % n_rooms].clone();
+            let (survivors, killed_at, errors) = (survivors.clone(), killed_at.clone(), errors.clone());
+            let (send_before, send_after) = (send_before.clone(), send_after.clone());
+            let interval = a.interval;
+            set.spawn(async move {
+                let mut me = FailoverClient::default();
+                let mut client = Some(client);
+                let mut next_node = i % survivors.len();
+                // Spread the clients' calls over the interval.
+                let mut due = start + interval.mul_f64((i as f64 * 0.618_034).fract());
+                while Instant::now() < end {
+                    let Some(c) = client.clone() else {
+                        // Reconnect to a survivor, log in, join again.
+                        let ep = survivors[next_node].clone();
+                        next_node = (next_node + 1) % survivors.len();
+                        me.reconnects += 1;
+                        let plan = Plan {
+                            index: i,
+                            token: Some(token.clone()),
+                            handler: None,
+                            join: Some((room.clone(), Via::Code, None)),
+                            subscribe: false,
+                        };
+                        match setup_client(ep, plan).await {
+                            Ok(c) => client = Some(c),
+                            Err((stage, e)) => {
+                                errors.add(format!("reconnect {stage}:{}", e.code()));
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                        continue;
+                    };
+                    if me.failed_at.is_none() {
+                        // Like a browser's onclose: a dropped socket ends the
+                        // pause at once and the next call goes out (and fails).
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(due.into()) => due += interval,
+                            _ = c.closed() => {}
+                        }
+                    }
+                    let t = Instant::now();
+                    // A browser learns of a reset socket at once: a call on a
+                    // connection already seen dead fails without waiting.
+                    let call = c.call("sendMessage", json!([{ "rid": room.rid, "msg": format!("fo {i}") }]));
+                    let r = if !c.is_alive() {
+                        Err(DdpError::Closed)
+                    } else {
+                        tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or(Err(DdpError::Timeout))
+                    };
+                    match r {
+                        Ok(_) => {
+                            let done = Instant::now();
+                            match killed_at.get() {
+                                Some(k) if t > *k && me.failed_at.is_some() => {
+                                    me.recovered_at.get_or_insert(done);
+                                    me.failed_at = None;
+                                    me.ok_after += 1;
+                                    send_after.lock().unwrap().record(done - t);
+                                }
+                                Some(_) if me.recovered_at.is_some() => {
+                                    me.ok_after += 1;
+                                    send_after.lock().unwrap().record(done - t);
+                                }
+                                _ => {
+                                    me.ok_before += 1;
+                                    send_before.lock().unwrap().record(done - t);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            errors.add(format!("sendMessage:{}", e.code()));
+                            me.failed_at.get_or_insert(t);
+                            if !c.is_alive() || matches!(e, DdpError::Closed | DdpError::Timeout) {
+                                client = None;
+                            } else {
+                                // A refusal on a live connection: retry it soon, not in a hot loop.
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                }
+                me
+            });
+        }
+        tokio::time::sleep_until((start + a.kill_after).into()).await;
+        // The instant before `kill` runs: the figure includes fork+exec of kill(1).
+        let _ = killed_at.set(Instant::now());
+        let status = std::process::Command::new("kill")
+            .args(["-9", &a.kill_pid.to_string()])
+            .status()
+            .map_err(|e| format!("running kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -9 {} failed ({status})", a.kill_pid));
+        }
+        ctx.progress(format!("killed pid {}", a.kill_pid));
+        let kill = *killed_at.get().expect("set above");
+        let mut from_kill = Lat::default();
+        let (mut recovered, mut ok_before, mut ok_after, mut reconnects) = (0, 0, 0, 0);
+        while let Some(r) = set.join_next().await {
+            let me = r.map_err(|e| format!("client task: {e}"))?;
+            if let Some(at) = me.recovered_at {
+                recovered += 1;
+                from_kill.record(at - kill);
+            }
+            ok_before += me.ok_before;
+            ok_after += me.ok_after;
+            reconnects += me.reconnects;
+        }
+        let (send_before, send_after) = (take(&send_before), take(&send_after));
+        ctx.say(format!(
+            "== failover: {} clients on {} in {n_rooms} rooms, a sendMessage each every {:?}; kill -9 pid {} at {:?} ==",
+            a.clients, ctx.ep.url, a.interval, a.kill_pid, a.kill_after
+        ));
+        ctx.say(format!(
+            "recovered   {recovered} of {} clients succeeded on a surviving node ({reconnects} reconnect attempts)",
+            a.clients
+        ));
+        ctx.say(format!("kill->ok    {}", from_kill.text()));
+        ctx.say(format!("sendMessage before the kill {}", send_before.text()));
+        ctx.say(format!("            after recovery  {}", send_after.text()));
+        ctx.say(format!("calls       ok before {ok_before}, ok after {ok_after}; errors: {}", errors.text()));
+        let health = ctx.say_health();
+        if ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "failover",
+                    "clients": a.clients,
+                    "recovered": recovered,
+                    "reconnect_attempts": reconnects,
+                    "kill_to_ok": from_kill.json(),
+                    "send_before": send_before.json(),
+                    "send_after": send_after.json(),
+                    "ok_before": ok_before,
+                    "ok_after": ok_after,
+                    "errors": errors.json(),
+                    "health": health,
+                })
+            );
+        }
+        drop(creators);
+        Ok(recovered == a.clients)
+    }
+
     // ----------------------------------------------------------------- probe
     pub(crate) fn probe(ctx: &Ctx, how: &str) -> Result<bool, String> {
         let s = ctx.snap();
@@ -2570,7 +2858,11 @@ mod scenarios {
         let lim = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("unlimited".into());
         ctx.say(format!(
             "server      pid {} ({how})",
-            ctx.server_pid.map(|p| p.to_string()).unwrap_or("?".into())
+            if ctx.server_pids.is_empty() {
+                "?".to_string()
+            } else {
+                ctx.server_pids.iter().map(u32::to_string).collect::<Vec<_>>().join("+")
+            }
         ));
         if let Some(srv) = s.server {
             ctx.say(format!(
@@ -2586,7 +2878,8 @@ mod scenarios {
                 "{}",
                 json!({
                     "scenario": "probe",
-                    "server_pid": ctx.server_pid,
+                    "server_pid": ctx.server_pids.first(),
+                    "server_pids": ctx.server_pids,
                     "server_rss_kb": s.server.map(|v| v.rss_kb),
                     "server_cpu_s": s.server.map(|v| v.cpu_ticks as f64 / procfs::CLK_TCK),
                     "nofile_soft": soft,
@@ -2610,12 +2903,21 @@ mod scenarios {
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
-    /// Server WebSocket endpoint.
+    /// Server WebSocket endpoint; comma-separated for several nodes (client i
+    /// connects to the (i mod n)-th; room-creating bots to the first).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:3000/websocket")]
     url: String,
-    /// Server process to sample (default: scan /proc/*/comm for `roomd`).
+    /// Endpoint(s) for fanout's sender bots (default: --url).
     #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    sender_url: Option<String>,
+    /// Server process(es) to sample, comma-separated; CPU and RSS are summed
+    /// (default: scan /proc/*/comm for the `roomd` on each --url port).
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Other processes (e.g. nats-server) whose CPU is summed and reported
+    /// separately from the server's.
+    #[arg(long, global = true, value_delimiter = ',')]
+    aux_pid: Vec<u32>,
     /// File holding the JWT secret (default: env ROOMD_JWT_SECRET).
     #[arg(long, global = true)]
     secret_file: Option<PathBuf>,
@@ -2741,6 +3043,25 @@ enum Scenario {
         #[arg(long, default_value = "5s", value_parser = util::parse_duration)]
         sample: Duration,
     },
+    /// Clients on the first --url node; kill -9 that node; time until each
+    /// client succeeds on another --url node.
+    Failover {
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, default_value_t = 20)]
+        room_size: usize,
+        /// Each client's pause between sendMessage calls.
+        #[arg(long, default_value = "500ms", value_parser = util::parse_duration)]
+        interval: Duration,
+        /// The process serving the first --url (it gets SIGKILL).
+        #[arg(long)]
+        kill_pid: u32,
+        #[arg(long, default_value = "3s", value_parser = util::parse_duration)]
+        kill_after: Duration,
+        /// How long the clients go on after the kill.
+        #[arg(long, default_value = "10s", value_parser = util::parse_duration)]
+        after_kill: Duration,
+    },
     /// Print server pid/RSS/CPU and the open-files limit.
     Probe,
 }
@@ -2756,14 +3077,36 @@ async fn run(cli: Cli) -> Result<bool, String> {
         None => std::env::var("ROOMD_JWT_SECRET").ok(),
     }
     .filter(|s| !s.is_empty());
-    let ep = ddp::Endpoint::resolve(&cli.url, cli.src_addrs, cli.timeout).await?;
-    let (server_pid, how) = match cli.server_pid {
-        Some(p) => (Some(p), "from --server-pid".to_string()),
-        None => procfs::find_server(ep.addr.port()),
+    let mut eps = Vec::new();
+    for url in cli.url.split(',').filter(|u| !u.trim().is_empty()) {
+        eps.push(ddp::Endpoint::resolve(url.trim(), cli.src_addrs, cli.timeout).await?);
+    }
+    let ep = eps.first().cloned().ok_or("--url is empty")?;
+    let mut sender_eps = Vec::new();
+    for url in cli.sender_url.as_deref().unwrap_or("").split(',').filter(|u| !u.trim().is_empty()) {
+        sender_eps.push(ddp::Endpoint::resolve(url.trim(), cli.src_addrs, cli.timeout).await?);
+    }
+    if sender_eps.is_empty() {
+        sender_eps = eps.clone();
+    }
+    let (server_pids, how) = if !cli.server_pid.is_empty() {
+        (cli.server_pid.clone(), "from --server-pid".to_string())
+    } else {
+        let mut pids = Vec::new();
+        let mut hows = Vec::new();
+        for e in &eps {
+            let (pid, how) = procfs::find_server(e.addr.port());
+            pids.extend(pid);
+            hows.push(how);
+        }
+        if pids.len() < eps.len() {
+            pids.clear();
+        }
+        (pids, hows.join("; "))
     };
-    match server_pid {
-        Some(p) => eprintln!("[loadgen] server pid {p} ({how})"),
-        None => eprintln!("[loadgen] server pid unknown ({how}): CPU/RSS figures unavailable"),
+    match server_pids.as_slice() {
+        [] => eprintln!("[loadgen] server pid unknown ({how}): CPU/RSS figures unavailable"),
+        pids => eprintln!("[loadgen] server pid(s) {pids:?} ({how})"),
     }
     let run = nanoid::nanoid!(
         6,
@@ -2774,8 +3117,11 @@ async fn run(cli: Cli) -> Result<bool, String> {
     );
     let ctx = common::Ctx {
         ep,
+        eps,
+        sender_eps,
         minter: secret.map(|s| common::Minter::new(s.as_bytes())),
-        server_pid,
+        server_pids,
+        aux_pids: cli.aux_pid.clone(),
         run,
         json: cli.json,
         concurrency: cli.concurrency,
@@ -2841,6 +3187,10 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Chat { clients, duration, room_size, think, sample } => {
             let a = ChatArgs { clients, duration, room_size, think, sample };
             chat(&ctx, a).await
+        }
+        Scenario::Failover { clients, room_size, interval, kill_pid, kill_after, after_kill } => {
+            let a = FailoverArgs { clients, room_size, interval, kill_pid, kill_after, after_kill };
+            failover(&ctx, a).await
         }
         Scenario::Probe => probe(&ctx, &how),
     }
