@@ -329,3 +329,35 @@ fn docs_every_rest_error_code_is_in_rest_md() {
     assert!(ROCKETCHAT_RS.contains("\"error-invalid-request\""));
     assert!(has_row(&rest, "error-invalid-request"), "error-invalid-request has no row in protocol/rest.md");
 }
+
+/// Every flag `roomd --help` lists, and its environment variable, has a
+/// row in docs/operations.md: an operator reading the docs sees every knob.
+#[test]
+fn docs_every_flag_and_env_var_is_in_operations_md() {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_roomd")).arg("--help").output().expect("roomd --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let ops = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+        .expect("docs/operations.md");
+    let mut flags = BTreeSet::new();
+    let mut envs = BTreeSet::new();
+    for line in help.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("--").or_else(|| line.split_once(", --").map(|(_, r)| r)) {
+            let flag = rest.split([' ', '=', ',']).next().unwrap_or("");
+            if !flag.is_empty() && flag != "help" && flag != "version" {
+                flags.insert(format!("--{flag}"));
+            }
+        }
+        if let Some(i) = line.find("[env: ") {
+            let env = line[i + 6..].split(['=', ']']).next().unwrap_or("");
+            envs.insert(env.to_owned());
+        }
+    }
+    assert!(flags.contains("--cluster") && flags.len() > 30, "help not parsed: {flags:?}");
+    let missing: Vec<_> = flags
+        .iter()
+        .filter(|f| !ops.contains(&format!("`{f}`")))
+        .chain(envs.iter().filter(|e| !ops.contains(e.as_str())))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+}
