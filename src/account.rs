@@ -2,10 +2,15 @@
 //! to every connection of that user; `Meteor.user()` and the `account.user`
 //! of `@rocket.chat/ddp-client` are filled from it.
 //!
-//! One entry per signed-in user holds the fields last sent and the
-//! connections that hold the document, under one map-entry lock, so a
-//! connection never sees `changed` before its `added` and every connection
+//! One entry per signed-in user holds the user whose fields were last sent
+//! and the connections that hold the document, under one map-entry lock, so
+//! a connection never sees `changed` before its `added` and every connection
 //! of the user converges on the same fields.
+//!
+//! The entry keeps the signed-in [`User`] itself (shared with the session
+//! that signed in) and builds the JSON fields only to send a frame: a JSON
+//! map per user cost about 660 bytes per signed-in connection
+//! (BENCHMARKS.md, Memory).
 
 use crate::auth::User;
 use crate::conn::ConnHandle;
@@ -13,11 +18,13 @@ use crate::ids::{ConnId, UserId};
 use crate::wire;
 use dashmap::DashMap;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 pub(crate) const COLLECTION: &str = "users";
 
 struct Doc {
-    fields: Map<String, Value>,
+    /// The user whose fields the connections were last sent.
+    shown: Arc<User>,
     conns: Vec<ConnHandle>,
 }
 
@@ -47,6 +54,11 @@ pub(crate) fn fields_of(u: &User) -> Map<String, Value> {
     f
 }
 
+/// Whether `a` and `b` give the same [`fields_of`].
+fn same_fields(a: &User, b: &User) -> bool {
+    a.username == b.username && a.name == b.name && a.roles == b.roles
+}
+
 /// What turns `old` into `new`: the keys to set and the keys to clear.
 fn diff(old: &Map<String, Value>, new: &Map<String, Value>) -> (Map<String, Value>, Vec<String>) {
     let set =
@@ -59,24 +71,25 @@ impl OwnRecords {
     /// `conn` is now signed in as `user`: it gets `added` unless it already
     /// holds the record, and if the user's fields differ from those last
     /// sent, every connection holding the record gets `changed`.
-    pub fn show(&self, conn: &ConnHandle, user: &User) {
-        let fields = fields_of(user);
+    pub fn show(&self, conn: &ConnHandle, user: &Arc<User>) {
         let id = user.id.as_str();
         let mut doc = self
             .docs
             .entry(user.id.clone())
-            .or_insert_with(|| Doc { fields: fields.clone(), conns: Vec::new() });
-        if doc.fields != fields {
-            let (set, cleared) = diff(&doc.fields, &fields);
+            // Most users hold the record on one connection.
+            .or_insert_with(|| Doc { shown: user.clone(), conns: Vec::with_capacity(1) });
+        if !same_fields(&doc.shown, user) {
+            let (set, cleared) = diff(&fields_of(&doc.shown), &fields_of(user));
             let frame = wire::doc_changed(COLLECTION, id, &set, &cleared);
             for c in &doc.conns {
                 c.try_send(frame.clone());
             }
-            doc.fields = fields;
         }
+        // The newest sign-in's user, so the entry shares the session's.
+        doc.shown = user.clone();
         if !doc.conns.iter().any(|c| c.id == conn.id) {
             // Queued under the entry lock: no `changed` can overtake it.
-            conn.try_send(wire::doc_added(COLLECTION, id, &doc.fields));
+            conn.try_send(wire::doc_added(COLLECTION, id, &fields_of(user)));
             doc.conns.push(conn.clone());
         }
     }

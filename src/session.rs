@@ -226,9 +226,10 @@ impl Session {
             self.drop_all_subs(&MethodError::SubNotAllowed).await;
         }
         self.set_online(Some((user.id.clone(), user.username.clone())));
+        let user = Arc::new(user);
         self.show_own_record(&user);
         self.set_token_expiry(user.expires_ms);
-        self.user = Some(Arc::new(user));
+        self.user = Some(user);
     }
 
     /// Ends the signed-in identity (after `logout` made it durable): its
@@ -536,7 +537,7 @@ impl Session {
     /// (`removed` first if it was signed in as someone else); the user's
     /// other connections get `changed` if the record's fields changed.
     /// Called before `self.user` is set.
-    fn show_own_record(&mut self, user: &User) {
+    fn show_own_record(&mut self, user: &Arc<User>) {
         if self.per_request {
             return;
         }

@@ -8,7 +8,7 @@ use crate::ids::{RoomId, UserId};
 use crate::room::UserRef;
 use dashmap::DashMap;
 use std::collections::HashSet;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// The form in which usernames are compared and owned: trimmed,
 /// case-insensitive.
@@ -22,9 +22,10 @@ struct Known {
     /// Bumped on every change of `r`.
     version: u64,
     /// The highest version known to be durable. Logins of the same user on
-    /// other connections wait on it, so none is acknowledged before the
-    /// record (written by whichever login saw it first) is committed.
-    committed: watch::Sender<u64>,
+    /// other connections wait for it (see [`Directory::wait_committed`]), so
+    /// none is acknowledged before the record (written by whichever login
+    /// saw it first) is committed.
+    committed: u64,
 }
 
 /// A token claims a username that another user owns.
@@ -39,8 +40,9 @@ pub struct UsernameTaken {
 pub enum Admission {
     /// Record `ops`, then report [`Directory::committed`] with `version`.
     Store { ops: Vec<Fact>, version: u64 },
-    /// Someone else is storing (or stored) this record: wait for `version`.
-    Wait { committed: watch::Receiver<u64>, version: u64 },
+    /// Someone else is storing (or stored) this record: wait for `version`
+    /// with [`Directory::wait_committed`].
+    Wait { version: u64 },
 }
 
 #[derive(Default, Debug)]
@@ -55,6 +57,11 @@ pub struct Directory {
     revoked: DashMap<String, u64>,
     /// Rooms each user is a member of; written by room actors.
     memberships: DashMap<UserId, HashSet<RoomId>>,
+    /// Woken by every commit of a user record. One for the directory rather
+    /// than a channel per user (a `watch` cost ~340 bytes per signed-in
+    /// user, BENCHMARKS.md, Memory): only a login racing another login of
+    /// the same user waits on it, and only until that commit.
+    commits: Notify,
 }
 
 impl Directory {
@@ -79,10 +86,10 @@ impl Directory {
             let mut e = self.by_id.entry(u.id.clone()).or_insert_with(|| Known {
                 r: UserRef { id: u.id.clone(), username: String::new(), name: None },
                 version: 0,
-                committed: watch::Sender::new(0),
+                committed: 0,
             });
             if e.r == r && e.version > 0 {
-                Admission::Wait { committed: e.committed.subscribe(), version: e.version }
+                Admission::Wait { version: e.version }
             } else {
                 if e.r.username != r.username && !e.r.username.is_empty() {
                     old_name = Some(normalize(&e.r.username));
@@ -90,7 +97,7 @@ impl Directory {
                 e.r = r.clone();
                 e.version += 1;
                 if !durable {
-                    e.committed.send_replace(e.version);
+                    e.committed = e.version;
                 }
                 // The claim row goes with every write of the record (it is
                 // idempotent), so whichever login stores first makes both
@@ -117,14 +124,30 @@ impl Directory {
 
     /// Reports that `version` of `uid`'s record is durable.
     pub fn committed(&self, uid: &UserId, version: u64) {
-        if let Some(e) = self.by_id.get(uid) {
-            e.committed.send_if_modified(|v| {
-                let newer = *v < version;
-                if newer {
-                    *v = version;
-                }
-                newer
-            });
+        let newer = match self.by_id.get_mut(uid) {
+            Some(mut e) if e.committed < version => {
+                e.committed = version;
+                true
+            }
+            _ => false,
+        };
+        if newer {
+            self.commits.notify_waiters();
+        }
+    }
+
+    /// Waits until `version` of `uid`'s record is durable.
+    pub async fn wait_committed(&self, uid: &UserId, version: u64) {
+        loop {
+            // Registered before the check, so a commit in between is not
+            // missed.
+            let commit = self.commits.notified();
+            tokio::pin!(commit);
+            commit.as_mut().enable();
+            if self.by_id.get(uid).is_some_and(|e| e.committed >= version) {
+                return;
+            }
+            commit.await;
         }
     }
 
@@ -143,7 +166,7 @@ impl Directory {
         if self.owners.get(&name).is_none_or(|o| *o == r.id) {
             self.by_username.insert(name, r.id.clone());
         }
-        self.by_id.insert(r.id.clone(), Known { r, version: 1, committed: watch::Sender::new(1) });
+        self.by_id.insert(r.id.clone(), Known { r, version: 1, committed: 1 });
     }
 
     /// A user another cluster node signed in (its fact came through the
@@ -216,5 +239,47 @@ impl Directory {
 
     pub fn rooms_of(&self, uid: &UserId) -> Vec<RoomId> {
         self.memberships.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use std::time::Duration;
+
+    fn user(id: &str, name: &str) -> User {
+        User {
+            id: UserId::from(id),
+            username: name.into(),
+            name: None,
+            roles: Vec::new(),
+            expires_ms: 0,
+            token_key: String::new(),
+        }
+    }
+
+    /// Issue 8.2 without a channel per user: a second login of a user whose
+    /// record another login is storing waits for exactly that commit.
+    #[tokio::test]
+    async fn a_racing_login_waits_for_the_first_ones_commit() {
+        let d = Directory::default();
+        let u = user("u1", "racer");
+        let Ok(Admission::Store { version, .. }) = d.admit(&u, true) else { panic!("first login stores") };
+        let Ok(Admission::Wait { version: waited }) = d.admit(&u, true) else { panic!("second login waits") };
+        assert_eq!(waited, version);
+        let wait = d.wait_committed(&u.id, waited);
+        tokio::pin!(wait);
+        assert!(wait.as_mut().now_or_never().is_none(), "answered before the commit");
+        // Another user's commit does not end the wait.
+        let other = user("u2", "other");
+        let Ok(Admission::Store { version: v2, .. }) = d.admit(&other, true) else { panic!() };
+        d.committed(&other.id, v2);
+        assert!(wait.as_mut().now_or_never().is_none(), "woken by someone else's commit");
+        d.committed(&u.id, version);
+        tokio::time::timeout(Duration::from_secs(5), wait).await.expect("the commit wakes the waiting login");
+        // Once committed, a later racer does not wait at all.
+        let Ok(Admission::Wait { version: again }) = d.admit(&u, true) else { panic!() };
+        assert!(d.wait_committed(&u.id, again).now_or_never().is_some());
     }
 }

@@ -46,11 +46,10 @@ pub(super) async fn login(s: &mut Session, p: Params) -> MethodResult {
             users.committed(&user.id, version);
         }
         (Admission::Store { .. }, None) => {}
-        (Admission::Wait { mut committed, version }, _) => {
-            let wait = committed.wait_for(|v| *v >= version);
-            match tokio::time::timeout(RECORD_WAIT, wait).await {
-                Ok(Ok(_)) => {}
-                _ => {
+        (Admission::Wait { version }, _) => {
+            match tokio::time::timeout(RECORD_WAIT, users.wait_committed(&user.id, version)).await {
+                Ok(()) => {}
+                Err(_) => {
                     tracing::error!(user = %user.id, "user record not committed in time");
                     return Err(MethodError::Room(RoomError::Storage));
                 }
