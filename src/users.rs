@@ -183,7 +183,7 @@ impl Directory {
         match self.by_id.get_mut(&r.id) {
             Some(mut known) => known.r = r,
             None => {
-                self.by_id.insert(r.id.clone(), Known { r, version: 1, committed: watch::Sender::new(1) });
+                self.by_id.insert(r.id.clone(), Known { r, version: 1, committed: 1 });
             }
         }
     }
