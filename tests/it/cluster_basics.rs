@@ -5,7 +5,6 @@
 //! joins through both nodes, and a restart that replays the log.
 
 use crate::support::{Client, unique};
-use roomd::auth::{Authenticator, Claims, now_secs};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -13,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "cluster-basics-secret";
+use crate::cluster::nodes::{SECRET, user as login};
 
 /// The cluster fixture's `nats-server` (skips loudly, or fails under
 /// `ROOMD_REQUIRE_NATS=1`).
@@ -131,25 +130,15 @@ async fn ready(node: &Node) {
     }
 }
 
-fn token(username: &str) -> String {
-    Authenticator::hs256(SECRET.as_bytes()).mint(&Claims {
-        sub: format!("id-{username}"),
-        username: username.into(),
-        name: None,
-        roles: Some(vec!["user".into()]),
-        exp: now_secs() + 3600,
-        nbf: None,
-        iat: None,
-    })
-}
-
-async fn login(url: &str, username: &str) -> Client {
-    let mut c = Client::open(url).await;
-    c.connect().await;
-    let r = c.call("login", json!([{"resume": token(username)}])).await;
-    assert!(r.get("error").is_none(), "login of {username} failed: {r}");
-    c.user_id = Some(format!("id-{username}"));
-    c
+/// One NATS server and two ready nodes `a` and `b` (`None`: no
+/// nats-server here, the test is skipped loudly).
+async fn two_nodes(tag: &str) -> Option<(Nats, Node, Node)> {
+    let bin = nats_or_skip()?;
+    let nats = start_nats(&bin, &tempdir(tag));
+    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
+    ready(&a).await;
+    ready(&b).await;
+    Some((nats, a, b))
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -163,12 +152,7 @@ fn tempdir(tag: &str) -> PathBuf {
 /// B's join and B's message, once each; both nodes answer the same room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_room_from_any_node_and_events_cross_nodes() {
-    let Some(bin) = nats_or_skip() else { return };
-    let dir = tempdir("cb1");
-    let nats = start_nats(&bin, &dir);
-    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
-    ready(&a).await;
-    ready(&b).await;
+    let Some((_nats, a, b)) = two_nodes("cb1").await else { return };
 
     let name = unique("xnode");
     let mut alice = login(&a.url, "alice").await;
@@ -204,12 +188,7 @@ async fn any_room_from_any_node_and_events_cross_nodes() {
 /// nodes: exactly K are admitted, and both nodes agree on who.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_is_exact_across_nodes() {
-    let Some(bin) = nats_or_skip() else { return };
-    let dir = tempdir("cb2");
-    let nats = start_nats(&bin, &dir);
-    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
-    ready(&a).await;
-    ready(&b).await;
+    let Some((_nats, a, b)) = two_nodes("cb2").await else { return };
     const K: usize = 7;
     const JOINERS: usize = 40;
     let mut owner = login(&a.url, "owner").await;
@@ -284,12 +263,7 @@ async fn a_restarted_node_replays_the_log() {
 /// is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_of_a_dead_node_are_released_by_the_survivors() {
-    let Some(bin) = nats_or_skip() else { return };
-    let dir = tempdir("cb4");
-    let nats = start_nats(&bin, &dir);
-    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
-    ready(&a).await;
-    ready(&b).await;
+    let Some((_nats, a, b)) = two_nodes("cb4").await else { return };
     let mut host = login(&a.url, "host").await;
     let room =
         host.call("createChannel", json!([unique("guests"), [], false, {}, {"guestAccess": true}])).await;
@@ -341,12 +315,7 @@ async fn guests_of_a_dead_node_are_released_by_the_survivors() {
 /// two nodes get one room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_direct_message_room_per_pair_across_nodes() {
-    let Some(bin) = nats_or_skip() else { return };
-    let dir = tempdir("cb5");
-    let nats = start_nats(&bin, &dir);
-    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
-    ready(&a).await;
-    ready(&b).await;
+    let Some((_nats, a, b)) = two_nodes("cb5").await else { return };
     for round in 0..5 {
         let (x, y) = (format!("dmx{round}"), format!("dmy{round}"));
         // Signed in once on each node, both users are known to both.
@@ -371,12 +340,7 @@ async fn one_direct_message_room_per_pair_across_nodes() {
 /// user online when one closes; the last one closing shows offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_spans_the_nodes() {
-    let Some(bin) = nats_or_skip() else { return };
-    let dir = tempdir("cb6");
-    let nats = start_nats(&bin, &dir);
-    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
-    ready(&a).await;
-    ready(&b).await;
+    let Some((_nats, a, b)) = two_nodes("cb6").await else { return };
     let mut watcher = login(&a.url, "watcher").await;
     watcher.sub_ok("stream-notify-logged", json!(["user-status", false])).await;
     let status_of = |f: &Value, uid: &str| -> Option<i64> {
@@ -402,12 +366,7 @@ async fn presence_spans_the_nodes() {
 /// B, once, and not its sender.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_crosses_nodes() {
-    let Some(bin) = nats_or_skip() else { return };
-    let dir = tempdir("cb7");
-    let nats = start_nats(&bin, &dir);
-    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
-    ready(&a).await;
-    ready(&b).await;
+    let Some((_nats, a, b)) = two_nodes("cb7").await else { return };
     let mut typist = login(&a.url, "typist").await;
     let room = typist.call("createChannel", json!([unique("typing"), []])).await;
     let rid = room["result"]["rid"].as_str().unwrap_or_else(|| panic!("{room}")).to_owned();
@@ -456,12 +415,7 @@ async fn a_message_id_is_refused_twice_however_old_on_any_node() {
 /// may not rename cannot take a name away from everyone else by trying.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renames_keep_names_unique_and_refused_ones_claim_nothing() {
-    let Some(bin) = nats_or_skip() else { return };
-    let dir = tempdir("cb9");
-    let nats = start_nats(&bin, &dir);
-    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
-    ready(&a).await;
-    ready(&b).await;
+    let Some((_nats, a, b)) = two_nodes("cb9").await else { return };
     let mut owner = login(&a.url, "owner").await;
     let first = owner.call("createChannel", json!([unique("ren-a"), []])).await;
     let rid = first["result"]["rid"].as_str().unwrap_or_else(|| panic!("{first}")).to_owned();

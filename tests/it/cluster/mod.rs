@@ -20,7 +20,7 @@
 //! and the servers' client and consumer placement.
 
 pub(crate) mod nats;
-mod nodes;
+pub(crate) mod nodes;
 mod proc;
 mod scenarios;
 mod smoke;
