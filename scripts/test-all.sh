@@ -6,7 +6,8 @@
 #
 # Usage: scripts/test-all.sh          (from anywhere)
 # Needs: cargo (with rustfmt, clippy), node >= 20 and npm for the interop and
-# browser steps, Chromium (/usr/bin/chromium) for the browser step, and
+# browser steps, Chromium (/usr/bin/chromium) for the browser step, Debian's
+# libfaketime for the cluster test of a node whose clock is behind, and
 # python3 (with venv or pip) to install nats-server for the cluster tests
 # when no nats-server >= 2.10.23 is on this machine.
 set -euo pipefail

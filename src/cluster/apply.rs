@@ -9,6 +9,7 @@ use super::{Cluster, STREAM};
 use crate::ids::RoomId;
 use crate::room::RoomCommand;
 use crate::server::ServerState;
+use crate::time::Millis;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -89,12 +90,13 @@ async fn run(
                 }
             }
         };
-        let seq = m.info().map(|i| i.stream_sequence).map_err(|e| e.to_string())?;
+        let (seq, stored) =
+            m.info().map(|i| (i.stream_sequence, stored_at(i.published))).map_err(|e| e.to_string())?;
         if seq <= *applied {
             continue;
         }
         *applied = seq;
-        apply(cluster, state, m.subject.as_str(), &m.payload).await;
+        apply(cluster, state, m.subject.as_str(), &m.payload, stored).await;
         crate::metrics::cluster_applied(seq);
         if !*caught_up && seq >= target {
             *caught_up = true;
@@ -104,15 +106,28 @@ async fn run(
     }
 }
 
-async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8]) {
+/// When the stream stored an entry, in milliseconds.
+fn stored_at(published: async_nats::datetime::DateTime) -> Millis {
+    Millis(i64::try_from(published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+}
+
+/// Applies one stored entry. `stored` is when the stream stored it: the
+/// rooms decide with that clock rather than the origin node's, so a roomd
+/// node whose clock is off cannot stamp a room's messages or `_updatedAt`
+/// behind the others' (clients page with `ts < end` and poll with
+/// `updatedSince`). Every replica reads the same time from the stream; the
+/// room's clock keeps the times strictly increasing if the stream's leader
+/// changes to a server whose clock is behind.
+async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8], stored: Millis) {
     if let Some(rid) = subject.strip_prefix("roomlog.") {
-        let entry: EntryV1 = match serde_json::from_slice(payload) {
+        let mut entry: EntryV1 = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(subject, error = %e, "unreadable room log entry skipped");
                 return;
             }
         };
+        entry.now = stored.0;
         if let OpV1::Create { .. } = &entry.op {
             let id = entry.id.clone();
             state.apply_create(entry);

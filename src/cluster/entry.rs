@@ -6,7 +6,8 @@
 //! log's order, so every node reaches the same state and emits the same
 //! events to its own listeners. What a rule would draw at random (ids,
 //! guest tokens) is drawn from a generator seeded by the entry's `id`, and
-//! the clock is the entry's `now`: the replicas stay identical.
+//! the clock is the time the stream stored the entry (see
+//! `apply::apply`): the replicas stay identical.
 
 use crate::ids::UserId;
 use crate::permissions::Principal;
@@ -25,8 +26,10 @@ pub struct EntryV1 {
     /// The node incarnation that appended it (`<node-id>/<boot>`); it holds
     /// the caller waiting for the result.
     pub origin: String,
-    /// The origin's clock when the command arrived: every replica stamps
-    /// messages and joins with it.
+    /// The origin's clock when the command arrived. Replicas replace it
+    /// with the time the stream stored the entry before applying it (one
+    /// clock for every node, whatever the origin's says); kept in the
+    /// entry for operators reading the log.
     pub now: i64,
     pub op: OpV1,
 }

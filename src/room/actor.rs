@@ -14,7 +14,7 @@ use super::ended::EndedRoom;
 use super::handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParams, Topic};
 use super::listener::{MeetingEvent, RoomListener};
 use super::model::Message;
-use super::state::{Joined, RoomState, SystemKind};
+use super::state::{Joined, RoomClock, RoomState, SystemKind};
 use super::throttle::CodeThrottle;
 use crate::conn::ConnHandle;
 use crate::durability::{Committed, Durability, DurabilityError, RoomBatch, RoomChange};
@@ -56,6 +56,10 @@ pub(super) struct Listening {
 /// `publish.rs`, which turns the rules' effects into frames and store rows.
 pub(super) struct RoomActor {
     pub(super) state: RoomState,
+    /// Stamps messages and `_updatedAt` so each strictly follows the last
+    /// (see [`RoomClock`]): history paging by `ts` and `updatedSince`
+    /// depend on it.
+    pub(super) clock: RoomClock,
     rx: mpsc::Receiver<RoomCommand>,
     /// Weak, so the actor's own timers do not keep it alive.
     pub(super) me: mpsc::WeakSender<RoomCommand>,
@@ -121,7 +125,11 @@ pub(super) fn spawn(
     summary: Arc<OnceLock<Arc<EndedRoom>>>,
 ) {
     let RoomDeps { registry, users, hub, store, cluster } = deps;
+    // Resumes after the latest time the room handed out, so a restart
+    // (or a clock that stepped back meanwhile) never stamps behind it.
+    let last = history.iter().map(|m| m.ts).fold(state.updated_at, Millis::max);
     let mut actor = RoomActor {
+        clock: RoomClock::after(last),
         state,
         rx,
         me,
@@ -435,10 +443,18 @@ impl RoomActor {
         self.guest_holders.remove(uid);
     }
 
-    /// Handles one command as of `now`: on one node, every command as it
-    /// arrives; in cluster mode, reads as they arrive and changes as the
-    /// log delivers them (`now` is then the entry's clock).
-    pub(super) fn handle_at(&mut self, cmd: RoomCommand, now: Millis) {
+    /// Handles one command with the clock at `clock`: on one node, every
+    /// command as it arrives; in cluster mode, reads as they arrive and
+    /// changes as the log delivers them (`clock` is then the entry's, so
+    /// every replica stamps the same times).
+    pub(super) fn handle_at(&mut self, cmd: RoomCommand, clock: Millis) {
+        self.decide(cmd, self.clock.now(clock));
+        self.clock.saw(self.state.updated_at);
+    }
+
+    /// Handles one command decided at `now` (the room's time, after every
+    /// time it handed out before).
+    fn decide(&mut self, cmd: RoomCommand, now: Millis) {
         let mut fx = Vec::new();
         match cmd {
             RoomCommand::JoinSelf { who, code, respond_to } => {
@@ -639,7 +655,8 @@ impl RoomActor {
     fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Value, RoomError> {
         let member = self.state.check_send(who, p.id.as_ref(), |id| self.message_known(id))?;
         let id = p.id.unwrap_or_else(MessageId::generate);
-        let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, now);
+        let ts = self.clock.stamp(now);
+        let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, ts);
         // The reply is a tree for the method layer; the store row and the
         // frames share one serialisation (see `store_and_broadcast`).
         let reply = serde_json::to_value(&msg).unwrap_or(Value::Null);

@@ -71,7 +71,7 @@ impl RoomActor {
             match e {
                 Effect::System { kind, msg, by, role } => {
                     let ended = kind == SystemKind::RoomEnded;
-                    let mut m = Message::system(&rid, kind.code(), msg, by, now);
+                    let mut m = Message::system(&rid, kind.code(), msg, by, self.clock.stamp(now));
                     m.role = role.map(|r| Cow::Borrowed(r.name()));
                     self.store_and_broadcast(m);
                     if ended && self.wants_meeting() {

@@ -1083,6 +1083,61 @@ impl RoomState {
     }
 }
 
+/// The room's clock. Every time the room hands out — a message's `ts`, the
+/// room's `_updatedAt` — is later than every one before it, in the order the
+/// room decides: `max(clock, previous + 1 ms)`. Wall clocks tie within a
+/// millisecond, step back (NTP) and differ between cluster nodes; clients
+/// page history with `ts < end` and poll with `_updatedAt > since`, which
+/// lose or hide anything that shares or goes behind an earlier time.
+///
+/// The clock is told the time (a node's clock, or in cluster mode the clock
+/// carried by the log entry, so every replica stamps the same), and never
+/// reads one. The price: while a room stamps more than one thing per
+/// millisecond, or after a clock ahead of the others set a time, the room's
+/// times run ahead of the wall clock until it catches up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomClock {
+    /// The latest time handed out.
+    last: Millis,
+}
+
+/// The time for something decided when the clock says `clock`, after
+/// `previous`: strictly later than `previous`, and never before `clock`.
+pub fn next_stamp(previous: Millis, clock: Millis) -> Millis {
+    Millis(clock.0.max(previous.0.saturating_add(1)))
+}
+
+impl RoomClock {
+    /// A clock whose latest time handed out is `last` (a restored room: the
+    /// later of its `_updatedAt` and its newest message's `ts`).
+    pub fn after(last: Millis) -> Self {
+        RoomClock { last }
+    }
+
+    /// The latest time handed out.
+    pub fn last(&self) -> Millis {
+        self.last
+    }
+
+    /// The time of a command arriving at `clock`. Not recorded: a command
+    /// that stamps nothing (a read) leaves the clock where it was.
+    pub fn now(&self, clock: Millis) -> Millis {
+        next_stamp(self.last, clock)
+    }
+
+    /// A message's `ts` in a command decided at `now`: `now` for its first
+    /// message, one millisecond more for each further one.
+    pub fn stamp(&mut self, now: Millis) -> Millis {
+        self.last = next_stamp(self.last, now);
+        self.last
+    }
+
+    /// Records a time the command set elsewhere (the room's `_updatedAt`).
+    pub fn saw(&mut self, t: Millis) {
+        self.last = self.last.max(t);
+    }
+}
+
 /// The user as messages name them. `name` falls back to the username, so
 /// `u.name` is always present for clients that display it.
 pub fn user_ref(p: &Principal) -> UserRef {
@@ -1107,4 +1162,74 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_clock_behind_or_tied_still_moves_forward() {
+        let mut c = RoomClock::after(Millis(1_000));
+        // Tied with the last time, then an hour behind (a skewed node's
+        // entry): one millisecond later each time.
+        assert_eq!(c.stamp(c.now(Millis(1_000))), Millis(1_001));
+        assert_eq!(c.stamp(c.now(Millis(1_000 - 3_600_000))), Millis(1_002));
+        // A clock ahead is taken as it is.
+        assert_eq!(c.stamp(c.now(Millis(5_000))), Millis(5_000));
+        // A read takes no time.
+        assert_eq!(c.now(Millis(0)), Millis(5_001));
+        assert_eq!(c.last(), Millis(5_000));
+        // Two messages of one command.
+        let now = c.now(Millis(5_000));
+        assert_eq!((c.stamp(now), c.stamp(now)), (Millis(5_001), Millis(5_002)));
+        // `_updatedAt` set to the command's time is recorded too.
+        let now = c.now(Millis(9_000));
+        c.saw(now);
+        assert_eq!(c.now(Millis(9_000)), Millis(9_001));
+        assert_eq!(next_stamp(Millis(i64::MAX), Millis(0)), Millis(i64::MAX));
+    }
+
+    proptest! {
+        /// Whatever clocks the commands bring (ties, steps back, an hour
+        /// off either way), message times and `_updatedAt`s are each
+        /// strictly increasing, a command's time is later than everything
+        /// before it and never before its clock, and every replica fed the
+        /// same clocks hands out the same times. The order is the actor's:
+        /// the rules set `_updatedAt` to the command's time, its messages
+        /// are stamped, then the clock sees `_updatedAt`.
+        #[test]
+        fn stamps_strictly_increase_whatever_the_clocks(
+            start in 0i64..1_000_000,
+            cmds in proptest::collection::vec((-3_600_000i64..3_600_000, 0usize..4, any::<bool>()), 1..200),
+        ) {
+            let run = || {
+                let mut c = RoomClock::after(Millis(start));
+                let (mut messages, mut updates) = (Vec::new(), vec![Millis(start)]);
+                let mut wall = 1_000_000i64;
+                for &(skew, count, touches) in &cmds {
+                    wall += 1; // the wall clock moves a little between commands
+                    let clock = Millis(wall + skew);
+                    let now = c.now(clock);
+                    let before = messages.last().copied().unwrap_or(Millis(start)).max(*updates.last().unwrap());
+                    assert!(now >= clock && now > before, "{now:?} after {before:?} at {clock:?}");
+                    for i in 0..count {
+                        let ts = c.stamp(now);
+                        assert!(i > 0 || ts == now, "a command's first message takes its time");
+                        messages.push(ts);
+                    }
+                    if touches {
+                        updates.push(now);
+                        c.saw(now);
+                    }
+                }
+                (messages, updates)
+            };
+            let (messages, updates) = run();
+            prop_assert!(messages.windows(2).all(|w| w[0] < w[1]), "{messages:?}");
+            prop_assert!(updates.windows(2).all(|w| w[0] < w[1]), "{updates:?}");
+            prop_assert_eq!((messages, updates), run());
+        }
+    }
 }

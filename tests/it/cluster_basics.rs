@@ -75,10 +75,15 @@ fn start_node(nats: &str, node: &str) -> Node {
 }
 
 fn start_node_with(nats: &str, node: &str, extra: &[&str]) -> Node {
+    start_node_env(nats, node, extra, &[])
+}
+
+fn start_node_env(nats: &str, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
         .args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--cluster", nats, "--node-id", node])
         .args(["--cluster-replicas", "1", "--guest-grace", "1s"])
         .args(extra)
+        .envs(env.iter().copied())
         .env("ROOMD_JWT_SECRET", SECRET)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -430,4 +435,101 @@ async fn renames_keep_names_unique_and_refused_ones_claim_nothing() {
     // And the owner cannot rename into it now.
     let r = owner.call("saveRoomSettings", json!([rid, "roomName", wanted])).await;
     assert_eq!(r["error"]["error"], "error-duplicate-channel-name", "{r}");
+}
+
+/// Debian's libfaketime, which shifts a process's wall clock (not its
+/// monotonic one). Skips loudly without it, or fails under
+/// `ROOMD_REQUIRE_NATS=1` (`scripts/test-all.sh`, whose CI installs it).
+fn libfaketime_or_skip(test: &str) -> Option<&'static str> {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if Path::new(LIB).exists() {
+        return Some(LIB);
+    }
+    assert!(
+        !std::env::var("ROOMD_REQUIRE_NATS").is_ok_and(|v| v == "1"),
+        "{test}: {LIB} missing (apt-get install libfaketime)"
+    );
+    eprintln!("\n!!! SKIPPED {test}: {LIB} missing (apt-get install libfaketime) !!!\n");
+    None
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Issue 17, point 6: node `b`'s wall clock is an hour behind. Messages
+/// sent alternately through both nodes still get strictly increasing `ts`
+/// in the room's order, none behind the real time, so paging history with
+/// `end` = the oldest `ts` of the previous page reaches all 30 once; and a
+/// topic changed through `b` shows in `rooms/get(updatedSince)` asked with
+/// the real time just before the change. Before the rooms took the
+/// stream's clock, `b`'s messages were stamped an hour back and paging hid
+/// most of `a`'s (23 of 30), and `updatedSince` missed `b`'s topic change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_is_an_hour_behind_stamps_nothing_behind() {
+    let Some(bin) = nats_or_skip() else { return };
+    let Some(lib) = libfaketime_or_skip("a_node_whose_clock_is_an_hour_behind_stamps_nothing_behind") else {
+        return;
+    };
+    let nats = start_nats(&bin, &tempdir("cb-skew"));
+    let a = start_node(&nats.url, "a");
+    let skewed = [("LD_PRELOAD", lib), ("FAKETIME", "-3600"), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")];
+    let b = start_node_env(&nats.url, "b", &[], &skewed);
+    ready(&a).await;
+    ready(&b).await;
+
+    let mut alice = login(&a.url, "alice").await;
+    let room = alice.call("createChannel", json!([unique("skew"), []])).await;
+    let rid = room["result"]["rid"].as_str().unwrap_or_else(|| panic!("{room}")).to_owned();
+    let mut bob = login(&b.url, "bob").await;
+    let joined = bob.call("joinRoom", json!([rid])).await;
+    assert_eq!(joined["result"], json!(true), "{joined}");
+
+    let start = now_ms();
+    for i in 0..30 {
+        let c = if i % 2 == 0 { &mut alice } else { &mut bob };
+        let r = c.call("sendMessage", json!([{"rid": rid, "msg": format!("m{i}")}])).await;
+        assert!(r.get("error").is_none(), "m{i}: {r}");
+    }
+
+    // Page back through `a` five at a time.
+    let (mut end, mut seen) = (Value::Null, Vec::new());
+    for _ in 0..20 {
+        let r = alice.call("loadHistory", json!([rid, end, 5, null])).await;
+        let page = r["result"]["messages"].as_array().unwrap_or_else(|| panic!("{r}")).clone();
+        let Some(last) = page.last() else { break };
+        end = last["ts"].clone();
+        for m in &page {
+            if m.get("t").is_none() {
+                seen.push((m["msg"].as_str().unwrap().to_owned(), m["ts"]["$date"].as_i64().unwrap()));
+            }
+        }
+    }
+    let texts: Vec<&str> = seen.iter().map(|(m, _)| m.as_str()).collect();
+    let expected: Vec<String> = (0..30).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, expected, "paging by `end` must reach each message once, newest first");
+    assert!(seen.windows(2).all(|w| w[0].1 > w[1].1), "ts not strictly decreasing: {seen:?}");
+    let behind: Vec<_> = seen.iter().filter(|(_, ts)| *ts < start - 1_000).collect();
+    assert!(behind.is_empty(), "stamped behind the real time (started at {start}): {behind:?}");
+
+    // A topic change through `b`, polled through `a` with the real time.
+    let mut alice_on_b = login(&b.url, "alice").await;
+    // `updatedSince` is exclusive: a change in the very millisecond the
+    // client read its clock would not count as after it.
+    let since = now_ms() - 1;
+    let r = alice_on_b.call("saveRoomSettings", json!([rid, "roomTopic", "skewed"])).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = alice.call("rooms/get", json!([{"$date": since}])).await;
+        let update = r["result"]["update"].as_array().unwrap_or_else(|| panic!("{r}"));
+        if update.iter().any(|d| d["_id"] == rid.as_str() && d["topic"] == "skewed") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let all = alice.call("rooms/get", json!([])).await;
+            panic!("rooms/get(updatedSince {since}) never showed b's topic change: {r}\nall: {all}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -19,6 +19,7 @@
 //! - `cluster`: cluster mode on NATS JetStream with real `nats-server` and
 //!   roomd processes (skipped, loudly, without a `nats-server`).
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
+//! - `history`: paging history by `ts` reaches every message once.
 //! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
 
 mod cluster_basics;
@@ -31,6 +32,7 @@ mod ddp;
 mod docs;
 mod durability;
 mod events;
+mod history;
 mod hostile;
 mod http;
 mod identity;
