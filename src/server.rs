@@ -156,6 +156,9 @@ impl ServerState {
             store: Some((store, crate::durability::Snapshot::default())),
         });
         state.cluster = Some(cluster);
+        // Replaying from the start: no door may answer before the applier
+        // has caught up (it clears this), not even before it is spawned.
+        state.replaying = AtomicBool::new(true);
         state
     }
 
@@ -657,14 +660,21 @@ pub async fn serve_while_starting<T>(
         async move { starting_answer(&req, &hosts, &status.get()) }
     });
     let mut backoff = Backoff::new();
+    // The same cap as `run`'s: a flood of sockets while the node waits
+    // holds no more than --max-connections tasks, each for at most one
+    // handshake timeout (one short answer, no keep-alive).
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let within = cfg.handshake_timeout;
     tokio::pin!(work);
     loop {
         tokio::select! {
             out = &mut work => return out,
             (stream, _) = accept(listener, &mut backoff) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
                 let conn = http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _ = tokio::time::timeout(within, conn).await;
+                    drop(slot);
                 });
             }
         }
