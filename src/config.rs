@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// single NATS server in development).
     #[arg(long, env = "ROOMD_CLUSTER_REPLICAS", default_value_t = 3)]
     pub cluster_replicas: usize,
+    /// Cluster mode: how long a starting node waits for the NATS servers and
+    /// its stream before it exits with status 1 (it serves `/healthz` and a
+    /// `503` `/readyz` meanwhile).
+    #[arg(long, env = "ROOMD_CLUSTER_START_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub cluster_start_timeout: std::time::Duration,
     /// Keep all state in memory only (tests, benchmarks); nothing survives a
     /// restart.
     #[arg(long, env = "ROOMD_IN_MEMORY")]

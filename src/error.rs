@@ -205,6 +205,10 @@ impl MethodError {
                     "A message with this _id already exists".into(),
                     Quiet(409),
                 ),
+                RoomError::TooLarge(max) => {
+                    details.insert("maxBytes".into(), Value::from(*max));
+                    (Str("error-request-too-large"), format!("Request exceeds {max} bytes"), Shown(413))
+                }
                 RoomError::Storage | RoomError::Unavailable => {
                     (Str("error-internal"), "Internal server error".into(), Shown(500))
                 }

@@ -2,10 +2,10 @@
 
 use clap::Parser;
 use roomd::auth::{self, Authenticator, Claims, SecretSource};
-use roomd::cluster::Cluster;
+use roomd::cluster::{Cluster, StartOptions};
 use roomd::config::{Cli, Command, FreeUsernameArgs, LogFormat, SecretArgs, TokenArgs};
 use roomd::durability::Durability;
-use roomd::server::{self, RunConfig, ServerParts, ServerState};
+use roomd::server::{self, RunConfig, ServerParts, ServerState, StartStatus};
 use roomd::store::SqliteStore;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -150,18 +150,50 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
             );
         }
         if !args.cluster.is_empty() {
-            let cluster = match Cluster::connect(&args.cluster, &args.node_id, args.cluster_replicas).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start in cluster mode");
-                    return ExitCode::FAILURE;
-                }
-            };
-            tracing::info!(node = %args.node_id, servers = %args.cluster.join(","), "cluster mode: rooms live in the NATS stream ROOMLOG");
-            let state = Arc::new(ServerState::clustered(auth, &args.limits, cluster.clone()));
-            state.start_applier();
             let mut run_cfg = RunConfig::from_limits(&args.limits);
             run_cfg.max_connections = max_connections;
+            let servers = args.cluster.join(",");
+            // The port answers from now on: /healthz yes, /readyz no with
+            // the reason, everything else 503 until the node is ready.
+            let status = StartStatus::new(format!("waiting for NATS at {servers}"));
+            let waiting = {
+                let status = status.clone();
+                move |why: String| status.set(why)
+            };
+            let connect = Cluster::connect(StartOptions {
+                urls: &args.cluster,
+                node: &args.node_id,
+                replicas: args.cluster_replicas,
+                timeout: args.cluster_start_timeout,
+                waiting: &waiting,
+            });
+            let stop = shutdown_signal();
+            let started = server::serve_while_starting(&listener, &run_cfg, status, async {
+                tokio::select! {
+                    c = connect => Some(c),
+                    _ = stop => None,
+                }
+            })
+            .await;
+            let cluster = match started {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    tracing::error!(
+                        error = %e,
+                        servers = %servers,
+                        "cannot start in cluster mode; exiting with status 1 (docs/cluster.md, Start and readiness)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+                None => {
+                    tracing::info!("stopped while waiting for NATS");
+                    return ExitCode::SUCCESS;
+                }
+            };
+            tracing::info!(node = %args.node_id, servers = %servers, "cluster mode: rooms live in the NATS stream ROOMLOG");
+            cluster.check_limits(args.limits.max_frame_bytes, args.limits.max_message_len);
+            let state = Arc::new(ServerState::clustered(auth, &args.limits, cluster.clone()));
+            state.start_applier();
             server::run(listener, state.clone(), run_cfg, shutdown_signal()).await;
             cluster.shutdown().await;
             tracing::info!("stopped");

@@ -46,6 +46,8 @@ pub(crate) fn router(ctx: Ctx, socketio: SocketIoLayer) -> Router {
         .nest("/api", api())
         .fallback(not_found)
         .layer(socketio)
+        // Outside the Socket.IO layer, so it also guards `/socket.io/`.
+        .layer(middleware::from_fn_with_state(ctx.clone(), replay_guard))
         // engineioxide checks no origin: ours runs first.
         .layer(middleware::from_fn_with_state(ctx.clone(), socketio_guard))
         // Outermost last: the Host checks run before any route; the close
@@ -126,6 +128,27 @@ async fn socketio_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Res
     }
 }
 
+/// Cluster mode, while the node replays the log: the doors that answer
+/// from room state (`/websocket`, `/socket.io/`, `/api/`) refuse with
+/// `503` and `Retry-After` instead of answering from partial replicas.
+/// Refusing the connection, rather than each call, is what every existing
+/// client already retries: DDP clients reconnect after a failed upgrade,
+/// socket.io-client after a failed handshake, HTTP clients on `503`. The
+/// probes, metrics and the web app's files answer as usual.
+async fn replay_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    if !ctx.state.is_replaying() {
+        return next.run(req).await;
+    }
+    let path = req.uri().path();
+    if !(path.starts_with("/websocket") || path.starts_with("/api/") || is_socketio(&req)) {
+        return next.run(req).await;
+    }
+    ctx.state.metrics.handshake_failed("replaying");
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "replaying the room log; retry shortly\n");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(crate::server::RETRY_AFTER_SECS));
+    r
+}
+
 /// A small uncacheable plain-text answer.
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
     let headers = [
@@ -160,8 +183,7 @@ async fn probe(State(ctx): State<Ctx>, req: Request) -> Response {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if state.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" if state.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", state.not_ready_reason())),
         _ => {
             state.metrics.outbound_queued_bytes(state.conn_config.outbound_bytes.used());
             let body = state.render_metrics();

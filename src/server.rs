@@ -79,6 +79,10 @@ pub struct ServerState {
     /// Set when shutdown begins: new WebSockets are refused with 503 while
     /// open connections are closed.
     draining: AtomicBool,
+    /// Cluster mode: set until the log's replay has caught up. Until then
+    /// this node's replicas are partial, so the doors that would answer
+    /// from them (DDP, Socket.IO, REST) refuse with `503` instead.
+    replaying: AtomicBool,
     /// The next connection's id.
     next_conn: AtomicU64,
 }
@@ -128,6 +132,7 @@ impl ServerState {
             metrics: Arc::new(Metrics::new()),
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
+            replaying: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         };
         if let Some(snapshot) = snapshot {
@@ -151,6 +156,9 @@ impl ServerState {
             store: Some((store, crate::durability::Snapshot::default())),
         });
         state.cluster = Some(cluster);
+        // Replaying from the start: no door may answer before the applier
+        // has caught up (it clears this), not even before it is spawned.
+        state.replaying = AtomicBool::new(true);
         state
     }
 
@@ -191,6 +199,29 @@ impl ServerState {
         self.ready.load(Ordering::Acquire)
             && !self.is_draining()
             && self.cluster.as_ref().is_none_or(|c| c.connected())
+    }
+
+    /// Cluster mode: whether the log's replay is still catching up (see
+    /// `replaying`). Set by the applier only.
+    pub(crate) fn set_replaying(&self, replaying: bool) {
+        self.replaying.store(replaying, Ordering::Release);
+    }
+
+    pub fn is_replaying(&self) -> bool {
+        self.replaying.load(Ordering::Acquire)
+    }
+
+    /// Why `GET /readyz` says no, for its body.
+    pub(crate) fn not_ready_reason(&self) -> &'static str {
+        if self.is_draining() {
+            "shutting down"
+        } else if self.is_replaying() {
+            "replaying the room log"
+        } else if self.cluster.as_ref().is_some_and(|c| !c.connected()) {
+            "NATS connection down"
+        } else {
+            "not ready"
+        }
     }
 
     /// A fresh id for a connection of any door.
@@ -575,4 +606,104 @@ impl HttpContext {
 async fn reject(mut ws: WebSocketStream<Tracked<TcpStream>>, reason: CloseReason) {
     let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.text().into() };
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
+}
+
+/// What a cluster node says while it waits for NATS (see
+/// [`serve_while_starting`]): why it is not ready yet.
+#[derive(Debug)]
+pub struct StartStatus(std::sync::Mutex<String>);
+
+impl StartStatus {
+    pub fn new(reason: String) -> Arc<Self> {
+        Arc::new(StartStatus(std::sync::Mutex::new(reason)))
+    }
+
+    pub fn set(&self, reason: String) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = reason;
+        }
+    }
+
+    fn get(&self) -> String {
+        self.0.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// How long a client is told to wait before it tries again (`Retry-After`)
+/// while a node starts.
+pub(crate) const RETRY_AFTER_SECS: &str = "2";
+
+/// Serves the port while `work` runs (a cluster node waiting for NATS,
+/// before any state exists): `/healthz` `200` (the process is alive),
+/// `/readyz` `503` with `status`, and every other path `503` with
+/// `Retry-After`, so probes and clients get an answer at once instead of
+/// a bound port that never answers. Returns `work`'s output; `run` then
+/// takes over the same listener (sockets accepted meanwhile finish their
+/// one answer on their own).
+pub async fn serve_while_starting<T>(
+    listener: &TcpListener,
+    cfg: &RunConfig,
+    status: Arc<StartStatus>,
+    work: impl Future<Output = T>,
+) -> T {
+    let hosts =
+        Arc::new(http::HostPolicy::new(listener.local_addr().ok(), &cfg.public_urls, &cfg.allowed_origins));
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.handshake_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_header_size(MAX_HEAD_BYTES)
+        .keep_alive(false);
+    let router = Router::new().fallback(move |req: Request| {
+        let (status, hosts) = (status.clone(), hosts.clone());
+        async move { starting_answer(&req, &hosts, &status.get()) }
+    });
+    let mut backoff = Backoff::new();
+    // The same cap as `run`'s: a flood of sockets while the node waits
+    // holds no more than --max-connections tasks, each for at most one
+    // handshake timeout (one short answer, no keep-alive).
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let within = cfg.handshake_timeout;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            (stream, _) = accept(listener, &mut backoff) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+                let conn = http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(within, conn).await;
+                    drop(slot);
+                });
+            }
+        }
+    }
+}
+
+fn starting_answer(req: &Request, hosts: &http::HostPolicy, reason: &str) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    let text = |status: StatusCode, body: String| {
+        let headers = [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ];
+        (status, headers, body).into_response()
+    };
+    // The same DNS-rebinding guard as the full router: the reason names
+    // the NATS servers.
+    if !hosts.host_allowed(http::header_str(req.headers(), &axum::http::header::HOST)) {
+        return text(StatusCode::MISDIRECTED_REQUEST, "host not allowed\n".into());
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        _ => {
+            let mut r =
+                text(StatusCode::SERVICE_UNAVAILABLE, format!("starting ({reason}); retry shortly\n"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            r
+        }
+    }
 }

@@ -3,6 +3,8 @@
 //! through their mailboxes, the user directory its facts. At start it
 //! replays the stream from the beginning (that is the restore), and
 //! `/readyz` says yes once it has caught up with what the stream held then.
+//! Until then the node refuses clients (`ServerState::is_replaying`): its
+//! replicas are partial, and an answer from them would be wrong, not late.
 
 use super::entry::{EntryV1, FactV1, OpV1};
 use super::{Cluster, STREAM};
@@ -22,6 +24,7 @@ const STALL_CHECK: Duration = Duration::from_secs(1);
 /// Starts the applier. The server is not ready until it has caught up.
 pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     state.set_ready(false);
+    state.set_replaying(true);
     super::liveness::spawn(cluster.clone(), state.clone());
     super::presence::spawn(cluster.clone(), state.clone());
     super::notices::spawn(cluster.clone(), state.clone());
@@ -48,8 +51,7 @@ async fn run(
     let target = stream.info().await.map_err(|e| e.to_string())?.state.last_sequence;
     if target <= *applied && !*caught_up {
         *caught_up = true;
-        state.set_ready(true);
-        tracing::info!(entries = *applied, "room log replayed; ready");
+        replayed(state, *applied).await;
     }
     let deliver_policy = match *applied {
         0 => DeliverPolicy::All,
@@ -100,8 +102,7 @@ async fn run(
         crate::metrics::cluster_applied(seq);
         if !*caught_up && seq >= target {
             *caught_up = true;
-            state.set_ready(true);
-            tracing::info!(entries = seq, "room log replayed; ready");
+            replayed(state, seq).await;
         }
     }
 }
@@ -109,6 +110,21 @@ async fn run(
 /// When the stream stored an entry, in milliseconds.
 fn stored_at(published: async_nats::datetime::DateTime) -> Millis {
     Millis(i64::try_from(published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+}
+
+/// The applier has handed every entry the stream held at start to its
+/// room. The rooms apply them from their mailboxes, so one more command to
+/// each, answered after everything queued before it, tells when the
+/// replicas really hold that state; then the node serves.
+async fn replayed(state: &ServerState, entries: u64) {
+    let started = std::time::Instant::now();
+    for room in state.registry.live_handles() {
+        // An error is a room that retired meanwhile: nothing left to wait for.
+        let _ = room.ask(|tx| RoomCommand::Doc { respond_to: tx }).await;
+    }
+    state.set_replaying(false);
+    state.set_ready(true);
+    tracing::info!(entries, drained_ms = started.elapsed().as_millis() as u64, "room log replayed; ready");
 }
 
 /// Applies one stored entry. `stored` is when the stream stored it: the

@@ -41,9 +41,13 @@ pub const STREAM: &str = "ROOMLOG";
 const MIN_VERSION: (u64, u64, u64) = (2, 10, 23);
 /// How long an append is retried (same idempotency key, so a retry never
 /// applies twice) while the stream elects a leader or regains its quorum.
-const APPEND_DEADLINE: Duration = Duration::from_secs(15);
-/// How long a starting node waits for the NATS servers and the stream.
-const START_DEADLINE: Duration = Duration::from_secs(60);
+/// The stream's `duplicate_window` must cover it (checked at start).
+pub const APPEND_DEADLINE: Duration = Duration::from_secs(15);
+/// What an entry adds to the caller's own data (entry id, origin, clock,
+/// the caller's identity, JSON keys): a call of `--max-frame-bytes` makes
+/// an entry of at most that much more. Strings are never longer in an
+/// entry than in the frame they came in (both escape the same characters).
+pub const ENTRY_OVERHEAD: usize = 2 * 1024;
 
 /// Why the cluster cannot start or a write did not land.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,12 @@ pub enum ClusterError {
     Stream(String),
     #[error("the room log is unavailable: {0}")]
     Unavailable(String),
+    /// The entry is larger than the NATS servers' `max_payload`: retrying
+    /// cannot help; the caller is told it is too large.
+    #[error("entry of {size} bytes exceeds the NATS max_payload of {max} bytes")]
+    TooLarge { size: usize, max: usize },
+    #[error("gave up after {0:?} (--cluster-start-timeout); last error: {1}")]
+    StartTimeout(Duration, String),
     /// A create-only claim lost: another value holds the subject.
     #[error("already claimed")]
     Taken,
@@ -79,6 +89,18 @@ pub struct Cluster {
     nodes: Option<async_nats::jetstream::kv::Store>,
 }
 
+/// How a starting node waits for NATS (`Cluster::connect`).
+pub struct StartOptions<'a> {
+    pub urls: &'a [String],
+    pub node: &'a str,
+    pub replicas: usize,
+    /// `--cluster-start-timeout`: the whole wait, from the first attempt.
+    pub timeout: Duration,
+    /// Told why the node is still waiting, after each failed attempt (for
+    /// `/readyz`, which answers meanwhile).
+    pub waiting: &'a (dyn Fn(String) + Sync),
+}
+
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster").field("origin", &self.origin).finish_non_exhaustive()
@@ -86,8 +108,10 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects, checks the servers, and creates or checks the stream.
-    pub async fn connect(urls: &[String], node: &str, replicas: usize) -> Result<Arc<Cluster>, ClusterError> {
+    /// Connects, checks the servers, and creates or checks the stream,
+    /// retrying until `opts.timeout` has passed.
+    pub async fn connect(opts: StartOptions<'_>) -> Result<Arc<Cluster>, ClusterError> {
+        let StartOptions { urls, node, replicas, timeout, waiting } = opts;
         let joined = urls.join(",");
         if node.is_empty() || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(ClusterError::Connect(joined, format!("bad --node-id {node:?}")));
@@ -95,19 +119,28 @@ impl Cluster {
         // Nodes and NATS servers often start together: a server still
         // electing its JetStream leaders, or two nodes creating the stream
         // at once, is worth waiting for. A wrong setup is not.
-        let deadline = tokio::time::Instant::now() + START_DEADLINE;
-        let mut pause = Duration::from_millis(250);
-        loop {
-            match Self::try_connect(urls, node, replicas).await {
-                Ok(c) => return Ok(c),
-                Err(e @ (ClusterError::OldServer(_) | ClusterError::Stream(_))) => return Err(e),
-                Err(e) if tokio::time::Instant::now() + pause > deadline => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cluster not reachable yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+        let mut last = format!("no answer from NATS at {joined} yet");
+        let attempts = async {
+            let mut pause = Duration::from_millis(250);
+            loop {
+                match Self::try_connect(urls, node, replicas).await {
+                    Ok(c) => return Ok(c),
+                    Err(e @ (ClusterError::OldServer(_) | ClusterError::Stream(_))) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster not reachable yet; retrying");
+                        last = e.to_string();
+                        waiting(format!("waiting for NATS at {joined}: {e}"));
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
                 }
             }
+        };
+        // One attempt can itself take seconds (connect and request
+        // timeouts): the deadline bounds the whole wait, not the pauses.
+        match tokio::time::timeout(timeout, attempts).await {
+            Ok(r) => r,
+            Err(_) => Err(ClusterError::StartTimeout(timeout, last)),
         }
     }
 
@@ -158,6 +191,18 @@ impl Cluster {
         if have.max_age != Duration::ZERO || have.max_messages_per_subject > 0 {
             return Err(ClusterError::Stream("it expires entries; the room logs must be kept".into()));
         }
+        // An append whose ack was lost is sent again with the same
+        // `Nats-Msg-Id` for up to APPEND_DEADLINE; JetStream drops the
+        // repeat only while the first is inside the window. Outside it a
+        // settings, role or message command would be applied twice.
+        if have.duplicate_window < APPEND_DEADLINE {
+            return Err(ClusterError::Stream(format!(
+                "its duplicate_window is {:?}, shorter than the {:?} roomd retries an append with the \
+                 same id, so a retried command could be applied twice; raise it to at least {:?} \
+                 (roomd creates the stream with 2m), e.g. `nats stream edit {STREAM} --dupe-window 2m`",
+                have.duplicate_window, APPEND_DEADLINE, APPEND_DEADLINE
+            )));
+        }
         let nodes = Some(liveness::bucket(&js, replicas).await?);
         // The boot suffix tells this run from the node's earlier ones: their
         // guests are not this run's.
@@ -196,7 +241,7 @@ impl Cluster {
     ) -> Result<u64, ClusterError> {
         let started = std::time::Instant::now();
         let publish = || Publish::build().payload(payload.clone()).message_id(id);
-        let r = self.publish_retrying(&subject, publish).await;
+        let r = self.publish_retrying(&subject, payload.len(), publish).await;
         crate::metrics::cluster_append(r.is_ok(), started.elapsed().as_secs_f64());
         r
     }
@@ -221,7 +266,7 @@ impl Cluster {
         let key = format!("claim:{subject}:{}", hex(&payload[..payload.len().min(64)]));
         let publish =
             || Publish::build().payload(payload.clone()).message_id(&key).expected_last_subject_sequence(0);
-        match self.publish_retrying(&subject, publish).await {
+        match self.publish_retrying(&subject, payload.len(), publish).await {
             Ok(_) => Ok(payload),
             Err(ClusterError::Taken) => self
                 .stream
@@ -263,9 +308,42 @@ impl Cluster {
         }
     }
 
+    /// The largest message the NATS server this node talks to accepts
+    /// (`max_payload`, 1 MiB by default), headers included.
+    pub fn max_payload(&self) -> usize {
+        self.js.client().server_info().max_payload
+    }
+
+    /// Warns at start when a call roomd accepts could make an entry the
+    /// NATS servers refuse. A warning, not a refusal: such calls are
+    /// answered `error-request-too-large` and nothing else is affected, so
+    /// a node with a smaller `max_payload` still serves every call that
+    /// fits, where refusing to start would take all its rooms down for a
+    /// limit most calls never reach.
+    pub fn check_limits(&self, max_frame_bytes: usize, max_message_len: usize) {
+        let max = self.max_payload();
+        // Every entry carries at most one call's frame of caller data; a
+        // message of --max-message-len characters takes up to 4 bytes each.
+        let largest = max_frame_bytes.saturating_add(ENTRY_OVERHEAD);
+        let message = max_message_len.saturating_mul(4).min(max_frame_bytes).saturating_add(ENTRY_OVERHEAD);
+        if largest > max {
+            tracing::warn!(
+                max_payload = max,
+                max_frame_bytes,
+                max_message_len,
+                "the NATS server's max_payload ({max} bytes) is smaller than the largest log entry a call of \
+                 --max-frame-bytes can make ({largest} bytes; a message of --max-message-len characters up to \
+                 {message}): calls whose entry does not fit are refused with error-request-too-large. Raise \
+                 max_payload in the NATS config, or lower --max-frame-bytes below {}",
+                max.saturating_sub(ENTRY_OVERHEAD)
+            );
+        }
+    }
+
     async fn publish_retrying(
         &self,
         subject: &str,
+        size: usize,
         publish: impl Fn() -> Publish,
     ) -> Result<u64, ClusterError> {
         let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
@@ -281,7 +359,7 @@ impl Cluster {
             match err.kind() {
                 PublishErrorKind::WrongLastSequence => return Err(ClusterError::Taken),
                 PublishErrorKind::MaxPayloadExceeded => {
-                    return Err(ClusterError::Unavailable(err.to_string()));
+                    return Err(ClusterError::TooLarge { size, max: self.max_payload() });
                 }
                 _ if tokio::time::Instant::now() + pause > deadline => {
                     return Err(ClusterError::Unavailable(err.to_string()));

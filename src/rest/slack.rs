@@ -352,6 +352,7 @@ fn slack_code(e: &MethodError) -> &'static str {
             | RoomError::DuplicateMessage
             | RoomError::InvalidSettings(_)
             | RoomError::InvalidSettingValue(_) => "invalid_arguments",
+            RoomError::TooLarge(_) => "msg_too_long",
             RoomError::Storage | RoomError::Unavailable => "internal_error",
         },
     }

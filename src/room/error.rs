@@ -46,6 +46,10 @@ pub enum RoomError {
     CantInviteDirect,
     #[error("message id already used")]
     DuplicateMessage,
+    /// Cluster mode: the command's log entry is larger than the NATS
+    /// servers accept (`max_payload`, the number).
+    #[error("log entry larger than {0} bytes")]
+    TooLarge(usize),
     /// The change could not be made durable.
     #[error("store commit failed")]
     Storage,

@@ -265,8 +265,18 @@ async fn append(
         }
     }
     cluster.append(Cluster::room_subject(rid), &entry.id, entry_bytes(entry)).await.map(|_| ()).map_err(|e| {
-        tracing::error!(room = %rid, error = %e, "cannot append to the room log");
-        RoomError::Unavailable
+        match e {
+            // The caller's doing (a call near --max-frame-bytes against a
+            // smaller max_payload): told so, and nothing is wrong here.
+            ClusterError::TooLarge { size, max } => {
+                tracing::debug!(room = %rid, size, max, "log entry over the NATS max_payload refused");
+                RoomError::TooLarge(max)
+            }
+            e => {
+                tracing::error!(room = %rid, error = %e, "cannot append to the room log");
+                RoomError::Unavailable
+            }
+        }
     })
 }
 

@@ -29,8 +29,8 @@ async fn ended_and_emptied_room_still_answers_as_ended() {
         let doc = other.ok("getRoomById", json!([rid])).await;
         assert_eq!(doc["active"], false);
         assert_eq!(doc["usersCount"], 0);
-        let e = owner.err("leaveRoom", json!([rid])).await;
-        assert_eq!(e["error"], "error-user-not-in-room");
+        let r = owner.call("leaveRoom", json!([rid])).await;
+        assert!(r.get("error").is_none(), "leaving again is idempotent: {r}");
     }
 }
 

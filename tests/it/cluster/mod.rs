@@ -22,6 +22,7 @@
 pub(crate) mod nats;
 pub(crate) mod nodes;
 mod proc;
+mod readiness;
 mod scenarios;
 mod smoke;
 mod workload;
