@@ -661,3 +661,26 @@ async fn rest_room_rules_refuse_as_on_ddp() {
         "error-you-are-last-owner",
     );
 }
+
+#[tokio::test]
+async fn every_api_answer_says_nosniff() {
+    let s = TestServer::start().await;
+    let rc = Rc::new(&s, "ns-user");
+    let h = [("X-Auth-Token", rc.token.as_str()), ("X-User-Id", rc.uid.as_str())];
+    let slack_auth = format!("Bearer {}", rc.token);
+    let form = ("application/x-www-form-urlencoded", format!("name={}", unique("ns")));
+    let answers = [
+        request(s.addr, "GET", "/api/v1/me", &h, None).await,
+        request(s.addr, "GET", "/api/v1/me", &[], None).await,
+        request(s.addr, "GET", "/api/v1/channels.info?roomId=nope", &h, None).await,
+        request(s.addr, "POST", "/api/channels.join", &[("Authorization", slack_auth.as_str())], Some(form))
+            .await,
+        request(s.addr, "POST", "/api/channels.join", &[], None).await,
+        request(s.addr, "GET", "/api/no-such-endpoint", &[], None).await,
+        request(s.addr, "GET", "/api/channels.join", &[], None).await,
+    ];
+    for r in &answers {
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+    }
+    assert_eq!(answers.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 401, 400, 200, 200, 404, 405]);
+}
