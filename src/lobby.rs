@@ -2,12 +2,12 @@
 //! (reserving its name and code, spawning it, registering it).
 
 use crate::cluster::entry::{EntryV1, OpV1};
-use crate::cluster::{Cluster, ClusterError, entry_bytes};
+use crate::cluster::{Cluster, entry_bytes};
 use crate::durability::{RoomBatch, RoomChange, Snapshot};
 use crate::hub::UserEvent;
 use crate::ids::RoomId;
 use crate::permissions::Principal;
-use crate::registry::{DirectLookup, DirectReservation, dm_key};
+use crate::registry::{DirectLookup, DirectReservation, NameFound, NameLookup, NameReservation, dm_key};
 use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::server::ServerState;
 use crate::store::rows::{MemberRowV1, RoomRowV1};
@@ -21,9 +21,43 @@ use serde_json::json;
 /// same room (one store commit) before answering `Unavailable`.
 const DIRECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a lookup or creation by name waits for a concurrent creation of
+/// the same name to end before answering `Unavailable` (retryable): one
+/// store commit on one node; a log append and its return in a cluster.
+const NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long a cluster-mode creation waits for its entry to come back from
 /// the log and start the room on this node.
 const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// What [`ServerState::channel_or_create`] gave its caller.
+#[derive(Debug)]
+pub(crate) enum ChannelJoin {
+    /// A new channel, the caller its creator and only member: its document.
+    Created(Value),
+    /// The room that had the name (the caller still has to join it).
+    Existing(RoomHandle),
+}
+
+/// A name, found or reserved.
+enum NameClaim<'a> {
+    Existing(RoomHandle),
+    Reserved(NameReservation<'a>),
+}
+
+/// How [`ServerState::create_named`] ended.
+enum Named {
+    Created(Value),
+    /// Another node's room won the name (cluster mode).
+    Taken(RoomHandle),
+}
+
+/// How a new room's commit ended.
+enum Committed {
+    Started(RoomHandle),
+    /// Cluster mode: another node claimed the name first; its room.
+    Taken(RoomHandle),
+}
 
 impl ServerState {
     pub(crate) fn deps(&self) -> RoomDeps {
@@ -38,8 +72,10 @@ impl ServerState {
         }
     }
 
-    /// Creates a room: reserves a code and the name, makes it durable,
-    /// spawns the actor, registers it. Returns the room document.
+    /// Creates a room named `name` (`createChannel`, `createPrivateGroup`):
+    /// refused as a duplicate if a room has the name in any letter case
+    /// (after waiting for a creation of it in progress). Returns the room
+    /// document.
     pub(crate) async fn create_room(
         &self,
         name: String,
@@ -48,18 +84,113 @@ impl ServerState {
         others: Vec<UserRef>,
         opts: CreateOptions,
     ) -> Result<Value, RoomError> {
-        let id = RoomId::generate();
-        self.registry.reserve_name(&name, &id)?;
-        let code = self.registry.reserve_code(&id);
-        let state =
-            RoomState::new(id.clone(), name.clone(), t, code.clone(), creator, others, opts, Millis::now());
-        let doc = state.to_doc();
-        if let Err(e) = self.commit_new_room(state, true).await {
-            self.registry.release_name(&name, &id);
-            self.registry.release_code(&code);
-            return Err(e);
+        let reservation = match self.name_or_reserve(&name).await? {
+            NameClaim::Existing(_) => return Err(RoomError::DuplicateName(name)),
+            NameClaim::Reserved(r) => r,
+        };
+        match self.create_named(reservation, t, creator, others, opts).await? {
+            Named::Created(doc) => Ok(doc),
+            Named::Taken(_) => Err(RoomError::DuplicateName(name)),
         }
-        Ok(doc)
+    }
+
+    /// Join-or-create by name (Slack's `channels.join`) as one step: the
+    /// room named `name` in any letter case, or a new public channel of
+    /// `creator` when none has it. Of any number of concurrent callers
+    /// exactly one creates; the others wait for that creation and get its
+    /// room. `may_create` runs only for the caller about to create (its
+    /// permission and creation budget); its refusal frees the name for the
+    /// next caller.
+    pub(crate) async fn channel_or_create<E: From<RoomError>>(
+        &self,
+        name: &str,
+        creator: &Principal,
+        may_create: impl FnOnce() -> Result<(), E>,
+    ) -> Result<ChannelJoin, E> {
+        let reservation = match self.name_or_reserve(name).await? {
+            NameClaim::Existing(room) => return Ok(ChannelJoin::Existing(room)),
+            NameClaim::Reserved(r) => r,
+        };
+        may_create()?;
+        let created = self
+            .create_named(reservation, RoomType::Channel, creator, Vec::new(), CreateOptions::default())
+            .await?;
+        Ok(match created {
+            Named::Created(doc) => ChannelJoin::Created(doc),
+            Named::Taken(room) => ChannelJoin::Existing(room),
+        })
+    }
+
+    /// The room named `name` in any letter case, waiting (bounded) for a
+    /// creation of that name in progress: a lookup never answers "no such
+    /// room" for a room that is being created.
+    pub(crate) async fn room_by_name(&self, name: &str) -> Result<Option<RoomHandle>, RoomError> {
+        let deadline = tokio::time::Instant::now() + NAME_WAIT;
+        loop {
+            match self.registry.lookup_name(name) {
+                NameFound::Room(id) => return Ok(self.registry.get(&id)),
+                NameFound::Free => return Ok(None),
+                NameFound::Creating(mut done) => {
+                    if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
+                        return Err(RoomError::Unavailable);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The room named `name`, or the reservation to create it, waiting
+    /// (bounded) while another caller creates it.
+    async fn name_or_reserve(&self, name: &str) -> Result<NameClaim<'_>, RoomError> {
+        let deadline = tokio::time::Instant::now() + NAME_WAIT;
+        loop {
+            match self.registry.name_or_reserve(name) {
+                NameLookup::Room(id) => {
+                    return self.registry.get(&id).map(NameClaim::Existing).ok_or(RoomError::Unavailable);
+                }
+                NameLookup::Reserved(r) => return Ok(NameClaim::Reserved(r)),
+                NameLookup::Creating(mut done) => {
+                    if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
+                        return Err(RoomError::Unavailable);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates the room `reservation` holds the name of: a code, the store
+    /// (or the log), the actor, the registry; only then do waiters for the
+    /// name find it. In a cluster another node may have claimed the name
+    /// first: then its room, once started here, is the answer.
+    async fn create_named(
+        &self,
+        reservation: NameReservation<'_>,
+        t: RoomType,
+        creator: &Principal,
+        others: Vec<UserRef>,
+        opts: CreateOptions,
+    ) -> Result<Named, RoomError> {
+        let id = RoomId::generate();
+        let code = self.registry.reserve_code(&id);
+        let name = reservation.name().to_owned();
+        let state = RoomState::new(id.clone(), name, t, code.clone(), creator, others, opts, Millis::now());
+        let doc = state.to_doc();
+        match self.commit_new_room(state, true).await {
+            Ok(Committed::Started(_)) => {
+                reservation.fulfil(&id);
+                Ok(Named::Created(doc))
+            }
+            Ok(Committed::Taken(theirs)) => {
+                self.registry.release_code(&code);
+                drop(reservation);
+                Ok(Named::Taken(theirs))
+            }
+            Err(e) => {
+                // Dropping the reservation frees the name and wakes waiters.
+                self.registry.release_code(&code);
+                Err(e)
+            }
+        }
     }
 
     /// The direct-message room of `creator` and `others`, created on first
@@ -139,9 +270,14 @@ impl ServerState {
         }
         let code = state.code.clone();
         match self.commit_new_room(state, false).await {
-            Ok(handle) => {
+            Ok(Committed::Started(handle)) => {
                 reservation.fulfil(&id);
                 Ok(handle)
+            }
+            // A direct-message room claims no name.
+            Ok(Committed::Taken(_)) => {
+                self.registry.release_code(&code);
+                Err(RoomError::Unavailable)
             }
             Err(e) => {
                 // Dropping the reservation frees the member set.
@@ -153,36 +289,43 @@ impl ServerState {
 
     /// Makes a new room durable and starts it; `claim_name` also claims its
     /// name across the cluster (direct messages have no name to claim).
-    async fn commit_new_room(&self, state: RoomState, claim_name: bool) -> Result<RoomHandle, RoomError> {
+    async fn commit_new_room(&self, state: RoomState, claim_name: bool) -> Result<Committed, RoomError> {
         if let Some(cluster) = &self.cluster {
             return self.create_in_cluster(cluster, state, claim_name).await;
         }
         self.persist_new_room(&state).await?;
-        Ok(self.activate(state))
+        Ok(Committed::Started(self.activate(state)))
     }
 
-    /// Cluster mode: claims the name, appends the creation to the room's
-    /// log and waits until this node's applier has started the room (every
-    /// node starts it the same way, from the same entry).
+    /// Cluster mode: claims the name (by its key, so names are unique
+    /// regardless of case across nodes too), appends
+    /// the creation to the room's log and waits until this node's applier
+    /// has started the room (every node starts it the same way, from the
+    /// same entry). A name another node claimed first answers that node's
+    /// room once it runs here.
     async fn create_in_cluster(
         &self,
         cluster: &Cluster,
         state: RoomState,
         claim_name: bool,
-    ) -> Result<RoomHandle, RoomError> {
+    ) -> Result<Committed, RoomError> {
         let id = state.id.clone();
         if claim_name {
             let mine = Bytes::from(id.to_string());
-            let claimed = cluster
-                .claim(Cluster::name_subject(&state.name), mine.clone(), |held| held == &mine[..])
-                .await;
-            match claimed {
-                Ok(()) => {}
-                Err(ClusterError::Taken) => return Err(RoomError::DuplicateName(state.name.clone())),
-                Err(e) => {
-                    tracing::error!(room = %id, error = %e, "cannot claim the room name");
-                    return Err(RoomError::Unavailable);
-                }
+            let subject = Cluster::name_subject(&state.name);
+            let held = cluster.claim_or_get(subject, mine.clone()).await.map_err(|e| {
+                tracing::error!(room = %id, error = %e, "cannot claim the room name");
+                RoomError::Unavailable
+            })?;
+            if held != mine {
+                let theirs = RoomId::from(String::from_utf8_lossy(&held).as_ref());
+                let started = cluster.room_started(&self.registry, &theirs);
+                return match tokio::time::timeout(CREATE_WAIT, started).await {
+                    Ok(true) => {
+                        self.registry.get(&theirs).map(Committed::Taken).ok_or(RoomError::Unavailable)
+                    }
+                    _ => Err(RoomError::Unavailable),
+                };
             }
         }
         let mut members: Vec<MemberRowV1> = state.members.values().map(MemberRowV1::from).collect();
@@ -200,7 +343,7 @@ impl ServerState {
             return Err(RoomError::Unavailable);
         }
         match tokio::time::timeout(CREATE_WAIT, started).await {
-            Ok(Ok(())) => self.registry.get(&id).ok_or(RoomError::Unavailable),
+            Ok(Ok(())) => self.registry.get(&id).map(Committed::Started).ok_or(RoomError::Unavailable),
             _ => {
                 cluster.forget_creation(&entry.id);
                 tracing::error!(room = %id, "room created in the log but not applied in time");
@@ -221,14 +364,19 @@ impl ServerState {
         for m in members {
             state.members.insert(m.user.id.clone(), m.into());
         }
-        if state.kind == RoomType::Direct {
+        let (id, name) = (state.id.clone(), state.name.clone());
+        let direct = (state.kind == RoomType::Direct).then(|| {
             let ids: Vec<&str> = state.members.keys().map(|u| u.as_str()).collect();
-            self.registry.restore_direct(dm_key(&ids), &state.id);
-        } else {
-            self.registry.force_name(&state.name, &state.id);
-        }
+            dm_key(&ids)
+        });
         self.registry.claim_code(&state.code, &state.id);
+        // Registered by id before by name: whoever finds the name finds
+        // the room.
         self.activate(state);
+        match direct {
+            Some(key) => self.registry.restore_direct(key, &id),
+            None => self.registry.force_name(&name, &id),
+        }
     }
 
     /// Writes a new room and its members; returns once durable.
@@ -293,12 +441,16 @@ impl ServerState {
             self.users.restore_revoked(key, exp);
         }
         let rooms = snapshot.rooms.len();
-        for (state, history) in snapshot.rooms {
-            if state.kind != RoomType::Direct
-                && let Err(e) = self.registry.reserve_name(&state.name, &state.id)
-            {
-                tracing::error!(room = %state.id, error = %e, "restored room name clashes; room skipped");
-                continue;
+        let mut snapshot_rooms = snapshot.rooms;
+        // Oldest first: of rooms whose names differ only in case (stored
+        // before names were unique regardless of case), the oldest holds
+        // the name in every spelling, the others their exact spelling.
+        snapshot_rooms.sort_by(|(a, _), (b, _)| (a.created_at.0, &a.id).cmp(&(b.created_at.0, &b.id)));
+        for (state, history) in snapshot_rooms {
+            if state.kind != RoomType::Direct && !self.registry.restore_name(&state.name, &state.id) {
+                // Restoring never fails over a name: the room runs, and its
+                // id still finds it.
+                tracing::warn!(room = %state.id, name = %state.name, "restored room's name is held by another room; reachable by id only");
             }
             if state.kind == RoomType::Direct {
                 let ids: Vec<&str> = state.members.keys().map(|u| u.as_str()).collect();

@@ -1,8 +1,14 @@
 //! Finds rooms by id, name and shareable code.
 //!
-//! Three dashmaps, each sharded, so lookups never take a global lock. Only
-//! the creation path and a room's own actor (for renames) write the name
-//! index; `entry()` makes "is the name free? take it" one atomic step.
+//! Sharded dashmaps, so lookups never take a global lock. Only the creation
+//! path and a room's own actor (for renames) write the name index;
+//! `entry()` makes "is the name free? take it" one atomic step.
+//!
+//! **Room names are unique regardless of letter case** (`General` and
+//! `general` are one name; each room keeps the spelling it was given): the
+//! name index is keyed by [`name_key`]. A name being created is held by a
+//! [`NameReservation`] until the room is registered, and lookups by name in
+//! that window wait for it instead of answering "no such room".
 
 use crate::ids::{RoomCode, RoomId};
 use crate::room::{RoomError, RoomHandle};
@@ -13,11 +19,100 @@ use tokio::sync::watch;
 #[derive(Default, Debug)]
 pub struct Registry {
     by_id: DashMap<RoomId, RoomHandle>,
-    by_name: DashMap<String, RoomId>,
+    /// Rooms (and names being created) by [`name_key`].
+    by_name: DashMap<String, NameSlot>,
+    /// Rooms restored from a data directory written before names were
+    /// unique regardless of case, whose name's key an older room already
+    /// holds: each stays reachable by its exact name (and its id), and no
+    /// new room can take either spelling.
+    by_exact_name: DashMap<String, RoomId>,
     by_code: DashMap<RoomCode, RoomId>,
     /// Direct-message rooms by their member set (see [`dm_key`]), and the
     /// sets whose room is being created right now.
     by_members: DashMap<String, DirectSlot>,
+}
+
+/// A name key's entry in `by_name`.
+#[derive(Debug)]
+enum NameSlot {
+    /// The room holding the name, and the name as that room spells it (a
+    /// rename frees the old spelling only if it is still the room's).
+    Room { id: RoomId, name: String },
+    /// A caller is creating a room with this name. Its [`NameReservation`]
+    /// holds the sender; dropping it (room registered, or creation failed)
+    /// wakes everyone waiting on this receiver.
+    Creating(watch::Receiver<()>),
+}
+
+/// What [`Registry::name_or_reserve`] found for a name.
+#[derive(Debug)]
+pub enum NameLookup<'a> {
+    /// The room with this name (registered by id).
+    Room(RoomId),
+    /// No room has the name: the caller creates it under this reservation.
+    Reserved(NameReservation<'a>),
+    /// Another caller is creating a room with this name: `changed()` on
+    /// this resolves when that creation ends either way; then look again.
+    Creating(watch::Receiver<()>),
+}
+
+/// What [`Registry::lookup_name`] found for a name.
+#[derive(Debug)]
+pub enum NameFound {
+    /// The room with this name (registered by id).
+    Room(RoomId),
+    /// A room with this name is being created (see [`NameLookup::Creating`]).
+    Creating(watch::Receiver<()>),
+    /// No room has the name, and nobody is creating one.
+    Free,
+}
+
+/// The right to create the room named [`name`](Self::name). Dropped
+/// without [`fulfil`](Self::fulfil) (the creation failed, or its caller
+/// went away), it frees the name and wakes the waiters.
+#[derive(Debug)]
+pub struct NameReservation<'a> {
+    registry: &'a Registry,
+    key: String,
+    name: String,
+    /// Dropped when the reservation ends, which wakes the waiters.
+    done: Option<watch::Sender<()>>,
+}
+
+impl NameReservation<'_> {
+    /// The name as the creator spells it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The room `id` (already registered by id) has the name: waiters find it.
+    pub fn fulfil(mut self, id: &RoomId) {
+        let name = std::mem::take(&mut self.name);
+        self.registry.by_name.insert(self.key.clone(), NameSlot::Room { id: id.clone(), name });
+        self.done = None;
+    }
+}
+
+impl Drop for NameReservation<'_> {
+    fn drop(&mut self) {
+        if let Some(tx) = &self.done {
+            // Freed before `done` drops (after this body), so woken waiters
+            // find the name free. Only this reservation's own slot: the log
+            // may already have given the name to another node's room.
+            self.registry.by_name.remove_if(
+                &self.key,
+                |_, slot| matches!(slot, NameSlot::Creating(rx) if rx.same_channel(&tx.subscribe())),
+            );
+        }
+    }
+}
+
+/// The key a room name is unique under: the name in lower case, so names
+/// differing only in letter case are one name (what people expect of
+/// channel names, and what Slack's lower-case names need to meet rooms made
+/// through Rocket.Chat).
+pub(crate) fn name_key(name: &str) -> String {
+    name.to_lowercase()
 }
 
 /// A member set's entry in `by_members`.
@@ -93,41 +188,127 @@ impl Registry {
         self.by_id.get(id).map(|h| h.clone())
     }
 
-    pub fn get_by_name(&self, name: &str) -> Option<RoomHandle> {
-        let id = self.by_name.get(name)?.clone();
-        self.get(&id)
-    }
-
     pub fn get_by_code(&self, code: &str) -> Option<RoomHandle> {
         let id = self.by_code.get(code)?.clone();
         self.get(&id)
     }
 
-    pub fn id_by_name(&self, name: &str) -> Option<RoomId> {
-        self.by_name.get(name).map(|r| r.clone())
+    /// What holds `name` now, without waiting or reserving: the room, a
+    /// creation in progress, or nothing. A restored room's exact spelling
+    /// comes first (see `by_exact_name`).
+    pub fn lookup_name(&self, name: &str) -> NameFound {
+        if let Some(id) = self.by_exact_name.get(name) {
+            return NameFound::Room(id.clone());
+        }
+        match self.by_name.get(&name_key(name)).as_deref() {
+            Some(NameSlot::Room { id, .. }) => NameFound::Room(id.clone()),
+            Some(NameSlot::Creating(rx)) => NameFound::Creating(rx.clone()),
+            None => NameFound::Free,
+        }
     }
 
-    /// Takes `name` for `id`, or fails if another room holds it.
-    pub fn reserve_name(&self, name: &str, id: &RoomId) -> Result<(), RoomError> {
-        match self.by_name.entry(name.to_owned()) {
-            Entry::Occupied(e) if e.get() != id => Err(RoomError::DuplicateName(name.to_owned())),
-            Entry::Occupied(_) => Ok(()),
+    /// The room named `name`, or the right to create it, or a way to wait
+    /// for the caller who is creating it: one atomic step, so of any number
+    /// of concurrent callers exactly one creates.
+    pub fn name_or_reserve(&self, name: &str) -> NameLookup<'_> {
+        if let Some(id) = self.by_exact_name.get(name) {
+            return NameLookup::Room(id.clone());
+        }
+        let key = name_key(name);
+        match self.by_name.entry(key.clone()) {
+            Entry::Occupied(e) => match e.get() {
+                NameSlot::Room { id, .. } => NameLookup::Room(id.clone()),
+                NameSlot::Creating(rx) => NameLookup::Creating(rx.clone()),
+            },
             Entry::Vacant(v) => {
-                v.insert(id.clone());
+                let (tx, rx) = watch::channel(());
+                v.insert(NameSlot::Creating(rx));
+                NameLookup::Reserved(NameReservation {
+                    registry: self,
+                    key,
+                    name: name.to_owned(),
+                    done: Some(tx),
+                })
+            }
+        }
+    }
+
+    /// A rename: takes `name` for room `id` (already registered), or fails
+    /// if another room holds it or is being created with it. The room's own
+    /// name in another letter case is its to respell.
+    pub fn reserve_name(&self, name: &str, id: &RoomId) -> Result<(), RoomError> {
+        let taken = || Err(RoomError::DuplicateName(name.to_owned()));
+        if self.by_exact_name.get(name).is_some_and(|held| *held != *id) {
+            return taken();
+        }
+        match self.by_name.entry(name_key(name)) {
+            Entry::Occupied(mut e) => match e.get_mut() {
+                NameSlot::Room { id: held, name: spelled } if held == id => {
+                    name.clone_into(spelled);
+                    Ok(())
+                }
+                _ => taken(),
+            },
+            Entry::Vacant(v) => {
+                v.insert(NameSlot::Room { id: id.clone(), name: name.to_owned() });
                 Ok(())
             }
         }
     }
 
-    /// Frees `name` if `id` still holds it.
-    pub fn release_name(&self, name: &str, id: &RoomId) {
-        self.by_name.remove_if(name, |_, v| v == id);
+    /// A restored room's name: its key if free, else (a data directory from
+    /// before names were unique regardless of case) its exact spelling.
+    /// False when even that is taken: the room is reachable by id only.
+    pub fn restore_name(&self, name: &str, id: &RoomId) -> bool {
+        match self.by_name.entry(name_key(name)) {
+            Entry::Vacant(v) => {
+                v.insert(NameSlot::Room { id: id.clone(), name: name.to_owned() });
+                true
+            }
+            Entry::Occupied(e) => match e.get() {
+                NameSlot::Room { id: held, .. } if held == id => true,
+                NameSlot::Room { name: spelled, .. } if spelled != name => {
+                    drop(e);
+                    match self.by_exact_name.entry(name.to_owned()) {
+                        Entry::Vacant(v) => {
+                            v.insert(id.clone());
+                            true
+                        }
+                        Entry::Occupied(held) => held.get() == id,
+                    }
+                }
+                _ => false,
+            },
+        }
     }
 
-    /// Gives `name` to `id` whatever held it here: in cluster mode the log
-    /// already decided (only one room's claim of a name can land there).
+    /// Frees `name` if room `id` still holds it in that spelling.
+    pub fn release_name(&self, name: &str, id: &RoomId) {
+        self.by_name
+            .remove_if(&name_key(name), |_, slot| matches!(slot, NameSlot::Room { id: held, name: spelled } if held == id && spelled == name));
+        self.by_exact_name.remove_if(name, |_, held| held == id);
+    }
+
+    /// Gives `name` to `id` whatever was being created with it here: in
+    /// cluster mode the log already decided (only one room's claim of a
+    /// name can land there). A name another room holds in another spelling
+    /// (claims older than case-insensitive names) is kept as an exact name.
     pub fn force_name(&self, name: &str, id: &RoomId) {
-        self.by_name.insert(name.to_owned(), id.clone());
+        let slot = NameSlot::Room { id: id.clone(), name: name.to_owned() };
+        match self.by_name.entry(name_key(name)) {
+            Entry::Vacant(v) => {
+                v.insert(slot);
+            }
+            Entry::Occupied(mut e) => match e.get() {
+                NameSlot::Room { id: held, name: spelled } if held != id && spelled != name => {
+                    drop(e);
+                    self.by_exact_name.insert(name.to_owned(), id.clone());
+                }
+                _ => {
+                    e.insert(slot);
+                }
+            },
+        }
     }
 
     /// A fresh, unused code, reserved for `id`.

@@ -59,8 +59,16 @@ pub(crate) fn router(ctx: Ctx, socketio: SocketIoLayer) -> Router {
 
 /// `/api/…`: the REST doors ([`crate::rest`]): Rocket.Chat's `/api/v1/…`
 /// room endpoints and Slack's `channels.join`, `conversations.join`.
+/// Every answer under `/api` (refusals and `404`s included) carries
+/// `X-Content-Type-Options: nosniff`, so a browser never reads a JSON
+/// answer as another type (a script, a page).
 fn api() -> Router<Ctx> {
-    crate::rest::router().fallback(not_found)
+    crate::rest::router().fallback(not_found).layer(middleware::map_response(nosniff))
+}
+
+async fn nosniff(mut res: Response) -> Response {
+    res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    res
 }
 
 /// Refuses a request that names its host ambiguously (two `Host` or

@@ -225,9 +225,10 @@ impl Cluster {
         format!("roomlog.{rid}")
     }
 
-    /// The claim subject of a room name (hex: names hold any character).
+    /// The claim subject of a room name (hex: names hold any character),
+    /// by its key: names are unique regardless of letter case.
     pub(crate) fn name_subject(name: &str) -> String {
-        format!("roomname.{}", hex(name.as_bytes()))
+        format!("roomname.{}", hex(crate::registry::name_key(name).as_bytes()))
     }
 
     /// Appends `payload` to `subject` once (`id` is its idempotency key) and

@@ -3,6 +3,7 @@
 
 use super::{MethodResult, Params};
 use crate::error::MethodError;
+use crate::lobby::ChannelJoin;
 use crate::permissions::{Permission, allowed};
 use crate::room::state::valid_room_name;
 use crate::room::{CreateOptions, RoomError, RoomRoles, RoomState, RoomType};
@@ -72,4 +73,43 @@ pub(super) async fn call(s: &mut Session, p: Params, t: RoomType, perm: Option<P
         o.insert("inserted".into(), Value::Bool(true));
     }
     Ok(Some(doc))
+}
+
+/// Slack's `channels.join` by name: the public channel named `name` in any
+/// letter case, or a new one of the caller's, decided in one step by the
+/// lobby (of concurrent callers exactly one creates; the others get its
+/// room). Creating needs `create-c` and a token of the caller's room
+/// creation budget, taken only by the caller who creates and given back if
+/// the creation fails. The caller joins an existing room itself (its rules:
+/// type, archive, join code, lock, capacity).
+pub(crate) async fn join_or_create_channel(s: &mut Session, name: &str) -> Result<ChannelJoin, MethodError> {
+    let who = s.require_user()?;
+    if !valid_room_name(name) {
+        return Err(RoomError::InvalidRoomName(name.to_owned()).into());
+    }
+    let server = s.server().clone();
+    let limits = &server.session_limits;
+    let mut charged = false;
+    let r = server
+        .channel_or_create(name, &who, || {
+            if !allowed(Permission::CreateC, &who, RoomRoles::NONE) {
+                return Err(MethodError::from(RoomError::ActionNotAllowed("Creating a room")));
+            }
+            if limits.rate_limits {
+                let now = tokio::time::Instant::now();
+                server.room_creations.try_take(&who.id, limits.room_creation_spec(), now).map_err(
+                    |wait| {
+                        server.metrics.rate_limited("room_creation");
+                        MethodError::TooManyRequests(crate::limits::millis_ceil(wait))
+                    },
+                )?;
+                charged = true;
+            }
+            Ok(())
+        })
+        .await;
+    if charged && r.is_err() {
+        server.room_creations.refund(&who.id);
+    }
+    r
 }

@@ -10,6 +10,7 @@
 
 mod archive;
 mod create_room;
+pub(crate) use create_room::join_or_create_channel;
 mod direct_message;
 mod end_room;
 mod join_by_code;

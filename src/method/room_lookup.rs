@@ -25,8 +25,13 @@ pub(super) async fn name_by_id(s: &mut Session, p: Params) -> MethodResult {
 pub(super) async fn id_by_name_or_id(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
     let key = p.str(0, "nameOrId")?;
-    let registry = &s.server().registry;
-    let handle = registry.get(key).or_else(|| registry.get_by_name(key)).ok_or(MethodError::InvalidRoom)?;
+    let server = s.server();
+    // By name in any letter case; a room being created is waited for, not
+    // reported missing.
+    let handle = match server.registry.get(key) {
+        Some(h) => h,
+        None => server.room_by_name(key).await?.ok_or(MethodError::InvalidRoom)?,
+    };
     // Only reveal the id to someone who may see the room.
     handle.ask(|tx| RoomCommand::DocFor { uid: who.id, respond_to: tx }).await.map_err(|e| match e {
         RoomError::Unavailable => MethodError::Room(e),

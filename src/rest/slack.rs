@@ -11,7 +11,8 @@
 use super::{Caller, Ctx, Input, InputError, RestState, json_response, retry_after_secs};
 use crate::auth::AuthError;
 use crate::error::MethodError;
-use crate::method::Method;
+use crate::lobby::ChannelJoin;
+use crate::method::{Method, join_or_create_channel};
 use crate::room::RoomError;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -212,34 +213,41 @@ async fn channels_join(c: &mut Caller, input: &Input) -> Result<Value, Failure> 
     let raw = input.opt_str("name")?.ok_or(Failure::plain("missing_argument"))?;
     let validate = input.opt_bool("validate")?.unwrap_or(false);
     let name = channel_name(raw, validate).map_err(|e| Failure::plain(e.code()))?;
-    // Two tries: a channel created by someone else between the lookup and
-    // the create is joined on the second.
-    for _ in 0..2 {
-        let existing = c.session.server().registry.id_by_name(&name);
-        let Some(rid) = existing else {
-            match c.value(Method::CreateChannel, vec![json!(name)]).await {
-                Ok(doc) => return Ok(json!({ "channel": full_channel(c, &doc).await? })),
-                Err(MethodError::Room(RoomError::DuplicateName(_))) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        // A private group's name is taken, and it cannot be joined this way.
-        let doc = match c.value(Method::GetRoomById, vec![json!(rid.as_str())]).await {
-            Ok(doc) if doc["t"] == "c" => doc,
-            Ok(_) | Err(MethodError::Room(RoomError::NotAllowed)) => {
-                return Err(Failure::plain("name_taken"));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if doc["archived"] == true {
-            return Err(Failure::plain("is_archived"));
+    // One step in the lobby: the room with this name in any letter case
+    // (waiting for a concurrent creation of it), or a new one of ours.
+    let rid = match join_or_create_channel(&mut c.session, &name).await {
+        Ok(ChannelJoin::Created(doc)) => return Ok(json!({ "channel": full_channel(c, &doc).await? })),
+        Ok(ChannelJoin::Existing(room)) => room.id,
+        Err(e) => {
+            log_refusal(&e);
+            return Err(e.into());
         }
-        return match c.call(Method::JoinRoom, vec![json!(rid.as_str())]).await? {
-            Some(_) => Ok(json!({ "channel": full_channel(c, &doc).await? })),
-            None => Ok(json!({ "already_in_channel": true, "channel": limited_channel(&doc) })),
-        };
+    };
+    // A private group's name is taken, and it cannot be joined this way.
+    let doc = match c.value(Method::GetRoomById, vec![json!(rid.as_str())]).await {
+        Ok(doc) if doc["t"] == "c" => doc,
+        Ok(_) | Err(MethodError::Room(RoomError::NotAllowed)) => {
+            return Err(Failure::plain("name_taken"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if doc["archived"] == true {
+        return Err(Failure::plain("is_archived"));
     }
-    Err(Failure::plain("name_taken"))
+    match c.call(Method::JoinRoom, vec![json!(rid.as_str())]).await? {
+        Some(_) => Ok(json!({ "channel": full_channel(c, &doc).await? })),
+        None => Ok(json!({ "already_in_channel": true, "channel": limited_channel(&doc) })),
+    }
+}
+
+/// The join-or-create step runs outside [`Caller::call`], so it logs its
+/// own failure as a method call would (server faults at error).
+fn log_refusal(e: &MethodError) {
+    if e.is_server_fault() {
+        tracing::error!(error = %e, "channels.join failed");
+    } else {
+        tracing::debug!(error = %e, "channels.join refused");
+    }
 }
 
 /// `conversations.join`: join the public channel with id `channel`.

@@ -533,3 +533,84 @@ async fn a_node_whose_clock_is_an_hour_behind_stamps_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Slack `channels.join {name}` over HTTP to `http` (`http://host:port`)
+/// as user `name`; the JSON answer.
+async fn slack_join(http: &str, user: &str, channel: &str) -> Value {
+    let addr = http.trim_start_matches("http://").to_owned();
+    let token = crate::cluster::nodes::token(&format!("id-{user}"), user, &["user"]);
+    let body = format!("name={channel}");
+    let reply = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let head = format!(
+            "POST /api/channels.join HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    let json = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {reply}"))
+}
+
+/// Issue 17.4/17.5 across nodes: concurrent Slack joins of one new name
+/// through both nodes, and DDP creations of it in other letter cases, make
+/// one room; every joiner is its member, every other creation is refused
+/// as a duplicate, and both nodes find the room by name in any case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_room_per_name_in_any_case_across_nodes() {
+    let Some((_nats, a, b)) = two_nodes("cb10").await else { return };
+    const JOINERS: usize = 10;
+    let name = unique("xcase").to_lowercase();
+    let mut tasks = Vec::new();
+    for i in 0..JOINERS {
+        let (http, name) = (if i % 2 == 0 { &a.http } else { &b.http }.clone(), name.clone());
+        tasks.push(tokio::spawn(async move { (true, slack_join(&http, &format!("xj{i}"), &name).await) }));
+    }
+    for i in 0..4 {
+        let url = if i % 2 == 0 { a.url.clone() } else { b.url.clone() };
+        let spelled = if i < 2 { name.to_uppercase() } else { format!("X{}", &name[1..]) };
+        tasks.push(tokio::spawn(async move {
+            let mut c = login(&url, &format!("xc{i}")).await;
+            (false, c.call("createChannel", json!([spelled])).await)
+        }));
+    }
+    let mut rids = std::collections::HashSet::new();
+    let mut ddp_won = 0;
+    for t in tasks {
+        let (joiner, r) = tokio::time::timeout(Duration::from_secs(40), t).await.expect("answered").unwrap();
+        if joiner {
+            assert_eq!(r["ok"], true, "{r}");
+            rids.insert(r["channel"]["id"].as_str().unwrap().to_owned());
+        } else if r.get("error").is_some() {
+            assert_eq!(r["error"]["error"], "error-duplicate-channel-name", "{r}");
+        } else {
+            ddp_won += 1;
+            rids.insert(r["result"]["_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(rids.len(), 1, "one room: {rids:?}");
+    let rid = rids.into_iter().next().unwrap();
+    for node in [&a, &b] {
+        let mut c = login(&node.url, "xlooker").await;
+        assert_eq!(c.call("getRoomIdByNameOrId", json!([name.to_uppercase()])).await["result"], rid.as_str());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let doc = c.call("getRoomById", json!([rid])).await;
+            // The joiners, and a DDP creator if one won the name.
+            let members = doc["result"]["usersCount"].as_u64().unwrap_or(0) as usize;
+            if members == JOINERS + ddp_won {
+                break;
+            }
+            assert!(Instant::now() < deadline, "every joiner a member on every node: {doc}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -579,3 +579,52 @@ async fn v2_data_dir_gets_username_owners() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 17.5: a data directory from before room names were unique
+/// regardless of letter case may hold `Legacy` and `legacy`. It still
+/// starts with both rooms: each exact spelling finds its own room, any
+/// other spelling the older one, and no new room can take the name in any
+/// case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_whose_names_differ_only_in_case_still_restore() {
+    let dir = tempdir("namecase");
+    let mut server = start(&dir);
+    let mut alice = login(&server.url, "ncalice").await;
+    let name = unique("Legacy");
+    let older = alice.ok("createChannel", json!([name])).await["_id"].as_str().unwrap().to_owned();
+    let younger = alice.ok("createChannel", json!([unique("tmp")])).await["_id"].as_str().unwrap().to_owned();
+    alice.close().await;
+    assert_eq!(sigterm(&mut server).code(), Some(0));
+    // What an older roomd could store: the younger room renamed to the
+    // older one's name in lower case.
+    let lower = name.to_lowercase();
+    {
+        let conn = rusqlite::Connection::open(dir.join("roomd.sqlite3")).unwrap();
+        let doc: String =
+            conn.query_row("SELECT doc FROM rooms WHERE id = ?1", [&younger], |r| r.get(0)).unwrap();
+        let mut doc: Value = serde_json::from_str(&doc).unwrap();
+        doc["name"] = json!(lower);
+        doc["fname"] = json!(lower);
+        conn.execute("UPDATE rooms SET doc = ?1 WHERE id = ?2", [doc.to_string(), younger.clone()]).unwrap();
+    }
+
+    let mut server = start(&dir);
+    let mut alice = login(&server.url, "ncalice").await;
+    assert_eq!(alice.ok("getRoomById", json!([younger])).await["name"], lower.as_str());
+    assert_eq!(alice.ok("getRoomIdByNameOrId", json!([name])).await, older.as_str());
+    assert_eq!(alice.ok("getRoomIdByNameOrId", json!([lower])).await, younger.as_str());
+    assert_eq!(alice.ok("getRoomIdByNameOrId", json!([name.to_uppercase()])).await, older.as_str());
+    for spelling in [name.clone(), lower.clone(), name.to_uppercase()] {
+        let e = alice.err("createChannel", json!([spelling])).await;
+        assert_eq!(e["error"], "error-duplicate-channel-name", "{spelling}: {e}");
+    }
+    // Renamed away, the younger room frees its spelling; the older room
+    // keeps the name in every case.
+    let fresh = unique("renamed");
+    alice.ok("saveRoomSettings", json!([younger, "roomName", fresh])).await;
+    assert_eq!(alice.ok("getRoomIdByNameOrId", json!([lower])).await, older.as_str());
+    assert_eq!(alice.ok("getRoomIdByNameOrId", json!([fresh])).await, younger.as_str());
+    alice.close().await;
+    assert_eq!(sigterm(&mut server).code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -302,3 +302,63 @@ async fn joins_to_different_rooms_do_not_wait_on_each_other() {
         assert_eq!(owner.room(rid.as_str().unwrap()).await["usersCount"], 3);
     }
 }
+
+/// Concurrent creations of one name in different letter cases make one
+/// room; lookups by name racing them never answer "no such room" once a
+/// creation has begun, and all find that one room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_of_one_name_in_any_case_make_one_room() {
+    let fake = Arc::new(roomd::durability::fake::FakeDurability::new());
+    let s = TestServer::with_durability(fake.clone(), |_| {}).await;
+    fake.set_delay(Duration::from_millis(30), Duration::from_millis(60));
+    const CREATORS: usize = 16;
+    let base = unique("Race");
+    let clients = open_many(&s, CREATORS * 2, Some("nr")).await;
+    let barrier = Arc::new(Barrier::new(clients.len()));
+    let tasks: FuturesUnordered<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let barrier = barrier.clone();
+            // Creators spell the name in varying case; lookers wait a moment
+            // (inside the creation window) and look it up.
+            let spelled: String =
+                base.chars()
+                    .enumerate()
+                    .map(|(j, ch)| {
+                        if (i >> (j % 4)) & 1 == 1 {
+                            ch.to_ascii_uppercase()
+                        } else {
+                            ch.to_ascii_lowercase()
+                        }
+                    })
+                    .collect();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let r = if i < CREATORS {
+                    c.call("createChannel", json!([spelled])).await
+                } else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    c.call("getRoomIdByNameOrId", json!([spelled])).await
+                };
+                (i < CREATORS, r)
+            })
+        })
+        .collect();
+    let done: Vec<_> = tasks.collect().await;
+    let mut created = Vec::new();
+    let mut found = std::collections::HashSet::new();
+    for d in done {
+        let (creator, r) = d.expect("task panicked");
+        match (creator, r.get("error")) {
+            (true, None) => created.push(r["result"]["_id"].clone()),
+            (true, Some(e)) => assert_eq!(e["error"], "error-duplicate-channel-name", "{r}"),
+            (false, None) => {
+                found.insert(r["result"].clone());
+            }
+            (false, Some(e)) => panic!("lookup during the creation: {e}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one creation wins: {created:?}");
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), created, "every lookup found that room");
+}

@@ -659,3 +659,176 @@ async fn rest_room_rules_refuse_as_on_ddp() {
         "error-you-are-last-owner",
     );
 }
+
+// --- Names: join-or-create, letter case, lookups during a creation --------
+
+/// Runs `n` Slack `channels.join {name}` at once, with `tokens[i % len]`.
+async fn joins_at_once(s: &TestServer, tokens: &[String], n: usize, name: &str) -> Vec<Value> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, token, barrier) = (s.addr, tokens[i % tokens.len()].clone(), barrier.clone());
+            let form = format!("name={name}");
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let auth = format!("Bearer {token}");
+                let h = [("Authorization", auth.as_str())];
+                let r = request(
+                    addr,
+                    "POST",
+                    "/api/channels.join",
+                    &h,
+                    Some(("application/x-www-form-urlencoded", form)),
+                )
+                .await;
+                json_of(&r)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(tokio::time::timeout(Duration::from_secs(20), t).await.expect("join answered").unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_concurrent_joins_of_a_new_name_all_end_in_one_room() {
+    // Commits take a while, as on a disk: the creation window is wide.
+    let fake = Arc::new(FakeDurability::new());
+    let s = TestServer::with_durability(fake.clone(), |_| {}).await;
+    fake.set_delay(Duration::from_millis(40), Duration::from_millis(80));
+    let tokens: Vec<String> =
+        (0..20).map(|i| s.token(&format!("id-cj{i}"), &format!("cj{i}"), &["user"])).collect();
+
+    let mut watcher = s.user("cj0").await;
+    for round in 0..3 {
+        // 20 users at once: all ok, one room, exactly 20 members.
+        let name = unique("crowd");
+        let answers = joins_at_once(&s, &tokens, 20, &name).await;
+        assert!(answers.iter().all(|v| v["ok"] == true), "round {round}: {answers:?}");
+        let ids: std::collections::HashSet<_> = answers.iter().map(|v| v["channel"]["id"].clone()).collect();
+        assert_eq!(ids.len(), 1, "round {round}: one room: {ids:?}");
+        let rid = ids.into_iter().next().unwrap();
+        let created =
+            answers.iter().filter(|v| v["channel"]["members"].as_array().is_some_and(|m| m.len() == 1));
+        assert!(created.count() <= 1, "round {round}: one creator: {answers:?}");
+        let view = watcher.ok("getRoomParticipants", json!([rid])).await;
+        assert_eq!(view["participants"].as_array().unwrap().len(), 20, "round {round}: {view}");
+        assert_eq!(watcher.room(rid.as_str().unwrap()).await["usersCount"], 20, "round {round}");
+
+        // One user's 10 at once: all ok, one room of one member (one
+        // created it, nine found it with the caller already in).
+        let name = unique("solo");
+        let answers = joins_at_once(&s, &tokens[1..2], 10, &name).await;
+        assert!(answers.iter().all(|v| v["ok"] == true), "round {round}: {answers:?}");
+        let ids: std::collections::HashSet<_> = answers.iter().map(|v| v["channel"]["id"].clone()).collect();
+        assert_eq!(ids.len(), 1, "round {round}: {answers:?}");
+        assert_eq!(
+            answers.iter().filter(|v| v["already_in_channel"] == true).count(),
+            9,
+            "round {round}: {answers:?}"
+        );
+        let rid = ids.into_iter().next().unwrap();
+        assert_eq!(watcher.room(rid.as_str().unwrap()).await["usersCount"], 1, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddp_lookups_by_name_wait_for_a_creation_in_progress() {
+    let fake = Arc::new(FakeDurability::new());
+    let s = TestServer::with_durability(fake.clone(), |_| {}).await;
+    let mut looker = s.user("lk-looker").await;
+    let mut creator = s.user("lk-creator").await;
+    fake.set_delay(Duration::from_millis(400), Duration::from_millis(400));
+    let name = unique("Slow");
+    let n = name.clone();
+    let creating = tokio::spawn(async move { creator.ok("createChannel", json!([n])).await });
+    // Well inside the commit: the name is reserved, the room not yet there.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = tokio::time::Instant::now();
+    let got = looker.ok("getRoomIdByNameOrId", json!([name])).await;
+    assert!(started.elapsed() >= Duration::from_millis(100), "answered before the creation ended");
+    let room = tokio::time::timeout(Duration::from_secs(5), creating).await.unwrap().unwrap();
+    assert_eq!(got, room["_id"], "the room being created, found by name");
+
+    // REST by name during a creation, and a second creation of the same
+    // name in another case waits too, then is refused as a duplicate.
+    let rc = Rc::new(&s, "lk-rest");
+    let mut other = s.user("lk-other").await;
+    let name = unique("Slower");
+    let (n, upper) = (name.clone(), name.to_uppercase());
+    let mut creator = s.user("lk-creator").await;
+    let creating = tokio::spawn(async move { creator.ok("createChannel", json!([n])).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let info = rc.ok_get(&format!("channels.info?roomName={}", name.to_lowercase())).await;
+    let dup = other.err("createChannel", json!([upper])).await;
+    assert_eq!(dup["error"], "error-duplicate-channel-name", "{dup}");
+    let room = tokio::time::timeout(Duration::from_secs(5), creating).await.unwrap().unwrap();
+    assert_eq!(info["channel"]["_id"], room["_id"]);
+}
+
+#[tokio::test]
+async fn room_names_are_unique_regardless_of_case_across_doors() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("nc-alice").await;
+    let rc = Rc::new(&s, "nc-rest");
+    let slack_bob = s.token("id-nc-bob", "nc-bob", &["user"]);
+    let name = unique("Lobby");
+    let room = alice.ok("createChannel", json!([name])).await;
+    let rid = room["_id"].as_str().unwrap();
+    assert_eq!(room["name"], name.as_str(), "the spelling is kept");
+
+    // DDP, Rocket.Chat REST: any other case is the same name.
+    let dup = alice.err("createPrivateGroup", json!([name.to_lowercase()])).await;
+    assert_eq!(dup["error"], "error-duplicate-channel-name", "{dup}");
+    assert_failure(
+        &rc.post("channels.create", json!({"name": name.to_uppercase()})).await,
+        400,
+        "error-duplicate-channel-name",
+    );
+    // Slack's lower-case name joins the existing room.
+    let (_, v) =
+        slack(&s, "/api/channels.join", Some(&slack_bob), &format!("name={}", name.to_lowercase())).await;
+    assert_eq!(
+        (&v["ok"], &v["channel"]["id"], &v["channel"]["name"]),
+        (&json!(true), &json!(rid), &json!(name)),
+        "{v}"
+    );
+    // Lookups by name in any case.
+    assert_eq!(alice.ok("getRoomIdByNameOrId", json!([name.to_uppercase()])).await, rid);
+    let info = rc.ok_get(&format!("channels.info?roomName={}", name.to_lowercase())).await;
+    assert_eq!(info["channel"]["_id"], rid);
+
+    // A rename may respell the room's own name, not take another's.
+    let other = alice.ok("createChannel", json!([unique("other")])).await;
+    let dup = alice.err("saveRoomSettings", json!([other["_id"], "roomName", name.to_lowercase()])).await;
+    assert_eq!(dup["error"], "error-duplicate-channel-name", "{dup}");
+    alice.ok("saveRoomSettings", json!([rid, "roomName", name.to_uppercase()])).await;
+    assert_eq!(alice.ok("getRoomIdByNameOrId", json!([name.clone()])).await, rid, "respelt name still held");
+    let dup = alice.err("createChannel", json!([name])).await;
+    assert_eq!(dup["error"], "error-duplicate-channel-name", "{dup}");
+}
+
+#[tokio::test]
+async fn every_api_answer_says_nosniff() {
+    let s = TestServer::start().await;
+    let rc = Rc::new(&s, "ns-user");
+    let h = [("X-Auth-Token", rc.token.as_str()), ("X-User-Id", rc.uid.as_str())];
+    let slack_auth = format!("Bearer {}", rc.token);
+    let form = ("application/x-www-form-urlencoded", format!("name={}", unique("ns")));
+    let answers = [
+        request(s.addr, "GET", "/api/v1/me", &h, None).await,
+        request(s.addr, "GET", "/api/v1/me", &[], None).await,
+        request(s.addr, "GET", "/api/v1/channels.info?roomId=nope", &h, None).await,
+        request(s.addr, "POST", "/api/channels.join", &[("Authorization", slack_auth.as_str())], Some(form))
+            .await,
+        request(s.addr, "POST", "/api/channels.join", &[], None).await,
+        request(s.addr, "GET", "/api/no-such-endpoint", &[], None).await,
+        request(s.addr, "GET", "/api/channels.join", &[], None).await,
+    ];
+    for r in &answers {
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+    }
+    assert_eq!(answers.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 401, 400, 200, 200, 404, 405]);
+}
