@@ -8,7 +8,7 @@
 //! with random operation sequences.
 
 use super::RoomError;
-use super::model::{Member, RoomRoles, RoomType, UserRef};
+use super::model::{Member, RoomRoles, RoomType, SeatToken, UserRef};
 use crate::ids::{MessageId, RoomCode, RoomId, UserId};
 use crate::permissions::{Permission, Principal, allowed};
 use crate::time::Millis;
@@ -445,9 +445,8 @@ impl RoomState {
 
     /// Finds a guest's membership by its resume token (reconnect grace).
     pub fn guest_by_token(&self, token: &str) -> Option<&Member> {
-        self.members.values().find(|m| {
-            m.guest_token.as_deref().is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-        })
+        let presented = SeatToken::digest(token);
+        self.members.values().find(|m| m.guest_token.as_ref().is_some_and(|t| t.is(&presented)))
     }
 
     fn admit(&mut self, who: &Principal, now: Millis, fx: &mut Vec<Effect>) -> Member {

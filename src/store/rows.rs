@@ -4,8 +4,9 @@
 //! change what is on disk; only a new row version here can.
 //!
 //! Versioning: each row type carries its version in its name. Schema
-//! versions 1 to 3 (`PRAGMA user_version`) all hold V1 rows, as JSON in the
-//! `doc` columns. A future shape gets a `…V2` struct, a migration in
+//! versions 1 to 4 (`PRAGMA user_version`) all hold V1 rows, as JSON in the
+//! `doc` columns; v4 added a table (`guest_seats`, [`GuestSeatRowV1`]), not
+//! a new shape of an old row. A future shape gets a `…V2` struct, a migration in
 //! `store::sqlite::MIGRATIONS` (or a decoder that accepts both), and keeps
 //! V1 for reading old data directories.
 //!
@@ -14,7 +15,7 @@
 //! `tests/it/store_rows.rs` checks against rows of that era.
 
 use crate::ids::{MessageId, RoomCode, RoomId, UserId};
-use crate::room::{Member, Message, RoomRoles, RoomState, RoomType, UserRef};
+use crate::room::{Member, Message, RoomRoles, RoomState, RoomType, SeatToken, UserRef};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -230,10 +231,71 @@ impl From<MemberRowV1> for Member {
             muted: r.muted,
             favorite: r.favorite,
             open: r.open,
-            // Guests are never stored, so no stored member has a token.
+            // Users only: guests' seats are `GuestSeatRowV1`s.
             guest_token: None,
         }
     }
+}
+
+/// A guest's seat (`guest_seats.doc`, schema v4 on), so a guest keeps it
+/// across a restart. Guests have no roles and no subscription flags, so
+/// the row holds only what the room shows of them, and the SHA-256 of the
+/// seat's token (hex): the token itself is a secret and is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestSeatRowV1 {
+    /// The guest's id and its display name (`username` and `name`).
+    pub user: UserRowV1,
+    pub participant_id: String,
+    #[serde(with = "date")]
+    pub joined_at: Millis,
+    pub muted: bool,
+    /// Lowercase hex SHA-256 of the seat token; empty for a seat without
+    /// one (which can then only expire).
+    pub token_sha256: String,
+}
+
+impl From<&Member> for GuestSeatRowV1 {
+    fn from(m: &Member) -> Self {
+        GuestSeatRowV1 {
+            user: UserRowV1::from(&m.user),
+            participant_id: m.participant_id.clone(),
+            joined_at: m.joined_at,
+            muted: m.muted,
+            token_sha256: m.guest_token.as_ref().map(|t| hex(t.digest_bytes())).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<GuestSeatRowV1> for Member {
+    fn from(r: GuestSeatRowV1) -> Self {
+        Member {
+            user: r.user.into(),
+            guest: true,
+            roles: RoomRoles::NONE,
+            participant_id: r.participant_id,
+            joined_at: r.joined_at,
+            muted: r.muted,
+            favorite: false,
+            open: true,
+            guest_token: unhex(&r.token_sha256).map(SeatToken::from_digest),
+        }
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The 32 bytes of a 64-digit hex string; `None` for anything else.
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A message (`messages.doc`).
