@@ -13,7 +13,7 @@ use super::RoomError;
 use super::ended::EndedRoom;
 use super::handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParams, Topic};
 use super::listener::{MeetingEvent, RoomListener};
-use super::model::{Message, SeatToken};
+use super::model::Message;
 use super::state::{Joined, RoomState, SystemKind};
 use super::throttle::CodeThrottle;
 use crate::conn::ConnHandle;
@@ -159,8 +159,7 @@ pub(super) fn spawn(
         // its token, as if its connection had just closed. (A new room has
         // no guests. Cluster mode releases the guests of a gone node
         // itself, see `cluster::liveness`.)
-        let guests: Vec<UserId> =
-            actor.state.members.values().filter(|m| m.guest).map(|m| m.user.id.clone()).collect();
+        let guests: Vec<UserId> = actor.state.guests().cloned().collect();
         for uid in guests {
             actor.start_guest_grace(uid);
         }
@@ -484,26 +483,13 @@ impl RoomActor {
                 self.reply(respond_to, r);
             }
             RoomCommand::ResumeGuest { token, conn, current, listener, respond_to } => {
-                let found = self
-                    .state
-                    .guest_by_token(&token)
-                    .filter(|m| current.as_ref().is_none_or(|c| c == &m.user.id))
-                    .cloned();
-                let r = found.map(|mut m| {
+                let r = self.state.reclaim_seat(&token, current.as_ref()).map(|m| {
                     // Back (perhaps before the old connection was even
-                    // noticed gone): the seat is kept, and only this
-                    // connection closing can start its grace period now.
+                    // noticed gone, or after a restart): the seat is kept,
+                    // and only this connection closing can start its grace
+                    // period now.
                     self.guest_epochs.remove(&m.user.id);
                     self.guest_holders.insert(m.user.id.clone(), conn);
-                    if m.guest_token.as_ref().is_some_and(|t| t.secret().is_none()) {
-                        // Restored: only the digest was kept. The guest just
-                        // showed the token, so answers carry it again.
-                        let known = Some(SeatToken::from_secret(token.clone()));
-                        if let Some(seat) = self.state.members.get_mut(&m.user.id) {
-                            seat.guest_token = known.clone();
-                        }
-                        m.guest_token = known;
-                    }
                     (m.user.id.clone(), self.participant(&m))
                 });
                 if let (Some((uid, _)), Some(sink)) = (&r, listener) {
