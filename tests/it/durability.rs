@@ -50,7 +50,7 @@ fn start_with(dir: &Path, extra: &[&str]) -> Proc {
         .arg(dir)
         .args(extra)
         .env("ROOMD_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("ROOMD_TEST_RUST_LOG").unwrap_or("info".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -66,6 +66,9 @@ fn start_with(dir: &Path, extra: &[&str]) -> Proc {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(rest[..end].to_owned());
                 }
+            }
+            if std::env::var_os("ROOMD_TEST_LOG").is_some() {
+                eprintln!("{line}");
             }
             // Keep draining so the child never blocks on a full pipe.
         }
@@ -788,6 +791,139 @@ async fn an_unclaimed_guest_seat_is_released_after_the_grace_following_a_restart
         let hist = host.ok("loadHistory", json!([rid, null, 50, null])).await;
         let uls = hist["messages"].as_array().unwrap().iter().filter(|m| m["t"] == "ul").count();
         assert_eq!(uls, 1, "{how:?}: the release is stored once");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A raw Socket.IO socket (WebSocket transport, `/` namespace) on `url`'s
+/// server: just enough to ask `join-room` and read its ack.
+struct SioSocket {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_ack: u64,
+}
+
+impl SioSocket {
+    async fn connect(url: &str) -> SioSocket {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let url = url.replace("/websocket", "/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
+            .await
+            .expect("socket.io connect timed out")
+            .expect("socket.io upgrade refused");
+        let mut s = SioSocket { ws, next_ack: 0 };
+        let open = s.read().await;
+        assert!(open.starts_with("0{"), "{open}");
+        s.ws.send(Message::Text("40".into())).await.unwrap();
+        let connected = s.read().await;
+        assert!(connected.starts_with("40{"), "{connected}");
+        // roomd registers a socket's event handlers in a task of its own,
+        // which may run after the CONNECT answer: an event sent at once can
+        // be lost (a door race reported apart). Probe with a harmless event
+        // until one is acknowledged; bounded.
+        for _ in 0..50 {
+            let id = s.next_ack;
+            s.next_ack += 1;
+            s.ws.send(Message::Text(format!("42{id}[\"get-participants\",{{}}]").into())).await.unwrap();
+            let acked = tokio::time::timeout(Duration::from_millis(200), async {
+                loop {
+                    if s.read().await.starts_with(&format!("43{id}")) {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if acked.is_ok() {
+                return s;
+            }
+        }
+        panic!("socket.io events never acknowledged");
+    }
+
+    /// The next Engine.IO text message, answering pings; every wait bounded.
+    async fn read(&mut self) -> String {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await;
+            match next.expect("timed out reading socket.io") {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    self.ws.send(Message::Text("3".into())).await.unwrap();
+                }
+                Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("socket.io closed: {other:?}"),
+            }
+        }
+    }
+
+    /// `socket.emit(event, payload, ack)`; returns the ack's payload.
+    async fn ask(&mut self, event: &str, payload: Value) -> Value {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.ws.send(Message::Text(format!("42{id}{}", json!([event, payload])).into())).await.unwrap();
+        let prefix = format!("43{id}");
+        loop {
+            let t = self.read().await;
+            if let Some(rest) = t.strip_prefix(&prefix) {
+                let mut args: Vec<Value> = serde_json::from_str(rest).unwrap();
+                return args.remove(0);
+            }
+        }
+    }
+}
+
+/// Issue 17.7 over Socket.IO: a guest seated through Socket.IO in a locked
+/// room gets its seat back with its `guestToken` after a SIGKILL or a
+/// SIGTERM restart, while the same token shown to another locked room of
+/// the same server is refused there (a token reclaims only its own seat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socketio_guest_reclaims_its_seat_after_a_restart_and_its_token_opens_no_other_room() {
+    for how in [Stop::Kill, Stop::Term] {
+        let dir = tempdir("sioseat");
+        let grace = ["--guest-grace", "30s"];
+        let mut server = start_with(&dir, &grace);
+        let mut host = login(&server.url, "siohost").await;
+        let (rid, code) = guest_room(&mut host, json!({})).await;
+        let (other_rid, other_code) = guest_room(&mut host, json!({})).await;
+        let mut sio = SioSocket::connect(&server.url).await;
+        let p = sio.ask("join-room", json!({"code": code, "guestName": "Sia"})).await;
+        let token = p["guestToken"].as_str().unwrap_or_else(|| panic!("no guestToken: {p}")).to_owned();
+        for r in [&rid, &other_rid] {
+            host.ok("saveRoomSettings", json!([r, "locked", true])).await;
+        }
+        let before = participants(&mut host, &rid).await;
+        assert_eq!(before.1, 2, "{how:?}: {before:?}");
+        host.close().await;
+        if matches!(how, Stop::Term) {
+            let _ = sio.ws.close(None).await;
+        }
+        drop(sio);
+        stop(&mut server, how);
+
+        let server = start_with(&dir, &grace);
+        let mut host = login(&server.url, "siohost").await;
+        assert_eq!(participants(&mut host, &rid).await, before, "{how:?}: seat lost on restart");
+
+        // The token is room A's: shown to room B it reclaims nothing, and
+        // B is locked, so the guest is refused there and B is unchanged.
+        let mut sio = SioSocket::connect(&server.url).await;
+        let foreign =
+            sio.ask("join-room", json!({"code": other_code, "guestName": "Sia", "guestToken": token})).await;
+        assert_eq!(foreign["error"]["code"], "error-room-locked", "{how:?}: {foreign}");
+        assert_eq!(participants(&mut host, &other_rid).await.1, 1, "{how:?}");
+
+        let mut sio = SioSocket::connect(&server.url).await;
+        let q = sio.ask("join-room", json!({"code": code, "guestName": "Sia", "guestToken": token})).await;
+        assert!(q.get("error").is_none(), "{how:?}: reclaim refused: {q}");
+        assert_eq!((&q["id"], &q["joinedAt"]), (&p["id"], &p["joinedAt"]), "{how:?}: {q}");
+        assert_eq!(q["guestToken"], token.as_str());
+        assert_eq!(participants(&mut host, &rid).await, before, "{how:?}");
+        let view = sio.ask("get-participants", json!({"roomId": rid})).await;
+        assert_eq!(view["room"]["participantCount"], 2, "{how:?}: {view}");
         drop(server);
         let _ = std::fs::remove_dir_all(&dir);
     }
