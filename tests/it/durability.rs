@@ -755,6 +755,11 @@ async fn an_unclaimed_guest_seat_is_released_after_the_grace_following_a_restart
         let started = std::time::Instant::now();
         let mut server = start_with(&dir, &grace);
         let mut host = host_listening(&server.url, "gonehost", &rid).await;
+        // The host over Socket.IO too, hearing the room's meeting events.
+        let auth = json!({"token": token("id-gonehost", "gonehost", &["user"])});
+        let mut sio_host = SioSocket::connect_as(&server.url, Some(auth)).await;
+        let again = sio_host.ask("join-room", json!({"code": code})).await;
+        assert_eq!(again["isHost"], true, "{how:?}: {again}");
         let (_, count) = participants(&mut host, &rid).await;
         assert_eq!(count, 2, "{how:?}: the seat must be held through the grace");
         let (_, other) = guest_join(&server.url, &code, "Other", None).await;
@@ -773,6 +778,8 @@ async fn an_unclaimed_guest_seat_is_released_after_the_grace_following_a_restart
             .expect(|f| f["collection"] == "stream-room-messages" && f["fields"]["args"][0]["t"] == "ul")
             .await;
         assert_eq!(ul["fields"]["args"][0]["msg"], "Gone");
+        let sio_left = sio_host.event("participant-left").await;
+        assert_eq!((&sio_left["id"], &sio_left["isActive"]), (&p["id"], &json!(false)), "{how:?}");
         assert_eq!(participants(&mut host, &rid).await.1, 1, "{how:?}: the count must drop");
         assert_eq!(host.room(&rid).await["usersCount"], 1);
         // The seat is free for someone else now.
@@ -801,10 +808,17 @@ async fn an_unclaimed_guest_seat_is_released_after_the_grace_following_a_restart
 struct SioSocket {
     ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     next_ack: u64,
+    /// Server events (`42…`) read while waiting for an ack.
+    events: Vec<String>,
 }
 
 impl SioSocket {
     async fn connect(url: &str) -> SioSocket {
+        Self::connect_as(url, None).await
+    }
+
+    /// A socket signed in with `auth` (`{"token": …}`), or a guest.
+    async fn connect_as(url: &str, auth: Option<Value>) -> SioSocket {
         use futures_util::SinkExt;
         use tokio_tungstenite::tungstenite::Message;
         let url = url.replace("/websocket", "/socket.io/?EIO=4&transport=websocket");
@@ -812,10 +826,11 @@ impl SioSocket {
             .await
             .expect("socket.io connect timed out")
             .expect("socket.io upgrade refused");
-        let mut s = SioSocket { ws, next_ack: 0 };
+        let mut s = SioSocket { ws, next_ack: 0, events: Vec::new() };
         let open = s.read().await;
         assert!(open.starts_with("0{"), "{open}");
-        s.ws.send(Message::Text("40".into())).await.unwrap();
+        let connect = auth.map_or("40".to_owned(), |a| format!("40{a}"));
+        s.ws.send(Message::Text(connect.into())).await.unwrap();
         let connected = s.read().await;
         assert!(connected.starts_with("40{"), "{connected}");
         // roomd registers a socket's event handlers in a task of its own,
@@ -828,9 +843,11 @@ impl SioSocket {
             s.ws.send(Message::Text(format!("42{id}[\"get-participants\",{{}}]").into())).await.unwrap();
             let acked = tokio::time::timeout(Duration::from_millis(200), async {
                 loop {
-                    if s.read().await.starts_with(&format!("43{id}")) {
+                    let t = s.read().await;
+                    if t.starts_with(&format!("43{id}")) {
                         return;
                     }
+                    s.events.push(t);
                 }
             })
             .await;
@@ -871,6 +888,24 @@ impl SioSocket {
             if let Some(rest) = t.strip_prefix(&prefix) {
                 let mut args: Vec<Value> = serde_json::from_str(rest).unwrap();
                 return args.remove(0);
+            }
+            self.events.push(t);
+        }
+    }
+
+    /// The payload of the next server event `name` (bounded by `read`).
+    async fn event(&mut self, name: &str) -> Value {
+        let parse = |t: &str| -> Option<Value> {
+            let mut v: Vec<Value> = serde_json::from_str(t.strip_prefix("42")?).ok()?;
+            (v.first()? == name).then(|| v.pop().unwrap_or(Value::Null))
+        };
+        if let Some(i) = self.events.iter().position(|t| parse(t).is_some()) {
+            return parse(&self.events.remove(i)).unwrap();
+        }
+        loop {
+            let t = self.read().await;
+            if let Some(p) = parse(&t) {
+                return p;
             }
         }
     }
