@@ -375,3 +375,39 @@ impl From<MessageRowV1> for Message {
 pub(crate) fn encode<T: Serialize>(row: &T) -> String {
     serde_json::to_string(row).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The v4 seat row's shape is pinned (a later roomd must read it), it
+    /// holds the token's digest and not the token, and a restored seat is
+    /// matched by the token alone.
+    #[test]
+    fn a_guest_seat_row_keeps_the_token_digest_only() {
+        let token = "GvtLX2dRcRVWHfu_q0TQuZZZ5DgL50sK";
+        let user =
+            UserRef { id: UserId::from("guest-abc"), username: "Jane".into(), name: Some("Jane".into()) };
+        let mut m = Member::new(user, true, Millis(1_767_225_600_000));
+        m.participant_id = "p1".into();
+        m.guest_token = Some(SeatToken::from_secret(token.into()));
+        let doc = encode(&GuestSeatRowV1::from(&m));
+        assert_eq!(
+            doc,
+            r#"{"user":{"_id":"guest-abc","username":"Jane","name":"Jane"},"participant_id":"p1","joined_at":{"$date":1767225600000},"muted":false,"token_sha256":"#
+                .to_owned()
+                + &format!("\"{}\"}}", hex(&SeatToken::digest(token)))
+        );
+        assert!(!doc.contains(token));
+        let back: Member = serde_json::from_str::<GuestSeatRowV1>(&doc).unwrap().into();
+        let seat = back.guest_token.as_ref().expect("digest restored");
+        assert_eq!(seat.secret(), None);
+        assert!(seat.is(&SeatToken::digest(token)));
+        assert!(!seat.is(&SeatToken::digest("another token")));
+        assert_eq!((back.participant_id.as_str(), back.joined_at, back.guest), ("p1", m.joined_at, true));
+        // A damaged digest gives a seat nobody can reclaim: it only expires.
+        let bad = doc.replace("\"token_sha256\":\"", "\"token_sha256\":\"zz");
+        let back: Member = serde_json::from_str::<GuestSeatRowV1>(&bad).unwrap().into();
+        assert!(back.guest_token.is_none());
+    }
+}
