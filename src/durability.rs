@@ -28,7 +28,7 @@
 use crate::ids::{MessageId, RoomId, UserId};
 use crate::room::{Message, RoomState, UserRef};
 use crate::store::StoreError;
-use crate::store::rows::{MemberRowV1, MessageRowV1, RoomRowV1, UserRowV1};
+use crate::store::rows::{GuestSeatRowV1, MemberRowV1, MessageRowV1, RoomRowV1, UserRowV1};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -60,10 +60,12 @@ pub enum DurabilityError {
 pub enum RoomChange {
     /// The room's settings and metadata (members and messages are separate).
     Room(Box<RoomRowV1>),
-    /// A member joined or their row (roles, flags) changed. Guests are never
-    /// stored.
+    /// A member joined or their row (roles, flags) changed.
     Member(Box<MemberRowV1>),
-    /// A member left.
+    /// A guest took a seat or its row (mute) changed: kept so the guest can
+    /// reclaim it after a restart.
+    GuestSeat(Box<GuestSeatRowV1>),
+    /// A member (user or guest) left.
     MemberLeft(UserId),
     /// A message was posted. Never overwrites an existing message.
     Message(Box<MessageRowV1>),
@@ -74,8 +76,13 @@ impl RoomChange {
         RoomChange::Room(Box::new(RoomRowV1::from(state)))
     }
 
+    /// A member's row: a guest's seat or a user's membership.
     pub fn member(m: &crate::room::Member) -> Self {
-        RoomChange::Member(Box::new(MemberRowV1::from(m)))
+        if m.guest {
+            RoomChange::GuestSeat(Box::new(GuestSeatRowV1::from(m)))
+        } else {
+            RoomChange::Member(Box::new(MemberRowV1::from(m)))
+        }
     }
 
     pub fn message(m: &Message) -> Self {
@@ -121,7 +128,8 @@ impl Fact {
 /// codes and DM pairs are not stored apart: they are rebuilt from the rooms.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Each room with its members and its most recent messages, oldest first.
+    /// Each room with its members (guests' seats included) and its most
+    /// recent messages, oldest first.
     pub rooms: Vec<(RoomState, Vec<Message>)>,
     pub users: Vec<UserRef>,
     /// Normalised username → the user id that owns it.

@@ -426,7 +426,8 @@ impl ServerState {
     }
 
     /// Rebuilds rooms and the user directory from the store at start.
-    /// Guests are never stored, so restored rooms hold users only.
+    /// Restored rooms hold their guests' seats too; each room gives its
+    /// guests the guest grace from now to reclaim them.
     pub(crate) fn restore(&self, snapshot: Snapshot) {
         let users = snapshot.users.len();
         // Owners before users: a legacy name shared by several users

@@ -161,6 +161,17 @@ pub(super) fn spawn(
         actor.history_ids.insert(m.id.clone());
         actor.history.push_back(Arc::new(m));
     }
+    if actor.cluster.is_none() {
+        // Guests of a restored room: no connection holds their seats after
+        // a restart, so each has the guest grace from now to come back with
+        // its token, as if its connection had just closed. (A new room has
+        // no guests. Cluster mode releases the guests of a gone node
+        // itself, see `cluster::liveness`.)
+        let guests: Vec<UserId> = actor.state.guests().cloned().collect();
+        for uid in guests {
+            actor.start_guest_grace(uid);
+        }
+    }
     tokio::spawn(actor.run());
 }
 
@@ -488,15 +499,11 @@ impl RoomActor {
                 self.reply(respond_to, r);
             }
             RoomCommand::ResumeGuest { token, conn, current, listener, respond_to } => {
-                let found = self
-                    .state
-                    .guest_by_token(&token)
-                    .filter(|m| current.as_ref().is_none_or(|c| c == &m.user.id))
-                    .cloned();
-                let r = found.map(|m| {
+                let r = self.state.reclaim_seat(&token, current.as_ref()).map(|m| {
                     // Back (perhaps before the old connection was even
-                    // noticed gone): the seat is kept, and only this
-                    // connection closing can start its grace period now.
+                    // noticed gone, or after a restart): the seat is kept,
+                    // and only this connection closing can start its grace
+                    // period now.
                     self.guest_epochs.remove(&m.user.id);
                     self.guest_holders.insert(m.user.id.clone(), conn);
                     (m.user.id.clone(), self.participant(&m))

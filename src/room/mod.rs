@@ -18,5 +18,5 @@ pub use ended::EndedRoom;
 pub use error::RoomError;
 pub use handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParams, Topic};
 pub use listener::{MeetingEvent, RoomListener};
-pub use model::{Member, Message, RoomRoles, RoomType, UserRef};
+pub use model::{Member, Message, RoomRoles, RoomType, SeatToken, UserRef};
 pub use state::{CreateOptions, Effect, Flag, Joined, RoleKind, RoomState, Setting, SystemKind};

@@ -76,8 +76,8 @@ pub struct UserRef {
     pub name: Option<String>,
 }
 
-/// One member of a room: a signed-in user or a guest (guests are never
-/// stored).
+/// One member of a room: a signed-in user or a guest (a guest's seat is
+/// stored too, with only a digest of its token, see [`SeatToken`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub user: UserRef,
@@ -90,8 +90,9 @@ pub struct Member {
     /// Per-user subscription flags (`f`, `open`).
     pub favorite: bool,
     pub open: bool,
-    /// Secret a guest presents to reclaim its seat after a reconnect.
-    pub guest_token: Option<String>,
+    /// What a guest presents to reclaim its seat after a reconnect (or a
+    /// restart).
+    pub guest_token: Option<SeatToken>,
 }
 
 impl Member {
@@ -105,7 +106,7 @@ impl Member {
             muted: false,
             favorite: false,
             open: true,
-            guest_token: guest.then(|| crate::ids::secret(32)),
+            guest_token: guest.then(SeatToken::generate),
         }
     }
 
@@ -122,6 +123,63 @@ impl Member {
             "joinedAt": self.joined_at.to_iso8601(),
             "leftAt": left_at.map(|t| Value::from(t.to_iso8601())).unwrap_or(Value::Null),
         })
+    }
+}
+
+/// A guest seat's token. Whoever presents it takes the seat, so it is a
+/// secret: only its SHA-256 digest is kept beyond the moment it is issued
+/// or presented, and only the digest is stored. The token is 32 random
+/// characters (~190 bits), so a plain digest is as hard to reverse as the
+/// token is to guess; no slow hash is needed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SeatToken {
+    /// The token itself, while this process knows it (it issued it, or the
+    /// guest presented it since): `join-room` hands it back.
+    secret: Option<String>,
+    digest: [u8; 32],
+}
+
+impl SeatToken {
+    /// A fresh random token.
+    pub fn generate() -> Self {
+        Self::from_secret(crate::ids::secret(32))
+    }
+
+    /// A token the guest presented (and that matched).
+    pub fn from_secret(secret: String) -> Self {
+        SeatToken { digest: Self::digest(&secret), secret: Some(secret) }
+    }
+
+    /// A stored token: its digest only.
+    pub fn from_digest(digest: [u8; 32]) -> Self {
+        SeatToken { secret: None, digest }
+    }
+
+    /// SHA-256 of a presented token, computed once per lookup.
+    pub fn digest(token: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// Whether `presented` (a [`SeatToken::digest`]) is this token's, in
+    /// time that does not depend on where they differ.
+    pub fn is(&self, presented: &[u8; 32]) -> bool {
+        self.digest.iter().zip(presented).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    pub fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
+    pub fn digest_bytes(&self) -> &[u8; 32] {
+        &self.digest
+    }
+}
+
+/// Never prints the secret (members end up in debug logs).
+impl std::fmt::Debug for SeatToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeatToken(..)")
     }
 }
 

@@ -136,7 +136,7 @@ impl RoomActor {
                 }
                 Effect::MembershipRemoved(uid) => {
                     self.users.remove_membership(&uid, &rid);
-                    if self.store.is_some() && !uid.is_guest() {
+                    if self.store.is_some() {
                         self.ops.push(RoomChange::MemberLeft(uid.clone()));
                     }
                     let sub_id = format!("{rid}{uid}");
@@ -290,9 +290,10 @@ impl RoomActor {
         self.broadcast(topic, &frame, Some(from));
     }
 
-    /// Stores a member's current row (guests are never stored).
+    /// Stores a member's current row (a guest's seat too, so it survives a
+    /// restart: it is durable before its `join-room` is answered).
     fn persist_member(&mut self, uid: &UserId) {
-        if self.store.is_none() || uid.is_guest() {
+        if self.store.is_none() {
             return;
         }
         if let Some(m) = self.state.members.get(uid) {
@@ -314,8 +315,8 @@ impl RoomActor {
     /// token that lets them reclaim the seat after a reconnect.
     pub(super) fn participant(&self, m: &Member) -> Value {
         let mut p = m.participant(&self.state.id, &self.state.host_id, None);
-        if let (Some(t), Value::Object(o)) = (&m.guest_token, &mut p) {
-            o.insert("guestToken".into(), Value::from(t.as_str()));
+        if let (Some(t), Value::Object(o)) = (m.guest_token.as_ref().and_then(|t| t.secret()), &mut p) {
+            o.insert("guestToken".into(), Value::from(t));
         }
         p
     }

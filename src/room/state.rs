@@ -8,7 +8,7 @@
 //! with random operation sequences.
 
 use super::RoomError;
-use super::model::{Member, RoomRoles, RoomType, UserRef};
+use super::model::{Member, RoomRoles, RoomType, SeatToken, UserRef};
 use crate::ids::{MessageId, RoomCode, RoomId, UserId};
 use crate::permissions::{Permission, Principal, allowed};
 use crate::time::Millis;
@@ -443,11 +443,33 @@ impl RoomState {
         Ok(())
     }
 
-    /// Finds a guest's membership by its resume token (reconnect grace).
-    pub fn guest_by_token(&self, token: &str) -> Option<&Member> {
-        self.members.values().find(|m| {
-            m.guest_token.as_deref().is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-        })
+    /// The seat reclaim rule, one for live and restored seats: the guest
+    /// seat whose token is `token` goes back to its guest, unless the
+    /// caller's connection already is another guest (`current`: one
+    /// connection, one guest). Seats are matched by the token's digest,
+    /// the only thing a restored seat has; a restored seat learns the
+    /// token again here, so answers can carry it. A token of another room
+    /// (or of a released seat) matches nothing.
+    pub fn reclaim_seat(&mut self, token: &str, current: Option<&UserId>) -> Option<Member> {
+        let presented = SeatToken::digest(token);
+        let seat = self
+            .members
+            .values_mut()
+            .find(|m| m.guest && m.guest_token.as_ref().is_some_and(|t| t.is(&presented)))?;
+        if current.is_some_and(|c| *c != seat.user.id) {
+            return None;
+        }
+        if seat.guest_token.as_ref().is_some_and(|t| t.secret().is_none()) {
+            seat.guest_token = Some(SeatToken::from_secret(token.to_owned()));
+        }
+        Some(seat.clone())
+    }
+
+    /// Guests holding seats: after a restart, nobody's connection holds
+    /// them, so each gets the guest grace to come back, as after any
+    /// disconnect.
+    pub fn guests(&self) -> impl Iterator<Item = &UserId> {
+        self.members.values().filter(|m| m.guest).map(|m| &m.user.id)
     }
 
     fn admit(&mut self, who: &Principal, now: Millis, fx: &mut Vec<Effect>) -> Member {

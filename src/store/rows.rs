@@ -4,8 +4,9 @@
 //! change what is on disk; only a new row version here can.
 //!
 //! Versioning: each row type carries its version in its name. Schema
-//! versions 1 to 3 (`PRAGMA user_version`) all hold V1 rows, as JSON in the
-//! `doc` columns. A future shape gets a `…V2` struct, a migration in
+//! versions 1 to 4 (`PRAGMA user_version`) all hold V1 rows, as JSON in the
+//! `doc` columns; v4 added a table (`guest_seats`, [`GuestSeatRowV1`]), not
+//! a new shape of an old row. A future shape gets a `…V2` struct, a migration in
 //! `store::sqlite::MIGRATIONS` (or a decoder that accepts both), and keeps
 //! V1 for reading old data directories.
 //!
@@ -14,7 +15,7 @@
 //! `tests/it/store_rows.rs` checks against rows of that era.
 
 use crate::ids::{MessageId, RoomCode, RoomId, UserId};
-use crate::room::{Member, Message, RoomRoles, RoomState, RoomType, UserRef};
+use crate::room::{Member, Message, RoomRoles, RoomState, RoomType, SeatToken, UserRef};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -230,10 +231,71 @@ impl From<MemberRowV1> for Member {
             muted: r.muted,
             favorite: r.favorite,
             open: r.open,
-            // Guests are never stored, so no stored member has a token.
+            // Users only: guests' seats are `GuestSeatRowV1`s.
             guest_token: None,
         }
     }
+}
+
+/// A guest's seat (`guest_seats.doc`, schema v4 on), so a guest keeps it
+/// across a restart. Guests have no roles and no subscription flags, so
+/// the row holds only what the room shows of them, and the SHA-256 of the
+/// seat's token (hex): the token itself is a secret and is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestSeatRowV1 {
+    /// The guest's id and its display name (`username` and `name`).
+    pub user: UserRowV1,
+    pub participant_id: String,
+    #[serde(with = "date")]
+    pub joined_at: Millis,
+    pub muted: bool,
+    /// Lowercase hex SHA-256 of the seat token; empty for a seat without
+    /// one (which can then only expire).
+    pub token_sha256: String,
+}
+
+impl From<&Member> for GuestSeatRowV1 {
+    fn from(m: &Member) -> Self {
+        GuestSeatRowV1 {
+            user: UserRowV1::from(&m.user),
+            participant_id: m.participant_id.clone(),
+            joined_at: m.joined_at,
+            muted: m.muted,
+            token_sha256: m.guest_token.as_ref().map(|t| hex(t.digest_bytes())).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<GuestSeatRowV1> for Member {
+    fn from(r: GuestSeatRowV1) -> Self {
+        Member {
+            user: r.user.into(),
+            guest: true,
+            roles: RoomRoles::NONE,
+            participant_id: r.participant_id,
+            joined_at: r.joined_at,
+            muted: r.muted,
+            favorite: false,
+            open: true,
+            guest_token: unhex(&r.token_sha256).map(SeatToken::from_digest),
+        }
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The 32 bytes of a 64-digit hex string; `None` for anything else.
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A message (`messages.doc`).
@@ -312,4 +374,40 @@ impl From<MessageRowV1> for Message {
 /// Serialising rows cannot fail (string keys only, no failing impls).
 pub(crate) fn encode<T: Serialize>(row: &T) -> String {
     serde_json::to_string(row).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The v4 seat row's shape is pinned (a later roomd must read it), it
+    /// holds the token's digest and not the token, and a restored seat is
+    /// matched by the token alone.
+    #[test]
+    fn a_guest_seat_row_keeps_the_token_digest_only() {
+        let token = "GvtLX2dRcRVWHfu_q0TQuZZZ5DgL50sK";
+        let user =
+            UserRef { id: UserId::from("guest-abc"), username: "Jane".into(), name: Some("Jane".into()) };
+        let mut m = Member::new(user, true, Millis(1_767_225_600_000));
+        m.participant_id = "p1".into();
+        m.guest_token = Some(SeatToken::from_secret(token.into()));
+        let doc = encode(&GuestSeatRowV1::from(&m));
+        assert_eq!(
+            doc,
+            r#"{"user":{"_id":"guest-abc","username":"Jane","name":"Jane"},"participant_id":"p1","joined_at":{"$date":1767225600000},"muted":false,"token_sha256":"#
+                .to_owned()
+                + &format!("\"{}\"}}", hex(&SeatToken::digest(token)))
+        );
+        assert!(!doc.contains(token));
+        let back: Member = serde_json::from_str::<GuestSeatRowV1>(&doc).unwrap().into();
+        let seat = back.guest_token.as_ref().expect("digest restored");
+        assert_eq!(seat.secret(), None);
+        assert!(seat.is(&SeatToken::digest(token)));
+        assert!(!seat.is(&SeatToken::digest("another token")));
+        assert_eq!((back.participant_id.as_str(), back.joined_at, back.guest), ("p1", m.joined_at, true));
+        // A damaged digest gives a seat nobody can reclaim: it only expires.
+        let bad = doc.replace("\"token_sha256\":\"", "\"token_sha256\":\"zz");
+        let back: Member = serde_json::from_str::<GuestSeatRowV1>(&bad).unwrap().into();
+        assert!(back.guest_token.is_none());
+    }
 }

@@ -1,7 +1,7 @@
 //! The SQLite side of the store: schema and migrations, loading at start,
 //! and the writer thread's group-commit loop.
 
-use super::rows::{MemberRowV1, MessageRowV1, RoomRowV1, UserRowV1, encode};
+use super::rows::{GuestSeatRowV1, MemberRowV1, MessageRowV1, RoomRowV1, UserRowV1, encode};
 use super::{Request, StoreError, SyncMode, Work};
 use crate::durability::{DurabilityError, Fact, RoomChange, Snapshot};
 use crate::ids::UserId;
@@ -27,6 +27,12 @@ pub const MIGRATIONS: &[&str] = &[
     // owners of older data directories (first stored user wins).
     "CREATE TABLE usernames (name TEXT PRIMARY KEY, uid TEXT NOT NULL);
      CREATE TABLE revoked_tokens (key TEXT PRIMARY KEY, exp INTEGER NOT NULL);",
+    // v4: guests' seats (`GuestSeatRowV1`), so a guest reclaims its seat
+    // after a restart. Apart from `members`: a seat holds a token digest
+    // and is released by the guest grace, a membership is a user's. Older
+    // roomd refuses a v4 directory (newer schema) rather than dropping
+    // seats it does not know.
+    "CREATE TABLE guest_seats (rid TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (rid, uid));",
 ];
 
 pub const LATEST_SCHEMA: i64 = MIGRATIONS.len() as i64;
@@ -162,6 +168,7 @@ pub(crate) fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreE
     }
     let mut rooms = conn.prepare("SELECT id, doc FROM rooms").map_err(db_err)?;
     let mut members = conn.prepare("SELECT doc FROM members WHERE rid = ?1").map_err(db_err)?;
+    let mut guests = conn.prepare("SELECT doc FROM guest_seats WHERE rid = ?1").map_err(db_err)?;
     let mut messages =
         conn.prepare("SELECT doc FROM messages WHERE rid = ?1 ORDER BY seq DESC LIMIT ?2").map_err(db_err)?;
     let mut count = conn.prepare("SELECT COUNT(*) FROM messages WHERE rid = ?1").map_err(db_err)?;
@@ -185,6 +192,15 @@ pub(crate) fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreE
                     state.members.insert(m.user.id.clone(), m.into());
                 }
                 Err(e) => tracing::error!(room = %id, error = %e, "skipping unreadable member row"),
+            }
+        }
+        for doc in guests.query_map([&id], |r| r.get::<_, String>(0)).map_err(db_err)? {
+            let doc = doc.map_err(db_err)?;
+            match serde_json::from_str::<GuestSeatRowV1>(&doc) {
+                Ok(g) => {
+                    state.members.insert(g.user.id.clone(), g.into());
+                }
+                Err(e) => tracing::error!(room = %id, error = %e, "skipping unreadable guest seat row"),
             }
         }
         let mut msgs = Vec::new();
@@ -289,9 +305,17 @@ fn apply_room(tx: &rusqlite::Transaction<'_>, rid: &str, change: &RoomChange) ->
             tx.prepare_cached("INSERT OR REPLACE INTO members (rid, uid, doc) VALUES (?1, ?2, ?3)")?
                 .execute(params![rid, row.user.id.as_str(), encode(row)])?;
         }
+        RoomChange::GuestSeat(row) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO guest_seats (rid, uid, doc) VALUES (?1, ?2, ?3)")?
+                .execute(params![rid, row.user.id.as_str(), encode(row)])?;
+        }
         RoomChange::MemberLeft(uid) => {
-            tx.prepare_cached("DELETE FROM members WHERE rid = ?1 AND uid = ?2")?
-                .execute(params![rid, uid.as_str()])?;
+            let sql = if uid.is_guest() {
+                "DELETE FROM guest_seats WHERE rid = ?1 AND uid = ?2"
+            } else {
+                "DELETE FROM members WHERE rid = ?1 AND uid = ?2"
+            };
+            tx.prepare_cached(sql)?.execute(params![rid, uid.as_str()])?;
         }
         RoomChange::Message(row) => {
             // Never overwrite someone's message. The room refuses a repeated

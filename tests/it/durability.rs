@@ -50,7 +50,7 @@ fn start_with(dir: &Path, extra: &[&str]) -> Proc {
         .arg(dir)
         .args(extra)
         .env("ROOMD_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("ROOMD_TEST_RUST_LOG").unwrap_or("info".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -66,6 +66,9 @@ fn start_with(dir: &Path, extra: &[&str]) -> Proc {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(rest[..end].to_owned());
                 }
+            }
+            if std::env::var_os("ROOMD_TEST_LOG").is_some() {
+                eprintln!("{line}");
             }
             // Keep draining so the child never blocks on a full pipe.
         }
@@ -627,4 +630,385 @@ async fn rooms_whose_names_differ_only_in_case_still_restore() {
     alice.close().await;
     assert_eq!(sigterm(&mut server).code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How a test ends the server before restarting it on the same data dir.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Kill,
+    Term,
+}
+
+fn stop(p: &mut Proc, how: Stop) {
+    match how {
+        Stop::Kill => sigkill(p),
+        Stop::Term => assert_eq!(sigterm(p).code(), Some(0), "graceful shutdown must exit 0"),
+    }
+}
+
+/// A meeting room by `host` that takes guests; returns (rid, code).
+async fn guest_room(host: &mut Client, extra: Value) -> (String, String) {
+    let mut opts = json!({"guestAccess": true});
+    opts.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let room = crate::support::channel(host, opts).await;
+    (room["_id"].as_str().unwrap().to_owned(), room["code"].as_str().unwrap().to_owned())
+}
+
+/// A guest on a new connection joins by code (with `token`, if any);
+/// returns the connection and the whole `result` frame.
+async fn guest_join(url: &str, code: &str, name: &str, token: Option<&str>) -> (Client, Value) {
+    let mut g = Client::open(url).await;
+    g.connect().await;
+    let mut p = json!({"code": code, "guestName": name});
+    if let Some(t) = token {
+        p["guestToken"] = json!(t);
+    }
+    let r = g.call("join-room", json!([p])).await;
+    (g, r)
+}
+
+/// The participants' ids, sorted, and the count, as `getRoomParticipants` shows them.
+async fn participants(c: &mut Client, rid: &str) -> (Vec<String>, u64) {
+    let r = c.ok("getRoomParticipants", json!([rid])).await;
+    let mut ids: Vec<String> =
+        r["participants"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    (ids, r["room"]["participantCount"].as_u64().unwrap())
+}
+
+/// The host, signed in again after a restart, listening to the room's
+/// participants and messages.
+async fn host_listening(url: &str, name: &str, rid: &str) -> Client {
+    let mut host = login(url, name).await;
+    host.sub_ok("stream-notify-room", json!([format!("{rid}/participants"), false])).await;
+    host.sub_ok("stream-room-messages", json!([rid, false])).await;
+    host
+}
+
+/// Whether `f` announces someone joining or leaving `rid` (participant
+/// events, or `uj`/`ul` system messages).
+fn joins_or_leaves(f: &Value, rid: &str) -> bool {
+    let args = &f["fields"]["args"];
+    let participant = f["collection"] == "stream-notify-room"
+        && f["fields"]["eventName"] == format!("{rid}/participants")
+        && (args[0] == "joined" || args[0] == "left");
+    let system = f["collection"] == "stream-room-messages" && (args[0]["t"] == "uj" || args[0]["t"] == "ul");
+    participant || system
+}
+
+/// Issue 17.7: a guest seated in a locked room (and in a full one) gets its
+/// seat back with its `guestToken` after the server is killed or stopped
+/// and restarted within the guest grace: same participant, no error, the
+/// host's participant list unchanged, nobody announced as leaving or
+/// joining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_reclaims_its_seat_in_a_locked_or_full_room_after_a_restart() {
+    for how in [Stop::Kill, Stop::Term] {
+        for full in [false, true] {
+            let dir = tempdir("seat");
+            let grace = ["--guest-grace", "30s"];
+            let mut server = start_with(&dir, &grace);
+            let host_name = format!("seathost{}", full as u8);
+            let mut host = login(&server.url, &host_name).await;
+            let extra = if full { json!({"maxParticipants": 2}) } else { json!({}) };
+            let (rid, code) = guest_room(&mut host, extra).await;
+            let (guest, joined) = guest_join(&server.url, &code, "Gina", None).await;
+            let p = joined["result"].clone();
+            let token = p["guestToken"].as_str().expect("guestToken").to_owned();
+            if !full {
+                host.ok("saveRoomSettings", json!([rid, "locked", true])).await;
+            }
+            let before = participants(&mut host, &rid).await;
+            assert_eq!(before.1, 2, "{how:?} full={full}: {before:?}");
+            // The seat is on disk once acknowledged, and the secret is not.
+            let db = rusqlite::Connection::open_with_flags(
+                dir.join("roomd.sqlite3"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            let dump: String = db
+                .query_row("SELECT group_concat(doc, ' ') FROM guest_seats", [], |r| r.get(0))
+                .expect("guest seats are stored");
+            assert!(dump.contains(p["id"].as_str().unwrap()), "{dump}");
+            assert!(!dump.contains(&token), "the guest token is stored in clear: {dump}");
+            drop(db);
+            host.close().await;
+            if matches!(how, Stop::Term) {
+                guest.close().await;
+            } else {
+                drop(guest);
+            }
+            stop(&mut server, how);
+
+            let server = start_with(&dir, &grace);
+            let mut host = host_listening(&server.url, &host_name, &rid).await;
+            assert_eq!(
+                participants(&mut host, &rid).await,
+                before,
+                "{how:?} full={full}: seat lost on restart"
+            );
+            // Nobody else gets in while the seat is held.
+            let (_, other) = guest_join(&server.url, &code, "Other", None).await;
+            let refused = if full { "error-room-full" } else { "error-room-locked" };
+            assert_eq!(other["error"]["error"], refused, "{how:?} full={full}: {other}");
+
+            let (mut back, r) = guest_join(&server.url, &code, "Gina", Some(&token)).await;
+            assert!(r.get("error").is_none(), "{how:?} full={full}: reclaim refused: {r}");
+            let q = &r["result"];
+            assert_eq!(q["id"], p["id"], "{how:?} full={full}: {q}");
+            assert_eq!(q["guestName"], "Gina");
+            assert_eq!(q["joinedAt"], p["joinedAt"]);
+            assert_eq!(q["guestToken"], token.as_str());
+            assert_eq!(participants(&mut host, &rid).await, before);
+            // The reclaimed seat is the guest's again: it may read the room.
+            back.ok("getRoomParticipants", json!([rid])).await;
+            // Nothing announced anyone leaving or joining: a marker message
+            // sent after the reclaim arrives with nothing like that before it.
+            host.ok("sendMessage", json!([{"rid": rid, "msg": "marker"}])).await;
+            host.expect(|f| {
+                f["collection"] == "stream-room-messages" && f["fields"]["args"][0]["msg"] == "marker"
+            })
+            .await;
+            let spurious: Vec<Value> =
+                host.take_pending().into_iter().filter(|f| joins_or_leaves(f, &rid)).collect();
+            assert!(spurious.is_empty(), "{how:?} full={full}: spurious events {spurious:?}");
+            drop(server);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Issue 17.7: a guest seated before a restart that does not come back is
+/// released `--guest-grace` after the restart, announced (`left`, `ul`) to a
+/// host that signed in again, and the release itself survives the next
+/// restart. Here the room was full: the seat counts until it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclaimed_guest_seat_is_released_after_the_grace_following_a_restart() {
+    for how in [Stop::Kill, Stop::Term] {
+        let dir = tempdir("unclaimed");
+        let grace = ["--guest-grace", "3s"];
+        let mut server = start_with(&dir, &grace);
+        let mut host = login(&server.url, "gonehost").await;
+        let (rid, code) = guest_room(&mut host, json!({"maxParticipants": 2})).await;
+        let (guest, joined) = guest_join(&server.url, &code, "Gone", None).await;
+        let p = joined["result"].clone();
+        assert!(p["id"].is_string(), "{joined}");
+        host.close().await;
+        if matches!(how, Stop::Term) {
+            guest.close().await;
+        } else {
+            drop(guest);
+        }
+        stop(&mut server, how);
+
+        let started = std::time::Instant::now();
+        let mut server = start_with(&dir, &grace);
+        let mut host = host_listening(&server.url, "gonehost", &rid).await;
+        // The host over Socket.IO too, hearing the room's meeting events.
+        let auth = json!({"token": token("id-gonehost", "gonehost", &["user"])});
+        let mut sio_host = SioSocket::connect_as(&server.url, Some(auth)).await;
+        let again = sio_host.ask("join-room", json!({"code": code})).await;
+        assert_eq!(again["isHost"], true, "{how:?}: {again}");
+        let (_, count) = participants(&mut host, &rid).await;
+        assert_eq!(count, 2, "{how:?}: the seat must be held through the grace");
+        let (_, other) = guest_join(&server.url, &code, "Other", None).await;
+        assert_eq!(other["error"]["error"], "error-room-full", "{how:?}: {other}");
+
+        let left = host
+            .expect(|f| {
+                f["collection"] == "stream-notify-room"
+                    && f["fields"]["args"][0] == "left"
+                    && f["fields"]["args"][1]["id"] == p["id"]
+            })
+            .await;
+        assert!(started.elapsed() >= Duration::from_secs(3), "{how:?}: released before the grace");
+        assert_eq!(left["fields"]["args"][1]["isActive"], false);
+        let ul = host
+            .expect(|f| f["collection"] == "stream-room-messages" && f["fields"]["args"][0]["t"] == "ul")
+            .await;
+        assert_eq!(ul["fields"]["args"][0]["msg"], "Gone");
+        let sio_left = sio_host.event("participant-left").await;
+        assert_eq!((&sio_left["id"], &sio_left["isActive"]), (&p["id"], &json!(false)), "{how:?}");
+        assert_eq!(participants(&mut host, &rid).await.1, 1, "{how:?}: the count must drop");
+        assert_eq!(host.room(&rid).await["usersCount"], 1);
+        // The seat is free for someone else now.
+        let (_, newcomer) = guest_join(&server.url, &code, "New", None).await;
+        assert!(newcomer.get("error").is_none(), "{how:?}: {newcomer}");
+        host.close().await;
+        assert_eq!(sigterm(&mut server).code(), Some(0));
+
+        // The release is durable: after another restart the old guest is gone
+        // (the newcomer, whose connection closed, holds the other seat).
+        let server = start_with(&dir, &grace);
+        let mut host = login(&server.url, "gonehost").await;
+        let (ids, count) = participants(&mut host, &rid).await;
+        assert_eq!(count, 2, "{how:?}: {ids:?}");
+        assert!(!ids.contains(&p["id"].as_str().unwrap().to_owned()), "{how:?}: released seat is back");
+        let hist = host.ok("loadHistory", json!([rid, null, 50, null])).await;
+        let uls = hist["messages"].as_array().unwrap().iter().filter(|m| m["t"] == "ul").count();
+        assert_eq!(uls, 1, "{how:?}: the release is stored once");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A raw Socket.IO socket (WebSocket transport, `/` namespace) on `url`'s
+/// server: just enough to ask `join-room` and read its ack.
+struct SioSocket {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_ack: u64,
+    /// Server events (`42…`) read while waiting for an ack.
+    events: Vec<String>,
+}
+
+impl SioSocket {
+    async fn connect(url: &str) -> SioSocket {
+        Self::connect_as(url, None).await
+    }
+
+    /// A socket signed in with `auth` (`{"token": …}`), or a guest.
+    async fn connect_as(url: &str, auth: Option<Value>) -> SioSocket {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let url = url.replace("/websocket", "/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
+            .await
+            .expect("socket.io connect timed out")
+            .expect("socket.io upgrade refused");
+        let mut s = SioSocket { ws, next_ack: 0, events: Vec::new() };
+        let open = s.read().await;
+        assert!(open.starts_with("0{"), "{open}");
+        let connect = auth.map_or("40".to_owned(), |a| format!("40{a}"));
+        s.ws.send(Message::Text(connect.into())).await.unwrap();
+        let connected = s.read().await;
+        assert!(connected.starts_with("40{"), "{connected}");
+        // roomd registers a socket's event handlers in a task of its own,
+        // which may run after the CONNECT answer: an event sent at once can
+        // be lost (a door race reported apart). Probe with a harmless event
+        // until one is acknowledged; bounded.
+        for _ in 0..50 {
+            let id = s.next_ack;
+            s.next_ack += 1;
+            s.ws.send(Message::Text(format!("42{id}[\"get-participants\",{{}}]").into())).await.unwrap();
+            let acked = tokio::time::timeout(Duration::from_millis(200), async {
+                loop {
+                    let t = s.read().await;
+                    if t.starts_with(&format!("43{id}")) {
+                        return;
+                    }
+                    s.events.push(t);
+                }
+            })
+            .await;
+            if acked.is_ok() {
+                return s;
+            }
+        }
+        panic!("socket.io events never acknowledged");
+    }
+
+    /// The next Engine.IO text message, answering pings; every wait bounded.
+    async fn read(&mut self) -> String {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await;
+            match next.expect("timed out reading socket.io") {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    self.ws.send(Message::Text("3".into())).await.unwrap();
+                }
+                Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("socket.io closed: {other:?}"),
+            }
+        }
+    }
+
+    /// `socket.emit(event, payload, ack)`; returns the ack's payload.
+    async fn ask(&mut self, event: &str, payload: Value) -> Value {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.ws.send(Message::Text(format!("42{id}{}", json!([event, payload])).into())).await.unwrap();
+        let prefix = format!("43{id}");
+        loop {
+            let t = self.read().await;
+            if let Some(rest) = t.strip_prefix(&prefix) {
+                let mut args: Vec<Value> = serde_json::from_str(rest).unwrap();
+                return args.remove(0);
+            }
+            self.events.push(t);
+        }
+    }
+
+    /// The payload of the next server event `name` (bounded by `read`).
+    async fn event(&mut self, name: &str) -> Value {
+        let parse = |t: &str| -> Option<Value> {
+            let mut v: Vec<Value> = serde_json::from_str(t.strip_prefix("42")?).ok()?;
+            (v.first()? == name).then(|| v.pop().unwrap_or(Value::Null))
+        };
+        if let Some(i) = self.events.iter().position(|t| parse(t).is_some()) {
+            return parse(&self.events.remove(i)).unwrap();
+        }
+        loop {
+            let t = self.read().await;
+            if let Some(p) = parse(&t) {
+                return p;
+            }
+        }
+    }
+}
+
+/// Issue 17.7 over Socket.IO: a guest seated through Socket.IO in a locked
+/// room gets its seat back with its `guestToken` after a SIGKILL or a
+/// SIGTERM restart, while the same token shown to another locked room of
+/// the same server is refused there (a token reclaims only its own seat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socketio_guest_reclaims_its_seat_after_a_restart_and_its_token_opens_no_other_room() {
+    for how in [Stop::Kill, Stop::Term] {
+        let dir = tempdir("sioseat");
+        let grace = ["--guest-grace", "30s"];
+        let mut server = start_with(&dir, &grace);
+        let mut host = login(&server.url, "siohost").await;
+        let (rid, code) = guest_room(&mut host, json!({})).await;
+        let (other_rid, other_code) = guest_room(&mut host, json!({})).await;
+        let mut sio = SioSocket::connect(&server.url).await;
+        let p = sio.ask("join-room", json!({"code": code, "guestName": "Sia"})).await;
+        let token = p["guestToken"].as_str().unwrap_or_else(|| panic!("no guestToken: {p}")).to_owned();
+        for r in [&rid, &other_rid] {
+            host.ok("saveRoomSettings", json!([r, "locked", true])).await;
+        }
+        let before = participants(&mut host, &rid).await;
+        assert_eq!(before.1, 2, "{how:?}: {before:?}");
+        host.close().await;
+        if matches!(how, Stop::Term) {
+            let _ = sio.ws.close(None).await;
+        }
+        drop(sio);
+        stop(&mut server, how);
+
+        let server = start_with(&dir, &grace);
+        let mut host = login(&server.url, "siohost").await;
+        assert_eq!(participants(&mut host, &rid).await, before, "{how:?}: seat lost on restart");
+
+        // The token is room A's: shown to room B it reclaims nothing, and
+        // B is locked, so the guest is refused there and B is unchanged.
+        let mut sio = SioSocket::connect(&server.url).await;
+        let foreign =
+            sio.ask("join-room", json!({"code": other_code, "guestName": "Sia", "guestToken": token})).await;
+        assert_eq!(foreign["error"]["code"], "error-room-locked", "{how:?}: {foreign}");
+        assert_eq!(participants(&mut host, &other_rid).await.1, 1, "{how:?}");
+
+        let mut sio = SioSocket::connect(&server.url).await;
+        let q = sio.ask("join-room", json!({"code": code, "guestName": "Sia", "guestToken": token})).await;
+        assert!(q.get("error").is_none(), "{how:?}: reclaim refused: {q}");
+        assert_eq!((&q["id"], &q["joinedAt"]), (&p["id"], &p["joinedAt"]), "{how:?}: {q}");
+        assert_eq!(q["guestToken"], token.as_str());
+        assert_eq!(participants(&mut host, &rid).await, before, "{how:?}");
+        let view = sio.ask("get-participants", json!({"roomId": rid})).await;
+        assert_eq!(view["room"]["participantCount"], 2, "{how:?}: {view}");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
