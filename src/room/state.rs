@@ -510,7 +510,15 @@ impl RoomState {
     /// leaver is the last member and an owner (the room then ends).
     pub fn check_leave(&self, uid: &UserId) -> Result<bool, RoomError> {
         let Some(member) = self.members.get(uid) else {
-            return Err(RoomError::NotInRoom);
+            // `NotInRoom` is the idempotent no-op (see `leaveRoom`), for the
+            // public channels anyone may see. A non-member of a private room
+            // gets what every other call of theirs there gets: it tells an
+            // outsider nothing about the room.
+            return Err(if self.kind == RoomType::Channel {
+                RoomError::NotInRoom
+            } else {
+                RoomError::NotAllowed
+            });
         };
         if self.kind == RoomType::Direct {
             return Err(RoomError::ActionNotAllowed("Leaving a direct message"));
