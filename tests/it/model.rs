@@ -248,7 +248,9 @@ impl Model {
 
     fn leave(&mut self, i: usize) -> Outcome {
         let Some(r) = self.members.get(&i).cloned() else {
-            return Outcome::Err(RoomError::NotInRoom);
+            // A no-op the method answers as success in a public room; an
+            // outsider of a private one learns nothing.
+            return Outcome::Err(if self.private { RoomError::NotAllowed } else { RoomError::NotInRoom });
         };
         let other_owners = self.members.iter().filter(|(j, r)| **j != i && r.owner).count();
         let last = self.members.len() == 1;
