@@ -347,3 +347,93 @@ async fn guest_seat_ends_after_the_grace_once_the_socket_is_gone() {
     dave.join_code(&code, Some("Dave")).await;
     again.event("participant-joined", |x| x["guestName"] == "Dave").await;
 }
+
+/// Open connections of both kinds, from the `roomd_connections` gauges.
+fn open_connections(srv: &TestServer) -> f64 {
+    let m = srv.state.render_metrics();
+    ["user", "guest"]
+        .iter()
+        .map(|k| crate::http::sample(&m, &format!("roomd_connections{{kind=\"{k}\"}}")).unwrap_or(0.0))
+        .sum()
+}
+
+/// Waits until no connection is open (slots and gauges all given back).
+async fn all_closed(srv: &TestServer) {
+    let deadline = Instant::now() + WAIT;
+    while open_connections(srv) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "connections never closed: {} open\n{}",
+            open_connections(srv),
+            srv.state.render_metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One HTTP/1.1 request on its own TCP connection; returns (status, body).
+async fn http(srv: &TestServer, method: &str, path: &str, body: &str) -> (u16, String) {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain;charset=UTF-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        srv.addr,
+        body.len()
+    );
+    let r = crate::http::parse(&crate::http::raw(srv.addr, req.as_bytes()).await);
+    (r.status, r.body)
+}
+
+/// A polling Engine.IO session: its `sid`.
+async fn polling_session(srv: &TestServer) -> String {
+    let (status, body) = http(srv, "GET", "/socket.io/?EIO=4&transport=polling", "").await;
+    assert_eq!(status, 200, "{body}");
+    let open: Value = serde_json::from_str(body.strip_prefix('0').expect("open packet")).unwrap();
+    open["sid"].as_str().unwrap().to_owned()
+}
+
+/// CONNECT and an Engine.IO close in one polling request (`40\x1e1`), over
+/// and over: every slot must come back, and the gauge with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_then_close_in_one_poll_gives_the_slot_back() {
+    let srv = TestServer::with_limits(|l| l.max_connections = 4).await;
+    let token = srv.token("u-drop", "dropper", &[]);
+    for i in 0..40 {
+        let sid = polling_session(&srv).await;
+        let body =
+            if i % 2 == 0 { "40\u{1e}1".to_owned() } else { format!("40{}\u{1e}1", json!({"token": token})) };
+        let (status, reply) =
+            http(&srv, "POST", &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"), &body).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    all_closed(&srv).await;
+    // A new client is admitted on every door.
+    let sio = Sio::connect(&srv, None).await;
+    let ddp = srv.guest().await;
+    sio.close().await;
+    ddp.close().await;
+}
+
+/// CONNECT over WebSocket and the socket destroyed at once, guests and
+/// users alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_then_drop_over_websocket_gives_the_slot_back() {
+    let srv = TestServer::with_limits(|l| l.max_connections = 4).await;
+    let token = srv.token("u-drop", "dropper", &[]);
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", srv.addr);
+    for i in 0..40 {
+        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .expect("upgrade timed out")
+            .expect("upgrade refused");
+        next_text(&mut ws).await.expect("open packet");
+        let connect = if i % 2 == 0 { "40".to_owned() } else { format!("40{}", json!({"token": token})) };
+        ws.send(Message::Text(connect.into())).await.unwrap();
+        // Destroyed, no close frame.
+        drop(ws);
+    }
+    all_closed(&srv).await;
+    let sio = Sio::connect(&srv, None).await;
+    let ddp = srv.guest().await;
+    sio.close().await;
+    ddp.close().await;
+}
