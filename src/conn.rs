@@ -242,7 +242,7 @@ impl ConnHandle {
         self.shared.cancel.is_cancelled()
     }
 
-    async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         self.shared.cancel.cancelled().await
     }
 

@@ -63,16 +63,37 @@ pub(super) struct SioConn {
 /// cycle exists only while the socket is in the namespace, and is broken
 /// wherever it ends.
 #[derive(Default)]
-pub(super) struct SocketSlot(std::sync::Mutex<Option<SocketRef>>);
+pub(super) struct SocketSlot(std::sync::Mutex<Slot>);
+
+#[derive(Default)]
+struct Slot {
+    socket: Option<SocketRef>,
+    /// Set by [`end`]: a handler that runs late must not fill the slot
+    /// again (that would rebuild the cycle with nothing left to break it).
+    ended: bool,
+}
 
 impl SocketSlot {
     pub(super) fn get(&self) -> Option<SocketRef> {
-        self.0.lock().ok()?.clone()
+        self.0.lock().ok()?.socket.clone()
     }
 
-    fn set(&self, s: Option<SocketRef>) {
+    /// Holds the socket, unless it has ended. Called once it is in the
+    /// namespace: by `on_connect`, or by an event handler that ran first
+    /// (socketioxide only hands events to sockets in the namespace).
+    pub(super) fn fill(&self, s: &SocketRef) {
+        if let Ok(mut slot) = self.0.lock()
+            && !slot.ended
+            && slot.socket.is_none()
+        {
+            slot.socket = Some(s.clone());
+        }
+    }
+
+    fn clear(&self) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = s;
+            slot.ended = true;
+            slot.socket = None;
         }
     }
 }
@@ -163,6 +184,10 @@ pub(super) async fn sign_in(
         permit: Some(permit),
     };
     s.extensions.insert(ConnRef(Arc::new(me)));
+    // Here, not in `on_connect`: socketioxide sends the CONNECT answer
+    // before it spawns `on_connect`, and an event a client emits as soon as
+    // it is connected would find no handler and be dropped unanswered.
+    super::events::register(&s);
     Ok(())
 }
 
@@ -177,9 +202,8 @@ pub(super) async fn on_connect(s: SocketRef, io: SocketIo) {
         let _ = s.disconnect();
         return;
     };
-    super::events::register(&s);
     s.on_disconnect(on_disconnect);
-    me.socket.set(Some(s.clone()));
+    me.socket.fill(&s);
     // socketioxide sets `connected` to false before it looks for a
     // disconnect handler: false here means the socket was closed before
     // ours was registered, and nothing else will end it.
@@ -256,7 +280,7 @@ fn end(s: &SocketRef, label: &'static str) {
     // The reason is read before anything cancels the connection: a cancel
     // without a reason reads as a server restart.
     let _ = me.label.set(label);
-    me.socket.set(None);
+    me.socket.clear();
     me.cancel.cancel();
 }
 

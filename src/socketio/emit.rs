@@ -99,9 +99,11 @@ impl SocketSink {
             let mut seen = me.tap.backlog.released();
             let mut since = Instant::now();
             loop {
-                tokio::time::sleep(step).await;
-                if me.conn.is_closed() {
-                    return;
+                // Ends with the socket, not a step later: it holds the
+                // sink, and with it the socket's unsent bytes.
+                tokio::select! {
+                    _ = me.conn.closed() => return,
+                    _ = tokio::time::sleep(step) => {}
                 }
                 let now = me.tap.backlog.released();
                 if now != seen || me.tap.backlog.unsent() == 0 {
@@ -159,10 +161,14 @@ impl RoomListener for Sinked {
                 sink.tap.backlog.written(n);
                 if let SendError::Socket(SocketError::InternalChannelFull) = e {
                     sink.cut("socket.io buffer full");
-                } else {
-                    tracing::debug!(conn = %sink.conn.id, error = %e, "socket.io emit failed");
+                    return false;
                 }
-                false
+                // Not connected (yet: an event handled in the instant
+                // before socketioxide marks the socket connected, or no
+                // more): the socket keeps listening until its end closes
+                // the connection, and the room forgets it then.
+                tracing::debug!(conn = %sink.conn.id, error = %e, "socket.io emit failed");
+                !sink.conn.is_closed()
             }
         }
     }

@@ -34,6 +34,8 @@ pub(super) fn register(s: &SocketRef) {
 /// `{"ok": true}` when it has none), or `{"error": {…}}`.
 async fn handle(event: &'static str, s: SocketRef, data: Option<Value>, ack: AckSender) {
     let Some(ConnRef(me)) = s.extensions.get::<ConnRef>() else { return };
+    // It may run before `on_connect` has: the rooms' events need the socket.
+    me.socket.fill(&s);
     let current = me.room.lock().map(|r| r.clone()).unwrap_or_default();
     let reply = match to_call(event, data.unwrap_or(Value::Null), current.as_deref()) {
         Err(e) => wire::socketio_error(&e.to_wire("")),

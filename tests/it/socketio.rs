@@ -437,3 +437,66 @@ async fn connect_then_drop_over_websocket_gives_the_slot_back() {
     sio.close().await;
     ddp.close().await;
 }
+
+/// `roomd_connections_closed_total` for one reason.
+fn closed_for(srv: &TestServer, reason: &str) -> f64 {
+    let m = srv.state.render_metrics();
+    crate::http::sample(&m, &format!("roomd_connections_closed_total{{reason=\"{reason}\"}}")).unwrap_or(0.0)
+}
+
+/// A Socket.IO guest that never reads lives under DDP's byte budgets: its
+/// unsent packets count against `--max-queued-bytes-per-conn` until the
+/// kernel takes them, and it is cut as a slow consumer (the socketioxide
+/// packet buffer, far larger here, never fills first) while the room keeps
+/// delivering to everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socketio_reader_that_never_reads_is_cut_under_the_byte_budget() {
+    let srv = TestServer::with_limits(|l| {
+        l.outbound_queue = 1_000_000;
+        l.max_queued_bytes_per_conn = 256 * 1024;
+    })
+    .await;
+    let (mut host, rid, code) = meeting(&srv, json!({"guestAccess": true})).await;
+    let mut slow = Sio::connect(&srv, None).await;
+    slow.ask("join-room", json!({"code": code, "guestName": "Slow"})).await;
+    // `slow` reads nothing from here on.
+    let text = "x".repeat(4000);
+    let mut sent = 0;
+    let cut = || {
+        let m = srv.state.render_metrics();
+        crate::http::sample(&m, "roomd_slow_consumer_disconnects_total").unwrap_or(0.0) > 0.0
+    };
+    while sent < 6000 && !cut() {
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            ids.push(host.send_method("sendMessage", json!([{"rid": rid, "msg": text}])).await);
+        }
+        for id in ids {
+            let r = host.result_of(&id).await;
+            assert!(r.get("error").is_none(), "the room stalled or refused: {r}");
+        }
+        sent += 50;
+    }
+    assert!(cut(), "never cut after {sent} messages of 4 kB\n{}", srv.state.render_metrics());
+    // What the kernel's socket buffers took (a few MB on loopback) is no
+    // longer counted; the budget bounds what the server holds beyond that.
+    assert!(sent <= 3000, "cut only after {sent} messages of 4 kB (budget 256 KiB)");
+    // The host's connection is all that is left, and the room still answers.
+    host.ok("sendMessage", json!([{"rid": rid, "msg": "the end"}])).await;
+    let deadline = Instant::now() + WAIT;
+    while open_connections(&srv) != 1.0 || closed_for(&srv, "slow_consumer") != 1.0 {
+        assert!(Instant::now() < deadline, "the slow socket is still open, or not closed as slow_consumer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And its unsent bytes are given back to the server-wide budget.
+    drop(slow);
+    loop {
+        let body = crate::http::get(srv.addr, "/metrics").await.body;
+        let used = crate::http::sample(&body, "roomd_outbound_queued_bytes").unwrap_or(0.0);
+        if used < 64.0 * 1024.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cut socket's bytes were not given back: {used}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
