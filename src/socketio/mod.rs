@@ -26,9 +26,9 @@ use crate::conn::{Tap, Wire};
 use crate::server::ServerState;
 use axum::http::{Method, Uri};
 use dashmap::DashMap;
-use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::{ParserConfig, SocketIo};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -117,6 +117,9 @@ pub fn layer(state: Arc<ServerState>, cfg: DoorConfig) -> (SocketIoLayer, Socket
         // room that finds it full cuts the socket as a slow consumer. The
         // bytes are bounded too (`emit`).
         .max_buffer_size(conn.outbound_queue)
+        // No event takes binary data: a packet announcing attachments is
+        // refused (the socket closed) before any attachment is buffered.
+        .with_parser(ParserConfig::common().max_incoming_binaries(0).max_incoming_binary_buf_size(0))
         // The DDP heartbeat and connect deadlines.
         .ping_interval(conn.ping_interval)
         .ping_timeout(conn.ping_timeout)
