@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Budget, Outbox, PushError};
 use crate::server::ServerState;
 use crate::session::Session;
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -241,8 +242,13 @@ impl ConnHandle {
         self.shared.cancel.is_cancelled()
     }
 
-    async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         self.shared.cancel.cancelled().await
+    }
+
+    /// The reason the connection was closed with, if one was given.
+    pub(crate) fn closed_reason(&self) -> Option<CloseReason> {
+        self.shared.reason.get().copied()
     }
 
     pub fn reason(&self) -> CloseReason {
@@ -297,7 +303,7 @@ where
 {
     let cfg = &server.conn_config;
     let outbox = Arc::new(Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone()));
-    let progress = ws.get_ref().progress.clone();
+    let wire = ws.get_ref().wire.clone();
     let handle = ConnHandle {
         id,
         outbox: outbox.clone(),
@@ -310,7 +316,7 @@ where
     server.metrics.connection_opened();
     let reader_done = CancellationToken::new();
     let (sink, mut stream) = ws.split();
-    let stall = Stall { progress, timeout: cfg.write_stall_timeout };
+    let stall = Stall { wire, timeout: cfg.write_stall_timeout };
     let writer = tokio::spawn(write_loop(sink, outbox, handle.clone(), reader_done.clone(), stall));
     let srv = server.clone();
     let mut session = Session::new(handle.clone(), server, peer);
@@ -628,16 +634,85 @@ where
 }
 
 /// A socket that counts the bytes the kernel accepted, so the writer can
-/// tell a peer that reads slowly from one that reads nothing.
+/// tell a peer that reads slowly from one that reads nothing. Every socket
+/// the server accepts is wrapped so from the start (its [`Wire`] rides on
+/// each HTTP request's extensions): a Socket.IO WebSocket is written by the
+/// engine, not by roomd, and its [`Tap`] is how roomd still sees, and can
+/// end, what happens on it.
 pub(crate) struct Tracked<S> {
     inner: S,
-    progress: Arc<AtomicU64>,
+    wire: Arc<Wire>,
 }
 
 impl<S> Tracked<S> {
     pub(crate) fn new(inner: S) -> Self {
-        Tracked { inner, progress: Arc::new(AtomicU64::new(0)) }
+        Tracked { inner, wire: Arc::new(Wire::default()) }
     }
+
+    /// The socket's shared side.
+    pub(crate) fn wire(&self) -> &Arc<Wire> {
+        &self.wire
+    }
+}
+
+/// What other tasks see of one accepted socket.
+#[derive(Debug, Default)]
+pub(crate) struct Wire {
+    /// Bytes the kernel accepted.
+    progress: AtomicU64,
+    /// Set once a Socket.IO session runs its WebSocket on this socket; DDP
+    /// connections never set it (and pay one word for it).
+    tap: OnceLock<Arc<Tap>>,
+}
+
+impl Wire {
+    /// Makes this socket the WebSocket of the Socket.IO session `tap`
+    /// belongs to: its written bytes release the session's backlog, and
+    /// cutting the tap ends the socket. A socket carries one session.
+    pub(crate) fn attach(&self, tap: &Arc<Tap>) {
+        let _ = self.tap.set(tap.clone());
+    }
+}
+
+/// A Socket.IO session's hold on the socket the engine writes it to: the
+/// bytes it has unsent, and a cut that ends the socket from outside, even
+/// while the engine's writer is blocked on it (the engine's own close waits
+/// for that writer, so without the cut a peer that never reads would keep
+/// its session, and everything queued for it, forever).
+#[derive(Debug)]
+pub(crate) struct Tap {
+    pub(crate) backlog: crate::outbox::Backlog,
+    cut: std::sync::atomic::AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl Tap {
+    pub(crate) fn new(budget: Arc<Budget>) -> Self {
+        Tap {
+            backlog: crate::outbox::Backlog::new(budget),
+            cut: std::sync::atomic::AtomicBool::new(false),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+        }
+    }
+
+    /// From now on the socket fails every read and write: the engine's
+    /// reader ends the session, its writer stops waiting and drops what it
+    /// held.
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.reader.wake();
+        self.writer.wake();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+}
+
+fn cut_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "cut by the server")
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -646,7 +721,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let tap = self.wire.tap.get().cloned();
+        if tap.as_ref().is_some_and(|t| t.is_cut()) {
+            return Poll::Ready(Err(cut_error()));
+        }
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (Poll::Pending, Some(t)) = (&r, tap) {
+            t.reader.register(cx.waker());
+            if t.is_cut() {
+                return Poll::Ready(Err(cut_error()));
+            }
+        }
+        r
     }
 }
 
@@ -656,9 +742,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        let tap = self.wire.tap.get().cloned();
+        if tap.as_ref().is_some_and(|t| t.is_cut()) {
+            return Poll::Ready(Err(cut_error()));
+        }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.progress.fetch_add(*n as u64, Ordering::Relaxed);
+        match (&r, tap) {
+            (Poll::Ready(Ok(n)), tap) => {
+                self.wire.progress.fetch_add(*n as u64, Ordering::Relaxed);
+                if let Some(t) = tap {
+                    t.backlog.written(*n);
+                }
+            }
+            (Poll::Pending, Some(t)) => {
+                t.writer.register(cx.waker());
+                if t.is_cut() {
+                    return Poll::Ready(Err(cut_error()));
+                }
+            }
+            _ => {}
         }
         r
     }
@@ -674,7 +776,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
 /// The write-stall watch of one connection.
 struct Stall {
-    progress: Arc<AtomicU64>,
+    wire: Arc<Wire>,
     timeout: Duration,
 }
 
@@ -683,11 +785,11 @@ impl Stall {
     /// Checked a few times per timeout, so it fires within 1¼ of it.
     async fn stalled(&self) {
         let step = (self.timeout / 4).max(Duration::from_millis(5));
-        let mut seen = self.progress.load(Ordering::Relaxed);
+        let mut seen = self.wire.progress.load(Ordering::Relaxed);
         let mut since = Instant::now();
         loop {
             tokio::time::sleep(step).await;
-            let now = self.progress.load(Ordering::Relaxed);
+            let now = self.wire.progress.load(Ordering::Relaxed);
             if now != seen {
                 seen = now;
                 since = Instant::now();

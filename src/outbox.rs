@@ -9,7 +9,7 @@
 //! budget. Producers never wait on it except a connection's own replies.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -63,6 +63,74 @@ impl Budget {
         if n > 0 {
             self.used.fetch_sub(n, Ordering::Relaxed);
         }
+    }
+}
+
+/// The unsent bytes of a connection whose writer is not roomd's: a
+/// Socket.IO socket, whose packets the engine queues and writes itself.
+/// Under the same two budgets as an [`Outbox`]: a packet counts from being
+/// handed to the engine until the kernel has accepted as many bytes on its
+/// socket (reported by the socket's [`Wire`](crate::conn::Wire)), or, for
+/// long-polling, until a poll has taken it.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    budget: Arc<Budget>,
+    unsent: AtomicUsize,
+    /// Bytes released since the start: the write-stall watch looks for
+    /// movement here.
+    released: AtomicU64,
+}
+
+impl Backlog {
+    pub(crate) fn new(budget: Arc<Budget>) -> Self {
+        Backlog { budget, unsent: AtomicUsize::new(0), released: AtomicU64::new(0) }
+    }
+
+    /// Counts `n` more unsent bytes, or says which budget they break (and
+    /// counts nothing).
+    pub(crate) fn add(&self, n: usize) -> Result<(), PushError> {
+        if n > self.budget.per_conn {
+            return Err(PushError::TooLarge);
+        }
+        self.unsent
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u + n <= self.budget.per_conn).then_some(u + n)
+            })
+            .map_err(|_| PushError::Full)?;
+        if !self.budget.reserve(n) {
+            self.unsent.fetch_sub(n, Ordering::AcqRel);
+            return Err(PushError::ServerFull);
+        }
+        Ok(())
+    }
+
+    /// `n` bytes left (handed to the kernel, or taken by a poll); more than
+    /// is counted releases what is counted (framing bytes, pings).
+    pub(crate) fn written(&self, n: usize) {
+        let before = self
+            .unsent
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n)))
+            .unwrap_or_default();
+        let released = before.min(n);
+        self.budget.release(released);
+        if released > 0 {
+            self.released.fetch_add(released as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn unsent(&self) -> usize {
+        self.unsent.load(Ordering::Acquire)
+    }
+
+    /// Bytes released so far.
+    pub(crate) fn released(&self) -> u64 {
+        self.released.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Backlog {
+    fn drop(&mut self) {
+        self.budget.release(std::mem::take(self.unsent.get_mut()));
     }
 }
 
@@ -347,5 +415,25 @@ mod tests {
         assert!(!waiter.is_finished(), "80 unsent + 50 is over the budget");
         q.written(80);
         assert_eq!(waiter.await.unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_backlog_counts_until_written_under_both_budgets() {
+        let b = budget(100, 150);
+        let (one, two) = (Backlog::new(b.clone()), Backlog::new(b.clone()));
+        one.add(60).unwrap();
+        assert_eq!(one.add(41), Err(PushError::Full), "per-connection bytes");
+        assert_eq!(one.add(101), Err(PushError::TooLarge));
+        two.add(90).unwrap();
+        assert_eq!(one.add(10), Err(PushError::ServerFull));
+        assert_eq!((one.unsent(), b.used()), (60, 150), "a refused add counts nothing");
+        one.written(70);
+        assert_eq!(
+            (one.unsent(), one.released(), b.used()),
+            (0, 60, 90),
+            "framing bytes release nothing more"
+        );
+        drop(two);
+        assert_eq!(b.used(), 0, "a dropped backlog gives its bytes back");
     }
 }

@@ -126,6 +126,14 @@ async fn socketio_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Res
         ctx.state.metrics.handshake_failed("origin");
         return text(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
+    // The session's bytes are counted on the socket its WebSocket runs on,
+    // and released by the polls that take them (`socketio::Taps`).
+    let wire = req.extensions().get::<Arc<crate::conn::Wire>>();
+    if let Some(tap) = ctx.socketio_taps.before(req.method(), req.uri(), wire) {
+        let res = next.run(req).await;
+        crate::socketio::Taps::polled(&tap);
+        return res;
+    }
     if req.method() != Method::POST {
         return next.run(req).await;
     }

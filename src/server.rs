@@ -4,7 +4,7 @@
 //! `run` takes its listener and its shutdown signal from the caller (main, or
 //! a test that bound `127.0.0.1:0`), in the manner of mini-redis. Each socket
 //! is served by hyper's HTTP/1 connection with the router of `routes.rs`;
-//! `/websocket` is upgraded and handed, as the bare `TcpStream`, to the DDP
+//! `/websocket` is upgraded and handed, as the `Tracked` `TcpStream` it was accepted as, to the DDP
 //! connection code.
 
 use crate::auth::Authenticator;
@@ -343,6 +343,9 @@ pub(crate) struct HttpContext {
     stop: CancellationToken,
     /// hyper's HTTP/1 settings: head size and time limits.
     http1: http1::Builder,
+    /// The Socket.IO sessions' byte accounting, found by the requests of
+    /// the session (`routes.rs`).
+    pub(crate) socketio_taps: crate::socketio::Taps,
 }
 
 /// The peer address of the socket a request came on (a request extension).
@@ -379,8 +382,13 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
         tracker: tracker.clone(),
         stop: stop.clone(),
         http1,
+        socketio_taps: crate::socketio::Taps::default(),
     });
-    let door = crate::socketio::DoorConfig { permits: ctx.permits.clone(), max_payload: cfg.max_frame_bytes };
+    let door = crate::socketio::DoorConfig {
+        permits: ctx.permits.clone(),
+        max_payload: cfg.max_frame_bytes,
+        taps: ctx.socketio_taps.clone(),
+    };
     let (socketio, io) = crate::socketio::layer(state.clone(), door);
     let router = crate::routes::router(ctx.clone(), socketio);
     let upkeep = tokio::spawn({
@@ -503,11 +511,16 @@ async fn serve_socket(
     // Whether a request was read: a head timeout after one is an idle
     // keep-alive connection closing, not a failed handshake.
     let answered = Arc::new(AtomicBool::new(false));
+    // Tracked from the start: a Socket.IO WebSocket is written by the
+    // engine, and its byte budgets and cut act on this wrapper (`Wire`).
+    let stream = Tracked::new(stream);
     let svc = router.map_request({
         let answered = answered.clone();
+        let wire = stream.wire().clone();
         move |mut req: Request<hyper::body::Incoming>| {
             answered.store(true, Ordering::Relaxed);
             req.extensions_mut().insert(Peer(peer));
+            req.extensions_mut().insert(wire.clone());
             req
         }
     });
@@ -572,7 +585,7 @@ impl HttpContext {
         });
     }
 
-    /// The upgraded socket as the bare `TcpStream` (the type the DDP
+    /// The upgraded socket as the `Tracked` `TcpStream` (the type the DDP
     /// connection code takes), with any bytes the client sent after its
     /// head.
     async fn take_upgraded(
@@ -588,7 +601,7 @@ impl HttpContext {
                 return None;
             }
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        let Ok(parts) = upgraded.downcast::<TokioIo<Tracked<TcpStream>>>() else {
             // Only if `serve_socket` served something other than a
             // TcpStream: a bug, not a client's doing.
             tracing::error!(%peer, "upgraded connection is not a TCP socket");
@@ -598,7 +611,7 @@ impl HttpContext {
         // would keep all of it alive for the connection's lifetime.
         let rest = parts.read_buf.as_ref().to_vec();
         drop(parts.read_buf);
-        let stream = Tracked::new(parts.io.into_inner());
+        let stream = parts.io.into_inner();
         Some(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(self.ws_cfg)).await)
     }
 }

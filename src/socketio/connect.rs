@@ -1,34 +1,101 @@
 //! A socket's life: the connect middleware signs it in (or leaves it a
-//! guest) and takes its connection slot; the disconnect handler ends its
-//! session as a DDP connection's end would.
+//! guest) and takes its connection slot; whatever ends it, its session ends
+//! as a DDP connection's end would and the slot comes back.
+//!
+//! Ownership is what makes that hold in every order of CONNECT and close:
+//! the socket's [`SioConn`] lives in the socket's extensions and nowhere
+//! else for good, and nothing it owns holds the socket strongly until the
+//! socket has joined the namespace (see [`SocketSlot`]). So a socket that
+//! socketioxide drops without a disconnect handler (its Engine.IO session
+//! closed while the middleware ran) drops its `SioConn`, whose `Drop` ends
+//! the session and frees the slot; a socket that did join is ended by its
+//! disconnect handler, or, if it was closed before the handler was
+//! registered, by the checks in [`on_connect`].
 
 use super::Door;
-use super::emit::SocketSink;
-use crate::conn::{CloseReason, ConnHandle};
+use super::emit::{Sinked, SocketSink};
+use crate::conn::{CloseReason, ConnHandle, Tap, Wire};
 use crate::method::Method;
+use crate::metrics::Metrics;
 use crate::server::Peer;
 use crate::session::Session;
 use serde_json::{Value, json};
+use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{Mutex, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-/// One socket's server side, kept in the socket's extensions from the
-/// connect middleware to the disconnect handler.
+/// One socket's server side, kept in the socket's extensions.
 pub(super) struct SioConn {
     /// The same session a DDP connection has; events run one at a time
-    /// through it, as a DDP connection's calls do.
-    pub(super) session: Mutex<Session>,
+    /// through it, as a DDP connection's calls do. Taken by `Drop`, which
+    /// ends it.
+    pub(super) session: Mutex<Option<Session>>,
     /// The room this socket last joined: events that name no `roomId` act on it.
     pub(super) room: std::sync::Mutex<Option<String>>,
     pub(super) conn: ConnHandle,
-    /// Ends the socket's helper tasks (token expiry, slow-consumer cut).
+    /// Ends the socket's helper tasks (token expiry, write-stall watch).
     pub(super) cancel: CancellationToken,
-    /// The socket's slot under `--max-connections`, released with it.
-    _permit: OwnedSemaphorePermit,
+    /// The socket itself, once it has joined the namespace.
+    pub(super) socket: Arc<SocketSlot>,
+    /// Its unsent bytes and its hold on the WebSocket under it.
+    pub(super) tap: Arc<Tap>,
+    /// What counts its packets and cuts it (the rooms hold it too).
+    pub(super) sink: Arc<SocketSink>,
+    /// Why it ended, for `roomd_connections_closed_total`, when no
+    /// [`CloseReason`] of roomd's says it (set at most once).
+    label: std::sync::OnceLock<&'static str>,
+    /// Where its Engine.IO sid maps to its tap, removed at the end.
+    door: Door,
+    sid: String,
+    /// The socket's slot under `--max-connections`, released once its
+    /// session has ended.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The socket, for what must reach it (the rooms' events, a cut) but must
+/// not keep it alive: it holds the socket only from `on_connect` until the
+/// socket ends, so the socket → extensions → `SioConn` → sink → socket
+/// cycle exists only while the socket is in the namespace, and is broken
+/// wherever it ends.
+#[derive(Default)]
+pub(super) struct SocketSlot(std::sync::Mutex<Slot>);
+
+#[derive(Default)]
+struct Slot {
+    socket: Option<SocketRef>,
+    /// Set by [`end`]: a handler that runs late must not fill the slot
+    /// again (that would rebuild the cycle with nothing left to break it).
+    ended: bool,
+}
+
+impl SocketSlot {
+    pub(super) fn get(&self) -> Option<SocketRef> {
+        self.0.lock().ok()?.socket.clone()
+    }
+
+    /// Holds the socket, unless it has ended. Called once it is in the
+    /// namespace: by `on_connect`, or by an event handler that ran first
+    /// (socketioxide only hands events to sockets in the namespace).
+    pub(super) fn fill(&self, s: &SocketRef) {
+        if let Ok(mut slot) = self.0.lock()
+            && !slot.ended
+            && slot.socket.is_none()
+        {
+            slot.socket = Some(s.clone());
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.ended = true;
+            slot.socket = None;
+        }
+    }
 }
 
 /// Socket extensions need `Clone`.
@@ -55,7 +122,7 @@ pub(super) async fn sign_in(
     State(door): State<Door>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), Refused> {
-    let state = &door.state;
+    let state = door.state.clone();
     if state.is_draining() {
         return Err(Refused("server shutting down, reconnect later".into()));
     }
@@ -81,73 +148,170 @@ pub(super) async fn sign_in(
         cancel.clone(),
         state.conn_config.outbound_bytes.clone(),
     );
-    let sink = Arc::new(SocketSink::new(s.clone(), conn.clone(), cancel.clone()));
-    let mut session = Session::for_door(conn.clone(), state.clone(), peer_ip(&s), sink);
+    let slot = Arc::new(SocketSlot::default());
+    let tap = Arc::new(Tap::new(state.conn_config.outbound_bytes.clone()));
+    let sink = Arc::new(SocketSink::new(slot.clone(), conn.clone(), tap.clone(), door.stall));
+    let listener = Arc::new(Sinked(sink.clone()));
+    let mut session = Session::for_door(conn.clone(), state.clone(), peer_ip(&s), listener);
     if let Some(token) = token {
         let r = session.call(Method::Login, vec![json!({ "resume": token })]).await;
         if let Err(e) = r {
             return Err(Refused(format!("sign-in refused: {}", e.to_wire("").reason)));
         }
     }
+    // A WebSocket session's socket is the one this request came on; a
+    // polling session's later upgrade attaches its own (`Taps::before`).
+    if s.transport_type() == socketioxide::TransportType::Websocket
+        && let Some(wire) = s.req_parts().extensions.get::<Arc<Wire>>()
+    {
+        wire.attach(&tap);
+    }
+    let sid = s.id.to_string();
+    door.taps.insert(&sid, &tap);
     state.metrics.connection_opened();
     tracing::debug!(conn = %id, sid = %s.id, "socket.io connected");
     let me = SioConn {
-        session: Mutex::new(session),
+        session: Mutex::new(Some(session)),
         room: std::sync::Mutex::new(None),
         conn,
         cancel,
-        _permit: permit,
+        socket: slot,
+        tap,
+        sink,
+        label: std::sync::OnceLock::new(),
+        door,
+        sid,
+        permit: Some(permit),
     };
     s.extensions.insert(ConnRef(Arc::new(me)));
+    // Here, not in `on_connect`: socketioxide sends the CONNECT answer
+    // before it spawns `on_connect`, and an event a client emits as soon as
+    // it is connected would find no handler and be dropped unanswered.
+    super::events::register(&s);
     Ok(())
 }
 
+/// How long after its CONNECT a socket is checked once more for having
+/// left the namespace unnoticed (see [`on_connect`]).
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// After a successful CONNECT: the events, the end, the token's expiry.
-pub(super) async fn on_connect(s: SocketRef) {
+pub(super) async fn on_connect(s: SocketRef, io: SocketIo) {
     let Some(ConnRef(me)) = s.extensions.get::<ConnRef>() else {
         // The middleware always leaves one; nothing to serve without it.
         let _ = s.disconnect();
         return;
     };
-    super::events::register(&s);
     s.on_disconnect(on_disconnect);
-    let expiry = me.session.lock().await.token_expiry();
+    me.socket.fill(&s);
+    // socketioxide sets `connected` to false before it looks for a
+    // disconnect handler: false here means the socket was closed before
+    // ours was registered, and nothing else will end it.
+    if !s.connected() {
+        end(&s, CloseReason::PeerClosed.label());
+        return;
+    }
+    // One more order escapes that check: the Engine.IO session closed just
+    // as socketioxide marked the socket connected, so `connected` reads true
+    // though the socket already left the namespace without a handler. Look
+    // once more when any such close has surely finished.
+    {
+        let (s, cancel) = (s.clone(), me.cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(RECHECK) => {
+                    if io.get_socket(s.id).is_none() {
+                        end(&s, CloseReason::PeerClosed.label());
+                    }
+                }
+            }
+        });
+    }
+    let expiry = match me.session.lock().await.as_ref() {
+        Some(session) => session.token_expiry(),
+        None => None,
+    };
     if let Some(at) = expiry {
-        let (s, cancel, conn) = (s.clone(), me.cancel.clone(), me.conn.clone());
+        let (slot, cancel, conn) = (me.socket.clone(), me.cancel.clone(), me.conn.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep_until(at) => {
                     conn.close(CloseReason::TokenExpired);
-                    let _ = s.disconnect();
+                    if let Some(s) = slot.get() {
+                        let _ = s.disconnect();
+                    }
                 }
             }
         });
     }
 }
 
-/// The socket is gone (closed by either side, or its transport died): its
-/// session ends as a DDP connection's does, so its guest seats start the
-/// same reconnect grace. Waits for an event still being handled.
+/// The socket is gone (closed by either side, or its transport died).
 async fn on_disconnect(s: SocketRef, reason: DisconnectReason) {
-    // Taken out of the extensions: the rooms' sinks hold the socket, and the
-    // socket must not keep holding the session that holds them.
+    tracing::debug!(sid = %s.id, ?reason, "socket.io disconnected");
+    end(&s, label_of(reason));
+}
+
+/// What roomd calls a close socketioxide reports (when roomd did not close
+/// the socket itself, with a reason of its own).
+fn label_of(reason: DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::HeartbeatTimeout => CloseReason::HeartbeatTimeout.label(),
+        DisconnectReason::ClosingServer => CloseReason::ServerRestart.label(),
+        // A malformed packet, or a binary one (no event takes binary data;
+        // see `layer`).
+        DisconnectReason::PacketParsingError => "bad_packet",
+        DisconnectReason::TransportClose
+        | DisconnectReason::TransportError
+        | DisconnectReason::MultipleHttpPollingError
+        | DisconnectReason::ClientNSDisconnect
+        | DisconnectReason::ServerNSDisconnect => CloseReason::PeerClosed.label(),
+    }
+}
+
+/// Ends the socket's server side, once, whoever calls first: takes its
+/// `SioConn` out of the socket and breaks the cycle through the slot; the
+/// session ends when the last event still running lets go of it
+/// (`SioConn::drop`).
+fn end(s: &SocketRef, label: &'static str) {
     let Some(ConnRef(me)) = s.extensions.remove::<ConnRef>() else { return };
+    // The reason is read before anything cancels the connection: a cancel
+    // without a reason reads as a server restart.
+    let _ = me.label.set(label);
+    me.socket.clear();
     me.cancel.cancel();
-    let mut session = me.session.lock().await;
-    session.finish().await;
-    let label = if me.conn.is_closed() {
-        me.conn.reason().label()
-    } else {
-        match reason {
-            DisconnectReason::HeartbeatTimeout => CloseReason::HeartbeatTimeout.label(),
-            DisconnectReason::ClosingServer => CloseReason::ServerRestart.label(),
-            _ => CloseReason::PeerClosed.label(),
-        }
-    };
-    me.conn.close(CloseReason::PeerClosed);
-    session.server().metrics.connection_closed(session.kind(), label);
-    tracing::debug!(conn = %me.conn.id, sid = %s.id, ?reason, "socket.io disconnected");
+}
+
+impl Drop for SioConn {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.door.taps.remove(&self.sid);
+        let label = match self.conn.closed_reason() {
+            Some(r) => r.label(),
+            None => self.label.get().copied().unwrap_or(CloseReason::PeerClosed.label()),
+        };
+        self.conn.close(CloseReason::PeerClosed);
+        let session = self.session.get_mut().take();
+        let permit = self.permit.take();
+        let metrics: Arc<Metrics> = self.door.state.metrics.clone();
+        let Some(mut session) = session else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime left (the process is exiting): nothing to wait for.
+            metrics.connection_closed(session.kind(), label);
+            return;
+        };
+        let id = self.conn.id;
+        rt.spawn(async move {
+            // Its guest seats start the same reconnect grace as a DDP
+            // connection's; the slot comes back once that is done.
+            session.finish().await;
+            metrics.connection_closed(session.kind(), label);
+            drop(permit);
+            tracing::debug!(conn = %id, reason = label, "socket.io session ended");
+        });
+    }
 }
 
 /// The client's address, for the per-address join-code brake: the router

@@ -34,12 +34,18 @@ pub(super) fn register(s: &SocketRef) {
 /// `{"ok": true}` when it has none), or `{"error": {…}}`.
 async fn handle(event: &'static str, s: SocketRef, data: Option<Value>, ack: AckSender) {
     let Some(ConnRef(me)) = s.extensions.get::<ConnRef>() else { return };
+    // It may run before `on_connect` has: the rooms' events need the socket.
+    me.socket.fill(&s);
     let current = me.room.lock().map(|r| r.clone()).unwrap_or_default();
     let reply = match to_call(event, data.unwrap_or(Value::Null), current.as_deref()) {
         Err(e) => wire::socketio_error(&e.to_wire("")),
         Ok((method, params)) => {
             let rid = params.first().and_then(Value::as_str).map(str::to_owned);
-            let r = me.session.lock().await.call(method, params).await;
+            let r = match me.session.lock().await.as_mut() {
+                Some(session) => session.call(method, params).await,
+                // The socket has ended; nobody is left to answer.
+                None => return,
+            };
             match r {
                 Ok(v) => {
                     let v = v.unwrap_or_else(|| json!({ "ok": true }));
@@ -50,7 +56,13 @@ async fn handle(event: &'static str, s: SocketRef, data: Option<Value>, ack: Ack
             }
         }
     };
+    // The ack counts against the socket's byte budgets like an event.
+    let n = reply.to_string().len() + 8;
+    if !me.sink.count(n) {
+        return;
+    }
     if let Err(e) = ack.send(&reply) {
+        me.tap.backlog.written(n);
         tracing::debug!(conn = %me.conn.id, event, error = %e, "socket.io ack not sent");
     }
 }

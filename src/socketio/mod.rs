@@ -22,11 +22,15 @@ mod events;
 pub use emit::SERVER_EVENTS;
 pub use events::CLIENT_EVENTS;
 
+use crate::conn::{Tap, Wire};
 use crate::server::ServerState;
-use socketioxide::SocketIo;
+use axum::http::{Method, Uri};
+use dashmap::DashMap;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
-use std::sync::Arc;
+use socketioxide::{ParserConfig, SocketIo};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// What the door needs besides the shared state.
@@ -37,6 +41,8 @@ pub struct DoorConfig {
     /// The largest packet a client may send, over WebSocket or as one
     /// polling request body: the DDP frame limit (`--max-frame-bytes`).
     pub max_payload: usize,
+    /// The live sockets' taps, shared with the router's `/socket.io/` guard.
+    pub taps: Taps,
 }
 
 /// What every socket's handlers share (socketioxide's state).
@@ -44,6 +50,54 @@ pub struct DoorConfig {
 struct Door {
     state: Arc<ServerState>,
     permits: Arc<Semaphore>,
+    taps: Taps,
+    /// `--write-stall-timeout`.
+    stall: Duration,
+}
+
+/// The live sockets' [`Tap`]s by Engine.IO session id: what a later request
+/// of the same session (a poll, the upgrade to WebSocket) needs to find.
+/// Sharded; touched once per such request, never per packet.
+#[derive(Clone, Default)]
+pub struct Taps(Arc<DashMap<String, Weak<Tap>>>);
+
+impl Taps {
+    fn insert(&self, sid: &str, tap: &Arc<Tap>) {
+        self.0.insert(sid.to_owned(), Arc::downgrade(tap));
+    }
+
+    fn remove(&self, sid: &str) {
+        self.0.remove(sid);
+    }
+
+    /// Before a `/socket.io/` request is served: the upgrade of a polling
+    /// session to WebSocket makes this request's socket the one the
+    /// session's bytes are counted and cut on. Returns the tap of a poll
+    /// (`GET` on the polling transport), for [`Taps::polled`].
+    pub(crate) fn before(&self, method: &Method, uri: &Uri, wire: Option<&Arc<Wire>>) -> Option<Arc<Tap>> {
+        let (mut sid, mut websocket) = (None, false);
+        for pair in uri.query().unwrap_or_default().split('&') {
+            match pair.split_once('=') {
+                Some(("sid", v)) => sid = Some(v),
+                Some(("transport", v)) => websocket = v == "websocket",
+                _ => {}
+            }
+        }
+        let tap = self.0.get(sid?)?.upgrade()?;
+        if websocket {
+            if let Some(wire) = wire {
+                wire.attach(&tap);
+            }
+            return None;
+        }
+        (*method == Method::GET).then_some(tap)
+    }
+
+    /// A poll was answered: what the session had unsent left with it (the
+    /// engine answers a poll with every packet it holds).
+    pub(crate) fn polled(tap: &Tap) {
+        tap.backlog.written(usize::MAX);
+    }
 }
 
 /// The tower layer to put on the router (it answers `/socket.io/` and
@@ -51,6 +105,7 @@ struct Door {
 /// at shutdown ([`SocketIo::close`]).
 pub fn layer(state: Arc<ServerState>, cfg: DoorConfig) -> (SocketIoLayer, SocketIo) {
     let conn = &state.conn_config;
+    let stall = conn.write_stall_timeout;
     let (layer, io) = SocketIo::builder()
         // The default (100 kB) is below what a DDP client may send.
         .max_payload(cfg.max_payload as u64)
@@ -59,13 +114,17 @@ pub fn layer(state: Arc<ServerState>, cfg: DoorConfig) -> (SocketIoLayer, Socket
         // The default 4 KiB per socket is mostly idle; frames are small.
         .ws_read_buffer_size(512)
         // Bounded per socket, like a DDP connection's outbound queue; a
-        // room that finds it full cuts the socket as a slow consumer.
+        // room that finds it full cuts the socket as a slow consumer. The
+        // bytes are bounded too (`emit`).
         .max_buffer_size(conn.outbound_queue)
+        // No event takes binary data: a packet announcing attachments is
+        // refused (the socket closed) before any attachment is buffered.
+        .with_parser(ParserConfig::common().max_incoming_binaries(0).max_incoming_binary_buf_size(0))
         // The DDP heartbeat and connect deadlines.
         .ping_interval(conn.ping_interval)
         .ping_timeout(conn.ping_timeout)
         .connect_timeout(conn.connect_timeout)
-        .with_state(Door { state, permits: cfg.permits })
+        .with_state(Door { state, permits: cfg.permits, taps: cfg.taps, stall })
         .build_layer();
     io.ns("/", connect::on_connect.with(connect::sign_in));
     (layer, io)
