@@ -21,11 +21,14 @@
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 //! - `history`: paging history by `ts` reaches every message once.
 //! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
+//! - `backup`: `roomd backup`/`restore` under writes, wrong paths, full disk,
+//!   damaged and newer files; every earlier schema's fixture restores.
 
 mod cluster_basics;
 mod support;
 
 mod access;
+mod backup;
 mod cluster;
 mod commits;
 mod ddp;
