@@ -260,3 +260,140 @@ async fn a_backup_taken_while_20_writers_post_restores_every_acknowledged_messag
     drop(server);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A data directory with a database of today's schema and `rows` messages
+/// of `size` bytes, written directly (no server needed).
+fn seeded_dir(tag: &str, rows: usize, size: usize) -> PathBuf {
+    let dir = tempdir(tag);
+    let mut conn = rusqlite::Connection::open(dir.join("roomd.sqlite3")).unwrap();
+    roomd::store::sqlite::migrate(&mut conn).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    let tx = conn.transaction().unwrap();
+    for i in 0..rows {
+        tx.execute(
+            "INSERT INTO messages (rid, id, doc) VALUES ('r', ?1, ?2)",
+            rusqlite::params![format!("m{i}"), "x".repeat(size)],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    dir
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Wrong paths and a full disk fail with a message naming the problem and
+/// leave no file, partial or otherwise.
+#[test]
+fn backup_refuses_wrong_paths_and_a_full_disk_leaving_nothing() {
+    let root = tempdir("bkpaths");
+    let data = seeded_dir("bkpaths-data", 10, 10);
+    let out = backup(&root.join("nowhere"), &root.join("b"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no roomd database in"), "{}", stderr(&out));
+    let out = backup(&data, &root.join("missing-dir/b"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("its directory does not exist"), "{}", stderr(&out));
+    assert!(files_in(&root).is_empty(), "{:?}", files_in(&root));
+
+    // A full disk: a 256 KiB tmpfs and a database of about 2 MiB (needs
+    // root; skipped, loudly, where mounting is not allowed).
+    let full = root.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&full)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let big = seeded_dir("bkpaths-big", 2000, 1000);
+        let out = backup(&big, &full.join("b"));
+        let listed = files_in(&full);
+        let _ = Command::new("umount").arg(&full).status();
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("disk full while writing"), "{}", stderr(&out));
+        assert!(listed.is_empty(), "left behind on a full disk: {listed:?}");
+        let _ = std::fs::remove_dir_all(&big);
+    } else {
+        eprintln!("SKIPPED the full-disk half: cannot mount a tmpfs here (needs root)");
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `restore` refuses a non-empty directory without `--force`, a directory a
+/// running server holds, a damaged file, a file that is not roomd's and a
+/// newer schema, each with a message that says so and the directory as it
+/// was.
+#[test]
+fn restore_refuses_what_it_must_and_replaces_with_force() {
+    let root = tempdir("rsrefuse");
+    let data = seeded_dir("rsrefuse-data", 3, 10);
+    let file = root.join("b");
+    assert!(backup(&data, &file).status.success());
+
+    let target = tempdir("rsrefuse-target");
+    std::fs::write(target.join("keep.txt"), "x").unwrap();
+    let out = restore(&file, &target, false);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is not empty; pass --force"), "{}", stderr(&out));
+    assert_eq!(files_in(&target), ["keep.txt"]);
+    let out = restore(&file, &target, true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(files_in(&target), ["keep.txt", "roomd.sqlite3"]);
+    let n: i64 = rusqlite::Connection::open(target.join("roomd.sqlite3"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3);
+    // The file's own record is dropped from the restored database.
+    let info: i64 = rusqlite::Connection::open(target.join("roomd.sqlite3"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'roomd_backup'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(info, 0);
+
+    // Over a directory a server is running on.
+    let mut server = start(&target, &[]);
+    let out = restore(&file, &target, true);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stop it before restoring"), "{}", stderr(&out));
+    assert_eq!(sigterm(&mut server).code(), Some(0));
+
+    let fresh = root.join("fresh");
+    let damaged = root.join("damaged");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 512].fill(0xA5);
+    std::fs::write(&damaged, bytes).unwrap();
+    let out = restore(&damaged, &fresh, false);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("is damaged") || err.contains("is not a roomd backup"), "{err}");
+    let garbage = root.join("garbage");
+    std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
+    let out = restore(&garbage, &fresh, false);
+    assert!(stderr(&out).contains("is not a roomd backup"), "{}", stderr(&out));
+    let out = restore(&root.join("absent"), &fresh, false);
+    assert!(stderr(&out).contains("no such file"), "{}", stderr(&out));
+
+    let newer = root.join("newer");
+    std::fs::copy(&file, &newer).unwrap();
+    rusqlite::Connection::open(&newer).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let out = restore(&newer, &fresh, false);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("holds schema v99, newer than this roomd supports"), "{}", stderr(&out));
+    // Nothing half-made is left where the refusals pointed.
+    assert!(!fresh.exists() || files_in(&fresh).is_empty(), "{:?}", files_in(&fresh));
+    for d in [&root, &data, &target] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
