@@ -230,6 +230,12 @@ async fn a_restored_roomlog_serves_every_room_from_a_new_node() {
         }
     };
     assert_eq!(ul["msg"], "Visitor", "{ul}");
+    // A second restore over the live stream is refused by the server.
+    let nc = nats_client(&fresh.url).await;
+    let meta = std::fs::read(dir.join("backup.json")).unwrap();
+    let again = nc.request(format!("$JS.API.STREAM.RESTORE.{STREAM}"), meta.into()).await.expect("answered");
+    let again: Value = serde_json::from_slice(&again.payload).unwrap();
+    assert_eq!(again["error"]["err_code"], 10130, "stream name already in use: {again}");
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("backup, restore and checks took {:?}", started.elapsed());
 }
