@@ -27,6 +27,35 @@ pub enum Command {
     /// Free a username so another user may take it (run while roomd is
     /// stopped: a running server keeps the owners it loaded).
     FreeUsername(FreeUsernameArgs),
+    /// Copy the data directory's database to a file, consistently, while
+    /// the server runs (docs/operations.md, Backups, restores and upgrades).
+    Backup(BackupArgs),
+    /// Make a data directory from a backup file (checked, upgraded to this
+    /// roomd's schema); run while no server uses the directory.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup file to write (written beside it under a temporary name,
+    /// then renamed; an existing file is replaced only by a complete one).
+    #[arg(long)]
+    pub to: PathBuf,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file to restore.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Replace the database of a data directory that is not empty (other
+    /// files in it, such as a development secret, stay).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub secret: SecretArgs,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,9 @@
 use clap::Parser;
 use roomd::auth::{self, Authenticator, Claims, SecretSource};
 use roomd::cluster::{Cluster, StartOptions};
-use roomd::config::{Cli, Command, FreeUsernameArgs, LogFormat, SecretArgs, TokenArgs};
+use roomd::config::{
+    BackupArgs, Cli, Command, FreeUsernameArgs, LogFormat, RestoreArgs, SecretArgs, TokenArgs,
+};
 use roomd::durability::Durability;
 use roomd::server::{self, RunConfig, ServerParts, ServerState, StartStatus};
 use roomd::store::SqliteStore;
@@ -23,6 +25,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Token(args)) => token(args),
         Some(Command::FreeUsername(args)) => free_username(args),
+        Some(Command::Backup(args)) => backup(args),
+        Some(Command::Restore(args)) => restore(args),
         None => serve(cli.serve),
     }
 }
@@ -66,6 +70,52 @@ fn free_username(args: FreeUsernameArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("roomd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backup(args: BackupArgs) -> ExitCode {
+    match roomd::store::backup::backup(&args.secret.data_dir, &args.to) {
+        Ok(info) => {
+            println!(
+                "backup written to {} ({} bytes, schema v{}, roomd {}, taken at {} ms since the epoch)",
+                args.to.display(),
+                info.bytes,
+                info.schema_version,
+                info.roomd_version,
+                info.taken_at_ms
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomd: backup failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(args: RestoreArgs) -> ExitCode {
+    match roomd::store::backup::restore(&args.from, &args.secret.data_dir, args.force) {
+        Ok(r) => {
+            let what = match &r.info {
+                Some(i) => format!(
+                    "backup taken by roomd {} at {} ms since the epoch",
+                    i.roomd_version, i.taken_at_ms
+                ),
+                None => "plain database copy".to_owned(),
+            };
+            println!(
+                "restored {} into {} ({what}; schema v{} upgraded to v{})",
+                args.from.display(),
+                args.secret.data_dir.display(),
+                r.from_schema,
+                roomd::store::LATEST_SCHEMA
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomd: restore failed: {e}");
             ExitCode::FAILURE
         }
     }

@@ -13,6 +13,7 @@
 //! appends its batches one after another, so a room's batches commit in
 //! order.
 
+pub mod backup;
 pub mod rows;
 pub mod sqlite;
 

@@ -24,7 +24,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -33,9 +33,9 @@ impl Drop for Killed {
     }
 }
 
-struct Nats {
+pub(crate) struct Nats {
     proc: Killed,
-    url: String,
+    pub(crate) url: String,
     dir: PathBuf,
 }
 
@@ -47,7 +47,7 @@ impl Drop for Nats {
     }
 }
 
-fn start_nats(bin: &Path, dir: &Path) -> Nats {
+pub(crate) fn start_nats(bin: &Path, dir: &Path) -> Nats {
     let port = free_port();
     let child = Command::new(bin)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
@@ -64,9 +64,9 @@ fn start_nats(bin: &Path, dir: &Path) -> Nats {
     Nats { proc: Killed(child), url: format!("nats://127.0.0.1:{port}"), dir: dir.to_owned() }
 }
 
-struct Node {
+pub(crate) struct Node {
     proc: Killed,
-    url: String,
+    pub(crate) url: String,
     http: String,
 }
 
@@ -74,14 +74,16 @@ fn start_node(nats: &str, node: &str) -> Node {
     start_node_with(nats, node, &[])
 }
 
-fn start_node_with(nats: &str, node: &str, extra: &[&str]) -> Node {
+pub(crate) fn start_node_with(nats: &str, node: &str, extra: &[&str]) -> Node {
     start_node_env(nats, node, extra, &[])
 }
 
 fn start_node_env(nats: &str, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
         .args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--cluster", nats, "--node-id", node])
-        .args(["--cluster-replicas", "1", "--guest-grace", "1s"])
+        .args(["--cluster-replicas", "1"])
+        // A test may ask for its own grace; the flag is accepted once.
+        .args(if extra.contains(&"--guest-grace") { &[][..] } else { &["--guest-grace", "1s"][..] })
         .args(extra)
         .envs(env.iter().copied())
         .env("ROOMD_JWT_SECRET", SECRET)
@@ -110,7 +112,7 @@ fn start_node_env(nats: &str, node: &str, extra: &[&str], env: &[(&str, &str)]) 
 }
 
 /// Waits until the node's `/readyz` says yes (it has replayed the log).
-async fn ready(node: &Node) {
+pub(crate) async fn ready(node: &Node) {
     let addr = node.http.trim_start_matches("http://").to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -146,7 +148,7 @@ async fn two_nodes(tag: &str) -> Option<(Nats, Node, Node)> {
     Some((nats, a, b))
 }
 
-fn tempdir(tag: &str) -> PathBuf {
+pub(crate) fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("roomd-{tag}-{}-{}", std::process::id(), unique("d")));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();

@@ -21,11 +21,17 @@
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 //! - `history`: paging history by `ts` reaches every message once.
 //! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
+//! - `backup`: `roomd backup`/`restore` under writes, wrong paths, full disk,
+//!   damaged and newer files; every earlier schema's fixture restores.
+//! - `cluster_backup`: the stream `ROOMLOG` backed up with JetStream's
+//!   snapshot API, restored into a fresh NATS server, served by a new node.
 
+mod cluster_backup;
 mod cluster_basics;
 mod support;
 
 mod access;
+mod backup;
 mod cluster;
 mod commits;
 mod ddp;

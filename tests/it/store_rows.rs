@@ -3,9 +3,9 @@
 //! row types existed) restores whole, and re-encoding its rows gives the
 //! same bytes, so no data migration is needed.
 
-use roomd::durability::Durability;
+use roomd::durability::{Durability, Snapshot};
 use roomd::ids::{RoomId, UserId};
-use roomd::room::{Member, Message, RoomRoles, RoomState, RoomType, UserRef};
+use roomd::room::{Member, Message, RoomRoles, RoomState, RoomType, SeatToken, UserRef};
 use roomd::store::rows::{MemberRowV1, MessageRowV1, RoomRowV1, UserRowV1};
 use roomd::store::{SqliteStore, SyncMode};
 use roomd::time::Millis;
@@ -45,7 +45,16 @@ async fn a_data_dir_of_todays_schema_restores_every_row() {
     let dir = fixture_dir();
     let store = SqliteStore::open(&dir, SyncMode::Normal, 100).unwrap();
     let snap = store.restore().await.unwrap();
+    assert_fixture_rows(&snap, true, false);
+    store.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
+/// Asserts `snap` holds the fixture's rows field by field: schema-v3.sql's,
+/// and the earlier and later fixtures' that share them (tests/it/backup.rs).
+/// `revoked`: the fixture has the v3 revoked tokens; `guest`: the v4 guest
+/// seat in the fixture room.
+pub(crate) fn assert_fixture_rows(snap: &Snapshot, revoked: bool, guest: bool) {
     let mut users = snap.users.clone();
     users.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(users, vec![user("id-ann", "ann", Some("Ann A")), user("id-bob", "bob", None)]);
@@ -53,7 +62,11 @@ async fn a_data_dir_of_todays_schema_restores_every_row() {
     owners.sort();
     assert_eq!(owners, vec![("ann".into(), UserId::from("id-ann")), ("bob".into(), UserId::from("id-bob"))]);
     // The expired token is forgotten; the live one is kept.
-    assert_eq!(snap.revoked, vec![("revoked-token-key".to_owned(), 4_102_444_800)]);
+    if revoked {
+        assert_eq!(snap.revoked, vec![("revoked-token-key".to_owned(), 4_102_444_800)]);
+    } else {
+        assert!(snap.revoked.is_empty(), "{:?}", snap.revoked);
+    }
 
     assert_eq!(snap.rooms.len(), 3);
     let room = |id: &str| -> &(RoomState, Vec<Message>) {
@@ -82,7 +95,16 @@ async fn a_data_dir_of_todays_schema_restores_every_row() {
     assert_eq!(s.announcement.as_deref(), Some("hear"));
     // The count of stored messages, not the row's stale `msgs`.
     assert_eq!(s.message_count, 7);
-    assert_eq!(s.members.len(), 2);
+    assert_eq!(s.members.len(), 2 + guest as usize);
+    if guest {
+        let g = &s.members[&UserId::from("guest-fixture1")];
+        assert_eq!(g.user, user("guest-fixture1", "Gina", Some("Gina")));
+        assert_eq!((g.participant_id.as_str(), g.joined_at), ("gp1fixtureSeat01", Millis(1_796_221_704_130)));
+        assert_eq!((g.guest, g.muted, g.roles), (true, true, RoomRoles::NONE));
+        let seat = g.guest_token.as_ref().expect("the seat's token digest");
+        assert!(seat.is(&SeatToken::digest("fixture-guest-token-0123456789abc")));
+        assert!(!seat.is(&SeatToken::digest("another token")));
+    }
     let ann = &s.members[&UserId::from("id-ann")];
     assert_eq!(ann.user, user("id-ann", "ann", Some("Ann A")));
     assert_eq!(ann.roles, RoomRoles::OWNER);
@@ -131,8 +153,6 @@ async fn a_data_dir_of_todays_schema_restores_every_row() {
     assert_eq!(d.kind, RoomType::Direct);
     assert!(d.members.values().all(|m| m.roles == RoomRoles::NONE));
     assert_eq!(d.members.len(), 2);
-    store.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Decoding an old row and writing it again, through the domain types,
