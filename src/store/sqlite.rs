@@ -36,9 +36,11 @@ pub const MIGRATIONS: &[&str] = &[
     // v5: each message's `ts` beside its document, indexed per room, so
     // `loadHistory` pages older than the in-memory window are an index
     // range read (`ts < end`) and retention deletes by time. Older rows get
-    // theirs from the document (`{"$date": ms}`).
+    // theirs from the document (`{"$date": ms}`); an unreadable one (which
+    // `load` skips anyway) gets 0 rather than failing the migration.
     "ALTER TABLE messages ADD COLUMN ts INTEGER NOT NULL DEFAULT 0;
-     UPDATE messages SET ts = COALESCE(json_extract(doc, '$.ts.\"$date\"'), 0);
+     UPDATE messages SET ts = CASE WHEN json_valid(doc)
+         THEN COALESCE(json_extract(doc, '$.ts.\"$date\"'), 0) ELSE 0 END;
      CREATE INDEX messages_by_room_ts ON messages (rid, ts);",
 ];
 
@@ -445,4 +447,86 @@ fn apply_fact(tx: &rusqlite::Transaction<'_>, fact: &Fact) -> rusqlite::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Retention;
+    use std::time::Duration;
+
+    /// A migrated in-memory database with messages `ts` = 1..=n in room `r`.
+    fn db(n: i64) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        for ts in 1..=n {
+            conn.execute(
+                "INSERT INTO messages (rid, id, ts, doc) VALUES ('r', ?1, ?2, '{}')",
+                params![format!("m{ts}"), ts],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn left(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn v5_backfills_ts_from_older_message_documents() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO messages (rid, id, doc) VALUES ('r', 'a', '{\"ts\":{\"$date\":1234}}'), ('r', 'b', 'junk')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let ts: Vec<i64> = conn
+            .prepare("SELECT ts FROM messages ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ts, vec![1234, 0]);
+    }
+
+    #[test]
+    fn retention_cutoffs_by_age_by_count_and_both() {
+        let conn = db(1000);
+        let keep_all = Retention::default();
+        assert_eq!(prune_cutoff(&conn, "r", &keep_all, 2000).unwrap(), None);
+        let by_age = Retention { max_age: Some(Duration::from_millis(1500)), max_count: None };
+        // now 2000, 1.5 s: keep ts >= 500.
+        assert_eq!(prune_cutoff(&conn, "r", &by_age, 2000).unwrap(), Some(500));
+        let by_count = Retention { max_age: None, max_count: Some(100) };
+        assert_eq!(prune_cutoff(&conn, "r", &by_count, 2000).unwrap(), Some(901));
+        assert_eq!(
+            prune_cutoff(&conn, "r", &Retention { max_count: Some(5000), ..by_count }, 0).unwrap(),
+            None
+        );
+        let both = Retention { max_age: Some(Duration::from_millis(1950)), max_count: Some(100) };
+        assert_eq!(prune_cutoff(&conn, "r", &both, 2000).unwrap(), Some(901));
+        assert_eq!(prune_cutoff(&conn, "other", &both, 2000).unwrap(), None);
+    }
+
+    #[test]
+    fn prune_deletes_in_batches_oldest_first() {
+        let mut conn = db(1200);
+        assert_eq!(prune(&mut conn, "r", 1001, 500).unwrap(), 500);
+        assert_eq!(prune(&mut conn, "r", 1001, 500).unwrap(), 500);
+        assert_eq!(prune(&mut conn, "r", 1001, 500).unwrap(), 0);
+        assert_eq!(left(&conn), 200);
+        let kept = messages_before(&conn, "r", i64::MAX, 0, 10_000).unwrap_or_default();
+        // Documents are `{}` (unreadable as messages) so none decode; the
+        // index range still has exactly ts 1001..=1200.
+        assert!(kept.is_empty());
+        let min: i64 = conn.query_row("SELECT min(ts) FROM messages", [], |r| r.get(0)).unwrap();
+        assert_eq!(min, 1001);
+    }
 }
