@@ -183,9 +183,22 @@ pub struct Limits {
     /// Commands queued per room before callers wait.
     #[arg(long, env = "ROOMD_ROOM_MAILBOX", default_value_t = 1024)]
     pub room_mailbox: usize,
-    /// Messages kept per room for `loadHistory`.
+    /// Recent messages per room cached in memory (the newest `loadHistory`
+    /// pages); older pages are read from the store. Not a ceiling on
+    /// history: retention is `--history-retention-*`.
     #[arg(long, env = "ROOMD_HISTORY_LIMIT", default_value_t = 1000)]
     pub history_limit: usize,
+    /// Delete stored messages older than this many days (default: keep
+    /// forever). Pages never show them once they are this old.
+    #[arg(long, env = "ROOMD_HISTORY_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_retention_days: Option<u32>,
+    /// Keep only the newest this many stored messages per room (default:
+    /// keep all).
+    #[arg(long, env = "ROOMD_HISTORY_RETENTION_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_retention_count: Option<u64>,
+    /// How often the background pruner applies the retention policy.
+    #[arg(long, env = "ROOMD_HISTORY_PRUNE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub history_prune_interval: Duration,
     /// Time a disconnected guest keeps its seat.
     #[arg(long, env = "ROOMD_GUEST_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub guest_grace: Duration,
@@ -271,6 +284,24 @@ impl Limits {
             max_subscriptions: self.max_subscriptions,
             max_pending_calls: self.max_pending_calls.max(1),
         }
+    }
+}
+
+impl Limits {
+    /// The store's retention policy from the `--history-retention-*` flags.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            max_age: self.history_retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+            max_count: self.history_retention_count,
+        }
+    }
+
+    /// Messages per room cached in memory: `--history-limit`, but never
+    /// more than the retention count keeps on disk.
+    pub fn history_cache(&self) -> usize {
+        let kept =
+            self.history_retention_count.map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(usize::MAX));
+        self.history_limit.min(kept)
     }
 }
 

@@ -29,6 +29,7 @@ use crate::ids::{MessageId, RoomId, UserId};
 use crate::room::{Message, RoomState, UserRef};
 use crate::store::StoreError;
 use crate::store::rows::{GuestSeatRowV1, MemberRowV1, MessageRowV1, RoomRowV1, UserRowV1};
+use crate::time::Millis;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -180,6 +181,21 @@ pub trait Durability: Send + Sync + std::fmt::Debug {
     /// from a room actor for client-chosen ids memory cannot vouch for, so
     /// it must be a quick local lookup.
     fn message_exists(&self, rid: &RoomId, id: &MessageId) -> Result<bool, DurabilityError>;
+
+    /// Up to `limit` durable messages of room `rid` with
+    /// `floor <= ts < before`, newest first: `loadHistory` pages older than
+    /// the room's in-memory window. Called off the room's loop (the actor
+    /// spawns it), so it may take a while. A store that keeps no messages
+    /// (the test fake) has none.
+    fn history_before(
+        &self,
+        _rid: &RoomId,
+        _before: Millis,
+        _floor: Millis,
+        _limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Message>, DurabilityError>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 
     /// Reads back everything durable, to rebuild rooms and users at start.
     fn restore(&self) -> BoxFuture<'_, Result<Snapshot, DurabilityError>>;

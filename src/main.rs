@@ -255,8 +255,11 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         } else {
             let dir = &args.secret.data_dir;
             let opened: Arc<dyn Durability> =
-                match SqliteStore::open(dir, args.sync, args.limits.history_limit) {
-                    Ok(store) => Arc::new(store),
+                match SqliteStore::open(dir, args.sync, args.limits.history_cache()) {
+                    Ok(store) => {
+                        store.start_retention(args.limits.retention(), args.limits.history_prune_interval);
+                        Arc::new(store)
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot open the store");
                         return ExitCode::FAILURE;

@@ -302,6 +302,7 @@ struct StoreMetrics {
     commit_seconds: Histogram,
     batch_size: Histogram,
     commits: Counter,
+    pruned: Counter,
 }
 
 static STORE: LazyLock<StoreMetrics> = LazyLock::new(|| {
@@ -321,7 +322,14 @@ static STORE: LazyLock<StoreMetrics> = LazyLock::new(|| {
         None,
         "Group-commit batches written.".into(),
     );
+    recorder.describe_counter(
+        "roomd_store_messages_pruned_total".into(),
+        None,
+        "Stored messages deleted by the history retention policy.".into(),
+    );
     StoreMetrics {
+        pruned: recorder
+            .register_counter(&Key::from_static_name("roomd_store_messages_pruned_total"), &METADATA),
         commit_seconds: recorder
             .register_histogram(&Key::from_static_name("roomd_store_commit_seconds"), &METADATA),
         batch_size: recorder
@@ -337,6 +345,11 @@ pub(crate) fn record_commit(batch: usize, secs: f64) {
     STORE.commits.increment(1);
     STORE.batch_size.record(batch as f64);
     STORE.commit_seconds.record(secs);
+}
+
+/// Records `n` messages deleted by one retention batch.
+pub(crate) fn record_pruned(n: usize) {
+    STORE.pruned.increment(n as u64);
 }
 
 /// Cluster mode's metrics; created by the first cluster event, so a single

@@ -111,7 +111,8 @@ impl ServerState {
             cluster: None,
             room_config: Arc::new(RoomConfig {
                 mailbox: limits.room_mailbox.max(1),
-                history_limit: limits.history_limit,
+                history_limit: limits.history_cache(),
+                history_max_age: limits.retention().max_age,
                 guest_grace: limits.guest_grace,
                 max_message_len: limits.max_message_len,
             }),

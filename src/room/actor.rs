@@ -72,8 +72,14 @@ pub(super) struct RoomActor {
     pub(super) subscribers: HashMap<ConnId, Subscriber>,
     /// Connections hearing the room as meeting events (see [`Listening`]).
     pub(super) listeners: HashMap<ConnId, Listening>,
-    /// The latest `history_limit` messages, oldest first, for `loadHistory`.
+    /// The latest `history_limit` messages, oldest first: a cache of the
+    /// newest part of the room's history, which `loadHistory` answers from
+    /// before it reads older pages from the store.
     pub(super) history: VecDeque<Arc<Message>>,
+    /// Whether `history` holds every message the room has (a new room, or a
+    /// restored one that had fewer than the window): then no page needs the
+    /// store. Cleared for good when the window first drops a message.
+    pub(super) history_complete: bool,
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
     pub(super) history_ids: HashSet<MessageId>,
     /// Cluster mode: the id of every user message this room ever had (no
@@ -128,6 +134,9 @@ pub(super) fn spawn(
     // Resumes after the latest time the room handed out, so a restart
     // (or a clock that stepped back meanwhile) never stamps behind it.
     let last = history.iter().map(|m| m.ts).fold(state.updated_at, Millis::max);
+    // The store restored at most `history_limit` messages: as many means
+    // there may be older ones on disk.
+    let history_complete = history.len() < cfg.history_limit;
     let mut actor = RoomActor {
         clock: RoomClock::after(last),
         state,
@@ -141,6 +150,7 @@ pub(super) fn spawn(
         subscribers: HashMap::new(),
         listeners: HashMap::new(),
         history: VecDeque::new(),
+        history_complete,
         history_ids: HashSet::new(),
         unconfirmed: HashSet::new(),
         cluster_ids: HashSet::new(),
@@ -596,12 +606,33 @@ impl RoomActor {
                 self.reply(respond_to, r);
             }
             RoomCommand::History { uid, end, limit, max_bytes, respond_to } => {
-                let r = if self.state.can_read(&uid, true) {
-                    Ok(self.history_page(end, limit, max_bytes))
-                } else {
-                    Err(RoomError::NotAllowed)
-                };
-                self.reply(respond_to, r);
+                if !self.state.can_read(&uid, true) {
+                    return self.reply(respond_to, Err(RoomError::NotAllowed));
+                }
+                let floor = self.history_floor(now);
+                let page = self.history_page(end, floor, limit, max_bytes);
+                match (&self.store, page.wants_more(limit) && !self.history_complete) {
+                    (Some(store), true) => {
+                        // The rest is older than the window: read from the
+                        // store, off this loop, once earlier commits are
+                        // durable (a burst may have pushed messages out of
+                        // the window before the store had them).
+                        let before =
+                            self.history.front().map_or(end, |m| Some(end.map_or(m.ts, |e| e.min(m.ts))));
+                        let (store, rid) = (store.clone(), self.state.id.clone());
+                        self.staged.push(Out::Reply(Box::new(move |failed| {
+                            if failed.is_some() {
+                                let _ = respond_to.send(Err(RoomError::Storage));
+                                return;
+                            }
+                            tokio::spawn(async move {
+                                let r = page.read_on(&*store, &rid, before, floor, limit, max_bytes).await;
+                                let _ = respond_to.send(r);
+                            });
+                        })));
+                    }
+                    _ => self.reply(respond_to, Ok(page.messages)),
+                }
             }
             RoomCommand::AddMember { who, target, respond_to } => {
                 let name = target.username.clone();

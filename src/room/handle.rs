@@ -189,7 +189,11 @@ enum Inner {
 #[derive(Debug, Clone)]
 pub struct RoomConfig {
     pub mailbox: usize,
+    /// Recent messages per room cached in memory (`--history-limit`).
     pub history_limit: usize,
+    /// Retention by age: older messages are no longer served (the store's
+    /// pruner deletes them in the background).
+    pub history_max_age: Option<Duration>,
     pub guest_grace: Duration,
     pub max_message_len: usize,
 }

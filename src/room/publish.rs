@@ -3,15 +3,16 @@
 //! they are durable. The only room file that shapes frames (through
 //! `wire`); documents are built once per command and only for listeners.
 
+use super::RoomError;
 use super::UserRef;
 use super::actor::{Out, RoomActor, Subscriber};
 use super::handle::Topic;
 use super::listener::MeetingEvent;
 use super::model::{Member, Message};
 use super::state::{Effect, SystemKind};
-use crate::durability::RoomChange;
+use crate::durability::{Durability, RoomChange};
 use crate::hub::{LoggedEvent, UserEvent};
-use crate::ids::{ConnId, UserId};
+use crate::ids::{ConnId, RoomId, UserId};
 use crate::time::Millis;
 use crate::wire;
 use serde::Serialize;
@@ -251,6 +252,7 @@ impl RoomActor {
         while self.history.len() > self.cfg.history_limit {
             if let Some(old) = self.history.pop_front() {
                 self.history_ids.remove(&old.id);
+                self.history_complete = false;
             }
         }
     }
@@ -321,25 +323,94 @@ impl RoomActor {
         p
     }
 
-    /// A `loadHistory` page: the newest `limit` messages before `end`,
-    /// newest first, stopping before the message that would take the page
-    /// past `max_bytes` (the first always fits).
-    pub(super) fn history_page(&self, end: Option<Millis>, limit: usize, max_bytes: usize) -> Vec<Value> {
-        let mut bytes = 0;
-        self.history
-            .iter()
-            .rev()
-            .filter(|m| end.is_none_or(|e| m.ts < e))
-            .take(limit)
-            .map(|m| serde_json::to_value(&**m).unwrap_or(Value::Null))
-            .take_while(|v| {
-                // Built and measured one at a time, so a page never holds
-                // more than the cap in memory.
-                let first = bytes == 0;
-                bytes += json_len(v) + 1;
-                first || bytes <= max_bytes
-            })
-            .collect()
+    /// The oldest `ts` the retention policy still keeps at `now` (0: all).
+    pub(super) fn history_floor(&self, now: Millis) -> Millis {
+        match self.cfg.history_max_age {
+            Some(age) => {
+                Millis(now.0.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)).max(0))
+            }
+            None => Millis(0),
+        }
+    }
+
+    /// The part of a `loadHistory` page the in-memory window answers: the
+    /// newest `limit` messages before `end` (none older than `floor`),
+    /// newest first, within `max_bytes` (see [`HistoryPage::push`]).
+    pub(super) fn history_page(
+        &self,
+        end: Option<Millis>,
+        floor: Millis,
+        limit: usize,
+        max_bytes: usize,
+    ) -> HistoryPage {
+        let mut page = HistoryPage::default();
+        for m in self.history.iter().rev().filter(|m| end.is_none_or(|e| m.ts < e) && m.ts >= floor) {
+            if !page.wants_more(limit) || !page.push(m, max_bytes) {
+                break;
+            }
+        }
+        page
+    }
+}
+
+/// A `loadHistory` page being built, newest first.
+#[derive(Debug, Default)]
+pub(super) struct HistoryPage {
+    pub(super) messages: Vec<Value>,
+    /// Bytes of `messages` as a JSON array's elements.
+    bytes: usize,
+    /// The byte budget stopped the page.
+    full: bool,
+}
+
+impl HistoryPage {
+    /// Whether the page has room for more than it holds.
+    pub(super) fn wants_more(&self, limit: usize) -> bool {
+        !self.full && self.messages.len() < limit
+    }
+
+    /// Adds `m` unless it would take the page past `max_bytes` (the first
+    /// message always fits); `false` once the page is full. Messages are
+    /// built and measured one at a time, so a page never holds more than
+    /// the cap in memory.
+    fn push(&mut self, m: &Message, max_bytes: usize) -> bool {
+        let v = serde_json::to_value(m).unwrap_or(Value::Null);
+        let first = self.messages.is_empty();
+        self.bytes += json_len(&v) + 1;
+        if first || self.bytes <= max_bytes {
+            self.messages.push(v);
+            true
+        } else {
+            self.full = true;
+            false
+        }
+    }
+
+    /// Completes the page from `store`: messages older than `before`
+    /// (what the window did not hold), none older than `floor`.
+    pub(super) async fn read_on(
+        mut self,
+        store: &dyn Durability,
+        rid: &RoomId,
+        before: Option<Millis>,
+        floor: Millis,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Value>, RoomError> {
+        let want = limit.saturating_sub(self.messages.len());
+        let older = store
+            .history_before(rid, before.unwrap_or(Millis(i64::MAX)), floor, want)
+            .await
+            .map_err(|e| {
+                tracing::error!(room = %rid, error = %e, "cannot read history from the store");
+                RoomError::Storage
+            })?;
+        for m in &older {
+            if !self.wants_more(limit) || !self.push(m, max_bytes) {
+                break;
+            }
+        }
+        Ok(self.messages)
     }
 }
 

@@ -19,9 +19,12 @@ pub mod sqlite;
 
 use crate::durability::{BoxFuture, Committed, Durability, DurabilityError, Fact, RoomBatch, Snapshot};
 use crate::ids::{MessageId, RoomId};
+use crate::room::Message;
+use crate::time::Millis;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use sqlite::LATEST_SCHEMA;
 
@@ -61,14 +64,53 @@ impl Work {
 }
 
 pub(crate) enum Request {
-    Commit { work: Work, done: oneshot::Sender<Result<(), DurabilityError>> },
-    Shutdown { done: oneshot::Sender<()> },
+    Commit {
+        work: Work,
+        done: oneshot::Sender<Result<(), DurabilityError>>,
+    },
+    /// A retention batch: run by the writer (SQLite's one writer) in a
+    /// transaction of its own after the group it arrived with.
+    Prune(PruneBatch),
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
+
+/// Delete at most `batch` messages of `rid` older than `before` (ms).
+pub(crate) struct PruneBatch {
+    rid: String,
+    before: i64,
+    batch: usize,
+    /// How many were deleted (0 on error).
+    done: oneshot::Sender<usize>,
+}
+
+/// How long stored messages are kept. The default keeps them forever
+/// (like Rocket.Chat); either bound (or both) lets the background pruner
+/// delete what falls outside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages older than this are deleted.
+    pub max_age: Option<Duration>,
+    /// Only the newest this many messages of each room are kept.
+    pub max_count: Option<u64>,
+}
+
+impl Retention {
+    pub fn keeps_everything(&self) -> bool {
+        self.max_age.is_none() && self.max_count.is_none()
+    }
+}
+
+/// Messages one retention batch deletes: small, so the writer's next
+/// group commit waits a few milliseconds at most.
+const PRUNE_BATCH: usize = 500;
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Request::Commit { work, .. } => write!(f, "Commit({} changes)", work.len()),
+            Request::Prune(p) => write!(f, "Prune({}, {} before {})", p.rid, p.batch, p.before),
             Request::Shutdown { .. } => f.write_str("Shutdown"),
         }
     }
@@ -82,8 +124,15 @@ pub struct SqliteStore {
     /// same stripe, so there is no server-wide lock on the message path.
     readers: Arc<[Mutex<rusqlite::Connection>]>,
     dir: PathBuf,
-    /// Messages per room that `restore` loads (the history window).
+    /// Messages per room that `restore` loads (the in-memory recent window).
     history: usize,
+    /// Idle read-only connections for history pages older than a room's
+    /// in-memory window, apart from `readers` so a page read (up to
+    /// a thousand rows) never holds up a room's id lookup. At most
+    /// [`READERS`] exist: `history_reads` hands out that many permits.
+    history_conns: Arc<Mutex<Vec<rusqlite::Connection>>>,
+    /// Bounds concurrent history reads; more wait (asynchronously) here.
+    history_reads: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -110,7 +159,67 @@ impl SqliteStore {
             .name("roomd-store".into())
             .spawn(move || sqlite::writer(conn, rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        Ok(SqliteStore { tx, readers: readers.into(), dir: dir.to_owned(), history })
+        Ok(SqliteStore {
+            tx,
+            readers: readers.into(),
+            dir: dir.to_owned(),
+            history,
+            history_conns: Arc::default(),
+            history_reads: Arc::new(Semaphore::new(READERS)),
+        })
+    }
+
+    /// Starts the background pruner of `policy` (nothing to do if it keeps
+    /// everything): every `every`, it finds each room's cutoff on a
+    /// read-only connection and has the writer delete what lies below it
+    /// in batches of [`PRUNE_BATCH`], never on a room's path. Stops when
+    /// the store shuts down. Call inside the tokio runtime.
+    pub fn start_retention(&self, policy: Retention, every: Duration) {
+        if policy.keeps_everything() {
+            return;
+        }
+        let (tx, dir) = (self.tx.clone(), self.dir.clone());
+        let every = every.max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let dir = dir.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    let conn = sqlite::reader(&dir)?;
+                    let now = Millis::now().0;
+                    let mut cut = Vec::new();
+                    for rid in sqlite::rooms_with_messages(&conn)? {
+                        if let Some(before) = sqlite::prune_cutoff(&conn, &rid, &policy, now)? {
+                            cut.push((rid, before));
+                        }
+                    }
+                    Ok::<_, StoreError>(cut)
+                })
+                .await;
+                let cut = match found {
+                    Ok(Ok(cut)) => cut,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "history retention: cannot read cutoffs");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                for (rid, before) in cut {
+                    loop {
+                        let (done, rx) = oneshot::channel();
+                        let batch = PruneBatch { rid: rid.clone(), before, batch: PRUNE_BATCH, done };
+                        if tx.send(Request::Prune(batch)).await.is_err() {
+                            return; // the store is shut down
+                        }
+                        let Ok(n) = rx.await else { return };
+                        crate::metrics::record_pruned(n);
+                        if n < PRUNE_BATCH {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     async fn submit(&self, work: Work) -> oneshot::Receiver<Result<(), DurabilityError>> {
@@ -144,6 +253,37 @@ impl Durability for SqliteStore {
         let stripe = BuildHasherDefault::<DefaultHasher>::default().hash_one(rid.as_str()) as usize;
         let conn = self.readers[stripe % self.readers.len()].lock().unwrap_or_else(|p| p.into_inner());
         Ok(sqlite::message_exists(&conn, rid.as_str(), id.as_str())?)
+    }
+
+    /// Off the room's thread: waits for one of [`READERS`] permits, then
+    /// reads on a blocking-pool thread with a connection of its own.
+    fn history_before(
+        &self,
+        rid: &RoomId,
+        before: Millis,
+        floor: Millis,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Message>, DurabilityError>> {
+        let rid = rid.as_str().to_owned();
+        let (dir, conns, permits) =
+            (self.dir.clone(), self.history_conns.clone(), self.history_reads.clone());
+        Box::pin(async move {
+            let _permit = permits.acquire_owned().await.map_err(|_| DurabilityError::Closed)?;
+            let read = tokio::task::spawn_blocking(move || {
+                let idle = conns.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let conn = match idle {
+                    Some(c) => c,
+                    None => sqlite::reader(&dir)?,
+                };
+                let r = sqlite::messages_before(&conn, &rid, before.0, floor.0, limit);
+                conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                r
+            });
+            match read.await {
+                Ok(r) => Ok(r?),
+                Err(e) => Err(DurabilityError::Store(StoreError::Db(e.to_string()))),
+            }
+        })
     }
 
     fn restore(&self) -> BoxFuture<'_, Result<Snapshot, DurabilityError>> {

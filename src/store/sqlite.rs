@@ -33,6 +33,15 @@ pub const MIGRATIONS: &[&str] = &[
     // roomd refuses a v4 directory (newer schema) rather than dropping
     // seats it does not know.
     "CREATE TABLE guest_seats (rid TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (rid, uid));",
+    // v5: each message's `ts` beside its document, indexed per room, so
+    // `loadHistory` pages older than the in-memory window are an index
+    // range read (`ts < end`) and retention deletes by time. Older rows get
+    // theirs from the document (`{"$date": ms}`); an unreadable one (which
+    // `load` skips anyway) gets 0 rather than failing the migration.
+    "ALTER TABLE messages ADD COLUMN ts INTEGER NOT NULL DEFAULT 0;
+     UPDATE messages SET ts = CASE WHEN json_valid(doc)
+         THEN COALESCE(json_extract(doc, '$.ts.\"$date\"'), 0) ELSE 0 END;
+     CREATE INDEX messages_by_room_ts ON messages (rid, ts);",
 ];
 
 pub const LATEST_SCHEMA: i64 = MIGRATIONS.len() as i64;
@@ -130,6 +139,84 @@ pub(crate) fn message_exists(conn: &Connection, rid: &str, id: &str) -> Result<b
         .map_err(db_err)
 }
 
+/// Up to `limit` stored messages of room `rid` with `floor <= ts < before`,
+/// newest first (by the `(rid, ts)` index). Unreadable rows are logged and
+/// skipped.
+pub(crate) fn messages_before(
+    conn: &Connection,
+    rid: &str,
+    before: i64,
+    floor: i64,
+    limit: usize,
+) -> Result<Vec<crate::room::Message>, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT doc FROM messages WHERE rid = ?1 AND ts < ?2 AND ts >= ?3 ORDER BY ts DESC LIMIT ?4",
+        )
+        .map_err(db_err)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut out = Vec::new();
+    for doc in st.query_map(params![rid, before, floor, limit], |r| r.get::<_, String>(0)).map_err(db_err)? {
+        let doc = doc.map_err(db_err)?;
+        match serde_json::from_str::<MessageRowV1>(&doc) {
+            Ok(m) => out.push(m.into()),
+            Err(e) => tracing::error!(room = %rid, error = %e, "skipping unreadable message row"),
+        }
+    }
+    Ok(out)
+}
+
+/// The `ts` below which room `rid`'s messages fall outside `policy`
+/// (too old, or older than the `count` newest); `None` if none do.
+pub(crate) fn prune_cutoff(
+    conn: &Connection,
+    rid: &str,
+    policy: &super::Retention,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    let mut cutoff =
+        policy.max_age.map(|age| now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
+    if let Some(count) = policy.max_count {
+        // The oldest message kept: the `count`-th newest.
+        let kept: Option<i64> = conn
+            .prepare_cached("SELECT ts FROM messages WHERE rid = ?1 ORDER BY ts DESC LIMIT 1 OFFSET ?2")
+            .and_then(|mut st| {
+                st.query_row(params![rid, i64::try_from(count.saturating_sub(1)).unwrap_or(i64::MAX)], |r| {
+                    r.get(0)
+                })
+                .optional()
+            })
+            .map_err(db_err)?;
+        if let Some(kept) = kept {
+            cutoff = Some(cutoff.map_or(kept, |c| c.max(kept)));
+        }
+    }
+    let Some(cutoff) = cutoff else { return Ok(None) };
+    let any = conn
+        .prepare_cached("SELECT 1 FROM messages WHERE rid = ?1 AND ts < ?2 LIMIT 1")
+        .and_then(|mut st| st.exists(params![rid, cutoff]))
+        .map_err(db_err)?;
+    Ok(any.then_some(cutoff))
+}
+
+/// The rooms that have stored messages, for the pruner's rounds.
+pub(crate) fn rooms_with_messages(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT id FROM rooms").map_err(db_err)?;
+    st.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?.collect::<Result<_, _>>().map_err(db_err)
+}
+
+/// Deletes at most `batch` messages of room `rid` older than `before`, in a
+/// transaction of its own; returns how many went.
+fn prune(conn: &mut Connection, rid: &str, before: i64, batch: usize) -> Result<usize, StoreError> {
+    let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "DELETE FROM messages WHERE seq IN \
+         (SELECT seq FROM messages WHERE rid = ?1 AND ts < ?2 ORDER BY ts LIMIT ?3)",
+    )
+    .and_then(|mut st| st.execute(params![rid, before, batch]))
+    .map_err(db_err)
+}
+
 /// A read-only connection to the database in `dir` (WAL: reads never wait
 /// for the writer).
 pub(crate) fn reader(dir: &Path) -> Result<Connection, StoreError> {
@@ -225,17 +312,19 @@ pub(crate) fn load(conn: &Connection, history: usize) -> Result<Snapshot, StoreE
 /// queued behind it, commits them in one transaction, then answers them all.
 pub(crate) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
     let mut group = Vec::new();
+    let mut prunes = Vec::new();
     let mut shutdown = None;
     while let Some(first) = rx.blocking_recv() {
         group.clear();
-        let push = |r: Request, group: &mut Vec<_>, shutdown: &mut Option<_>| match r {
+        let push = |r: Request, group: &mut Vec<_>, prunes: &mut Vec<_>, shutdown: &mut Option<_>| match r {
             Request::Commit { work, done } => group.push((work, done)),
+            Request::Prune(p) => prunes.push(p),
             Request::Shutdown { done } => *shutdown = Some(done),
         };
-        push(first, &mut group, &mut shutdown);
+        push(first, &mut group, &mut prunes, &mut shutdown);
         while group.len() < MAX_GROUP && shutdown.is_none() {
             match rx.try_recv() {
-                Ok(r) => push(r, &mut group, &mut shutdown),
+                Ok(r) => push(r, &mut group, &mut prunes, &mut shutdown),
                 Err(_) => break,
             }
         }
@@ -260,11 +349,23 @@ pub(crate) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
                 let _ = done.send(result.clone());
             }
         }
+        // After the group's commit, so a retention batch (small, in its own
+        // transaction) never holds up the changes queued beside it.
+        for p in prunes.drain(..) {
+            let r = prune(&mut conn, &p.rid, p.before, p.batch);
+            if let Err(e) = &r {
+                tracing::error!(room = %p.rid, error = %e, "history retention delete failed");
+            }
+            let _ = p.done.send(r.unwrap_or(0));
+        }
         if let Some(done) = shutdown.take() {
             rx.close();
-            // Answer anything that raced in behind the shutdown request.
-            while let Ok(Request::Commit { done, .. }) = rx.try_recv() {
-                let _ = done.send(Err(DurabilityError::Closed));
+            // Answer anything that raced in behind the shutdown request
+            // (a dropped prune's pruner sees its channel closed).
+            while let Ok(r) = rx.try_recv() {
+                if let Request::Commit { done, .. } = r {
+                    let _ = done.send(Err(DurabilityError::Closed));
+                }
             }
             let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
             let _ = done.send(());
@@ -321,8 +422,8 @@ fn apply_room(tx: &rusqlite::Transaction<'_>, rid: &str, change: &RoomChange) ->
             // Never overwrite someone's message. The room refuses a repeated
             // `_id` before it gets here (window, in-flight set, then this
             // table's index), so this only guards against a bug.
-            tx.prepare_cached("INSERT OR IGNORE INTO messages (rid, id, doc) VALUES (?1, ?2, ?3)")?
-                .execute(params![rid, row.id.as_str(), encode(row)])?;
+            tx.prepare_cached("INSERT OR IGNORE INTO messages (rid, id, ts, doc) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![rid, row.id.as_str(), row.ts.0, encode(row)])?;
         }
     }
     Ok(())
@@ -346,4 +447,86 @@ fn apply_fact(tx: &rusqlite::Transaction<'_>, fact: &Fact) -> rusqlite::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Retention;
+    use std::time::Duration;
+
+    /// A migrated in-memory database with messages `ts` = 1..=n in room `r`.
+    fn db(n: i64) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        for ts in 1..=n {
+            conn.execute(
+                "INSERT INTO messages (rid, id, ts, doc) VALUES ('r', ?1, ?2, '{}')",
+                params![format!("m{ts}"), ts],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn left(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn v5_backfills_ts_from_older_message_documents() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO messages (rid, id, doc) VALUES ('r', 'a', '{\"ts\":{\"$date\":1234}}'), ('r', 'b', 'junk')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let ts: Vec<i64> = conn
+            .prepare("SELECT ts FROM messages ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ts, vec![1234, 0]);
+    }
+
+    #[test]
+    fn retention_cutoffs_by_age_by_count_and_both() {
+        let conn = db(1000);
+        let keep_all = Retention::default();
+        assert_eq!(prune_cutoff(&conn, "r", &keep_all, 2000).unwrap(), None);
+        let by_age = Retention { max_age: Some(Duration::from_millis(1500)), max_count: None };
+        // now 2000, 1.5 s: keep ts >= 500.
+        assert_eq!(prune_cutoff(&conn, "r", &by_age, 2000).unwrap(), Some(500));
+        let by_count = Retention { max_age: None, max_count: Some(100) };
+        assert_eq!(prune_cutoff(&conn, "r", &by_count, 2000).unwrap(), Some(901));
+        assert_eq!(
+            prune_cutoff(&conn, "r", &Retention { max_count: Some(5000), ..by_count }, 0).unwrap(),
+            None
+        );
+        let both = Retention { max_age: Some(Duration::from_millis(1950)), max_count: Some(100) };
+        assert_eq!(prune_cutoff(&conn, "r", &both, 2000).unwrap(), Some(901));
+        assert_eq!(prune_cutoff(&conn, "other", &both, 2000).unwrap(), None);
+    }
+
+    #[test]
+    fn prune_deletes_in_batches_oldest_first() {
+        let mut conn = db(1200);
+        assert_eq!(prune(&mut conn, "r", 1001, 500).unwrap(), 500);
+        assert_eq!(prune(&mut conn, "r", 1001, 500).unwrap(), 500);
+        assert_eq!(prune(&mut conn, "r", 1001, 500).unwrap(), 0);
+        assert_eq!(left(&conn), 200);
+        let kept = messages_before(&conn, "r", i64::MAX, 0, 10_000).unwrap_or_default();
+        // Documents are `{}` (unreadable as messages) so none decode; the
+        // index range still has exactly ts 1001..=1200.
+        assert!(kept.is_empty());
+        let min: i64 = conn.query_row("SELECT min(ts) FROM messages", [], |r| r.get(0)).unwrap();
+        assert_eq!(min, 1001);
+    }
 }

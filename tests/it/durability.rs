@@ -15,9 +15,9 @@ use std::time::Duration;
 
 const SECRET: &str = "durability-secret";
 
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 /// A failing assertion must not leave a server running.
@@ -28,7 +28,7 @@ impl Drop for Proc {
     }
 }
 
-fn tempdir(tag: &str) -> PathBuf {
+pub(crate) fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("roomd-{tag}-{}-{}", std::process::id(), unique("d")));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -42,7 +42,7 @@ fn start(dir: &Path) -> Proc {
 }
 
 /// [`start`] with extra command-line arguments.
-fn start_with(dir: &Path, extra: &[&str]) -> Proc {
+pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Proc {
     // Rate limits would only slow the workload and the checks down; this
     // test is about durability.
     let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
@@ -77,7 +77,7 @@ fn start_with(dir: &Path, extra: &[&str]) -> Proc {
     Proc { child, url }
 }
 
-fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
+pub(crate) fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
     let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
     for _ in 0..200 {
         if let Some(st) = p.child.try_wait().unwrap() {
@@ -100,7 +100,7 @@ fn token(id: &str, username: &str, roles: &[&str]) -> String {
     })
 }
 
-async fn login(url: &str, username: &str) -> Client {
+pub(crate) async fn login(url: &str, username: &str) -> Client {
     let mut c = Client::open(url).await;
     c.connect().await;
     let r = c.call("login", json!([{"resume": token(&format!("id-{username}"), username, &["user"])}])).await;
