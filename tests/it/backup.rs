@@ -371,8 +371,13 @@ fn restore_refuses_what_it_must_and_replaces_with_force() {
     let fresh = root.join("fresh");
     let damaged = root.join("damaged");
     let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid..mid + 512].fill(0xA5);
+    // Every page's b-tree header after the first (the schema page): damage
+    // an integrity check must notice wherever the tables' pages lie (a
+    // stretch in the middle of the file can fall in a page's free space).
+    let page = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    for start in (page..bytes.len()).step_by(page) {
+        bytes[start..start + 8].fill(0xA5);
+    }
     std::fs::write(&damaged, bytes).unwrap();
     let out = restore(&damaged, &fresh, false);
     assert!(!out.status.success());
@@ -399,17 +404,18 @@ fn restore_refuses_what_it_must_and_replaces_with_force() {
 }
 
 /// Upgrade paths: a database of every schema roomd has had (one fixture per
-/// version, v4 being today's) restores through `roomd restore`, is upgraded
+/// version, the last being today's) restores through `roomd restore`, is upgraded
 /// to today's schema, and holds every row field by field.
 #[tokio::test]
 async fn every_schema_fixture_restores_field_by_field() {
     use roomd::durability::Durability;
     use roomd::store::{LATEST_SCHEMA, SqliteStore, SyncMode};
-    let fixtures: [(i64, &str); 4] = [
+    let fixtures: [(i64, &str); 5] = [
         (1, include_str!("../fixtures/schema-v1.sql")),
         (2, include_str!("../fixtures/schema-v2.sql")),
         (3, include_str!("../fixtures/schema-v3.sql")),
         (4, include_str!("../fixtures/schema-v4.sql")),
+        (5, include_str!("../fixtures/schema-v5.sql")),
     ];
     // A new schema needs its fixture here.
     assert_eq!(fixtures.last().unwrap().0, LATEST_SCHEMA, "add tests/fixtures/schema-v{LATEST_SCHEMA}.sql");
