@@ -5,84 +5,19 @@
 //!
 //! These tests run the real `roomd` binary, as the durability tests do.
 
+use crate::durability::{login, sigterm, start_with as start, tempdir};
 use crate::support::{Client, unique};
-use roomd::auth::{Authenticator, Claims, now_secs};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "backup-secret";
 const WRITERS: usize = 20;
 const ROOMS: usize = 4;
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-/// A failing assertion must not leave a server running.
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("roomd-{tag}-{}-{}", std::process::id(), unique("d")));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Starts `roomd` on a free port with `dir` as its data directory and waits
-/// for its "listening" line.
-fn start(dir: &Path, extra: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
-        .args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .env("ROOMD_JWT_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn roomd");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("ws://") {
-                let rest = &line[i..];
-                let end = rest.find("/websocket").map(|e| e + "/websocket".len()).unwrap_or(rest.len());
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest[..end].to_owned());
-                }
-            }
-            if std::env::var_os("ROOMD_TEST_LOG").is_some() {
-                eprintln!("{line}");
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(20)).expect("roomd did not report its address");
-    Proc { child, url }
-}
-
-fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
-    let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
-    for _ in 0..200 {
-        if let Some(st) = p.child.try_wait().unwrap() {
-            return st;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("roomd did not exit after SIGTERM");
-}
 
 /// Runs `roomd ARGS…` to completion (bounded: 60 s).
 pub(crate) fn roomd(args: &[&std::ffi::OsStr]) -> Output {
@@ -118,26 +53,6 @@ pub(crate) fn restore(from: &Path, dir: &Path, force: bool) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn token(id: &str, username: &str) -> String {
-    Authenticator::hs256(SECRET.as_bytes()).mint(&Claims {
-        sub: id.into(),
-        username: username.into(),
-        name: None,
-        roles: Some(vec!["user".into()]),
-        exp: now_secs() + 3600,
-        nbf: None,
-        iat: None,
-    })
-}
-
-async fn login(url: &str, username: &str) -> Client {
-    let mut c = Client::open(url).await;
-    c.connect().await;
-    let r = c.call("login", json!([{"resume": token(&format!("id-{username}"), username)}])).await;
-    assert!(r.get("error").is_none(), "{r}");
-    c
 }
 
 /// Every user message id of `rid`, paging `loadHistory` back by `ts`.
