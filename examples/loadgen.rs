@@ -45,6 +45,17 @@
 //!       client, on seeing its socket drop, reconnects to another --url node (client i to
 //!       survivor i mod n-1, then the next), logs in, joins again and sends; reports the
 //!       time from the kill to each client's first success there. Exit 1 unless all do.
+//!   churn [--loops 100] [--rooms 50] [--rounds 6] [--round 45s] [--door ddp|sio|users|rest]
+//!         [--users 1000] [--reference-round 2] [--max-growth-mb 10]
+//!       session churn (soak): each loop connects, joins one of the rooms by code
+//!       (`join-room`; doors ddp and sio (Socket.IO `join-room`/`leave-room`): as a
+//!       guest, door users: a signed-in pool user over DDP), then
+//!       half leaveRoom and close cleanly, a third are cut (socket dropped, no close
+//!       frame), the rest close without leaving (guests wait out --guest-grace); door
+//!       rest: `POST /api/v1/channels.join` (+ `channels.leave`) as pool users, a cut
+//!       one dropped unread. Prints the server's RssAnon (/proc/PID/status) after each
+//!       round and after the end; exit 1 if it rose more than --max-growth-mb above the
+//!       reference round. Start roomd with --in-memory --no-rate-limits --guest-grace 1s.
 //!   probe
 //!       print the server pid, RSS and CPU time and this process's open-files limit.
 //!
@@ -228,6 +239,18 @@ mod procfs {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         Some(ProcSample { rss_kb, cpu_ticks: utime + stime })
+    }
+
+    /// Anonymous resident memory (kB) of `pid`: `RssAnon` in /proc/PID/status,
+    /// the heap and stacks without the mapped binary and shared files, so a
+    /// leak is not hidden by page-cache noise.
+    pub(crate) fn rss_anon_kb(pid: u32) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("RssAnon:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
     }
 
     /// The sum over `pids` (several roomd nodes, or several nats-servers); None
@@ -689,7 +712,7 @@ mod ddp {
 
         /// Source address for connection `index`: 127.0.0.(1 + index % src_addrs)
         /// when the server is on IPv4 loopback, so more than ~28k sockets fit.
-        fn source_ip(&self, index: usize) -> Option<IpAddr> {
+        pub(crate) fn source_ip(&self, index: usize) -> Option<IpAddr> {
             match self.addr.ip() {
                 IpAddr::V4(v4) if v4.is_loopback() => {
                     let last = 1 + (index % self.src_addrs as usize) as u8;
@@ -1028,6 +1051,15 @@ mod ddp {
             self.inner.shared.send(frame.to_string());
         }
 
+        /// Closes cleanly: a WebSocket close frame, then waits (bounded by the
+        /// call timeout) for the server's answer and the socket's end.
+        pub(crate) async fn close(&self) {
+            let shared = &self.inner.shared;
+            shared.closing.store(true, Relaxed);
+            let _ = shared.tx.send(Message::Close(None));
+            let _ = tokio::time::timeout(self.inner.timeout, self.closed()).await;
+        }
+
         pub(crate) fn is_alive(&self) -> bool {
             self.inner.shared.alive.load(Relaxed)
         }
@@ -1041,6 +1073,128 @@ mod ddp {
             if shared.alive.load(Relaxed) {
                 died.await;
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A minimal Socket.IO v5 (Engine.IO v4, WebSocket transport only) guest client
+// for the churn scenario: CONNECT, events with acknowledgements, close or cut.
+// ---------------------------------------------------------------------------
+mod sio {
+    use super::ddp::{DdpError, Endpoint};
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::{TcpSocket, TcpStream};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// One socket on the `/` namespace, driven by one task: calls go one at a
+    /// time, and everything read while waiting for an ack (server events,
+    /// pings) is answered or dropped.
+    pub(crate) struct Sio {
+        ws: WebSocketStream<TcpStream>,
+        next_ack: u64,
+        timeout: Duration,
+    }
+
+    fn io(e: impl fmt::Display) -> DdpError {
+        DdpError::Io(e.to_string())
+    }
+
+    /// The Socket.IO URL on the same host as the endpoint's DDP URL.
+    fn url(ep: &Endpoint) -> String {
+        let rest = ep.url.strip_prefix("ws://").unwrap_or(&ep.url);
+        let host = rest.split('/').next().unwrap_or(rest);
+        format!("ws://{host}/socket.io/?EIO=4&transport=websocket")
+    }
+
+    impl Sio {
+        /// TCP + WebSocket, the Engine.IO open packet, then a CONNECT without
+        /// `auth` (a guest); a CONNECT_ERROR is an error named by its message.
+        pub(crate) async fn open(ep: &Endpoint, index: usize) -> Result<Sio, DdpError> {
+            let sock =
+                if ep.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(io)?;
+            if let Some(ip) = ep.source_ip(index) {
+                sock.bind(SocketAddr::new(ip, 0)).map_err(io)?;
+            }
+            let stream = tokio::time::timeout(ep.timeout, sock.connect(ep.addr))
+                .await
+                .map_err(|_| DdpError::Timeout)?
+                .map_err(io)?;
+            stream.set_nodelay(true).map_err(io)?;
+            let (ws, _) = tokio::time::timeout(ep.timeout, tokio_tungstenite::client_async(url(ep), stream))
+                .await
+                .map_err(|_| DdpError::Timeout)?
+                .map_err(|e| DdpError::Io(format!("websocket handshake: {e}")))?;
+            let mut me = Sio { ws, next_ack: 0, timeout: ep.timeout };
+            let open = me.read().await?;
+            if !open.starts_with("0{") {
+                return Err(DdpError::Protocol(format!("engine.io open: {}", util::truncate(&open, 100))));
+            }
+            me.send("40".into()).await?;
+            let reply = me.read().await?;
+            if let Some(err) = reply.strip_prefix("44") {
+                let v: Value = serde_json::from_str(err).unwrap_or(Value::Null);
+                let reason = v["message"].as_str().unwrap_or(err).to_owned();
+                return Err(DdpError::Method { error: "connect-error".into(), reason });
+            }
+            if !reply.starts_with("40") {
+                return Err(DdpError::Protocol(format!("CONNECT answer: {}", util::truncate(&reply, 100))));
+            }
+            Ok(me)
+        }
+
+        async fn send(&mut self, text: String) -> Result<(), DdpError> {
+            self.ws.send(Message::Text(text.into())).await.map_err(io)
+        }
+
+        /// The next Engine.IO message that is not a ping (pings are answered).
+        async fn read(&mut self) -> Result<String, DdpError> {
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            loop {
+                match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                    Err(_) => return Err(DdpError::Timeout),
+                    Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => self.send("3".into()).await?,
+                    Ok(Some(Ok(Message::Text(t)))) => return Ok(t.to_string()),
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(None) => return Err(DdpError::Closed),
+                    Ok(Some(Err(e))) => return Err(io(e)),
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+        }
+
+        /// `socket.emit(event, payload, ack)`: the ack's payload, or its
+        /// `error` object as an error named by its `code`.
+        pub(crate) async fn ask(&mut self, event: &str, payload: Value) -> Result<Value, DdpError> {
+            let id = self.next_ack;
+            self.next_ack += 1;
+            self.send(format!("42{id}{}", json!([event, payload]))).await?;
+            let prefix = format!("43{id}");
+            loop {
+                let t = self.read().await?;
+                let Some(rest) = t.strip_prefix(&prefix) else { continue };
+                let mut args: Vec<Value> =
+                    serde_json::from_str(rest).map_err(|e| DdpError::Protocol(e.to_string()))?;
+                let v = if args.is_empty() { Value::Null } else { args.remove(0) };
+                if let Some(e) = v.get("error") {
+                    let error = e["code"].as_str().unwrap_or("error").to_owned();
+                    let reason = e["message"].as_str().unwrap_or_default().to_owned();
+                    return Err(DdpError::Method { error, reason });
+                }
+                return Ok(v);
+            }
+        }
+
+        /// A WebSocket close frame, then the server's answer (bounded).
+        pub(crate) async fn close(mut self) {
+            let timeout = self.timeout;
+            let _ = tokio::time::timeout(timeout, async {
+                self.ws.close(None).await.ok()?;
+                while let Some(Ok(_)) = self.ws.next().await {}
+                Some(())
+            })
+            .await;
         }
     }
 }
@@ -2637,6 +2791,424 @@ mod scenarios {
         Ok(connected == a.clients)
     }
 
+    // ----------------------------------------------------------------- churn
+    /// Which door the churn's sessions come through.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+    pub(crate) enum Door {
+        /// DDP guests: connect, `join-room {code, guestName}`, no login.
+        Ddp,
+        /// DDP signed-in users (a pool of `--users`): connect + login, `join-room {code}`.
+        Users,
+        /// REST: `POST /api/v1/channels.join` (+ `channels.leave`) as pool users,
+        /// one HTTP request per connection.
+        Rest,
+        /// Socket.IO guests: CONNECT without auth, `join-room {code, guestName}`,
+        /// `leave-room`.
+        Sio,
+    }
+
+    pub(crate) struct ChurnArgs {
+        pub loops: usize,
+        pub rooms: usize,
+        pub rounds: usize,
+        pub round: Duration,
+        pub door: Door,
+        pub users: usize,
+        pub reference_round: usize,
+        pub max_growth_mb: f64,
+    }
+
+    /// How a session ends: half leave and close cleanly, a third are cut (the
+    /// socket drops without a close frame or a leave), the rest close cleanly
+    /// without leaving (a guest's seat then waits out `--guest-grace`).
+    #[derive(Clone, Copy)]
+    enum Exit {
+        Leave,
+        Cut,
+        Close,
+    }
+    const EXITS: [&str; 3] = ["leave+close", "cut", "close"];
+
+    fn pick_exit(rng: &mut Rng) -> Exit {
+        match rng.below(6) {
+            0..=2 => Exit::Leave,
+            3 | 4 => Exit::Cut,
+            _ => Exit::Close,
+        }
+    }
+
+    struct ChurnShared {
+        sessions: AtomicU64,
+        exits: [AtomicU64; 3],
+        errors: Tally,
+        lat: Mutex<Lat>,
+    }
+
+    /// One DDP session: connect (+ login), join by code, then leave and close,
+    /// close, or cut.
+    async fn churn_ddp(
+        ep: &Endpoint,
+        index: usize,
+        token: Option<&str>,
+        room: &Room,
+        guest_name: Option<&str>,
+        exit: Exit,
+    ) -> Result<(), (&'static str, DdpError)> {
+        let client = Client::open(ep, index, token, None).await?;
+        join_room(&client, room, Via::Code, guest_name).await.map_err(|e| ("join", e))?;
+        match exit {
+            Exit::Leave => {
+                client.call("leaveRoom", json!([room.rid])).await.map_err(|e| ("leave", e))?;
+                client.close().await;
+            }
+            Exit::Close => client.close().await,
+            // Dropping the last handle aborts its tasks: the socket goes without
+            // a close frame.
+            Exit::Cut => drop(client),
+        }
+        Ok(())
+    }
+
+    /// One Socket.IO guest session: CONNECT, `join-room` by code, then
+    /// `leave-room` and close, close, or cut.
+    async fn churn_sio(
+        ep: &Endpoint,
+        index: usize,
+        room: &Room,
+        guest_name: &str,
+        exit: Exit,
+    ) -> Result<(), (&'static str, DdpError)> {
+        let mut s = super::sio::Sio::open(ep, index).await.map_err(|e| ("connect", e))?;
+        s.ask("join-room", json!({"code": room.code, "guestName": guest_name}))
+            .await
+            .map_err(|e| ("join", e))?;
+        match exit {
+            Exit::Leave => {
+                s.ask("leave-room", json!({"roomId": room.rid})).await.map_err(|e| ("leave", e))?;
+                s.close().await;
+            }
+            Exit::Close => s.close().await,
+            Exit::Cut => drop(s),
+        }
+        Ok(())
+    }
+
+    /// One `POST` on its own connection (roomd answers `Connection: close`).
+    /// Without `read`, the socket is dropped once the request is written (a
+    /// client that gives up). Returns the status; a non-2xx is an error named
+    /// by the answer's `errorType` (or `http-<status>`).
+    async fn http_post(
+        ep: &Endpoint,
+        index: usize,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+        read: bool,
+    ) -> Result<(), DdpError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = |e: std::io::Error| DdpError::Io(e.to_string());
+        let sock =
+            if ep.addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+                .map_err(io)?;
+        if let Some(ip) = ep.source_ip(index) {
+            sock.bind(SocketAddr::new(ip, 0)).map_err(io)?;
+        }
+        let mut stream = tokio::time::timeout(ep.timeout, sock.connect(ep.addr))
+            .await
+            .map_err(|_| DdpError::Timeout)?
+            .map_err(io)?;
+        let body = body.to_string();
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            ep.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        stream.write_all(req.as_bytes()).await.map_err(io)?;
+        if !read {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        tokio::time::timeout(ep.timeout, stream.read_to_end(&mut buf))
+            .await
+            .map_err(|_| DdpError::Timeout)?
+            .map_err(io)?;
+        let text = String::from_utf8_lossy(&buf);
+        let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let answer = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let error = serde_json::from_str::<Value>(answer)
+            .ok()
+            .and_then(|v| v.get("errorType").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| format!("http-{status}"));
+        Err(DdpError::Method { error, reason: truncate(answer, 200).to_owned() })
+    }
+
+    /// One REST session: a pool user joins a room by id and leaves it, only
+    /// joins (stays a member), or sends the join and drops the socket unread.
+    async fn churn_rest(
+        ep: &Endpoint,
+        index: usize,
+        user: &(String, String),
+        room: &Room,
+        exit: Exit,
+    ) -> Result<(), (&'static str, DdpError)> {
+        let headers = [("X-Auth-Token", user.0.as_str()), ("X-User-Id", user.1.as_str())];
+        let body = json!({"roomId": room.rid});
+        let read = !matches!(exit, Exit::Cut);
+        http_post(ep, index, "/api/v1/channels.join", &headers, &body, read)
+            .await
+            .map_err(|e| ("join", e))?;
+        if let Exit::Leave = exit {
+            http_post(ep, index, "/api/v1/channels.leave", &headers, &body, true)
+                .await
+                .map_err(|e| ("leave", e))?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site
+    async fn churn_loop(
+        i: usize,
+        a_loops: usize,
+        door: Door,
+        ep: Endpoint,
+        rooms: Arc<Vec<Room>>,
+        users: Arc<Vec<(String, String)>>,
+        cs: Arc<ChurnShared>,
+        deadline: Instant,
+    ) {
+        let mut rng = Rng::new(unix_micros() ^ ((i as u64) << 20));
+        let mut k = 0usize;
+        // Loop i uses pool users i, i + loops, i + 2 loops…: never one user on
+        // two loops at once.
+        let mine: Vec<&(String, String)> = users.iter().skip(i).step_by(a_loops.max(1)).collect();
+        while Instant::now() < deadline {
+            let room = &rooms[rng.below(rooms.len())];
+            let exit = pick_exit(&mut rng);
+            let index = i + a_loops * k;
+            let user = (!mine.is_empty()).then(|| mine[k % mine.len()]);
+            k += 1;
+            let t0 = Instant::now();
+            let r = match (door, user) {
+                (Door::Ddp, _) => {
+                    let name = format!("Guest {i}-{k}");
+                    churn_ddp(&ep, index, None, room, Some(&name), exit).await
+                }
+                (Door::Sio, _) => {
+                    let name = format!("Guest {i}-{k}");
+                    churn_sio(&ep, index, room, &name, exit).await
+                }
+                (Door::Users, Some(u)) => churn_ddp(&ep, index, Some(&u.0), room, None, exit).await,
+                (Door::Rest, Some(u)) => churn_rest(&ep, index, u, room, exit).await,
+                (_, None) => Err(("setup", DdpError::Protocol("no pool user for this loop".into()))),
+            };
+            match r {
+                Ok(()) => {
+                    cs.sessions.fetch_add(1, Relaxed);
+                    cs.exits[exit as usize].fetch_add(1, Relaxed);
+                    cs.lat.lock().unwrap().record(t0.elapsed());
+                }
+                Err((stage, e)) => {
+                    if cs.errors.total() < 3 {
+                        eprintln!("[loadgen] churn session failed at {stage}: {e}");
+                    }
+                    cs.errors.add(format!("{stage}:{}", e.code()));
+                    // Do not spin on a server that refuses.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// One point of the churn series: end of round r.
+    struct ChurnRow {
+        round: usize,
+        t: f64,
+        sessions: u64,
+        anon_kb: Option<u64>,
+        rss_kb: Option<u64>,
+        cpu_pct: Option<f64>,
+    }
+
+    pub(crate) async fn churn(ctx: &Ctx, a: ChurnArgs) -> Result<bool, String> {
+        if a.loops == 0 || a.rooms == 0 || a.rounds == 0 {
+            return Err("churn needs --loops, --rooms and --rounds of at least 1".into());
+        }
+        procfs::check_fd_budget(a.loops * 2 + ctx.creator_bots(a.rooms))?;
+        let mut creators = Creators::new(ctx);
+        let rooms =
+            Arc::new(creators.create_many(ctx, a.rooms, "churn", json!({"guestAccess": true})).await?);
+        let users: Vec<(String, String)> = match a.door {
+            Door::Ddp | Door::Sio => Vec::new(),
+            Door::Users | Door::Rest => (0..a.users.max(a.loops))
+                .map(|j| Ok::<_, String>((ctx.token("c", j, "user")?, ctx.username("c", j))))
+                .collect::<Result<_, _>>()?,
+        };
+        let users = Arc::new(users);
+        let cs = Arc::new(ChurnShared {
+            sessions: AtomicU64::new(0),
+            exits: Default::default(),
+            errors: Tally::default(),
+            lat: Mutex::new(Lat::default()),
+        });
+        let anon = || -> Option<u64> {
+            if ctx.server_pids.is_empty() {
+                return None;
+            }
+            ctx.server_pids.iter().map(|p| procfs::rss_anon_kb(*p)).sum()
+        };
+        let s_before = ctx.snap();
+        let anon_before = anon();
+        ctx.progress(format!(
+            "churn: {} loops over {} rooms, door {:?}, {} rounds of {:?}; server RssAnon before {}",
+            a.loops,
+            a.rooms,
+            a.door,
+            a.rounds,
+            a.round,
+            anon_before.map(|v| format!("{:.1} MiB", mib(v))).unwrap_or("n/a".into())
+        ));
+        let start = Instant::now();
+        let deadline = start + a.round * a.rounds as u32;
+        let mut set = JoinSet::new();
+        for i in 0..a.loops {
+            let ep = ctx.eps[i % ctx.eps.len()].clone();
+            set.spawn(churn_loop(i, a.loops, a.door, ep, rooms.clone(), users.clone(), cs.clone(), deadline));
+        }
+        let mut rows: Vec<ChurnRow> = Vec::new();
+        let mut prev = ctx.snap();
+        let round_of = |r: usize, prev: &mut Snap| {
+            let now = ctx.snap();
+            let u = Usage::between(prev, &now);
+            let row = ChurnRow {
+                round: r,
+                t: now.at.duration_since(start).as_secs_f64(),
+                sessions: cs.sessions.load(Relaxed),
+                anon_kb: anon(),
+                rss_kb: now.server.map(|s| s.rss_kb),
+                cpu_pct: u.server_cpu.map(|c| 100.0 * c / u.wall.max(1e-9)),
+            };
+            eprintln!(
+                "[loadgen]   {} t={:>4.0}s sessions {:>8} RssAnon {} MiB (VmRSS {} MiB) server CPU {}%, errors {}",
+                if r == 0 { "end+settle".to_string() } else { format!("round {r}") },
+                row.t,
+                row.sessions,
+                row.anon_kb.map(|v| format!("{:.1}", mib(v))).unwrap_or("n/a".into()),
+                row.rss_kb.map(|v| format!("{:.1}", mib(v))).unwrap_or("n/a".into()),
+                row.cpu_pct.map(|v| format!("{v:.0}")).unwrap_or("n/a".into()),
+                cs.errors.total()
+            );
+            *prev = now;
+            row
+        };
+        for r in 1..=a.rounds {
+            tokio::time::sleep_until((start + a.round * r as u32).into()).await;
+            rows.push(round_of(r, &mut prev));
+        }
+        while set.join_next().await.is_some() {}
+        // Grace timers of the last cut guests run out, then the resting point.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let settled = round_of(0, &mut prev);
+        let total = Usage::between(&s_before, &ctx.snap());
+
+        ctx.say(format!(
+            "== churn: door {:?}, {} loops, {} rooms, {} rounds of {:?} ==",
+            a.door, a.loops, a.rooms, a.rounds, a.round
+        ));
+        let sessions = cs.sessions.load(Relaxed);
+        let exits: Vec<String> =
+            EXITS.iter().zip(&cs.exits).map(|(n, c)| format!("{n} {}", c.load(Relaxed))).collect();
+        ctx.say(format!(
+            "sessions    {sessions} ({:.0}/s; {}); errors: {}",
+            sessions as f64 / total.wall.max(1e-9),
+            exits.join(", "),
+            cs.errors.text()
+        ));
+        ctx.say(format!("  session   {}", cs.lat.lock().unwrap().text()));
+        ctx.say(format!(
+            "RssAnon     before {}",
+            anon_before.map(|v| format!("{:.1} MiB", mib(v))).unwrap_or("n/a".into())
+        ));
+        ctx.say("series      round  t(s)   sessions   RssAnon(MiB)  VmRSS(MiB)  CPU%");
+        for r in rows.iter().chain(std::iter::once(&settled)) {
+            ctx.say(format!(
+                "            {:>5}  {:>4.0}  {:>9}  {:>12}  {:>10}  {:>4}",
+                if r.round == 0 { "end".to_string() } else { r.round.to_string() },
+                r.t,
+                r.sessions,
+                r.anon_kb.map(|v| format!("{:.1}", mib(v))).unwrap_or("n/a".into()),
+                r.rss_kb.map(|v| format!("{:.1}", mib(v))).unwrap_or("n/a".into()),
+                r.cpu_pct.map(|v| format!("{v:.0}")).unwrap_or("n/a".into()),
+            ));
+        }
+        // The verdict: once warm (after the reference round), anonymous memory
+        // stays within the bound however many more sessions come.
+        let reference = rows.iter().find(|r| r.round == a.reference_round);
+        let later: Vec<&ChurnRow> = rows.iter().filter(|r| r.round > a.reference_round).collect();
+        let mut pass = sessions > 0;
+        let mut verdict = Value::Null;
+        match (reference.and_then(|r| r.anon_kb.map(|k| (r, k))), later.last()) {
+            (Some((rref, ref_kb)), Some(last)) => {
+                let max_kb = later.iter().filter_map(|r| r.anon_kb).max().unwrap_or(ref_kb);
+                let growth_mb = (max_kb as f64 - ref_kb as f64) / 1024.0;
+                let more = last.sessions.saturating_sub(rref.sessions);
+                let per_session =
+                    last.anon_kb.map(|l| (l as f64 - ref_kb as f64) * 1024.0 / (more.max(1) as f64));
+                let ok = growth_mb <= a.max_growth_mb;
+                pass &= ok;
+                ctx.say(format!(
+                    "verdict     {}: RssAnon peaked {growth_mb:+.1} MiB above round {} ({:.1} MiB) over {more} more sessions \
+                     (limit {:.0} MiB); last round {} B per session",
+                    if ok { "PASS" } else { "FAIL" },
+                    a.reference_round,
+                    mib(ref_kb),
+                    a.max_growth_mb,
+                    per_session.map(|b| format!("{b:+.0}")).unwrap_or("n/a".into())
+                ));
+                verdict = json!({"pass": ok, "reference_kb": ref_kb, "max_after_kb": max_kb,
+                    "growth_mb": growth_mb, "sessions_after_reference": more, "bytes_per_session": per_session});
+            }
+            _ => ctx.say(format!(
+                "verdict     n/a: needs a server pid and more than {} rounds",
+                a.reference_round
+            )),
+        }
+        ctx.say(format!("            {}", total.text()));
+        let health = ctx.say_health();
+        if ctx.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "churn",
+                    "door": format!("{:?}", a.door).to_lowercase(),
+                    "loops": a.loops,
+                    "rooms": a.rooms,
+                    "round_s": a.round.as_secs_f64(),
+                    "sessions": sessions,
+                    "exits": EXITS.iter().zip(&cs.exits).map(|(n, c)| (n.to_string(), json!(c.load(Relaxed)))).collect::<serde_json::Map<_, _>>(),
+                    "errors": cs.errors.json(),
+                    "anon_before_kb": anon_before,
+                    "series": rows.iter().chain(std::iter::once(&settled)).map(|r| json!({
+                        "round": r.round, "t_s": r.t, "sessions": r.sessions, "rss_anon_kb": r.anon_kb,
+                        "rss_kb": r.rss_kb, "cpu_pct": r.cpu_pct,
+                    })).collect::<Vec<_>>(),
+                    "verdict": verdict,
+                    "usage": total.json(),
+                    "health": health,
+                })
+            );
+        }
+        drop(creators);
+        Ok(pass)
+    }
+
     // ----------------------------------------------------------------- failover
     pub(crate) struct FailoverArgs {
         pub clients: usize,
@@ -3062,6 +3634,31 @@ enum Scenario {
         #[arg(long, default_value = "10s", value_parser = util::parse_duration)]
         after_kill: Duration,
     },
+    /// Session churn (connect, join by code, leave or vanish) in rounds, with the
+    /// server's anonymous memory after each; fails if it keeps growing once warm.
+    Churn {
+        /// Concurrent session loops.
+        #[arg(long, default_value_t = 100)]
+        loops: usize,
+        #[arg(long, default_value_t = 50)]
+        rooms: usize,
+        #[arg(long, default_value_t = 6)]
+        rounds: usize,
+        /// Length of each round (memory is sampled at the end of each).
+        #[arg(long, default_value = "45s", value_parser = util::parse_duration)]
+        round: Duration,
+        #[arg(long, value_enum, default_value = "ddp")]
+        door: scenarios::Door,
+        /// Signed-in users in the pool (doors `users` and `rest`).
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// The round whose RssAnon later rounds are compared with.
+        #[arg(long, default_value_t = 2)]
+        reference_round: usize,
+        /// Allowed growth of RssAnon above the reference round, MiB.
+        #[arg(long, default_value_t = 10.0)]
+        max_growth_mb: f64,
+    },
     /// Print server pid/RSS/CPU and the open-files limit.
     Probe,
 }
@@ -3191,6 +3788,10 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Failover { clients, room_size, interval, kill_pid, kill_after, after_kill } => {
             let a = FailoverArgs { clients, room_size, interval, kill_pid, kill_after, after_kill };
             failover(&ctx, a).await
+        }
+        Scenario::Churn { loops, rooms, rounds, round, door, users, reference_round, max_growth_mb } => {
+            let a = ChurnArgs { loops, rooms, rounds, round, door, users, reference_round, max_growth_mb };
+            churn(&ctx, a).await
         }
         Scenario::Probe => probe(&ctx, &how),
     }

@@ -235,6 +235,10 @@ impl Directory {
         if let Some(mut set) = self.memberships.get_mut(uid) {
             set.remove(rid);
         }
+        // An empty set is no information: keep an entry only while the user
+        // is in some room. (The guard is dropped above: removing under it
+        // would deadlock.)
+        self.memberships.remove_if(uid, |_, set| set.is_empty());
     }
 
     pub fn rooms_of(&self, uid: &UserId) -> Vec<RoomId> {

@@ -137,6 +137,13 @@ impl RoomActor {
                 }
                 Effect::MembershipRemoved(uid) => {
                     self.users.remove_membership(&uid, &rid);
+                    // Whatever ended the seat (leave, kick, grace), nothing
+                    // about the guest may outlive it: a guest id is never
+                    // seen again, so an entry kept here is kept forever
+                    // (issue 24: one per guest who left).
+                    if uid.is_guest() {
+                        self.forget_guest(&uid);
+                    }
                     if self.store.is_some() {
                         self.ops.push(RoomChange::MemberLeft(uid.clone()));
                     }

@@ -6,6 +6,7 @@
 
 use crate::http::{get, sample};
 use crate::support::*;
+use roomd::auth::{Authenticator, Claims, now_secs};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -119,11 +120,17 @@ async fn a_result_larger_than_the_connection_budget_is_refused_with_a_code() {
 /// Starts the real binary under `ulimit -n {files}`; returns it, its
 /// WebSocket URL and its stderr lines so far (up to the listening line).
 fn start_with_open_files(files: u32) -> (KillOnDrop, String, Vec<String>) {
+    start_roomd(files, &[])
+}
+
+/// [`start_with_open_files`] with more arguments for roomd.
+fn start_roomd(files: u32, extra: &[&str]) -> (KillOnDrop, String, Vec<String>) {
     let child = Command::new("sh")
         .arg("-c")
         .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_roomd"))
         .args(["--listen", "127.0.0.1:0", "--in-memory", "--no-rate-limits"])
+        .args(extra)
         .env("ROOMD_JWT_SECRET", "test-secret")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -186,4 +193,129 @@ async fn under_a_low_open_files_limit_extra_connections_get_1013_and_healthz_ans
     assert_eq!(sample(&body, "roomd_connections{kind=\"guest\"}"), Some(192.0), "{body}");
     // Existing connections are unaffected.
     open[0].assert_alive().await;
+}
+
+/// Anonymous resident memory of process `pid` in kB (`RssAnon` in
+/// /proc/PID/status): heap and stacks, without the mapped binary.
+fn rss_anon_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("RssAnon in /proc/PID/status")
+}
+
+/// Rooms the churn's guests join.
+const CHURN_ROOMS: usize = 12;
+/// Guest sessions run at once.
+const CHURN_LOOPS: usize = 8;
+/// Sessions per batch; memory is sampled after each.
+const CHURN_BATCH: usize = 300;
+/// Batches that warm the server up (tables, history, allocator pages).
+const CHURN_WARM: usize = 3;
+/// Batches measured against the warm server.
+const CHURN_MEASURED: usize = 4;
+/// How far anonymous memory may rise once warm, over CHURN_MEASURED
+/// batches: several times the noise of a server that keeps nothing (about
+/// 1 MB), a fraction of what ~9,600 guest seats kept after their guests
+/// left grow it by (issue 24: ~70-140 bytes each, in doubling tables).
+const CHURN_BOUND_KB: u64 = 512;
+
+/// One guest session: connect, `join-room` every room by code, then as `i`
+/// says: leave them all and close (half), vanish without a close frame (a
+/// third), or close without leaving (the rest, whose seats wait out the
+/// grace). Calls go one at a time: pipelined small frames would wait on
+/// Nagle's algorithm.
+async fn guest_session(url: &str, rooms: &[(String, String)], i: usize) {
+    let mut c = Client::open(url).await;
+    c.connect().await;
+    for (_, code) in rooms {
+        let r = c.join_code(code, Some(&format!("churn {i}"))).await;
+        assert!(r.get("error").is_none(), "join-room: {r}");
+    }
+    match i % 6 {
+        0..=2 => {
+            for (rid, _) in rooms {
+                c.ok("leaveRoom", json!([rid])).await;
+            }
+            c.close().await;
+        }
+        3 | 4 => drop(c),
+        _ => c.close().await,
+    }
+}
+
+/// Issue 24: a server that admits guests who come and go must not keep
+/// anything per guest once they are gone. Guests leave (or vanish, or close
+/// and let their grace run out) batch after batch against the real binary;
+/// once warm, its anonymous memory stays within CHURN_BOUND_KB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_sessions_that_come_and_go_leave_no_memory_behind_once_warm() {
+    let (roomd, url, _) =
+        start_roomd(1024, &["--guest-grace", "100ms", "--history-limit", "20", "--log-format", "text"]);
+    let pid = roomd.0.id();
+    let token = Authenticator::hs256(b"test-secret").mint(&Claims {
+        sub: "churn-host".into(),
+        username: "churnhost".into(),
+        name: None,
+        roles: Some(vec!["user".into()]),
+        exp: now_secs() + 3600,
+        nbf: None,
+        iat: None,
+    });
+    let sign_in = || async {
+        let mut host = Client::open(&url).await;
+        host.connect().await;
+        let r = host.call("login", json!([{"resume": token}])).await;
+        assert!(r.get("error").is_none(), "{r}");
+        host
+    };
+    let mut host = sign_in().await;
+    let mut rooms = Vec::new();
+    for _ in 0..CHURN_ROOMS {
+        let room = channel(&mut host, json!({"guestAccess": true})).await;
+        rooms.push((room["_id"].as_str().unwrap().to_owned(), room["code"].as_str().unwrap().to_owned()));
+    }
+    let rooms = Arc::new(rooms);
+    let mut next = 0usize;
+    let mut samples = Vec::new();
+    for _ in 0..CHURN_WARM + CHURN_MEASURED {
+        let mut tasks = Vec::new();
+        for l in 0..CHURN_LOOPS {
+            let (url, rooms) = (url.clone(), rooms.clone());
+            let first = next + l;
+            tasks.push(tokio::spawn(async move {
+                for i in (first..first + CHURN_BATCH).step_by(CHURN_LOOPS) {
+                    guest_session(&url, &rooms, i).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("session task");
+        }
+        next += CHURN_BATCH;
+        // Every grace runs out, so the batch's seats are all released.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        samples.push(rss_anon_kb(pid));
+    }
+    let warm = samples[CHURN_WARM - 1];
+    let peak = *samples[CHURN_WARM..].iter().max().unwrap();
+    eprintln!("RssAnon kB after each batch of {CHURN_BATCH} guest sessions: {samples:?}");
+    assert!(
+        peak <= warm + CHURN_BOUND_KB,
+        "anonymous memory grew {} kB over {} guest sessions once warm (bound {CHURN_BOUND_KB} kB): {samples:?}",
+        peak.saturating_sub(warm),
+        CHURN_MEASURED * CHURN_BATCH
+    );
+    // Every guest is gone: the host is each room's only member. (A new
+    // connection: the first one read nothing during the churn and may have
+    // missed its heartbeats.)
+    drop(host);
+    let mut host = sign_in().await;
+    for (rid, _) in rooms.iter() {
+        let doc = host.ok("getRoomById", json!([rid])).await;
+        assert_eq!(doc["usersCount"], 1, "{doc}");
+    }
 }
