@@ -1,7 +1,7 @@
 //! Thin entry point: parse configuration, set up logging, bind, run.
 
 use clap::Parser;
-use roomd::auth::{self, Authenticator, Claims, SecretSource};
+use roomd::auth::{self, Authenticator, Claims, MintOptions, SecretSource};
 use roomd::cluster::Cluster;
 use roomd::config::{Cli, Command, FreeUsernameArgs, LogFormat, SecretArgs, TokenArgs};
 use roomd::durability::Durability;
@@ -50,7 +50,8 @@ fn token(args: TokenArgs) -> ExitCode {
         nbf: None,
         iat: Some(now),
     };
-    println!("{}", Authenticator::hs256(&secret).mint(&claims));
+    let options = MintOptions { audience: args.audience, issuer: args.issuer };
+    println!("{}", Authenticator::hs256(&secret).mint_with(&claims, &options));
     ExitCode::SUCCESS
 }
 
