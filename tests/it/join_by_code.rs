@@ -360,3 +360,70 @@ async fn guest_stays_while_connected_longer_than_grace() {
     assert!(g.stays_open(Duration::from_millis(400)).await);
     assert_eq!(alice.room(&r.id).await["usersCount"], 2);
 }
+
+/// Issue 22.1: names with joined emoji (a zero-width joiner, variation
+/// selectors, an emoji tag sequence) are accepted as typed; length counts
+/// Unicode scalar values (`👩‍💻` is 3 of the 50).
+#[tokio::test]
+async fn guest_names_with_joined_emoji_are_accepted() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let r = room(&mut alice, json!({"guestAccess": true})).await;
+    for name in [
+        "👩\u{200D}💻 Dev",                                             // woman technologist
+        "Pride 🏳\u{FE0F}\u{200D}🌈",                                    // rainbow flag
+        "👨\u{200D}👩\u{200D}👧\u{200D}👦",                             // family
+        "❤\u{FE0F}\u{200D}🔥 Ana",                                      // heart on fire (a BMP first half)
+        "🧑🏽\u{200D}🚀",                                                 // skin tone before the joiner
+        "🐦\u{200D}⬛",                                                 // black bird (U+2B1B)
+        "🏴\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F} fan", // flag of England
+        "1\u{FE0F}\u{20E3} Ines",                                       // keycap
+    ] {
+        let mut g = s.guest().await;
+        let p = g.ok("join-room", json!([{"code": r.code, "guestName": name}])).await;
+        assert_eq!(p["guestName"], name.trim(), "{p}");
+    }
+    // 50 scalar values including joiners are fine; 51 are too many.
+    let fifty = "👩\u{200D}💻".repeat(16) + "xy";
+    assert_eq!(fifty.chars().count(), 50);
+    let mut g = s.guest().await;
+    g.ok("join-room", json!([{"code": r.code, "guestName": fifty}])).await;
+    let e =
+        s.guest().await.err("join-room", json!([{"code": r.code, "guestName": format!("{fifty}z")}])).await;
+    assert_error(&e, 400, "Match failed: guestName must be 1 to 50 characters after trimming");
+    assert_eq!(e["details"]["expected"], "1 to 50 characters after trimming", "{e}");
+}
+
+/// Issue 22.1: a name refused for a hidden character says so (and which
+/// one), distinct from a name that is empty or too long; joiners outside an
+/// emoji sequence, bidi overrides and other format characters stay refused.
+#[tokio::test]
+async fn guest_names_with_hidden_characters_say_why() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let r = room(&mut alice, json!({"guestAccess": true})).await;
+    for (name, found) in [
+        ("ali\u{202E}ce", "U+202E"),         // right-to-left override
+        ("ali\u{2066}ce\u{2069}", "U+2066"), // bidi isolate
+        ("al\u{200D}ice", "U+200D"),         // joiner between letters
+        ("👩\u{200D}", "U+200D"),            // joiner with nothing after it
+        ("\u{200D}💻", "U+200D"),            // joiner with nothing before it
+        ("👩\u{200D}x", "U+200D"),           // joiner before a letter
+        ("ali\u{200B}ce", "U+200B"),         // zero-width space
+        ("alice\u{E0041}", "U+E0041"),       // tag outside a flag sequence
+        ("🏴\u{E0067}\u{E0062}", "U+E0067"), // flag tags never closed
+        ("a\u{0007}b", "U+0007"),            // control character
+        ("a\u{2028}b", "U+2028"),            // line separator
+    ] {
+        let e = s.guest().await.err("join-room", json!([{"code": r.code, "guestName": name}])).await;
+        let expected = format!("free of control, format and separator characters (found {found})");
+        assert_error(&e, 400, &format!("Match failed: guestName must be {expected}"));
+        assert_eq!(e["details"]["field"], "guestName", "{e}");
+        assert_eq!(e["details"]["expected"], expected.as_str(), "{name:?}: {e}");
+    }
+    for name in ["", "   "] {
+        let e = s.guest().await.err("join-room", json!([{"code": r.code, "guestName": name}])).await;
+        assert_error(&e, 400, "Match failed: guestName must be 1 to 50 characters after trimming");
+    }
+    assert_eq!(alice.room(&r.id).await["usersCount"], 1, "nobody was admitted");
+}
