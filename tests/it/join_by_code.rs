@@ -427,3 +427,82 @@ async fn guest_names_with_hidden_characters_say_why() {
     }
     assert_eq!(alice.room(&r.id).await["usersCount"], 1, "nobody was admitted");
 }
+
+/// Issue 22.2: a room's `guestChat` decides whether its guests may post.
+/// Off (the default of `createChannel`/`createPrivateGroup`, the Rocket.Chat
+/// doors) a guest's `sendMessage` is refused with the reason; on, the guest
+/// posts under their guest name, members see it live and in history, and the
+/// size limit and the message rate limit apply as to everyone.
+#[tokio::test]
+async fn guests_post_only_where_guest_chat_is_on() {
+    let s = TestServer::with_limits(|l| {
+        l.max_message_len = 20;
+        l.no_rate_limits = false;
+        l.rate_messages = "0.01:5".parse().unwrap();
+    })
+    .await;
+    let mut alice = s.user("alice").await;
+    let doc = channel(&mut alice, json!({"guestAccess": true})).await;
+    assert_eq!(doc["guestChat"], false, "Rocket.Chat rooms default to no guest chat: {doc}");
+    let (rid, code) = (doc["_id"].as_str().unwrap().to_owned(), doc["code"].as_str().unwrap().to_owned());
+    alice.sub_ok("stream-room-messages", json!([rid, false])).await;
+    let mut g = s.guest().await;
+    g.ok("join-room", json!([{"code": code, "guestName": "Jane 👩\u{200D}💻"}])).await;
+    let e = g.err("sendMessage", json!([{"rid": rid, "msg": "hi"}])).await;
+    assert_error(&e, "error-action-not-allowed", "Posting as a guest is not allowed");
+    assert_eq!(e["details"]["action"], "Posting as a guest", "{e}");
+
+    alice.ok("saveRoomSettings", json!([rid, "guestChat", true])).await;
+    let changed = alice.expect(|f| is_system(&f["fields"]["args"][0], "room-guest-chat-changed")).await;
+    assert_eq!(changed["fields"]["args"][0]["msg"], "true");
+    assert_eq!(alice.room(&rid).await["guestChat"], true);
+    let view = g.ok("getRoomParticipants", json!([rid])).await;
+    assert_eq!(view["room"]["guestChat"], true, "{view}");
+
+    let m = g.ok("sendMessage", json!([{"rid": rid, "msg": "hello from a guest"}])).await;
+    assert_eq!(
+        (&m["u"]["username"], &m["msg"]),
+        (&json!("Jane 👩\u{200D}💻"), &json!("hello from a guest")),
+        "{m}"
+    );
+    let id = m["_id"].clone();
+    let live = alice.expect(|f| f["fields"]["args"][0]["_id"] == id).await;
+    assert_eq!(live["collection"], "stream-room-messages", "{live}");
+    assert_eq!(live["fields"]["args"][0]["u"]["username"], "Jane 👩\u{200D}💻");
+    let h = alice.ok("loadHistory", json!([rid, null, 10, null])).await;
+    assert!(h["messages"].as_array().unwrap().iter().any(|x| x["_id"] == m["_id"]), "{h}");
+
+    // The same limits as a member's: size, then the message bucket (5
+    // calls, refused ones included).
+    let long = g.err("sendMessage", json!([{"rid": rid, "msg": "x".repeat(21)}])).await;
+    assert_eq!(long["error"], "error-message-size-exceeded", "{long}");
+    g.ok("sendMessage", json!([{"rid": rid, "msg": "two"}])).await;
+    g.ok("sendMessage", json!([{"rid": rid, "msg": "three"}])).await;
+    let limited = g.err("sendMessage", json!([{"rid": rid, "msg": "four"}])).await;
+    assert_eq!(limited["error"], "too-many-requests", "{limited}");
+
+    // Turned off again, guests are refused again; members still post.
+    alice.ok("saveRoomSettings", json!([rid, {"guestChat": false}])).await;
+    let mut g2 = s.guest().await;
+    g2.ok("join-room", json!([{"code": code, "guestName": "Bo"}])).await;
+    let e = g2.err("sendMessage", json!([{"rid": rid, "msg": "hi"}])).await;
+    assert_error(&e, "error-action-not-allowed", "Posting as a guest is not allowed");
+    alice.ok("sendMessage", json!([{"rid": rid, "msg": "members only"}])).await;
+}
+
+/// Issue 22.2: a guest's post is checked by the room as everyone's is: a
+/// guest with no seat in that room is not in it.
+#[tokio::test]
+async fn a_guest_without_a_seat_cannot_post() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let a = room(&mut alice, json!({"guestAccess": true, "guestChat": true})).await;
+    let b = room(&mut alice, json!({"guestAccess": true, "guestChat": true})).await;
+    let mut g = s.guest().await;
+    let e = g.err("sendMessage", json!([{"rid": a.id, "msg": "hi"}])).await;
+    assert_eq!(e["error"], "error-invalid-user", "a guest that joined nothing: {e}");
+    g.ok("join-room", json!([{"code": a.code, "guestName": "Jane"}])).await;
+    g.ok("sendMessage", json!([{"rid": a.id, "msg": "hi"}])).await;
+    let e = g.err("sendMessage", json!([{"rid": b.id, "msg": "hi"}])).await;
+    assert_eq!(e["error"], "error-user-not-in-room", "{e}");
+}
