@@ -187,6 +187,8 @@ function systemText(m) {
       return m.msg ? `${who} set the capacity to ${m.msg}` : `${who} removed the capacity limit`;
     case "room-guest-access-changed":
       return m.msg === "true" ? `${who} allowed guests` : `${who} turned guest access off`;
+    case "room-guest-chat-changed":
+      return m.msg === "true" ? `${who} opened the chat to guests` : `${who} closed the chat to guests`;
     case "r":
       return `${who} renamed the room to ${m.msg}`;
     default:
@@ -431,7 +433,7 @@ function chatPanel(send) {
     log.append(item);
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
-  const closed = h("p", { class: "hint", hidden: true }, "The meeting has ended; the chat is read-only.");
+  const closed = h("p", { class: "hint", hidden: true });
   const el = h(
     "section",
     { class: "card chat", "aria-labelledby": "chat-h" },
@@ -441,11 +443,13 @@ function chatPanel(send) {
     closed,
     err,
   );
-  // Off (an ended room): the composer goes away rather than sitting there disabled.
-  function setEnabled(on) {
+  // Off (an ended room, guest chat turned off): the composer goes away rather than sitting there disabled, and
+  // `why` says so.
+  function setEnabled(on, why = "The meeting has ended; the chat is read-only.") {
     if (!form) return;
     form.hidden = !on;
     closed.hidden = on;
+    closed.textContent = why;
   }
   return { el, add, setEnabled };
 }
@@ -691,6 +695,8 @@ function createRoomForm(message) {
           const doc = await client.call("createPrivateGroup", name, [], false, {}, {
             maxParticipants: cap ? Number(cap) : null,
             guestAccess: guests.checked,
+            // A meeting's guests take part in its chat.
+            guestChat: true,
           });
           localStorage.setItem(HOST_ROOM_KEY, doc._id);
           hostRoom(doc._id);
@@ -1025,7 +1031,8 @@ function guestRoom(code, participant) {
   const state = h("span", { class: "badge" });
   const err = h("p", { class: "notice", role: "alert", hidden: true });
   const people = participantsPanel();
-  const chat = chatPanel(null);
+  // Guests post where the room's `guestChat` is on (the composer follows it).
+  const chat = chatPanel((text) => client.call("sendMessage", { rid, msg: text }));
   let live = null;
   let over = false;
   let leaving = false;
@@ -1056,6 +1063,7 @@ function guestRoom(code, participant) {
     title.textContent = r.name;
     state.textContent = r.active ? (r.locked ? "Locked" : "Live") : "Ended";
     state.className = `badge ${r.active ? (r.locked ? "warn" : "ok") : ""}`;
+    chat.setEnabled(r.guestChat === true, "The host has not opened the chat to guests; you can read it.");
     people.render(l);
     if (!r.active) {
       // Give the seat back so the ended room can empty.
@@ -1088,7 +1096,14 @@ function guestRoom(code, participant) {
     live = new RoomLive(rid, {
       me: participant.id,
       onChange: render,
-      onMessage: chat.add,
+      onMessage: (m) => {
+        // The setting's only live signal is its system message.
+        if (m && m.t === "room-guest-chat-changed" && live && live.room) {
+          live.room.guestChat = m.msg === "true";
+          render(live);
+        }
+        chat.add(m);
+      },
       onGone: (why) => {
         if (!leaving && why === "left") finish("You are no longer in this meeting.", true);
       },

@@ -121,6 +121,19 @@ try {
   assert.equal(await avatarOf(host.page, "👩‍💻 Ana"), "👩‍💻", "the avatar is the first grapheme, not half a surrogate pair");
   assert.equal(await avatarOf(ana.page, "👩‍💻 Ana"), "👩‍💻");
 
+  step("22.2: the guest chats; the host reads it under the guest's name; the host can close the chat to guests");
+  await ana.page.getByLabel("Message", { exact: true }).fill("Hello from Ana");
+  await ana.page.getByRole("button", { name: "Send" }).click();
+  const hostLog = host.page.getByRole("log", { name: "Chat messages" });
+  await hostLog.locator("li.msg", { hasText: "Hello from Ana" }).waitFor();
+  assert.equal(await hostLog.locator("li.msg", { hasText: "Hello from Ana" }).locator(".who").innerText(), "👩‍💻 Ana");
+  const rid = await ana.page.evaluate((c) => JSON.parse(sessionStorage.getItem(`roomd.seat.${c}`)).rid, code);
+  await host.page.evaluate((r) => window.roomd.client.call("saveRoomSettings", r, { guestChat: false }), rid);
+  await ana.page.getByText("The host has not opened the chat to guests").waitFor();
+  assert.equal(await ana.page.getByRole("button", { name: "Send" }).isVisible(), false, "no composer once closed");
+  await host.page.evaluate((r) => window.roomd.client.call("saveRoomSettings", r, { guestChat: true }), rid);
+  await ana.page.getByRole("button", { name: "Send" }).waitFor();
+
   step("a link with a trailing \"/\", capitals and no dashes; a rainbow-flag name, the whole flag as its avatar");
   const bo = await newPage(browser, "bo");
   await guestJoins(bo.page, `/r/${code.replaceAll("-", "").toUpperCase()}/`, "🏳️‍🌈 Bo", roomName);
