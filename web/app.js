@@ -380,7 +380,7 @@ function participantsPanel() {
   return { el, render };
 }
 
-/** The chat card. `send` is null for read-only (guests may not post). */
+/** The chat card. `send(text)` posts; `setEnabled` shows or hides the composer (ended room, guest chat off). */
 function chatPanel(send) {
   const log = h("ol", { class: "chat-log", role: "log", "aria-live": "polite", "aria-label": "Chat messages" });
   const seen = new Set();
@@ -439,7 +439,7 @@ function chatPanel(send) {
     { class: "card chat", "aria-labelledby": "chat-h" },
     h("h2", { id: "chat-h" }, "Chat"),
     log,
-    form ?? h("p", { class: "hint" }, "Guests can read the chat; posting needs a signed-in account."),
+    form,
     closed,
     err,
   );
