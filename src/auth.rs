@@ -251,10 +251,48 @@ impl Authenticator {
         })
     }
 
+    /// Signs `claims` with a fresh `jti`, and no audience or issuer.
     pub fn mint(&self, claims: &Claims) -> String {
-        // HS256 signing with an in-memory key cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
+        self.mint_with(claims, &MintOptions::default())
     }
+
+    /// Signs `claims` plus what `options` adds. Every token gets a random
+    /// `jti` (22 characters, 132 bits): logout revokes a token by its bytes
+    /// ([`token_key`]), and two tokens of one user minted in the same second
+    /// would otherwise be the same bytes, so ending one would end both.
+    pub fn mint_with(&self, claims: &Claims, options: &MintOptions) -> String {
+        /// The signed payload: roomd's claims and the standard ones only a
+        /// minted token carries (verification reads `aud` and `iss` through
+        /// `Validation`, never into [`Claims`]).
+        #[derive(Serialize)]
+        struct Minted<'a> {
+            #[serde(flatten)]
+            claims: &'a Claims,
+            jti: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            aud: Option<serde_json::Value>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            iss: Option<&'a str>,
+        }
+        let aud = match options.audience.as_slice() {
+            [] => None,
+            [one] => Some(serde_json::Value::from(one.as_str())),
+            many => Some(serde_json::Value::from(many.to_vec())),
+        };
+        let minted = Minted { claims, jti: crate::ids::secret(22), aud, iss: options.issuer.as_deref() };
+        // HS256 signing with an in-memory key cannot fail.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &minted, &self.encoding).unwrap_or_default()
+    }
+}
+
+/// The standard claims `roomd token` can add for a server that checks them
+/// (`--jwt-audience`, `--jwt-issuer`).
+#[derive(Debug, Clone, Default)]
+pub struct MintOptions {
+    /// `aud`: one audience is written as a string, several as an array.
+    pub audience: Vec<String>,
+    /// `iss`.
+    pub issuer: Option<String>,
 }
 
 /// The revocation-list key of `token`.
@@ -386,5 +424,23 @@ zBIdqVm4C0oVl1Z2TPvbM9FST6MB7NvLzrR+j+WlgiTUkpha/ADPsHPgKA==
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{body}.");
         assert!(a.verify(&none).is_err());
         assert_eq!(a.verify("garbage"), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn minted_tokens_are_unique_and_carry_audience_and_issuer() {
+        let a = Authenticator::hs256(b"s3cret");
+        let c = claims(now_secs() + 60);
+        let (t1, t2) = (a.mint(&c), a.mint(&c));
+        assert_ne!(t1, t2, "same claims, same second: still two tokens");
+        assert_ne!(a.verify(&t1).unwrap().token_key, a.verify(&t2).unwrap().token_key);
+        let checked = Authenticator::hs256(b"s3cret").with_claim_checks(&["roomd".into()], &["idp".into()]);
+        // Which of two missing claims is named first is up to jsonwebtoken
+        // (a hash set), so this token lacks only the audience.
+        let no_aud = a.mint_with(&c, &MintOptions { audience: vec![], issuer: Some("idp".into()) });
+        assert_eq!(checked.verify(&no_aud), Err(AuthError::WrongAudience));
+        let opts = MintOptions { audience: vec!["roomd".into()], issuer: Some("idp".into()) };
+        assert_eq!(checked.verify(&a.mint_with(&c, &opts)).unwrap().username, "alice");
+        let opts = MintOptions { audience: vec!["other".into(), "roomd".into()], issuer: Some("idp".into()) };
+        assert_eq!(checked.verify(&a.mint_with(&c, &opts)).unwrap().username, "alice");
     }
 }

@@ -320,12 +320,25 @@ impl ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
+    /// The user's stable id (the `sub` claim): what rooms, roles and
+    /// logout know the user by. Must not start with `guest-`.
     #[arg(long)]
     pub user_id: String,
+    /// The user's handle (`username` claim), unique per user: others add
+    /// or mention the user by it.
     #[arg(long)]
     pub username: String,
+    /// The display name shown in participant lists and messages (`name`
+    /// claim); defaults to the username.
     #[arg(long)]
     pub name: Option<String>,
+    /// The `aud` claim, for a server started with `--jwt-audience`
+    /// (repeatable).
+    #[arg(long)]
+    pub audience: Vec<String>,
+    /// The `iss` claim, for a server started with `--jwt-issuer`.
+    #[arg(long)]
+    pub issuer: Option<String>,
     /// Global role; repeatable.
     #[arg(long, value_parser = ["admin", "user", "bot"], default_value = "user")]
     pub role: Vec<String>,

@@ -1,7 +1,7 @@
 //! Thin entry point: parse configuration, set up logging, bind, run.
 
 use clap::Parser;
-use roomd::auth::{self, Authenticator, Claims, SecretSource};
+use roomd::auth::{self, Authenticator, Claims, MintOptions, SecretSource};
 use roomd::cluster::{Cluster, StartOptions};
 use roomd::config::{
     BackupArgs, Cli, Command, FreeUsernameArgs, LogFormat, RestoreArgs, SecretArgs, TokenArgs,
@@ -54,7 +54,8 @@ fn token(args: TokenArgs) -> ExitCode {
         nbf: None,
         iat: Some(now),
     };
-    println!("{}", Authenticator::hs256(&secret).mint(&claims));
+    let options = MintOptions { audience: args.audience, issuer: args.issuer };
+    println!("{}", Authenticator::hs256(&secret).mint_with(&claims, &options));
     ExitCode::SUCCESS
 }
 

@@ -4,7 +4,8 @@
 //! - `/websocket` (and `/websocket/`, any query): the DDP endpoint, upgraded
 //!   into the connection code of `conn.rs`.
 //! - `/healthz`, `/readyz`, `/metrics`: plain answers for probes and scrapes.
-//! - `/`, `/r/<code>`, `/app/<file>`: the meeting-room web app ([`webapp`]).
+//! - `/`, `/r/<code>` (and anything else under `/r`), `/app/<file>`: the
+//!   meeting-room web app ([`webapp`]).
 //! - `/api/…`: the REST doors ([`crate::rest`]), a nested router.
 //! - `/socket.io/`: the Socket.IO door ([`crate::socketio`]), a layer that
 //!   answers its own path and passes every other request on.
@@ -41,7 +42,10 @@ pub(crate) fn router(ctx: Ctx, socketio: SocketIoLayer) -> Router {
         .route("/readyz", any(probe))
         .route("/metrics", any(probe))
         .route("/", any(web_app))
-        .route("/r/{code}", any(web_app))
+        // Share links, also cut short or with punctuation glued on.
+        .route("/r", any(web_app))
+        .route("/r/", any(web_app))
+        .route("/r/{*link}", any(web_app))
         .route("/app/{file}", any(web_app))
         .nest("/api", api())
         .fallback(not_found)

@@ -32,8 +32,8 @@ macro_rules! asset {
     }};
 }
 
-/// Every file of the app. `index.html` is also the page for `/` and
-/// `/r/<code>` (the app reads the code from the URL).
+/// Every file of the app. `index.html` is also the page for `/` and every
+/// share link under `/r` (the app reads the code from the URL).
 pub(crate) static ASSETS: [Asset; 5] = [
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
@@ -42,17 +42,15 @@ pub(crate) static ASSETS: [Asset; 5] = [
     asset!("icon.svg", "image/svg+xml"),
 ];
 
-/// The asset served at `path`, if any: `/`, `/r/<code>` (a code-like segment:
-/// letters, digits and `-`, at most 64) and `/app/<name>`.
+/// The asset served at `path`, if any: `/`, `/app/<name>`, and the app for
+/// `/r`, `/r/` and anything below. Share links travel through chat and
+/// mail, which glue a sentence's punctuation to them (`/r/abc-def-ghi).`)
+/// or cut them short; the app strips what is not part of a code, or says
+/// kindly that no room has it, where a bare `404` would only puzzle the
+/// guest. Everything under `/r/` is the same static page, so answering it
+/// reveals nothing about which codes exist.
 pub(crate) fn asset_for(path: &str) -> Option<&'static Asset> {
-    let name = if path == "/" {
-        "index.html"
-    } else if let Some(code) = path.strip_prefix("/r/") {
-        let code_like =
-            (1..=64).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !code_like {
-            return None;
-        }
+    let name = if path == "/" || path == "/r" || path.starts_with("/r/") {
         "index.html"
     } else {
         path.strip_prefix("/app/")?
@@ -118,15 +116,14 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(asset_for("/").unwrap().name, "index.html");
-        assert_eq!(asset_for("/r/abc-def-ghi").unwrap().name, "index.html");
+        for link in ["/r/abc-def-ghi", "/r/abc-def-ghi/", "/r/abc-def-ghi).", "/r", "/r/", "/r/a/b"] {
+            assert_eq!(asset_for(link).unwrap().name, "index.html", "{link}");
+        }
         assert_eq!(asset_for("/app/app.js").unwrap().content_type, "text/javascript; charset=utf-8");
         assert_eq!(asset_for("/app/style.css").unwrap().content_type, "text/css; charset=utf-8");
-        for bad in
-            ["/r/", "/r/a/b", "/r/../x", "/app/", "/app/nope.js", "/app/../Cargo.toml", "/index.html", "/x"]
-        {
+        for bad in ["/app/", "/app/nope.js", "/app/../Cargo.toml", "/index.html", "/x", "/rooms", "/r.html"] {
             assert!(asset_for(bad).is_none(), "{bad}");
         }
-        assert!(asset_for(&format!("/r/{}", "a".repeat(65))).is_none());
     }
 
     #[test]

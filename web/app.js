@@ -40,6 +40,34 @@ function h(tag, props = {}, ...children) {
 let uid = 0;
 const nextId = (p) => `${p}-${++uid}`;
 
+/** The first user-perceived character of `text` (a whole emoji such as 👩‍💻, never half of one), for avatars. */
+function firstGrapheme(text) {
+  const t = text.trim();
+  if (!t) return "";
+  if (typeof Intl !== "undefined" && Intl.Segmenter) {
+    for (const { segment } of new Intl.Segmenter(undefined, { granularity: "grapheme" }).segment(t)) return segment;
+  }
+  return [...t][0]; // a whole code point at least
+}
+
+/** Guest names: at most 50 Unicode characters (code points, as the server counts; `maxlength` counts UTF-16 units). */
+const MAX_GUEST_NAME = 50;
+
+/**
+ * A meeting code from what someone typed or pasted: "abc-def-ghi", "ABC DEF GHI", "abcdefghi", a whole share link, or a
+ * link with a sentence's punctuation glued on ("…/r/abc-def-ghi)."). Returns "abc-def-ghi", or null when no code is there.
+ */
+function parseCode(text) {
+  let t = String(text);
+  const at = t.lastIndexOf("/r/");
+  if (at >= 0) t = t.slice(at + 3);
+  // Punctuation and spaces around the code, then the separators inside it.
+  t = t.replace(/^[^A-Za-z]+|[^A-Za-z]+$/g, "").replace(/[\s\-_.·]+/g, "");
+  if (!/^[A-Za-z]{9}$/.test(t)) return null;
+  t = t.toLowerCase();
+  return `${t.slice(0, 3)}-${t.slice(3, 6)}-${t.slice(6, 9)}`;
+}
+
 /** A labelled form field: returns [wrapper, input]. */
 function field(label, inputProps, hint) {
   const id = nextId("f");
@@ -121,7 +149,14 @@ function sentence(e) {
     case "timeout":
       return "The server did not answer in time. Please try again.";
     case 400:
-      if (d.field === "guestName") return "Please enter a name of 1 to 50 characters.";
+      if (d.field === "guestName") {
+        // The server names the refused character: "free of … (found U+202E)".
+        const found = /found (U\+[0-9A-F]{4,6})/.exec(d.expected ?? "");
+        if (found) {
+          return `Your name contains an invisible or control character (${found[1]}) that could disguise it. Please remove it.`;
+        }
+        return `Please enter a name of 1 to ${MAX_GUEST_NAME} characters.`;
+      }
       return e.reason;
     case 403:
       return `That sign-in token does not work: ${e.reason}`;
@@ -152,6 +187,8 @@ function systemText(m) {
       return m.msg ? `${who} set the capacity to ${m.msg}` : `${who} removed the capacity limit`;
     case "room-guest-access-changed":
       return m.msg === "true" ? `${who} allowed guests` : `${who} turned guest access off`;
+    case "room-guest-chat-changed":
+      return m.msg === "true" ? `${who} opened the chat to guests` : `${who} closed the chat to guests`;
     case "r":
       return `${who} renamed the room to ${m.msg}`;
     default:
@@ -308,26 +345,30 @@ const displayName = (p) => p.name ?? p.guestName ?? p.userId ?? "?";
 /** The participants card: a count and a list, marking the host and "you". */
 function participantsPanel() {
   const count = h("span", { class: "count", "data-testid": "participant-count" });
-  const badge = h("span", { class: "badge warn", hidden: true }, "Full");
+  // "2 / 2 — full", "3 / 2 — full, over capacity" (the host lowered the capacity below the count): words, not just
+  // numbers, so "3 / 2" does not read as a glitch.
+  const badge = h("span", { class: "badge warn", "data-testid": "capacity-state" });
+  const fullness = h("span", { hidden: true }, " — ", badge);
   const list = h("ul", { class: "people", "aria-label": "Participants" });
   const el = h(
     "section",
     { class: "card", "aria-labelledby": "people-h" },
-    h("h2", { id: "people-h" }, "People ", count, " ", badge),
+    h("h2", { id: "people-h" }, "People ", count, fullness),
     list,
   );
   function render(live) {
     const r = live.room;
     count.textContent = r.maxParticipants === null ? `${r.participantCount}` : `${r.participantCount} / ${r.maxParticipants}`;
     count.setAttribute("aria-label", r.maxParticipants === null ? `${r.participantCount} in the room` : `${r.participantCount} of ${r.maxParticipants} seats taken`);
-    badge.hidden = !live.full;
+    fullness.hidden = !live.full;
+    badge.textContent = r.maxParticipants !== null && r.participantCount > r.maxParticipants ? "full, over capacity" : "full";
     const people = [...live.people.values()].sort((a, b) => (a.joinedAt < b.joinedAt ? -1 : a.joinedAt > b.joinedAt ? 1 : 0));
     list.replaceChildren(
       ...people.map((p) =>
         h(
           "li",
           {},
-          h("span", { class: "avatar", "aria-hidden": "true" }, displayName(p).trim().charAt(0).toUpperCase() || "?"),
+          h("span", { class: "avatar", "aria-hidden": "true" }, firstGrapheme(displayName(p)).toUpperCase() || "?"),
           h("span", { class: "name" }, displayName(p)),
           p.isHost ? h("span", { class: "tag" }, "host") : null,
           p.guestName !== null && !p.isHost ? h("span", { class: "tag muted" }, "guest") : null,
@@ -339,7 +380,7 @@ function participantsPanel() {
   return { el, render };
 }
 
-/** The chat card. `send` is null for read-only (guests may not post). */
+/** The chat card. `send(text)` posts; `setEnabled` shows or hides the composer (ended room, guest chat off). */
 function chatPanel(send) {
   const log = h("ol", { class: "chat-log", role: "log", "aria-live": "polite", "aria-label": "Chat messages" });
   const seen = new Set();
@@ -392,15 +433,25 @@ function chatPanel(send) {
     log.append(item);
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
+  const closed = h("p", { class: "hint", hidden: true });
   const el = h(
     "section",
     { class: "card chat", "aria-labelledby": "chat-h" },
     h("h2", { id: "chat-h" }, "Chat"),
     log,
-    form ?? h("p", { class: "hint" }, "Guests can read the chat; posting needs a signed-in account."),
+    form,
+    closed,
     err,
   );
-  return { el, add, setEnabled: (on) => form && form.querySelectorAll("input,button").forEach((x) => (x.disabled = !on)) };
+  // Off (an ended room, guest chat turned off): the composer goes away rather than sitting there disabled, and
+  // `why` says so.
+  function setEnabled(on, why = "The meeting has ended; the chat is read-only.") {
+    if (!form) return;
+    form.hidden = !on;
+    closed.hidden = on;
+    closed.textContent = why;
+  }
+  return { el, add, setEnabled };
 }
 
 /** A banner for connection trouble inside a room view. */
@@ -498,26 +549,6 @@ function signInPage(message) {
     tokenField,
     button,
   );
-  const [codeField, codeInput] = field("Meeting code", {
-    name: "code",
-    placeholder: "abc-def-ghi",
-    autocomplete: "off",
-    required: true,
-    pattern: "\\s*[A-Za-z]{3}-?[A-Za-z]{3}-?[A-Za-z]{3}\\s*",
-    title: "Three groups of three letters, like abc-def-ghi",
-  });
-  const joinForm = h(
-    "form",
-    {
-      onsubmit: (ev) => {
-        ev.preventDefault();
-        const c = codeInput.value.trim().toLowerCase().replace(/[^a-z]/g, "");
-        location.assign(`/r/${c.slice(0, 3)}-${c.slice(3, 6)}-${c.slice(6, 9)}`);
-      },
-    },
-    codeField,
-    h("button", { type: "submit", class: "secondary" }, "Go to meeting"),
-  );
   const errBox = err;
   if (message) say(errBox, message);
   main.append(
@@ -529,13 +560,63 @@ function signInPage(message) {
       form,
       errBox,
     ),
+    joinCard("h2", "Join a meeting", "Got a code? No account needed."),
+  );
+}
+
+/**
+ * "Join a meeting": a code field that takes the code however it is typed or pasted (spaces, no dashes, capitals, the
+ * whole link), then opens its share link.
+ */
+function joinCard(heading, title, lead) {
+  const [codeField, codeInput] = field(
+    "Meeting code",
+    { name: "code", placeholder: "abc-def-ghi", autocomplete: "off", spellcheck: "false", required: true },
+    "Nine letters, like abc-def-ghi (spaces and dashes optional).",
+  );
+  const err = h("p", { class: "notice", role: "alert", hidden: true });
+  const joinForm = h(
+    "form",
+    {
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const c = parseCode(codeInput.value);
+        if (!c) return say(err, "A meeting code has nine letters, like abc-def-ghi. Please check it.");
+        location.assign(`/r/${c}`);
+      },
+    },
+    codeField,
+    h("button", { type: "submit", class: "secondary" }, "Go to meeting"),
+  );
+  const hid = nextId("h");
+  return h(
+    "section",
+    { class: "card narrow", "aria-labelledby": hid },
+    h(heading, { id: hid }, title),
+    h("p", { class: "lead" }, lead),
+    joinForm,
+    err,
+  );
+}
+
+/** A share link with no code in it (`/r`, `/r/`, a mangled link): said kindly, with a way on. */
+function noCodePage() {
+  show({});
+  renderAccount(localStorage.getItem(TOKEN_KEY));
+  document.title = "roomd — room not found";
+  main.append(
     h(
       "section",
-      { class: "card narrow", "aria-labelledby": "join-h" },
-      h("h2", { id: "join-h" }, "Join a meeting"),
-      h("p", { class: "lead" }, "Got a code? No account needed."),
-      joinForm,
+      { class: "card narrow", "aria-labelledby": "nocode-h" },
+      h("h1", { id: "nocode-h" }, "Room not found"),
+      h(
+        "p",
+        { class: "lead" },
+        "This link does not contain a meeting code. Check the link you were sent, or type the code below.",
+      ),
+      h("p", {}, h("a", { href: "/" }, "Go to the start page")),
     ),
+    joinCard("h2", "Join a meeting", "Meeting codes look like abc-def-ghi."),
   );
 }
 
@@ -614,6 +695,8 @@ function createRoomForm(message) {
           const doc = await client.call("createPrivateGroup", name, [], false, {}, {
             maxParticipants: cap ? Number(cap) : null,
             guestAccess: guests.checked,
+            // A meeting's guests take part in its chat.
+            guestChat: true,
           });
           localStorage.setItem(HOST_ROOM_KEY, doc._id);
           hostRoom(doc._id);
@@ -676,8 +759,23 @@ async function hostRoom(rid) {
   );
   const people = participantsPanel();
   const chat = chatPanel((text) => client.call("sendMessage", { rid, msg: text }));
+  // Shown once the room is known to take guests; a members-only room says so instead.
+  const share = h(
+    "div",
+    { class: "share", hidden: true },
+    h("label", { for: "share-link" }, "Share this link with guests"),
+    h("div", { class: "row" }, link, copy),
+    copyMsg,
+  );
+  const membersOnly = h(
+    "p",
+    { class: "hint", hidden: true, "data-testid": "members-only" },
+    "Guests cannot join this room: it is for signed-in members only.",
+  );
   let live = null;
   let ended = false;
+  // From the room document (getRoomParticipants does not carry it); null until known.
+  let guestAccess = null;
 
   async function act(button, fn) {
     button.disabled = true;
@@ -752,9 +850,14 @@ async function hostRoom(rid) {
     lockBtn.textContent = r.locked ? "Unlock room" : "Lock room";
     lockBtn.setAttribute("aria-pressed", String(r.locked));
     if (document.activeElement !== capInput) capInput.value = r.maxParticipants ?? "";
+    // An ended room has nothing left to control or share: the controls go, "New meeting" stays.
     for (const b of [lockBtn, capBtn, endBtn, copy, capInput]) b.disabled = ended;
+    lockBtn.hidden = ended;
+    capForm.hidden = ended;
     endBtn.hidden = ended || !confirmBox.hidden;
     newRoom.hidden = !ended;
+    share.hidden = ended || guestAccess !== true;
+    membersOnly.hidden = ended || guestAccess !== false;
     chat.setEnabled(!ended);
     if (ended) confirmBox.hidden = true;
     people.render(l);
@@ -764,7 +867,8 @@ async function hostRoom(rid) {
     "section",
     { class: "card", "aria-labelledby": "room-h" },
     h("div", { class: "title-row" }, title, state),
-    h("div", { class: "share" }, h("label", { for: "share-link" }, "Share this link with guests"), h("div", { class: "row" }, link, copy), copyMsg),
+    share,
+    membersOnly,
     h("div", { class: "controls" }, lockBtn, capForm, endBtn, confirmBox, newRoom),
     err,
   );
@@ -787,8 +891,23 @@ async function hostRoom(rid) {
   });
   main.append(banner.el, controls, h("div", { class: "grid" }, people.el, chat.el));
 
+  /** A message for the chat; a change of guest access also changes what the share box shows. */
+  function onMessage(m) {
+    if (m && m.t === "room-guest-access-changed") {
+      guestAccess = m.msg === "true";
+      if (live && live.room) render(live);
+    }
+    chat.add(m);
+  }
+
   async function start() {
-    live = new RoomLive(rid, { me: null, onChange: render, onMessage: chat.add });
+    try {
+      guestAccess = (await client.call("getRoomById", rid)).guestAccess === true;
+    } catch {
+      // Unknown: the share box stays hidden rather than offer a link that may not work.
+      guestAccess = null;
+    }
+    live = new RoomLive(rid, { me: null, onChange: render, onMessage });
     await live.start();
     const mine = [...live.people.values()].find((p) => p.isHost);
     live.me = mine ? mine.id : null;
@@ -829,7 +948,9 @@ function guestPage(code) {
   const [nameField, nameInput] = field("Your name", {
     name: "guestName",
     required: true,
-    maxlength: 50,
+    // `maxlength` counts UTF-16 units: 👩‍💻 is 5 of them but 3 of the server's 50. Twice the limit lets every name
+    // the server takes be typed; the length is checked below in code points.
+    maxlength: 2 * MAX_GUEST_NAME,
     autocomplete: "name",
     placeholder: "Jane Smith",
   });
@@ -844,7 +965,9 @@ function guestPage(code) {
         // One join at a time: a double click must not take two seats.
         if (joining) return;
         const guestName = nameInput.value.trim();
-        if (!guestName) return say(err, "Please enter a name of 1 to 50 characters.");
+        if (!guestName || [...guestName].length > MAX_GUEST_NAME) {
+          return say(err, `Please enter a name of 1 to ${MAX_GUEST_NAME} characters.`);
+        }
         joining = true;
         button.disabled = true;
         button.textContent = "Joining…";
@@ -908,7 +1031,8 @@ function guestRoom(code, participant) {
   const state = h("span", { class: "badge" });
   const err = h("p", { class: "notice", role: "alert", hidden: true });
   const people = participantsPanel();
-  const chat = chatPanel(null);
+  // Guests post where the room's `guestChat` is on (the composer follows it).
+  const chat = chatPanel((text) => client.call("sendMessage", { rid, msg: text }));
   let live = null;
   let over = false;
   let leaving = false;
@@ -939,6 +1063,7 @@ function guestRoom(code, participant) {
     title.textContent = r.name;
     state.textContent = r.active ? (r.locked ? "Locked" : "Live") : "Ended";
     state.className = `badge ${r.active ? (r.locked ? "warn" : "ok") : ""}`;
+    chat.setEnabled(r.guestChat === true, "The host has not opened the chat to guests; you can read it.");
     people.render(l);
     if (!r.active) {
       // Give the seat back so the ended room can empty.
@@ -971,7 +1096,14 @@ function guestRoom(code, participant) {
     live = new RoomLive(rid, {
       me: participant.id,
       onChange: render,
-      onMessage: chat.add,
+      onMessage: (m) => {
+        // The setting's only live signal is its system message.
+        if (m && m.t === "room-guest-chat-changed" && live && live.room) {
+          live.room.guestChat = m.msg === "true";
+          render(live);
+        }
+        chat.add(m);
+      },
       onGone: (why) => {
         if (!leaving && why === "left") finish("You are no longer in this meeting.", true);
       },
@@ -1019,10 +1151,59 @@ function guestRoom(code, participant) {
 
 // ---------------------------------------------------------------------------
 
+/**
+ * A share link, `/r/<code>` as the server serves it for anything under `/r`: the code is read leniently (a trailing
+ * `/`, `.` or `)` from a sentence, capitals, no dashes) and the address bar corrected; no code at all gets a kind page.
+ */
+function shareLink() {
+  let path = location.pathname;
+  try {
+    path = decodeURIComponent(path);
+  } catch {
+    // A malformed escape: read the raw path.
+  }
+  const code = parseCode(path);
+  if (!code) return noCodePage();
+  if (location.pathname !== `/r/${code}`) history.replaceState(null, "", `/r/${code}${location.search}`);
+  if (localStorage.getItem(TOKEN_KEY)) return openAsSignedIn(code);
+  return guestPage(code);
+}
+
+/**
+ * A signed-in person opening a share link: the host of that room goes straight into it (no guest-name form). Anyone
+ * else gets the guest page. The lookup runs on a connection of its own, so the page's connection stays a guest one.
+ */
+async function openAsSignedIn(code) {
+  show({});
+  const token = localStorage.getItem(TOKEN_KEY);
+  renderAccount(token);
+  main.append(h("p", { class: "card narrow lead", role: "status" }, "Opening the meeting…"));
+  const probe = new DDPClient(sameOriginUrl());
+  let mine = null;
+  try {
+    await Promise.race([probe.connect(), new Promise((_, reject) => setTimeout(reject, 10000))]);
+    const me = await probe.call("login", { resume: token });
+    const rooms = await probe.call("rooms/get");
+    mine = (Array.isArray(rooms) ? rooms : []).find((r) => r.code === code && r.hostId === me.id) ?? null;
+  } catch {
+    // Token refused or no answer: the guest page still works.
+  } finally {
+    probe.close();
+  }
+  if (!mine) return guestPage(code);
+  localStorage.setItem(HOST_ROOM_KEY, mine._id);
+  try {
+    await connected();
+    await client.call("login", { resume: token });
+  } catch (e) {
+    return signInPage(sentence(e));
+  }
+  hostRoom(mine._id);
+}
+
 function route() {
   takeTokenFromFragment();
-  const m = location.pathname.match(/^\/r\/([A-Za-z0-9-]{1,64})\/?$/);
-  if (m) return guestPage(m[1].toLowerCase());
+  if (location.pathname === "/r" || location.pathname.startsWith("/r/")) return shareLink();
   if (localStorage.getItem(TOKEN_KEY)) return hostPage();
   return signInPage();
 }

@@ -47,7 +47,11 @@ pub(super) async fn call(s: &mut Session, p: Params, t: RoomType, perm: Option<P
                 }
             },
         }
-        for (key, slot) in [("locked", &mut opts.locked), ("guestAccess", &mut opts.guest_access)] {
+        for (key, slot) in [
+            ("locked", &mut opts.locked),
+            ("guestAccess", &mut opts.guest_access),
+            ("guestChat", &mut opts.guest_chat),
+        ] {
             match extra.get(key) {
                 None | Some(Value::Null) => {}
                 Some(Value::Bool(b)) => *slot = *b,

@@ -114,7 +114,9 @@ pub(super) fn loose_bool(v: &Value) -> Option<bool> {
 /// spaces, the BOM, invisible operators, tags) and line/paragraph
 /// separators (Zl, Zp). They let one name pose as another or reorder the
 /// text around it. Cf is listed by hand (Unicode 15.1): it changes rarely,
-/// and no dependency is needed for a few ranges.
+/// and no dependency is needed for a few ranges. Two of them have a visible
+/// use that [`display_name`] allows in place: the joiner inside an emoji
+/// sequence and the tags of a subdivision flag.
 pub(super) fn is_hidden_char(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -143,18 +145,100 @@ pub(super) fn is_hidden_char(c: char) -> bool {
         )
 }
 
+const ZWJ: char = '\u{200D}';
+const CANCEL_TAG: char = '\u{E007F}';
+const BLACK_FLAG: char = '\u{1F3F4}';
+
+/// Characters an emoji ZWJ sequence joins: the blocks that hold
+/// Unicode's Extended_Pictographic characters (and the skin-tone
+/// modifiers). A superset is harmless here: it only decides whether a
+/// joiner sits between two pictures rather than between letters.
+fn is_pictographic(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00A9}'
+            | '\u{00AE}'
+            | '\u{203C}'
+            | '\u{2049}'
+            | '\u{2122}'
+            | '\u{2139}'
+            | '\u{2190}'..='\u{21FF}'
+            | '\u{2300}'..='\u{23FF}'
+            | '\u{24C2}'
+            | '\u{25A0}'..='\u{25FF}'
+            | '\u{2600}'..='\u{27BF}'
+            | '\u{2934}'..='\u{2935}'
+            | '\u{2B00}'..='\u{2BFF}'
+            | '\u{3030}'
+            | '\u{303D}'
+            | '\u{3297}'
+            | '\u{3299}'
+            | '\u{1F000}'..='\u{1FFFD}'
+    )
+}
+
+/// Variation selectors (text/emoji presentation, U+FE00–U+FE0F) may sit
+/// between a picture and its joiner (`🏳️‍🌈`).
+fn is_variation_selector(c: char) -> bool {
+    ('\u{FE00}'..='\u{FE0F}').contains(&c)
+}
+
+/// The first hidden character of `name` that is not part of an emoji
+/// sequence: a joiner (U+200D) is allowed between two pictographic
+/// characters (variation selectors may precede it), and tag characters
+/// (U+E0020–U+E007E, closed by U+E007F) right after U+1F3F4, as in the
+/// flag of England.
+fn first_hidden(name: &str) -> Option<char> {
+    let chars: Vec<char> = name.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == BLACK_FLAG {
+            // A tag sequence: tags up to the cancel tag, all or nothing.
+            let tags = chars[i + 1..].iter().take_while(|t| ('\u{E0020}'..='\u{E007E}').contains(*t)).count();
+            if tags > 0 && chars.get(i + 1 + tags) == Some(&CANCEL_TAG) {
+                i += tags + 2;
+                continue;
+            }
+        } else if c == ZWJ {
+            let before = chars[..i].iter().rev().find(|b| !is_variation_selector(**b));
+            let after = chars.get(i + 1);
+            if before.is_some_and(|b| is_pictographic(*b)) && after.is_some_and(|a| is_pictographic(*a)) {
+                i += 1;
+                continue;
+            }
+        }
+        if is_hidden_char(c) {
+            return Some(c);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// A guest's display name: trimmed, NFC-normalised (so one name has one
-/// spelling), 1 to `max` characters, none of them hidden
-/// ([`is_hidden_char`]).
+/// spelling), 1 to `max` Unicode scalar values (what Rust's `chars` and
+/// JavaScript's `[...s]` count: `👩‍💻` is 3), none of them hidden
+/// ([`is_hidden_char`]) outside an emoji sequence ([`first_hidden`]).
+///
+/// Scalar values rather than graphemes: the count is the same in every
+/// client whatever its Unicode version, and it bounds the stored size
+/// (a single grapheme may hold any number of combining marks).
+///
+/// The two refusals differ (`expected`), so a client can tell the person
+/// which one it is.
 pub(super) fn display_name(raw: &str, field: &str, max: usize) -> Result<String, MethodError> {
     use unicode_normalization::UnicodeNormalization;
     let name: String = raw.trim().nfc().collect();
-    let len = name.chars().count();
-    if len == 0 || len > max || name.chars().any(is_hidden_char) {
+    if let Some(c) = first_hidden(&name) {
         return Err(MethodError::matching(
             field,
-            format!("1 to {max} characters after trimming, without control, format or separator characters"),
+            format!("free of control, format and separator characters (found U+{:04X})", c as u32),
         ));
+    }
+    let len = name.chars().count();
+    if len == 0 || len > max {
+        return Err(MethodError::matching(field, format!("1 to {max} characters after trimming")));
     }
     Ok(name)
 }

@@ -42,6 +42,7 @@ pub(crate) fn parse_setting(key: &str, v: &Value) -> Result<Setting, RoomError> 
         "joinCode" => Setting::JoinCode(string()?),
         "locked" => Setting::Locked(boolean()?),
         "guestAccess" => Setting::GuestAccess(boolean()?),
+        "guestChat" => Setting::GuestChat(boolean()?),
         "systemMessages" => Setting::SystemMessages(boolean()?),
         "default" => Setting::Default(boolean()?),
         "favorite" => match v {

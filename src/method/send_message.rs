@@ -4,11 +4,25 @@ use super::params::field_str;
 use super::{MethodResult, Params, room};
 use crate::error::MethodError;
 use crate::ids::MessageId;
+use crate::permissions::Principal;
 use crate::room::{RoomCommand, SendParams};
 use crate::session::Session;
 
 pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
-    let who = s.require_user()?;
+    // A guest posts as the seat its `join-room` gave it; the room decides
+    // whether guests may post there (`guestChat`) and names the message
+    // after the seat's guest name.
+    let who = match (s.user(), s.guest_id()) {
+        (None, Some(g)) => Principal {
+            id: g.clone(),
+            username: String::new(),
+            name: None,
+            admin: false,
+            bot: false,
+            guest: true,
+        },
+        _ => s.require_user()?,
+    };
     let o = p.obj(0, "message")?;
     let rid = field_str(o, "rid")?.ok_or_else(|| MethodError::matching("rid", "a string"))?;
     let msg = field_str(o, "msg")?.unwrap_or("");

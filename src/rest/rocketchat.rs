@@ -276,7 +276,7 @@ async fn create(c: &mut Caller, input: &Input, method: Method) -> Result<Value, 
         Some(Value::Object(o)) => o.clone(),
         Some(_) => return Err(MethodError::matching("extraData", "an object")),
     };
-    for key in ["maxParticipants", "locked", "guestAccess"] {
+    for key in ["maxParticipants", "locked", "guestAccess", "guestChat"] {
         if let Some(v) = input.get(key) {
             extra.insert(key.into(), v.clone());
         }

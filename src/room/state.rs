@@ -36,6 +36,7 @@ pub enum SystemKind {
     Unlocked,
     MaxParticipantsChanged,
     GuestAccessChanged,
+    GuestChatChanged,
     PrivacyChanged,
     RoleAdded,
     RoleRemoved,
@@ -67,6 +68,7 @@ impl SystemKind {
             K::Unlocked => "room-unlocked",
             K::MaxParticipantsChanged => "room-max-participants-changed",
             K::GuestAccessChanged => "room-guest-access-changed",
+            K::GuestChatChanged => "room-guest-chat-changed",
             K::PrivacyChanged => "room_changed_privacy",
             K::RoleAdded => "subscription-role-added",
             K::RoleRemoved => "subscription-role-removed",
@@ -187,6 +189,7 @@ pub enum Setting {
     /// `None` = unlimited.
     MaxParticipants(Option<u32>),
     GuestAccess(bool),
+    GuestChat(bool),
     RoomType(RoomType),
     SystemMessages(bool),
     Default(bool),
@@ -200,6 +203,7 @@ pub struct CreateOptions {
     pub max_participants: Option<u32>,
     pub locked: bool,
     pub guest_access: bool,
+    pub guest_chat: bool,
     pub custom_fields: Map<String, Value>,
 }
 
@@ -240,6 +244,9 @@ pub struct RoomState {
     pub active: bool,
     /// Whether guests may `join-room`.
     pub guest_access: bool,
+    /// Whether guests in the room may post (`sendMessage`); signed-in
+    /// members post whatever it says.
+    pub guest_chat: bool,
     /// The creator's `customFields`, kept and shown as given.
     pub custom_fields: Map<String, Value>,
     /// Messages sent in the room, system messages included.
@@ -304,6 +311,7 @@ impl RoomState {
             max_participants: opts.max_participants,
             active: true,
             guest_access: opts.guest_access,
+            guest_chat: opts.guest_chat,
             custom_fields: opts.custom_fields,
             message_count: 0,
             default: false,
@@ -715,6 +723,12 @@ impl RoomState {
                         fx.push(sys(SystemKind::GuestAccessChanged, v.to_string()));
                     }
                 }
+                Setting::GuestChat(v) => {
+                    if self.guest_chat != v {
+                        self.guest_chat = v;
+                        fx.push(sys(SystemKind::GuestChatChanged, v.to_string()));
+                    }
+                }
                 Setting::RoomType(t) => {
                     if self.kind != t {
                         self.kind = t;
@@ -954,6 +968,11 @@ impl RoomState {
         if member.muted {
             return Err(RoomError::ActionNotAllowed("Posting while muted"));
         }
+        // A guest posts only where the room says guests may (`guestChat`):
+        // a meeting's chat is part of the meeting, a channel's is not theirs.
+        if who.guest && !self.guest_chat {
+            return Err(RoomError::ActionNotAllowed("Posting as a guest"));
+        }
         if let Some(id) = id
             && known(id)?
         {
@@ -1031,6 +1050,7 @@ impl RoomState {
                 "active": self.active,
                 "maxParticipants": self.max_participants,
                 "participantCount": self.members.len(),
+                "guestChat": self.guest_chat,
             },
             "participants": participants,
         }))
@@ -1090,6 +1110,7 @@ impl RoomState {
             "active": self.active,
             "joinCodeRequired": self.join_code.is_some(),
             "guestAccess": self.guest_access,
+            "guestChat": self.guest_chat,
             "hostId": self.host_id,
         });
         if let Value::Object(o) = &mut doc {

@@ -115,11 +115,13 @@ fn to_call(event: &str, data: Value, current: Option<&str>) -> Result<(Method, V
                 Some(n) => n.clone(),
             };
             let mut extra = Map::new();
-            for key in ["maxParticipants", "guestAccess"] {
+            for key in ["maxParticipants", "guestAccess", "guestChat"] {
                 if let Some(v) = o.get(key) {
                     extra.insert(key.into(), v.clone());
                 }
             }
+            // A meeting's guests take part in its chat unless told otherwise.
+            extra.entry("guestChat").or_insert(Value::Bool(true));
             (Method::CreatePrivateGroup, vec![name, json!([]), json!(false), json!({}), Value::Object(extra)])
         }
         "lock-room" => (Method::SaveRoomSettings, vec![rid()?, json!({ "locked": true })]),

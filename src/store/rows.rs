@@ -114,6 +114,10 @@ pub struct RoomRowV1 {
     pub max_participants: Option<u32>,
     pub active: bool,
     pub guest_access: bool,
+    /// Absent in rows written before the setting existed: off. Written only
+    /// when on, so a room without it keeps the bytes older roomd wrote.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest_chat: bool,
     pub custom_fields: Map<String, Value>,
     /// Written for compatibility; on restore the count of stored messages
     /// wins.
@@ -145,6 +149,7 @@ impl From<&RoomState> for RoomRowV1 {
             max_participants: s.max_participants,
             active: s.active,
             guest_access: s.guest_access,
+            guest_chat: s.guest_chat,
             custom_fields: s.custom_fields.clone(),
             msgs: s.message_count,
             default: s.default,
@@ -177,6 +182,7 @@ impl From<RoomRowV1> for RoomState {
             max_participants: r.max_participants,
             active: r.active,
             guest_access: r.guest_access,
+            guest_chat: r.guest_chat,
             custom_fields: r.custom_fields,
             message_count: r.msgs,
             default: r.default,

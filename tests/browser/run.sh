@@ -9,6 +9,8 @@
 #   CHROMIUM=/usr/bin/chromium      the browser to drive
 #   BROWSER_TIMEOUT_MS=120000       overall timeout of the scenario
 #   BROWSER_KEEP_LOGS=1             keep the server log and data dir
+#   BROWSER_SCENARIOS="a b"         run only these scenarios (default: every
+#                                   *.mjs here: host-guest, share-links)
 # Screenshots go to tests/browser/artifacts/ (gitignored).
 set -euo pipefail
 
@@ -92,11 +94,18 @@ export ROOMD_HTTP="http://127.0.0.1:$PORT"
 export ARTIFACTS_DIR="$SCRIPT_DIR/artifacts"
 mkdir -p "$ARTIFACTS_DIR"
 
-log "running host-guest"
-# The scenario bounds every wait itself; this is only a last resort.
-if timeout 300 node "$SCRIPT_DIR/host-guest.mjs"; then
-  echo "browser: 1 passed, 0 failed (screenshots in $ARTIFACTS_DIR)"
-else
-  echo "browser: 0 passed, 1 failed"
-  exit 1
-fi
+SCENARIOS="${BROWSER_SCENARIOS:-$(cd "$SCRIPT_DIR" && ls ./*.mjs | xargs -n1 basename | sed 's/\.mjs$//' | tr '\n' ' ')}"
+passed=0
+failed=0
+for scenario in $SCENARIOS; do
+  [[ -f "$SCRIPT_DIR/$scenario.mjs" ]] || die "no scenario $SCRIPT_DIR/$scenario.mjs"
+  log "running $scenario"
+  # Each scenario bounds every wait itself; this is only a last resort.
+  if timeout 300 node "$SCRIPT_DIR/$scenario.mjs"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+done
+echo "browser: $passed passed, $failed failed (screenshots in $ARTIFACTS_DIR)"
+[[ $failed == 0 ]]

@@ -189,9 +189,22 @@ await scenario('socketio', async () => {
     kim.socket.close();
   });
 
-  await step('a guest may not send: send-message by jane -> error-invalid-user', async () => {
-    const ack = await ask(jane.socket, 'send-message', { msg: 'hi' });
+  await step('a meeting guest chats (create-room turns guestChat on): jane\'s send-message is stored under her guest name; alice and dave get it', async () => {
+    assert.equal(room.guestChat, true, JSON.stringify(room));
+    const m = await ask(jane.socket, 'send-message', { msg: 'hi from a guest' });
+    assert.equal(m.msg, 'hi from a guest', JSON.stringify(m));
+    assert.equal(m.u.username, 'Jane Smith', JSON.stringify(m));
+    const e = await alice.events.waitFor((x) => x.name === 'message' && x.payload.id === m._id, 'guest message');
+    assert.equal(e.payload.user.username, 'Jane Smith');
+    await ddp.changed.waitFor((x) => x.collection === 'stream-room-messages' && x.fields?.args?.[0]?._id === m._id, 'DDP guest message');
+  });
+
+  await step('a guest that joined no room may not send: send-message -> error-invalid-user', async () => {
+    const lone = connect('lone', { transports: ['websocket'] });
+    await lone.connected;
+    const ack = await ask(lone.socket, 'send-message', { roomId: room._id, msg: 'hi' });
     assert.equal(ack.error.code, 'error-invalid-user', JSON.stringify(ack));
+    lone.socket.close();
   });
 
   await step('errors as acks: 404 room not found, 400 bad guest name', async () => {

@@ -300,7 +300,7 @@ async fn graceful_restart_keeps_everything() {
     alice
         .ok(
             "saveRoomSettings",
-            json!([rid, {"roomTopic": "kept", "joinCode": "s3cret", "maxParticipants": 7}]),
+            json!([rid, {"roomTopic": "kept", "joinCode": "s3cret", "maxParticipants": 7, "guestChat": true}]),
         )
         .await;
     alice.ok("addRoomModerator", json!([rid, "id-gbob"])).await;
@@ -319,6 +319,7 @@ async fn graceful_restart_keeps_everything() {
     let doc = alice.ok("getRoomById", json!([rid])).await;
     assert_eq!(doc["topic"], "kept");
     assert_eq!(doc["maxParticipants"], 7);
+    assert_eq!(doc["guestChat"], true);
     assert_eq!(doc["joinCodeRequired"], true);
     assert_eq!(doc["code"], room["code"]);
     assert_eq!(doc["usersCount"], 3);

@@ -482,3 +482,100 @@ async fn audience_and_issuer() {
         assert_error(&e, 403, reason);
     }
 }
+
+/// Runs the real binary's `roomd token` with the test secret and `args`;
+/// returns the token.
+fn cli_token(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomd"))
+        .arg("token")
+        .args(args)
+        .env("ROOMD_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+        .output()
+        .expect("run roomd token");
+    assert!(out.status.success(), "roomd token failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The claims of a token signed with the test secret, whatever they are.
+fn payload(token: &str) -> Value {
+    let mut v = jsonwebtoken::Validation::new(Algorithm::HS256);
+    v.validate_aud = false;
+    v.set_required_spec_claims::<&str>(&[]);
+    jsonwebtoken::decode::<Value>(token, &jsonwebtoken::DecodingKey::from_secret(SECRET), &v)
+        .expect("a JWT")
+        .claims
+}
+
+/// Issue 22.5: two tokens minted by `roomd token` in the same second for
+/// the same user differ (a unique `jti`), so logging out with one leaves
+/// the other working: the revocation list keys a token by its bytes.
+#[tokio::test]
+async fn cli_tokens_minted_in_one_second_log_out_separately() {
+    let s = TestServer::start().await;
+    let args = ["--user-id", "id-twin", "--username", "twin"];
+    // Two mints a few milliseconds apart; retried if they straddled a
+    // second boundary, so the pair really shares its `iat`.
+    let (a, b) = (0..5)
+        .map(|_| (cli_token(&args), cli_token(&args)))
+        .find(|(a, b)| payload(a)["iat"] == payload(b)["iat"])
+        .expect("two tokens within one second");
+    assert_ne!(a, b, "tokens minted in the same second must differ");
+    let (ja, jb) = (payload(&a)["jti"].clone(), payload(&b)["jti"].clone());
+    assert!(ja.as_str().is_some_and(|j| j.len() >= 16), "a jti: {}", payload(&a));
+    assert_ne!(ja, jb);
+
+    let mut first = s.guest().await;
+    first.ok("login", json!([{"resume": a}])).await;
+    first.call("logout", json!([])).await;
+    assert_error(&login_err(&s, &a).await, 403, "Token was ended by logout. Please log in again.");
+    // The twin still signs in, on a new connection.
+    s.guest().await.ok("login", json!([{"resume": b}])).await;
+}
+
+/// Issue 22.5: `roomd token --audience --issuer` mints tokens that a server
+/// started with `--jwt-audience`/`--jwt-issuer` accepts.
+#[tokio::test]
+async fn cli_token_with_audience_and_issuer() {
+    let auth = roomd::auth::Authenticator::hs256(SECRET)
+        .with_claim_checks(&["roomd".into()], &["https://idp.example".into()]);
+    let s = TestServer::with_auth(auth, |_| {}).await;
+    let base = ["--user-id", "id-aud", "--username", "aud"];
+    let t = cli_token(&[&base[..], &["--audience", "roomd", "--issuer", "https://idp.example"]].concat());
+    assert_eq!(
+        (payload(&t)["aud"].clone(), payload(&t)["iss"].clone()),
+        (json!("roomd"), json!("https://idp.example"))
+    );
+    let me = s.guest().await.ok("login", json!([{"resume": t}])).await;
+    assert_eq!(me["id"], "id-aud");
+    // Without one of them the same server refuses it, saying why (a token
+    // lacking both may be refused for either: jsonwebtoken's choice).
+    let no_aud = cli_token(&[&base[..], &["--issuer", "https://idp.example"]].concat());
+    assert_error(&login_err(&s, &no_aud).await, 403, "Token audience (aud) is not accepted (--jwt-audience)");
+    let no_iss = cli_token(&[&base[..], &["--audience", "roomd"]].concat());
+    assert_error(&login_err(&s, &no_iss).await, 403, "Token issuer (iss) is not accepted (--jwt-issuer)");
+    let wrong =
+        cli_token(&[&base[..], &["--audience", "roomd", "--issuer", "https://other.example"]].concat());
+    assert_error(&login_err(&s, &wrong).await, 403, "Token issuer (iss) is not accepted (--jwt-issuer)");
+}
+
+/// Issue 22.5: `roomd token --help` describes every claim flag.
+#[test]
+fn cli_token_help_describes_its_flags() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomd"))
+        .args(["token", "--help"])
+        .output()
+        .expect("roomd token --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--user-id", "--username", "--name", "--audience", "--issuer"] {
+        // clap prints a flag's description on its own line or after it;
+        // either way some words follow the flag before the next one.
+        let at = help.find(&format!("  {flag} ")).unwrap_or_else(|| panic!("{flag} missing:\n{help}"));
+        let mut lines = help[at + flag.len() + 2..].lines();
+        let own = lines.next().unwrap_or("").to_owned();
+        let below = lines.take_while(|l| !l.trim_start().starts_with('-') && !l.trim().is_empty());
+        let described = below.fold(own, |acc, l| acc + " " + l);
+        let words =
+            described.split_whitespace().filter(|w| !w.starts_with('<') && !w.starts_with('[')).count();
+        assert!(words >= 3, "{flag} has no description:\n{help}");
+    }
+}

@@ -360,3 +360,149 @@ async fn guest_stays_while_connected_longer_than_grace() {
     assert!(g.stays_open(Duration::from_millis(400)).await);
     assert_eq!(alice.room(&r.id).await["usersCount"], 2);
 }
+
+/// Issue 22.1: names with joined emoji (a zero-width joiner, variation
+/// selectors, an emoji tag sequence) are accepted as typed; length counts
+/// Unicode scalar values (`👩‍💻` is 3 of the 50).
+#[tokio::test]
+async fn guest_names_with_joined_emoji_are_accepted() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let r = room(&mut alice, json!({"guestAccess": true})).await;
+    for name in [
+        "👩\u{200D}💻 Dev",                                             // woman technologist
+        "Pride 🏳\u{FE0F}\u{200D}🌈",                                    // rainbow flag
+        "👨\u{200D}👩\u{200D}👧\u{200D}👦",                             // family
+        "❤\u{FE0F}\u{200D}🔥 Ana",                                      // heart on fire (a BMP first half)
+        "🧑🏽\u{200D}🚀",                                                 // skin tone before the joiner
+        "🐦\u{200D}⬛",                                                 // black bird (U+2B1B)
+        "🏴\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F} fan", // flag of England
+        "1\u{FE0F}\u{20E3} Ines",                                       // keycap
+    ] {
+        let mut g = s.guest().await;
+        let p = g.ok("join-room", json!([{"code": r.code, "guestName": name}])).await;
+        assert_eq!(p["guestName"], name.trim(), "{p}");
+    }
+    // 50 scalar values including joiners are fine; 51 are too many.
+    let fifty = "👩\u{200D}💻".repeat(16) + "xy";
+    assert_eq!(fifty.chars().count(), 50);
+    let mut g = s.guest().await;
+    g.ok("join-room", json!([{"code": r.code, "guestName": fifty}])).await;
+    let e =
+        s.guest().await.err("join-room", json!([{"code": r.code, "guestName": format!("{fifty}z")}])).await;
+    assert_error(&e, 400, "Match failed: guestName must be 1 to 50 characters after trimming");
+    assert_eq!(e["details"]["expected"], "1 to 50 characters after trimming", "{e}");
+}
+
+/// Issue 22.1: a name refused for a hidden character says so (and which
+/// one), distinct from a name that is empty or too long; joiners outside an
+/// emoji sequence, bidi overrides and other format characters stay refused.
+#[tokio::test]
+async fn guest_names_with_hidden_characters_say_why() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let r = room(&mut alice, json!({"guestAccess": true})).await;
+    for (name, found) in [
+        ("ali\u{202E}ce", "U+202E"),         // right-to-left override
+        ("ali\u{2066}ce\u{2069}", "U+2066"), // bidi isolate
+        ("al\u{200D}ice", "U+200D"),         // joiner between letters
+        ("👩\u{200D}", "U+200D"),            // joiner with nothing after it
+        ("\u{200D}💻", "U+200D"),            // joiner with nothing before it
+        ("👩\u{200D}x", "U+200D"),           // joiner before a letter
+        ("ali\u{200B}ce", "U+200B"),         // zero-width space
+        ("alice\u{E0041}", "U+E0041"),       // tag outside a flag sequence
+        ("🏴\u{E0067}\u{E0062}", "U+E0067"), // flag tags never closed
+        ("a\u{0007}b", "U+0007"),            // control character
+        ("a\u{2028}b", "U+2028"),            // line separator
+    ] {
+        let e = s.guest().await.err("join-room", json!([{"code": r.code, "guestName": name}])).await;
+        let expected = format!("free of control, format and separator characters (found {found})");
+        assert_error(&e, 400, &format!("Match failed: guestName must be {expected}"));
+        assert_eq!(e["details"]["field"], "guestName", "{e}");
+        assert_eq!(e["details"]["expected"], expected.as_str(), "{name:?}: {e}");
+    }
+    for name in ["", "   "] {
+        let e = s.guest().await.err("join-room", json!([{"code": r.code, "guestName": name}])).await;
+        assert_error(&e, 400, "Match failed: guestName must be 1 to 50 characters after trimming");
+    }
+    assert_eq!(alice.room(&r.id).await["usersCount"], 1, "nobody was admitted");
+}
+
+/// Issue 22.2: a room's `guestChat` decides whether its guests may post.
+/// Off (the default of `createChannel`/`createPrivateGroup`, the Rocket.Chat
+/// doors) a guest's `sendMessage` is refused with the reason; on, the guest
+/// posts under their guest name, members see it live and in history, and the
+/// size limit and the message rate limit apply as to everyone.
+#[tokio::test]
+async fn guests_post_only_where_guest_chat_is_on() {
+    let s = TestServer::with_limits(|l| {
+        l.max_message_len = 20;
+        l.no_rate_limits = false;
+        l.rate_messages = "0.01:5".parse().unwrap();
+    })
+    .await;
+    let mut alice = s.user("alice").await;
+    let doc = channel(&mut alice, json!({"guestAccess": true})).await;
+    assert_eq!(doc["guestChat"], false, "Rocket.Chat rooms default to no guest chat: {doc}");
+    let (rid, code) = (doc["_id"].as_str().unwrap().to_owned(), doc["code"].as_str().unwrap().to_owned());
+    alice.sub_ok("stream-room-messages", json!([rid, false])).await;
+    let mut g = s.guest().await;
+    g.ok("join-room", json!([{"code": code, "guestName": "Jane 👩\u{200D}💻"}])).await;
+    let e = g.err("sendMessage", json!([{"rid": rid, "msg": "hi"}])).await;
+    assert_error(&e, "error-action-not-allowed", "Posting as a guest is not allowed");
+    assert_eq!(e["details"]["action"], "Posting as a guest", "{e}");
+
+    alice.ok("saveRoomSettings", json!([rid, "guestChat", true])).await;
+    let changed = alice.expect(|f| is_system(&f["fields"]["args"][0], "room-guest-chat-changed")).await;
+    assert_eq!(changed["fields"]["args"][0]["msg"], "true");
+    assert_eq!(alice.room(&rid).await["guestChat"], true);
+    let view = g.ok("getRoomParticipants", json!([rid])).await;
+    assert_eq!(view["room"]["guestChat"], true, "{view}");
+
+    let m = g.ok("sendMessage", json!([{"rid": rid, "msg": "hello from a guest"}])).await;
+    assert_eq!(
+        (&m["u"]["username"], &m["msg"]),
+        (&json!("Jane 👩\u{200D}💻"), &json!("hello from a guest")),
+        "{m}"
+    );
+    let id = m["_id"].clone();
+    let live = alice.expect(|f| f["fields"]["args"][0]["_id"] == id).await;
+    assert_eq!(live["collection"], "stream-room-messages", "{live}");
+    assert_eq!(live["fields"]["args"][0]["u"]["username"], "Jane 👩\u{200D}💻");
+    let h = alice.ok("loadHistory", json!([rid, null, 10, null])).await;
+    assert!(h["messages"].as_array().unwrap().iter().any(|x| x["_id"] == m["_id"]), "{h}");
+
+    // The same limits as a member's: size, then the message bucket (5
+    // calls, refused ones included).
+    let long = g.err("sendMessage", json!([{"rid": rid, "msg": "x".repeat(21)}])).await;
+    assert_eq!(long["error"], "error-message-size-exceeded", "{long}");
+    g.ok("sendMessage", json!([{"rid": rid, "msg": "two"}])).await;
+    g.ok("sendMessage", json!([{"rid": rid, "msg": "three"}])).await;
+    let limited = g.err("sendMessage", json!([{"rid": rid, "msg": "four"}])).await;
+    assert_eq!(limited["error"], "too-many-requests", "{limited}");
+
+    // Turned off again, guests are refused again; members still post.
+    alice.ok("saveRoomSettings", json!([rid, {"guestChat": false}])).await;
+    let mut g2 = s.guest().await;
+    g2.ok("join-room", json!([{"code": code, "guestName": "Bo"}])).await;
+    let e = g2.err("sendMessage", json!([{"rid": rid, "msg": "hi"}])).await;
+    assert_error(&e, "error-action-not-allowed", "Posting as a guest is not allowed");
+    alice.ok("sendMessage", json!([{"rid": rid, "msg": "members only"}])).await;
+}
+
+/// Issue 22.2: a guest's post is checked by the room as everyone's is: a
+/// guest with no seat in that room is not in it.
+#[tokio::test]
+async fn a_guest_without_a_seat_cannot_post() {
+    let s = TestServer::start().await;
+    let mut alice = s.user("alice").await;
+    let a = room(&mut alice, json!({"guestAccess": true, "guestChat": true})).await;
+    let b = room(&mut alice, json!({"guestAccess": true, "guestChat": true})).await;
+    let mut g = s.guest().await;
+    let e = g.err("sendMessage", json!([{"rid": a.id, "msg": "hi"}])).await;
+    assert_eq!(e["error"], "error-invalid-user", "a guest that joined nothing: {e}");
+    g.ok("join-room", json!([{"code": a.code, "guestName": "Jane"}])).await;
+    g.ok("sendMessage", json!([{"rid": a.id, "msg": "hi"}])).await;
+    let e = g.err("sendMessage", json!([{"rid": b.id, "msg": "hi"}])).await;
+    assert_eq!(e["error"], "error-user-not-in-room", "{e}");
+}

@@ -208,6 +208,45 @@ async fn guest_joins_by_socketio_and_both_doors_see_each_other() {
     stranger.close().await;
 }
 
+/// Issue 22.2: a Socket.IO `create-room` meeting lets its guests chat by
+/// default; a guest's `send-message` reaches Socket.IO, DDP and REST
+/// readers under the guest's name.
+#[tokio::test]
+async fn meeting_guests_chat_and_every_door_shows_it() {
+    let srv = TestServer::start().await;
+    let token = srv.token("u-chat-host", "chat-host", &["user"]);
+    let mut owner = Sio::connect(&srv, Some(json!({"token": token}))).await;
+    let room = owner.ask("create-room", json!({"guestAccess": true})).await;
+    assert_eq!(room["guestChat"], true, "meetings default to guest chat: {room}");
+    let off = owner.ask("create-room", json!({"guestAccess": true, "guestChat": false})).await;
+    assert_eq!(off["guestChat"], false, "{off}");
+    let rid = room["_id"].as_str().unwrap().to_owned();
+    owner.ask("join-room", json!({"code": room["code"]})).await;
+    let mut ddp = Client::open(&srv.url()).await;
+    ddp.connect().await;
+    ddp.ok("login", json!([{"resume": token}])).await;
+    ddp.sub_ok("stream-room-messages", json!([rid, false])).await;
+
+    let mut jane = Sio::connect(&srv, None).await;
+    jane.ask("join-room", json!({"code": room["code"], "guestName": "Jane 🏳\u{FE0F}\u{200D}🌈"})).await;
+    let sent = jane.ask("send-message", json!({"msg": "hi all"})).await;
+    assert!(sent["error"].is_null(), "{sent}");
+    let got = owner.event("message", |m| m["msg"] == "hi all").await;
+    assert_eq!(got["user"]["username"], "Jane 🏳\u{FE0F}\u{200D}🌈", "{got}");
+    let live = ddp.expect(|f| f["fields"]["args"][0]["msg"] == "hi all").await;
+    assert_eq!(live["fields"]["args"][0]["u"]["name"], "Jane 🏳\u{FE0F}\u{200D}🌈", "{live}");
+    let req = format!(
+        "GET /api/v1/channels.history?roomId={rid} HTTP/1.1\r\nHost: {}\r\nX-Auth-Token: {token}\r\nX-User-Id: u-chat-host\r\nConnection: close\r\n\r\n",
+        srv.addr
+    );
+    let r = crate::http::parse(&crate::http::raw(srv.addr, req.as_bytes()).await);
+    let h: Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    let m = h["messages"].as_array().and_then(|a| a.iter().find(|m| m["msg"] == "hi all")).cloned();
+    assert_eq!(m.map(|m| m["u"]["username"].clone()), Some(json!("Jane 🏳\u{FE0F}\u{200D}🌈")), "{h}");
+    jane.close().await;
+    owner.close().await;
+}
+
 #[tokio::test]
 async fn refusals_are_acks_with_the_ddp_codes_and_a_status() {
     let srv = TestServer::start().await;

@@ -159,8 +159,33 @@ async fn web_app_is_served_on_the_ddp_port() {
     let post = raw(s.addr, format!("POST / HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).as_bytes()).await;
     assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
     assert_eq!(header(post.split("\r\n\r\n").next().unwrap_or(""), "allow"), Some("GET, HEAD"), "{post}");
-    for path in ["/app/nope.js", "/app/../Cargo.toml", "/r/", "/r/a/b", "/index.html"] {
+    for path in ["/app/nope.js", "/app/../Cargo.toml", "/index.html", "/rooms", "/r.html"] {
         assert_eq!(get(s.addr, path).await.status, 404, "{path}");
+    }
+}
+
+/// Issue 22.3: a share link pasted at the end of a sentence, with a
+/// trailing slash, or cut short still opens the app (which strips the
+/// punctuation or says the room is not found), never a bare 404.
+#[tokio::test]
+async fn share_links_with_punctuation_or_no_code_serve_the_app() {
+    let s = TestServer::start().await;
+    for path in [
+        "/r/abc-def-ghi/",
+        "/r/abc-def-ghi.",
+        "/r/abc-def-ghi)",
+        "/r/abc-def-ghi),",
+        "/r/abc-def-ghi%E2%80%9D", // a closing quotation mark
+        "/r/abc-def-ghi/.",
+        "/r",
+        "/r/",
+        "/r/a/b",
+    ] {
+        let r = get(s.addr, path).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(header(&r.headers, "content-type"), Some("text/html; charset=utf-8"), "{path}");
+        assert!(r.body.contains("<script type=\"module\" src=\"/app/app.js\">"), "{path}: {}", r.body);
+        assert!(header(&r.headers, "content-security-policy").is_some(), "{path}");
     }
 }
 
