@@ -264,6 +264,9 @@ impl Drop for SioConn {
         self.door.taps.remove(&self.sid);
         let label = match self.conn.closed_reason() {
             Some(r) => r.label(),
+            // Decided by the socket's reader the moment the client announced
+            // it; socketioxide reports such a close as a transport error.
+            None if self.tap.too_big() => CloseReason::TooBig.label(),
             None => self.label.get().copied().unwrap_or(CloseReason::PeerClosed.label()),
         };
         self.conn.close(CloseReason::PeerClosed);
