@@ -642,11 +642,13 @@ where
 pub(crate) struct Tracked<S> {
     inner: S,
     wire: Arc<Wire>,
+    /// Only on a Socket.IO WebSocket: where its client's frames are.
+    frames: Option<Box<FrameScan>>,
 }
 
 impl<S> Tracked<S> {
     pub(crate) fn new(inner: S) -> Self {
-        Tracked { inner, wire: Arc::new(Wire::default()) }
+        Tracked { inner, wire: Arc::new(Wire::default()), frames: None }
     }
 
     /// The socket's shared side.
@@ -663,6 +665,24 @@ pub(crate) struct Wire {
     /// Set once a Socket.IO session runs its WebSocket on this socket; DDP
     /// connections never set it (and pay one word for it).
     tap: OnceLock<Arc<Tap>>,
+    /// Set once the Socket.IO engine has upgraded this socket to a
+    /// WebSocket (`101`); DDP connections never set it.
+    engine_ws: OnceLock<Box<EngineWs>>,
+}
+
+/// A WebSocket the Socket.IO engine reads and writes. The engine closes
+/// one whose client sent a message over its limit with a bare close frame
+/// (no code: the client sees `1005`); roomd follows the client's frame
+/// headers to know when that is why, and makes that close frame DDP's
+/// `1009` `frame too large`. (A message too large in the instant the
+/// WebSocket opens, before the engine's writer has started, ends with no
+/// close frame at all: the engine writes none then.)
+#[derive(Debug)]
+struct EngineWs {
+    /// The engine's limit on a frame and on a message (`--max-frame-bytes`).
+    max: u64,
+    /// The client announced a frame or message over `max`.
+    too_big: std::sync::atomic::AtomicBool,
 }
 
 impl Wire {
@@ -671,8 +691,96 @@ impl Wire {
     /// cutting the tap ends the socket. A socket carries one session.
     pub(crate) fn attach(&self, tap: &Arc<Tap>) {
         let _ = self.tap.set(tap.clone());
+        // A message too large that came before the session's sign-in ended
+        // still marks its session (see `Tracked::scan`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.engine_ws.get().is_some_and(|e| e.too_big.load(Ordering::SeqCst)) {
+            tap.mark_too_big();
+        }
+    }
+
+    /// The Socket.IO engine answered this socket's request with `101`: what
+    /// it reads from now on are WebSocket frames, `max` bytes at most.
+    /// Called before the `101` is written, so before the client sends one.
+    pub(crate) fn engine_websocket(&self, max: usize) {
+        let _ = self
+            .engine_ws
+            .set(Box::new(EngineWs { max: max as u64, too_big: std::sync::atomic::AtomicBool::new(false) }));
     }
 }
+
+/// Where a client's WebSocket frames start and end in the bytes read, and
+/// how long its message is: only headers are looked at, payloads skipped.
+#[derive(Debug, Default)]
+struct FrameScan {
+    /// The header being read: 2 to 14 bytes.
+    head: [u8; 14],
+    have: usize,
+    /// Payload bytes of the current frame still to come.
+    left: u64,
+    /// Bytes of the data message so far (its fragments' payloads).
+    message: u64,
+    /// How much of [`CLOSE_TOO_BIG`] has been written.
+    close_sent: usize,
+}
+
+impl FrameScan {
+    /// Follows `bytes`; true if a frame or message goes over `max`.
+    fn feed(&mut self, mut bytes: &[u8], max: u64) -> bool {
+        let mut over = false;
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len() as u64);
+                self.left -= n;
+                bytes = &bytes[n as usize..];
+                continue;
+            }
+            self.head[self.have] = bytes[0];
+            self.have += 1;
+            bytes = &bytes[1..];
+            if self.have < 2 {
+                continue;
+            }
+            let (len7, masked) = (self.head[1] & 0x7f, self.head[1] & 0x80 != 0);
+            let ext = match len7 {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            if self.have < 2 + ext + if masked { 4 } else { 0 } {
+                continue;
+            }
+            let len = match ext {
+                0 => u64::from(len7),
+                n => self.head[2..2 + n].iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b)),
+            };
+            let (fin, opcode) = (self.head[0] & 0x80 != 0, self.head[0] & 0x0f);
+            // As tungstenite counts: a frame on its own, and a data
+            // message across its fragments (control frames apart).
+            if opcode < 8 {
+                self.message = if opcode == 0 { self.message.saturating_add(len) } else { len };
+            }
+            over |= len > max || (opcode < 8 && self.message > max);
+            if fin && opcode < 8 {
+                self.message = 0;
+            }
+            self.left = len;
+            self.have = 0;
+        }
+        over
+    }
+}
+
+/// The close frame tungstenite writes when the engine closes a WebSocket
+/// (server frames are not masked): close, no payload.
+const CLOSE_BARE: [u8; 2] = [0x88, 0x00];
+
+/// The close frame roomd writes instead when the client's message was too
+/// large: `1009` (`0x03f1`) and DDP's reason, `frame too large`.
+const CLOSE_TOO_BIG: [u8; 19] = [
+    0x88, 17, 0x03, 0xf1, b'f', b'r', b'a', b'm', b'e', b' ', b't', b'o', b'o', b' ', b'l', b'a', b'r', b'g',
+    b'e',
+];
 
 /// A Socket.IO session's hold on the socket the engine writes it to: the
 /// bytes it has unsent, and a cut that ends the socket from outside, even
@@ -683,6 +791,8 @@ impl Wire {
 pub(crate) struct Tap {
     pub(crate) backlog: crate::outbox::Backlog,
     cut: std::sync::atomic::AtomicBool,
+    /// Set the moment a message over the limit is seen on its WebSocket.
+    too_big: std::sync::atomic::AtomicBool,
     reader: AtomicWaker,
     writer: AtomicWaker,
 }
@@ -692,6 +802,7 @@ impl Tap {
         Tap {
             backlog: crate::outbox::Backlog::new(budget),
             cut: std::sync::atomic::AtomicBool::new(false),
+            too_big: std::sync::atomic::AtomicBool::new(false),
             reader: AtomicWaker::new(),
             writer: AtomicWaker::new(),
         }
@@ -709,6 +820,16 @@ impl Tap {
     fn is_cut(&self) -> bool {
         self.cut.load(Ordering::Acquire)
     }
+
+    fn mark_too_big(&self) {
+        self.too_big.store(true, Ordering::Release);
+    }
+
+    /// Whether the session's WebSocket was closed for a message over
+    /// `--max-frame-bytes` (its close reason, `too_big`).
+    pub(crate) fn too_big(&self) -> bool {
+        self.too_big.load(Ordering::Acquire)
+    }
 }
 
 fn cut_error() -> std::io::Error {
@@ -725,14 +846,56 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         if tap.as_ref().is_some_and(|t| t.is_cut()) {
             return Poll::Ready(Err(cut_error()));
         }
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let (Poll::Pending, Some(t)) = (&r, tap) {
-            t.reader.register(cx.waker());
-            if t.is_cut() {
-                return Poll::Ready(Err(cut_error()));
+        match (&r, tap) {
+            (Poll::Ready(Ok(())), _) => self.scan(&buf.filled()[before..]),
+            (Poll::Pending, Some(t)) => {
+                t.reader.register(cx.waker());
+                if t.is_cut() {
+                    return Poll::Ready(Err(cut_error()));
+                }
             }
+            _ => {}
         }
         r
+    }
+}
+
+impl<S> Tracked<S> {
+    /// On a Socket.IO WebSocket, follows the client's frames as they are
+    /// read, before the engine's tungstenite sees them: a frame or message
+    /// over the limit marks the socket (and its session) the moment it is
+    /// announced, so the close that follows says why (`poll_write`).
+    fn scan(&mut self, bytes: &[u8]) {
+        let Some(engine) = self.wire.engine_ws.get() else { return };
+        if bytes.is_empty() || engine.too_big.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.frames.get_or_insert_with(Box::default).feed(bytes, engine.max) {
+            engine.too_big.store(true, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if let Some(tap) = self.wire.tap.get() {
+                tap.mark_too_big();
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Tracked<S> {
+    /// Writes [`CLOSE_TOO_BIG`] in place of the engine's bare close frame;
+    /// `Ready(Ok(2))` once all of it is written.
+    fn poll_close_too_big(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let Some(frames) = self.frames.as_mut() else { return Poll::Ready(Ok(CLOSE_BARE.len())) };
+        while frames.close_sent < CLOSE_TOO_BIG.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &CLOSE_TOO_BIG[frames.close_sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => frames.close_sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(CLOSE_BARE.len()))
     }
 }
 
@@ -745,6 +908,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         let tap = self.wire.tap.get().cloned();
         if tap.as_ref().is_some_and(|t| t.is_cut()) {
             return Poll::Ready(Err(cut_error()));
+        }
+        // Tungstenite writes its close frame on its own once it has flushed
+        // everything before it, so a write of exactly these two bytes is
+        // that frame (a payload chunk cannot be: engine frames are JSON
+        // text, which holds no NUL byte).
+        if buf == CLOSE_BARE && self.wire.engine_ws.get().is_some_and(|e| e.too_big.load(Ordering::Acquire)) {
+            return self.poll_close_too_big(cx);
         }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         match (&r, tap) {
@@ -803,6 +973,56 @@ impl Stall {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+    #[test]
+    fn the_too_big_close_frame_is_ddps_1009() {
+        let frame = CloseFrame { code: CloseCode::Size, reason: CloseReason::TooBig.text().into() };
+        let mut bytes = Vec::new();
+        Frame::close(Some(frame)).format(&mut bytes).unwrap();
+        assert_eq!(bytes, CLOSE_TOO_BIG);
+        let mut bytes = Vec::new();
+        Frame::close(None).format(&mut bytes).unwrap();
+        assert_eq!(bytes, CLOSE_BARE);
+    }
+
+    /// Masked client frame headers, fed a byte at a time or all at once.
+    #[test]
+    fn frame_scan_finds_frames_and_messages_over_the_limit() {
+        fn header(fin: bool, opcode: u8, len: u64) -> Vec<u8> {
+            let mut h = vec![u8::from(fin) << 7 | opcode];
+            match len {
+                0..=125 => h.push(0x80 | len as u8),
+                126..=0xffff => {
+                    h.push(0x80 | 126);
+                    h.extend((len as u16).to_be_bytes());
+                }
+                _ => {
+                    h.push(0x80 | 127);
+                    h.extend(len.to_be_bytes());
+                }
+            }
+            h.extend([1, 2, 3, 4]);
+            h.extend(std::iter::repeat_n(b'x', len as usize));
+            h
+        }
+        let scan = |bytes: &[u8], one_by_one: bool| {
+            let mut s = FrameScan::default();
+            if one_by_one { bytes.iter().any(|b| s.feed(&[*b], 1000)) } else { s.feed(bytes, 1000) }
+        };
+        let fits = [header(true, 1, 1000), header(true, 1, 10), header(true, 2, 300)].concat();
+        let fragments_fit = [header(false, 1, 500), header(true, 9, 20), header(true, 0, 500)].concat();
+        let one_over = [header(true, 1, 10), header(true, 1, 1001)].concat();
+        let fragments_over = [header(false, 1, 600), header(true, 10, 0), header(true, 0, 401)].concat();
+        let huge = header(true, 1, 70_000)[..14].to_vec();
+        for split in [false, true] {
+            assert!(!scan(&fits, split));
+            assert!(!scan(&fragments_fit, split));
+            assert!(scan(&one_over, split));
+            assert!(scan(&fragments_over, split));
+            assert!(scan(&huge, split));
+        }
+    }
 
     fn returned_size<A, B, C, D, E, R>(_: impl Fn(A, B, C, D, E) -> R) -> usize {
         std::mem::size_of::<R>()

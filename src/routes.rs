@@ -139,7 +139,16 @@ async fn socketio_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Res
         return res;
     }
     if req.method() != Method::POST {
-        return next.run(req).await;
+        let wire = wire.cloned();
+        let res = next.run(req).await;
+        // The engine upgraded this socket: roomd follows its frames from
+        // here on, to close it with `1009` when a message is too large.
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let (Some(wire), Some(max)) = (wire, ctx.ws_cfg.max_message_size)
+        {
+            wire.engine_websocket(max);
+        }
+        return res;
     }
     let limit = ctx.state.conn_config.ping_timeout;
     match tokio::time::timeout(limit, next.run(req)).await {

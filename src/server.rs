@@ -335,7 +335,7 @@ pub(crate) struct HttpContext {
     pub(crate) state: Arc<ServerState>,
     /// The `Host` and `Origin` checks.
     pub(crate) hosts: http::HostPolicy,
-    ws_cfg: WebSocketConfig,
+    pub(crate) ws_cfg: WebSocketConfig,
     /// One permit per open connection, DDP or Socket.IO (`--max-connections`).
     permits: Arc<Semaphore>,
     /// Socket tasks and DDP connections: shutdown waits for them.

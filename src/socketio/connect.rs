@@ -9,8 +9,10 @@
 //! socketioxide drops without a disconnect handler (its Engine.IO session
 //! closed while the middleware ran) drops its `SioConn`, whose `Drop` ends
 //! the session and frees the slot; a socket that did join is ended by its
-//! disconnect handler, or, if it was closed before the handler was
-//! registered, by the checks in [`on_connect`].
+//! disconnect handler, registered by the middleware before the socket can
+//! join, so no close of a socket in the namespace escapes it and each is
+//! counted with the reason socketioxide gives (or roomd's own, decided
+//! first: a cut, an expired token, a frame too large).
 
 use super::Door;
 use super::emit::{Sinked, SocketSink};
@@ -20,12 +22,10 @@ use crate::metrics::Metrics;
 use crate::server::Peer;
 use crate::session::Session;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{Mutex, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
@@ -184,50 +184,24 @@ pub(super) async fn sign_in(
         permit: Some(permit),
     };
     s.extensions.insert(ConnRef(Arc::new(me)));
-    // Here, not in `on_connect`: socketioxide sends the CONNECT answer
-    // before it spawns `on_connect`, and an event a client emits as soon as
-    // it is connected would find no handler and be dropped unanswered.
+    // Both here, not in `on_connect`: socketioxide sends the CONNECT answer
+    // before it spawns `on_connect`, so an event a client emits as soon as it
+    // is connected would find no handler and be dropped unanswered, and a
+    // close in that window would find no disconnect handler: its reason
+    // (a bad packet, the heartbeat) would be lost. From here on every close
+    // of the socket in the namespace reaches `on_disconnect` with socketioxide's
+    // reason; a socket closed before it joined the namespace is dropped with
+    // its `SioConn` (see the module doc).
+    s.on_disconnect(on_disconnect);
     super::events::register(&s);
     Ok(())
 }
 
-/// How long after its CONNECT a socket is checked once more for having
-/// left the namespace unnoticed (see [`on_connect`]).
-const RECHECK: Duration = Duration::from_secs(1);
-
-/// After a successful CONNECT: the events, the end, the token's expiry.
-pub(super) async fn on_connect(s: SocketRef, io: SocketIo) {
-    let Some(ConnRef(me)) = s.extensions.get::<ConnRef>() else {
-        // The middleware always leaves one; nothing to serve without it.
-        let _ = s.disconnect();
-        return;
-    };
-    s.on_disconnect(on_disconnect);
+/// After a successful CONNECT: the token's expiry.
+pub(super) async fn on_connect(s: SocketRef) {
+    // None: the socket has already ended (its disconnect handler ran).
+    let Some(ConnRef(me)) = s.extensions.get::<ConnRef>() else { return };
     me.socket.fill(&s);
-    // socketioxide sets `connected` to false before it looks for a
-    // disconnect handler: false here means the socket was closed before
-    // ours was registered, and nothing else will end it.
-    if !s.connected() {
-        end(&s, CloseReason::PeerClosed.label());
-        return;
-    }
-    // One more order escapes that check: the Engine.IO session closed just
-    // as socketioxide marked the socket connected, so `connected` reads true
-    // though the socket already left the namespace without a handler. Look
-    // once more when any such close has surely finished.
-    {
-        let (s, cancel) = (s.clone(), me.cancel.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(RECHECK) => {
-                    if io.get_socket(s.id).is_none() {
-                        end(&s, CloseReason::PeerClosed.label());
-                    }
-                }
-            }
-        });
-    }
     let expiry = match me.session.lock().await.as_ref() {
         Some(session) => session.token_expiry(),
         None => None,
@@ -290,6 +264,9 @@ impl Drop for SioConn {
         self.door.taps.remove(&self.sid);
         let label = match self.conn.closed_reason() {
             Some(r) => r.label(),
+            // Decided by the socket's reader the moment the client announced
+            // it; socketioxide reports such a close as a transport error.
+            None if self.tap.too_big() => CloseReason::TooBig.label(),
             None => self.label.get().copied().unwrap_or(CloseReason::PeerClosed.label()),
         };
         self.conn.close(CloseReason::PeerClosed);

@@ -545,18 +545,69 @@ async fn a_socketio_reader_that_never_reads_is_cut_under_the_byte_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packet_with_binary_attachments_closes_the_socket() {
     let srv = TestServer::start().await;
+    // Sent right after the CONNECT answer, before `on_connect` has run
+    // (mostly): the reason must be counted whatever the order.
     let mut s = Sio::connect(&srv, None).await;
-    // Answered once the socket is fully connected (a socket closed before
-    // that is counted as `peer_closed`: its reason is not known yet).
-    s.ask("get-participants", json!({})).await;
     let packet = r#"451-["send-message",{"msg":{"_placeholder":true,"num":0}}]"#;
     s.ws.send(Message::Text(packet.into())).await.unwrap();
     // Attachments that would have followed are not waited for.
     let _ = s.ws.send(Message::Binary(vec![0u8; 60_000].into())).await;
     while s.read().await.is_some() {}
     all_closed(&srv).await;
-    // Usually `bad_packet`; about one run in eight it reads `peer_closed`
-    // (a label race still open, see the issue 17 report).
-    let counted = closed_for(&srv, "bad_packet") + closed_for(&srv, "peer_closed");
-    assert_eq!(counted, 1.0, "{}", srv.state.render_metrics());
+    assert_eq!(closed_for(&srv, "bad_packet"), 1.0, "{}", srv.state.render_metrics());
+    assert_eq!(closed_for(&srv, "peer_closed"), 0.0, "{}", srv.state.render_metrics());
+}
+
+/// The close a raw WebSocket ends with: `(code, reason)`, `None` if it
+/// ended without a close frame.
+async fn close_of(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Option<(u16, String)> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await.expect("timed out waiting for the close") {
+            Some(Ok(Message::Close(f))) => {
+                return Some(
+                    f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new())),
+                );
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// A packet over `--max-frame-bytes` closes the WebSocket with `1009`
+/// `frame too large`, as DDP does (the engine alone sends a close frame
+/// without a code: `1005`), in one frame or in fragments; the socket is
+/// counted as `too_big`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_over_the_frame_limit_closes_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let srv = TestServer::with_limits(|l| l.max_frame_bytes = 1024).await;
+    let too_big = Some((1009, "frame too large".to_owned()));
+
+    // One frame over, after a packet that fits.
+    let mut s = Sio::connect(&srv, None).await;
+    let fits = s.ask("get-participants", json!({"roomId": "r".repeat(900)})).await;
+    assert_eq!(error_of(&fits).1, "error-invalid-room", "{fits}");
+    let packet = format!("42{}", json!(["send-message", {"msg": "b".repeat(2000)}]));
+    s.ws.send(Message::Text(packet.into())).await.unwrap();
+    assert_eq!(close_of(&mut s.ws).await, too_big);
+
+    // A message of three fragments that fit alone, over together, with a
+    // ping between them.
+    let mut s = Sio::connect(&srv, None).await;
+    let chunk = "c".repeat(600);
+    let first = format!("42[\"send-message\",{{\"msg\":\"{chunk}");
+    s.ws.send(Message::Frame(Frame::message(first, OpCode::Data(Data::Text), false))).await.unwrap();
+    s.ws.send(Message::Ping(vec![1].into())).await.unwrap();
+    let next = Frame::message(chunk.clone(), OpCode::Data(Data::Continue), false);
+    s.ws.send(Message::Frame(next)).await.unwrap();
+    let last = Frame::message(format!("{chunk}\"}}]"), OpCode::Data(Data::Continue), true);
+    let _ = s.ws.send(Message::Frame(last)).await;
+    assert_eq!(close_of(&mut s.ws).await, too_big);
+
+    all_closed(&srv).await;
+    assert_eq!(closed_for(&srv, "too_big"), 2.0, "{}", srv.state.render_metrics());
+    assert_eq!(closed_for(&srv, "peer_closed"), 0.0, "{}", srv.state.render_metrics());
 }
