@@ -22,7 +22,8 @@
 //!   per-request session.
 //! - `sub`: stream subscriptions.
 //! - [`room`]: pure rules (`state`, `throttle`), the handle and commands
-//!   (`handle`), the actor that owns a room (`actor`), effects to frames
+//!   (`handle`), the actor that owns a room: its loop and commit pipeline
+//!   (`actor`) and what each command does (`commands`), effects to frames
 //!   (`publish`), ended rooms answered from the same checks (`ended`), data (`model`).
 //! - `lobby`: creating rooms (name, code, actor, registration) and restoring them.
 //! - `hub`: user-scoped streams (notify-user, __my_messages__, notify-logged).

@@ -1,7 +1,9 @@
 //! The room actor: one tokio task per room owns its [`RoomState`], its
 //! message history and its subscribers, and handles one command at a time.
 //! That serialisation is what makes "check, then insert" atomic: there is no
-//! lock to forget.
+//! lock to forget. This file is the loop and the commit pipeline (a
+//! command's outputs wait for its commit, in command order); what each
+//! command does is in `commands.rs`.
 //!
 //! Flow control: connections reach the actor through a bounded mailbox with
 //! `send().await` (a busy room slows its callers down); the actor reaches
@@ -11,20 +13,18 @@
 
 use super::RoomError;
 use super::ended::EndedRoom;
-use super::handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParams, Topic};
+use super::handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, Topic};
 use super::listener::{MeetingEvent, RoomListener};
 use super::model::Message;
-use super::state::{Joined, RoomClock, RoomState, SystemKind};
+use super::state::{RoomClock, RoomState};
 use super::throttle::CodeThrottle;
 use crate::conn::ConnHandle;
 use crate::durability::{Committed, Durability, DurabilityError, RoomBatch, RoomChange};
 use crate::hub::{LoggedEvent, UserEvent, UserHub};
 use crate::ids::{ConnId, MessageId, UserId};
-use crate::permissions::Principal;
 use crate::registry::Registry;
 use crate::time::Millis;
 use crate::users::Directory;
-use serde_json::Value;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
@@ -87,18 +87,18 @@ pub(super) struct RoomActor {
     pub(super) cluster_ids: HashSet<MessageId>,
     /// Ids of messages submitted to the store and not yet committed: a
     /// burst can push them out of `history` before the store has them.
-    unconfirmed: HashSet<MessageId>,
+    pub(super) unconfirmed: HashSet<MessageId>,
     /// Guests in their reconnect grace, with the epoch of their timer.
-    guest_epochs: HashMap<UserId, u64>,
+    pub(super) guest_epochs: HashMap<UserId, u64>,
     /// The connection currently holding each guest's seat.
-    guest_holders: HashMap<UserId, ConnId>,
+    pub(super) guest_holders: HashMap<UserId, ConnId>,
     /// Cluster mode: the node (origin) holding each guest's seat, as the log
     /// says (the node that appended its join or latest resume).
     pub(super) guest_nodes: HashMap<UserId, String>,
     /// Cluster mode: guests whose node was first seen gone at this instant.
     pub(super) orphaned: HashMap<UserId, Instant>,
     /// Numbers grace timers, so a stale timer is recognised and ignored.
-    next_epoch: u64,
+    pub(super) next_epoch: u64,
     /// `None` runs in memory only (and in cluster mode).
     pub(super) store: Option<Arc<dyn Durability>>,
     /// Cluster mode: the shared log this room's changes go through.
@@ -107,7 +107,7 @@ pub(super) struct RoomActor {
     /// back from the log, by entry id.
     pub(super) waiters: HashMap<String, super::replicated::Waiter>,
     /// Wrong join codes for this room, from any connection.
-    code_throttle: CodeThrottle,
+    pub(super) code_throttle: CodeThrottle,
     /// What the command being handled wants to send, once durable. Not to
     /// be confused with a connection's `outbox::Outbox`, where these end up.
     pub(super) staged: Vec<Out>,
@@ -417,7 +417,7 @@ impl RoomActor {
 
     /// Answers a command that changed nothing after `delay`, without
     /// holding the room: a timer task sends it.
-    fn reply_later<T: Send + 'static>(
+    pub(super) fn reply_later<T: Send + 'static>(
         &mut self,
         respond_to: Reply<T>,
         delay: Duration,
@@ -430,7 +430,7 @@ impl RoomActor {
     }
 
     /// Queues the reply to a command.
-    fn reply<T: Send + 'static>(&mut self, respond_to: Reply<T>, r: Result<T, RoomError>) {
+    pub(super) fn reply<T: Send + 'static>(&mut self, respond_to: Reply<T>, r: Result<T, RoomError>) {
         self.staged.push(Out::Reply(Box::new(move |failed| {
             let r = match failed {
                 Some(_) => Err(RoomError::Storage),
@@ -438,302 +438,6 @@ impl RoomActor {
             };
             let _ = respond_to.send(r);
         })));
-    }
-
-    fn handle(&mut self, cmd: RoomCommand) {
-        let cmd = match (&self.cluster, cmd) {
-            (_, RoomCommand::Apply(entry)) => return self.apply_entry(*entry),
-            (_, RoomCommand::Unlogged { id, error }) => return self.unlogged(&id, error),
-            (Some(cluster), cmd) => match self.submit(&cluster.clone(), cmd) {
-                Some(cmd) => cmd,
-                None => return,
-            },
-            (None, cmd) => cmd,
-        };
-        self.handle_at(cmd, Millis::now());
-    }
-
-    /// The epoch of `uid`'s running grace timer, if any.
-    pub(super) fn guest_epoch(&self, uid: &UserId) -> Option<u64> {
-        self.guest_epochs.get(uid).copied()
-    }
-
-    /// `uid`'s grace is over here (its removal is on its way).
-    pub(super) fn forget_guest(&mut self, uid: &UserId) {
-        self.guest_epochs.remove(uid);
-        self.guest_holders.remove(uid);
-    }
-
-    /// Handles one command with the clock at `clock`: on one node, every
-    /// command as it arrives; in cluster mode, reads as they arrive and
-    /// changes as the log delivers them (`clock` is then the entry's, so
-    /// every replica stamps the same times).
-    pub(super) fn handle_at(&mut self, cmd: RoomCommand, clock: Millis) {
-        self.decide(cmd, self.clock.now(clock));
-        self.clock.saw(self.state.updated_at);
-    }
-
-    /// Handles one command decided at `now` (the room's time, after every
-    /// time it handed out before).
-    fn decide(&mut self, cmd: RoomCommand, now: Millis) {
-        let mut fx = Vec::new();
-        match cmd {
-            RoomCommand::JoinSelf { who, code, respond_to } => {
-                let r = self.state.join_self(&who, code.as_deref(), now, &mut fx);
-                if let Err(RoomError::CodeInvalid) = r {
-                    // While the room is being guessed at, wrong answers come
-                    // late; a right code is never held up or refused, so
-                    // strangers' guessing cannot lock members-to-be out.
-                    if let Some(delay) = self.code_throttle.wrong_code(Instant::now()) {
-                        self.reply_later(respond_to, delay, r);
-                        return;
-                    }
-                }
-                if let Ok(Joined::Existing(_)) = &r {
-                    self.notice(&who.id, "You are already in this room", now);
-                }
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::JoinByCode { who, conn, listener, respond_to } => {
-                let r = self.state.join_by_code(&who, now, &mut fx).map(|j| self.participant(j.member()));
-                if r.is_ok() && who.guest {
-                    self.guest_holders.insert(who.id.clone(), conn);
-                }
-                if let (Ok(_), Some(sink)) = (&r, listener) {
-                    // Before the join's own events: the joiner hears its
-                    // join like everyone else, and everything after it.
-                    self.staged.push(Out::Listen { conn, uid: who.id.clone(), sink });
-                }
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::ResumeGuest { token, conn, current, listener, respond_to } => {
-                let r = self.state.reclaim_seat(&token, current.as_ref()).map(|m| {
-                    // Back (perhaps before the old connection was even
-                    // noticed gone, or after a restart): the seat is kept,
-                    // and only this connection closing can start its grace
-                    // period now.
-                    self.guest_epochs.remove(&m.user.id);
-                    self.guest_holders.insert(m.user.id.clone(), conn);
-                    (m.user.id.clone(), self.participant(&m))
-                });
-                if let (Some((uid, _)), Some(sink)) = (&r, listener) {
-                    self.staged.push(Out::Listen { conn, uid: uid.clone(), sink });
-                }
-                if let Some((uid, _)) = &r {
-                    self.now_held_here(uid);
-                }
-                self.reply(respond_to, Ok(r));
-            }
-            RoomCommand::Leave { uid, respond_to } => {
-                let r = self.state.leave(&uid, now, &mut fx).map(|_| ());
-                self.guest_epochs.remove(&uid);
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::End { who, respond_to } => {
-                let r = self.state.end(&who, now, &mut fx);
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::Settings { who, settings, respond_to } => {
-                let (registry, rid) = (&self.registry, self.state.id.clone());
-                let clustered = self.cluster.is_some();
-                let r = self.state.save_settings(&who, settings, now, &mut fx, |name| {
-                    // A rename must win the name in the registry before
-                    // anything changes. In cluster mode it already won the
-                    // name's claim in the log, before the entry was written.
-                    if clustered {
-                        registry.force_name(name, &rid);
-                        Ok(())
-                    } else {
-                        registry.reserve_name(name, &rid)
-                    }
-                });
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::Doc { respond_to } => {
-                self.reply(respond_to, Ok(self.state.to_doc()));
-            }
-            RoomCommand::DocFor { uid, respond_to } => {
-                self.reply(respond_to, self.state.doc_for(&uid));
-            }
-            RoomCommand::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to } => {
-                let r = if self.state.can_read(&uid, signed_in && topic == Topic::Messages) {
-                    self.staged.push(Out::AddSub { conn, uid, topic, sub_id });
-                    Ok(())
-                } else {
-                    Err(RoomError::NotAllowed)
-                };
-                self.reply(respond_to, r);
-            }
-            RoomCommand::Unsubscribe { conn, topic, sub_id, last, respond_to } => {
-                self.staged.push(Out::RemoveSub { conn, topic, sub_id, last });
-                self.reply(respond_to, Ok(()));
-            }
-            RoomCommand::ConnClosed { conn, guest } => {
-                self.subscribers.remove(&conn);
-                self.listeners.remove(&conn);
-                let holds = |uid: &UserId| self.guest_holders.get(uid).is_none_or(|h| *h == conn);
-                if let Some(uid) = guest.filter(|u| self.state.is_member(u) && holds(u)) {
-                    self.guest_holders.remove(&uid);
-                    self.start_guest_grace(uid);
-                }
-            }
-            RoomCommand::GuestExpired { uid, epoch } => {
-                if self.guest_epochs.get(&uid) == Some(&epoch) {
-                    self.guest_epochs.remove(&uid);
-                    if self.state.is_member(&uid) {
-                        self.state.remove_member(&uid, now, SystemKind::UserLeft, None, &mut fx);
-                        self.publish(fx, now);
-                    }
-                }
-            }
-            RoomCommand::GuestGone { uid } => {
-                self.forget_guest(&uid);
-                if self.state.is_member(&uid) {
-                    self.state.remove_member(&uid, now, SystemKind::UserLeft, None, &mut fx);
-                    self.publish(fx, now);
-                }
-            }
-            RoomCommand::ReapGuests { alive } => self.reap_guests(&alive),
-            // Taken care of in `handle`.
-            RoomCommand::Apply(_) | RoomCommand::Unlogged { .. } => {}
-            RoomCommand::Send { who, params, respond_to } => {
-                let r = self.send_message(&who, *params, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::History { uid, end, limit, max_bytes, respond_to } => {
-                if !self.state.can_read(&uid, true) {
-                    return self.reply(respond_to, Err(RoomError::NotAllowed));
-                }
-                let floor = self.history_floor(now);
-                let page = self.history_page(end, floor, limit, max_bytes);
-                match (&self.store, page.wants_more(limit) && !self.history_complete) {
-                    (Some(store), true) => {
-                        // The rest is older than the window: read from the
-                        // store, off this loop, once earlier commits are
-                        // durable (a burst may have pushed messages out of
-                        // the window before the store had them).
-                        let before =
-                            self.history.front().map_or(end, |m| Some(end.map_or(m.ts, |e| e.min(m.ts))));
-                        let (store, rid) = (store.clone(), self.state.id.clone());
-                        self.staged.push(Out::Reply(Box::new(move |failed| {
-                            if failed.is_some() {
-                                let _ = respond_to.send(Err(RoomError::Storage));
-                                return;
-                            }
-                            tokio::spawn(async move {
-                                let r = page.read_on(&*store, &rid, before, floor, limit, max_bytes).await;
-                                let _ = respond_to.send(r);
-                            });
-                        })));
-                    }
-                    _ => self.reply(respond_to, Ok(page.messages)),
-                }
-            }
-            RoomCommand::AddMember { who, target, respond_to } => {
-                let name = target.username.clone();
-                let r = self.state.add_member(&who, target, now, &mut fx);
-                if let Ok(false) = r {
-                    self.notice(&who.id, &format!("{name} is already in here"), now);
-                }
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::RemoveMember { who, target, respond_to } => {
-                let r = self.state.remove_by(&who, &target, now, &mut fx);
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::SetRole { who, target, role, add, respond_to } => {
-                let r = self.state.set_role(&who, &target, role, add, now, &mut fx);
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::SetMuted { who, target, muted, respond_to } => {
-                let r = self.state.set_muted(&who, &target, muted, now, &mut fx);
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::SetArchived { who, archived, respond_to } => {
-                let r = self.state.set_archived(&who, archived, now, &mut fx);
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::SetFlag { uid, flag, respond_to } => {
-                let r = self.state.set_flag(&uid, flag, &mut fx);
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            RoomCommand::SubscriptionDoc { uid, respond_to } => {
-                self.reply(respond_to, Ok(self.state.subscription_doc(&uid)));
-            }
-            RoomCommand::Roles { uid, respond_to } => {
-                self.reply(respond_to, self.state.roles_for(&uid));
-            }
-            RoomCommand::Participants { uid, respond_to } => {
-                self.reply(respond_to, self.state.participants_for(&uid));
-            }
-            RoomCommand::Notify { from, uid, topic, event, args } => {
-                if self.state.is_member(&uid) {
-                    self.relay(from, topic, &event, &args);
-                    // From a connection here (not relayed from another node):
-                    // the other nodes' listeners hear it too.
-                    if let (Some(cluster), false) = (&self.cluster, from == ConnId(0)) {
-                        cluster.relay_notice(&self.state.id, &uid, topic, &event, &args);
-                    }
-                }
-            }
-        }
-    }
-
-    fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Value, RoomError> {
-        let member = self.state.check_send(who, p.id.as_ref(), |id| self.message_known(id))?;
-        let id = p.id.unwrap_or_else(MessageId::generate);
-        let ts = self.clock.stamp(now);
-        let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, ts);
-        // The reply is a tree for the method layer; the store row and the
-        // frames share one serialisation (see `store_and_broadcast`).
-        let reply = serde_json::to_value(&msg).unwrap_or(Value::Null);
-        self.store_and_broadcast(msg);
-        Ok(reply)
-    }
-
-    /// Whether this room already has a message `id`, however old. Memory
-    /// answers for the recent ones (the history window, and messages whose
-    /// commit is in flight); older ones are looked up in the store by its
-    /// unique index. The lookup blocks this actor's thread for an indexed
-    /// point read (microseconds with a warm page cache), which costs less
-    /// than parking the room behind a round trip to another thread; only
-    /// client-chosen ids reach it.
-    fn message_known(&self, id: &MessageId) -> Result<bool, RoomError> {
-        if self.history_ids.contains(id) || self.unconfirmed.contains(id) || self.cluster_ids.contains(id) {
-            return Ok(true);
-        }
-        match &self.store {
-            Some(store) => store.message_exists(&self.state.id, id).map_err(|e| {
-                tracing::error!(room = %self.state.id, error = %e, "cannot look up a message id");
-                RoomError::Storage
-            }),
-            None => Ok(false),
-        }
-    }
-
-    fn start_guest_grace(&mut self, uid: UserId) {
-        self.next_epoch += 1;
-        let epoch = self.next_epoch;
-        self.guest_epochs.insert(uid.clone(), epoch);
-        let me = self.me.clone();
-        let grace = self.cfg.guest_grace;
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            if let Some(tx) = me.upgrade() {
-                let _ = tx.send(RoomCommand::GuestExpired { uid, epoch }).await;
-            }
-        });
     }
 
     /// Whether any connection will hear `topic`, so a frame nobody receives

@@ -1,9 +1,11 @@
 //! Rooms: the pure rules ([`state`], `throttle`), the handle everyone
 //! else holds (`handle`), the actor that owns a room's state and its
-//! subscribers (`actor`), what it publishes (`publish`), and what remains
-//! of a room that ended and emptied (`ended`).
+//! subscribers (`actor`: its loop and commit pipeline), what it does with
+//! each command (`commands`), what it publishes (`publish`), and what
+//! remains of a room that ended and emptied (`ended`).
 
 mod actor;
+mod commands;
 mod ended;
 mod error;
 mod handle;

@@ -1,0 +1,372 @@
+//! What the room actor does with each [`RoomCommand`]: the dispatch from a
+//! command to the rules in `state.rs`, one small method per command. Each
+//! method stages its reply and events (through `publish` and `reply`); the
+//! loop in `actor.rs` then commits and delivers them in order.
+
+use super::RoomError;
+use super::actor::{Out, RoomActor};
+use super::handle::{Reply, RoomCommand, SendParams, Topic};
+use super::listener::RoomListener;
+use super::model::Message;
+use super::state::{Effect, Joined, RoomState, Setting, SystemKind};
+use crate::ids::{ConnId, MessageId, UserId};
+use crate::permissions::Principal;
+use crate::time::Millis;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Dispatch: which command runs where, and when.
+impl RoomActor {
+    pub(super) fn handle(&mut self, cmd: RoomCommand) {
+        let cmd = match (&self.cluster, cmd) {
+            (_, RoomCommand::Apply(entry)) => return self.apply_entry(*entry),
+            (_, RoomCommand::Unlogged { id, error }) => return self.unlogged(&id, error),
+            (Some(cluster), cmd) => match self.submit(&cluster.clone(), cmd) {
+                Some(cmd) => cmd,
+                None => return,
+            },
+            (None, cmd) => cmd,
+        };
+        self.handle_at(cmd, Millis::now());
+    }
+
+    /// Handles one command with the clock at `clock`: on one node, every
+    /// command as it arrives; in cluster mode, reads as they arrive and
+    /// changes as the log delivers them (`clock` is then the entry's, so
+    /// every replica stamps the same times).
+    pub(super) fn handle_at(&mut self, cmd: RoomCommand, clock: Millis) {
+        self.decide(cmd, self.clock.now(clock));
+        self.clock.saw(self.state.updated_at);
+    }
+
+    /// Handles one command decided at `now` (the room's time, after every
+    /// time it handed out before).
+    fn decide(&mut self, cmd: RoomCommand, now: Millis) {
+        use RoomCommand as C;
+        match cmd {
+            C::JoinSelf { who, code, respond_to } => self.join_self(&who, code, now, respond_to),
+            C::JoinByCode { who, conn, listener, respond_to } => {
+                self.join_by_code(&who, conn, listener, now, respond_to)
+            }
+            C::ResumeGuest { token, conn, current, listener, respond_to } => {
+                self.resume_guest(&token, conn, current, listener, respond_to)
+            }
+            C::Leave { uid, respond_to } => self.leave(&uid, now, respond_to),
+            C::End { who, respond_to } => self.rule(now, respond_to, |s, fx| s.end(&who, now, fx)),
+            C::Settings { who, settings, respond_to } => self.save_settings(&who, settings, now, respond_to),
+            C::Doc { respond_to } => self.reply(respond_to, Ok(self.state.to_doc())),
+            C::DocFor { uid, respond_to } => self.reply(respond_to, self.state.doc_for(&uid)),
+            C::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to } => {
+                let r = if self.state.can_read(&uid, signed_in && topic == Topic::Messages) {
+                    self.staged.push(Out::AddSub { conn, uid, topic, sub_id });
+                    Ok(())
+                } else {
+                    Err(RoomError::NotAllowed)
+                };
+                self.reply(respond_to, r);
+            }
+            C::Unsubscribe { conn, topic, sub_id, last, respond_to } => {
+                self.staged.push(Out::RemoveSub { conn, topic, sub_id, last });
+                self.reply(respond_to, Ok(()));
+            }
+            C::ConnClosed { conn, guest } => self.conn_closed(conn, guest),
+            C::GuestExpired { uid, epoch } => self.guest_expired(&uid, epoch, now),
+            C::GuestGone { uid } => self.guest_gone(&uid, now),
+            C::ReapGuests { alive } => self.reap_guests(&alive),
+            // Taken care of in `handle`.
+            C::Apply(_) | C::Unlogged { .. } => {}
+            C::Send { who, params, respond_to } => {
+                let r = self.send_message(&who, *params, now);
+                self.reply(respond_to, r);
+            }
+            C::History { uid, end, limit, max_bytes, respond_to } => {
+                self.history(&uid, end, limit, max_bytes, now, respond_to)
+            }
+            C::AddMember { who, target, respond_to } => {
+                let name = target.username.clone();
+                let mut fx = Vec::new();
+                let r = self.state.add_member(&who, target, now, &mut fx);
+                if let Ok(false) = r {
+                    self.notice(&who.id, &format!("{name} is already in here"), now);
+                }
+                self.publish(fx, now);
+                self.reply(respond_to, r);
+            }
+            C::RemoveMember { who, target, respond_to } => {
+                self.rule(now, respond_to, |s, fx| s.remove_by(&who, &target, now, fx))
+            }
+            C::SetRole { who, target, role, add, respond_to } => {
+                self.rule(now, respond_to, |s, fx| s.set_role(&who, &target, role, add, now, fx))
+            }
+            C::SetMuted { who, target, muted, respond_to } => {
+                self.rule(now, respond_to, |s, fx| s.set_muted(&who, &target, muted, now, fx))
+            }
+            C::SetArchived { who, archived, respond_to } => {
+                self.rule(now, respond_to, |s, fx| s.set_archived(&who, archived, now, fx))
+            }
+            C::SetFlag { uid, flag, respond_to } => {
+                self.rule(now, respond_to, |s, fx| s.set_flag(&uid, flag, fx))
+            }
+            C::SubscriptionDoc { uid, respond_to } => {
+                self.reply(respond_to, Ok(self.state.subscription_doc(&uid)))
+            }
+            C::Roles { uid, respond_to } => self.reply(respond_to, self.state.roles_for(&uid)),
+            C::Participants { uid, respond_to } => self.reply(respond_to, self.state.participants_for(&uid)),
+            C::Notify { from, uid, topic, event, args } => {
+                if self.state.is_member(&uid) {
+                    self.relay(from, topic, &event, &args);
+                    // From a connection here (not relayed from another node):
+                    // the other nodes' listeners hear it too.
+                    if let (Some(cluster), false) = (&self.cluster, from == ConnId(0)) {
+                        cluster.relay_notice(&self.state.id, &uid, topic, &event, &args);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shape of most changes: run one rule, publish what it changed,
+    /// queue its answer.
+    fn rule<T: Send + 'static>(
+        &mut self,
+        now: Millis,
+        respond_to: Reply<T>,
+        rule: impl FnOnce(&mut RoomState, &mut Vec<Effect>) -> Result<T, RoomError>,
+    ) {
+        let mut fx = Vec::new();
+        let r = rule(&mut self.state, &mut fx);
+        self.publish(fx, now);
+        self.reply(respond_to, r);
+    }
+}
+
+/// Joining, leaving and the room's settings.
+impl RoomActor {
+    fn join_self(&mut self, who: &Principal, code: Option<String>, now: Millis, respond_to: Reply<Joined>) {
+        let mut fx = Vec::new();
+        let r = self.state.join_self(who, code.as_deref(), now, &mut fx);
+        if let Err(RoomError::CodeInvalid) = r {
+            // While the room is being guessed at, wrong answers come
+            // late; a right code is never held up or refused, so
+            // strangers' guessing cannot lock members-to-be out.
+            if let Some(delay) = self.code_throttle.wrong_code(Instant::now()) {
+                self.reply_later(respond_to, delay, r);
+                return;
+            }
+        }
+        if let Ok(Joined::Existing(_)) = &r {
+            self.notice(&who.id, "You are already in this room", now);
+        }
+        self.publish(fx, now);
+        self.reply(respond_to, r);
+    }
+
+    fn join_by_code(
+        &mut self,
+        who: &Principal,
+        conn: ConnId,
+        listener: Option<Arc<dyn RoomListener>>,
+        now: Millis,
+        respond_to: Reply<Value>,
+    ) {
+        let mut fx = Vec::new();
+        let r = self.state.join_by_code(who, now, &mut fx).map(|j| self.participant(j.member()));
+        if r.is_ok() && who.guest {
+            self.guest_holders.insert(who.id.clone(), conn);
+        }
+        if let (Ok(_), Some(sink)) = (&r, listener) {
+            // Before the join's own events: the joiner hears its
+            // join like everyone else, and everything after it.
+            self.staged.push(Out::Listen { conn, uid: who.id.clone(), sink });
+        }
+        self.publish(fx, now);
+        self.reply(respond_to, r);
+    }
+
+    fn leave(&mut self, uid: &UserId, now: Millis, respond_to: Reply<()>) {
+        let mut fx = Vec::new();
+        let r = self.state.leave(uid, now, &mut fx).map(|_| ());
+        self.guest_epochs.remove(uid);
+        self.publish(fx, now);
+        self.reply(respond_to, r);
+    }
+
+    fn save_settings(&mut self, who: &Principal, settings: Vec<Setting>, now: Millis, respond_to: Reply<()>) {
+        let mut fx = Vec::new();
+        let (registry, rid) = (&self.registry, self.state.id.clone());
+        let clustered = self.cluster.is_some();
+        let r = self.state.save_settings(who, settings, now, &mut fx, |name| {
+            // A rename must win the name in the registry before
+            // anything changes. In cluster mode it already won the
+            // name's claim in the log, before the entry was written.
+            if clustered {
+                registry.force_name(name, &rid);
+                Ok(())
+            } else {
+                registry.reserve_name(name, &rid)
+            }
+        });
+        self.publish(fx, now);
+        self.reply(respond_to, r);
+    }
+}
+
+/// Guests' seats: who holds each, and the grace a guest has to come back.
+impl RoomActor {
+    fn resume_guest(
+        &mut self,
+        token: &str,
+        conn: ConnId,
+        current: Option<UserId>,
+        listener: Option<Arc<dyn RoomListener>>,
+        respond_to: Reply<Option<(UserId, Value)>>,
+    ) {
+        let r = self.state.reclaim_seat(token, current.as_ref()).map(|m| {
+            // Back (perhaps before the old connection was even
+            // noticed gone, or after a restart): the seat is kept,
+            // and only this connection closing can start its grace
+            // period now.
+            self.guest_epochs.remove(&m.user.id);
+            self.guest_holders.insert(m.user.id.clone(), conn);
+            (m.user.id.clone(), self.participant(&m))
+        });
+        if let (Some((uid, _)), Some(sink)) = (&r, listener) {
+            self.staged.push(Out::Listen { conn, uid: uid.clone(), sink });
+        }
+        if let Some((uid, _)) = &r {
+            self.now_held_here(uid);
+        }
+        self.reply(respond_to, Ok(r));
+    }
+
+    fn conn_closed(&mut self, conn: ConnId, guest: Option<UserId>) {
+        self.subscribers.remove(&conn);
+        self.listeners.remove(&conn);
+        let holds = |uid: &UserId| self.guest_holders.get(uid).is_none_or(|h| *h == conn);
+        if let Some(uid) = guest.filter(|u| self.state.is_member(u) && holds(u)) {
+            self.guest_holders.remove(&uid);
+            self.start_guest_grace(uid);
+        }
+    }
+
+    fn guest_expired(&mut self, uid: &UserId, epoch: u64, now: Millis) {
+        if self.guest_epochs.get(uid) == Some(&epoch) {
+            self.guest_epochs.remove(uid);
+            self.remove_guest(uid, now);
+        }
+    }
+
+    fn guest_gone(&mut self, uid: &UserId, now: Millis) {
+        self.forget_guest(uid);
+        self.remove_guest(uid, now);
+    }
+
+    /// A guest's grace is over: it leaves, if it is still here.
+    fn remove_guest(&mut self, uid: &UserId, now: Millis) {
+        if self.state.is_member(uid) {
+            let mut fx = Vec::new();
+            self.state.remove_member(uid, now, SystemKind::UserLeft, None, &mut fx);
+            self.publish(fx, now);
+        }
+    }
+
+    pub(super) fn start_guest_grace(&mut self, uid: UserId) {
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.guest_epochs.insert(uid.clone(), epoch);
+        let me = self.me.clone();
+        let grace = self.cfg.guest_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(tx) = me.upgrade() {
+                let _ = tx.send(RoomCommand::GuestExpired { uid, epoch }).await;
+            }
+        });
+    }
+
+    /// The epoch of `uid`'s running grace timer, if any.
+    pub(super) fn guest_epoch(&self, uid: &UserId) -> Option<u64> {
+        self.guest_epochs.get(uid).copied()
+    }
+
+    /// `uid`'s grace is over here (its removal is on its way).
+    pub(super) fn forget_guest(&mut self, uid: &UserId) {
+        self.guest_epochs.remove(uid);
+        self.guest_holders.remove(uid);
+    }
+}
+
+/// Messages: sending, and reading the history.
+impl RoomActor {
+    fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Value, RoomError> {
+        let member = self.state.check_send(who, p.id.as_ref(), |id| self.message_known(id))?;
+        let id = p.id.unwrap_or_else(MessageId::generate);
+        let ts = self.clock.stamp(now);
+        let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, ts);
+        // The reply is a tree for the method layer; the store row and the
+        // frames share one serialisation (see `store_and_broadcast`).
+        let reply = serde_json::to_value(&msg).unwrap_or(Value::Null);
+        self.store_and_broadcast(msg);
+        Ok(reply)
+    }
+
+    /// Whether this room already has a message `id`, however old. Memory
+    /// answers for the recent ones (the history window, and messages whose
+    /// commit is in flight); older ones are looked up in the store by its
+    /// unique index. The lookup blocks this actor's thread for an indexed
+    /// point read (microseconds with a warm page cache), which costs less
+    /// than parking the room behind a round trip to another thread; only
+    /// client-chosen ids reach it.
+    fn message_known(&self, id: &MessageId) -> Result<bool, RoomError> {
+        if self.history_ids.contains(id) || self.unconfirmed.contains(id) || self.cluster_ids.contains(id) {
+            return Ok(true);
+        }
+        match &self.store {
+            Some(store) => store.message_exists(&self.state.id, id).map_err(|e| {
+                tracing::error!(room = %self.state.id, error = %e, "cannot look up a message id");
+                RoomError::Storage
+            }),
+            None => Ok(false),
+        }
+    }
+
+    /// `loadHistory`: a page from the window in memory, or, when the page
+    /// reaches past it, from the store.
+    fn history(
+        &mut self,
+        uid: &UserId,
+        end: Option<Millis>,
+        limit: usize,
+        max_bytes: usize,
+        now: Millis,
+        respond_to: Reply<Vec<Value>>,
+    ) {
+        if !self.state.can_read(uid, true) {
+            return self.reply(respond_to, Err(RoomError::NotAllowed));
+        }
+        let floor = self.history_floor(now);
+        let page = self.history_page(end, floor, limit, max_bytes);
+        match (&self.store, page.wants_more(limit) && !self.history_complete) {
+            (Some(store), true) => {
+                // The rest is older than the window: read from the
+                // store, off this loop, once earlier commits are
+                // durable (a burst may have pushed messages out of
+                // the window before the store had them).
+                let before = self.history.front().map_or(end, |m| Some(end.map_or(m.ts, |e| e.min(m.ts))));
+                let (store, rid) = (store.clone(), self.state.id.clone());
+                self.staged.push(Out::Reply(Box::new(move |failed| {
+                    if failed.is_some() {
+                        let _ = respond_to.send(Err(RoomError::Storage));
+                        return;
+                    }
+                    tokio::spawn(async move {
+                        let r = page.read_on(&*store, &rid, before, floor, limit, max_bytes).await;
+                        let _ = respond_to.send(r);
+                    });
+                })));
+            }
+            _ => self.reply(respond_to, Ok(page.messages)),
+        }
+    }
+}
