@@ -2,6 +2,8 @@
 //! server over real sockets, except `model`, which drives the pure room rules,
 //! and `store_rows`, which restores an old-schema data directory.
 //!
+//! - `proc`: the one way to start the real `roomd` binary (`RoomdCmd`),
+//!   child processes that never outlive the test binary, probes.
 //! - `ddp`: DDP framing rules 1–8 (connect, order, heartbeats, results,
 //!   subscriptions, stream frames, EJSON dates, bad input).
 //! - `identity`: resume-token login, refused tokens, logout, guests.
@@ -28,6 +30,7 @@
 
 mod cluster_backup;
 mod cluster_basics;
+mod proc;
 mod support;
 
 mod access;

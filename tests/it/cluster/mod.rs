@@ -5,7 +5,6 @@
 //!
 //! - `nats`: finding `nats-server` (>= 2.10.23), the three-server fixture,
 //!   stream leaders from the monitoring port, a minimal NATS client.
-//! - `proc`: child processes that never outlive the test binary.
 //! - `nodes`: roomd nodes (`--cluster`, `--node-id`) as processes.
 //! - `workload`: acknowledged changes through every node, recorded in a
 //!   ledger, and the check that a room shows all of them.
@@ -21,7 +20,6 @@
 
 pub(crate) mod nats;
 pub(crate) mod nodes;
-mod proc;
 mod readiness;
 mod scenarios;
 mod smoke;

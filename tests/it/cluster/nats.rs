@@ -2,7 +2,7 @@
 //! (`sync_interval: always`, file storage), found on this machine, plus a
 //! minimal blocking NATS client for checks that need no roomd.
 
-use super::proc::{Guarded, free_ports, http_get, http_json, tail, tempdir};
+use crate::proc::{Guarded, free_ports, http_get, http_json, tail, tempdir};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
