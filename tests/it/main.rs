@@ -19,17 +19,16 @@
 //!   durability fake).
 //! - `store_rows`: today's stored rows restore whole and re-encode byte for byte.
 //! - `cluster`: cluster mode on NATS JetStream with real `nats-server` and
-//!   roomd processes (skipped, loudly, without a `nats-server`).
+//!   roomd processes (skipped, loudly, without a `nats-server`): the core on
+//!   one server and two nodes (`cluster::basics`), the three-server failure
+//!   scenarios, readiness, and the stream backup and restore
+//!   (`cluster::backup`).
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 //! - `history`: paging history by `ts` reaches every message once.
 //! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
 //! - `backup`: `roomd backup`/`restore` under writes, wrong paths, full disk,
 //!   damaged and newer files; every earlier schema's fixture restores.
-//! - `cluster_backup`: the stream `ROOMLOG` backed up with JetStream's
-//!   snapshot API, restored into a fresh NATS server, served by a new node.
 
-mod cluster_backup;
-mod cluster_basics;
 mod proc;
 mod support;
 

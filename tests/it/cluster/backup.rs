@@ -23,8 +23,8 @@
 //! a request per chunk. async-nats (roomd's own client) already does all of
 //! that; the snapshot and restore protocol itself is spelled out here.
 
+use super::basics::{ready, start_nats, start_node_with};
 use crate::cluster::nodes::user as login;
-use crate::cluster_basics::{ready, start_nats, start_node_with};
 use crate::proc::tempdir;
 use crate::support::{Client, unique};
 use async_nats::Client as Nats;
@@ -143,7 +143,7 @@ async fn view(c: &mut Client, rid: &str) -> Value {
 /// cluster, is released after the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_roomlog_serves_every_room_from_a_new_node() {
-    let Some(bin) = crate::cluster::nats::nats_or_skip("cluster_backup").cloned() else { return };
+    let Some(bin) = crate::cluster::nats::nats_or_skip("cluster::backup").cloned() else { return };
     let started = Instant::now();
     let old = start_nats(&bin, &tempdir("cbk-old"));
     let mut a = start_node_with(&old.url, "a", &[]);

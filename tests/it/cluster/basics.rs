@@ -1,6 +1,6 @@
 //! Cluster mode on the smallest real setup: one `nats-server` with
 //! JetStream (one replica) and two roomd processes. The three-server
-//! failure scenarios live in `cluster.rs`; these check the core: any room
+//! failure scenarios live in `scenarios`; these check the core: any room
 //! from any node, events crossing nodes, exact capacity under concurrent
 //! joins through both nodes, and a restart that replays the log.
 
@@ -17,7 +17,7 @@ use crate::cluster::nodes::{SECRET, user as login};
 /// The cluster fixture's `nats-server` (skips loudly, or fails under
 /// `ROOMD_REQUIRE_NATS=1`).
 fn nats_or_skip() -> Option<PathBuf> {
-    crate::cluster::nats::nats_or_skip("cluster_basics").cloned()
+    crate::cluster::nats::nats_or_skip("cluster::basics").cloned()
 }
 
 fn free_port() -> u16 {
