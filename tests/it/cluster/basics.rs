@@ -4,12 +4,11 @@
 //! from any node, events crossing nodes, exact capacity under concurrent
 //! joins through both nodes, and a restart that replays the log.
 
-use crate::proc::{Roomd, RoomdCmd, tempdir};
+use crate::proc::{Guarded, Roomd, RoomdCmd, free_ports, tempdir};
 use crate::support::{Client, unique};
 use serde_json::{Value, json};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::nodes::{SECRET, user as login};
@@ -20,48 +19,36 @@ fn nats_or_skip() -> Option<PathBuf> {
     crate::cluster::nats::nats_or_skip("cluster::basics").cloned()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-pub(crate) struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub(crate) struct Nats {
-    proc: Killed,
+    proc: Guarded,
     pub(crate) url: String,
     dir: PathBuf,
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.proc.0.kill();
-        let _ = self.proc.0.wait();
+        self.proc.kill9_in_place();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// One `nats-server` with JetStream storing in `dir`; like every child of
+/// the tests it never outlives the test binary.
 pub(crate) fn start_nats(bin: &Path, dir: &Path) -> Nats {
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+    let port = free_ports(1)[0];
+    let mut cmd = Command::new(bin);
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(dir)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nats-server");
+        .stderr(Stdio::null());
+    let child = Guarded::spawn(&mut cmd, None).expect("spawn nats-server");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Nats { proc: Killed(child), url: format!("nats://127.0.0.1:{port}"), dir: dir.to_owned() }
+    Nats { proc: child, url: format!("nats://127.0.0.1:{port}"), dir: dir.to_owned() }
 }
 
 pub(crate) struct Node {
