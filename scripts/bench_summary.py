@@ -1,26 +1,10 @@
 #!/usr/bin/env python3
 """Prints medians of the loadgen JSON lines written by scripts/bench.sh."""
-import json
-import statistics
 import sys
 from pathlib import Path
 
-
-def load(path):
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return out
-
-
-def med(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+from bench_stats import load_jsonl as load
+from bench_stats import median as med
 
 
 def fmt(v, unit=""):

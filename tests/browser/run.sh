@@ -15,77 +15,20 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+LOG_TAG=browser
+# shellcheck source=tests/lib.sh
+source "$SCRIPT_DIR/../lib.sh"
 
-log() { printf '[browser] %s\n' "$*"; }
-die() { printf '[browser] ERROR: %s\n' "$*" >&2; exit 2; }
-
-if [[ $# -ge 1 && -n "$1" ]]; then
-  BIN="$1"
-  [[ "$BIN" = /* ]] || BIN="$PWD/$BIN"
-else
-  BIN="$REPO_ROOT/target/release/roomd"
-fi
-[[ -x "$BIN" ]] || die "roomd binary not found or not executable: $BIN (build it with: cargo build --release)"
-command -v node >/dev/null || die "node is required"
-command -v npm >/dev/null || die "npm is required"
+roomd_bin "${1:-}"
+require_node_npm
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 [[ -x "$CHROMIUM" ]] || die "no Chromium at $CHROMIUM (Debian: apt-get install -y chromium)"
 
-log "installing node dependencies in $SCRIPT_DIR"
-(cd "$SCRIPT_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+npm_deps "$SCRIPT_DIR"
 
 export ROOMD_JWT_SECRET=browser-test-secret
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/roomd-browser.XXXXXX")"
-SERVER_LOG="$WORK/server.log"
-SERVER_PID=""
-
-cleanup() {
-  local rc=$?
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -s "$SERVER_LOG" ]]; then
-    printf '[browser] last lines of the server log (%s):\n' "$SERVER_LOG" >&2
-    tail -n 40 "$SERVER_LOG" | sed $'s/\x1b\\[[0-9;]*m//g' >&2 || true
-  fi
-  if [[ $rc -eq 0 && "${BROWSER_KEEP_LOGS:-0}" != 1 ]]; then
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-PORT="$(node -e '
-  const s = require("net").createServer();
-  s.listen(0, "127.0.0.1", () => { process.stdout.write(String(s.address().port)); s.close(); });
-')"
-[[ "$PORT" =~ ^[0-9]+$ ]] || die "could not pick a free port"
-
-log "starting $BIN on 127.0.0.1:$PORT (data: $WORK/data, log: $SERVER_LOG)"
-"$BIN" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
-
-ready=0
-for _ in $(seq 1 100); do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    wait "$SERVER_PID" && code=0 || code=$?
-    SERVER_PID=""
-    die "server exited early with status $code"
-  fi
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-[[ $ready == 1 ]] || die "server did not accept connections on 127.0.0.1:$PORT within 10s"
-log "server is up (pid $SERVER_PID)"
+roomd_workdir browser "${BROWSER_KEEP_LOGS:-0}"
+roomd_start --data-dir "$WORK/data"
 
 HOST_TOKEN="$("$BIN" token --user-id browser-host --username hannah --name "Hannah Host" --role user --ttl 1h | tr -d '[:space:]')"
 [[ -n "$HOST_TOKEN" ]] || die "minting the host token failed"

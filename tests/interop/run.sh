@@ -19,21 +19,13 @@ REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 ALL_SCENARIOS=(simpleddp-core ddpjs-core rc-messages rc-ddp-client socketio slack-web rc-rest)
 # PyPI packages of the Python scenarios, pinned.
 PY_PACKAGES=("rocketchat-API==3.7.1" "websocket-client==1.9.2")
-
-log() { printf '[interop] %s\n' "$*"; }
-die() { printf '[interop] ERROR: %s\n' "$*" >&2; exit 2; }
+LOG_TAG=interop
+# shellcheck source=tests/lib.sh
+source "$SCRIPT_DIR/../lib.sh"
 
 # --- binary ---------------------------------------------------------------
-if [[ $# -ge 1 && -n "$1" ]]; then
-  BIN="$1"
-  [[ "$BIN" = /* ]] || BIN="$PWD/$BIN"
-else
-  BIN="$REPO_ROOT/target/release/roomd"
-fi
-[[ -x "$BIN" ]] || die "roomd binary not found or not executable: $BIN (build it with: cargo build --release)"
-
-command -v node >/dev/null || die "node is required"
-command -v npm >/dev/null || die "npm is required"
+roomd_bin "${1:-}"
+require_node_npm
 
 # @rocket.chat/ddp-client uses the global WebSocket: built into Node >= 22,
 # behind a flag on Node 20 (older Nodes have neither, and fail that scenario).
@@ -62,12 +54,7 @@ done
 [[ ${#RUN_LIST[@]} -gt 0 ]] || die "no scenario selected"
 
 # --- node dependencies ----------------------------------------------------
-log "installing node dependencies in $SCRIPT_DIR"
-if [[ -f "$SCRIPT_DIR/package-lock.json" ]]; then
-  (cd "$SCRIPT_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-else
-  (cd "$SCRIPT_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
-fi
+npm_deps "$SCRIPT_DIR"
 
 # --- python dependencies --------------------------------------------------
 PYTHON=""
@@ -90,63 +77,14 @@ done
 
 # --- server ---------------------------------------------------------------
 export ROOMD_JWT_SECRET=interop-secret
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/roomd-interop.XXXXXX")"
-SERVER_LOG="$WORK/server.log"
-SERVER_PID=""
-
-cleanup() {
-  local rc=$?
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -s "$SERVER_LOG" ]]; then
-    printf '[interop] last lines of the server log (%s):\n' "$SERVER_LOG" >&2
-    tail -n 40 "$SERVER_LOG" | sed $'s/\x1b\\[[0-9;]*m//g' >&2 || true
-  fi
-  if [[ $rc -eq 0 && "${INTEROP_KEEP_LOGS:-0}" != 1 ]]; then
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-PORT="$(node -e '
-  const s = require("net").createServer();
-  s.listen(0, "127.0.0.1", () => { process.stdout.write(String(s.address().port)); s.close(); });
-')"
-[[ "$PORT" =~ ^[0-9]+$ ]] || die "could not pick a free port"
-
-SERVER_ARGS=(--listen "127.0.0.1:$PORT")
+roomd_workdir interop "${INTEROP_KEEP_LOGS:-0}"
+SERVER_ARGS=()
 if "$BIN" --help 2>&1 | grep -q -- '--in-memory'; then
   SERVER_ARGS+=(--in-memory)
 else
   log "binary does not advertise --in-memory; starting without it"
 fi
-
-log "starting $BIN ${SERVER_ARGS[*]} (log: $SERVER_LOG)"
-"$BIN" "${SERVER_ARGS[@]}" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
-
-ready=0
-for _ in $(seq 1 100); do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    wait "$SERVER_PID" && code=0 || code=$?
-    SERVER_PID=""
-    die "server exited early with status $code"
-  fi
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-[[ $ready == 1 ]] || die "server did not accept connections on 127.0.0.1:$PORT within 10s"
-log "server is up on 127.0.0.1:$PORT (pid $SERVER_PID)"
+roomd_start "${SERVER_ARGS[@]}"
 
 # --- tokens ---------------------------------------------------------------
 mint() { # mint USER_ID USERNAME "Full Name" ROLE

@@ -5,7 +5,8 @@
 //!
 //! These tests run the real `roomd` binary, as the durability tests do.
 
-use crate::durability::{login, sigterm, start_with as start, tempdir};
+use crate::durability::{login, start_with as start};
+use crate::proc::{RoomdCmd, tempdir};
 use crate::support::{Client, unique};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -21,21 +22,7 @@ const ROOMS: usize = 4;
 
 /// Runs `roomd ARGS…` to completion (bounded: 60 s).
 pub(crate) fn roomd(args: &[&std::ffi::OsStr]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn roomd");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("roomd {args:?} did not finish in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    RoomdCmd::cli().args(args).output()
 }
 
 pub(crate) fn backup(dir: &Path, to: &Path) -> Output {
@@ -81,7 +68,7 @@ async fn a_backup_taken_while_20_writers_post_restores_every_acknowledged_messag
     let (live, restored, file) = (root.join("live"), root.join("restored"), root.join("out/roomd.backup"));
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let mut server = start(&live, &[]);
-    let mut owner = login(&server.url, "bkowner").await;
+    let mut owner = login(&server.url(), "bkowner").await;
     let mut rids = Vec::new();
     for _ in 0..ROOMS {
         rids.push(owner.ok("createChannel", json!([unique("bk")])).await["_id"].as_str().unwrap().to_owned());
@@ -91,8 +78,7 @@ async fn a_backup_taken_while_20_writers_post_restores_every_acknowledged_messag
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (url, rid, acked, stop) =
-            (server.url.clone(), rids[w % ROOMS].clone(), acked.clone(), stop.clone());
+        let (url, rid, acked, stop) = (server.url(), rids[w % ROOMS].clone(), acked.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             let mut c = login(&url, &format!("bkw{w}")).await;
             assert_eq!(c.ok("joinRoom", json!([rid])).await, json!(true));
@@ -143,12 +129,12 @@ async fn a_backup_taken_while_20_writers_post_restores_every_acknowledged_messag
         .unwrap();
     assert_eq!((schema, version.as_str()), (roomd::store::LATEST_SCHEMA, env!("CARGO_PKG_VERSION")));
     owner.close().await;
-    assert_eq!(sigterm(&mut server).code(), Some(0));
+    assert_eq!(server.sigterm().code(), Some(0));
 
     let out = restore(&file, &restored, false);
     assert!(out.status.success(), "restore failed: {}", stderr(&out));
     let server = start(&restored, &["--history-limit", "100000"]);
-    let mut owner = login(&server.url, "bkowner").await;
+    let mut owner = login(&server.url(), "bkowner").await;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for rid in &rids {
         for id in all_message_ids(&mut owner, rid).await {
@@ -281,7 +267,7 @@ fn restore_refuses_what_it_must_and_replaces_with_force() {
     let out = restore(&file, &target, true);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("stop it before restoring"), "{}", stderr(&out));
-    assert_eq!(sigterm(&mut server).code(), Some(0));
+    assert_eq!(server.sigterm().code(), Some(0));
 
     let fresh = root.join("fresh");
     let damaged = root.join("damaged");

@@ -334,8 +334,7 @@ fn docs_every_rest_error_code_is_in_rest_md() {
 /// row in docs/operations.md: an operator reading the docs sees every knob.
 #[test]
 fn docs_every_flag_and_env_var_is_in_operations_md() {
-    let out =
-        std::process::Command::new(env!("CARGO_BIN_EXE_roomd")).arg("--help").output().expect("roomd --help");
+    let out = crate::proc::RoomdCmd::cli().arg("--help").output();
     let help = String::from_utf8_lossy(&out.stdout);
     let ops = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
         .expect("docs/operations.md");

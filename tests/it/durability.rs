@@ -3,89 +3,33 @@
 //!
 //! These tests run the real `roomd` binary on a temporary data directory.
 
+use crate::proc::{Roomd, RoomdCmd, tempdir};
 use crate::support::{Client, unique};
 use roomd::auth::{Authenticator, Claims, now_secs};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SECRET: &str = "durability-secret";
 
-pub(crate) struct Proc {
-    child: Child,
-    pub(crate) url: String,
-}
-
-/// A failing assertion must not leave a server running.
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("roomd-{tag}-{}-{}", std::process::id(), unique("d")));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Starts `roomd` on a free port with `dir` as its data directory and waits
 /// for its "listening" line.
-fn start(dir: &Path) -> Proc {
+fn start(dir: &Path) -> Roomd {
     start_with(dir, &[])
 }
 
 /// [`start`] with extra command-line arguments.
-pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Proc {
+pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Roomd {
     // Rate limits would only slow the workload and the checks down; this
     // test is about durability.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
-        .args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--data-dir"])
-        .arg(dir)
+    RoomdCmd::server()
+        .arg("--no-rate-limits")
+        .data_dir(dir)
         .args(extra)
         .env("ROOMD_JWT_SECRET", SECRET)
-        .env("RUST_LOG", std::env::var("ROOMD_TEST_RUST_LOG").unwrap_or("info".into()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn roomd");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("ws://") {
-                let rest = &line[i..];
-                let end = rest.find("/websocket").map(|e| e + "/websocket".len()).unwrap_or(rest.len());
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest[..end].to_owned());
-                }
-            }
-            if std::env::var_os("ROOMD_TEST_LOG").is_some() {
-                eprintln!("{line}");
-            }
-            // Keep draining so the child never blocks on a full pipe.
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(20)).expect("roomd did not report its address");
-    Proc { child, url }
-}
-
-pub(crate) fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
-    let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
-    for _ in 0..200 {
-        if let Some(st) = p.child.try_wait().unwrap() {
-            return st;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("roomd did not exit after SIGTERM");
+        .start()
 }
 
 fn token(id: &str, username: &str, roles: &[&str]) -> String {
@@ -127,7 +71,7 @@ struct Ledger {
 async fn acknowledged_operations_survive_sigkill() {
     let dir = tempdir("crash");
     let mut server = start(&dir);
-    let url = server.url.clone();
+    let url = server.url();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let rooms: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -225,8 +169,7 @@ async fn acknowledged_operations_survive_sigkill() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.child.kill().expect("SIGKILL");
-    let _ = server.child.wait();
+    server.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -243,7 +186,7 @@ async fn acknowledged_operations_survive_sigkill() {
         l.messages.len(),
         l.topics.len()
     );
-    let mut admin = Client::open(&server.url).await;
+    let mut admin = Client::open(&server.url()).await;
     admin.connect().await;
     admin.ok("login", json!([{"resume": token("id-root", "root", &["admin"])}])).await;
     for (rid, cap, _) in &l.created {
@@ -257,7 +200,7 @@ async fn acknowledged_operations_survive_sigkill() {
     }
     for i in 0..8 {
         let name = format!("crash{i}");
-        let mut c = login(&server.url, &name).await;
+        let mut c = login(&server.url(), &name).await;
         let subs = c.ok("subscriptions/get", json!([])).await;
         let mine: Vec<&str> = subs.as_array().unwrap().iter().filter_map(|s| s["rid"].as_str()).collect();
         for ((rid, user), member) in &l.membership {
@@ -280,7 +223,7 @@ async fn acknowledged_operations_survive_sigkill() {
             assert!(have.contains(&id), "acknowledged message {id} in {rid} lost");
         }
     }
-    assert_eq!(sigterm(&mut server).code(), Some(0));
+    assert_eq!(server.sigterm().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -293,8 +236,8 @@ async fn try_call(c: &mut Client, method: &str, params: Value) -> Option<Value> 
 async fn graceful_restart_keeps_everything() {
     let dir = tempdir("graceful");
     let mut server = start(&dir);
-    let mut alice = login(&server.url, "galice").await;
-    let mut bob = login(&server.url, "gbob").await;
+    let mut alice = login(&server.url(), "galice").await;
+    let mut bob = login(&server.url(), "gbob").await;
     let room = alice.ok("createPrivateGroup", json!([unique("g"), ["gbob"], false])).await;
     let rid = room["_id"].as_str().unwrap().to_owned();
     alice
@@ -305,17 +248,17 @@ async fn graceful_restart_keeps_everything() {
         .await;
     alice.ok("addRoomModerator", json!([rid, "id-gbob"])).await;
     bob.ok("toggleFavorite", json!([rid, true])).await;
-    let carol = login(&server.url, "gcarol").await;
+    let carol = login(&server.url(), "gcarol").await;
     alice.ok("addUserToRoom", json!([{"rid": rid, "username": "gcarol"}])).await;
     alice.ok("muteUserInRoom", json!([{"rid": rid, "username": "gcarol"}])).await;
     carol.close().await;
     let sent = alice.ok("sendMessage", json!([{"rid": rid, "msg": "before restart"}])).await;
     alice.close().await;
     bob.close().await;
-    assert_eq!(sigterm(&mut server).code(), Some(0), "graceful shutdown must exit 0");
+    assert_eq!(server.sigterm().code(), Some(0), "graceful shutdown must exit 0");
 
     let mut server = start(&dir);
-    let mut alice = login(&server.url, "galice").await;
+    let mut alice = login(&server.url(), "galice").await;
     let doc = alice.ok("getRoomById", json!([rid])).await;
     assert_eq!(doc["topic"], "kept");
     assert_eq!(doc["maxParticipants"], 7);
@@ -324,7 +267,7 @@ async fn graceful_restart_keeps_everything() {
     assert_eq!(doc["code"], room["code"]);
     assert_eq!(doc["usersCount"], 3);
     // The mute survived the restart.
-    let mut carol = login(&server.url, "gcarol").await;
+    let mut carol = login(&server.url(), "gcarol").await;
     let e = carol.err("sendMessage", json!([{"rid": rid, "msg": "still muted?"}])).await;
     assert_eq!(e["error"], "error-action-not-allowed", "{e}");
     carol.close().await;
@@ -338,7 +281,7 @@ async fn graceful_restart_keeps_everything() {
     );
     let hist = alice.ok("loadHistory", json!([rid, null, 50, null])).await;
     assert!(hist["messages"].as_array().unwrap().iter().any(|m| m["_id"] == sent["_id"]));
-    let mut bob = login(&server.url, "gbob").await;
+    let mut bob = login(&server.url(), "gbob").await;
     let subs = bob.ok("subscriptions/get", json!([])).await;
     let sub = subs.as_array().unwrap().iter().find(|s| s["rid"] == rid.as_str()).expect("bob's subscription");
     assert_eq!(sub["f"], true);
@@ -350,7 +293,7 @@ async fn graceful_restart_keeps_everything() {
     let dup = alice.err("sendMessage", json!([{"_id": sent["_id"], "rid": rid, "msg": "again"}])).await;
     assert_eq!(dup["error"], "error-message-already-exists");
     bob.close().await;
-    assert_eq!(sigterm(&mut server).code(), Some(0));
+    assert_eq!(server.sigterm().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -364,10 +307,10 @@ async fn old_schema_is_migrated_and_newer_refused() {
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let mut server = start(&dir);
-    let mut c = login(&server.url, "schema").await;
+    let mut c = login(&server.url(), "schema").await;
     c.ok("createChannel", json!([unique("s")])).await;
     c.close().await;
-    assert_eq!(sigterm(&mut server).code(), Some(0));
+    assert_eq!(server.sigterm().code(), Some(0));
     let version: i64 = rusqlite::Connection::open(dir.join("roomd.sqlite3"))
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -378,21 +321,15 @@ async fn old_schema_is_migrated_and_newer_refused() {
         .unwrap()
         .pragma_update(None, "user_version", 99)
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_roomd"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
+    let out = RoomdCmd::cli()
+        .args(["--listen", "127.0.0.1:0"])
+        .data_dir(&dir)
         .env("ROOMD_JWT_SECRET", SECRET)
-        .output()
-        .unwrap();
+        .output();
     assert!(!out.status.success(), "a newer schema must be refused");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("newer"), "the refusal must say why: {err}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn sigkill(p: &mut Proc) {
-    let _ = p.child.kill();
-    let _ = p.child.wait();
 }
 
 /// Issue 8.1: an `_id` reused after it left the in-memory history window
@@ -402,7 +339,7 @@ fn sigkill(p: &mut Proc) {
 async fn reused_message_id_outside_the_window_is_refused_and_nothing_acknowledged_is_lost() {
     let dir = tempdir("dupid");
     let mut server = start_with(&dir, &["--history-limit", "3"]);
-    let mut alice = login(&server.url, "dupalice").await;
+    let mut alice = login(&server.url(), "dupalice").await;
     let rid = alice.ok("createChannel", json!([unique("d")])).await["_id"].as_str().unwrap().to_owned();
     alice.ok("sendMessage", json!([{"_id": "X", "rid": rid, "msg": "original"}])).await;
     for i in 0..3 {
@@ -433,10 +370,10 @@ async fn reused_message_id_outside_the_window_is_refused_and_nothing_acknowledge
     assert_eq!((acked, refused), (6, 6));
     let msgs_before = alice.room(&rid).await["msgs"].clone();
     assert_eq!(msgs_before, 4 + 6);
-    sigkill(&mut server);
+    server.kill9();
 
     let server = start_with(&dir, &["--history-limit", "50"]);
-    let mut alice = login(&server.url, "dupalice").await;
+    let mut alice = login(&server.url(), "dupalice").await;
     assert_eq!(alice.room(&rid).await["msgs"], msgs_before, "msgs counts what was stored");
     let hist = alice.ok("loadHistory", json!([rid, null, 50, null])).await;
     let msgs = hist["messages"].as_array().unwrap();
@@ -485,7 +422,7 @@ async fn concurrent_logins_answer_only_after_the_user_is_stored() {
     let mut server = start(&dir);
     for round in 0..20 {
         let name = format!("racer{round}");
-        let first = racing_logins(&server.url, &name).await;
+        let first = racing_logins(&server.url(), &name).await;
         // Committed transactions are visible to a new reader at once (WAL).
         let db = rusqlite::Connection::open_with_flags(
             dir.join("roomd.sqlite3"),
@@ -499,11 +436,11 @@ async fn concurrent_logins_answer_only_after_the_user_is_stored() {
         assert!(first.as_ref().is_some_and(|f| f.get("error").is_none()), "{first:?}");
         assert!(stored, "round {round}: login of {name} acknowledged before the user was stored");
     }
-    let first = racing_logins(&server.url, "racer-killed").await;
-    sigkill(&mut server);
+    let first = racing_logins(&server.url(), "racer-killed").await;
+    server.kill9();
     assert!(first.as_ref().is_some_and(|f| f.get("error").is_none()), "{first:?}");
     let server = start(&dir);
-    let mut other = login(&server.url, "witness").await;
+    let mut other = login(&server.url(), "witness").await;
     let doc = other.ok("createPrivateGroup", json!([unique("w"), ["racer-killed"]])).await;
     assert_eq!(doc["usersCount"], 2, "acknowledged user lost after SIGKILL");
     drop(server);
@@ -517,35 +454,31 @@ async fn concurrent_logins_answer_only_after_the_user_is_stored() {
 async fn username_owners_and_logouts_survive_restart_and_names_can_be_freed() {
     let dir = tempdir("owners");
     let mut server = start(&dir);
-    let alice = login(&server.url, "owner-alice").await;
+    let alice = login(&server.url(), "owner-alice").await;
     alice.close().await;
-    let mut c = Client::open(&server.url).await;
+    let mut c = Client::open(&server.url()).await;
     c.connect().await;
     let t = token("id-leaver", "leaver", &["user"]);
     c.ok("login", json!([{"resume": t}])).await;
     c.call("logout", json!([])).await;
-    sigkill(&mut server);
+    server.kill9();
 
     let mut server = start(&dir);
-    let mut m = Client::open(&server.url).await;
+    let mut m = Client::open(&server.url()).await;
     m.connect().await;
     let e = m.err("login", json!([{"resume": token("mallory2", " Owner-Alice ", &["user"])}])).await;
     assert_eq!(e["error"], 403, "{e}");
     assert_eq!(e["reason"], "Username belongs to another user");
     let e = m.err("login", json!([{"resume": t}])).await;
     assert_eq!(e["reason"], "Token was ended by logout. Please log in again.", "{e}");
-    assert_eq!(sigterm(&mut server).code(), Some(0));
+    assert_eq!(server.sigterm().code(), Some(0));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_roomd"))
-        .args(["free-username", " OWNER-alice", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = RoomdCmd::cli().args(["free-username", " OWNER-alice"]).data_dir(&dir).output();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("id-owner-alice"), "{out:?}");
 
     let server = start(&dir);
-    let mut m = Client::open(&server.url).await;
+    let mut m = Client::open(&server.url()).await;
     m.connect().await;
     m.ok("login", json!([{"resume": token("mallory2", "owner-alice", &["user"])}])).await;
     drop(server);
@@ -575,7 +508,7 @@ async fn v2_data_dir_gets_username_owners() {
         .unwrap();
     }
     let server = start(&dir);
-    let mut c = Client::open(&server.url).await;
+    let mut c = Client::open(&server.url()).await;
     c.connect().await;
     let e = c.err("login", json!([{"resume": token("second", "shared", &["user"])}])).await;
     assert_eq!(e["reason"], "Username belongs to another user", "{e}");
@@ -593,12 +526,12 @@ async fn v2_data_dir_gets_username_owners() {
 async fn rooms_whose_names_differ_only_in_case_still_restore() {
     let dir = tempdir("namecase");
     let mut server = start(&dir);
-    let mut alice = login(&server.url, "ncalice").await;
+    let mut alice = login(&server.url(), "ncalice").await;
     let name = unique("Legacy");
     let older = alice.ok("createChannel", json!([name])).await["_id"].as_str().unwrap().to_owned();
     let younger = alice.ok("createChannel", json!([unique("tmp")])).await["_id"].as_str().unwrap().to_owned();
     alice.close().await;
-    assert_eq!(sigterm(&mut server).code(), Some(0));
+    assert_eq!(server.sigterm().code(), Some(0));
     // What an older roomd could store: the younger room renamed to the
     // older one's name in lower case.
     let lower = name.to_lowercase();
@@ -613,7 +546,7 @@ async fn rooms_whose_names_differ_only_in_case_still_restore() {
     }
 
     let mut server = start(&dir);
-    let mut alice = login(&server.url, "ncalice").await;
+    let mut alice = login(&server.url(), "ncalice").await;
     assert_eq!(alice.ok("getRoomById", json!([younger])).await["name"], lower.as_str());
     assert_eq!(alice.ok("getRoomIdByNameOrId", json!([name])).await, older.as_str());
     assert_eq!(alice.ok("getRoomIdByNameOrId", json!([lower])).await, younger.as_str());
@@ -629,7 +562,7 @@ async fn rooms_whose_names_differ_only_in_case_still_restore() {
     assert_eq!(alice.ok("getRoomIdByNameOrId", json!([lower])).await, older.as_str());
     assert_eq!(alice.ok("getRoomIdByNameOrId", json!([fresh])).await, younger.as_str());
     alice.close().await;
-    assert_eq!(sigterm(&mut server).code(), Some(0));
+    assert_eq!(server.sigterm().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -640,10 +573,10 @@ enum Stop {
     Term,
 }
 
-fn stop(p: &mut Proc, how: Stop) {
+fn stop(p: &mut Roomd, how: Stop) {
     match how {
-        Stop::Kill => sigkill(p),
-        Stop::Term => assert_eq!(sigterm(p).code(), Some(0), "graceful shutdown must exit 0"),
+        Stop::Kill => p.kill9(),
+        Stop::Term => assert_eq!(p.sigterm().code(), Some(0), "graceful shutdown must exit 0"),
     }
 }
 
@@ -710,10 +643,10 @@ async fn a_guest_reclaims_its_seat_in_a_locked_or_full_room_after_a_restart() {
             let grace = ["--guest-grace", "30s"];
             let mut server = start_with(&dir, &grace);
             let host_name = format!("seathost{}", full as u8);
-            let mut host = login(&server.url, &host_name).await;
+            let mut host = login(&server.url(), &host_name).await;
             let extra = if full { json!({"maxParticipants": 2}) } else { json!({}) };
             let (rid, code) = guest_room(&mut host, extra).await;
-            let (guest, joined) = guest_join(&server.url, &code, "Gina", None).await;
+            let (guest, joined) = guest_join(&server.url(), &code, "Gina", None).await;
             let p = joined["result"].clone();
             let token = p["guestToken"].as_str().expect("guestToken").to_owned();
             if !full {
@@ -742,18 +675,18 @@ async fn a_guest_reclaims_its_seat_in_a_locked_or_full_room_after_a_restart() {
             stop(&mut server, how);
 
             let server = start_with(&dir, &grace);
-            let mut host = host_listening(&server.url, &host_name, &rid).await;
+            let mut host = host_listening(&server.url(), &host_name, &rid).await;
             assert_eq!(
                 participants(&mut host, &rid).await,
                 before,
                 "{how:?} full={full}: seat lost on restart"
             );
             // Nobody else gets in while the seat is held.
-            let (_, other) = guest_join(&server.url, &code, "Other", None).await;
+            let (_, other) = guest_join(&server.url(), &code, "Other", None).await;
             let refused = if full { "error-room-full" } else { "error-room-locked" };
             assert_eq!(other["error"]["error"], refused, "{how:?} full={full}: {other}");
 
-            let (mut back, r) = guest_join(&server.url, &code, "Gina", Some(&token)).await;
+            let (mut back, r) = guest_join(&server.url(), &code, "Gina", Some(&token)).await;
             assert!(r.get("error").is_none(), "{how:?} full={full}: reclaim refused: {r}");
             let q = &r["result"];
             assert_eq!(q["id"], p["id"], "{how:?} full={full}: {q}");
@@ -789,9 +722,9 @@ async fn an_unclaimed_guest_seat_is_released_after_the_grace_following_a_restart
         let dir = tempdir("unclaimed");
         let grace = ["--guest-grace", "3s"];
         let mut server = start_with(&dir, &grace);
-        let mut host = login(&server.url, "gonehost").await;
+        let mut host = login(&server.url(), "gonehost").await;
         let (rid, code) = guest_room(&mut host, json!({"maxParticipants": 2})).await;
-        let (guest, joined) = guest_join(&server.url, &code, "Gone", None).await;
+        let (guest, joined) = guest_join(&server.url(), &code, "Gone", None).await;
         let p = joined["result"].clone();
         assert!(p["id"].is_string(), "{joined}");
         host.close().await;
@@ -804,15 +737,15 @@ async fn an_unclaimed_guest_seat_is_released_after_the_grace_following_a_restart
 
         let started = std::time::Instant::now();
         let mut server = start_with(&dir, &grace);
-        let mut host = host_listening(&server.url, "gonehost", &rid).await;
+        let mut host = host_listening(&server.url(), "gonehost", &rid).await;
         // The host over Socket.IO too, hearing the room's meeting events.
         let auth = json!({"token": token("id-gonehost", "gonehost", &["user"])});
-        let mut sio_host = SioSocket::connect_as(&server.url, Some(auth)).await;
+        let mut sio_host = SioSocket::connect_as(&server.url(), Some(auth)).await;
         let again = sio_host.ask("join-room", json!({"code": code})).await;
         assert_eq!(again["isHost"], true, "{how:?}: {again}");
         let (_, count) = participants(&mut host, &rid).await;
         assert_eq!(count, 2, "{how:?}: the seat must be held through the grace");
-        let (_, other) = guest_join(&server.url, &code, "Other", None).await;
+        let (_, other) = guest_join(&server.url(), &code, "Other", None).await;
         assert_eq!(other["error"]["error"], "error-room-full", "{how:?}: {other}");
 
         let left = host
@@ -833,15 +766,15 @@ async fn an_unclaimed_guest_seat_is_released_after_the_grace_following_a_restart
         assert_eq!(participants(&mut host, &rid).await.1, 1, "{how:?}: the count must drop");
         assert_eq!(host.room(&rid).await["usersCount"], 1);
         // The seat is free for someone else now.
-        let (_, newcomer) = guest_join(&server.url, &code, "New", None).await;
+        let (_, newcomer) = guest_join(&server.url(), &code, "New", None).await;
         assert!(newcomer.get("error").is_none(), "{how:?}: {newcomer}");
         host.close().await;
-        assert_eq!(sigterm(&mut server).code(), Some(0));
+        assert_eq!(server.sigterm().code(), Some(0));
 
         // The release is durable: after another restart the old guest is gone
         // (the newcomer, whose connection closed, holds the other seat).
         let server = start_with(&dir, &grace);
-        let mut host = login(&server.url, "gonehost").await;
+        let mut host = login(&server.url(), "gonehost").await;
         let (ids, count) = participants(&mut host, &rid).await;
         assert_eq!(count, 2, "{how:?}: {ids:?}");
         assert!(!ids.contains(&p["id"].as_str().unwrap().to_owned()), "{how:?}: released seat is back");
@@ -971,10 +904,10 @@ async fn a_socketio_guest_reclaims_its_seat_after_a_restart_and_its_token_opens_
         let dir = tempdir("sioseat");
         let grace = ["--guest-grace", "30s"];
         let mut server = start_with(&dir, &grace);
-        let mut host = login(&server.url, "siohost").await;
+        let mut host = login(&server.url(), "siohost").await;
         let (rid, code) = guest_room(&mut host, json!({})).await;
         let (other_rid, other_code) = guest_room(&mut host, json!({})).await;
-        let mut sio = SioSocket::connect(&server.url).await;
+        let mut sio = SioSocket::connect(&server.url()).await;
         let p = sio.ask("join-room", json!({"code": code, "guestName": "Sia"})).await;
         let token = p["guestToken"].as_str().unwrap_or_else(|| panic!("no guestToken: {p}")).to_owned();
         for r in [&rid, &other_rid] {
@@ -990,18 +923,18 @@ async fn a_socketio_guest_reclaims_its_seat_after_a_restart_and_its_token_opens_
         stop(&mut server, how);
 
         let server = start_with(&dir, &grace);
-        let mut host = login(&server.url, "siohost").await;
+        let mut host = login(&server.url(), "siohost").await;
         assert_eq!(participants(&mut host, &rid).await, before, "{how:?}: seat lost on restart");
 
         // The token is room A's: shown to room B it reclaims nothing, and
         // B is locked, so the guest is refused there and B is unchanged.
-        let mut sio = SioSocket::connect(&server.url).await;
+        let mut sio = SioSocket::connect(&server.url()).await;
         let foreign =
             sio.ask("join-room", json!({"code": other_code, "guestName": "Sia", "guestToken": token})).await;
         assert_eq!(foreign["error"]["code"], "error-room-locked", "{how:?}: {foreign}");
         assert_eq!(participants(&mut host, &other_rid).await.1, 1, "{how:?}");
 
-        let mut sio = SioSocket::connect(&server.url).await;
+        let mut sio = SioSocket::connect(&server.url()).await;
         let q = sio.ask("join-room", json!({"code": code, "guestName": "Sia", "guestToken": token})).await;
         assert!(q.get("error").is_none(), "{how:?}: reclaim refused: {q}");
         assert_eq!((&q["id"], &q["joinedAt"]), (&p["id"], &p["joinedAt"]), "{how:?}: {q}");

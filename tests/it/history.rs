@@ -200,7 +200,7 @@ fn check_n_once(all: Vec<(String, i64, bool)>, n: usize) {
 
 /// A server on a fresh SQLite data directory, default limits.
 async fn sqlite_server() -> TestServer {
-    let dir = crate::durability::tempdir("history");
+    let dir = crate::proc::tempdir("history");
     let cache = roomd::config::Limits::default().history_limit;
     let store = roomd::store::SqliteStore::open(&dir, roomd::store::SyncMode::Normal, cache).unwrap();
     TestServer::with_durability(std::sync::Arc::new(store), |_| {}).await
@@ -254,19 +254,20 @@ async fn rest_channels_history_pages_all_3000_stored_messages_by_latest() {
 /// messages, and paging still reaches all 3,000 from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_all_messages_after_a_restart() {
-    use crate::durability::{login, sigterm, start_with, tempdir};
+    use crate::durability::{login, start_with};
+    use crate::proc::tempdir;
     let dir = tempdir("history-restart");
     let mut server = start_with(&dir, &["--sync", "normal"]);
-    let mut owner = login(&server.url, "owner").await;
+    let mut owner = login(&server.url(), "owner").await;
     let mut writers = Vec::new();
     for w in 0..MANY_WRITERS {
-        writers.push(login(&server.url, &format!("writer{w}")).await);
+        writers.push(login(&server.url(), &format!("writer{w}")).await);
     }
     let rid = fill_room(&mut owner, writers, MANY).await;
     drop(owner);
-    assert!(sigterm(&mut server).success());
+    assert!(server.sigterm().success());
     let server = start_with(&dir, &["--sync", "normal"]);
-    let mut owner = login(&server.url, "owner").await;
+    let mut owner = login(&server.url(), "owner").await;
     check_n_once(page_ddp(&mut owner, &rid, 100).await, MANY);
 }
 
@@ -275,12 +276,13 @@ async fn history_pages_all_messages_after_a_restart() {
 /// before and after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_count_prunes_the_oldest_messages_in_the_background() {
-    use crate::durability::{login, sigterm, start_with, tempdir};
+    use crate::durability::{login, start_with};
+    use crate::proc::tempdir;
     let dir = tempdir("history-retention");
     let args = ["--sync", "normal", "--history-retention-count", "100", "--history-prune-interval", "100ms"];
     let mut server = start_with(&dir, &args);
-    let mut owner = login(&server.url, "owner").await;
-    let writer = login(&server.url, "writer").await;
+    let mut owner = login(&server.url(), "owner").await;
+    let writer = login(&server.url(), "writer").await;
     let rid = fill_room(&mut owner, vec![writer], 300).await;
     let kept = |all: &[(String, i64, bool)]| all.iter().map(|m| m.0.clone()).collect::<Vec<_>>();
     let newest: Vec<String> = (200..300).rev().map(|i| format!("m{i}")).collect();
@@ -294,8 +296,8 @@ async fn retention_by_count_prunes_the_oldest_messages_in_the_background() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     drop(owner);
-    assert!(sigterm(&mut server).success());
+    assert!(server.sigterm().success());
     let server = start_with(&dir, &args);
-    let mut owner = login(&server.url, "owner").await;
+    let mut owner = login(&server.url(), "owner").await;
     assert_eq!(kept(&page_ddp(&mut owner, &rid, 30).await), newest);
 }

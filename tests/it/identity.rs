@@ -486,12 +486,11 @@ async fn audience_and_issuer() {
 /// Runs the real binary's `roomd token` with the test secret and `args`;
 /// returns the token.
 fn cli_token(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomd"))
+    let out = crate::proc::RoomdCmd::cli()
         .arg("token")
         .args(args)
         .env("ROOMD_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
-        .output()
-        .expect("run roomd token");
+        .output();
     assert!(out.status.success(), "roomd token failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
@@ -561,10 +560,7 @@ async fn cli_token_with_audience_and_issuer() {
 /// Issue 22.5: `roomd token --help` describes every claim flag.
 #[test]
 fn cli_token_help_describes_its_flags() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomd"))
-        .args(["token", "--help"])
-        .output()
-        .expect("roomd token --help");
+    let out = crate::proc::RoomdCmd::cli().args(["token", "--help"]).output();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in ["--user-id", "--username", "--name", "--audience", "--issuer"] {
         // clap prints a flag's description on its own line or after it;

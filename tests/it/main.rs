@@ -2,6 +2,8 @@
 //! server over real sockets, except `model`, which drives the pure room rules,
 //! and `store_rows`, which restores an old-schema data directory.
 //!
+//! - `proc`: the one way to start the real `roomd` binary (`RoomdCmd`),
+//!   child processes that never outlive the test binary, probes.
 //! - `ddp`: DDP framing rules 1–8 (connect, order, heartbeats, results,
 //!   subscriptions, stream frames, EJSON dates, bad input).
 //! - `identity`: resume-token login, refused tokens, logout, guests.
@@ -17,17 +19,17 @@
 //!   durability fake).
 //! - `store_rows`: today's stored rows restore whole and re-encode byte for byte.
 //! - `cluster`: cluster mode on NATS JetStream with real `nats-server` and
-//!   roomd processes (skipped, loudly, without a `nats-server`).
+//!   roomd processes (skipped, loudly, without a `nats-server`): the core on
+//!   one server and two nodes (`cluster::basics`), the three-server failure
+//!   scenarios, readiness, and the stream backup and restore
+//!   (`cluster::backup`).
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 //! - `history`: paging history by `ts` reaches every message once.
 //! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
 //! - `backup`: `roomd backup`/`restore` under writes, wrong paths, full disk,
 //!   damaged and newer files; every earlier schema's fixture restores.
-//! - `cluster_backup`: the stream `ROOMLOG` backed up with JetStream's
-//!   snapshot API, restored into a fresh NATS server, served by a new node.
 
-mod cluster_backup;
-mod cluster_basics;
+mod proc;
 mod support;
 
 mod access;

@@ -5,11 +5,10 @@
 //! refuses extra connections with 1013 while `/healthz` keeps answering.
 
 use crate::http::{get, sample};
+use crate::proc::{Roomd, RoomdCmd};
 use crate::support::*;
 use roomd::auth::{Authenticator, Claims, now_secs};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -119,52 +118,20 @@ async fn a_result_larger_than_the_connection_budget_is_refused_with_a_code() {
 
 /// Starts the real binary under `ulimit -n {files}`; returns it, its
 /// WebSocket URL and its stderr lines so far (up to the listening line).
-fn start_with_open_files(files: u32) -> (KillOnDrop, String, Vec<String>) {
+fn start_with_open_files(files: u32) -> (Roomd, String, Vec<String>) {
     start_roomd(files, &[])
 }
 
 /// [`start_with_open_files`] with more arguments for roomd.
-fn start_roomd(files: u32, extra: &[&str]) -> (KillOnDrop, String, Vec<String>) {
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_roomd"))
-        .args(["--listen", "127.0.0.1:0", "--in-memory", "--no-rate-limits"])
+fn start_roomd(files: u32, extra: &[&str]) -> (Roomd, String, Vec<String>) {
+    let roomd = RoomdCmd::server_with_open_files(files)
+        .args(["--in-memory", "--no-rate-limits"])
         .args(extra)
         .env("ROOMD_JWT_SECRET", "test-secret")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn roomd");
-    let mut child = KillOnDrop(child);
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("roomd did not report its address");
-        lines.push(line.clone());
-        if let Some(i) = line.find("ws://") {
-            let rest = &line[i..];
-            let end = rest.find("/websocket").map(|e| e + "/websocket".len()).unwrap_or(rest.len());
-            return (child, rest[..end].to_owned(), lines);
-        }
-    }
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+        .start();
+    let lines = roomd.lines_until(|l| l.contains("ws://"));
+    let url = roomd.url();
+    (roomd, url, lines)
 }
 
 #[tokio::test]
@@ -255,7 +222,7 @@ async fn guest_session(url: &str, rooms: &[(String, String)], i: usize) {
 async fn guest_sessions_that_come_and_go_leave_no_memory_behind_once_warm() {
     let (roomd, url, _) =
         start_roomd(1024, &["--guest-grace", "100ms", "--history-limit", "20", "--log-format", "text"]);
-    let pid = roomd.0.id();
+    let pid = roomd.pid();
     let token = Authenticator::hs256(b"test-secret").mint(&Claims {
         sub: "churn-host".into(),
         username: "churnhost".into(),

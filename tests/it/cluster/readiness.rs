@@ -6,13 +6,12 @@
 use super::exclusive;
 use super::nats::{NatsConn, Reply, nats_or_skip};
 use super::nodes::{SECRET, user};
-use super::proc::{Guarded, free_ports, http_get, tempdir};
+use crate::proc::{Guarded, Roomd, RoomdCmd, free_ports, http_get, tempdir};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One `nats-server -js` on `port` (a config file when `conf` has extra
@@ -58,84 +57,16 @@ impl Nats {
     }
 }
 
-/// A roomd process in cluster mode, its log kept for assertions.
-struct Roomd {
-    proc: Guarded,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Roomd {
-    fn start(nats_url: &str, node: &str, dir: &Path, extra: &[&str]) -> Roomd {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomd"));
-        cmd.args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--data-dir"])
-            .arg(dir)
-            .args(["--cluster", nats_url, "--node-id", node, "--cluster-replicas", "1"])
-            .args(extra)
-            .env("ROOMD_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut proc = Guarded::spawn(&mut cmd, None).expect("spawn roomd");
-        let stderr = proc.take_stderr().unwrap();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn({
-            let log = log.clone();
-            move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(addr) = address_in(&line)
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(addr);
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("roomd did not report its address");
-        Roomd { proc, addr, log }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/websocket", self.addr)
-    }
-
-    fn logs(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    async fn ready(&mut self, within: Duration) {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(st) = self.proc.exited() {
-                panic!("roomd exited ({st}):\n{}", self.logs());
-            }
-            if matches!(http_get(self.addr, "/readyz"), Some((200, _))) {
-                return;
-            }
-            assert!(Instant::now() < end, "roomd not ready after {within:?}:\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn exit_status(&mut self, within: Duration) -> ExitStatus {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(st) = self.proc.exited() {
-                return st;
-            }
-            assert!(Instant::now() < end, "roomd still running after {within:?}:\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn address_in(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("ws://")? + "ws://".len()..];
-    rest[..rest.find('/')?].parse().ok()
+/// A roomd process in cluster mode (its address known), its log kept for
+/// assertions.
+fn start(nats_url: &str, node: &str, dir: &Path, extra: &[&str]) -> Roomd {
+    RoomdCmd::server()
+        .arg("--no-rate-limits")
+        .data_dir(dir)
+        .args(["--cluster", nats_url, "--node-id", node, "--cluster-replicas", "1"])
+        .args(extra)
+        .env("ROOMD_JWT_SECRET", SECRET)
+        .start()
 }
 
 /// One raw HTTP/1.1 request; status, head and body (`None`: no answer
@@ -183,25 +114,25 @@ async fn a_node_waiting_for_nats_answers_probes_then_gives_up_or_starts() {
     let (nowhere, later) = (format!("nats://127.0.0.1:{}", ports[0]), ports[1]);
 
     let t0 = Instant::now();
-    let mut gives_up = Roomd::start(&nowhere, "w1", &dir.join("w1"), &["--cluster-start-timeout", "3s"]);
+    let mut gives_up = start(&nowhere, "w1", &dir.join("w1"), &["--cluster-start-timeout", "3s"]);
     let later_url = format!("nats://127.0.0.1:{later}");
-    let mut starts = Roomd::start(&later_url, "w2", &dir.join("w2"), &["--cluster-start-timeout", "30s"]);
+    let mut starts = start(&later_url, "w2", &dir.join("w2"), &["--cluster-start-timeout", "30s"]);
     for node in [&gives_up, &starts] {
-        let health = http_get(node.addr, "/healthz");
+        let health = http_get(node.addr(), "/healthz");
         assert_eq!(health, Some((200, "ok\n".into())), "healthz while waiting for NATS");
-        let (status, body) = http_get(node.addr, "/readyz").expect("readyz answers while waiting for NATS");
+        let (status, body) = http_get(node.addr(), "/readyz").expect("readyz answers while waiting for NATS");
         assert_eq!(status, 503, "{body}");
         assert!(body.starts_with("waiting for NATS at nats://127.0.0.1:"), "{body}");
-        let ws = http_raw(node.addr, UPGRADE);
+        let ws = http_raw(node.addr(), UPGRADE);
         assert!(refused(&ws), "a WebSocket while waiting for NATS: {ws:?}");
-        let rest = http_raw(node.addr, REST);
+        let rest = http_raw(node.addr(), REST);
         assert!(refused(&rest), "REST while waiting for NATS: {rest:?}");
     }
     eprintln!("probes answered {} ms after two nodes started without NATS", t0.elapsed().as_millis());
 
     let st = gives_up.exit_status(Duration::from_secs(15)).await;
-    assert_eq!(st.code(), Some(1), "exit status after the start deadline:\n{}", gives_up.logs());
-    let logs = gives_up.logs();
+    assert_eq!(st.code(), Some(1), "exit status after the start deadline:\n{}", gives_up.log().all());
+    let logs = gives_up.log().all();
     assert!(
         logs.contains("cannot start in cluster mode") && logs.contains("--cluster-start-timeout"),
         "the exit says why:\n{logs}"
@@ -228,7 +159,7 @@ async fn a_replaying_node_refuses_clients_until_it_has_caught_up() {
     let _turn = exclusive().await;
     let dir = scratch("replay");
     let nats = Nats::start(bin, &dir.join("nats"), free_ports(1)[0], "");
-    let mut a = Roomd::start(&nats.url(), "a", &dir.join("a"), &[]);
+    let mut a = start(&nats.url(), "a", &dir.join("a"), &[]);
     a.ready(Duration::from_secs(20)).await;
     let mut alice = user(&a.url(), "replay-alice").await;
     let busy = alice.ok("createChannel", json!([crate::support::unique("busy"), [], false])).await["rid"]
@@ -244,8 +175,8 @@ async fn a_replaying_node_refuses_clients_until_it_has_caught_up() {
     let flooded = t0.elapsed();
     // Node a applies them too before it answers anything after them.
     let end = Instant::now() + Duration::from_secs(60);
-    while applied(a.addr) < FLOOD as u64 {
-        assert!(Instant::now() < end, "node a did not apply the flood: {}", applied(a.addr));
+    while applied(a.addr()) < FLOOD as u64 {
+        assert!(Instant::now() < end, "node a did not apply the flood: {}", applied(a.addr()));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Then, late in the log: a new room and a last message.
@@ -260,14 +191,14 @@ async fn a_replaying_node_refuses_clients_until_it_has_caught_up() {
     );
 
     let t1 = Instant::now();
-    let b = Roomd::start(&nats.url(), "b", &dir.join("b"), &[]);
+    let b = start(&nats.url(), "b", &dir.join("b"), &[]);
     let (mut refusals, mut answered) = (0, 0);
     let mut refused_doors = [false; 3];
     let end = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(Instant::now() < end, "b never answered:\n{}", b.logs());
-        let ready = matches!(http_get(b.addr, "/readyz"), Some((200, _)));
-        let probes = [http_raw(b.addr, UPGRADE), http_raw(b.addr, SOCKETIO), http_raw(b.addr, REST)];
+        assert!(Instant::now() < end, "b never answered:\n{}", b.log().all());
+        let ready = matches!(http_get(b.addr(), "/readyz"), Some((200, _)));
+        let probes = [http_raw(b.addr(), UPGRADE), http_raw(b.addr(), SOCKETIO), http_raw(b.addr(), REST)];
         for (i, p) in probes.iter().enumerate() {
             if refused(p) {
                 refusals += 1;
@@ -304,7 +235,7 @@ async fn a_replaying_node_refuses_clients_until_it_has_caught_up() {
     assert!(
         refused_doors.iter().all(|r| *r),
         "every door refused while replaying: {refused_doors:?}\n{}",
-        b.logs()
+        b.log().all()
     );
     drop(alice);
     let _ = std::fs::remove_dir_all(&dir);
@@ -393,10 +324,10 @@ async fn a_short_duplicate_window_stops_the_node() {
         matches!(&created, Reply::Json(v) if v["config"]["duplicate_window"] == 5_000_000_000u64),
         "{created:?}"
     );
-    let mut node = Roomd::start(&nats.url(), "d", &dir.join("d"), &["--cluster-start-timeout", "10s"]);
+    let mut node = start(&nats.url(), "d", &dir.join("d"), &["--cluster-start-timeout", "10s"]);
     let st = node.exit_status(Duration::from_secs(10)).await;
-    assert_eq!(st.code(), Some(1), "{}", node.logs());
-    let logs = node.logs();
+    assert_eq!(st.code(), Some(1), "{}", node.log().all());
+    let logs = node.log().all();
     assert!(logs.contains("duplicate_window is 5s") && logs.contains("--dupe-window 2m"), "{logs}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -410,9 +341,9 @@ async fn an_entry_over_max_payload_is_refused_with_a_code() {
     let _turn = exclusive().await;
     let dir = scratch("payload");
     let nats = Nats::start(bin, &dir.join("nats"), free_ports(1)[0], "max_payload: 16384");
-    let mut node = Roomd::start(&nats.url(), "p", &dir.join("p"), &["--max-message-len", "40000"]);
+    let mut node = start(&nats.url(), "p", &dir.join("p"), &["--max-message-len", "40000"]);
     node.ready(Duration::from_secs(20)).await;
-    let logs = node.logs();
+    let logs = node.log().all();
     assert!(
         logs.contains("max_payload (16384 bytes) is smaller than the largest log entry"),
         "the start warns about max_payload:\n{logs}"
@@ -441,8 +372,8 @@ async fn a_leave_retried_on_another_node_after_a_kill_succeeds() {
     let _turn = exclusive().await;
     let dir = scratch("leave");
     let nats = Nats::start(bin, &dir.join("nats"), free_ports(1)[0], "");
-    let mut a = Roomd::start(&nats.url(), "la", &dir.join("a"), &[]);
-    let mut b = Roomd::start(&nats.url(), "lb", &dir.join("b"), &[]);
+    let mut a = start(&nats.url(), "la", &dir.join("a"), &[]);
+    let mut b = start(&nats.url(), "lb", &dir.join("b"), &[]);
     a.ready(Duration::from_secs(20)).await;
     b.ready(Duration::from_secs(20)).await;
     let mut owner = user(&b.url(), "leave-owner").await;
@@ -463,7 +394,7 @@ async fn a_leave_retried_on_another_node_after_a_kill_succeeds() {
         }
     };
     assert_eq!(ul["u"]["username"], "leave-bob");
-    a.proc.kill9();
+    a.kill9();
     let mut bob = user(&b.url(), "leave-bob").await;
     let r = bob.call("leaveRoom", json!([rid])).await;
     assert!(r.get("error").is_none(), "the retried leave must succeed: {r}");

@@ -684,7 +684,7 @@ fn follower_with_clients(nats: &NatsCluster, leader: usize) -> usize {
     (0..3)
         .filter(|&i| i != leader)
         .max_by_key(|&i| {
-            super::proc::http_json(nats.servers[i].http(), "/connz")
+            crate::proc::http_json(nats.servers[i].http(), "/connz")
                 .and_then(|c| c["num_connections"].as_u64())
                 .unwrap_or(0)
         })

@@ -5,7 +5,7 @@
 
 use super::exclusive;
 use super::nats::{NatsCluster, NatsConn, Reply, nats_or_skip};
-use super::proc::alive;
+use crate::proc::alive;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -136,7 +136,7 @@ async fn nats_fixture_forms_a_durable_cluster_and_survives_a_leader_kill() {
 /// starts a guarded `sleep` and then SIGKILLs itself.
 #[test]
 fn watchdog_kills_the_child_when_the_test_binary_dies() {
-    use super::proc::{Guarded, signal};
+    use crate::proc::{Guarded, signal};
     use std::process::{Command, Stdio};
     if let Ok(dir) = std::env::var("ROOMD_WATCHDOG_PROBE") {
         let scratch = std::path::Path::new(&dir).join("scratch");
@@ -146,7 +146,7 @@ fn watchdog_kills_the_child_when_the_test_binary_dies() {
         signal(std::process::id(), "KILL");
         unreachable!();
     }
-    let dir = super::proc::tempdir("watchdog");
+    let dir = crate::proc::tempdir("watchdog");
     std::fs::create_dir_all(dir.join("scratch")).unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([

@@ -23,8 +23,9 @@
 //! a request per chunk. async-nats (roomd's own client) already does all of
 //! that; the snapshot and restore protocol itself is spelled out here.
 
+use super::basics::{ready, start_nats, start_node_with};
 use crate::cluster::nodes::user as login;
-use crate::cluster_basics::{ready, start_nats, start_node_with, tempdir};
+use crate::proc::tempdir;
 use crate::support::{Client, unique};
 use async_nats::Client as Nats;
 use bytes::Bytes;
@@ -142,11 +143,11 @@ async fn view(c: &mut Client, rid: &str) -> Value {
 /// cluster, is released after the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_roomlog_serves_every_room_from_a_new_node() {
-    let Some(bin) = crate::cluster::nats::nats_or_skip("cluster_backup").cloned() else { return };
+    let Some(bin) = crate::cluster::nats::nats_or_skip("cluster::backup").cloned() else { return };
     let started = Instant::now();
     let old = start_nats(&bin, &tempdir("cbk-old"));
-    let a = start_node_with(&old.url, "a", &[]);
-    ready(&a).await;
+    let mut a = start_node_with(&old.url, "a", &[]);
+    ready(&mut a).await;
 
     let mut alice = login(&a.url, "alice").await;
     let mut bob = login(&a.url, "bob").await;
@@ -203,8 +204,8 @@ async fn a_restored_roomlog_serves_every_room_from_a_new_node() {
 
     // A new node, never seen by the old cluster, with a guest grace short
     // enough to watch it pass.
-    let b = start_node_with(&fresh.url, "b", &["--guest-grace", "3s"]);
-    ready(&b).await;
+    let mut b = start_node_with(&fresh.url, "b", &["--guest-grace", "3s"]);
+    ready(&mut b).await;
     let mut alice = login(&b.url, "alice").await;
     alice.sub_ok("stream-room-messages", json!([rooms[2], false])).await;
     for (rid, want) in rooms.iter().zip(&before) {

@@ -1,15 +1,14 @@
 //! Cluster mode on the smallest real setup: one `nats-server` with
 //! JetStream (one replica) and two roomd processes. The three-server
-//! failure scenarios live in `cluster.rs`; these check the core: any room
+//! failure scenarios live in `scenarios`; these check the core: any room
 //! from any node, events crossing nodes, exact capacity under concurrent
 //! joins through both nodes, and a restart that replays the log.
 
+use crate::proc::{Guarded, Roomd, RoomdCmd, free_ports, tempdir};
 use crate::support::{Client, unique};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::nodes::{SECRET, user as login};
@@ -17,55 +16,43 @@ use crate::cluster::nodes::{SECRET, user as login};
 /// The cluster fixture's `nats-server` (skips loudly, or fails under
 /// `ROOMD_REQUIRE_NATS=1`).
 fn nats_or_skip() -> Option<PathBuf> {
-    crate::cluster::nats::nats_or_skip("cluster_basics").cloned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-pub(crate) struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    crate::cluster::nats::nats_or_skip("cluster::basics").cloned()
 }
 
 pub(crate) struct Nats {
-    proc: Killed,
+    proc: Guarded,
     pub(crate) url: String,
     dir: PathBuf,
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.proc.0.kill();
-        let _ = self.proc.0.wait();
+        self.proc.kill9_in_place();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// One `nats-server` with JetStream storing in `dir`; like every child of
+/// the tests it never outlives the test binary.
 pub(crate) fn start_nats(bin: &Path, dir: &Path) -> Nats {
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+    let port = free_ports(1)[0];
+    let mut cmd = Command::new(bin);
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(dir)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn nats-server");
+        .stderr(Stdio::null());
+    let child = Guarded::spawn(&mut cmd, None).expect("spawn nats-server");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Nats { proc: Killed(child), url: format!("nats://127.0.0.1:{port}"), dir: dir.to_owned() }
+    Nats { proc: child, url: format!("nats://127.0.0.1:{port}"), dir: dir.to_owned() }
 }
 
 pub(crate) struct Node {
-    proc: Killed,
+    proc: Roomd,
     pub(crate) url: String,
     http: String,
 }
@@ -79,62 +66,24 @@ pub(crate) fn start_node_with(nats: &str, node: &str, extra: &[&str]) -> Node {
 }
 
 fn start_node_env(nats: &str, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
-        .args(["--listen", "127.0.0.1:0", "--no-rate-limits", "--cluster", nats, "--node-id", node])
+    let mut cmd = RoomdCmd::server()
+        .args(["--no-rate-limits", "--cluster", nats, "--node-id", node])
         .args(["--cluster-replicas", "1"])
         // A test may ask for its own grace; the flag is accepted once.
         .args(if extra.contains(&"--guest-grace") { &[][..] } else { &["--guest-grace", "1s"][..] })
         .args(extra)
-        .envs(env.iter().copied())
-        .env("ROOMD_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn roomd");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("ws://") {
-                let rest = &line[i..];
-                let end = rest.find("/websocket").map(|e| e + "/websocket".len()).unwrap_or(rest.len());
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest[..end].to_owned());
-                }
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(20)).expect("roomd did not report its address");
-    let http = url.replace("ws://", "http://").replace("/websocket", "");
-    Node { proc: Killed(child), url, http }
+        .env("ROOMD_JWT_SECRET", SECRET);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let proc = cmd.start();
+    let (url, http) = (proc.url(), proc.http());
+    Node { proc, url, http }
 }
 
 /// Waits until the node's `/readyz` says yes (it has replayed the log).
-pub(crate) async fn ready(node: &Node) {
-    let addr = node.http.trim_start_matches("http://").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok = tokio::task::spawn_blocking({
-            let addr = addr.clone();
-            move || {
-                use std::io::{Read, Write};
-                let mut s = std::net::TcpStream::connect(&addr).ok()?;
-                s.write_all(format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
-                let mut out = String::new();
-                s.read_to_string(&mut out).ok()?;
-                Some(out.starts_with("HTTP/1.1 200"))
-            }
-        })
-        .await
-        .unwrap();
-        if ok == Some(true) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+pub(crate) async fn ready(node: &mut Node) {
+    node.proc.ready(Duration::from_secs(20)).await;
 }
 
 /// One NATS server and two ready nodes `a` and `b` (`None`: no
@@ -142,17 +91,10 @@ pub(crate) async fn ready(node: &Node) {
 async fn two_nodes(tag: &str) -> Option<(Nats, Node, Node)> {
     let bin = nats_or_skip()?;
     let nats = start_nats(&bin, &tempdir(tag));
-    let (a, b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
-    ready(&a).await;
-    ready(&b).await;
+    let (mut a, mut b) = (start_node(&nats.url, "a"), start_node(&nats.url, "b"));
+    ready(&mut a).await;
+    ready(&mut b).await;
     Some((nats, a, b))
-}
-
-pub(crate) fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("roomd-{tag}-{}-{}", std::process::id(), unique("d")));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A room created on node A is joined through node B; A's subscriber sees
@@ -235,8 +177,8 @@ async fn a_restarted_node_replays_the_log() {
     let Some(bin) = nats_or_skip() else { return };
     let dir = tempdir("cb3");
     let nats = start_nats(&bin, &dir);
-    let a = start_node(&nats.url, "a");
-    ready(&a).await;
+    let mut a = start_node(&nats.url, "a");
+    ready(&mut a).await;
     let mut alice = login(&a.url, "alice").await;
     let room = alice.call("createChannel", json!([unique("replay"), []])).await;
     let rid = room["result"]["rid"].as_str().unwrap().to_owned();
@@ -248,11 +190,10 @@ async fn a_restarted_node_replays_the_log() {
     assert!(locked.get("error").is_none(), "{locked}");
     drop(alice);
     let Node { mut proc, .. } = a;
-    let _ = proc.0.kill();
-    let _ = proc.0.wait();
+    proc.kill9();
 
-    let a = start_node(&nats.url, "a");
-    ready(&a).await;
+    let mut a = start_node(&nats.url, "a");
+    ready(&mut a).await;
     let mut alice = login(&a.url, "alice").await;
     let doc = alice.call("getRoomById", json!([rid])).await;
     assert_eq!(doc["result"]["locked"], json!(true), "{doc}");
@@ -291,8 +232,7 @@ async fn guests_of_a_dead_node_are_released_by_the_survivors() {
     }
 
     let Node { mut proc, .. } = b;
-    let _ = proc.0.kill();
-    let _ = proc.0.wait();
+    proc.kill9();
     let killed = Instant::now();
     // Heartbeat expiry (5 s) + sweep (2 s) + grace (1 s), with room to spare.
     let guests = |p: &Value| -> Vec<String> {
@@ -397,10 +337,10 @@ async fn a_message_id_is_refused_twice_however_old_on_any_node() {
     let Some(bin) = nats_or_skip() else { return };
     let dir = tempdir("cb8");
     let nats = start_nats(&bin, &dir);
-    let a = start_node_with(&nats.url, "a", &["--history-limit", "3"]);
-    let b = start_node_with(&nats.url, "b", &["--history-limit", "3"]);
-    ready(&a).await;
-    ready(&b).await;
+    let mut a = start_node_with(&nats.url, "a", &["--history-limit", "3"]);
+    let mut b = start_node_with(&nats.url, "b", &["--history-limit", "3"]);
+    ready(&mut a).await;
+    ready(&mut b).await;
     let mut alice = login(&a.url, "alice").await;
     let room = alice.call("createChannel", json!([unique("dupid"), []])).await;
     let rid = room["result"]["rid"].as_str().unwrap_or_else(|| panic!("{room}")).to_owned();
@@ -474,11 +414,11 @@ async fn a_node_whose_clock_is_an_hour_behind_stamps_nothing_behind() {
         return;
     };
     let nats = start_nats(&bin, &tempdir("cb-skew"));
-    let a = start_node(&nats.url, "a");
+    let mut a = start_node(&nats.url, "a");
     let skewed = [("LD_PRELOAD", lib), ("FAKETIME", "-3600"), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")];
-    let b = start_node_env(&nats.url, "b", &[], &skewed);
-    ready(&a).await;
-    ready(&b).await;
+    let mut b = start_node_env(&nats.url, "b", &[], &skewed);
+    ready(&mut a).await;
+    ready(&mut b).await;
 
     let mut alice = login(&a.url, "alice").await;
     let room = alice.call("createChannel", json!([unique("skew"), []])).await;
