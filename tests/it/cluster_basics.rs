@@ -121,7 +121,10 @@ pub(crate) async fn ready(node: &Node) {
             move || {
                 use std::io::{Read, Write};
                 let mut s = std::net::TcpStream::connect(&addr).ok()?;
-                s.write_all(format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+                s.write_all(
+                    format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+                )
+                .ok()?;
                 let mut out = String::new();
                 s.read_to_string(&mut out).ok()?;
                 Some(out.starts_with("HTTP/1.1 200"))
@@ -547,7 +550,7 @@ async fn slack_join(http: &str, user: &str, channel: &str) -> Value {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let head = format!(
-            "POST /api/channels.join HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+            "POST /api/channels.join HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
