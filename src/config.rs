@@ -153,6 +153,14 @@ pub struct Limits {
     /// sockets are dropped after it.
     #[arg(long, env = "ROOMD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+    /// How long a kept-alive HTTP connection may sit idle between two
+    /// requests before roomd closes it.
+    #[arg(long, env = "ROOMD_HTTP_KEEPALIVE_IDLE", default_value = "5s", value_parser = parse_duration)]
+    pub http_keepalive_idle: Duration,
+    /// Requests answered on one HTTP connection; the last one's answer
+    /// says `Connection: close`.
+    #[arg(long, env = "ROOMD_HTTP_MAX_REQUESTS_PER_CONN", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_requests_per_conn: u32,
     /// Time after the handshake to send the DDP `connect` frame.
     #[arg(long, env = "ROOMD_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

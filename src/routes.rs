@@ -16,7 +16,7 @@
 //! are added in [`router`], as routes or as a layer, inside those two.
 
 use crate::http::{self, UpgradeError};
-use crate::server::{HttpContext, Peer};
+use crate::server::{HttpContext, KeepAlive, Peer};
 use crate::webapp;
 use axum::Router;
 use axum::body::Body;
@@ -57,7 +57,7 @@ pub(crate) fn router(ctx: Ctx, socketio: SocketIoLayer) -> Router {
         // Outermost last: the Host checks run before any route; the close
         // decision sees every answer, refusals included.
         .layer(middleware::from_fn_with_state(ctx.clone(), host_guard))
-        .layer(middleware::from_fn(close_after_answer))
+        .layer(middleware::from_fn_with_state(ctx.clone(), keep_alive_or_close))
         .with_state(ctx)
 }
 
@@ -98,16 +98,24 @@ async fn host_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Respons
     next.run(req).await
 }
 
-/// Every answer but a `101` closes the connection: one request per socket
-/// keeps the HTTP phase short and its state out of idle sockets. Done per
-/// answer rather than by turning keep-alive off in hyper, which would also
-/// put `close` into the `101`'s `Connection` header (clients refuse that).
-/// Socket.IO's long-polling requests keep the connection: a polling client
-/// sends one request after another (hyper's head timeout closes it when idle).
-async fn close_after_answer(req: Request, next: Next) -> Response {
+/// Whether the connection stays open after this answer (HTTP/1.1
+/// keep-alive, see `HttpContext::keep_open`): when not, the answer says
+/// `Connection: close` and hyper closes after it. Decided per answer rather
+/// than by turning keep-alive off in hyper, which would also put `close`
+/// into the `101`'s `Connection` header (clients refuse that). A client's
+/// own `Connection: close`, or HTTP/1.0 without keep-alive, is honoured by
+/// hyper. Socket.IO's long-polling requests are left as they were: their
+/// session already holds a slot, and a polling client sends one request
+/// after another (the idle timeout closes the connection when it stops).
+async fn keep_alive_or_close(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let polling = is_socketio(&req);
+    let ka = req.extensions().get::<Arc<KeepAlive>>().cloned();
     let mut res = next.run(req).await;
-    if !polling && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+    if polling || res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return res;
+    }
+    // Without the extension (not served by `serve_socket`): one answer.
+    if !ka.is_some_and(|ka| ctx.keep_open(&ka)) {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     res

@@ -29,10 +29,10 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -242,6 +242,10 @@ pub struct RunConfig {
     /// Time a new socket has to send its request head; a socket that sends
     /// nothing, or dribbles its head, is dropped after it.
     pub handshake_timeout: Duration,
+    /// Idle time after which a kept-alive HTTP connection is closed.
+    pub http_keepalive_idle: Duration,
+    /// Requests answered on one HTTP connection before it is closed.
+    pub http_max_requests_per_conn: u32,
     pub max_frame_bytes: usize,
     pub shutdown_timeout: Duration,
     /// Browser origins allowed besides same-origin (see `http::HostPolicy`).
@@ -255,6 +259,8 @@ impl RunConfig {
         RunConfig {
             max_connections: l.max_connections,
             handshake_timeout: l.handshake_timeout,
+            http_keepalive_idle: l.http_keepalive_idle,
+            http_max_requests_per_conn: l.http_max_requests_per_conn,
             max_frame_bytes: l.max_frame_bytes,
             shutdown_timeout: l.shutdown_timeout,
             allowed_origins: l.allowed_origins.clone().into(),
@@ -344,6 +350,16 @@ pub(crate) struct HttpContext {
     stop: CancellationToken,
     /// hyper's HTTP/1 settings: head size and time limits.
     http1: http1::Builder,
+    /// `--http-keepalive-idle`: idle time after which a kept-alive HTTP
+    /// connection is closed.
+    keepalive_idle: Duration,
+    /// `--http-max-requests-per-conn`.
+    max_requests_per_conn: u32,
+    /// Woken when a DDP connection or Socket.IO socket is refused for want
+    /// of a slot: kept-alive HTTP connections then give theirs back (idle
+    /// ones at once, busy ones after their answer), so REST keep-alive
+    /// never starves the realtime doors.
+    pub(crate) reclaim: Arc<Notify>,
     /// The Socket.IO sessions' byte accounting, found by the requests of
     /// the session (`routes.rs`).
     pub(crate) socketio_taps: crate::socketio::Taps,
@@ -383,10 +399,14 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
         tracker: tracker.clone(),
         stop: stop.clone(),
         http1,
+        keepalive_idle: cfg.http_keepalive_idle,
+        max_requests_per_conn: cfg.http_max_requests_per_conn,
+        reclaim: Arc::new(Notify::new()),
         socketio_taps: crate::socketio::Taps::default(),
     });
     let door = crate::socketio::DoorConfig {
         permits: ctx.permits.clone(),
+        reclaim: ctx.reclaim.clone(),
         max_payload: cfg.max_frame_bytes,
         taps: ctx.socketio_taps.clone(),
     };
@@ -498,10 +518,55 @@ async fn accept(listener: &TcpListener, backoff: &mut Backoff) -> (TcpStream, So
     }
 }
 
-/// One accepted socket, served by hyper until it is answered or upgraded.
+/// One HTTP connection's keep-alive bookkeeping, shared by its requests (a
+/// request extension, read by `routes.rs`) and the task serving it.
+#[derive(Default)]
+pub(crate) struct KeepAlive {
+    /// Requests read on this connection so far (the per-connection cap).
+    requests: AtomicU32,
+    /// Requests being answered now: the connection is idle only at 0.
+    busy: AtomicU32,
+    /// Woken when a request starts or its answer is ready: the idle timer
+    /// starts again.
+    activity: Notify,
+    /// The `--max-connections` slot taken when the connection was first
+    /// kept open; given back when it closes or is upgraded (engineioxide
+    /// keeps a request's extensions for a Socket.IO socket's life, so
+    /// dropping this struct is not enough). A lock of this connection
+    /// alone, taken once per answer.
+    slot: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl KeepAlive {
+    fn holds_slot(&self) -> bool {
+        self.slot.lock().is_ok_and(|s| s.is_some())
+    }
+}
+
+impl HttpContext {
+    /// Whether the connection of `ka` stays open after the answer being
+    /// sent: not while draining, not past `--http-max-requests-per-conn`,
+    /// and only with a `--max-connections` slot (taken on the first kept
+    /// answer). Without one the answer closes the connection, so a server
+    /// at its limit still answers REST, one request per connection.
+    pub(crate) fn keep_open(&self, ka: &KeepAlive) -> bool {
+        if self.state.is_draining() || ka.requests.load(Ordering::Relaxed) >= self.max_requests_per_conn {
+            return false;
+        }
+        let Ok(mut slot) = ka.slot.lock() else { return false };
+        if slot.is_none() {
+            *slot = self.permits.clone().try_acquire_owned().ok();
+        }
+        slot.is_some()
+    }
+}
+
+/// One accepted socket, served by hyper until it is closed or upgraded.
 /// The future ends at the upgrade (hyper hands the socket over and frees its
 /// buffers), so a long-lived DDP connection holds none of the HTTP phase's
-/// state.
+/// state. Between requests of a kept-alive connection it closes the
+/// connection after `--http-keepalive-idle` without a request, when
+/// shutdown begins, or when the realtime doors need its slot.
 async fn serve_socket(
     ctx: Arc<HttpContext>,
     router: Router,
@@ -509,38 +574,73 @@ async fn serve_socket(
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
-    // Whether a request was read: a head timeout after one is an idle
-    // keep-alive connection closing, not a failed handshake.
-    let answered = Arc::new(AtomicBool::new(false));
+    let ka = Arc::new(KeepAlive::default());
     // Tracked from the start: a Socket.IO WebSocket is written by the
     // engine, and its byte budgets and cut act on this wrapper (`Wire`).
     let stream = Tracked::new(stream);
-    let svc = router.map_request({
-        let answered = answered.clone();
-        let wire = stream.wire().clone();
-        move |mut req: Request<hyper::body::Incoming>| {
-            answered.store(true, Ordering::Relaxed);
-            req.extensions_mut().insert(Peer(peer));
-            req.extensions_mut().insert(wire.clone());
-            req
-        }
-    });
+    let svc = router
+        .map_request({
+            let ka = ka.clone();
+            let wire = stream.wire().clone();
+            move |mut req: Request<hyper::body::Incoming>| {
+                ka.requests.fetch_add(1, Ordering::Relaxed);
+                ka.busy.fetch_add(1, Ordering::Relaxed);
+                ka.activity.notify_one();
+                req.extensions_mut().insert(Peer(peer));
+                req.extensions_mut().insert(wire.clone());
+                req.extensions_mut().insert(ka.clone());
+                req
+            }
+        })
+        .map_response({
+            let ka = ka.clone();
+            move |res| {
+                ka.busy.fetch_sub(1, Ordering::Relaxed);
+                ka.activity.notify_one();
+                res
+            }
+        });
     let conn =
         ctx.http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc)).with_upgrades();
     tokio::pin!(conn);
-    let r = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
-            // An idle socket is closed at once; a request being answered
-            // is finished first.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let idle = tokio::time::sleep(ctx.keepalive_idle);
+    tokio::pin!(idle);
+    let r = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = ka.activity.notified() => idle.as_mut().reset(Instant::now() + ctx.keepalive_idle),
+            // Before the first request hyper's head timeout
+            // (`--handshake-timeout`) applies instead; a busy connection
+            // is woken again when its answer is ready.
+            _ = idle.as_mut() => {
+                let idle_now = ka.requests.load(Ordering::Relaxed) > 0 && ka.busy.load(Ordering::Relaxed) == 0;
+                if idle_now {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+                idle.as_mut().reset(Instant::now() + ctx.keepalive_idle);
+            }
+            _ = ctx.reclaim.notified(), if ka.holds_slot() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = stop.cancelled() => {
+                // An idle socket is closed at once; a request being answered
+                // is finished first.
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
         }
     };
-    let answered = answered.load(Ordering::Relaxed);
+    if let Ok(mut slot) = ka.slot.lock() {
+        slot.take();
+    }
+    let answered = ka.requests.load(Ordering::Relaxed) > 0;
     let label = match &r {
         Ok(()) if answered => return,
         Ok(()) => "closed",
+        // A head timeout after a request is an idle keep-alive connection
+        // closing, not a failed handshake.
         Err(e) if e.is_timeout() => {
             if answered {
                 return;
@@ -572,6 +672,7 @@ impl HttpContext {
             let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "over the connection limit");
                 ctx.state.metrics.handshake_failed("too-many-connections");
+                ctx.reclaim.notify_waiters();
                 reject(ws, CloseReason::TooManyConnections).await;
                 return;
             };

@@ -138,6 +138,7 @@ pub(super) async fn sign_in(
     };
     let Ok(permit) = door.permits.clone().try_acquire_owned() else {
         state.metrics.handshake_failed("too-many-connections");
+        door.reclaim.notify_waiters();
         return Err(Refused(CloseReason::TooManyConnections.text().into()));
     };
     let id = state.next_conn_id();

@@ -38,6 +38,9 @@ use tokio::sync::Semaphore;
 pub struct DoorConfig {
     /// One permit per open connection of any door (`--max-connections`).
     pub permits: Arc<Semaphore>,
+    /// Woken when a socket is refused for want of a slot: kept-alive HTTP
+    /// connections give theirs back (`server::HttpContext::reclaim`).
+    pub reclaim: Arc<tokio::sync::Notify>,
     /// The largest packet a client may send, over WebSocket or as one
     /// polling request body: the DDP frame limit (`--max-frame-bytes`).
     pub max_payload: usize,
@@ -50,6 +53,7 @@ pub struct DoorConfig {
 struct Door {
     state: Arc<ServerState>,
     permits: Arc<Semaphore>,
+    reclaim: Arc<tokio::sync::Notify>,
     taps: Taps,
     /// `--write-stall-timeout`.
     stall: Duration,
@@ -124,7 +128,7 @@ pub fn layer(state: Arc<ServerState>, cfg: DoorConfig) -> (SocketIoLayer, Socket
         .ping_interval(conn.ping_interval)
         .ping_timeout(conn.ping_timeout)
         .connect_timeout(conn.connect_timeout)
-        .with_state(Door { state, permits: cfg.permits, taps: cfg.taps, stall })
+        .with_state(Door { state, permits: cfg.permits, reclaim: cfg.reclaim, taps: cfg.taps, stall })
         .build_layer();
     io.ns("/", connect::on_connect.with(connect::sign_in));
     (layer, io)

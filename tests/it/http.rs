@@ -20,7 +20,8 @@ pub(crate) struct Reply {
     pub body: String,
 }
 
-/// Sends `request` as is and reads the whole response (the server closes).
+/// Sends `request` as is and reads until the server closes (it does after
+/// an error, or when the request says `Connection: close`).
 pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.expect("tcp connect");
     s.write_all(request).await.expect("write request");
@@ -94,11 +95,17 @@ async fn health_readiness_and_metrics_share_the_ddp_port() {
     assert!(m.body.contains("# TYPE roomd_connections gauge"), "{}", m.body);
 
     // HEAD has the headers and no body; other methods are refused.
-    let head = parse(&raw(s.addr, b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await);
+    let head =
+        parse(&raw(s.addr, b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await);
     assert_eq!((head.status, head.body.as_str()), (200, ""));
     assert_eq!(head.header("content-length"), Some("3"), "{}", head.headers);
-    let post =
-        parse(&raw(s.addr, b"POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").await);
+    let post = parse(
+        &raw(
+            s.addr,
+            b"POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    );
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"), "{}", post.headers);
 
@@ -127,7 +134,7 @@ async fn unknown_paths_and_bad_heads_get_http_errors() {
     // `/websocket` without the upgrade headers.
     assert_eq!(get(s.addr, "/websocket").await.status, 400);
     // A WebSocket version other than 13.
-    let old = b"GET /websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+    let old = b"GET /websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
     let r = parse(&raw(s.addr, old).await);
     assert_eq!(r.status, 426);
     assert_eq!(r.header("sec-websocket-version"), Some("13"), "{}", r.headers);
@@ -355,9 +362,12 @@ async fn foreign_host_on_a_loopback_listener_is_refused() {
     .await;
     assert_eq!(r.status, 421, "{r:?}");
     assert!(r.body.contains("host not allowed"), "{r:?}");
-    let reply =
-        raw(s.addr, format!("GET /metrics HTTP/1.1\r\nHost: rebind.evil.example:{port}\r\n\r\n").as_bytes())
-            .await;
+    let reply = raw(
+        s.addr,
+        format!("GET /metrics HTTP/1.1\r\nHost: rebind.evil.example:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 421 Misdirected Request"), "{reply}");
     let body = get(s.addr, "/metrics").await.body;
     assert_eq!(sample(&body, "roomd_handshake_failures_total{reason=\"host\"}"), Some(2.0), "{body}");

@@ -26,6 +26,7 @@
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 //! - `history`: paging history by `ts` reaches every message once.
 //! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
+//! - `keepalive`: HTTP/1.1 keep-alive: idle timeout, request cap, slots, shutdown.
 //! - `backup`: `roomd backup`/`restore` under writes, wrong paths, full disk,
 //!   damaged and newer files; every earlier schema's fixture restores.
 
@@ -45,6 +46,7 @@ mod hostile;
 mod http;
 mod identity;
 mod join_by_code;
+mod keepalive;
 mod lifecycle;
 mod limits;
 mod memory;

@@ -148,14 +148,23 @@ async fn web_app_is_served_on_the_ddp_port() {
         assert_eq!(header(&r.headers, "content-length"), Some(r.body.len().to_string().as_str()));
         // Unchanged since the browser's copy: 304 without a body.
         let etag = header(&r.headers, "etag").expect("etag").to_owned();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nIf-None-Match: {etag}\r\n\r\n", s.addr);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n",
+            s.addr
+        );
         let again = raw(s.addr, req.as_bytes()).await;
         assert!(again.starts_with("HTTP/1.1 304 "), "{again}");
         assert!(again.ends_with("\r\n\r\n"), "a 304 has no body: {again:?}");
     }
-    let head = raw(s.addr, format!("HEAD /app/app.js HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).as_bytes()).await;
+    let head = raw(
+        s.addr,
+        format!("HEAD /app/app.js HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", s.addr).as_bytes(),
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 200 ") && head.ends_with("\r\n\r\n"), "{head:?}");
-    let post = raw(s.addr, format!("POST / HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).as_bytes()).await;
+    let post =
+        raw(s.addr, format!("POST / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", s.addr).as_bytes())
+            .await;
     assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
     assert_eq!(header(post.split("\r\n\r\n").next().unwrap_or(""), "allow"), Some("GET, HEAD"), "{post}");
     for path in ["/app/nope.js", "/app/../Cargo.toml", "/index.html", "/rooms", "/r.html"] {

@@ -487,7 +487,7 @@ async fn slack_join(http: &str, user: &str, channel: &str) -> Value {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let head = format!(
-            "POST /api/channels.join HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+            "POST /api/channels.join HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );

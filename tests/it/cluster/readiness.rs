@@ -88,7 +88,7 @@ fn http_raw(addr: SocketAddr, request: &str) -> Option<(u16, String, String)> {
 const UPGRADE: &str = "GET /websocket HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 const SOCKETIO: &str = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: {addr}\r\n\r\n";
-const REST: &str = "GET /api/v1/rooms.info?roomId=x HTTP/1.1\r\nHost: {addr}\r\n\r\n";
+const REST: &str = "GET /api/v1/rooms.info?roomId=x HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n";
 
 /// The documented refusal of a node that is not ready: `503` with
 /// `Retry-After`.
