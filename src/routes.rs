@@ -183,6 +183,9 @@ async fn replay_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Respo
     ctx.state.metrics.handshake_failed("replaying");
     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "replaying the room log; retry shortly\n");
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(crate::server::RETRY_AFTER_SECS));
+    // The connection is refused, not kept alive for a retry on it: the
+    // Socket.IO paths would otherwise stay open (see `keep_alive_or_close`).
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
