@@ -1,51 +1,10 @@
 // The meeting-room web app in a real browser: a host and guests in separate
 // browser contexts (separate storage, separate connections) against one roomd.
-//
-// env: ROOMD_HTTP (http://127.0.0.1:PORT), HOST_TOKEN, CHROMIUM, ARTIFACTS_DIR,
-//      BROWSER_TIMEOUT_MS (overall bound, default 120000)
-import { chromium } from "playwright-core";
 import path from "node:path";
 import assert from "node:assert/strict";
+import { ART, BASE, HOST_TOKEN, WAIT, alertText, launch, people, peopleCount, scenario, sleep, until } from "./lib/harness.mjs";
 
-const BASE = process.env.ROOMD_HTTP;
-const HOST_TOKEN = process.env.HOST_TOKEN;
-const ART = process.env.ARTIFACTS_DIR || "artifacts";
-const WAIT = 10_000; // every single wait
-const OVERALL = Number(process.env.BROWSER_TIMEOUT_MS || 120_000);
-assert.ok(BASE && HOST_TOKEN, "ROOMD_HTTP and HOST_TOKEN are required");
-
-const overall = setTimeout(() => {
-  console.error(`[host-guest] FAILED: the scenario did not finish within ${OVERALL} ms`);
-  process.exit(1);
-}, OVERALL);
-
-let stepNo = 0;
-const step = (s) => console.log(`[host-guest] ${++stepNo}. ${s}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `fn` until it returns a truthy value, at most `timeout` ms. */
-async function until(what, fn, timeout = WAIT) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(100);
-  }
-  throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${last})`);
-}
-
-const problems = [];
-function watch(page, who) {
-  page.on("pageerror", (e) => problems.push(`${who}: page error: ${e.message}`));
-  page.on("console", (m) => {
-    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(`${who}: ${m.text()}`);
-  });
-}
+const { step, problems, watch, done } = scenario("host-guest");
 
 async function newPage(browser, who, viewport) {
   const ctx = await browser.newContext({ viewport, baseURL: BASE });
@@ -55,9 +14,6 @@ async function newPage(browser, who, viewport) {
   return { ctx, page };
 }
 
-const people = (page) => page.getByRole("list", { name: "Participants" }).locator("li").allInnerTexts();
-const peopleCount = (page) => page.getByTestId("participant-count").innerText();
-const alertText = (page) => page.getByRole("alert").filter({ hasText: /\S/ }).first().innerText();
 
 /** Opens the share link in `page`, types a name and clicks Join once. */
 async function guestJoin(page, link, name) {
@@ -74,21 +30,7 @@ async function refusal(page, expected) {
   return text;
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  timeout: 30_000,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 try {
   // --- host signs in with the link roomd prints, and creates a room --------
@@ -275,5 +217,5 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close().catch(() => {});
-  clearTimeout(overall);
+  done();
 }

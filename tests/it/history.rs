@@ -98,14 +98,24 @@ async fn load_history_paging_by_end_reaches_every_message_once() {
 async fn rest_channels_history_paging_by_latest_reaches_every_message_once() {
     let s = TestServer::with_limits(|l| l.history_limit = 2000).await;
     let (_owner, rid) = busy_room(&s).await;
+    let all = rest_pages(&s, &rid, PAGE, 100).await;
+    assert!(all.windows(2).all(|w| w[0].1 > w[1].1), "ts is not strictly decreasing down the pages");
+    let users: Vec<(String, i64)> = all.into_iter().filter(|m| m.2).map(|(m, t, _)| (m, t)).collect();
+    check_all_once(&users);
+}
+
+/// Every message (system ones included) of `rid`, newest first, as the
+/// owner pages REST `channels.history` back with `latest` = the oldest `ts`
+/// (ISO 8601, milliseconds) of the previous page, `count` at a time, until
+/// a page comes back empty (at most `max_pages`).
+async fn rest_pages(s: &TestServer, rid: &str, count: usize, max_pages: usize) -> Vec<(String, i64, bool)> {
     let token = s.token("id-owner", "owner", &["user"]);
-    let (mut latest, mut all, mut pages) = (String::new(), Vec::new(), 0);
-    loop {
-        pages += 1;
-        assert!(pages < 100, "paging does not end");
+    let (mut latest, mut all) = (String::new(), Vec::new());
+    for pages in 0.. {
+        assert!(pages < max_pages, "paging does not end");
         let q = if latest.is_empty() { String::new() } else { format!("&latest={latest}") };
         let req = format!(
-            "GET /api/v1/channels.history?roomId={rid}&count={PAGE}{q} HTTP/1.1\r\nHost: {}\r\n\
+            "GET /api/v1/channels.history?roomId={rid}&count={count}{q} HTTP/1.1\r\nHost: {}\r\n\
              X-Auth-Token: {token}\r\nX-User-Id: id-owner\r\nConnection: close\r\n\r\n",
             s.addr
         );
@@ -117,9 +127,7 @@ async fn rest_channels_history_paging_by_latest_reaches_every_message_once() {
         latest = last["ts"].as_str().unwrap().to_owned();
         all.extend(page_of(messages, |t| iso_ms(t.as_str().unwrap())));
     }
-    assert!(all.windows(2).all(|w| w[0].1 > w[1].1), "ts is not strictly decreasing down the pages");
-    let users: Vec<(String, i64)> = all.into_iter().filter(|m| m.2).map(|(m, t, _)| (m, t)).collect();
-    check_all_once(&users);
+    all
 }
 
 /// An ISO 8601 time (`2026-03-03T10:36:00.123Z`) as a number that orders
@@ -229,24 +237,7 @@ async fn rest_channels_history_pages_all_3000_stored_messages_by_latest() {
         writers.push(s.user(&format!("writer{w}")).await);
     }
     let rid = fill_room(&mut owner, writers, MANY).await;
-    let token = s.token("id-owner", "owner", &["user"]);
-    let (mut latest, mut all) = (String::new(), Vec::new());
-    for pages in 0.. {
-        assert!(pages < 200, "paging does not end");
-        let q = if latest.is_empty() { String::new() } else { format!("&latest={latest}") };
-        let req = format!(
-            "GET /api/v1/channels.history?roomId={rid}&count=100{q} HTTP/1.1\r\nHost: {}\r\n\
-             X-Auth-Token: {token}\r\nX-User-Id: id-owner\r\nConnection: close\r\n\r\n",
-            s.addr
-        );
-        let reply = parse(&raw(s.addr, req.as_bytes()).await);
-        assert_eq!(reply.status, 200, "{reply:?}");
-        let body: Value = serde_json::from_str(&reply.body).unwrap();
-        let messages = body["messages"].as_array().unwrap();
-        let Some(last) = messages.last() else { break };
-        latest = last["ts"].as_str().unwrap().to_owned();
-        all.extend(page_of(messages, |t| iso_ms(t.as_str().unwrap())));
-    }
+    let all = rest_pages(&s, &rid, 100, 200).await;
     check_n_once(all, MANY);
 }
 
