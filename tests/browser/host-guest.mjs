@@ -2,9 +2,9 @@
 // browser contexts (separate storage, separate connections) against one roomd.
 import path from "node:path";
 import assert from "node:assert/strict";
-import { ART, BASE, HOST_TOKEN, WAIT, alertText, launch, people, peopleCount, scenario, sleep, until } from "./lib/harness.mjs";
+import { ART, BASE, HOST_TOKEN, WAIT, alertText, createMeeting, launch, people, peopleCount, scenario, sleep, until } from "./lib/harness.mjs";
 
-const { step, problems, watch, done } = scenario("host-guest");
+const { step, failed, problems, watch, done } = scenario("host-guest");
 
 async function newPage(browser, who, viewport) {
   const ctx = await browser.newContext({ viewport, baseURL: BASE });
@@ -45,14 +45,7 @@ try {
 
   step("host creates a meeting room and reads the share link");
   const roomName = `standup-${Date.now().toString(36)}`;
-  await host.page.getByLabel("Room name").fill(roomName);
-  await host.page.getByLabel("Let guests join with the link").check();
-  await host.page.getByRole("button", { name: "Create room" }).click();
-  await host.page.getByRole("heading", { name: roomName }).waitFor();
-  const link = await until("the share link", async () => {
-    const v = await host.page.getByTestId("share-link").inputValue();
-    return /\/r\/[a-z]{3}-[a-z]{3}-[a-z]{3}$/.test(v) ? v : false;
-  });
+  const link = await createMeeting(host.page, roomName);
   assert.ok(link.startsWith(`${BASE}/r/`), `share link ${link} is not on ${BASE}`);
   const code = link.slice(link.lastIndexOf("/") + 1);
   await until("host in own list", async () => (await people(host.page)).length === 1);
@@ -185,14 +178,7 @@ try {
   await host.page.getByRole("button", { name: "New meeting" }).click();
   await host.page.getByRole("heading", { name: "New meeting room" }).waitFor();
   const members = `members-${Date.now().toString(36)}`;
-  await host.page.getByLabel("Room name").fill(members);
-  await host.page.getByLabel("Let guests join with the link").uncheck();
-  await host.page.getByRole("button", { name: "Create room" }).click();
-  await host.page.getByRole("heading", { name: members }).waitFor();
-  const link2 = await until("the second share link", async () => {
-    const v = await host.page.getByTestId("share-link").inputValue();
-    return v !== link && /\/r\/[a-z]{3}-[a-z]{3}-[a-z]{3}$/.test(v) ? v : false;
-  });
+  const link2 = await createMeeting(host.page, members, { guests: false, readLink: true, previousLink: link });
   await guestJoin(larry.page, link2, "Late Larry");
   await refusal(larry.page, "Guests are not allowed in this room");
   // The name field is checked before the room is.
@@ -207,7 +193,7 @@ try {
   assert.deepEqual(problems, [], "no page errors and no CSP violations");
   console.log("[host-guest] PASSED");
 } catch (e) {
-  console.error(`[host-guest] FAILED at step ${stepNo}: ${e.stack || e}`);
+  failed(e);
   for (const p of problems) console.error(`[host-guest]   ${p}`);
   for (const ctx of browser.contexts()) {
     for (const [i, page] of ctx.pages().entries()) {

@@ -2,9 +2,9 @@
 // emoji, and the host's view (own share link, members-only rooms, over capacity, an ended room).
 import path from "node:path";
 import assert from "node:assert/strict";
-import { ART, BASE, HOST_TOKEN, WAIT, alertText, launch, people, peopleCount, scenario, sleep, until } from "./lib/harness.mjs";
+import { ART, BASE, HOST_TOKEN, WAIT, alertText, createMeeting, launch, people, peopleCount, scenario, sleep, until } from "./lib/harness.mjs";
 
-const { step, problems, watch, done } = scenario("share-links");
+const { step, failed, problems, watch, done } = scenario("share-links");
 
 async function newPage(browser, who, ctx) {
   ctx = ctx ?? (await browser.newContext({ viewport: { width: 1000, height: 800 }, baseURL: BASE }));
@@ -49,14 +49,7 @@ try {
   await host.page.goto(`/#token=${HOST_TOKEN}`);
   await host.page.getByRole("heading", { name: "New meeting room" }).waitFor();
   const roomName = `links-${Date.now().toString(36)}`;
-  await host.page.getByLabel("Room name").fill(roomName);
-  await host.page.getByLabel("Let guests join with the link").check();
-  await host.page.getByRole("button", { name: "Create room" }).click();
-  await host.page.getByRole("heading", { name: roomName }).waitFor();
-  const link = await until("the share link", async () => {
-    const v = await host.page.getByTestId("share-link").inputValue();
-    return /\/r\/[a-z]{3}-[a-z]{3}-[a-z]{3}$/.test(v) ? v : false;
-  });
+  const link = await createMeeting(host.page, roomName);
   const code = link.slice(link.lastIndexOf("/") + 1);
   assert.ok(await host.page.getByText("Share this link with guests").isVisible(), "a room with guests shows its share link");
 
@@ -168,10 +161,7 @@ try {
   await host.page.getByRole("button", { name: "New meeting" }).click();
   await host.page.getByRole("heading", { name: "New meeting room" }).waitFor();
   const members = `members-${Date.now().toString(36)}`;
-  await host.page.getByLabel("Room name").fill(members);
-  await host.page.getByLabel("Let guests join with the link").uncheck();
-  await host.page.getByRole("button", { name: "Create room" }).click();
-  await host.page.getByRole("heading", { name: members }).waitFor();
+  await createMeeting(host.page, members, { guests: false });
   await host.page.getByTestId("members-only").waitFor();
   assert.equal(await host.page.getByText("Share this link with guests").isVisible(), false);
   assert.equal(await host.page.getByTestId("share-link").isVisible(), false);
@@ -179,7 +169,7 @@ try {
   assert.deepEqual(problems, [], "no page errors and no CSP violations");
   console.log("[share-links] PASSED");
 } catch (e) {
-  console.error(`[share-links] FAILED at step ${stepNo}: ${e.stack || e}`);
+  failed(e);
   for (const p of problems) console.error(`[share-links]   ${p}`);
   for (const ctx of browser.contexts()) {
     for (const [i, page] of ctx.pages().entries()) {

@@ -29,6 +29,8 @@ export function scenario(name) {
   return {
     problems,
     step: (s) => console.log(`[${name}] ${++stepNo}. ${s}`),
+    /** Reports the failure `e` with the step it happened in. */
+    failed: (e) => console.error(`[${name}] FAILED at step ${stepNo}: ${e.stack || e}`),
     /** Records page errors and CSP refusals of `page` as problems of `who`. */
     watch(page, who) {
       page.on("pageerror", (e) => problems.push(`${who}: page error: ${e.message}`));
@@ -76,3 +78,23 @@ export const launch = () =>
 export const people = (page) => page.getByRole("list", { name: "Participants" }).locator("li").allInnerTexts();
 export const peopleCount = (page) => page.getByTestId("participant-count").innerText();
 export const alertText = (page) => page.getByRole("alert").filter({ hasText: /\S/ }).first().innerText();
+
+const SHARE_LINK = /\/r\/[a-z]{3}-[a-z]{3}-[a-z]{3}$/;
+
+/**
+ * From the host's "New meeting room" form in `page`: creates room `name` with guests allowed or not, waits
+ * for its heading and, if `readLink` (by default: when guests may join), for a share link other than
+ * `previousLink`, which it returns.
+ */
+export async function createMeeting(page, name, { guests = true, readLink = guests, previousLink = null } = {}) {
+  await page.getByLabel("Room name").fill(name);
+  const box = page.getByLabel("Let guests join with the link");
+  await (guests ? box.check() : box.uncheck());
+  await page.getByRole("button", { name: "Create room" }).click();
+  await page.getByRole("heading", { name }).waitFor();
+  if (!readLink) return null;
+  return until(`the share link of ${name}`, async () => {
+    const v = await page.getByTestId("share-link").inputValue();
+    return v !== previousLink && SHARE_LINK.test(v) ? v : false;
+  });
+}
