@@ -32,6 +32,11 @@
 //!   global facts, restore); a fake for tests.
 //! - [`store`]: its first implementation, SQLite: schema, restore, group-commit
 //!   writer; `store::rows`, the versioned stored rows.
+//! - [`cluster`]: cluster mode (`--cluster`): every room a replicated state
+//!   machine whose log is a NATS JetStream subject; appends and create-only
+//!   claims, the stored entry types, the applier that hands every entry to
+//!   its room, node liveness, presence and typing across nodes
+//!   (docs/cluster.md). `room::replicated` is its side in the actor.
 //! - `registry`: rooms by id, name, code. `users`: users seen, their rooms.
 //! - [`auth`]: JWT verification and minting. [`permissions`]: who may do what.
 //! - `error`: method errors and the one mapping of every error to a wire code.

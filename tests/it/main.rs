@@ -25,6 +25,7 @@
 //!   (`cluster::backup`).
 //! - `webapp`: `getRoomParticipants`, the embedded web app, the dev sign-in link.
 //! - `history`: paging history by `ts` reaches every message once.
+//! - `conformance`: one join scenario through every door, decisions compared.
 //! - `rest`: the REST doors (Rocket.Chat `/api/v1/…`, Slack `channels.join`).
 //! - `keepalive`: HTTP/1.1 keep-alive: idle timeout, request cap, slots, shutdown.
 //! - `backup`: `roomd backup`/`restore` under writes, wrong paths, full disk,
@@ -37,6 +38,7 @@ mod access;
 mod backup;
 mod cluster;
 mod commits;
+mod conformance;
 mod ddp;
 mod docs;
 mod durability;

@@ -41,19 +41,19 @@ fn json_of(r: &Reply) -> Value {
 }
 
 /// A Rocket.Chat REST client signed in as one user.
-struct Rc {
+pub(crate) struct Rc {
     addr: SocketAddr,
     token: String,
     uid: String,
 }
 
 impl Rc {
-    fn new(s: &TestServer, username: &str) -> Rc {
+    pub(crate) fn new(s: &TestServer, username: &str) -> Rc {
         let uid = format!("id-{username}");
         Rc { addr: s.addr, token: s.token(&uid, username, &["user"]), uid }
     }
 
-    async fn post(&self, endpoint: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, endpoint: &str, body: Value) -> (u16, Value) {
         let h = [("X-Auth-Token", self.token.as_str()), ("X-User-Id", self.uid.as_str())];
         let path = format!("/api/v1/{endpoint}");
         let r = request(self.addr, "POST", &path, &h, Some(("application/json", body.to_string()))).await;

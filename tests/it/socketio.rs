@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// One Socket.IO socket on the `/` namespace.
-struct Sio {
+pub(crate) struct Sio {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_ack: u64,
     /// Server events read while waiting for something else.
@@ -56,7 +56,7 @@ impl Sio {
         Connect::Ok(Box::new(Sio { ws, next_ack: 0, events: Vec::new() }))
     }
 
-    async fn connect(srv: &TestServer, auth: Option<Value>) -> Sio {
+    pub(crate) async fn connect(srv: &TestServer, auth: Option<Value>) -> Sio {
         match Sio::open(srv, auth).await {
             Connect::Ok(s) => *s,
             Connect::Refused(m) => panic!("CONNECT refused: {m}"),
@@ -64,7 +64,7 @@ impl Sio {
     }
 
     /// `socket.emit(event, payload, ack)`; returns the ack's payload.
-    async fn ask(&mut self, event: &str, payload: Value) -> Value {
+    pub(crate) async fn ask(&mut self, event: &str, payload: Value) -> Value {
         let id = self.next_ack;
         self.next_ack += 1;
         let packet = format!("42{id}{}", json!([event, payload]));
