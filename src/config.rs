@@ -113,6 +113,12 @@ pub struct ServeArgs {
     /// single NATS server in development).
     #[arg(long, env = "ROOMD_CLUSTER_REPLICAS", default_value_t = 3)]
     pub cluster_replicas: usize,
+    /// Partition streams the room logs are spread over, fixed when the
+    /// cluster is created (default 3) and checked at every start: without
+    /// the flag a node adopts the cluster's count, with one that disagrees
+    /// it refuses to start. See docs/cluster.md, Partitions.
+    #[arg(long, env = "ROOMD_CLUSTER_PARTITIONS", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub cluster_partitions: Option<u64>,
     /// Cluster mode: how long a starting node waits for the NATS servers and
     /// its stream before it exits with status 1 (it serves `/healthz` and a
     /// `503` `/readyz` meanwhile).

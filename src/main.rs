@@ -215,6 +215,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                 urls: &args.cluster,
                 node: &args.node_id,
                 replicas: args.cluster_replicas,
+                partitions: args.cluster_partitions.map(|n| n as usize),
                 timeout: args.cluster_start_timeout,
                 waiting: &waiting,
             });
@@ -241,7 +242,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             };
-            tracing::info!(node = %args.node_id, servers = %servers, "cluster mode: rooms live in the NATS stream ROOMLOG");
+            tracing::info!(node = %args.node_id, servers = %servers, "cluster mode: rooms live in the NATS streams ROOMLOG*");
             cluster.check_limits(args.limits.max_frame_bytes, args.limits.max_message_len);
             let state = Arc::new(ServerState::clustered(auth, &args.limits, cluster.clone()));
             state.start_applier();

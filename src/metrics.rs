@@ -361,7 +361,9 @@ struct ClusterMetrics {
     append_retries: Counter,
     append_failures: Counter,
     applied: Counter,
-    applied_sequence: Gauge,
+    /// Kept to register one `roomd_cluster_applied_sequence` gauge per
+    /// partition stream (a closed set fixed at start).
+    recorder: PrometheusRecorder,
 }
 
 static CLUSTER: OnceLock<ClusterMetrics> = OnceLock::new();
@@ -391,7 +393,7 @@ fn cluster() -> &'static ClusterMetrics {
         r.describe_gauge(
             "roomd_cluster_applied_sequence".into(),
             None,
-            "Stream sequence of the last entry this node applied.".into(),
+            "Stream sequence of the last entry this node applied, per partition stream.".into(),
         );
         let key = Key::from_static_name;
         ClusterMetrics {
@@ -400,8 +402,8 @@ fn cluster() -> &'static ClusterMetrics {
             append_retries: r.register_counter(&key("roomd_cluster_append_retries_total"), &METADATA),
             append_failures: r.register_counter(&key("roomd_cluster_append_failures_total"), &METADATA),
             applied: r.register_counter(&key("roomd_cluster_applied_total"), &METADATA),
-            applied_sequence: r.register_gauge(&key("roomd_cluster_applied_sequence"), &METADATA),
             handle: r.handle(),
+            recorder: r,
         }
     })
 }
@@ -422,11 +424,17 @@ pub(crate) fn cluster_append_retry() {
     cluster().append_retries.increment(1);
 }
 
-/// This node applied the log's entry `seq`.
-pub(crate) fn cluster_applied(seq: u64) {
-    let m = cluster();
-    m.applied.increment(1);
-    m.applied_sequence.set(seq as f64);
+/// The gauge of the last sequence this node applied from partition stream
+/// `stream` (one per stream, registered once by its applier).
+pub(crate) fn cluster_applied_sequence(stream: &str) -> Gauge {
+    let name = key("roomd_cluster_applied_sequence", &[("stream", SharedString::from(stream.to_owned()))]);
+    cluster().recorder.register_gauge(&name, &METADATA)
+}
+
+/// This node applied entry `seq` of the stream whose gauge is `sequence`.
+pub(crate) fn cluster_applied(sequence: &Gauge, seq: u64) {
+    cluster().applied.increment(1);
+    sequence.set(seq as f64);
 }
 
 #[cfg(test)]

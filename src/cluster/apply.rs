@@ -1,13 +1,24 @@
-//! The applier: one task per node that reads the whole stream in order and
-//! applies each entry to this node's replicas — rooms get their commands
-//! through their mailboxes, the user directory its facts. At start it
-//! replays the stream from the beginning (that is the restore), and
-//! `/readyz` says yes once it has caught up with what the stream held then.
-//! Until then the node refuses clients (`ServerState::is_replaying`): its
-//! replicas are partial, and an answer from them would be wrong, not late.
+//! The applier: one task per partition stream on every node, each reading
+//! its whole stream in order and applying each entry to this node's
+//! replicas — rooms get their commands through their mailboxes, the user
+//! directory its facts (all in partition 0, `ROOMLOG`). At start each
+//! replays its stream from the beginning (that is the restore), and
+//! `/readyz` says yes once every one has caught up with what its stream held
+//! then. Until then the node refuses clients (`ServerState::is_replaying`):
+//! its replicas are partial, and an answer from them would be wrong, not
+//! late.
+//!
+//! Partitions are applied independently, so entries of different streams
+//! have no order between them. Nothing needs one: a room's entries are all
+//! in its own stream, its creation first; an entry carries the identities
+//! it acts on (`WhoV1`, `UserRowV1`) and applying it never reads the user
+//! directory; a name or direct-message claim only guards uniqueness, and a
+//! caller that lost a direct-message claim waits for the winner's room to
+//! start here (`Cluster::room_started`), from whichever stream.
 
+use super::Cluster;
 use super::entry::{EntryV1, FactV1, OpV1};
-use super::{Cluster, STREAM};
+use super::partition::Layout;
 use crate::ids::RoomId;
 use crate::room::RoomCommand;
 use crate::server::ServerState;
@@ -15,6 +26,7 @@ use crate::time::Millis;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long the applier's consumer may be silent before the stream is asked
@@ -28,32 +40,65 @@ pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     super::liveness::spawn(cluster.clone(), state.clone());
     super::presence::spawn(cluster.clone(), state.clone());
     super::notices::spawn(cluster.clone(), state.clone());
-    tokio::spawn(async move {
-        let mut applied = 0u64;
-        let mut caught_up = false;
-        loop {
-            if let Err(e) = run(&cluster, &state, &mut applied, &mut caught_up).await {
-                tracing::error!(error = %e, applied, "reading the room log failed; retrying");
+    // Partitions still replaying; the one that brings it to zero opens
+    // the node.
+    let replaying = Arc::new(AtomicUsize::new(cluster.layout.count()));
+    for p in 0..cluster.layout.count() {
+        let (cluster, state, replaying) = (cluster.clone(), state.clone(), replaying.clone());
+        tokio::spawn(async move {
+            let mut part = Partition {
+                name: Layout::stream(p),
+                applied: 0,
+                caught_up: false,
+                sequence: crate::metrics::cluster_applied_sequence(&Layout::stream(p)),
+            };
+            loop {
+                if let Err(e) = run(&cluster, &state, &mut part, &replaying).await {
+                    tracing::error!(stream = %part.name, error = %e, applied = part.applied, "reading the room log failed; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    });
+        });
+    }
 }
 
-/// Reads from `applied + 1` on until the consumer fails.
+/// One partition stream's reader: where it is, kept across consumers.
+struct Partition {
+    name: String,
+    /// The last sequence of this stream applied here.
+    applied: u64,
+    /// Whether it reached what the stream held when it started.
+    caught_up: bool,
+    sequence: metrics::Gauge,
+}
+
+impl Partition {
+    /// This partition reached its start target: the last one to do so
+    /// opens the node.
+    async fn caught_up(&mut self, state: &ServerState, replaying: &AtomicUsize) {
+        if std::mem::replace(&mut self.caught_up, true) {
+            return;
+        }
+        tracing::info!(stream = %self.name, entries = self.applied, "partition replayed");
+        if replaying.fetch_sub(1, Ordering::AcqRel) == 1 {
+            replayed(state).await;
+        }
+    }
+}
+
+/// Reads `part`'s stream from `applied + 1` on until the consumer fails.
 async fn run(
     cluster: &Cluster,
     state: &ServerState,
-    applied: &mut u64,
-    caught_up: &mut bool,
+    part: &mut Partition,
+    replaying: &AtomicUsize,
 ) -> Result<(), String> {
-    let mut stream = cluster.js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+    let mut stream = cluster.js.get_stream(&part.name).await.map_err(|e| e.to_string())?;
     let target = stream.info().await.map_err(|e| e.to_string())?.state.last_sequence;
-    if target <= *applied && !*caught_up {
-        *caught_up = true;
-        replayed(state, *applied).await;
+    if target <= part.applied {
+        part.caught_up(state, replaying).await;
     }
-    let deliver_policy = match *applied {
+    let deliver_policy = match part.applied {
         0 => DeliverPolicy::All,
         n => DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
     };
@@ -75,11 +120,11 @@ async fn run(
                 // instead of failing. Then it is replaced.
                 let info = tokio::time::timeout(STALL_CHECK * 2, stream.info()).await;
                 match info {
-                    Ok(Ok(info)) if info.state.last_sequence <= *applied => continue,
+                    Ok(Ok(info)) if info.state.last_sequence <= part.applied => continue,
                     Ok(Ok(info)) => {
                         return Err(format!(
-                            "the consumer stalled at {applied} while the stream is at {}",
-                            info.state.last_sequence
+                            "the consumer stalled at {} while the stream is at {}",
+                            part.applied, info.state.last_sequence
                         ));
                     }
                     Ok(Err(e)) => return Err(format!("cannot read the stream's state: {e}")),
@@ -94,15 +139,14 @@ async fn run(
         };
         let (seq, stored) =
             m.info().map(|i| (i.stream_sequence, stored_at(i.published))).map_err(|e| e.to_string())?;
-        if seq <= *applied {
+        if seq <= part.applied {
             continue;
         }
-        *applied = seq;
+        part.applied = seq;
         apply(cluster, state, m.subject.as_str(), &m.payload, stored).await;
-        crate::metrics::cluster_applied(seq);
-        if !*caught_up && seq >= target {
-            *caught_up = true;
-            replayed(state, seq).await;
+        crate::metrics::cluster_applied(&part.sequence, seq);
+        if seq >= target {
+            part.caught_up(state, replaying).await;
         }
     }
 }
@@ -112,11 +156,11 @@ fn stored_at(published: async_nats::datetime::DateTime) -> Millis {
     Millis(i64::try_from(published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
 }
 
-/// The applier has handed every entry the stream held at start to its
+/// The appliers have handed every entry the streams held at start to its
 /// room. The rooms apply them from their mailboxes, so one more command to
 /// each, answered after everything queued before it, tells when the
 /// replicas really hold that state; then the node serves.
-async fn replayed(state: &ServerState, entries: u64) {
+async fn replayed(state: &ServerState) {
     let started = std::time::Instant::now();
     for room in state.registry.live_handles() {
         // An error is a room that retired meanwhile: nothing left to wait for.
@@ -124,7 +168,7 @@ async fn replayed(state: &ServerState, entries: u64) {
     }
     state.set_replaying(false);
     state.set_ready(true);
-    tracing::info!(entries, drained_ms = started.elapsed().as_millis() as u64, "room log replayed; ready");
+    tracing::info!(drained_ms = started.elapsed().as_millis() as u64, "room logs replayed; ready");
 }
 
 /// Applies one stored entry. `stored` is when the stream stored it: the
@@ -135,7 +179,11 @@ async fn replayed(state: &ServerState, entries: u64) {
 /// room's clock keeps the times strictly increasing if the stream's leader
 /// changes to a server whose clock is behind.
 async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8], stored: Millis) {
-    if let Some(rid) = subject.strip_prefix("roomlog.") {
+    if let Some(placed) = cluster.layout.room_here(subject) {
+        let Ok(rid) = placed else {
+            tracing::error!(subject, "log entry outside its room's partition skipped");
+            return;
+        };
         let mut entry: EntryV1 = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {

@@ -1,14 +1,15 @@
-//! Cluster mode: many roomd nodes share their rooms through one NATS
-//! JetStream stream (`--cluster`). See docs/cluster.md for the design and
-//! how to run it.
+//! Cluster mode: many roomd nodes share their rooms through NATS JetStream
+//! streams (`--cluster`). See docs/cluster.md for the design and how to run
+//! it.
 //!
 //! In one sentence: every room is a replicated state machine whose log is
-//! the subject `roomlog.<rid>` of the stream `ROOMLOG`. A node that gets a
+//! one subject of one of a fixed number of partition streams (`ROOMLOG`,
+//! `ROOMLOG_1`, …; see `partition`). A node that gets a
 //! call which changes a room appends the command to the log; every node
 //! (the caller's included) applies the log in order through the same room
 //! rules, and the caller's node answers once it has applied the entry.
-//! JetStream orders the entries (one Raft group, replicated and fsynced
-//! before they are delivered), so capacity, locks and codes are decided
+//! JetStream orders each room's entries (one Raft group per partition,
+//! replicated and fsynced before they are delivered), so capacity, locks and codes are decided
 //! exactly once, in one order, whichever node a client talks to; no node
 //! owns a room, so none has to be taken over when one dies.
 //!
@@ -20,6 +21,7 @@ mod apply;
 pub mod entry;
 mod liveness;
 mod notices;
+pub mod partition;
 mod presence;
 
 pub(crate) use apply::spawn_applier;
@@ -30,11 +32,13 @@ use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMes
 use bytes::Bytes;
 use dashmap::DashMap;
 use entry::FactV1;
+use partition::{Layout, PartitionsV1};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// The stream every node reads and writes.
+/// The stream of names, facts, the partition record and partition 0's
+/// room logs.
 pub const STREAM: &str = "ROOMLOG";
 /// Oldest NATS server roomd accepts: 2.10.20–2.10.22 could lose whole
 /// streams when a server process crashed. Kept in one file that the tests
@@ -59,8 +63,12 @@ pub enum ClusterError {
     OldServer(String),
     #[error("JetStream is not available on the NATS servers: {0}")]
     NoJetStream(String),
-    #[error("stream {STREAM} is not usable: {0}")]
-    Stream(String),
+    #[error("stream {0} is not usable: {1}")]
+    Stream(String, String),
+    /// `--cluster-partitions` disagrees with the count the cluster was
+    /// created with.
+    #[error("{0}")]
+    Partitions(String),
     #[error("the room log is unavailable: {0}")]
     Unavailable(String),
     /// The entry is larger than the NATS servers' `max_payload`: retrying
@@ -78,7 +86,10 @@ pub enum ClusterError {
 /// waiting for their entry to be applied.
 pub struct Cluster {
     js: jetstream::Context,
+    /// `ROOMLOG`, where claims are read back.
     stream: stream::Stream,
+    /// Which partition stream holds each room's log.
+    layout: Layout,
     /// `<node-id>/<boot>`: tells this incarnation's entries from others'.
     origin: String,
     /// Room creations waiting for the applier to start their room.
@@ -95,6 +106,9 @@ pub struct StartOptions<'a> {
     pub urls: &'a [String],
     pub node: &'a str,
     pub replicas: usize,
+    /// `--cluster-partitions`: `None` adopts the cluster's recorded count
+    /// (or the default for a new cluster).
+    pub partitions: Option<usize>,
     /// `--cluster-start-timeout`: the whole wait, from the first attempt.
     pub timeout: Duration,
     /// Told why the node is still waiting, after each failed attempt (for
@@ -112,7 +126,7 @@ impl Cluster {
     /// Connects, checks the servers, and creates or checks the stream,
     /// retrying until `opts.timeout` has passed.
     pub async fn connect(opts: StartOptions<'_>) -> Result<Arc<Cluster>, ClusterError> {
-        let StartOptions { urls, node, replicas, timeout, waiting } = opts;
+        let StartOptions { urls, node, replicas, partitions, timeout, waiting } = opts;
         let joined = urls.join(",");
         if node.is_empty() || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(ClusterError::Connect(joined, format!("bad --node-id {node:?}")));
@@ -124,9 +138,13 @@ impl Cluster {
         let attempts = async {
             let mut pause = Duration::from_millis(250);
             loop {
-                match Self::try_connect(urls, node, replicas).await {
+                match Self::try_connect(urls, node, replicas, partitions).await {
                     Ok(c) => return Ok(c),
-                    Err(e @ (ClusterError::OldServer(_) | ClusterError::Stream(_))) => return Err(e),
+                    Err(
+                        e @ (ClusterError::OldServer(_)
+                        | ClusterError::Stream(..)
+                        | ClusterError::Partitions(_)),
+                    ) => return Err(e),
                     Err(e) => {
                         tracing::warn!(error = %e, "cluster not reachable yet; retrying");
                         last = e.to_string();
@@ -145,7 +163,12 @@ impl Cluster {
         }
     }
 
-    async fn try_connect(urls: &[String], node: &str, replicas: usize) -> Result<Arc<Cluster>, ClusterError> {
+    async fn try_connect(
+        urls: &[String],
+        node: &str,
+        replicas: usize,
+        partitions: Option<usize>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
         let joined = urls.join(",");
         let client = async_nats::ConnectOptions::new()
             .name(format!("roomd {node}"))
@@ -166,49 +189,172 @@ impl Cluster {
         // move to another server (see `publish_retrying`).
         let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client);
         js.query_account().await.map_err(|e| ClusterError::NoJetStream(e.to_string()))?;
+        let (stream, before) = Self::partition_stream(&js, 0, replicas).await?;
+        let layout = Layout::new(Self::partition_count(&js, &stream, before, partitions).await?);
+        for p in 1..layout.count() {
+            Self::partition_stream(&js, p, replicas).await?;
+        }
+        partition::spread_leaders(js.clone(), layout.clone());
+        let nodes = Some(liveness::bucket(&js, replicas).await?);
+        // The boot suffix tells this run from the node's earlier ones: their
+        // guests are not this run's.
+        let origin = format!("{node}/{}", crate::ids::secret(8).replace(['-', '_'], "x"));
+        Ok(Arc::new(Cluster {
+            js,
+            stream,
+            layout,
+            origin,
+            creations: DashMap::new(),
+            starts: DashMap::new(),
+            nodes,
+        }))
+    }
+
+    /// Creates or checks the stream of partition `p`; with it, how many
+    /// entries it held before this call (the partition record is decided
+    /// from that, see [`Cluster::partition_count`]).
+    async fn partition_stream(
+        js: &jetstream::Context,
+        p: usize,
+        replicas: usize,
+    ) -> Result<(stream::Stream, u64), ClusterError> {
+        let name = Layout::stream(p);
         let wanted = stream::Config {
-            name: STREAM.to_owned(),
-            subjects: vec!["roomlog.>".into(), "roomname.>".into(), "roomfacts.>".into()],
+            name: name.clone(),
+            subjects: Layout::subjects(p),
             storage: stream::StorageType::File,
             num_replicas: replicas.max(1),
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
             ..Default::default()
         };
+        let bad = |why: String| ClusterError::Stream(name.clone(), why);
         // Temporary failures (a create racing another node's, no leader
         // yet) are `Unavailable`: retried by `connect`.
         let mut stream = js
             .get_or_create_stream(wanted.clone())
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        let info = stream.info().await.map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        let have = &info.config;
+        let info = stream.info().await.map_err(|e| ClusterError::Unavailable(e.to_string()))?.clone();
+        let have = info.config;
         if have.storage != stream::StorageType::File || have.num_replicas != wanted.num_replicas {
-            return Err(ClusterError::Stream(format!(
+            return Err(bad(format!(
                 "it has {:?} storage and {} replicas; roomd needs file storage and {} (--cluster-replicas)",
                 have.storage, have.num_replicas, wanted.num_replicas
             )));
         }
         if have.max_age != Duration::ZERO || have.max_messages_per_subject > 0 {
-            return Err(ClusterError::Stream("it expires entries; the room logs must be kept".into()));
+            return Err(bad("it expires entries; the room logs must be kept".into()));
         }
         // An append whose ack was lost is sent again with the same
         // `Nats-Msg-Id` for up to APPEND_DEADLINE; JetStream drops the
         // repeat only while the first is inside the window. Outside it a
         // settings, role or message command would be applied twice.
         if have.duplicate_window < APPEND_DEADLINE {
-            return Err(ClusterError::Stream(format!(
+            return Err(bad(format!(
                 "its duplicate_window is {:?}, shorter than the {:?} roomd retries an append with the \
                  same id, so a retried command could be applied twice; raise it to at least {:?} \
-                 (roomd creates the stream with 2m), e.g. `nats stream edit {STREAM} --dupe-window 2m`",
+                 (roomd creates the stream with 2m), e.g. `nats stream edit {name} --dupe-window 2m`",
                 have.duplicate_window, APPEND_DEADLINE, APPEND_DEADLINE
             )));
         }
-        let nodes = Some(liveness::bucket(&js, replicas).await?);
-        // The boot suffix tells this run from the node's earlier ones: their
-        // guests are not this run's.
-        let origin = format!("{node}/{}", crate::ids::secret(8).replace(['-', '_'], "x"));
-        Ok(Arc::new(Cluster { js, stream, origin, creations: DashMap::new(), starts: DashMap::new(), nodes }))
+        // A `ROOMLOG` made before partitions lacks the record's subject:
+        // add it (the stream keeps everything it holds).
+        let missing: Vec<String> =
+            wanted.subjects.iter().filter(|s| !have.subjects.contains(s)).cloned().collect();
+        if !missing.is_empty() {
+            let mut config = have;
+            config.subjects.extend(missing);
+            js.update_stream(config).await.map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        }
+        Ok((stream, info.state.messages))
+    }
+
+    /// The cluster's partition count: the recorded one, or (first start)
+    /// the one this node records. `before` is how many entries `ROOMLOG`
+    /// held before this start looked at it.
+    async fn partition_count(
+        js: &jetstream::Context,
+        stream: &stream::Stream,
+        before: u64,
+        flag: Option<usize>,
+    ) -> Result<usize, ClusterError> {
+        let subject = partition::RECORD_SUBJECT.to_owned();
+        let held = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => Some(m.payload),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
+            Err(e) => return Err(ClusterError::Unavailable(e.to_string())),
+        };
+        let held = match held {
+            Some(h) => h,
+            None => {
+                // Entries but no record: a roomd from before partitions made
+                // this cluster (a node always records the count before it
+                // writes anything else), and all its rooms are in `ROOMLOG`:
+                // it is a one-partition cluster.
+                let old = before > 0;
+                if old && flag.is_some_and(|n| n != 1) {
+                    return Err(ClusterError::Partitions(format!(
+                        "stream {STREAM} holds a cluster created before partitions: every room's log is in \
+                         {STREAM}, so it is one partition; start without --cluster-partitions (or with 1) to \
+                         keep serving it (docs/cluster.md, Partitions)"
+                    )));
+                }
+                let n = if old { 1 } else { flag.unwrap_or(partition::DEFAULT_PARTITIONS) };
+                let mine = to_bytes(&PartitionsV1 { partitions: n });
+                // Two nodes starting a new cluster together: the first
+                // record wins and both read it below.
+                let held = Self::claim_on(js, stream, subject, mine).await?;
+                if old {
+                    tracing::warn!(
+                        "{STREAM} was made before partitions: recorded as a one-partition cluster"
+                    );
+                }
+                held
+            }
+        };
+        let recorded = serde_json::from_slice::<PartitionsV1>(&held)
+            .map_err(|e| ClusterError::Partitions(format!("unreadable partition record in {STREAM}: {e}")))?
+            .partitions;
+        if !(1..=partition::MAX_PARTITIONS).contains(&recorded) {
+            return Err(ClusterError::Partitions(format!(
+                "the partition record in {STREAM} says {recorded}"
+            )));
+        }
+        match flag {
+            Some(n) if n != recorded => Err(ClusterError::Partitions(format!(
+                "--cluster-partitions {n} disagrees with this cluster's {recorded} partitions (fixed when it was \
+                 created, recorded in {STREAM}): start without the flag or with {recorded}; a different count \
+                 needs a new cluster (docs/cluster.md, Partitions)"
+            ))),
+            _ => Ok(recorded),
+        }
+    }
+
+    /// A create-only append to `subject` of `ROOMLOG` at start (retried by
+    /// `connect`, not here); returns what holds the subject afterwards.
+    async fn claim_on(
+        js: &jetstream::Context,
+        stream: &stream::Stream,
+        subject: String,
+        payload: Bytes,
+    ) -> Result<Bytes, ClusterError> {
+        let publish = Publish::build().payload(payload.clone()).expected_last_subject_sequence(0);
+        let err = match js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => match ack.await {
+                Ok(_) => return Ok(payload),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if err.kind() != PublishErrorKind::WrongLastSequence {
+            return Err(ClusterError::Unavailable(err.to_string()));
+        }
+        stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .map(|held| held.payload)
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))
     }
 
     /// Whether the NATS connection is up (`/readyz` says no while it is
@@ -221,7 +367,8 @@ impl Cluster {
         &self.origin
     }
 
-    /// The subject of a room's log.
+    /// The subject of a room's log as the rooms name it; [`Cluster::append`]
+    /// places it in the room's partition (`partition::Layout::place`).
     pub(crate) fn room_subject(rid: &RoomId) -> String {
         format!("roomlog.{rid}")
     }
@@ -242,6 +389,7 @@ impl Cluster {
         payload: Bytes,
     ) -> Result<u64, ClusterError> {
         let started = std::time::Instant::now();
+        let subject = self.layout.place(&subject);
         let publish = || Publish::build().payload(payload.clone()).message_id(id);
         let r = self.publish_retrying(&subject, payload.len(), publish).await;
         crate::metrics::cluster_append(r.is_ok(), started.elapsed().as_secs_f64());

@@ -10,6 +10,8 @@
 //! - `backup`: the stream `ROOMLOG` backed up with JetStream's snapshot API,
 //!   restored into a fresh NATS server, served by a new node.
 //! - `nodes`: roomd nodes (`--cluster`, `--node-id`) as processes.
+//! - `partitions`: room logs over several streams (`--cluster-partitions`),
+//!   their leaders, the recorded count, a cluster made before partitions.
 //! - `workload`: acknowledged changes through every node, recorded in a
 //!   ledger, and the check that a room shows all of them.
 //! - `scenarios`: issue 12's "What CI must show", one test each.
@@ -26,6 +28,7 @@ mod backup;
 mod basics;
 pub(crate) mod nats;
 pub(crate) mod nodes;
+mod partitions;
 mod readiness;
 mod scenarios;
 mod smoke;

@@ -159,7 +159,8 @@ async fn a_replaying_node_refuses_clients_until_it_has_caught_up() {
     let _turn = exclusive().await;
     let dir = scratch("replay");
     let nats = Nats::start(bin, &dir.join("nats"), free_ports(1)[0], "");
-    let mut a = start(&nats.url(), "a", &dir.join("a"), &[]);
+    // One partition: the flood below writes straight into `ROOMLOG`.
+    let mut a = start(&nats.url(), "a", &dir.join("a"), &["--cluster-partitions", "1"]);
     a.ready(Duration::from_secs(20)).await;
     let mut alice = user(&a.url(), "replay-alice").await;
     let busy = alice.ok("createChannel", json!([crate::support::unique("busy"), [], false])).await["rid"]
@@ -245,7 +246,7 @@ async fn a_replaying_node_refuses_clients_until_it_has_caught_up() {
 fn applied(addr: SocketAddr) -> u64 {
     let Some((200, body)) = http_get(addr, "/metrics") else { return 0 };
     body.lines()
-        .find_map(|l| l.strip_prefix("roomd_cluster_applied_sequence "))
+        .find_map(|l| l.strip_prefix("roomd_cluster_applied_sequence{stream=\"ROOMLOG\"} "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
