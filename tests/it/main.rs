@@ -53,6 +53,7 @@ mod memory;
 mod model;
 mod races;
 mod rc_api;
+mod replay;
 mod rest;
 mod rooms;
 mod shutdown;

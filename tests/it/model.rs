@@ -570,6 +570,7 @@ fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
             who: Box::new(who.clone()),
             conn: ConnId(1),
             listener: None,
+            since: None,
             respond_to: tx,
         });
         let want = live().join_by_code(&who, now, &mut Vec::new());
