@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 /// Reads `n` events and checks their positions strictly increase from
 /// above `after`; returns them.
-async fn events_after(s: &mut Sio, after: u64, n: usize) -> Vec<(String, Value)> {
+pub(crate) async fn events_after(s: &mut Sio, after: u64, n: usize) -> Vec<(String, Value)> {
     let mut got = Vec::new();
     let mut last = after;
     for _ in 0..n {

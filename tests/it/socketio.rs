@@ -29,7 +29,19 @@ enum Connect {
 
 impl Sio {
     async fn open(srv: &TestServer, auth: Option<Value>) -> Connect {
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", srv.addr);
+        Sio::open_at(&format!("ws://{}/websocket", srv.addr), auth).await
+    }
+
+    /// A socket on the server whose DDP endpoint is `ws_url` (a cluster node).
+    pub(crate) async fn connect_url(ws_url: &str) -> Sio {
+        match Sio::open_at(ws_url, None).await {
+            Connect::Ok(s) => *s,
+            Connect::Refused(m) => panic!("CONNECT refused: {m}"),
+        }
+    }
+
+    async fn open_at(ws_url: &str, auth: Option<Value>) -> Connect {
+        let url = ws_url.replace("/websocket", "/socket.io/?EIO=4&transport=websocket");
         let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("socket.io connect timed out")
