@@ -81,8 +81,8 @@ impl RoomActor {
                 let r = self.send_message(&who, *params, now);
                 self.reply(respond_to, r);
             }
-            C::History { uid, end, limit, max_bytes, respond_to } => {
-                self.history(&uid, end, limit, max_bytes, now, respond_to)
+            C::History { uid, end, after, limit, max_bytes, respond_to } => {
+                self.history(&uid, (end, after), limit, max_bytes, now, respond_to)
             }
             C::AddMember { who, target, respond_to } => {
                 let name = target.username.clone();
@@ -364,7 +364,7 @@ impl RoomActor {
     fn history(
         &mut self,
         uid: &UserId,
-        end: Option<Millis>,
+        (end, after): (Option<Millis>, Option<Millis>),
         limit: usize,
         max_bytes: usize,
         now: Millis,
@@ -373,7 +373,8 @@ impl RoomActor {
         if !self.state.can_read(uid, true) {
             return self.reply(respond_to, Err(RoomError::NotAllowed));
         }
-        let floor = self.history_floor(now);
+        // Times are strictly increasing per room: "after t" is "from t + 1".
+        let floor = self.history_floor(now).max(after.map_or(Millis(0), |t| Millis(t.0.saturating_add(1))));
         let page = self.history_page(end, floor, limit, max_bytes);
         match (&self.store, page.wants_more(limit) && !self.history_complete) {
             (Some(store), true) => {

@@ -130,6 +130,8 @@ pub enum RoomCommand {
     History {
         uid: UserId,
         end: Option<Millis>,
+        /// Only messages after this time (`loadMissedMessages`).
+        after: Option<Millis>,
         limit: usize,
         /// The page stops before the message that would take its JSON past
         /// this size (the first message always fits).

@@ -600,6 +600,7 @@ fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
         let got = ask(&ended, |tx| RoomCommand::History {
             uid: who.id.clone(),
             end: None,
+            after: None,
             limit: 10,
             max_bytes: 1 << 20,
             respond_to: tx,

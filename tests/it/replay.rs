@@ -116,3 +116,27 @@ async fn ddp_room_events_carry_seq() {
     let m = host.expect(|f| f["fields"]["args"][0]["msg"] == "hello").await;
     assert!(m["fields"]["seq"].as_u64().is_some_and(|b| b > a), "{m}");
 }
+
+/// Rocket.Chat's reconnect call: the messages after a time, newest first,
+/// with loadHistory's checks.
+#[tokio::test]
+async fn load_missed_messages_returns_what_came_after_a_time() {
+    let srv = TestServer::start().await;
+    let (mut host, rid, _code) = meeting(&srv, json!({})).await;
+    let mut ts = Vec::new();
+    for i in 0..5 {
+        let m = host.ok("sendMessage", json!([{"rid": rid, "msg": format!("m{i}")}])).await;
+        ts.push(m["ts"]["$date"].as_i64().unwrap());
+    }
+    let got = host.ok("loadMissedMessages", json!([rid, {"$date": ts[2]}])).await;
+    let msgs: Vec<&Value> =
+        got.as_array().unwrap_or_else(|| panic!("{got}")).iter().map(|m| &m["msg"]).collect();
+    assert_eq!(msgs, [&json!("m4"), &json!("m3")], "{got}");
+    let none = host.ok("loadMissedMessages", json!([rid, {"$date": ts[4]}])).await;
+    assert_eq!(none, json!([]));
+    let bad = host.err("loadMissedMessages", json!([rid])).await;
+    assert_eq!(bad["error"], 400, "{bad}");
+    let mut guest = srv.guest().await;
+    let anon = guest.err("loadMissedMessages", json!([rid, {"$date": 0}])).await;
+    assert_eq!(anon["error"], "error-invalid-user", "{anon}");
+}
