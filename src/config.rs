@@ -213,6 +213,23 @@ pub struct Limits {
     /// How often the background pruner applies the retention policy.
     #[arg(long, env = "ROOMD_HISTORY_PRUNE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub history_prune_interval: Duration,
+    /// Events per room kept for `join-room {since}` replay, whatever their
+    /// age (the window holds an event while it is among these or younger
+    /// than `--replay-min-age`, within the byte limits).
+    #[arg(long, env = "ROOMD_REPLAY_MIN_EVENTS", default_value_t = 1000)]
+    pub replay_min_events: usize,
+    /// Age under which a room's events are kept for replay, whatever their
+    /// number (within the byte limits).
+    #[arg(long, env = "ROOMD_REPLAY_MIN_AGE", default_value = "2m", value_parser = parse_duration)]
+    pub replay_min_age: Duration,
+    /// Bytes one room's replay window may hold; the oldest events go first.
+    /// A replay must also fit `--max-queued-bytes-per-conn`.
+    #[arg(long, env = "ROOMD_REPLAY_MAX_BYTES_PER_ROOM", default_value_t = 512 * 1024)]
+    pub replay_max_bytes_per_room: usize,
+    /// Bytes all rooms' replay windows together may hold; a room that
+    /// would go over drops its own oldest events.
+    #[arg(long, env = "ROOMD_REPLAY_MAX_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub replay_max_bytes: usize,
     /// Time a disconnected guest keeps its seat.
     #[arg(long, env = "ROOMD_GUEST_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub guest_grace: Duration,
@@ -308,6 +325,16 @@ impl Limits {
             max_age: self.history_retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400)),
             max_count: self.history_retention_count,
         }
+    }
+
+    /// The replay window's limits from the `--replay-*` flags.
+    pub fn replay_limits(&self) -> crate::room::ReplayLimits {
+        crate::room::ReplayLimits::new(
+            self.replay_min_events,
+            self.replay_min_age,
+            self.replay_max_bytes_per_room,
+            self.replay_max_bytes,
+        )
     }
 
     /// Messages per room cached in memory: `--history-limit`, but never

@@ -115,6 +115,7 @@ impl ServerState {
                 history_max_age: limits.retention().max_age,
                 guest_grace: limits.guest_grace,
                 max_message_len: limits.max_message_len,
+                replay: Arc::new(limits.replay_limits()),
             }),
             conn_config: ConnConfig {
                 outbound_queue: limits.outbound_queue.max(1),

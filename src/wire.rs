@@ -376,11 +376,24 @@ pub fn error_frame(reason: &str, offending: &Value) -> Utf8Bytes {
 
 /// A stream event. Serialised once per event and shared by every recipient.
 pub fn stream_changed<A: Serialize>(collection: &str, event: &str, args: &A) -> Utf8Bytes {
+    stream_changed_at(collection, event, args, None)
+}
+
+/// A room's stream event with its position: `fields.seq` beside
+/// `eventName` and `args`, where DDP clients that do not know it ignore it.
+pub fn stream_changed_at<A: Serialize>(
+    collection: &str,
+    event: &str,
+    args: &A,
+    seq: Option<u64>,
+) -> Utf8Bytes {
     #[derive(Serialize)]
     struct Fields<'a, A> {
         #[serde(rename = "eventName")]
         event_name: &'a str,
         args: &'a A,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     }
     #[derive(Serialize)]
     struct Changed<'a, A> {
@@ -389,7 +402,12 @@ pub fn stream_changed<A: Serialize>(collection: &str, event: &str, args: &A) -> 
         id: &'static str,
         fields: Fields<'a, A>,
     }
-    to_frame(&Changed { msg: "changed", collection, id: "id", fields: Fields { event_name: event, args } })
+    to_frame(&Changed {
+        msg: "changed",
+        collection,
+        id: "id",
+        fields: Fields { event_name: event, args, seq },
+    })
 }
 
 /// The `added` document a `useCollection: true` subscriber expects before

@@ -1,4 +1,4 @@
-//! `join-room [{code, guestName?, guestToken?}]`: the meeting family's join
+//! `join-room [{code, guestName?, guestToken?, since?}]`: the meeting family's join
 //! by shareable code, for signed-in users and for guests.
 
 use super::params::field_str;
@@ -8,6 +8,7 @@ use crate::ids::{RoomCode, UserId};
 use crate::permissions::Principal;
 use crate::room::RoomCommand;
 use crate::session::{Session, user_principal};
+use serde_json::Value;
 
 /// Guest display names: 1–50 characters after trimming.
 const MAX_GUEST_NAME: usize = 50;
@@ -17,6 +18,12 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let code = field_str(o, "code")?.ok_or_else(|| MethodError::matching("code", "a string"))?;
     let guest_name = field_str(o, "guestName")?;
     let guest_token = field_str(o, "guestToken")?;
+    // The position of the last event the client heard: a listening
+    // socket gets what followed before anything newer (`recovered`).
+    let since = match o.get("since") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| MethodError::matching("since", "a non-negative integer"))?),
+    };
     // Validate the name before anything else, so a bad name is reported as
     // such whatever the state of the room.
     let who = match s.user() {
@@ -41,7 +48,7 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let listener = s.room_listener();
     if !who.guest {
         let participant = room
-            .ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, respond_to: tx })
+            .ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, since, respond_to: tx })
             .await?;
         return Ok(Some(participant));
     }
@@ -51,8 +58,9 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     if let Some(token) = guest_token.map(str::to_owned) {
         let current = s.guest_id().cloned();
         let listener = listener.clone();
-        let resumed =
-            room.ask(|tx| RoomCommand::ResumeGuest { token, conn, current, listener, respond_to: tx }).await;
+        let resumed = room
+            .ask(|tx| RoomCommand::ResumeGuest { token, conn, current, listener, since, respond_to: tx })
+            .await;
         match resumed {
             Ok(Some((gid, participant))) => {
                 s.record_guest(&room, Some(gid));
@@ -66,8 +74,9 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
         }
     }
     let gid = who.id.clone();
-    let joined =
-        room.ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, respond_to: tx }).await;
+    let joined = room
+        .ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, since, respond_to: tx })
+        .await;
     s.record_guest(&room, Some(gid));
     let participant = joined?;
     Ok(Some(participant))

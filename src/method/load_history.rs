@@ -20,7 +20,35 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let _last_seen = p.opt_date(3, "lastSeen")?;
     let room = room(s, rid)?;
     let max_bytes = s.conn().max_frame_bytes() / 2;
-    let messages =
-        room.ask(|tx| RoomCommand::History { uid: who.id, end, limit, max_bytes, respond_to: tx }).await?;
+    let messages = room
+        .ask(|tx| RoomCommand::History { uid: who.id, end, after: None, limit, max_bytes, respond_to: tx })
+        .await?;
     Ok(Some(json!({"messages": messages, "unreadNotLoaded": 0})))
+}
+
+/// `loadMissedMessages(rid, {$date})`, what Rocket.Chat clients call after a
+/// reconnect: the room's messages after that time, newest first (as
+/// Rocket.Chat sorts them), system messages included, with `loadHistory`'s
+/// checks and bounds (at most 1000 messages and half the connection's byte
+/// budget: a client that gets that many pages on with `loadHistory`).
+pub(super) async fn missed(s: &mut Session, p: Params) -> MethodResult {
+    let who = s.require_user()?;
+    let rid = p.str(0, "rid")?;
+    let after = p
+        .opt_date(1, "lastUpdate")?
+        .ok_or_else(|| crate::error::MethodError::matching("lastUpdate", "a {\"$date\": ms} date"))?;
+    let room = room(s, rid)?;
+    let max_bytes = s.conn().max_frame_bytes() / 2;
+    let limit = MAX_LIMIT as usize;
+    let messages = room
+        .ask(|tx| RoomCommand::History {
+            uid: who.id,
+            end: None,
+            after: Some(after),
+            limit,
+            max_bytes,
+            respond_to: tx,
+        })
+        .await?;
+    Ok(Some(serde_json::Value::Array(messages)))
 }

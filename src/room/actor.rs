@@ -113,6 +113,13 @@ pub(super) struct RoomActor {
     pub(super) staged: Vec<Out>,
     /// What the command being handled changed, for the store.
     pub(super) ops: Vec<RoomChange>,
+    /// The latest meeting events, for sockets that come back (`join-room`
+    /// with `since`).
+    pub(super) replay: super::replay::ReplayWindow,
+    /// The command being handled changed the room's row.
+    pub(super) room_dirty: bool,
+    /// The position the store has (or is committing) in the room's row.
+    stored_seq: u64,
     /// Outputs waiting for their commit, oldest first. Outputs of a command
     /// that changed nothing still queue behind earlier ones, so every
     /// connection sees replies and events in the order the actor decided.
@@ -137,8 +144,12 @@ pub(super) fn spawn(
     // The store restored at most `history_limit` messages: as many means
     // there may be older ones on disk.
     let history_complete = history.len() < cfg.history_limit;
+    let replay = super::replay::ReplayWindow::new(cfg.replay.clone(), state.seq);
     let mut actor = RoomActor {
         clock: RoomClock::after(last),
+        replay,
+        room_dirty: false,
+        stored_seq: state.seq,
         state,
         rx,
         me,
@@ -219,9 +230,12 @@ pub(super) enum Out {
         sub_id: String,
         last: bool,
     },
-    /// A meeting event for every [`Listening`] connection.
+    /// A meeting event for every [`Listening`] connection, and for the
+    /// replay window.
     Meeting {
         event: MeetingEvent,
+        seq: u64,
+        at: Millis,
         payload: Arc<RawValue>,
     },
     /// A connection starts hearing meeting events (it joined by code).
@@ -229,6 +243,8 @@ pub(super) enum Out {
         conn: ConnId,
         uid: UserId,
         sink: Arc<dyn RoomListener>,
+        /// Replay first what came after this position, up to `upto`.
+        resume: Option<Resume>,
     },
     /// A member left: their room subscriptions stop here, after the events
     /// announcing the departure.
@@ -236,6 +252,18 @@ pub(super) enum Out {
     /// The room went private: only members may keep listening.
     DropNonMembers,
     Reply(ReplyFn),
+}
+
+/// A socket's `since`, spliced into its live events where it starts
+/// listening: every event up to `upto` (the room's position when the
+/// socket took its seat) was delivered before this point, every later one
+/// is delivered after it.
+pub(super) struct Resume {
+    pub(super) since: u64,
+    pub(super) upto: u64,
+    /// Set once the replay was sent; the join's answer, which comes right
+    /// after, reads it as `recovered`.
+    pub(super) recovered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Pending {
@@ -312,6 +340,12 @@ impl RoomActor {
     /// Hands the command's changes to the store and parks its outputs until
     /// they are durable; with nothing to wait for, delivers at once.
     async fn finish_command(&mut self) {
+        if self.store.is_some() && (self.room_dirty || self.state.seq != self.stored_seq) {
+            // Also after a message alone: the row carries the position.
+            self.stored_seq = self.state.seq;
+            self.ops.push(RoomChange::room(&self.state));
+        }
+        self.room_dirty = false;
         let out = std::mem::take(&mut self.staged);
         let ops = std::mem::take(&mut self.ops);
         let msg_ids: Vec<MessageId> = ops.iter().filter_map(RoomChange::message_id).cloned().collect();
@@ -361,9 +395,23 @@ impl RoomActor {
                     // to every signed-in user.
                     self.hub.send_logged_to(event, &frame, |uid| self.state.can_read(uid, true))
                 }
-                Out::Meeting { event, payload } if failed.is_none() => self.deliver_meeting(event, &payload),
+                Out::Meeting { event, seq, at, payload } if failed.is_none() => {
+                    self.deliver_meeting(event, &payload);
+                    self.replay.push(seq, at, event, payload);
+                }
                 Out::Room { .. } | Out::User { .. } | Out::Logged { .. } | Out::Meeting { .. } => {}
-                Out::Listen { conn, uid, sink } => {
+                Out::Listen { conn, uid, sink, resume } => {
+                    if let Some(r) = resume
+                        && let Some(missed) = self.replay.after(r.since, r.upto)
+                    {
+                        // Inside the actor, between the events decided
+                        // before the seat and those after: nothing is
+                        // missed or heard twice.
+                        if !missed.into_iter().all(|e| sink.emit(e.event, &e.payload)) {
+                            continue;
+                        }
+                        r.recovered.store(true, std::sync::atomic::Ordering::Release);
+                    }
                     self.listeners.insert(conn, Listening { sink, uid });
                 }
                 Out::AddSub { conn, uid, topic, sub_id } => {
@@ -448,14 +496,6 @@ impl RoomActor {
         !self.pending.is_empty()
             || self.staged.iter().any(|o| matches!(o, Out::AddSub { .. }))
             || self.subscribers.values().any(|s| s.topics & bit != 0)
-    }
-
-    /// Whether any connection hears meeting events (see [`RoomActor::wants`]).
-    pub(super) fn wants_meeting(&self) -> bool {
-        !self.listeners.is_empty()
-            || self.staged.iter().any(|o| matches!(o, Out::Listen { .. }))
-            || (!self.pending.is_empty()
-                && self.pending.iter().any(|p| p.out.iter().any(|o| matches!(o, Out::Listen { .. }))))
     }
 
     /// Hands a meeting event to every listener; one that cannot take it is

@@ -4,7 +4,7 @@
 //! loop in `actor.rs` then commits and delivers them in order.
 
 use super::RoomError;
-use super::actor::{Out, RoomActor};
+use super::actor::{Out, Resume, RoomActor};
 use super::handle::{Reply, RoomCommand, SendParams, Topic};
 use super::listener::RoomListener;
 use super::model::Message;
@@ -14,6 +14,7 @@ use crate::permissions::Principal;
 use crate::time::Millis;
 use serde_json::Value;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Dispatch: which command runs where, and when.
@@ -46,11 +47,11 @@ impl RoomActor {
         use RoomCommand as C;
         match cmd {
             C::JoinSelf { who, code, respond_to } => self.join_self(&who, code, now, respond_to),
-            C::JoinByCode { who, conn, listener, respond_to } => {
-                self.join_by_code(&who, conn, listener, now, respond_to)
+            C::JoinByCode { who, conn, listener, since, respond_to } => {
+                self.join_by_code(&who, conn, Tuned { listener, since }, now, respond_to)
             }
-            C::ResumeGuest { token, conn, current, listener, respond_to } => {
-                self.resume_guest(&token, conn, current, listener, respond_to)
+            C::ResumeGuest { token, conn, current, listener, since, respond_to } => {
+                self.resume_guest(&token, conn, current, Tuned { listener, since }, respond_to)
             }
             C::Leave { uid, respond_to } => self.leave(&uid, now, respond_to),
             C::End { who, respond_to } => self.rule(now, respond_to, |s, fx| s.end(&who, now, fx)),
@@ -80,8 +81,8 @@ impl RoomActor {
                 let r = self.send_message(&who, *params, now);
                 self.reply(respond_to, r);
             }
-            C::History { uid, end, limit, max_bytes, respond_to } => {
-                self.history(&uid, end, limit, max_bytes, now, respond_to)
+            C::History { uid, end, after, limit, max_bytes, respond_to } => {
+                self.history(&uid, (end, after), limit, max_bytes, now, respond_to)
             }
             C::AddMember { who, target, respond_to } => {
                 let name = target.username.clone();
@@ -166,22 +167,41 @@ impl RoomActor {
         &mut self,
         who: &Principal,
         conn: ConnId,
-        listener: Option<Arc<dyn RoomListener>>,
+        tuned: Tuned,
         now: Millis,
         respond_to: Reply<Value>,
     ) {
         let mut fx = Vec::new();
+        let upto = self.state.seq;
         let r = self.state.join_by_code(who, now, &mut fx).map(|j| self.participant(j.member()));
         if r.is_ok() && who.guest {
             self.guest_holders.insert(who.id.clone(), conn);
         }
-        if let (Ok(_), Some(sink)) = (&r, listener) {
-            // Before the join's own events: the joiner hears its
-            // join like everyone else, and everything after it.
-            self.staged.push(Out::Listen { conn, uid: who.id.clone(), sink });
-        }
+        // Before the join's own events: the joiner hears its join like
+        // everyone else, and everything after it.
+        let recovered = match &r {
+            Ok(_) => self.listen(conn, who.id.clone(), tuned, upto),
+            Err(_) => None,
+        };
         self.publish(fx, now);
-        self.reply(respond_to, r);
+        let seq = self.state.seq;
+        self.staged.push(Out::Reply(Box::new(move |failed| {
+            let r = match failed {
+                Some(_) => Err(RoomError::Storage),
+                None => r.map(|p| seated(p, seq, recovered)),
+            };
+            let _ = respond_to.send(r);
+        })));
+    }
+
+    /// Stages a joined socket's start of listening (with its replay, if it
+    /// asked for one); returns where its `recovered` will be known.
+    fn listen(&mut self, conn: ConnId, uid: UserId, tuned: Tuned, upto: u64) -> Option<Arc<AtomicBool>> {
+        let sink = tuned.listener?;
+        let recovered = Arc::new(AtomicBool::new(false));
+        let resume = tuned.since.map(|since| Resume { since, upto, recovered: recovered.clone() });
+        self.staged.push(Out::Listen { conn, uid, sink, resume });
+        Some(recovered)
     }
 
     fn leave(&mut self, uid: &UserId, now: Millis, respond_to: Reply<()>) {
@@ -219,9 +239,10 @@ impl RoomActor {
         token: &str,
         conn: ConnId,
         current: Option<UserId>,
-        listener: Option<Arc<dyn RoomListener>>,
+        tuned: Tuned,
         respond_to: Reply<Option<(UserId, Value)>>,
     ) {
+        let seq = self.state.seq;
         let r = self.state.reclaim_seat(token, current.as_ref()).map(|m| {
             // Back (perhaps before the old connection was even
             // noticed gone, or after a restart): the seat is kept,
@@ -231,13 +252,20 @@ impl RoomActor {
             self.guest_holders.insert(m.user.id.clone(), conn);
             (m.user.id.clone(), self.participant(&m))
         });
-        if let (Some((uid, _)), Some(sink)) = (&r, listener) {
-            self.staged.push(Out::Listen { conn, uid: uid.clone(), sink });
-        }
+        let recovered = match &r {
+            Some((uid, _)) => self.listen(conn, uid.clone(), tuned, seq),
+            None => None,
+        };
         if let Some((uid, _)) = &r {
             self.now_held_here(uid);
         }
-        self.reply(respond_to, Ok(r));
+        self.staged.push(Out::Reply(Box::new(move |failed| {
+            let r = match failed {
+                Some(_) => Err(RoomError::Storage),
+                None => Ok(r.map(|(uid, p)| (uid, seated(p, seq, recovered)))),
+            };
+            let _ = respond_to.send(r);
+        })));
     }
 
     fn conn_closed(&mut self, conn: ConnId, guest: Option<UserId>) {
@@ -336,7 +364,7 @@ impl RoomActor {
     fn history(
         &mut self,
         uid: &UserId,
-        end: Option<Millis>,
+        (end, after): (Option<Millis>, Option<Millis>),
         limit: usize,
         max_bytes: usize,
         now: Millis,
@@ -345,7 +373,8 @@ impl RoomActor {
         if !self.state.can_read(uid, true) {
             return self.reply(respond_to, Err(RoomError::NotAllowed));
         }
-        let floor = self.history_floor(now);
+        // Times are strictly increasing per room: "after t" is "from t + 1".
+        let floor = self.history_floor(now).max(after.map_or(Millis(0), |t| Millis(t.0.saturating_add(1))));
         let page = self.history_page(end, floor, limit, max_bytes);
         match (&self.store, page.wants_more(limit) && !self.history_complete) {
             (Some(store), true) => {
@@ -369,4 +398,24 @@ impl RoomActor {
             _ => self.reply(respond_to, Ok(page.messages)),
         }
     }
+}
+
+/// How a joining connection hears the room: its listener (Socket.IO) and
+/// the position it last heard, if it comes back.
+pub(super) struct Tuned {
+    pub(super) listener: Option<Arc<dyn RoomListener>>,
+    pub(super) since: Option<u64>,
+}
+
+/// The participant object of a join, with the room's position after it and,
+/// for a listening socket, whether its `since` was recovered (read once the
+/// replay, staged before the answer, was sent).
+fn seated(mut p: Value, seq: u64, recovered: Option<Arc<AtomicBool>>) -> Value {
+    if let Value::Object(o) = &mut p {
+        o.insert("seq".into(), Value::from(seq));
+        if let Some(r) = recovered {
+            o.insert("recovered".into(), Value::from(r.load(Ordering::Acquire)));
+        }
+    }
+    p
 }

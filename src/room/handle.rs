@@ -70,6 +70,8 @@ pub enum RoomCommand {
         /// A door that hears the room as events (Socket.IO) starts
         /// listening with the join, in the same step: it misses nothing.
         listener: Option<Arc<dyn RoomListener>>,
+        /// The listener's last heard position: replay what followed.
+        since: Option<u64>,
         respond_to: Reply<Value>,
     },
     /// A reconnecting guest presents its token from connection `conn`: the
@@ -82,6 +84,7 @@ pub enum RoomCommand {
         current: Option<UserId>,
         /// As for `JoinByCode`.
         listener: Option<Arc<dyn RoomListener>>,
+        since: Option<u64>,
         respond_to: Reply<Option<(UserId, Value)>>,
     },
     /// `leaveRoom`.
@@ -127,6 +130,8 @@ pub enum RoomCommand {
     History {
         uid: UserId,
         end: Option<Millis>,
+        /// Only messages after this time (`loadMissedMessages`).
+        after: Option<Millis>,
         limit: usize,
         /// The page stops before the message that would take its JSON past
         /// this size (the first message always fits).
@@ -196,6 +201,8 @@ pub struct RoomConfig {
     pub history_max_age: Option<Duration>,
     pub guest_grace: Duration,
     pub max_message_len: usize,
+    /// The replay window's limits (`--replay-*`), shared by every room.
+    pub replay: Arc<super::replay::ReplayLimits>,
 }
 
 /// Shared services a room actor uses besides its own state.

@@ -52,6 +52,13 @@ impl DocOnce {
     }
 }
 
+/// Adds an event's position to its payload object.
+fn with_seq(v: &mut Value, seq: u64) {
+    if let Value::Object(o) = v {
+        o.insert("seq".into(), Value::from(seq));
+    }
+}
+
 /// `v` as JSON bytes that later frames embed without serialising it again.
 fn raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
     // Our own types always serialise; the `null` fallback is unreachable.
@@ -62,10 +69,11 @@ impl RoomActor {
     /// Turns effects into stored messages and stream events, in order.
     pub(super) fn publish(&mut self, fx: Vec<Effect>, now: Millis) {
         let rid = self.state.id.clone();
-        if self.store.is_some() && !fx.is_empty() {
+        if !fx.is_empty() {
             // Room metadata is one small row; rewriting it on every change
-            // is simpler than tracking which field moved.
-            self.ops.push(RoomChange::room(&self.state));
+            // is simpler than tracking which field moved. Written when the
+            // command is done (`finish_command`), with its final position.
+            self.room_dirty = true;
         }
         let mut doc = DocOnce::default();
         for e in fx {
@@ -74,42 +82,42 @@ impl RoomActor {
                     let ended = kind == SystemKind::RoomEnded;
                     let mut m = Message::system(&rid, kind.code(), msg, by, self.clock.stamp(now));
                     m.role = role.map(|r| Cow::Borrowed(r.name()));
-                    self.store_and_broadcast(m);
-                    if ended && self.wants_meeting() {
-                        let payload = json!({"roomId": rid, "endedAt": now.to_iso8601()});
-                        self.meeting(MeetingEvent::RoomEnded, raw(&payload));
+                    let seq = self.store_and_broadcast(m);
+                    if ended {
+                        // The same event as the system message: its position.
+                        let payload = json!({"roomId": rid, "endedAt": now.to_iso8601(), "seq": seq});
+                        self.meeting(MeetingEvent::RoomEnded, seq, now, raw(&payload));
                     }
                 }
-                Effect::Participant { .. } | Effect::RoomUpdated
-                    if !self.wants(Topic::Participants) && !self.wants_meeting() => {}
+                // Built whether or not anyone listens now: the replay
+                // window keeps them for sockets that come back.
                 Effect::Participant { joined, member, at } => {
-                    let p = raw(&member.participant(&rid, &self.state.host_id, (!joined).then_some(at)));
+                    let seq = self.next_seq();
+                    let mut p = member.participant(&rid, &self.state.host_id, (!joined).then_some(at));
+                    with_seq(&mut p, seq);
+                    let p = raw(&p);
                     if self.wants(Topic::Participants) {
                         let args = (if joined { "joined" } else { "left" }, &*p);
-                        let frame =
-                            wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
+                        let event = format!("{rid}/participants");
+                        let frame = wire::stream_changed_at("stream-notify-room", &event, &args, Some(seq));
                         self.broadcast(Topic::Participants, &frame, None);
                     }
-                    if self.wants_meeting() {
-                        let event = if joined {
-                            MeetingEvent::ParticipantJoined
-                        } else {
-                            MeetingEvent::ParticipantLeft
-                        };
-                        self.meeting(event, p);
-                    }
+                    let event =
+                        if joined { MeetingEvent::ParticipantJoined } else { MeetingEvent::ParticipantLeft };
+                    self.meeting(event, seq, now, p);
                 }
                 Effect::RoomUpdated => {
-                    let status = raw(&self.state.meeting_status());
+                    let seq = self.next_seq();
+                    let mut status = self.state.meeting_status();
+                    with_seq(&mut status, seq);
+                    let status = raw(&status);
                     if self.wants(Topic::Participants) {
                         let args = ("room-updated", &*status);
-                        let frame =
-                            wire::stream_changed("stream-notify-room", &format!("{rid}/participants"), &args);
+                        let event = format!("{rid}/participants");
+                        let frame = wire::stream_changed_at("stream-notify-room", &event, &args, Some(seq));
                         self.broadcast(Topic::Participants, &frame, None);
                     }
-                    if self.wants_meeting() {
-                        self.meeting(MeetingEvent::RoomUpdated, status);
-                    }
+                    self.meeting(MeetingEvent::RoomUpdated, seq, now, status);
                 }
                 Effect::MembershipAdded(uid) => {
                     self.users.add_membership(&uid, &rid);
@@ -211,8 +219,10 @@ impl RoomActor {
     /// The message is serialised for the wire once; every frame reuses
     /// those bytes. Its stored row is a type of its own (`MessageRowV1`),
     /// encoded by the store off the room's path.
-    pub(super) fn store_and_broadcast(&mut self, msg: Message) {
+    /// Returns the message's position.
+    pub(super) fn store_and_broadcast(&mut self, msg: Message) -> u64 {
         self.state.message_count += 1;
+        let seq = self.next_seq();
         let bytes = raw(&msg);
         if self.store.is_some() {
             self.ops.push(RoomChange::message(&msg));
@@ -221,10 +231,15 @@ impl RoomActor {
             self.cluster_ids.insert(msg.id.clone());
         }
         if self.wants(Topic::Messages) {
-            let frame = wire::stream_changed("stream-room-messages", self.state.id.as_str(), &[&*bytes]);
+            let frame = wire::stream_changed_at(
+                "stream-room-messages",
+                self.state.id.as_str(),
+                &[&*bytes],
+                Some(seq),
+            );
             self.broadcast(Topic::Messages, &frame, None);
         }
-        if msg.t.is_none() && self.wants_meeting() {
+        if msg.t.is_none() {
             // The meeting shape: plain ids and an ISO time, like the
             // participant objects, rather than Rocket.Chat's document.
             let payload = json!({
@@ -233,8 +248,9 @@ impl RoomActor {
                 "msg": msg.msg,
                 "ts": msg.ts.to_iso8601(),
                 "user": {"id": msg.u.id, "username": msg.u.username, "name": msg.u.name},
+                "seq": seq,
             });
-            self.meeting(MeetingEvent::Message, raw(&payload));
+            self.meeting(MeetingEvent::Message, seq, msg.ts, raw(&payload));
         }
         if self.hub.wants_my_messages() {
             let listeners = self.members_listening(UserEvent::MyMessages);
@@ -244,7 +260,12 @@ impl RoomActor {
                     "roomType": self.state.kind.as_str(),
                     "roomName": self.state.name,
                 });
-                let frame = wire::stream_changed("stream-room-messages", "__my_messages__", &(&*bytes, meta));
+                let frame = wire::stream_changed_at(
+                    "stream-room-messages",
+                    "__my_messages__",
+                    &(&*bytes, meta),
+                    Some(seq),
+                );
                 let outs = listeners.into_iter().map(|uid| Out::User {
                     uid,
                     event: UserEvent::MyMessages,
@@ -262,6 +283,13 @@ impl RoomActor {
                 self.history_complete = false;
             }
         }
+        seq
+    }
+
+    /// The room's next event position (see `RoomState::seq`).
+    fn next_seq(&mut self) -> u64 {
+        self.state.seq += 1;
+        self.state.seq
     }
 
     /// An ephemeral notice on `stream-notify-user` `<uid>/message`, shown to
@@ -311,8 +339,8 @@ impl RoomActor {
     }
 
     /// Stages a meeting event for every listener (see `RoomListener`).
-    fn meeting(&mut self, event: MeetingEvent, payload: impl Into<Arc<RawValue>>) {
-        self.staged.push(Out::Meeting { event, payload: payload.into() });
+    fn meeting(&mut self, event: MeetingEvent, seq: u64, at: Millis, payload: impl Into<Arc<RawValue>>) {
+        self.staged.push(Out::Meeting { event, seq, at, payload: payload.into() });
     }
 
     /// Stages one pre-serialised frame for every subscriber of `topic`.

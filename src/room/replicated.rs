@@ -27,6 +27,7 @@ pub(super) enum Waiter {
     ByCode {
         conn: ConnId,
         listener: Option<Arc<dyn RoomListener>>,
+        since: Option<u64>,
         respond_to: Reply<Value>,
     },
     Value(Reply<Value>),
@@ -63,9 +64,9 @@ impl RoomActor {
             RoomCommand::JoinSelf { who, code, respond_to } => {
                 (OpV1::JoinSelf { who: WhoV1::from(&*who), code }, Some(Waiter::Joined(respond_to)))
             }
-            RoomCommand::JoinByCode { who, conn, listener, respond_to } => (
+            RoomCommand::JoinByCode { who, conn, listener, since, respond_to } => (
                 OpV1::JoinByCode { who: WhoV1::from(&*who) },
-                Some(Waiter::ByCode { conn, listener, respond_to }),
+                Some(Waiter::ByCode { conn, listener, since, respond_to }),
             ),
             RoomCommand::Leave { uid, respond_to } => (OpV1::Leave { uid }, Some(Waiter::Unit(respond_to))),
             RoomCommand::End { who, respond_to } => {
@@ -300,13 +301,15 @@ fn command(op: OpV1, waiter: Option<Waiter>) -> Option<RoomCommand> {
             },
         },
         OpV1::JoinByCode { who } => {
-            let (conn, listener, respond_to) = match waiter {
-                Some(Waiter::ByCode { conn, listener, respond_to }) => (conn, listener, respond_to),
+            let (conn, listener, since, respond_to) = match waiter {
+                Some(Waiter::ByCode { conn, listener, since, respond_to }) => {
+                    (conn, listener, since, respond_to)
+                }
                 // Another node's guest: no connection of it here holds the
                 // seat (id 0 is never a connection's).
-                _ => (ConnId(0), None, nobody()),
+                _ => (ConnId(0), None, None, nobody()),
             };
-            C::JoinByCode { who: Box::new(who.into()), conn, listener, respond_to }
+            C::JoinByCode { who: Box::new(who.into()), conn, listener, since, respond_to }
         }
         OpV1::Leave { uid } => C::Leave { uid, respond_to: unit(waiter) },
         OpV1::End { who } => C::End { who: Box::new(who.into()), respond_to: unit(waiter) },

@@ -251,6 +251,12 @@ pub struct RoomState {
     pub custom_fields: Map<String, Value>,
     /// Messages sent in the room, system messages included.
     pub message_count: u64,
+    /// The position (`seq`) of the latest event the room decided: each
+    /// message, participant change and room update takes the next one. A
+    /// plain counter in the replicated state, so every cluster node numbers
+    /// the same events alike; stored with the room so a restart never hands
+    /// a number out twice.
+    pub seq: u64,
     /// Rocket.Chat's `default`, `sysMes` and `featured` settings: kept and
     /// shown, not acted on.
     pub default: bool,
@@ -314,6 +320,7 @@ impl RoomState {
             guest_chat: opts.guest_chat,
             custom_fields: opts.custom_fields,
             message_count: 0,
+            seq: 0,
             default: false,
             system_messages: true,
             featured: false,

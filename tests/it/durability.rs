@@ -946,3 +946,29 @@ async fn a_socketio_guest_reclaims_its_seat_after_a_restart_and_its_token_opens_
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Issue 20.1: a room's positions survive a kill -9; a message sent after
+/// the restart never reuses one handed out before it (the room row carries
+/// the position, committed with the message).
+#[tokio::test]
+async fn positions_are_never_reused_after_a_kill() {
+    let dir = tempdir("seq");
+    let mut server = start(&dir);
+    let mut alice = login(&server.url(), "salice").await;
+    let room = alice.ok("createChannel", json!([unique("s"), [], false])).await;
+    let rid = room["_id"].as_str().unwrap().to_owned();
+    alice.sub_ok("stream-room-messages", json!([rid, false])).await;
+    for i in 0..3 {
+        alice.ok("sendMessage", json!([{"rid": rid, "msg": format!("m{i}")}])).await;
+    }
+    let before = alice.expect(|f| f["fields"]["args"][0]["msg"] == "m2").await["fields"]["seq"].as_u64();
+    assert!(before.is_some(), "no seq before the kill");
+    server.kill9();
+
+    let server = start(&dir);
+    let mut alice = login(&server.url(), "salice").await;
+    alice.sub_ok("stream-room-messages", json!([rid, false])).await;
+    alice.ok("sendMessage", json!([{"rid": rid, "msg": "after"}])).await;
+    let after = alice.expect(|f| f["fields"]["args"][0]["msg"] == "after").await["fields"]["seq"].as_u64();
+    assert!(after > before, "seq {after:?} after the kill, {before:?} before it");
+}

@@ -148,7 +148,11 @@ async fn participant_events_joined_left_and_room_updated() {
     assert_eq!(args[1]["userId"], "id-bob");
     assert_eq!(args[1]["isActive"], true);
     assert_eq!(args[1]["leftAt"], Value::Null);
-    let upd = alice.event("stream-notify-room", &ev).await;
+    let mut upd = alice.event("stream-notify-room", &ev).await;
+    // The event's position, in the frame and in the object alike.
+    let seq = upd["fields"]["seq"].clone();
+    assert!(seq.as_u64().is_some(), "{upd}");
+    assert_eq!(upd["fields"]["args"][1].as_object_mut().unwrap().remove("seq"), Some(seq));
     assert_eq!(
         upd["fields"]["args"],
         json!(["room-updated", {"isLocked": false, "isActive": true, "maxParticipants": 4, "participantCount": 2}])

@@ -55,6 +55,7 @@ mod memory;
 mod model;
 mod races;
 mod rc_api;
+mod replay;
 mod rest;
 mod rooms;
 mod shutdown;

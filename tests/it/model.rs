@@ -570,6 +570,7 @@ fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
             who: Box::new(who.clone()),
             conn: ConnId(1),
             listener: None,
+            since: None,
             respond_to: tx,
         });
         let want = live().join_by_code(&who, now, &mut Vec::new());
@@ -599,6 +600,7 @@ fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
         let got = ask(&ended, |tx| RoomCommand::History {
             uid: who.id.clone(),
             end: None,
+            after: None,
             limit: 10,
             max_bytes: 1 << 20,
             respond_to: tx,

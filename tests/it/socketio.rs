@@ -29,7 +29,19 @@ enum Connect {
 
 impl Sio {
     async fn open(srv: &TestServer, auth: Option<Value>) -> Connect {
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", srv.addr);
+        Sio::open_at(&format!("ws://{}/websocket", srv.addr), auth).await
+    }
+
+    /// A socket on the server whose DDP endpoint is `ws_url` (a cluster node).
+    pub(crate) async fn connect_url(ws_url: &str) -> Sio {
+        match Sio::open_at(ws_url, None).await {
+            Connect::Ok(s) => *s,
+            Connect::Refused(m) => panic!("CONNECT refused: {m}"),
+        }
+    }
+
+    async fn open_at(ws_url: &str, auth: Option<Value>) -> Connect {
+        let url = ws_url.replace("/websocket", "/socket.io/?EIO=4&transport=websocket");
         let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("socket.io connect timed out")
@@ -82,7 +94,7 @@ impl Sio {
     }
 
     /// Waits for a server event named `name` whose payload matches `pred`.
-    async fn event(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn event(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(i) = self.events.iter().position(|(n, p)| n == name && pred(p)) {
             return self.events.remove(i).1;
         }
@@ -92,6 +104,17 @@ impl Sio {
             if let Some(i) = self.events.iter().position(|(n, p)| n == name && pred(p)) {
                 return self.events.remove(i).1;
             }
+        }
+    }
+
+    /// The next server event, in the order the socket received it.
+    pub(crate) async fn next_event(&mut self) -> (String, Value) {
+        loop {
+            if !self.events.is_empty() {
+                return self.events.remove(0);
+            }
+            let t = self.read().await.expect("socket closed waiting for an event");
+            self.keep(&t);
         }
     }
 
@@ -116,7 +139,7 @@ impl Sio {
         }
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
 }
@@ -133,7 +156,7 @@ async fn next_text(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Optio
 }
 
 /// A meeting room created over DDP by a signed-in host; returns (host, rid, code).
-async fn meeting(srv: &TestServer, extra: Value) -> (Client, String, String) {
+pub(crate) async fn meeting(srv: &TestServer, extra: Value) -> (Client, String, String) {
     let mut host = srv.user("host").await;
     let room = channel(&mut host, extra).await;
     (host, room["_id"].as_str().unwrap().to_owned(), room["code"].as_str().unwrap().to_owned())
@@ -182,7 +205,9 @@ async fn guest_joins_by_socketio_and_both_doors_see_each_other() {
     let d = dave.join_code(&code, Some("Dave")).await;
     let joined = jane.event("participant-joined", |p| p["guestName"] == "Dave").await;
     assert_eq!(joined["id"], d["result"]["id"]);
-    let updated = jane.event("room-updated", |u| u["participantCount"] == 3).await;
+    let mut updated = jane.event("room-updated", |u| u["participantCount"] == 3).await;
+    assert!(updated["seq"].as_u64().is_some_and(|s| s > 0), "{updated}");
+    updated.as_object_mut().unwrap().remove("seq");
     assert_eq!(
         updated,
         json!({"isLocked": false, "isActive": true, "maxParticipants": null, "participantCount": 3})

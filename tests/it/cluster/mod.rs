@@ -15,6 +15,8 @@
 //! - `workload`: acknowledged changes through every node, recorded in a
 //!   ledger, and the check that a room shows all of them.
 //! - `scenarios`: issue 12's "What CI must show", one test each.
+//! - `replay`: issue 20 across nodes: a Socket.IO socket whose node was
+//!   killed comes back through another with `since`.
 //! - `smoke`: the NATS fixture alone (no roomd needed).
 //!
 //! Without a `nats-server` these tests print a loud skip notice and pass,
@@ -30,6 +32,7 @@ pub(crate) mod nats;
 pub(crate) mod nodes;
 mod partitions;
 mod readiness;
+mod replay;
 mod scenarios;
 mod smoke;
 mod workload;
