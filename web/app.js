@@ -417,9 +417,12 @@ function chatPanel(send) {
       button,
     );
   }
+  // The newest `ts` shown: where a catch-up after a reconnect starts.
+  let latest = null;
   function add(m) {
     if (!m || seen.has(m._id)) return;
     seen.add(m._id);
+    const ts = dateOf(m.ts).getTime();
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
     const item = m.t
       ? h("li", { class: "sys" }, systemText(m))
@@ -430,7 +433,16 @@ function chatPanel(send) {
           h("time", { datetime: dateOf(m.ts).toISOString() }, timeOf(m.ts)),
           h("p", {}, m.msg),
         );
-    log.append(item);
+    item.dataset.ts = String(ts);
+    // Missed messages fetched after a reconnect can be older than live ones that came first: keep `ts` order
+    // (strictly increasing per room on the server).
+    if (latest === null || ts >= latest) {
+      log.append(item);
+      latest = ts;
+    } else {
+      const later = [...log.children].find((li) => Number(li.dataset.ts) > ts);
+      log.insertBefore(item, later ?? null);
+    }
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
   const closed = h("p", { class: "hint", hidden: true });
@@ -451,8 +463,33 @@ function chatPanel(send) {
     closed.hidden = on;
     closed.textContent = why;
   }
-  return { el, add, setEnabled };
+  return { el, add, setEnabled, latest: () => latest };
 }
+
+/**
+ * After a reconnect: every message of room `rid` after `since` (ms; what the chat showed last, or when we joined)
+ * that the chat has not shown, through Rocket.Chat's `loadMissedMessages`, in pages until one comes back empty (a
+ * page is capped in bytes). Joins and leaves come along as system messages. The chat drops what it already has.
+ */
+async function catchUp(rid, since, chat) {
+  if (since === null || since === undefined) return true;
+  try {
+    for (let pages = 0; pages < 50; pages++) {
+      const missed = await client.call("loadMissedMessages", rid, { $date: since });
+      if (!Array.isArray(missed) || missed.length === 0) return true;
+      missed.sort((a, b) => dateOf(a.ts) - dateOf(b.ts)).forEach(chat.add);
+      const newest = dateOf(missed[missed.length - 1].ts).getTime();
+      if (!(newest > since)) return true;
+      since = newest;
+    }
+    return true;
+  } catch {
+    // The room goes on live; only the gap stays empty, and the caller says so.
+    return false;
+  }
+}
+
+const MISSED_UNKNOWN = "Reconnected, but the messages sent while you were away could not be loaded.";
 
 /** A banner for connection trouble inside a room view. */
 function connectionBanner() {
@@ -882,8 +919,10 @@ async function hostRoom(rid) {
       try {
         await client.call("login", { resume: localStorage.getItem(TOKEN_KEY) });
         if (live) live.stop();
+        const since = chat.latest();
         await start();
-        banner.hide();
+        if (await catchUp(rid, since, chat)) banner.hide();
+        else banner.note(MISSED_UNKNOWN);
       } catch (e) {
         banner.note(sentence(e));
       }
@@ -1123,11 +1162,15 @@ function guestRoom(code, participant) {
       try {
         const p = await client.call("join-room", { code, guestName: seat.guestName, guestToken: seat.guestToken });
         const same = p.id === participant.id;
+        // What the chat showed last; nothing shown yet: everything since we joined.
+        const since = chat.latest() ?? dateOf(participant.joinedAt).getTime();
         participant = p;
         seat = { ...seat, guestToken: p.guestToken, id: p.id };
         sessionStorage.setItem(seatKey(code), JSON.stringify(seat));
         await start();
-        if (same) banner.hide();
+        const caughtUp = await catchUp(rid, since, chat);
+        if (!caughtUp) banner.note(MISSED_UNKNOWN);
+        else if (same) banner.hide();
         else banner.note("Your seat had expired; you joined again as a new participant.");
       } catch (e) {
         finish(`You were disconnected and could not get back in. ${sentence(e)}`, true);

@@ -10,7 +10,8 @@
 #   BROWSER_TIMEOUT_MS=120000       overall timeout of the scenario
 #   BROWSER_KEEP_LOGS=1             keep the server log and data dir
 #   BROWSER_SCENARIOS="a b"         run only these scenarios (default: every
-#                                   *.mjs here: host-guest, share-links)
+#                                   *.mjs here: host-guest, share-links,
+#                                   reconnect)
 # Screenshots go to tests/browser/artifacts/ (gitignored).
 set -euo pipefail
 
@@ -34,6 +35,8 @@ HOST_TOKEN="$("$BIN" token --user-id browser-host --username hannah --name "Hann
 [[ -n "$HOST_TOKEN" ]] || die "minting the host token failed"
 export HOST_TOKEN
 export ROOMD_HTTP="http://127.0.0.1:$PORT"
+# Scenarios that restart a server run their own (reconnect.mjs).
+export ROOMD_BIN="$BIN"
 export ARTIFACTS_DIR="$SCRIPT_DIR/artifacts"
 mkdir -p "$ARTIFACTS_DIR"
 
