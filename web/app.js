@@ -468,19 +468,26 @@ function chatPanel(send) {
 
 /**
  * After a reconnect: every message of room `rid` after `since` (ms; what the chat showed last, or when we joined)
- * that the chat has not shown, through Rocket.Chat's `loadMissedMessages`, in pages until one comes back empty (a
- * page is capped in bytes). Joins and leaves come along as system messages. The chat drops what it already has.
+ * that the chat has not shown, through Rocket.Chat's `loadMissedMessages`. Joins and leaves come along as system
+ * messages; the chat drops what it already has and keeps `ts` order. One answer holds at most the newest 1000 (or
+ * fewer under its byte cap): a signed-in user pages back from its oldest with `loadHistory` until `since`; a guest
+ * may not, so it returns false when the answer may have left older ones out. Also false when the call fails.
  */
-async function catchUp(rid, since, chat) {
+async function catchUp(rid, since, chat, { signedIn }) {
   if (since === null || since === undefined) return true;
+  const tsOf = (m) => dateOf(m.ts).getTime();
   try {
-    for (let pages = 0; pages < 50; pages++) {
-      const missed = await client.call("loadMissedMessages", rid, { $date: since });
-      if (!Array.isArray(missed) || missed.length === 0) return true;
-      missed.sort((a, b) => dateOf(a.ts) - dateOf(b.ts)).forEach(chat.add);
-      const newest = dateOf(missed[missed.length - 1].ts).getTime();
-      if (!(newest > since)) return true;
-      since = newest;
+    const missed = await client.call("loadMissedMessages", rid, { $date: since });
+    if (!Array.isArray(missed) || missed.length === 0) return true;
+    missed.forEach(chat.add);
+    if (!signedIn) return missed.length < 1000;
+    let oldest = Math.min(...missed.map(tsOf));
+    for (let pages = 0; pages < 50 && oldest > since + 1; pages++) {
+      const { messages } = await client.call("loadHistory", rid, { $date: oldest }, 100, null);
+      const gap = messages.filter((m) => tsOf(m) > since);
+      gap.forEach(chat.add);
+      if (gap.length < messages.length || messages.length === 0) return true;
+      oldest = Math.min(...messages.map(tsOf));
     }
     return true;
   } catch {
@@ -489,7 +496,7 @@ async function catchUp(rid, since, chat) {
   }
 }
 
-const MISSED_UNKNOWN = "Reconnected, but the messages sent while you were away could not be loaded.";
+const MISSED_UNKNOWN = "Reconnected, but some messages sent while you were away could not be loaded.";
 
 /** A banner for connection trouble inside a room view. */
 function connectionBanner() {
@@ -921,7 +928,7 @@ async function hostRoom(rid) {
         if (live) live.stop();
         const since = chat.latest();
         await start();
-        if (await catchUp(rid, since, chat)) banner.hide();
+        if (await catchUp(rid, since, chat, { signedIn: true })) banner.hide();
         else banner.note(MISSED_UNKNOWN);
       } catch (e) {
         banner.note(sentence(e));
@@ -1168,7 +1175,7 @@ function guestRoom(code, participant) {
         seat = { ...seat, guestToken: p.guestToken, id: p.id };
         sessionStorage.setItem(seatKey(code), JSON.stringify(seat));
         await start();
-        const caughtUp = await catchUp(rid, since, chat);
+        const caughtUp = await catchUp(rid, since, chat, { signedIn: false });
         if (!caughtUp) banner.note(MISSED_UNKNOWN);
         else if (same) banner.hide();
         else banner.note("Your seat had expired; you joined again as a new participant.");

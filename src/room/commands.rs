@@ -374,7 +374,10 @@ impl RoomActor {
             return self.reply(respond_to, Err(RoomError::NotAllowed));
         }
         // Times are strictly increasing per room: "after t" is "from t + 1".
-        let floor = self.history_floor(now).max(after.map_or(Millis(0), |t| Millis(t.0.saturating_add(1))));
+        let floor = self
+            .history_floor(now)
+            .max(after.map_or(Millis(0), |t| Millis(t.0.saturating_add(1))))
+            .max(self.state.read_floor(uid));
         let page = self.history_page(end, floor, limit, max_bytes);
         match (&self.store, page.wants_more(limit) && !self.history_complete) {
             (Some(store), true) => {

@@ -347,6 +347,17 @@ impl RoomState {
         self.members.contains_key(uid)
     }
 
+    /// The oldest message `uid` may read: a guest reads only what was said
+    /// while it held its seat (from the seat's join, kept through a
+    /// reclaimed reconnect), never the room's earlier history; users are
+    /// bounded by `can_read` alone.
+    pub fn read_floor(&self, uid: &UserId) -> Millis {
+        match self.members.get(uid) {
+            Some(m) if uid.is_guest() => m.joined_at,
+            _ => Millis(0),
+        }
+    }
+
     pub fn is_full(&self) -> bool {
         matches!(self.max_participants, Some(m) if self.members.len() >= m as usize)
     }

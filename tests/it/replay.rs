@@ -138,5 +138,37 @@ async fn load_missed_messages_returns_what_came_after_a_time() {
     assert_eq!(bad["error"], 400, "{bad}");
     let mut guest = srv.guest().await;
     let anon = guest.err("loadMissedMessages", json!([rid, {"$date": 0}])).await;
-    assert_eq!(anon["error"], "error-invalid-user", "{anon}");
+    assert_eq!(anon["error"], "error-not-allowed", "a guest with no seat: {anon}");
+}
+
+/// A seated guest may catch up too (the web app's guests do), but only on
+/// what was said while it held its seat: never the room's earlier history,
+/// whatever time it asks from.
+#[tokio::test]
+async fn a_seated_guest_misses_nothing_said_while_seated_and_reads_nothing_older() {
+    let srv = TestServer::start().await;
+    let (mut host, rid, code) = meeting(&srv, json!({"guestAccess": true})).await;
+    host.ok("sendMessage", json!([{"rid": rid, "msg": "before the guest"}])).await;
+    let mut guest = srv.guest().await;
+    let seat = guest.join_code(&code, Some("Gail")).await;
+    assert!(seat.get("error").is_none(), "{seat}");
+    for i in 0..3 {
+        host.ok("sendMessage", json!([{"rid": rid, "msg": format!("while seated {i}")}])).await;
+    }
+    let got = guest.ok("loadMissedMessages", json!([rid, {"$date": 0}])).await;
+    let chat: Vec<&str> = got
+        .as_array()
+        .unwrap_or_else(|| panic!("{got}"))
+        .iter()
+        .filter(|m| m.get("t").is_none())
+        .filter_map(|m| m["msg"].as_str())
+        .collect();
+    assert_eq!(chat, ["while seated 2", "while seated 1", "while seated 0"], "{got}");
+    // A guest of another room reads nothing of this one.
+    let (_other_host, _other_rid, other_code) = meeting(&srv, json!({"guestAccess": true})).await;
+    let mut stranger = srv.guest().await;
+    let seat = stranger.join_code(&other_code, Some("Stan")).await;
+    assert!(seat.get("error").is_none(), "{seat}");
+    let refused = stranger.err("loadMissedMessages", json!([rid, {"$date": 0}])).await;
+    assert_eq!(refused["error"], "error-not-allowed", "{refused}");
 }
