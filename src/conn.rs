@@ -704,9 +704,9 @@ impl Unsent {
             text_header(&mut self.bytes, f.len());
             self.bytes.extend_from_slice(f.as_bytes());
         }
-        // A burst leaves a large batch list behind; idle connections
-        // should not keep it.
-        batch.shrink_to(8);
+        // The list goes with the frames: an idle connection keeps none
+        // (heaptrack: 128 B per idle connection when 8 slots were kept).
+        *batch = Vec::new();
         payload
     }
 
