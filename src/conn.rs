@@ -20,12 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
@@ -280,6 +281,103 @@ pub(crate) struct ConnConfig {
     pub connect_timeout: Duration,
 }
 
+/// An upgraded socket, split for its two tasks: tungstenite parses the
+/// client's frames (and enforces the frame and message limits), roomd's
+/// writer frames what it sends itself.
+///
+/// Why not tungstenite's writer: its write buffer keeps the capacity of the
+/// largest batch it ever wrote, for the connection's whole life, and its API
+/// cannot shrink it (~1.1 KB per idle connection after a join). roomd's
+/// writer frames each batch into a buffer it frees once the kernel has it,
+/// so an idle connection holds no write buffer. tungstenite still writes
+/// its own control frames (pongs, the reply to a client's close); they go
+/// to the outbox ([`ReaderIo`]) and the writer puts them between whole
+/// frames, so only one task ever writes to the socket.
+pub(crate) struct Socket<S> {
+    ws: Box<WebSocketStream<ReaderIo<S>>>,
+    wire: Arc<Wire>,
+    write: WriteHalf<Tracked<S>>,
+    outbox: Arc<Outbox>,
+}
+
+/// Splits an upgraded socket (`rest`: bytes the client sent after its
+/// request head) into a [`Socket`] with an empty outbound queue.
+pub(crate) async fn open<S>(
+    stream: Tracked<S>,
+    rest: Vec<u8>,
+    ws_cfg: WebSocketConfig,
+    cfg: &ConnConfig,
+) -> Socket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let outbox = Arc::new(Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone()));
+    let wire = stream.wire().clone();
+    let (read, write) = tokio::io::split(stream);
+    let io = ReaderIo { read, outbox: outbox.clone() };
+    let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_cfg)).await;
+    Socket { ws: Box::new(ws), wire, write, outbox }
+}
+
+/// The socket as tungstenite's frame reader sees it: reads come from the
+/// socket; what it writes (only control frames: roomd never sends through
+/// it) becomes control bytes in the outbox, for the writer task.
+pub(crate) struct ReaderIo<S> {
+    read: ReadHalf<Tracked<S>>,
+    outbox: Arc<Outbox>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReaderIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl<S> AsyncWrite for ReaderIo<S> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.outbox.push_control(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Appends a server text frame's header (unmasked, final) for a payload of
+/// `len` bytes.
+fn text_header(out: &mut Vec<u8>, len: usize) {
+    out.push(0x81);
+    match len {
+        0..=125 => out.push(len as u8),
+        126..=0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// The close frame roomd sends for `reason`, framed.
+pub(crate) fn close_frame(reason: CloseReason) -> Vec<u8> {
+    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.text().into() };
+    let mut bytes = Vec::with_capacity(4 + reason.text().len());
+    // Formatting into a Vec cannot fail.
+    let _ = Frame::close(Some(frame)).format(&mut bytes);
+    bytes
+}
+
 /// Runs a connection to completion. `shutdown` is the server-wide token.
 ///
 /// Order of the end: the reader stops (after finishing the frame it is
@@ -288,11 +386,11 @@ pub(crate) struct ConnConfig {
 ///
 /// The setup runs here, before the returned future is first polled, and the
 /// future is an `async` block rather than an `async fn`: an `async fn` keeps
-/// its arguments (the 320-byte WebSocket stream among them) in its state for
-/// its whole life, next to the locals they were moved into, and this future
-/// lives as long as the connection (BENCHMARKS.md, Memory).
+/// its arguments in its state for its whole life, next to the locals they
+/// were moved into, and this future lives as long as the connection
+/// (BENCHMARKS.md, Memory).
 pub(crate) fn serve<S>(
-    ws: WebSocketStream<Tracked<S>>,
+    socket: Socket<S>,
     id: ConnId,
     peer: std::net::IpAddr,
     server: Arc<ServerState>,
@@ -302,8 +400,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &server.conn_config;
-    let outbox = Arc::new(Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone()));
-    let wire = ws.get_ref().wire.clone();
+    let Socket { ws: mut stream, wire, write, outbox } = socket;
     let handle = ConnHandle {
         id,
         outbox: outbox.clone(),
@@ -315,25 +412,38 @@ where
     };
     server.metrics.connection_opened();
     let reader_done = CancellationToken::new();
-    let (sink, mut stream) = ws.split();
     let stall = Stall { wire, timeout: cfg.write_stall_timeout };
-    let writer = tokio::spawn(write_loop(sink, outbox, handle.clone(), reader_done.clone(), stall));
+    let writer = tokio::spawn(write_loop(write, outbox, handle.clone(), reader_done.clone(), stall));
     let srv = server.clone();
     let mut session = Session::new(handle.clone(), server, peer);
     async move {
         // A panic while handling a frame (a bug) ends this connection with
         // 1011 and is logged once, here; the cleanup below still runs.
-        if AssertUnwindSafe(read_loop(&mut stream, &mut session, &srv.conn_config))
+        let peer_sent_close = match AssertUnwindSafe(read_loop(&mut stream, &mut session, &srv.conn_config))
             .catch_unwind()
             .await
-            .is_err()
         {
-            tracing::error!(conn = %id, "connection task panicked");
-            handle.close(CloseReason::InternalError);
-        }
+            Ok(close) => close,
+            Err(_) => {
+                tracing::error!(conn = %id, "connection task panicked");
+                handle.close(CloseReason::InternalError);
+                false
+            }
+        };
         // Pin the reason now: a cancel without one came from server
         // shutdown; no cancel at all means the peer went away.
         let reason = if handle.is_closed() { handle.reason() } else { CloseReason::PeerClosed };
+        if reason == CloseReason::PeerClosed {
+            if peer_sent_close {
+                // tungstenite answers a client's close on its next write:
+                // this hands the answer (same code) to the writer, so the
+                // client sees a clean close instead of 1006.
+                let _ = stream.flush().now_or_never();
+            } else {
+                // The peer vanished or broke the protocol: a bare close.
+                handle.outbox.push_control(&CLOSE_BARE);
+            }
+        }
         handle.close(reason);
         // Boxed for the same reason as the frame handler: idle connections
         // should not carry the cleanup's state.
@@ -387,12 +497,15 @@ fn close_linger(reason: CloseReason) -> Duration {
 /// instead of seeing a reset.
 const CLOSE_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Handles the client's frames until the connection is to end; true if it
+/// ended with the client's close frame.
 async fn read_loop<S>(
-    stream: &mut futures_util::stream::SplitStream<WebSocketStream<S>>,
+    stream: &mut WebSocketStream<ReaderIo<S>>,
     session: &mut Session,
     cfg: &ConnConfig,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
+) -> bool
+where
+    S: AsyncRead + Unpin,
 {
     let conn = session.conn().clone();
     let opened = Instant::now();
@@ -423,33 +536,34 @@ async fn read_loop<S>(
             // Once the connection is closing, no new frame is started; the
             // one being handled (below) always runs to completion first.
             biased;
-            _ = &mut closed => return,
+            _ = &mut closed => return false,
             _ = &mut timer => {
                 if session.token_expiry().is_some_and(|t| t <= Instant::now()) {
                     conn.close(CloseReason::TokenExpired);
-                    return;
+                    return false;
                 }
                 if Instant::now() < heartbeat_deadline {
                     continue;
                 }
                 if !session.is_connected() {
                     conn.close(CloseReason::ConnectTimeout);
-                    return;
+                    return false;
                 }
                 if pinged {
                     conn.close(CloseReason::HeartbeatTimeout);
-                    return;
+                    return false;
                 }
                 pinged = true;
                 if !Box::pin(conn.send(crate::wire::ping())).await {
-                    return;
+                    return false;
                 }
             }
             item = stream.next() => {
                 last_in = Instant::now();
                 pinged = false;
                 match item {
-                    None | Some(Ok(Message::Close(_))) => return,
+                    None => return false,
+                    Some(Ok(Message::Close(_))) => return true,
                     Some(Ok(Message::Text(text))) => {
                         // Frames are handled one at a time, to completion,
                         // which is what keeps a connection's calls in order.
@@ -457,12 +571,12 @@ async fn read_loop<S>(
                         // hold any method's state) and is only needed while a
                         // frame is handled, not by every idle connection.
                         if !Box::pin(session.handle_text(&text)).await {
-                            return;
+                            return false;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         conn.close(CloseReason::Binary);
-                        return;
+                        return false;
                     }
                     Some(Ok(_)) => {} // ping/pong/raw frames: alive, nothing else
                     Some(Err(e)) => {
@@ -473,7 +587,7 @@ async fn read_loop<S>(
                         };
                         tracing::debug!(conn = %conn.id, error = %e, "read ended");
                         conn.close(reason);
-                        return;
+                        return false;
                     }
                 }
             }
@@ -486,36 +600,40 @@ async fn read_loop<S>(
 /// close path, the write-stall timer) is boxed when it is needed, so an
 /// idle writer's state is the outbox wait and little else.
 #[allow(clippy::manual_async_fn, reason = "an async fn would keep its arguments twice")]
-fn write_loop<S>(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+fn write_loop<W>(
+    mut sink: W,
     outbox: Arc<Outbox>,
     conn: ConnHandle,
     reader_done: CancellationToken,
     stall: Stall,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     async move {
-        let mut batch = Vec::new();
+        // The framed bytes of the batch being written and how far the
+        // kernel has taken them; freed once written, so an idle connection
+        // holds no buffer.
+        let mut out = Unsent::default();
         {
             let closed = conn.closed();
             tokio::pin!(closed);
+            let mut batch = Vec::new();
             loop {
                 tokio::select! {
                     biased;
                     _ = &mut closed => break,
-                    n = outbox.pop_many(&mut batch, 64) => {
+                    n = outbox.pop_many(&mut batch, &mut out.bytes, 64) => {
                         if n == 0 {
                             break;
                         }
-                        let bytes: usize = batch.iter().map(|f| f.len()).sum();
+                        let bytes = out.frame(&mut batch);
                         // A peer that stops reading blocks this write once
                         // the kernel buffers are full; the close must not wait
                         // for it, and a peer that accepts nothing for the
                         // stall timeout is cut (pongs alone do not keep it:
                         // they say nothing of reading).
-                        let write = write_batch(&mut sink, &mut batch);
+                        let write = out.write(&mut sink);
                         tokio::pin!(write);
                         // The watch (and its timer) is created only when the
                         // write cannot finish at once: writes that complete
@@ -554,13 +672,13 @@ where
                 }
             }
         }
-        Box::pin(close_writer(sink, batch, outbox, conn, reader_done)).await;
+        Box::pin(close_writer(sink, out, outbox, conn, reader_done)).await;
     }
 }
 
 /// How one batch's write ended.
 enum Written {
-    /// The connection is closing; unwritten frames stay in the batch.
+    /// The connection is closing; what is unwritten stays in [`Unsent`].
     Closed,
     /// The socket accepted nothing for the write-stall timeout.
     Stalled,
@@ -568,69 +686,96 @@ enum Written {
     Done(bool),
 }
 
+/// Framed bytes on their way to the socket.
+#[derive(Default)]
+struct Unsent {
+    bytes: Vec<u8>,
+    /// How many of `bytes` the kernel has taken.
+    at: usize,
+}
+
+impl Unsent {
+    /// Frames `batch` (emptying it) after what is already here; returns
+    /// the payload bytes, as the outbox counts them.
+    fn frame(&mut self, batch: &mut Vec<Utf8Bytes>) -> usize {
+        let payload: usize = batch.iter().map(|f| f.len()).sum();
+        self.bytes.reserve(payload + 10 * batch.len());
+        for f in batch.drain(..) {
+            text_header(&mut self.bytes, f.len());
+            self.bytes.extend_from_slice(f.as_bytes());
+        }
+        // The list goes with the frames: an idle connection keeps none
+        // (heaptrack: 128 B per idle connection when 8 slots were kept).
+        *batch = Vec::new();
+        payload
+    }
+
+    /// Writes everything, then lets the buffer go. A write interrupted
+    /// between two `write` calls loses nothing: what the kernel took is
+    /// counted in `at`, the rest stays for the close path, so frames on
+    /// the wire stay whole.
+    async fn write<W: AsyncWrite + Unpin>(&mut self, sink: &mut W) -> std::io::Result<()> {
+        while self.at < self.bytes.len() {
+            let n = sink.write(&self.bytes[self.at..]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.at += n;
+        }
+        self.bytes = Vec::new();
+        self.at = 0;
+        sink.flush().await
+    }
+}
+
 /// The writer's end: the close frame, after what was queued before it.
-async fn close_writer<S>(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    mut batch: Vec<Utf8Bytes>,
+async fn close_writer<W>(
+    mut sink: W,
+    mut out: Unsent,
     outbox: Arc<Outbox>,
     conn: ConnHandle,
     reader_done: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
 {
     // Let the reader finish the frame it is handling: its reply is queued
     // and delivered below, before the close frame.
     reader_done.cancelled().await;
     let reason = conn.reason();
     if reason == CloseReason::PeerClosed {
-        // If the peer sent a close frame, the WebSocket layer has queued the
-        // reply; flushing and closing our half sends it, so the client sees a
-        // clean 1000 instead of 1006.
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        // The reader left its answer to the peer's close frame (or a bare
+        // close, if the peer vanished) as control bytes: after the frame
+        // being written, they end the stream, so the client sees a clean
+        // close instead of 1006.
+        out.bytes.extend(outbox.take_control());
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if out.write(&mut sink).await.is_ok() {
+                let _ = sink.shutdown().await;
+            }
+        })
+        .await;
         return;
     }
     if reason == CloseReason::SlowConsumer {
         // What it never read is given back to the budgets now, not after the
         // close frame below has had its chance.
-        batch.clear();
         outbox.finish();
     }
-    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.text().into() };
     let _ = tokio::time::timeout(CLOSE_FRAME_TIMEOUT, async {
         // Deliver what was queued before the close (e.g. `failed`, or the
         // result of a call that finished during shutdown), unless the queue
-        // is the problem.
+        // is the problem. A frame already partly written is finished in
+        // any case: a close frame after half a frame would be garbage.
         if reason != CloseReason::SlowConsumer {
-            // Frames taken from the queue but not yet written come first.
-            for frame in batch.drain(..).chain(outbox.drain_now()) {
-                if sink.feed(Message::Text(frame)).await.is_err() {
-                    return;
-                }
-            }
+            let mut rest = outbox.drain_now();
+            out.frame(&mut rest);
         }
-        let _ = sink.send(Message::Close(Some(frame))).await;
-        let _ = sink.close().await;
+        out.bytes.extend(close_frame(reason));
+        if out.write(&mut sink).await.is_ok() {
+            let _ = sink.shutdown().await;
+        }
     })
     .await;
-}
-
-async fn write_batch<S>(
-    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    batch: &mut Vec<Utf8Bytes>,
-) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    // A frame leaves the batch only once the sink has taken it: if a close
-    // interrupts this loop, the rest is still here for the close path.
-    while let Some(frame) = batch.first().cloned() {
-        sink.feed(Message::Text(frame)).await?;
-        batch.remove(0);
-    }
-    // A burst leaves a large batch buffer behind; idle connections should
-    // not keep it.
-    batch.shrink_to(8);
-    sink.flush().await
 }
 
 /// A socket that counts the bytes the kernel accepted, so the writer can
@@ -1037,7 +1182,7 @@ mod tests {
     fn connection_futures_stay_small() {
         type S = tokio::net::TcpStream;
         let serve = returned_size(serve::<S>);
-        let writer = returned_size(write_loop::<Tracked<S>>);
+        let writer = returned_size(write_loop::<WriteHalf<Tracked<S>>>);
         eprintln!("serve {serve} B, write_loop {writer} B");
         assert!(serve <= 1100, "connection future is {serve} bytes");
         assert!(writer <= 500, "writer future is {writer} bytes");

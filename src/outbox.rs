@@ -18,6 +18,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// buffer at all (the next frame allocates a small one again).
 const KEEP: usize = 0;
 
+/// The most unsent control-frame bytes (pongs) a connection holds: two
+/// pongs with the largest payload a ping may carry.
+const MAX_CONTROL: usize = 2 * (125 + 2);
+
 /// The byte budgets for unsent frames: one per connection, one for the
 /// whole server. A frame counts from the moment it is queued until the
 /// writer has handed it to the kernel (queued and in-flight alike), so a
@@ -157,6 +161,9 @@ pub(crate) struct Outbox {
 
 struct State {
     queue: VecDeque<Utf8Bytes>,
+    /// WebSocket control frames (pongs) the connection's frame reader
+    /// wrote, already framed: the writer puts them between two frames.
+    control: Vec<u8>,
     /// Unsent bytes: the frames in `queue` plus those the writer has taken
     /// but not yet written (released by [`Outbox::written`]).
     bytes: usize,
@@ -166,7 +173,7 @@ struct State {
 impl Outbox {
     pub(crate) fn new(cap: usize, budget: Arc<Budget>) -> Self {
         Outbox {
-            state: Mutex::new(State { queue: VecDeque::new(), bytes: 0, closed: false }),
+            state: Mutex::new(State { queue: VecDeque::new(), control: Vec::new(), bytes: 0, closed: false }),
             ready: Notify::new(),
             space: Notify::new(),
             cap: cap.max(1),
@@ -249,14 +256,24 @@ impl Outbox {
         }
     }
 
-    /// Moves up to `max` frames into `out`, waiting while the queue is empty.
-    /// Returns 0 once the queue is closed and drained. Their bytes stay
-    /// counted until [`Outbox::written`].
-    pub(crate) async fn pop_many(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> usize {
+    /// Moves up to `max` frames into `out` and any control bytes into
+    /// `control`, waiting while there are neither. Returns 0 once the queue
+    /// is closed and drained. The frames' bytes stay counted until
+    /// [`Outbox::written`].
+    pub(crate) async fn pop_many(
+        &self,
+        out: &mut Vec<Utf8Bytes>,
+        control: &mut Vec<u8>,
+        max: usize,
+    ) -> usize {
         loop {
             let ready = self.ready.notified();
             {
                 let mut st = self.lock();
+                if !st.control.is_empty() {
+                    control.append(&mut st.control);
+                    st.control = Vec::new();
+                }
                 if !st.queue.is_empty() {
                     let n = st.queue.len().min(max);
                     out.extend(st.queue.drain(..n));
@@ -268,12 +285,42 @@ impl Outbox {
                     self.space.notify_waiters();
                     return n;
                 }
+                if !control.is_empty() {
+                    return 1;
+                }
                 if st.closed {
                     return 0;
                 }
             }
             ready.await;
         }
+    }
+
+    /// Queues a control frame the frame reader wrote (a pong, the answer to
+    /// a client's close), already framed: tungstenite hands each frame over
+    /// in one write (it buffers nothing, see `server::ws_config`). Bounded:
+    /// a frame that would go past [`MAX_CONTROL`] unsent bytes replaces
+    /// those before it, which RFC 6455 allows for pongs (answering the
+    /// latest ping is enough) and which keeps a client that pings and never
+    /// reads from growing this buffer; the close answer, tungstenite's last
+    /// write, always stays.
+    pub(crate) fn push_control(&self, bytes: &[u8]) {
+        {
+            let mut st = self.lock();
+            if st.closed || bytes.len() > MAX_CONTROL {
+                return;
+            }
+            if st.control.len() + bytes.len() > MAX_CONTROL {
+                st.control.clear();
+            }
+            st.control.extend_from_slice(bytes);
+        }
+        self.ready.notify_one();
+    }
+
+    /// Takes the control bytes not yet written (the close path).
+    pub(crate) fn take_control(&self) -> Vec<u8> {
+        std::mem::take(&mut self.lock().control)
     }
 
     /// The writer handed `bytes` of popped frames to the kernel.
@@ -318,6 +365,7 @@ impl Outbox {
             let mut st = self.lock();
             st.closed = true;
             self.budget.release(std::mem::take(&mut st.bytes));
+            st.control = Vec::new();
             std::mem::take(&mut st.queue)
         };
         drop(dropped);
@@ -348,12 +396,12 @@ mod tests {
         }
         assert_eq!(q.try_push(Utf8Bytes::from_static("x")), Err(PushError::Full));
         let mut out = Vec::new();
-        assert_eq!(q.pop_many(&mut out, 2).await, 2);
+        assert_eq!(q.pop_many(&mut out, &mut Vec::new(), 2).await, 2);
         assert_eq!(out, vec![Utf8Bytes::from_static("f0"), Utf8Bytes::from_static("f1")]);
         q.try_push(Utf8Bytes::from_static("f3")).unwrap();
         q.close();
-        assert_eq!(q.pop_many(&mut out, 10).await, 2);
-        assert_eq!(q.pop_many(&mut out, 10).await, 0, "closed and drained");
+        assert_eq!(q.pop_many(&mut out, &mut Vec::new(), 10).await, 2);
+        assert_eq!(q.pop_many(&mut out, &mut Vec::new(), 10).await, 0, "closed and drained");
         assert_eq!(q.try_push(Utf8Bytes::from_static("late")), Err(PushError::Closed));
     }
 
@@ -365,7 +413,7 @@ mod tests {
         assert_eq!(q.try_push(Utf8Bytes::from("y".repeat(41))), Err(PushError::Full), "per-connection bytes");
         assert_eq!(q.push(Utf8Bytes::from("z".repeat(101))).await, Err(PushError::TooLarge));
         let mut out = Vec::new();
-        q.pop_many(&mut out, 10).await;
+        q.pop_many(&mut out, &mut Vec::new(), 10).await;
         // Taken by the writer but not written: still counted.
         assert_eq!((q.unsent(), b.used()), (60, 60));
         assert_eq!(q.try_push(Utf8Bytes::from("y".repeat(41))), Err(PushError::Full));
@@ -397,9 +445,9 @@ mod tests {
         let waiter = tokio::spawn(async move { q2.push(Utf8Bytes::from_static("b")).await });
         tokio::task::yield_now().await;
         let mut out = Vec::new();
-        q.pop_many(&mut out, 1).await;
+        q.pop_many(&mut out, &mut Vec::new(), 1).await;
         assert_eq!(waiter.await.unwrap(), Ok(()));
-        q.pop_many(&mut out, 1).await;
+        q.pop_many(&mut out, &mut Vec::new(), 1).await;
         assert_eq!(out, vec![Utf8Bytes::from_static("a"), Utf8Bytes::from_static("b")]);
     }
 
@@ -408,7 +456,7 @@ mod tests {
         let q = Arc::new(Outbox::new(10, budget(100, 1000)));
         q.try_push(Utf8Bytes::from("a".repeat(80))).unwrap();
         let mut out = Vec::new();
-        q.pop_many(&mut out, 10).await;
+        q.pop_many(&mut out, &mut Vec::new(), 10).await;
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.push(Utf8Bytes::from("b".repeat(50))).await });
         tokio::task::yield_now().await;
@@ -435,5 +483,22 @@ mod tests {
         );
         drop(two);
         assert_eq!(b.used(), 0, "a dropped backlog gives its bytes back");
+    }
+
+    #[tokio::test]
+    async fn control_frames_wake_the_writer_and_stay_bounded() {
+        let q = Outbox::new(4, budget(1000, 10_000));
+        q.push_control(&[0x8a, 0x01, b'a']);
+        let (mut out, mut control) = (Vec::new(), Vec::new());
+        assert_eq!(q.pop_many(&mut out, &mut control, 10).await, 1, "control alone wakes the writer");
+        assert!(out.is_empty());
+        assert_eq!(control, [0x8a, 0x01, b'a']);
+        // A flood of pongs keeps the latest, within the bound.
+        for i in 0..100u8 {
+            q.push_control(&[0x8a, 125].into_iter().chain(std::iter::repeat_n(i, 125)).collect::<Vec<_>>());
+        }
+        let left = q.take_control();
+        assert!(left.len() <= MAX_CONTROL, "{}", left.len());
+        assert_eq!(left.last(), Some(&99));
     }
 }

@@ -21,7 +21,6 @@ use crate::room::RoomConfig;
 use crate::users::Directory;
 use axum::Router;
 use axum::extract::Request;
-use futures_util::SinkExt;
 use hyper::server::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,13 +30,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -275,12 +272,11 @@ fn ws_config(max_frame: usize) -> WebSocketConfig {
     // tens of thousands of connections; DDP frames are small (a larger frame
     // grows the buffer as needed).
     //
-    // Writes are buffered up to 16 KiB so the writer's feed…feed…flush turns
-    // a batch of queued frames into one syscall; the buffer starts empty and
-    // only grows on connections that actually receive bursts.
+    // tungstenite writes only control frames (pongs, close replies): roomd
+    // frames what it sends itself (`conn::Socket`), so nothing is buffered.
     WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(16 * 1024)
+        .write_buffer_size(0)
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame))
 }
@@ -536,6 +532,16 @@ pub(crate) struct KeepAlive {
     /// dropping this struct is not enough). A lock of this connection
     /// alone, taken once per answer.
     slot: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    /// The REST door's last sign-in on this connection, reused by the next
+    /// request with the same token (`rest::SignedIn`). A lock of this
+    /// connection alone.
+    pub(crate) signed_in: std::sync::Mutex<Option<Box<crate::rest::SignedIn>>>,
+}
+
+impl std::fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeepAlive").field("requests", &self.requests).finish_non_exhaustive()
+    }
 }
 
 impl KeepAlive {
@@ -669,20 +675,21 @@ impl HttpContext {
             // Boxed, and the stream returned by value: the upgrade's state
             // is freed before the connection starts, so the task holds only
             // the DDP connection's.
-            let Some(ws) = Box::pin(ctx.take_upgraded(on_upgrade, peer)).await else { return };
+            let Some((stream, rest)) = Box::pin(ctx.take_upgraded(on_upgrade, peer)).await else { return };
             let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "over the connection limit");
                 ctx.state.metrics.handshake_failed("too-many-connections");
                 ctx.reclaim.notify_waiters();
-                reject(ws, CloseReason::TooManyConnections).await;
+                reject(stream, CloseReason::TooManyConnections).await;
                 return;
             };
             let state = ctx.state.clone();
             let stop = ctx.stop.clone();
+            let socket = conn::open(stream, rest, ctx.ws_cfg, &state.conn_config).await;
             drop(ctx);
             let id = state.next_conn_id();
             tracing::debug!(conn = %id, %peer, "connected");
-            conn::serve(ws, id, peer.ip(), state, stop).await;
+            conn::serve(socket, id, peer.ip(), state, stop).await;
             drop(permit);
             tracing::debug!(conn = %id, "disconnected");
         });
@@ -695,7 +702,7 @@ impl HttpContext {
         &self,
         on_upgrade: OnUpgrade,
         peer: SocketAddr,
-    ) -> Option<WebSocketStream<Tracked<TcpStream>>> {
+    ) -> Option<(Tracked<TcpStream>, Vec<u8>)> {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -714,14 +721,19 @@ impl HttpContext {
         // would keep all of it alive for the connection's lifetime.
         let rest = parts.read_buf.as_ref().to_vec();
         drop(parts.read_buf);
-        let stream = parts.io.into_inner();
-        Some(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(self.ws_cfg)).await)
+        Some((parts.io.into_inner(), rest))
     }
 }
 
-async fn reject(mut ws: WebSocketStream<Tracked<TcpStream>>, reason: CloseReason) {
-    let frame = CloseFrame { code: CloseCode::from(reason.code()), reason: reason.text().into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
+/// Closes a WebSocket the server will not serve with `reason`'s close frame.
+async fn reject(mut stream: Tracked<TcpStream>, reason: CloseReason) {
+    let frame = conn::close_frame(reason);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        if stream.write_all(&frame).await.is_ok() {
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await;
 }
 
 /// What a cluster node says while it waits for NATS (see

@@ -16,6 +16,11 @@
 //! adds: the per-method-class token buckets are kept per user
 //! ([`RestState`]), since every request has a fresh session.
 //!
+//! A kept-alive HTTP connection remembers its last sign-in ([`SignedIn`]):
+//! the next request with the same token skips the token's verification
+//! (signature, claims) but not its revocation and expiry, which are checked
+//! on every request, so a `logout` elsewhere ends it at once.
+//!
 //! `protocol/rest.md` is the wire contract.
 
 mod rocketchat;
@@ -31,6 +36,7 @@ use crate::error::MethodError;
 use crate::ids::UserId;
 use crate::limits::{self, ConnLimiter, MethodClass};
 use crate::method::{Method, MethodResult};
+use crate::server::KeepAlive;
 use crate::server::{HttpContext, Peer};
 use crate::session::Session;
 use axum::Router;
@@ -92,9 +98,30 @@ pub(crate) struct Caller {
     pub(crate) user: Arc<User>,
 }
 
+/// The last sign-in of a kept-alive HTTP connection: the token it was made
+/// with and the user it verified to.
+pub(crate) struct SignedIn {
+    token: Box<str>,
+    user: User,
+}
+
+impl SignedIn {
+    /// The user `token` signed in as on this connection before, if that
+    /// sign-in still holds: the same token, not revoked since (`logout`),
+    /// not expired.
+    fn reuse(&self, token: &str, users: &crate::users::Directory) -> Option<User> {
+        (*self.token == *token
+            && !users.is_revoked(&self.user.token_key)
+            && crate::time::Millis::now().0 < self.user.expires_ms)
+            .then(|| self.user.clone())
+    }
+}
+
 impl Caller {
-    /// Signs a fresh per-request session in with the DDP `login` itself.
-    async fn sign_in(ctx: &HttpContext, token: &str, peer: IpAddr) -> Result<Caller, MethodError> {
+    /// Signs a fresh per-request session in: with the DDP `login` itself,
+    /// or, on a kept-alive connection whose last request signed in with the
+    /// same token, with that sign-in (see [`SignedIn::reuse`]).
+    async fn sign_in(ctx: &HttpContext, token: &str, input: &Input) -> Result<Caller, MethodError> {
         let state = &ctx.state;
         let conn = ConnHandle::without_writer(
             state.next_conn_id(),
@@ -102,8 +129,23 @@ impl Caller {
             CancellationToken::new(),
             state.conn_config.outbound_bytes.clone(),
         );
-        let mut session = Session::per_request(conn, state.clone(), peer);
-        session.call(Method::Login, vec![json!({ "resume": token })]).await?;
+        let mut session = Session::per_request(conn, state.clone(), input.peer());
+        let keep = input.keep.as_deref();
+        let known = keep.and_then(|k| {
+            let slot = k.signed_in.lock().ok()?;
+            slot.as_ref()?.reuse(token, &state.users)
+        });
+        match known {
+            Some(user) => session.sign_in(user).await,
+            None => {
+                session.call(Method::Login, vec![json!({ "resume": token })]).await?;
+                if let (Some(k), Some(u)) = (keep, session.user())
+                    && let Ok(mut slot) = k.signed_in.lock()
+                {
+                    *slot = Some(Box::new(SignedIn { token: token.into(), user: (**u).clone() }));
+                }
+            }
+        }
         let user = session.user().cloned().ok_or(MethodError::InvalidUser)?;
         Ok(Caller { session, user })
     }
@@ -132,6 +174,8 @@ pub(crate) struct Input {
     pub(crate) fields: Map<String, Value>,
     headers: HeaderMap,
     peer: Option<IpAddr>,
+    /// The HTTP connection's keep-alive state (absent in unit tests).
+    keep: Option<Arc<KeepAlive>>,
 }
 
 /// Why a request's parameters could not be read.
@@ -176,7 +220,8 @@ impl Input {
             }
         }
         let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
-        Ok(Input { fields, headers: parts.headers, peer })
+        let keep = parts.extensions.get::<Arc<KeepAlive>>().cloned();
+        Ok(Input { fields, headers: parts.headers, peer, keep })
     }
 
     /// The client's address for the join-code brake (the router puts the

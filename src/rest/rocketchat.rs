@@ -111,7 +111,7 @@ async fn handle(ep: Endpoint, ctx: Ctx, rest: Arc<RestState>, req: Request) -> R
     let (Some(token), Some(uid)) = (input.header("x-auth-token"), input.header("x-user-id")) else {
         return unauthorized();
     };
-    let mut caller = match Caller::sign_in(&ctx, token, input.peer()).await {
+    let mut caller = match Caller::sign_in(&ctx, token, &input).await {
         Ok(c) if c.user.id.as_str() == uid => c,
         Ok(c) => {
             c.finish().await;
@@ -230,7 +230,7 @@ async fn login(ctx: &Ctx, input: &Input) -> Response {
             &json!({"status": "error", "error": "Unauthorized", "message": "Unauthorized: roomd signs in with {\"resume\": \"<JWT>\"} only"}),
         );
     };
-    match Caller::sign_in(ctx, token, input.peer()).await {
+    match Caller::sign_in(ctx, token, input).await {
         Ok(c) => {
             let me = me(&c);
             let body = json!({

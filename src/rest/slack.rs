@@ -161,7 +161,7 @@ async fn handle(call: Call, ctx: Ctx, rest: Arc<RestState>, req: Request) -> Res
         (Some(t), _) | (None, Ok(Some(t))) if !t.is_empty() => t.to_owned(),
         _ => return answer(Err(Failure::plain("not_authed"))),
     };
-    let mut caller = match Caller::sign_in(&ctx, &token, input.peer()).await {
+    let mut caller = match Caller::sign_in(&ctx, &token, &input).await {
         Ok(c) => c,
         Err(e) => {
             let code = match e {

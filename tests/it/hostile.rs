@@ -831,3 +831,54 @@ async fn custom_fields_with_dangerous_keys_or_too_big_are_refused() {
     let rid = r["_id"].as_str().unwrap().to_owned();
     assert_eq!(c.room(&rid).await["customFields"], ok);
 }
+
+/// roomd frames what it sends itself and tungstenite only parses: the
+/// control frames tungstenite answers with (a pong for a ping, the echo of
+/// a client's close) still reach the client, whole, between roomd's own
+/// frames, and a burst of replies arrives frame by frame intact.
+#[tokio::test]
+async fn pings_are_answered_and_a_clients_close_is_echoed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let s = TestServer::start().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.url()).await.expect("connect");
+    ws.send(Message::Text(r#"{"msg":"connect","version":"1","support":["1"]}"#.into())).await.unwrap();
+    // Pings between method calls, whose results are queued meanwhile.
+    for i in 0..20 {
+        ws.send(Message::Text(format!(r#"{{"msg":"method","method":"nope","id":"{i}"}}"#).into()))
+            .await
+            .unwrap();
+        ws.send(Message::Ping(format!("p{i}").into_bytes().into())).await.unwrap();
+    }
+    let (mut pongs, mut results) = (Vec::new(), 0);
+    while pongs.len() < 20 || results < 20 {
+        let m = tokio::time::timeout(WAIT, ws.next()).await.expect("answers timed out");
+        match m.expect("stream ended").expect("bad frame") {
+            Message::Pong(p) => pongs.push(String::from_utf8_lossy(&p).into_owned()),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("a whole JSON frame");
+                results += usize::from(v["msg"] == "result");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Pongs may be dropped under a flood (RFC 6455 lets a server answer
+    // only the latest ping), never reordered or garbled.
+    assert!(pongs.iter().all(|p| p.starts_with('p')), "{pongs:?}");
+    assert_eq!(pongs.last().map(String::as_str), Some("p19"), "{pongs:?}");
+    let bye = CloseFrame { code: CloseCode::Away, reason: "leaving".into() };
+    ws.send(Message::Close(Some(bye))).await.unwrap();
+    let echo = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("no close echo: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("close echo timed out");
+    assert_eq!(echo, Some(1001), "the client's close code is echoed");
+}

@@ -215,3 +215,34 @@ async fn shutdown_closes_idle_kept_connections() {
     assert!(c.closed_within(WAIT).await, "idle kept connection not closed at shutdown");
     tokio::time::timeout(WAIT, stopped).await.expect("shutdown waited on an idle kept connection").unwrap();
 }
+
+/// A kept-alive connection remembers its sign-in between requests, but a
+/// `logout` of that token (here over DDP) ends it for the very next request
+/// on the same connection; another token on the connection signs in afresh.
+#[tokio::test]
+async fn a_remembered_rest_sign_in_ends_with_logout() {
+    let s = TestServer::start().await;
+    let token = s.token("id-ann", "ann", &["user"]);
+    let mut c = Conn::open(s.addr).await;
+    let created = c.ask(&create_channel(s.addr, &token, &unique("ka-out"))).await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let v: serde_json::Value = serde_json::from_str(&created.body).unwrap();
+    let rid = v["channel"]["_id"].as_str().expect("channel id").to_owned();
+    let a = c.ask(&post_message(s.addr, &token, &rid, "before")).await;
+    assert_eq!(a.status, 200, "{a:?}");
+
+    let mut ddp = s.guest().await;
+    let r = ddp.call("login", json!([{"resume": token}])).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let r = ddp.call("logout", json!([])).await;
+    assert!(r.get("error").is_none(), "{r}");
+
+    let a = c.ask(&post_message(s.addr, &token, &rid, "after")).await;
+    assert_eq!(a.status, 401, "a revoked token still posts on its kept connection: {a:?}");
+    // The same connection, a fresh token of the same user: signed in again.
+    let fresh = s.token("id-ann", "ann", &["user"]);
+    assert_ne!(fresh, token);
+    let a = c.ask(&post_message(s.addr, &fresh, &rid, "again")).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(!a.says_close(), "{a:?}");
+}
