@@ -215,6 +215,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                 urls: &args.cluster,
                 node: &args.node_id,
                 replicas: args.cluster_replicas,
+                snapshot_every: args.cluster_snapshot_every,
                 timeout: args.cluster_start_timeout,
                 waiting: &waiting,
             });

@@ -98,7 +98,7 @@ async fn run(
             continue;
         }
         *applied = seq;
-        apply(cluster, state, m.subject.as_str(), &m.payload, stored).await;
+        apply(cluster, state, m.subject.as_str(), &m.payload, (seq, stored)).await;
         crate::metrics::cluster_applied(seq);
         if !*caught_up && seq >= target {
             *caught_up = true;
@@ -134,7 +134,8 @@ async fn replayed(state: &ServerState, entries: u64) {
 /// `updatedSince`). Every replica reads the same time from the stream; the
 /// room's clock keeps the times strictly increasing if the stream's leader
 /// changes to a server whose clock is behind.
-async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8], stored: Millis) {
+async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8], at: (u64, Millis)) {
+    let (seq, stored) = at;
     if let Some(rid) = subject.strip_prefix("roomlog.") {
         let mut entry: EntryV1 = match serde_json::from_slice(payload) {
             Ok(e) => e,
@@ -144,6 +145,7 @@ async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &
             }
         };
         entry.now = stored.0;
+        entry.seq = seq;
         if let OpV1::Create { .. } = &entry.op {
             let id = entry.id.clone();
             state.apply_create(entry);
@@ -153,7 +155,8 @@ async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &
         }
         match state.registry.get(rid) {
             Some(room) => room.tell(RoomCommand::Apply(Box::new(entry))).await,
-            None => tracing::error!(room = %RoomId::from(rid), "log entry for an unknown room skipped"),
+            // A room whose log was compacted starts from its snapshot.
+            None => super::compact::unknown_room(cluster, state, rid, entry).await,
         }
     } else if subject.starts_with("roomfacts.") {
         match serde_json::from_slice::<FactV1>(payload) {

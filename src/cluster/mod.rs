@@ -17,12 +17,15 @@
 //! Sequence: 0`) on a subject of their own.
 
 mod apply;
+mod compact;
 pub mod entry;
 mod liveness;
 mod notices;
 mod presence;
 
 pub(crate) use apply::spawn_applier;
+pub use compact::DEFAULT_SNAPSHOT_EVERY;
+pub(crate) use compact::{SnapshotJob, read_chunk, write_snapshot};
 
 use crate::durability::{BoxFuture, Committed, Durability, DurabilityError, Fact, RoomBatch, Snapshot};
 use crate::ids::{MessageId, RoomId};
@@ -88,6 +91,8 @@ pub struct Cluster {
     starts: DashMap<RoomId, Vec<oneshot::Sender<()>>>,
     /// The node heartbeat bucket (see `liveness`).
     nodes: Option<async_nats::jetstream::kv::Store>,
+    /// Snapshots and history chunks (see `compact`).
+    compaction: compact::Compaction,
 }
 
 /// How a starting node waits for NATS (`Cluster::connect`).
@@ -95,6 +100,8 @@ pub struct StartOptions<'a> {
     pub urls: &'a [String],
     pub node: &'a str,
     pub replicas: usize,
+    /// `--cluster-snapshot-every`: entries of a room between snapshots.
+    pub snapshot_every: u64,
     /// `--cluster-start-timeout`: the whole wait, from the first attempt.
     pub timeout: Duration,
     /// Told why the node is still waiting, after each failed attempt (for
@@ -112,7 +119,7 @@ impl Cluster {
     /// Connects, checks the servers, and creates or checks the stream,
     /// retrying until `opts.timeout` has passed.
     pub async fn connect(opts: StartOptions<'_>) -> Result<Arc<Cluster>, ClusterError> {
-        let StartOptions { urls, node, replicas, timeout, waiting } = opts;
+        let StartOptions { urls, node, replicas, snapshot_every, timeout, waiting } = opts;
         let joined = urls.join(",");
         if node.is_empty() || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(ClusterError::Connect(joined, format!("bad --node-id {node:?}")));
@@ -124,7 +131,7 @@ impl Cluster {
         let attempts = async {
             let mut pause = Duration::from_millis(250);
             loop {
-                match Self::try_connect(urls, node, replicas).await {
+                match Self::try_connect(urls, node, replicas, snapshot_every).await {
                     Ok(c) => return Ok(c),
                     Err(e @ (ClusterError::OldServer(_) | ClusterError::Stream(_))) => return Err(e),
                     Err(e) => {
@@ -145,7 +152,12 @@ impl Cluster {
         }
     }
 
-    async fn try_connect(urls: &[String], node: &str, replicas: usize) -> Result<Arc<Cluster>, ClusterError> {
+    async fn try_connect(
+        urls: &[String],
+        node: &str,
+        replicas: usize,
+        snapshot_every: u64,
+    ) -> Result<Arc<Cluster>, ClusterError> {
         let joined = urls.join(",");
         let client = async_nats::ConnectOptions::new()
             .name(format!("roomd {node}"))
@@ -205,10 +217,19 @@ impl Cluster {
             )));
         }
         let nodes = Some(liveness::bucket(&js, replicas).await?);
+        let compaction = compact::Compaction::open(&js, replicas, snapshot_every).await?;
         // The boot suffix tells this run from the node's earlier ones: their
         // guests are not this run's.
         let origin = format!("{node}/{}", crate::ids::secret(8).replace(['-', '_'], "x"));
-        Ok(Arc::new(Cluster { js, stream, origin, creations: DashMap::new(), starts: DashMap::new(), nodes }))
+        Ok(Arc::new(Cluster {
+            js,
+            stream,
+            origin,
+            creations: DashMap::new(),
+            starts: DashMap::new(),
+            nodes,
+            compaction,
+        }))
     }
 
     /// Whether the NATS connection is up (`/readyz` says no while it is
@@ -219,6 +240,11 @@ impl Cluster {
 
     pub(crate) fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Entries of a room between snapshots (`--cluster-snapshot-every`).
+    pub(crate) fn snapshot_every(&self) -> u64 {
+        self.compaction.every
     }
 
     /// The subject of a room's log.
@@ -348,12 +374,23 @@ impl Cluster {
         size: usize,
         publish: impl Fn() -> Publish,
     ) -> Result<u64, ClusterError> {
+        self.publish_acked(subject, size, publish).await.map(|ack| ack.sequence)
+    }
+
+    /// [`Cluster::publish_retrying`] with the whole acknowledgement (a
+    /// snapshot writer needs to know whether its append was a duplicate).
+    async fn publish_acked(
+        &self,
+        subject: &str,
+        size: usize,
+        publish: impl Fn() -> Publish,
+    ) -> Result<async_nats::jetstream::publish::PublishAck, ClusterError> {
         let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
         let mut pause = Duration::from_millis(50);
         loop {
             let err = match self.js.send_publish(subject.to_owned(), publish()).await {
                 Ok(ack) => match ack.await {
-                    Ok(ack) => return Ok(ack.sequence),
+                    Ok(ack) => return Ok(ack),
                     Err(e) => e,
                 },
                 Err(e) => e,

@@ -24,6 +24,7 @@
 
 mod backup;
 mod basics;
+mod compaction;
 pub(crate) mod nats;
 pub(crate) mod nodes;
 mod readiness;
