@@ -331,7 +331,8 @@ async fn typing_crosses_nodes() {
 }
 
 /// A message `_id` used once is refused later on any node, even when it left
-/// every replica's history window long ago; the log holds it once.
+/// every replica's history window (within the snapshot interval, see
+/// `compaction.rs`); the log holds it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_id_is_refused_twice_however_old_on_any_node() {
     let Some(bin) = nats_or_skip() else { return };
