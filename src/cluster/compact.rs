@@ -218,6 +218,10 @@ pub(super) async fn unknown_room(cluster: &Cluster, state: &ServerState, rid: &s
             );
             return;
         }
+        // Not an error yet: the room's snapshot normally follows within a
+        // few entries. An entry of a room that never had one waits here
+        // harmlessly (bounded above).
+        tracing::debug!(room = rid, seq = entry.seq, "log entry held until its room's snapshot");
         early.entry(rid.to_owned()).or_default().push(entry);
         return;
     };
