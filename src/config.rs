@@ -119,6 +119,11 @@ pub struct ServeArgs {
     /// it refuses to start. See docs/cluster.md, Partitions.
     #[arg(long, env = "ROOMD_CLUSTER_PARTITIONS", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub cluster_partitions: Option<u64>,
+    /// Cluster mode: a room's log is compacted every this many entries
+    /// (a snapshot of its state, its messages moved to history chunks, the
+    /// entries below purged). See docs/cluster.md.
+    #[arg(long, env = "ROOMD_CLUSTER_SNAPSHOT_EVERY", default_value_t = crate::cluster::DEFAULT_SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cluster_snapshot_every: u64,
     /// Cluster mode: how long a starting node waits for the NATS servers and
     /// its stream before it exits with status 1 (it serves `/healthz` and a
     /// `503` `/readyz` meanwhile).

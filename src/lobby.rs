@@ -334,6 +334,7 @@ impl ServerState {
             id: crate::ids::secret(22),
             origin: cluster.origin().to_owned(),
             now: state.created_at.0,
+            seq: 0,
             op: OpV1::Create { room: Box::new(RoomRowV1::from(&state)), members },
         };
         let started = cluster.await_creation(&entry.id);
@@ -358,11 +359,18 @@ impl ServerState {
     pub(crate) fn apply_create(&self, entry: EntryV1) {
         let OpV1::Create { room, members } = entry.op else { return };
         let mut state = RoomState::from(*room);
-        if self.registry.get(&state.id).is_some() {
-            return;
-        }
         for m in members {
             state.members.insert(m.user.id.clone(), m.into());
+        }
+        self.apply_replica(state);
+    }
+
+    /// Cluster mode: starts a room this node does not hold yet from its
+    /// creation or its latest snapshot (`cluster::compact`), and indexes
+    /// it as a creation would. A room already held is left alone.
+    pub(crate) fn apply_replica(&self, state: RoomState) {
+        if self.registry.get(&state.id).is_some() {
+            return;
         }
         let (id, name) = (state.id.clone(), state.name.clone());
         let direct = (state.kind == RoomType::Direct).then(|| {

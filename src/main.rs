@@ -216,6 +216,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                 node: &args.node_id,
                 replicas: args.cluster_replicas,
                 partitions: args.cluster_partitions.map(|n| n as usize),
+                snapshot_every: args.cluster_snapshot_every,
                 timeout: args.cluster_start_timeout,
                 waiting: &waiting,
             });

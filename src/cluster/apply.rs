@@ -143,7 +143,7 @@ async fn run(
             continue;
         }
         part.applied = seq;
-        apply(cluster, state, m.subject.as_str(), &m.payload, stored).await;
+        apply(cluster, state, m.subject.as_str(), &m.payload, (seq, stored)).await;
         crate::metrics::cluster_applied(&part.sequence, seq);
         if seq >= target {
             part.caught_up(state, replaying).await;
@@ -178,7 +178,8 @@ async fn replayed(state: &ServerState) {
 /// `updatedSince`). Every replica reads the same time from the stream; the
 /// room's clock keeps the times strictly increasing if the stream's leader
 /// changes to a server whose clock is behind.
-async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8], stored: Millis) {
+async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8], at: (u64, Millis)) {
+    let (seq, stored) = at;
     if let Some(placed) = cluster.layout.room_here(subject) {
         let Ok(rid) = placed else {
             tracing::error!(subject, "log entry outside its room's partition skipped");
@@ -192,6 +193,7 @@ async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &
             }
         };
         entry.now = stored.0;
+        entry.seq = seq;
         if let OpV1::Create { .. } = &entry.op {
             let id = entry.id.clone();
             state.apply_create(entry);
@@ -201,7 +203,8 @@ async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &
         }
         match state.registry.get(rid) {
             Some(room) => room.tell(RoomCommand::Apply(Box::new(entry))).await,
-            None => tracing::error!(room = %RoomId::from(rid), "log entry for an unknown room skipped"),
+            // A room whose log was compacted starts from its snapshot.
+            None => super::compact::unknown_room(cluster, state, rid, entry).await,
         }
     } else if subject.starts_with("roomfacts.") {
         match serde_json::from_slice::<FactV1>(payload) {

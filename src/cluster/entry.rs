@@ -12,7 +12,7 @@
 use crate::ids::UserId;
 use crate::permissions::Principal;
 use crate::room::UserRef;
-use crate::store::rows::{MemberRowV1, RoomRowV1, UserRowV1};
+use crate::store::rows::{GuestSeatRowV1, MemberRowV1, RoomRowV1, UserRowV1};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,6 +32,10 @@ pub struct EntryV1 {
     /// entry for operators reading the log.
     pub now: i64,
     pub op: OpV1,
+    /// Its stream sequence, set by the applier (not stored: the stream
+    /// numbers it). Snapshots name the log position they cover with it.
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 /// The caller as permissions see it.
@@ -141,6 +145,42 @@ pub enum OpV1 {
         flag: String,
         on: bool,
     },
+    /// The room's state without its messages, as of log sequence
+    /// `covers`, and where its older messages are (`cluster::compact`).
+    Snapshot(Box<SnapshotV1>),
+}
+
+/// A room's replicated state at one log position, without messages: what
+/// a node needs to hold the room without the log below that position.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotV1 {
+    /// The last log sequence whose effects this holds.
+    pub covers: u64,
+    pub room: Box<RoomRowV1>,
+    pub members: Vec<MemberRowV1>,
+    pub guests: Vec<GuestSeatRowV1>,
+    /// The node (origin) holding each guest's seat.
+    pub guest_nodes: Vec<(UserId, String)>,
+    /// The room clock's latest time (messages and `_updatedAt` follow it).
+    pub clock: i64,
+    /// Every history chunk of the room, oldest first.
+    pub chunks: Vec<ChunkRefV1>,
+    /// Ids of the user messages since the previous snapshot, up to
+    /// `covers`: refused as a reused `_id` until the next snapshot.
+    pub ids: Vec<String>,
+    /// The ids the previous snapshot carried: still refused until this
+    /// snapshot entry itself is applied (every replica switches there).
+    pub prev_ids: Vec<String>,
+}
+
+/// Where one chunk of a room's history is (`roomhist.<rid>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkRefV1 {
+    /// Its sequence in the history stream.
+    pub seq: u64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub count: u32,
 }
 
 /// A fact that belongs to no room (`roomfacts.*`).

@@ -18,6 +18,7 @@
 //! Sequence: 0`) on a subject of their own.
 
 mod apply;
+mod compact;
 pub mod entry;
 mod liveness;
 mod notices;
@@ -25,6 +26,8 @@ pub mod partition;
 mod presence;
 
 pub(crate) use apply::spawn_applier;
+pub use compact::DEFAULT_SNAPSHOT_EVERY;
+pub(crate) use compact::{SnapshotJob, read_chunk, write_snapshot};
 
 use crate::durability::{BoxFuture, Committed, Durability, DurabilityError, Fact, RoomBatch, Snapshot};
 use crate::ids::{MessageId, RoomId};
@@ -99,6 +102,8 @@ pub struct Cluster {
     starts: DashMap<RoomId, Vec<oneshot::Sender<()>>>,
     /// The node heartbeat bucket (see `liveness`).
     nodes: Option<async_nats::jetstream::kv::Store>,
+    /// Snapshots and history chunks (see `compact`).
+    compaction: compact::Compaction,
 }
 
 /// How a starting node waits for NATS (`Cluster::connect`).
@@ -109,6 +114,8 @@ pub struct StartOptions<'a> {
     /// `--cluster-partitions`: `None` adopts the cluster's recorded count
     /// (or the default for a new cluster).
     pub partitions: Option<usize>,
+    /// `--cluster-snapshot-every`: entries of a room between snapshots.
+    pub snapshot_every: u64,
     /// `--cluster-start-timeout`: the whole wait, from the first attempt.
     pub timeout: Duration,
     /// Told why the node is still waiting, after each failed attempt (for
@@ -126,7 +133,7 @@ impl Cluster {
     /// Connects, checks the servers, and creates or checks the stream,
     /// retrying until `opts.timeout` has passed.
     pub async fn connect(opts: StartOptions<'_>) -> Result<Arc<Cluster>, ClusterError> {
-        let StartOptions { urls, node, replicas, partitions, timeout, waiting } = opts;
+        let StartOptions { urls, node, replicas, partitions, snapshot_every, timeout, waiting } = opts;
         let joined = urls.join(",");
         if node.is_empty() || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(ClusterError::Connect(joined, format!("bad --node-id {node:?}")));
@@ -138,7 +145,7 @@ impl Cluster {
         let attempts = async {
             let mut pause = Duration::from_millis(250);
             loop {
-                match Self::try_connect(urls, node, replicas, partitions).await {
+                match Self::try_connect(urls, node, replicas, partitions, snapshot_every).await {
                     Ok(c) => return Ok(c),
                     Err(
                         e @ (ClusterError::OldServer(_)
@@ -168,6 +175,7 @@ impl Cluster {
         node: &str,
         replicas: usize,
         partitions: Option<usize>,
+        snapshot_every: u64,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let joined = urls.join(",");
         let client = async_nats::ConnectOptions::new()
@@ -196,6 +204,7 @@ impl Cluster {
         }
         partition::spread_leaders(js.clone(), layout.clone());
         let nodes = Some(liveness::bucket(&js, replicas).await?);
+        let compaction = compact::Compaction::open(&js, replicas, snapshot_every).await?;
         // The boot suffix tells this run from the node's earlier ones: their
         // guests are not this run's.
         let origin = format!("{node}/{}", crate::ids::secret(8).replace(['-', '_'], "x"));
@@ -207,6 +216,7 @@ impl Cluster {
             creations: DashMap::new(),
             starts: DashMap::new(),
             nodes,
+            compaction,
         }))
     }
 
@@ -367,6 +377,24 @@ impl Cluster {
         &self.origin
     }
 
+    /// Entries of a room between snapshots (`--cluster-snapshot-every`).
+    pub(crate) fn snapshot_every(&self) -> u64 {
+        self.compaction.every
+    }
+
+    /// Where room `rid`'s log lives: its partition's stream and the subject
+    /// there (for the compaction's purge; appends go through
+    /// [`Cluster::append`], which places the subject itself).
+    async fn room_log(&self, rid: &RoomId) -> Result<(stream::Stream, String), ClusterError> {
+        let name = Layout::stream(self.layout.of(rid.as_str()));
+        let stream = if name == STREAM {
+            self.stream.clone()
+        } else {
+            self.js.get_stream(&name).await.map_err(|e| ClusterError::Unavailable(e.to_string()))?
+        };
+        Ok((stream, self.layout.place(&Self::room_subject(rid))))
+    }
+
     /// The subject of a room's log as the rooms name it; [`Cluster::append`]
     /// places it in the room's partition (`partition::Layout::place`).
     pub(crate) fn room_subject(rid: &RoomId) -> String {
@@ -496,12 +524,23 @@ impl Cluster {
         size: usize,
         publish: impl Fn() -> Publish,
     ) -> Result<u64, ClusterError> {
+        self.publish_acked(subject, size, publish).await.map(|ack| ack.sequence)
+    }
+
+    /// [`Cluster::publish_retrying`] with the whole acknowledgement (a
+    /// snapshot writer needs to know whether its append was a duplicate).
+    async fn publish_acked(
+        &self,
+        subject: &str,
+        size: usize,
+        publish: impl Fn() -> Publish,
+    ) -> Result<async_nats::jetstream::publish::PublishAck, ClusterError> {
         let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
         let mut pause = Duration::from_millis(50);
         loop {
             let err = match self.js.send_publish(subject.to_owned(), publish()).await {
                 Ok(ack) => match ack.await {
-                    Ok(ack) => return Ok(ack.sequence),
+                    Ok(ack) => return Ok(ack),
                     Err(e) => e,
                 },
                 Err(e) => e,

@@ -82,9 +82,9 @@ pub(super) struct RoomActor {
     pub(super) history_complete: bool,
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
     pub(super) history_ids: HashSet<MessageId>,
-    /// Cluster mode: the id of every user message this room ever had (no
-    /// store index to ask), so a client-chosen `_id` is refused however old.
-    pub(super) cluster_ids: HashSet<MessageId>,
+    /// Cluster mode: what the replica keeps between snapshots of its log
+    /// (recent messages and ids, the history chunks' index).
+    pub(super) compaction: super::compacted::RoomCompaction,
     /// Ids of messages submitted to the store and not yet committed: a
     /// burst can push them out of `history` before the store has them.
     pub(super) unconfirmed: HashSet<MessageId>,
@@ -164,7 +164,7 @@ pub(super) fn spawn(
         history_complete,
         history_ids: HashSet::new(),
         unconfirmed: HashSet::new(),
-        cluster_ids: HashSet::new(),
+        compaction: Default::default(),
         guest_epochs: HashMap::new(),
         guest_holders: HashMap::new(),
         guest_nodes: HashMap::new(),

@@ -21,7 +21,7 @@ use std::time::Instant;
 impl RoomActor {
     pub(super) fn handle(&mut self, cmd: RoomCommand) {
         let cmd = match (&self.cluster, cmd) {
-            (_, RoomCommand::Apply(entry)) => return self.apply_entry(*entry),
+            (_, RoomCommand::Apply(entry)) => return self.apply_logged(*entry),
             (_, RoomCommand::Unlogged { id, error }) => return self.unlogged(&id, error),
             (Some(cluster), cmd) => match self.submit(&cluster.clone(), cmd) {
                 Some(cmd) => cmd,
@@ -347,7 +347,12 @@ impl RoomActor {
     /// than parking the room behind a round trip to another thread; only
     /// client-chosen ids reach it.
     fn message_known(&self, id: &MessageId) -> Result<bool, RoomError> {
-        if self.history_ids.contains(id) || self.unconfirmed.contains(id) || self.cluster_ids.contains(id) {
+        if self.cluster.is_some() {
+            // Only what every replica holds alike decides (not the
+            // per-node window).
+            return Ok(self.compaction.knows(id));
+        }
+        if self.history_ids.contains(id) || self.unconfirmed.contains(id) {
             return Ok(true);
         }
         match &self.store {
@@ -379,6 +384,9 @@ impl RoomActor {
             .max(after.map_or(Millis(0), |t| Millis(t.0.saturating_add(1))))
             .max(self.state.read_floor(uid));
         let page = self.history_page(end, floor, limit, max_bytes);
+        if self.cluster.is_some() {
+            return self.cluster_page(page, end, floor, limit, max_bytes, respond_to);
+        }
         match (&self.store, page.wants_more(limit) && !self.history_complete) {
             (Some(store), true) => {
                 // The rest is older than the window: read from the

@@ -6,6 +6,7 @@
 
 mod actor;
 mod commands;
+mod compacted;
 mod ended;
 mod error;
 mod handle;

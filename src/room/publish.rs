@@ -227,9 +227,6 @@ impl RoomActor {
         if self.store.is_some() {
             self.ops.push(RoomChange::message(&msg));
         }
-        if self.cluster.is_some() && msg.t.is_none() {
-            self.cluster_ids.insert(msg.id.clone());
-        }
         if self.wants(Topic::Messages) {
             let frame = wire::stream_changed_at(
                 "stream-room-messages",
@@ -275,6 +272,9 @@ impl RoomActor {
             }
         }
         let msg = Arc::new(msg);
+        if self.cluster.is_some() {
+            self.compaction.accepted(&msg);
+        }
         self.history_ids.insert(msg.id.clone());
         self.history.push_back(msg);
         while self.history.len() > self.cfg.history_limit {
@@ -408,7 +408,7 @@ impl HistoryPage {
     /// message always fits); `false` once the page is full. Messages are
     /// built and measured one at a time, so a page never holds more than
     /// the cap in memory.
-    fn push(&mut self, m: &Message, max_bytes: usize) -> bool {
+    pub(super) fn push(&mut self, m: &Message, max_bytes: usize) -> bool {
         let v = serde_json::to_value(m).unwrap_or(Value::Null);
         let first = self.messages.is_empty();
         self.bytes += json_len(&v) + 1;

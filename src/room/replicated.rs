@@ -157,6 +157,7 @@ impl RoomActor {
             id: crate::ids::secret(22),
             origin: cluster.origin().to_owned(),
             now: Millis::now().0,
+            seq: 0,
             op,
         };
         if let Some(w) = waiter {
@@ -291,7 +292,7 @@ fn command(op: OpV1, waiter: Option<Waiter>) -> Option<RoomCommand> {
         _ => nobody(),
     };
     Some(match op {
-        OpV1::Create { .. } | OpV1::GuestHeld { .. } => return None,
+        OpV1::Create { .. } | OpV1::GuestHeld { .. } | OpV1::Snapshot(_) => return None,
         OpV1::JoinSelf { who, code } => C::JoinSelf {
             who: Box::new(who.into()),
             code,

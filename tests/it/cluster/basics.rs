@@ -52,9 +52,9 @@ pub(crate) fn start_nats(bin: &Path, dir: &Path) -> Nats {
 }
 
 pub(crate) struct Node {
-    proc: Roomd,
+    pub(crate) proc: Roomd,
     pub(crate) url: String,
-    http: String,
+    pub(crate) http: String,
 }
 
 fn start_node(nats: &str, node: &str) -> Node {
@@ -65,7 +65,7 @@ pub(crate) fn start_node_with(nats: &str, node: &str, extra: &[&str]) -> Node {
     start_node_env(nats, node, extra, &[])
 }
 
-fn start_node_env(nats: &str, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
+pub(crate) fn start_node_env(nats: &str, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
     let mut cmd = RoomdCmd::server()
         .args(["--no-rate-limits", "--cluster", nats, "--node-id", node])
         .args(["--cluster-replicas", "1"])
@@ -331,7 +331,8 @@ async fn typing_crosses_nodes() {
 }
 
 /// A message `_id` used once is refused later on any node, even when it left
-/// every replica's history window long ago; the log holds it once.
+/// every replica's history window (within the snapshot interval, see
+/// `compaction.rs`); the log holds it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_id_is_refused_twice_however_old_on_any_node() {
     let Some(bin) = nats_or_skip() else { return };

@@ -28,6 +28,7 @@
 
 mod backup;
 mod basics;
+mod compaction;
 pub(crate) mod nats;
 pub(crate) mod nodes;
 mod partitions;

@@ -1,0 +1,254 @@
+//! Cluster mode: a room's part in compacting its log (`cluster::compact`
+//! writes and reads; this decides when, and what the room keeps).
+//!
+//! What a replica keeps instead of every message id and every message:
+//! - the messages accepted since the latest snapshot it applied (`tail`,
+//!   bounded by the snapshot interval): the next snapshot's chunks are
+//!   written from them, and pages older than the window read them;
+//! - the index of the history chunks holding everything the snapshot covers;
+//! - the ids a reused `_id` is refused for (see [`RoomCompaction::knows`]).
+//!
+//! Everything that decides (the entry count, the ids refused) follows from
+//! the log alone, so every replica decides the same, whether it started the
+//! room from its creation or from a snapshot.
+
+use super::RoomError;
+use super::actor::{Out, RoomActor};
+use super::handle::Reply;
+use super::model::Message;
+use super::publish::HistoryPage;
+use crate::cluster::entry::{ChunkRefV1, EntryV1, OpV1, SnapshotV1};
+use crate::cluster::{SnapshotJob, read_chunk, write_snapshot};
+use crate::ids::MessageId;
+use crate::store::rows::{GuestSeatRowV1, MemberRowV1, RoomRowV1};
+use crate::time::Millis;
+use serde_json::Value;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A replica's compaction state (cluster mode only; empty otherwise).
+#[derive(Debug, Default)]
+pub(super) struct RoomCompaction {
+    /// The log sequence the latest applied snapshot covers (0: none).
+    covered: u64,
+    /// Sequences of the entries applied after `covered`: their count says
+    /// when the next snapshot is due.
+    since: VecDeque<u64>,
+    /// Messages accepted after `covered`, with their entry's sequence.
+    tail: VecDeque<(u64, Arc<Message>)>,
+    /// Ids of the user messages in `tail`.
+    tail_ids: HashSet<MessageId>,
+    /// The user message ids the latest snapshot carried (those since the
+    /// snapshot before it).
+    ids: Vec<String>,
+    ids_set: HashSet<MessageId>,
+    /// A room started from a snapshot: the ids its previous snapshot
+    /// carried, refused until the snapshot entry itself is applied, as on
+    /// replicas that applied the whole log.
+    extra: HashSet<MessageId>,
+    /// Between starting from a snapshot and applying its entry in the log:
+    /// no snapshot is written meanwhile.
+    seeded: bool,
+    chunks: Vec<ChunkRefV1>,
+    /// The sequence of the entry being applied.
+    applying: u64,
+    /// This node is writing a snapshot of the room.
+    writing: Arc<AtomicBool>,
+}
+
+impl RoomCompaction {
+    /// A message the room accepted while applying the current entry.
+    pub(super) fn accepted(&mut self, m: &Arc<Message>) {
+        if m.t.is_none() {
+            self.tail_ids.insert(m.id.clone());
+        }
+        self.tail.push_back((self.applying, m.clone()));
+    }
+
+    /// Whether a client-chosen `_id` is refused as reused: it is, while its
+    /// message is among those accepted since the snapshot before the latest
+    /// one (at least the last `--cluster-snapshot-every` entries' worth).
+    /// Older ids are not remembered (docs/cluster.md, Limits).
+    pub(super) fn knows(&self, id: &MessageId) -> bool {
+        self.tail_ids.contains(id) || self.ids_set.contains(id) || self.extra.contains(id)
+    }
+
+    fn set_ids(&mut self, ids: Vec<String>) {
+        self.ids_set = ids.iter().map(|i| MessageId::from(i.as_str())).collect();
+        self.ids = ids;
+    }
+}
+
+impl RoomActor {
+    /// Applies one entry of the room's log, counting it towards the next
+    /// snapshot (cluster mode).
+    pub(super) fn apply_logged(&mut self, entry: EntryV1) {
+        let entry = match entry.op {
+            OpV1::Snapshot(snap) => return self.apply_snapshot(*snap, entry.seq),
+            _ => entry,
+        };
+        let (seq, origin) = (entry.seq, entry.origin.clone());
+        self.compaction.applying = seq;
+        self.apply_entry(entry);
+        self.compaction.since.push_back(seq);
+        self.maybe_snapshot(&origin);
+    }
+
+    /// A snapshot entry. Sequence 0 is a room this node starts from the
+    /// snapshot (`cluster::compact::unknown_room`); otherwise it is the
+    /// entry in its place in the log.
+    fn apply_snapshot(&mut self, snap: SnapshotV1, seq: u64) {
+        let c = &mut self.compaction;
+        if seq == 0 {
+            self.guest_nodes = snap.guest_nodes.into_iter().collect();
+            self.clock.saw(Millis(snap.clock));
+            c.covered = snap.covers;
+            c.extra = snap.prev_ids.iter().map(|i| MessageId::from(i.as_str())).collect();
+            c.set_ids(snap.ids);
+            c.seeded = true;
+            self.history_complete = snap.chunks.is_empty();
+            c.chunks = snap.chunks;
+            return;
+        }
+        if snap.covers < c.covered {
+            // Outdone by a later snapshot already applied.
+            return;
+        }
+        c.extra.clear();
+        c.seeded = false;
+        if snap.covers == c.covered {
+            return;
+        }
+        let covers = snap.covers;
+        c.covered = covers;
+        c.chunks = snap.chunks;
+        c.set_ids(snap.ids);
+        c.tail.retain(|(s, _)| *s > covers);
+        c.tail_ids = c.tail.iter().filter(|(_, m)| m.t.is_none()).map(|(_, m)| m.id.clone()).collect();
+        c.since.retain(|s| *s > covers);
+    }
+
+    /// Writes a snapshot if one is due and this node appended the entry
+    /// that made it due: every `--cluster-snapshot-every` entries; if that
+    /// node is gone (no snapshot came), the node of the entry a tenth of
+    /// the interval later tries, and so on.
+    fn maybe_snapshot(&mut self, origin: &str) {
+        let Some(cluster) = self.cluster.clone() else { return };
+        let every = cluster.snapshot_every();
+        let retry = (every / 10).max(1);
+        let n = self.compaction.since.len() as u64;
+        let c = &self.compaction;
+        if n < every
+            || !(n - every).is_multiple_of(retry)
+            || origin != cluster.origin()
+            || c.seeded
+            || c.writing.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let Some(&covers) = c.since.back() else { return };
+        let messages: Vec<Arc<Message>> = c.tail.iter().map(|(_, m)| m.clone()).collect();
+        let ids = messages.iter().filter(|m| m.t.is_none()).map(|m| m.id.to_string()).collect();
+        let (mut members, mut guests) = (Vec::new(), Vec::new());
+        for m in self.state.members.values() {
+            if m.guest {
+                guests.push(GuestSeatRowV1::from(m));
+            } else {
+                members.push(MemberRowV1::from(m));
+            }
+        }
+        let snapshot = SnapshotV1 {
+            covers,
+            room: Box::new(RoomRowV1::from(&self.state)),
+            members,
+            guests,
+            guest_nodes: self.guest_nodes.iter().map(|(u, n)| (u.clone(), n.clone())).collect(),
+            clock: self.clock.last().0,
+            chunks: c.chunks.clone(),
+            ids,
+            prev_ids: c.ids.clone(),
+        };
+        let job = SnapshotJob { rid: self.state.id.clone(), snapshot, messages, base: c.covered };
+        let writing = c.writing.clone();
+        writing.store(true, Ordering::Release);
+        tokio::spawn(async move {
+            let rid = job.rid.clone();
+            match write_snapshot(&cluster, job).await {
+                Ok(true) => tracing::debug!(room = %rid, covers, "room log compacted"),
+                Ok(false) => tracing::debug!(room = %rid, covers, "another node's snapshot landed first"),
+                // Nothing is lost: the entries stay until a snapshot lands.
+                Err(e) => {
+                    tracing::warn!(room = %rid, error = %e, "cannot write the room's snapshot; retried later")
+                }
+            }
+            writing.store(false, Ordering::Release);
+        });
+    }
+
+    /// `loadHistory` in cluster mode past the window: messages accepted
+    /// since the latest snapshot from memory, older ones from the history
+    /// chunks (read off the room's loop). Each message is in exactly one of
+    /// window, tail and chunks below `before`, and `ts` strictly increases,
+    /// so pages neither skip nor repeat.
+    pub(super) fn cluster_page(
+        &mut self,
+        mut page: HistoryPage,
+        end: Option<Millis>,
+        floor: Millis,
+        limit: usize,
+        max_bytes: usize,
+        respond_to: Reply<Vec<Value>>,
+    ) {
+        let Some(cluster) = self.cluster.clone() else { return self.reply(respond_to, Ok(page.messages)) };
+        if !page.wants_more(limit) || self.history_complete {
+            return self.reply(respond_to, Ok(page.messages));
+        }
+        let before = match (self.history.front(), end) {
+            (Some(m), Some(e)) => m.ts.min(e),
+            (Some(m), None) => m.ts,
+            (None, Some(e)) => e,
+            (None, None) => Millis(i64::MAX),
+        };
+        for (_, m) in self.compaction.tail.iter().rev() {
+            if m.ts >= before || m.ts < floor {
+                continue;
+            }
+            if !page.wants_more(limit) || !page.push(m, max_bytes) {
+                break;
+            }
+        }
+        let older: Vec<ChunkRefV1> = self
+            .compaction
+            .chunks
+            .iter()
+            .filter(|c| c.first_ts < before.0 && c.last_ts >= floor.0)
+            .cloned()
+            .collect();
+        if !page.wants_more(limit) || older.is_empty() {
+            return self.reply(respond_to, Ok(page.messages));
+        }
+        let rid = self.state.id.clone();
+        self.staged.push(Out::Reply(Box::new(move |_| {
+            tokio::spawn(async move {
+                for chunk in older.iter().rev() {
+                    let messages = match read_chunk(&cluster, chunk).await {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::error!(room = %rid, error = %e, "cannot read a history chunk");
+                            let _ = respond_to.send(Err(RoomError::Unavailable));
+                            return;
+                        }
+                    };
+                    for m in messages.iter().rev().filter(|m| m.ts < before && m.ts >= floor) {
+                        if !page.wants_more(limit) || !page.push(m, max_bytes) {
+                            let _ = respond_to.send(Ok(page.messages));
+                            return;
+                        }
+                    }
+                }
+                let _ = respond_to.send(Ok(page.messages));
+            });
+        })));
+    }
+}
