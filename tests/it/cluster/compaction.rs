@@ -34,6 +34,30 @@ async fn subject_entries(url: &str, stream: &str, subject: &str) -> usize {
     n
 }
 
+/// The stream and subject holding room `rid`'s log: the one partition
+/// (`ROOMLOG` with `roomlog.<rid>`, or `ROOMLOG_<p>` with
+/// `roomlog_<p>.<rid>`) where it has entries. A room's log is never empty (a
+/// purge keeps the snapshot), and it lives in exactly one partition.
+async fn room_log(url: &str, rid: &str) -> (String, String) {
+    let mut found = Vec::new();
+    for p in 0..8 {
+        let (stream, subject) = match p {
+            0 => ("ROOMLOG".to_owned(), format!("roomlog.{rid}")),
+            p => (format!("ROOMLOG_{p}"), format!("roomlog_{p}.{rid}")),
+        };
+        let client = async_nats::connect(url).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        if js.get_stream(&stream).await.is_err() {
+            break; // partitions are numbered without gaps
+        }
+        if subject_entries(url, &stream, &subject).await > 0 {
+            found.push((stream, subject));
+        }
+    }
+    assert_eq!(found.len(), 1, "room {rid}'s log is in one partition: {found:?}");
+    found.remove(0)
+}
+
 /// A sample of the node's `/metrics`.
 fn metric(node: &Node, name: &str) -> f64 {
     let (_, body) = http_get(node.proc.addr(), "/metrics").expect("/metrics answers");
@@ -114,12 +138,12 @@ async fn a_fresh_node_reads_the_snapshot_and_pages_all_history_from_chunks() {
         ["a", "b", "c"].iter().flat_map(|t| (0..1000).map(move |i| format!("{t}-{i}"))).collect();
 
     // The last snapshot and its purge follow the last message closely.
-    let subject = format!("roomlog.{rid}");
+    let (stream, subject) = room_log(&nats.url, &rid).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut held = subject_entries(&nats.url, "ROOMLOG", &subject).await;
+    let mut held = subject_entries(&nats.url, &stream, &subject).await;
     while held > 250 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        held = subject_entries(&nats.url, "ROOMLOG", &subject).await;
+        held = subject_entries(&nats.url, &stream, &subject).await;
     }
     assert!(held <= 250, "roomlog.<rid> still holds {held} entries after 3,003 with a snapshot every 100");
 
@@ -227,8 +251,8 @@ async fn a_crash_between_snapshot_and_purge_loses_and_doubles_nothing() {
     // A call in flight when the node died may have landed unanswered.
     let in_flight = format!("a-{}", acked.len());
     assert!(acked.len() >= 40 && acked.len() < 60, "node a died at its snapshot: {} acked", acked.len());
-    let subject = format!("roomlog.{rid}");
-    let held = subject_entries(&nats.url, "ROOMLOG", &subject).await;
+    let (stream, subject) = room_log(&nats.url, &rid).await;
+    let held = subject_entries(&nats.url, &stream, &subject).await;
     assert!(held >= 50, "nothing may be purged by the dead node: {held} entries");
 
     send_many(&mut bob, &rid, "b", 30).await;
@@ -247,10 +271,10 @@ async fn a_crash_between_snapshot_and_purge_loses_and_doubles_nothing() {
     send_many(&mut bob, &rid, "c", 40).await;
     acked.extend((0..40).map(|i| format!("c-{i}")));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut held = subject_entries(&nats.url, "ROOMLOG", &subject).await;
+    let mut held = subject_entries(&nats.url, &stream, &subject).await;
     while held > 45 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        held = subject_entries(&nats.url, "ROOMLOG", &subject).await;
+        held = subject_entries(&nats.url, &stream, &subject).await;
     }
     assert!(held <= 45, "the next snapshot purged nothing: {held} entries");
     let mut c = node(&nats, "c", 50, &[]);
