@@ -338,6 +338,31 @@ impl NatsCluster {
             .collect()
     }
 
+    /// The partition stream holding room `rid`'s log (`ROOMLOG` with
+    /// `roomlog.<rid>`, or `ROOMLOG_<p>` with `roomlog_<p>.<rid>`), as the
+    /// first live server that answers says.
+    pub(crate) fn room_stream(&self, rid: &str) -> Option<String> {
+        let i = (0..self.servers.len()).find(|&i| self.servers[i].running() && !self.servers[i].stopped)?;
+        let mut c = NatsConn::connect(self.servers[i].client_port).ok()?;
+        (0..8).find_map(|p| {
+            let (stream, subject) = match p {
+                0 => ("ROOMLOG".to_owned(), format!("roomlog.{rid}")),
+                p => (format!("ROOMLOG_{p}"), format!("roomlog_{p}.{rid}")),
+            };
+            let body = serde_json::json!({ "subjects_filter": subject }).to_string();
+            let info = c.request(
+                &format!("$JS.API.STREAM.INFO.{stream}"),
+                &[],
+                body.as_bytes(),
+                Duration::from_secs(5),
+            );
+            match info.ok()? {
+                Reply::Json(v) if v["state"]["subjects"].get(&subject).is_some() => Some(stream),
+                _ => None,
+            }
+        })
+    }
+
     /// Waits up to `within` for a leader of `stream`; its server index.
     pub(crate) async fn wait_stream_leader(&self, stream: &str, within: Duration) -> usize {
         let end = Instant::now() + within;

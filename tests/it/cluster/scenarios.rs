@@ -516,18 +516,21 @@ async fn killed_stream_leader_loses_nothing_acknowledged() {
         const CAP: u64 = 100;
         let mut owner = user(&nodes.url(0), "lead-owner").await;
         let (rid, _) = create_room(&mut owner, json!({"maxParticipants": CAP})).await;
-        let stream = nats.stream_on(0, "ROOMLOG").expect("roomd created the ROOMLOG stream");
+        // The leader that matters is the one of the stream holding this
+        // room's log: its partition.
+        let log = nats.room_stream(&rid).expect("the room's log is in a partition stream");
+        let stream = nats.stream_on(0, &log).expect("roomd created the room's partition stream");
         assert_eq!(stream["config"]["num_replicas"], 3, "{stream}");
         assert_eq!(stream["config"]["storage"], "file", "{stream}");
         let urls: Vec<String> = (0..3).map(|i| nodes.url(i)).collect();
         let work = Workload::start(urls, &rid, "lead-owner", "lead", 2);
         tokio::time::sleep(Duration::from_millis(2000)).await;
-        let leader = nats.wait_stream_leader("ROOMLOG", Duration::from_secs(5)).await;
+        let leader = nats.wait_stream_leader(&log, Duration::from_secs(5)).await;
         let name = nats.servers[leader].name.clone();
         eprintln!(
-            "kill -9 stream leader {name}: client connections {:?}; consumers led by {:?}",
+            "kill -9 stream leader {name} of {log}: client connections {:?}; consumers led by {:?}",
             nats.clients(),
-            nats.consumer_leaders("ROOMLOG")
+            nats.consumer_leaders(&log)
         );
         nats.kill9(leader);
         let killed = Instant::now();
@@ -552,9 +555,7 @@ async fn killed_stream_leader_loses_nothing_acknowledged() {
         let caught_up = Instant::now() + Duration::from_secs(30);
         let states = loop {
             let states: Vec<Value> = (0..3)
-                .map(|i| {
-                    nats.stream_on(i, "ROOMLOG").map(|s| s["state"]["last_seq"].clone()).unwrap_or_default()
-                })
+                .map(|i| nats.stream_on(i, &log).map(|s| s["state"]["last_seq"].clone()).unwrap_or_default())
                 .collect();
             if states.windows(2).all(|w| w[0] == w[1]) || Instant::now() > caught_up {
                 break states;
