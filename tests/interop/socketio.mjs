@@ -10,6 +10,7 @@
 // - participant-joined / participant-left / room-updated / message /
 //   room-ended;
 // - a DDP client and a Socket.IO client in one room seeing each other;
+// - a guest coming back with `since` (recovered: true) and an unknown one;
 // - a capacity race mixing DDP and Socket.IO joiners.
 
 import assert from 'node:assert/strict';
@@ -274,6 +275,43 @@ await scenario('socketio', async () => {
       const s = connect('bad', { auth: { token: 'not-a-jwt' }, transports });
       await assert.rejects(s.connected, (e) => /^sign-in refused: /.test(e.message));
     }
+  });
+
+  await step('a guest back with join-room {since, guestToken} gets what it missed once, in order, before the ack (recovered: true), then live', async () => {
+    const r = await ask(alice.socket, 'create-room', { guestAccess: true });
+    assert.ok(!r.error, JSON.stringify(r));
+    const mia = connect('mia', { transports: ['websocket'] });
+    await mia.connected;
+    const seat = await ask(mia.socket, 'join-room', { code: r.code, guestName: 'Mia' });
+    assert.ok(!seat.error, JSON.stringify(seat));
+    assert.equal(seat.recovered, false, 'a first join recovers nothing');
+    // What mia heard last: her own join's position, or a later event's.
+    await mia.events.waitFor((e) => e.name === 'room-updated', 'room-updated after mia joined');
+    const last = Math.max(seat.seq, ...mia.events.items.map((e) => e.payload.seq));
+    mia.socket.disconnect();
+    const missed = ['missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
+    for (const msg of missed) assert.ok(!(await ask(alice.socket, 'send-message', { roomId: r._id, msg })).error);
+    const back = connect('mia back', { transports: ['websocket'] });
+    await back.connected;
+    const ack = await ask(back.socket, 'join-room', { code: r.code, guestName: 'Mia', guestToken: seat.guestToken, since: last });
+    assert.ok(!ack.error, JSON.stringify(ack));
+    assert.equal(ack.id, seat.id, 'the same seat');
+    assert.equal(ack.recovered, true, JSON.stringify(ack));
+    // Every replayed event came before the ack, in order, each once.
+    const heard = back.events.items.filter((e) => e.name === 'message').map((e) => e.payload.msg);
+    assert.deepEqual(heard, missed, `replayed messages: ${JSON.stringify(back.events.items)}`);
+    const seqs = back.events.items.map((e) => e.payload.seq);
+    assert.ok(seqs.every((q, i) => q > last && (i === 0 || q > seqs[i - 1])), `positions: ${seqs}`);
+    assert.equal(ack.seq, seqs[seqs.length - 1], 'the ack names the position of the last replayed event');
+    await ask(alice.socket, 'send-message', { roomId: r._id, msg: 'live after' });
+    await back.events.waitFor((e) => e.name === 'message' && e.payload.msg === 'live after', 'the live message');
+    const all = back.events.items.filter((e) => e.name === 'message').map((e) => e.payload.msg);
+    assert.deepEqual(all, [...missed, 'live after'], 'nothing twice after the replay');
+    // A position the room never handed out is not recovered: refetch.
+    const stranger = connect('stranger', { transports: ['websocket'] });
+    await stranger.connected;
+    const cold = await ask(stranger.socket, 'join-room', { code: r.code, guestName: 'Stan', since: ack.seq + 1000 });
+    assert.equal(cold.recovered, false, JSON.stringify(cold));
   });
 
   await step('capacity race: 40 joiners, half DDP half Socket.IO, capacity 7 -> exactly 7 seats', async () => {
