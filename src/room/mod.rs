@@ -17,6 +17,7 @@ mod replay;
 mod replicated;
 pub mod state;
 mod throttle;
+pub mod view;
 
 pub use ended::EndedRoom;
 pub use error::RoomError;

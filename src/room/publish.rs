@@ -10,6 +10,7 @@ use super::handle::Topic;
 use super::listener::MeetingEvent;
 use super::model::{Member, Message};
 use super::state::{Effect, SystemKind};
+use super::view::ParticipantView;
 use crate::durability::{Durability, RoomChange};
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{ConnId, RoomId, UserId};
@@ -93,7 +94,8 @@ impl RoomActor {
                 // window keeps them for sockets that come back.
                 Effect::Participant { joined, member, at } => {
                     let seq = self.next_seq();
-                    let mut p = member.participant(&rid, &self.state.host_id, (!joined).then_some(at));
+                    let mut p =
+                        wire::room::participant(&self.state.participant(&member, (!joined).then_some(at)));
                     with_seq(&mut p, seq);
                     let p = raw(&p);
                     if self.wants(Topic::Participants) {
@@ -351,11 +353,8 @@ impl RoomActor {
     /// The participant object returned by `join-room`; guests also get the
     /// token that lets them reclaim the seat after a reconnect.
     pub(super) fn participant(&self, m: &Member) -> Value {
-        let mut p = m.participant(&self.state.id, &self.state.host_id, None);
-        if let (Some(t), Value::Object(o)) = (m.guest_token.as_ref().and_then(|t| t.secret()), &mut p) {
-            o.insert("guestToken".into(), Value::from(t));
-        }
-        p
+        let token = m.guest_token.as_ref().and_then(|t| t.secret());
+        wire::room::participant(&ParticipantView { guest_token: token, ..self.state.participant(m, None) })
     }
 
     /// The oldest `ts` the retention policy still keeps at `now` (0: all).
