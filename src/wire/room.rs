@@ -167,3 +167,119 @@ impl RoomState {
         meeting_status(&self.status())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The documents' exact bytes, taken from the shapes the room core
+    //! built before they moved here (issue 18): a change to a key or a
+    //! value is a change to the wire, which the protocol docs must follow.
+    use super::*;
+    use crate::ids::{RoomCode, RoomId};
+    use crate::permissions::Principal;
+    use crate::room::{CreateOptions, Member, RoomRoles, RoomType, SeatToken, UserRef};
+    use crate::time::Millis;
+
+    fn member(id: &str, guest: bool, at: i64, pid: &str) -> Member {
+        Member {
+            user: UserRef {
+                id: UserId(id.into()),
+                username: id.into(),
+                name: (!guest).then(|| format!("N {id}")),
+            },
+            guest,
+            roles: RoomRoles::NONE,
+            participant_id: pid.into(),
+            joined_at: Millis(at),
+            muted: false,
+            favorite: true,
+            open: false,
+            guest_token: guest.then(|| SeatToken::from_secret("tok".into())),
+        }
+    }
+
+    /// A locked channel with a join code, a host, a user and a guest.
+    fn room() -> RoomState {
+        let host = Principal {
+            id: UserId("host".into()),
+            username: "host".into(),
+            name: Some("N host".into()),
+            admin: false,
+            bot: false,
+            guest: false,
+        };
+        let mut opts = CreateOptions {
+            read_only: true,
+            max_participants: Some(7),
+            locked: true,
+            guest_access: true,
+            ..Default::default()
+        };
+        opts.custom_fields.insert("dept".into(), json!({"n": 1, "z": [1, "a"]}));
+        let code = RoomCode("abc-def-ghi".into());
+        let mut s = RoomState::new(
+            RoomId("rid1".into()),
+            "room-a".into(),
+            RoomType::Channel,
+            code,
+            &host,
+            vec![],
+            opts,
+            Millis(1000),
+        );
+        if let Some(m) = s.members.get_mut(&host.id) {
+            m.participant_id = "p0".into();
+        }
+        s.members.insert(UserId("bob".into()), member("bob", false, 2000, "p1"));
+        s.members.insert(UserId("guest-x".into()), member("guest-x", true, 3000, "p2"));
+        s.join_code = Some("sec".into());
+        s.topic = Some("t\"opic".into());
+        s.announcement = Some("ann".into());
+        s.message_count = 9;
+        s.updated_at = Millis(2500);
+        s
+    }
+
+    #[test]
+    fn a_non_member_sees_the_room_without_its_code() {
+        let got = room().doc_for(&UserId("stranger".into())).map(|v| v.to_string());
+        let want = r#"{"_id":"rid1","_updatedAt":{"$date":2500},"active":true,"announcement":"ann","archived":false,"customFields":{"dept":{"n":1,"z":[1,"a"]}},"default":false,"fname":"room-a","guestAccess":true,"guestChat":false,"hostId":"host","joinCodeRequired":true,"locked":true,"maxParticipants":7,"msgs":9,"name":"room-a","ro":true,"sysMes":true,"t":"c","topic":"t\"opic","ts":{"$date":1000},"u":{"_id":"host","username":"host"},"usersCount":3}"#;
+        assert_eq!(got.as_deref(), Ok(want));
+        // A member gets the same document with the code.
+        let member = room().doc_for(&UserId("bob".into())).map(|v| v["code"].clone());
+        assert_eq!(member, Ok(json!("abc-def-ghi")));
+    }
+
+    #[test]
+    fn participants_subscription_and_a_direct_room_keep_their_shapes() {
+        let s = room();
+        let got = s.participants_for(&UserId("guest-x".into())).map(|v| v.to_string());
+        let want = r#"{"participants":[{"guestName":null,"id":"p0","isActive":true,"isHost":true,"joinedAt":"1970-01-01T00:00:01.000Z","leftAt":null,"name":"N host","roomId":"rid1","userId":"host"},{"guestName":null,"id":"p1","isActive":true,"isHost":false,"joinedAt":"1970-01-01T00:00:02.000Z","leftAt":null,"name":"N bob","roomId":"rid1","userId":"bob"},{"guestName":"guest-x","id":"p2","isActive":true,"isHost":false,"joinedAt":"1970-01-01T00:00:03.000Z","leftAt":null,"name":"guest-x","roomId":"rid1","userId":null}],"room":{"_id":"rid1","active":true,"code":"abc-def-ghi","guestChat":false,"locked":true,"maxParticipants":7,"name":"room-a","participantCount":3}}"#;
+        assert_eq!(got.as_deref(), Ok(want));
+        let got = s.subscription_doc(&UserId("bob".into())).map(|v| v.to_string());
+        let want = r#"{"_id":"rid1bob","_updatedAt":{"$date":2500},"alert":false,"f":true,"fname":"room-a","ls":{"$date":2000},"name":"room-a","open":false,"rid":"rid1","roles":[],"t":"c","ts":{"$date":2000},"u":{"_id":"bob","username":"bob"},"unread":0}"#;
+        assert_eq!(got.as_deref(), Some(want));
+        let mut d = s.clone();
+        d.kind = RoomType::Direct;
+        d.members.retain(|uid, _| uid.as_str() == "host");
+        d.description = Some("d".into());
+        let doc = d.to_doc();
+        assert_eq!(
+            (&doc["usernames"], &doc["uids"], &doc["description"]),
+            (&json!(["host"]), &json!(["host"]), &json!("d"))
+        );
+    }
+
+    #[test]
+    fn a_guest_gets_its_token_and_a_leaver_its_time() {
+        let s = room();
+        let m = &s.members[&UserId("guest-x".into())];
+        let seated = participant(&ParticipantView {
+            guest_token: m.guest_token.as_ref().and_then(|t| t.secret()),
+            ..s.participant(m, None)
+        });
+        assert_eq!(seated["guestToken"], json!("tok"));
+        let left = participant(&s.participant(m, Some(Millis(4000))));
+        let want = r#"{"guestName":"guest-x","id":"p2","isActive":false,"isHost":false,"joinedAt":"1970-01-01T00:00:03.000Z","leftAt":"1970-01-01T00:00:04.000Z","roomId":"rid1","userId":null}"#;
+        assert_eq!(left.to_string(), want);
+    }
+}
