@@ -9,6 +9,7 @@ use super::handle::{Reply, RoomCommand, SendParams, Topic};
 use super::listener::RoomListener;
 use super::model::Message;
 use super::state::{Effect, Joined, RoomState, Setting, SystemKind};
+use super::view::{ParticipantView, Seated};
 use crate::ids::{ConnId, MessageId, UserId};
 use crate::permissions::Principal;
 use crate::time::Millis;
@@ -169,7 +170,7 @@ impl RoomActor {
         conn: ConnId,
         tuned: Tuned,
         now: Millis,
-        respond_to: Reply<Value>,
+        respond_to: Reply<Seated>,
     ) {
         let mut fx = Vec::new();
         let upto = self.state.seq;
@@ -240,7 +241,7 @@ impl RoomActor {
         conn: ConnId,
         current: Option<UserId>,
         tuned: Tuned,
-        respond_to: Reply<Option<(UserId, Value)>>,
+        respond_to: Reply<Option<(UserId, Seated)>>,
     ) {
         let seq = self.state.seq;
         let r = self.state.reclaim_seat(token, current.as_ref()).map(|m| {
@@ -421,12 +422,6 @@ pub(super) struct Tuned {
 /// The participant object of a join, with the room's position after it and,
 /// for a listening socket, whether its `since` was recovered (read once the
 /// replay, staged before the answer, was sent).
-fn seated(mut p: Value, seq: u64, recovered: Option<Arc<AtomicBool>>) -> Value {
-    if let Value::Object(o) = &mut p {
-        o.insert("seq".into(), Value::from(seq));
-        if let Some(r) = recovered {
-            o.insert("recovered".into(), Value::from(r.load(Ordering::Acquire)));
-        }
-    }
-    p
+fn seated(participant: ParticipantView, seq: u64, recovered: Option<Arc<AtomicBool>>) -> Seated {
+    Seated { participant, seq, recovered: recovered.map(|r| r.load(Ordering::Acquire)) }
 }

@@ -352,9 +352,9 @@ impl RoomActor {
 
     /// The participant object returned by `join-room`; guests also get the
     /// token that lets them reclaim the seat after a reconnect.
-    pub(super) fn participant(&self, m: &Member) -> Value {
-        let token = m.guest_token.as_ref().and_then(|t| t.secret());
-        wire::room::participant(&ParticipantView { guest_token: token, ..self.state.participant(m, None) })
+    pub(super) fn participant(&self, m: &Member) -> ParticipantView {
+        let guest_token = m.guest_token.as_ref().and_then(|t| t.secret()).map(str::to_owned);
+        ParticipantView { guest_token, ..self.state.participant(m, None) }
     }
 
     /// The oldest `ts` the retention policy still keeps at `now` (0: all).

@@ -11,6 +11,7 @@ use super::actor::RoomActor;
 use super::handle::{Reply, RoomCommand, SendParams};
 use super::listener::RoomListener;
 use super::state::{Flag, Joined, RoleKind, Setting};
+use super::view::Seated;
 use crate::cluster::entry::{EntryV1, OpV1, WhoV1, user_row};
 use crate::cluster::{Cluster, ClusterError, entry_bytes};
 use crate::ids::{ConnId, MessageId};
@@ -28,7 +29,7 @@ pub(super) enum Waiter {
         conn: ConnId,
         listener: Option<Arc<dyn RoomListener>>,
         since: Option<u64>,
-        respond_to: Reply<Value>,
+        respond_to: Reply<Seated>,
     },
     Value(Reply<Value>),
     Unit(Reply<()>),

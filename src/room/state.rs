@@ -1052,7 +1052,7 @@ impl RoomState {
         let participants = members
             .into_iter()
             .map(|m| ParticipantView {
-                display_name: Some(m.user.name.as_deref().unwrap_or(&m.user.username)),
+                display_name: Some(m.user.name.as_ref().unwrap_or(&m.user.username).clone()),
                 ..self.participant(m, None)
             })
             .collect();
@@ -1062,12 +1062,12 @@ impl RoomState {
     /// `m` as the meeting API shows a participant of this room; `left_at`
     /// is set for the `left` event (`m` may no longer be a member). Only a
     /// signed-in member can be the host.
-    pub fn participant<'a>(&'a self, m: &'a Member, left_at: Option<Millis>) -> ParticipantView<'a> {
+    pub fn participant(&self, m: &Member, left_at: Option<Millis>) -> ParticipantView {
         ParticipantView {
-            id: &m.participant_id,
-            room: &self.id,
-            user: (!m.guest).then_some(&m.user.id),
-            guest_name: m.guest.then_some(m.user.username.as_str()),
+            id: m.participant_id.clone(),
+            room: self.id.clone(),
+            user: (!m.guest).then(|| m.user.id.clone()),
+            guest_name: m.guest.then(|| m.user.username.clone()),
             host: !m.guest && m.user.id == self.host_id,
             joined_at: m.joined_at,
             left_at,

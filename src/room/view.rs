@@ -59,16 +59,17 @@ pub struct DirectMembers<'a> {
     pub ids: Vec<&'a UserId>,
 }
 
-/// One member as the meeting API shows it.
+/// One member as the meeting API shows it. Owned (a copy of a few short
+/// fields), so that `join-room`'s reply can carry it out of the room.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ParticipantView<'a> {
+pub struct ParticipantView {
     /// The participant id, stable for the membership.
-    pub id: &'a str,
-    pub room: &'a RoomId,
+    pub id: String,
+    pub room: RoomId,
     /// A signed-in member's user id; `None` for a guest.
-    pub user: Option<&'a UserId>,
+    pub user: Option<UserId>,
     /// A guest's chosen name; `None` for a signed-in member.
-    pub guest_name: Option<&'a str>,
+    pub guest_name: Option<String>,
     /// The room's host (a signed-in member, never a guest).
     pub host: bool,
     pub joined_at: Millis,
@@ -76,16 +77,26 @@ pub struct ParticipantView<'a> {
     pub left_at: Option<Millis>,
     /// A display name, for lists (a user's id alone means nothing to a
     /// guest); `None` in events.
-    pub display_name: Option<&'a str>,
+    pub display_name: Option<String>,
     /// The seat's token, only in the reply to the guest who holds it.
-    pub guest_token: Option<&'a str>,
+    pub guest_token: Option<String>,
+}
+
+/// `join-room`'s answer: the caller's seat, the room's position when it
+/// was taken, and for a listening socket that asked to resume, whether
+/// everything since its last position was replayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seated {
+    pub participant: ParticipantView,
+    pub seq: u64,
+    pub recovered: Option<bool>,
 }
 
 /// `getRoomParticipants`: the room and its participants, oldest seat first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParticipantList<'a> {
     pub room: RoomView<'a>,
-    pub participants: Vec<ParticipantView<'a>>,
+    pub participants: Vec<ParticipantView>,
 }
 
 /// One member's subscription (Rocket.Chat `subscriptions/get`).

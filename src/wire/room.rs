@@ -8,7 +8,7 @@ use crate::ids::UserId;
 use crate::room::RoomError;
 use crate::room::RoomState;
 use crate::room::view::{
-    MeetingStatus, ParticipantList, ParticipantView, RoleHolder, RoomView, SubscriptionView,
+    MeetingStatus, ParticipantList, ParticipantView, RoleHolder, RoomView, Seated, SubscriptionView,
 };
 use serde_json::{Value, json};
 
@@ -58,7 +58,7 @@ pub fn room_doc(v: &RoomView<'_>) -> Value {
 }
 
 /// The meeting API's participant object.
-pub fn participant(p: &ParticipantView<'_>) -> Value {
+pub fn participant(p: &ParticipantView) -> Value {
     let mut v = json!({
         "id": p.id,
         "roomId": p.room,
@@ -70,11 +70,24 @@ pub fn participant(p: &ParticipantView<'_>) -> Value {
         "leftAt": p.left_at.map(|t| t.to_iso8601()),
     });
     if let Value::Object(o) = &mut v {
-        if let Some(name) = p.display_name {
-            o.insert("name".into(), Value::from(name));
+        if let Some(name) = &p.display_name {
+            o.insert("name".into(), Value::from(name.as_str()));
         }
-        if let Some(token) = p.guest_token {
-            o.insert("guestToken".into(), Value::from(token));
+        if let Some(token) = &p.guest_token {
+            o.insert("guestToken".into(), Value::from(token.as_str()));
+        }
+    }
+    v
+}
+
+/// `join-room`'s answer: the participant with the room's position, and
+/// `recovered` when the socket asked to resume.
+pub fn seated(s: &Seated) -> Value {
+    let mut v = participant(&s.participant);
+    if let Value::Object(o) = &mut v {
+        o.insert("seq".into(), Value::from(s.seq));
+        if let Some(r) = s.recovered {
+            o.insert("recovered".into(), Value::from(r));
         }
     }
     v
@@ -273,11 +286,12 @@ mod tests {
     fn a_guest_gets_its_token_and_a_leaver_its_time() {
         let s = room();
         let m = &s.members[&UserId("guest-x".into())];
-        let seated = participant(&ParticipantView {
-            guest_token: m.guest_token.as_ref().and_then(|t| t.secret()),
-            ..s.participant(m, None)
-        });
-        assert_eq!(seated["guestToken"], json!("tok"));
+        let token = m.guest_token.as_ref().and_then(|t| t.secret()).map(str::to_owned);
+        let p = ParticipantView { guest_token: token, ..s.participant(m, None) };
+        let resumed = seated(&Seated { participant: p.clone(), seq: 7, recovered: Some(true) });
+        let want = r#"{"guestName":"guest-x","guestToken":"tok","id":"p2","isActive":true,"isHost":false,"joinedAt":"1970-01-01T00:00:03.000Z","leftAt":null,"recovered":true,"roomId":"rid1","seq":7,"userId":null}"#;
+        assert_eq!(resumed.to_string(), want);
+        assert_eq!(seated(&Seated { participant: p, seq: 7, recovered: None }).get("recovered"), None);
         let left = participant(&s.participant(m, Some(Millis(4000))));
         let want = r#"{"guestName":"guest-x","id":"p2","isActive":false,"isHost":false,"joinedAt":"1970-01-01T00:00:03.000Z","leftAt":"1970-01-01T00:00:04.000Z","roomId":"rid1","userId":null}"#;
         assert_eq!(left.to_string(), want);
