@@ -328,14 +328,14 @@ impl RoomActor {
 
 /// Messages: sending, and reading the history.
 impl RoomActor {
-    fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Value, RoomError> {
+    fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Message, RoomError> {
         let member = self.state.check_send(who, p.id.as_ref(), |id| self.message_known(id))?;
         let id = p.id.unwrap_or_else(MessageId::generate);
         let ts = self.clock.stamp(now);
         let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, ts);
-        // The reply is a tree for the method layer; the store row and the
-        // frames share one serialisation (see `store_and_broadcast`).
-        let reply = serde_json::to_value(&msg).unwrap_or(Value::Null);
+        // The caller's door shapes its copy; the store row and the frames
+        // share one serialisation (see `store_and_broadcast`).
+        let reply = msg.clone();
         self.store_and_broadcast(msg);
         Ok(reply)
     }

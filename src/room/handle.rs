@@ -126,7 +126,7 @@ pub enum RoomCommand {
     /// current one (the guest may have come back and left again since).
     GuestExpired { uid: UserId, epoch: u64 },
     /// `sendMessage`; replies with the stored message.
-    Send { who: Box<Principal>, params: Box<SendParams>, respond_to: Reply<Value> },
+    Send { who: Box<Principal>, params: Box<SendParams>, respond_to: Reply<Message> },
     /// `loadHistory`: the newest messages before `end`, newest first.
     History {
         uid: UserId,

@@ -6,10 +6,10 @@
 
 use crate::ids::UserId;
 use crate::room::RoomError;
-use crate::room::RoomState;
 use crate::room::view::{
     MeetingStatus, ParticipantList, ParticipantView, RoleHolder, RoomView, Seated, SubscriptionView,
 };
+use crate::room::{Message, RoomState};
 use serde_json::{Value, json};
 
 /// The room document in Rocket.Chat's shape plus roomd's fields. A hidden
@@ -55,6 +55,13 @@ pub fn room_doc(v: &RoomView<'_>) -> Value {
         }
     }
     doc
+}
+
+/// A message as a method returns it (Rocket.Chat's message document, the
+/// same shape the message streams carry).
+pub fn message(m: &Message) -> Value {
+    // Our own types always serialise; the `null` fallback is unreachable.
+    serde_json::to_value(m).unwrap_or(Value::Null)
 }
 
 /// The meeting API's participant object.
