@@ -4,12 +4,13 @@
 //! ([`crate::room::view`]). The one place that turns what the rules let a
 //! reader see into JSON; it decides nothing about who sees what.
 
-use crate::ids::UserId;
+use crate::ids::{RoomId, UserId};
 use crate::room::RoomError;
 use crate::room::view::{
     MeetingStatus, ParticipantList, ParticipantView, RoleHolder, RoomView, Seated, SubscriptionView,
 };
-use crate::room::{Message, RoomState};
+use crate::room::{Message, RoomState, RoomType, UserRef};
+use crate::time::Millis;
 use serde_json::{Value, json};
 
 /// The room document in Rocket.Chat's shape plus roomd's fields. A hidden
@@ -96,6 +97,68 @@ pub fn seated(s: &Seated) -> Value {
         if let Some(r) = s.recovered {
             o.insert("recovered".into(), Value::from(r));
         }
+    }
+    v
+}
+
+/// A `joined`/`left` event's participant, with the event's position.
+pub fn participant_event(p: &ParticipantView, seq: u64) -> Value {
+    with_seq(participant(p), seq)
+}
+
+/// A `room-updated` event's status, with the event's position.
+pub fn meeting_status_event(s: &MeetingStatus, seq: u64) -> Value {
+    with_seq(meeting_status(s), seq)
+}
+
+/// The meeting view's `room-ended` event.
+pub fn room_ended(room: &RoomId, at: Millis, seq: u64) -> Value {
+    json!({"roomId": room, "endedAt": at.to_iso8601(), "seq": seq})
+}
+
+/// A user's message as the meeting view's `message` event: plain ids and
+/// an ISO time, like the participant objects, rather than Rocket.Chat's
+/// document.
+pub fn meeting_message(m: &Message, seq: u64) -> Value {
+    json!({
+        "id": m.id,
+        "roomId": m.rid,
+        "msg": m.msg,
+        "ts": m.ts.to_iso8601(),
+        "user": {"id": m.u.id, "username": m.u.username, "name": m.u.name},
+        "seq": seq,
+    })
+}
+
+/// What `__my_messages__` tells about the room beside each message.
+pub fn my_message_meta(kind: RoomType, name: &str) -> Value {
+    json!({
+        "roomParticipant": true,
+        "roomType": kind.as_str(),
+        "roomName": name,
+    })
+}
+
+/// The subscription a member lost, as `subscriptions-changed` `removed`
+/// names it.
+pub fn subscription_gone(room: &RoomId, uid: &UserId) -> Value {
+    json!({"_id": format!("{room}{uid}"), "rid": room, "u": {"_id": uid}})
+}
+
+/// A `roles-change` entry: `role` granted (`added`) or revoked in `room`.
+pub fn role_change(room: &RoomId, user: &UserRef, role: &str, added: bool) -> Value {
+    json!({
+        "type": if added { "added" } else { "removed" },
+        "_id": role,
+        "u": user,
+        "scope": room,
+    })
+}
+
+/// Adds an event's position to its payload object.
+fn with_seq(mut v: Value, seq: u64) -> Value {
+    if let Value::Object(o) = &mut v {
+        o.insert("seq".into(), Value::from(seq));
     }
     v
 }
@@ -302,5 +365,28 @@ mod tests {
         let left = participant(&s.participant(m, Some(Millis(4000))));
         let want = r#"{"guestName":"guest-x","id":"p2","isActive":false,"isHost":false,"joinedAt":"1970-01-01T00:00:03.000Z","leftAt":"1970-01-01T00:00:04.000Z","roomId":"rid1","userId":null}"#;
         assert_eq!(left.to_string(), want);
+    }
+
+    #[test]
+    fn event_payloads_keep_their_shapes() {
+        let rid = RoomId("rid1".into());
+        let u = UserRef { id: UserId("bob".into()), username: "bob".into(), name: Some("Bob".into()) };
+        let ended = room_ended(&rid, Millis(4000), 12).to_string();
+        assert_eq!(ended, r#"{"endedAt":"1970-01-01T00:00:04.000Z","roomId":"rid1","seq":12}"#);
+        let m = Message::user("m1".into(), &rid, "hi".into(), u.clone(), None, Millis(5000));
+        let want = r#"{"id":"m1","msg":"hi","roomId":"rid1","seq":13,"ts":"1970-01-01T00:00:05.000Z","user":{"id":"bob","name":"Bob","username":"bob"}}"#;
+        assert_eq!(meeting_message(&m, 13).to_string(), want);
+        let meta = my_message_meta(RoomType::Private, "g").to_string();
+        assert_eq!(meta, r#"{"roomName":"g","roomParticipant":true,"roomType":"p"}"#);
+        let gone = subscription_gone(&rid, &u.id).to_string();
+        assert_eq!(gone, r#"{"_id":"rid1bob","rid":"rid1","u":{"_id":"bob"}}"#);
+        let role = role_change(&rid, &u, "owner", false).to_string();
+        let want = r#"{"_id":"owner","scope":"rid1","type":"removed","u":{"_id":"bob","name":"Bob","username":"bob"}}"#;
+        assert_eq!(role, want);
+        let status =
+            MeetingStatus { locked: false, active: true, max_participants: None, participant_count: 2 };
+        let want =
+            r#"{"isActive":true,"isLocked":false,"maxParticipants":null,"participantCount":2,"seq":3}"#;
+        assert_eq!(meeting_status_event(&status, 3).to_string(), want);
     }
 }
