@@ -12,7 +12,8 @@
 //! - `conn`: one connection's reader/writer tasks, close reasons. `outbox`: its bounded outbound queue.
 //! - `session`: per-connection DDP state (connected, identity, subs), changed
 //!   only through its methods; frame handling.
-//! - [`wire`]: the only module that parses inbound frames or shapes outbound ones.
+//! - [`wire`]: the only module that parses inbound frames or shapes outbound ones;
+//!   `wire::room`, the room's documents, built from the rules' typed views.
 //! - [`method`]: [`Method`](method::Method), the method name parsed once (name,
 //!   limit class, permission, `apply`); one file per method, named after what it does.
 //! - [`socketio`]: the Socket.IO door (`/socket.io/`): events as thin
@@ -21,7 +22,8 @@
 //!   Slack's `channels.join`, thin adapters onto the same methods through a
 //!   per-request session.
 //! - `sub`: stream subscriptions.
-//! - [`room`]: pure rules (`state`, `throttle`), the handle and commands
+//! - [`room`]: pure rules (`state`, `throttle`) and the typed views its reads
+//!   return (`view`), the handle and commands
 //!   (`handle`), the actor that owns a room: its loop and commit pipeline
 //!   (`actor`) and what each command does (`commands`), effects to frames
 //!   (`publish`), ended rooms answered from the same checks (`ended`), data (`model`).
@@ -51,8 +53,8 @@
 //!   one actor step.
 //! - Rooms reach connections only by `try_send` on a bounded queue; a full
 //!   queue disconnects the client as a slow consumer.
-//! - Only `wire` knows frame JSON; only `error` knows wire error codes; only
-//!   `Method::parse` reads a method name.
+//! - Only `wire` knows frame and document JSON; only `error` knows wire error
+//!   codes; only `Method::parse` reads a method name.
 //! - A connection handles one frame at a time, to completion; on close or
 //!   shutdown it finishes the frame in hand and starts no other.
 //! - Nothing is acknowledged before it is durable: a room actor holds a

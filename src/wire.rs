@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+pub mod room;
+
 /// One inbound frame after validation.
 #[derive(Debug)]
 pub enum ClientFrame {

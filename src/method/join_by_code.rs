@@ -8,6 +8,7 @@ use crate::ids::{RoomCode, UserId};
 use crate::permissions::Principal;
 use crate::room::RoomCommand;
 use crate::session::{Session, user_principal};
+use crate::wire;
 use serde_json::Value;
 
 /// Guest display names: 1–50 characters after trimming.
@@ -50,7 +51,7 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
         let participant = room
             .ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, since, respond_to: tx })
             .await?;
-        return Ok(Some(participant));
+        return Ok(Some(wire::room::seated(&participant)));
     }
     // The guest is recorded once the room answered, whatever it answered:
     // the call runs to completion before the connection's cleanup, which
@@ -64,7 +65,7 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
         match resumed {
             Ok(Some((gid, participant))) => {
                 s.record_guest(&room, Some(gid));
-                return Ok(Some(participant));
+                return Ok(Some(wire::room::seated(&participant)));
             }
             Ok(None) => {}
             Err(e) => {
@@ -78,6 +79,5 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
         .ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, since, respond_to: tx })
         .await;
     s.record_guest(&room, Some(gid));
-    let participant = joined?;
-    Ok(Some(participant))
+    Ok(Some(wire::room::seated(&joined?)))
 }

@@ -7,6 +7,7 @@ use crate::ids::MessageId;
 use crate::permissions::Principal;
 use crate::room::{RoomCommand, SendParams};
 use crate::session::Session;
+use crate::wire;
 
 pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     // A guest posts as the seat its `join-room` gave it; the room decides
@@ -45,5 +46,5 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let room = room(s, rid)?;
     let params = Box::new(SendParams { id, msg: msg.to_owned(), tmid });
     let stored = room.ask(|tx| RoomCommand::Send { who: Box::new(who), params, respond_to: tx }).await?;
-    Ok(Some(stored))
+    Ok(Some(wire::room::message(&stored)))
 }

@@ -9,6 +9,7 @@ use super::handle::{Reply, RoomCommand, SendParams, Topic};
 use super::listener::RoomListener;
 use super::model::Message;
 use super::state::{Effect, Joined, RoomState, Setting, SystemKind};
+use super::view::{ParticipantView, Seated};
 use crate::ids::{ConnId, MessageId, UserId};
 use crate::permissions::Principal;
 use crate::time::Millis;
@@ -169,7 +170,7 @@ impl RoomActor {
         conn: ConnId,
         tuned: Tuned,
         now: Millis,
-        respond_to: Reply<Value>,
+        respond_to: Reply<Seated>,
     ) {
         let mut fx = Vec::new();
         let upto = self.state.seq;
@@ -240,7 +241,7 @@ impl RoomActor {
         conn: ConnId,
         current: Option<UserId>,
         tuned: Tuned,
-        respond_to: Reply<Option<(UserId, Value)>>,
+        respond_to: Reply<Option<(UserId, Seated)>>,
     ) {
         let seq = self.state.seq;
         let r = self.state.reclaim_seat(token, current.as_ref()).map(|m| {
@@ -327,14 +328,14 @@ impl RoomActor {
 
 /// Messages: sending, and reading the history.
 impl RoomActor {
-    fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Value, RoomError> {
+    fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Message, RoomError> {
         let member = self.state.check_send(who, p.id.as_ref(), |id| self.message_known(id))?;
         let id = p.id.unwrap_or_else(MessageId::generate);
         let ts = self.clock.stamp(now);
         let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, ts);
-        // The reply is a tree for the method layer; the store row and the
-        // frames share one serialisation (see `store_and_broadcast`).
-        let reply = serde_json::to_value(&msg).unwrap_or(Value::Null);
+        // The caller's door shapes its copy; the store row and the frames
+        // share one serialisation (see `store_and_broadcast`).
+        let reply = msg.clone();
         self.store_and_broadcast(msg);
         Ok(reply)
     }
@@ -421,12 +422,6 @@ pub(super) struct Tuned {
 /// The participant object of a join, with the room's position after it and,
 /// for a listening socket, whether its `since` was recovered (read once the
 /// replay, staged before the answer, was sent).
-fn seated(mut p: Value, seq: u64, recovered: Option<Arc<AtomicBool>>) -> Value {
-    if let Value::Object(o) = &mut p {
-        o.insert("seq".into(), Value::from(seq));
-        if let Some(r) = recovered {
-            o.insert("recovered".into(), Value::from(r.load(Ordering::Acquire)));
-        }
-    }
-    p
+fn seated(participant: ParticipantView, seq: u64, recovered: Option<Arc<AtomicBool>>) -> Seated {
+    Seated { participant, seq, recovered: recovered.map(|r| r.load(Ordering::Acquire)) }
 }

@@ -99,7 +99,7 @@ impl EndedRoom {
             }
             C::Send { who, params, respond_to } => {
                 // No member, so no id lookup is reached.
-                let r = s.check_send(&who, params.id.as_ref(), |_| Ok(false)).map(|_| Value::Null);
+                let r = s.check_send(&who, params.id.as_ref(), |_| Ok(false));
                 let _ = respond_to.send(r.and(Err(RoomError::Inactive)));
             }
             // A log entry that reaches an ended, empty room cannot change

@@ -5,6 +5,7 @@
 use super::actor;
 use super::ended::EndedRoom;
 use super::state::{Flag, Joined, RoleKind, RoomState, Setting};
+use super::view::Seated;
 use super::{Message, RoomError, RoomListener, UserRef};
 use crate::conn::ConnHandle;
 use crate::durability::Durability;
@@ -72,7 +73,7 @@ pub enum RoomCommand {
         listener: Option<Arc<dyn RoomListener>>,
         /// The listener's last heard position: replay what followed.
         since: Option<u64>,
-        respond_to: Reply<Value>,
+        respond_to: Reply<Seated>,
     },
     /// A reconnecting guest presents its token from connection `conn`: the
     /// participant and the guest's id if the token is known and `current`
@@ -85,7 +86,7 @@ pub enum RoomCommand {
         /// As for `JoinByCode`.
         listener: Option<Arc<dyn RoomListener>>,
         since: Option<u64>,
-        respond_to: Reply<Option<(UserId, Value)>>,
+        respond_to: Reply<Option<(UserId, Seated)>>,
     },
     /// `leaveRoom`.
     Leave { uid: UserId, respond_to: Reply<()> },
@@ -125,7 +126,7 @@ pub enum RoomCommand {
     /// current one (the guest may have come back and left again since).
     GuestExpired { uid: UserId, epoch: u64 },
     /// `sendMessage`; replies with the stored message.
-    Send { who: Box<Principal>, params: Box<SendParams>, respond_to: Reply<Value> },
+    Send { who: Box<Principal>, params: Box<SendParams>, respond_to: Reply<Message> },
     /// `loadHistory`: the newest messages before `end`, newest first.
     History {
         uid: UserId,

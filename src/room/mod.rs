@@ -1,5 +1,6 @@
-//! Rooms: the pure rules ([`state`], `throttle`), the handle everyone
-//! else holds (`handle`), the actor that owns a room's state and its
+//! Rooms: the pure rules ([`state`], `throttle`) and the typed views their
+//! reads return ([`view`], shaped into documents by `wire::room`), the
+//! handle everyone else holds (`handle`), the actor that owns a room's state and its
 //! subscribers (`actor`: its loop and commit pipeline), what it does with
 //! each command (`commands`), what it publishes (`publish`), and what
 //! remains of a room that ended and emptied (`ended`).
@@ -17,6 +18,7 @@ mod replay;
 mod replicated;
 pub mod state;
 mod throttle;
+pub mod view;
 
 pub use ended::EndedRoom;
 pub use error::RoomError;

@@ -3,8 +3,13 @@
 
 use crate::ids::{MessageId, RoomId, UserId};
 use crate::time::Millis;
-use serde_json::{Value, json};
 use std::borrow::Cow;
+
+/// The creator's `customFields`: an opaque JSON object, kept, stored and
+/// shown as given (its keys and size are checked when the room is created).
+/// No rule reads inside it, so it stays the value it arrived as rather than
+/// a domain type.
+pub type CustomFields = serde_json::Map<String, serde_json::Value>;
 
 /// `c` public channel, `p` private group, `d` direct message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,21 +113,6 @@ impl Member {
             open: true,
             guest_token: guest.then(SeatToken::generate),
         }
-    }
-
-    /// The meeting-API participant object. `left_at` is set for the `left`
-    /// event.
-    pub fn participant(&self, room: &RoomId, host: &UserId, left_at: Option<Millis>) -> Value {
-        json!({
-            "id": self.participant_id,
-            "roomId": room,
-            "userId": if self.guest { Value::Null } else { Value::from(self.user.id.as_str()) },
-            "guestName": if self.guest { Value::from(self.user.username.as_str()) } else { Value::Null },
-            "isActive": left_at.is_none(),
-            "isHost": !self.guest && &self.user.id == host,
-            "joinedAt": self.joined_at.to_iso8601(),
-            "leftAt": left_at.map(|t| Value::from(t.to_iso8601())).unwrap_or(Value::Null),
-        })
     }
 }
 

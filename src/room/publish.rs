@@ -10,6 +10,7 @@ use super::handle::Topic;
 use super::listener::MeetingEvent;
 use super::model::{Member, Message};
 use super::state::{Effect, SystemKind};
+use super::view::ParticipantView;
 use crate::durability::{Durability, RoomChange};
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{ConnId, RoomId, UserId};
@@ -52,13 +53,6 @@ impl DocOnce {
     }
 }
 
-/// Adds an event's position to its payload object.
-fn with_seq(v: &mut Value, seq: u64) {
-    if let Value::Object(o) = v {
-        o.insert("seq".into(), Value::from(seq));
-    }
-}
-
 /// `v` as JSON bytes that later frames embed without serialising it again.
 fn raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
     // Our own types always serialise; the `null` fallback is unreachable.
@@ -85,7 +79,7 @@ impl RoomActor {
                     let seq = self.store_and_broadcast(m);
                     if ended {
                         // The same event as the system message: its position.
-                        let payload = json!({"roomId": rid, "endedAt": now.to_iso8601(), "seq": seq});
+                        let payload = wire::room::room_ended(&rid, now, seq);
                         self.meeting(MeetingEvent::RoomEnded, seq, now, raw(&payload));
                     }
                 }
@@ -93,9 +87,8 @@ impl RoomActor {
                 // window keeps them for sockets that come back.
                 Effect::Participant { joined, member, at } => {
                     let seq = self.next_seq();
-                    let mut p = member.participant(&rid, &self.state.host_id, (!joined).then_some(at));
-                    with_seq(&mut p, seq);
-                    let p = raw(&p);
+                    let p = self.state.participant(&member, (!joined).then_some(at));
+                    let p = raw(&wire::room::participant_event(&p, seq));
                     if self.wants(Topic::Participants) {
                         let args = (if joined { "joined" } else { "left" }, &*p);
                         let event = format!("{rid}/participants");
@@ -108,9 +101,7 @@ impl RoomActor {
                 }
                 Effect::RoomUpdated => {
                     let seq = self.next_seq();
-                    let mut status = self.state.meeting_status();
-                    with_seq(&mut status, seq);
-                    let status = raw(&status);
+                    let status = raw(&wire::room::meeting_status_event(&self.state.status(), seq));
                     if self.wants(Topic::Participants) {
                         let args = ("room-updated", &*status);
                         let event = format!("{rid}/participants");
@@ -155,12 +146,11 @@ impl RoomActor {
                     if self.store.is_some() {
                         self.ops.push(RoomChange::MemberLeft(uid.clone()));
                     }
-                    let sub_id = format!("{rid}{uid}");
                     self.notify_user(
                         &uid,
                         UserEvent::SubscriptionsChanged,
                         "subscriptions-changed",
-                        &json!(["removed", {"_id": sub_id, "rid": rid, "u": {"_id": uid}}]),
+                        &json!(["removed", wire::room::subscription_gone(&rid, &uid)]),
                     );
                     self.notify_user(
                         &uid,
@@ -202,12 +192,7 @@ impl RoomActor {
                     }
                 }
                 Effect::RoleChanged { user, role, added } => {
-                    let args = json!([{
-                        "type": if added { "added" } else { "removed" },
-                        "_id": role.name(),
-                        "u": user,
-                        "scope": rid,
-                    }]);
+                    let args = [wire::room::role_change(&rid, &user, role.name(), added)];
                     let frame = wire::stream_changed("stream-notify-logged", "roles-change", &args);
                     self.staged.push(Out::Logged { event: LoggedEvent::RolesChange, frame });
                 }
@@ -237,26 +222,13 @@ impl RoomActor {
             self.broadcast(Topic::Messages, &frame, None);
         }
         if msg.t.is_none() {
-            // The meeting shape: plain ids and an ISO time, like the
-            // participant objects, rather than Rocket.Chat's document.
-            let payload = json!({
-                "id": msg.id,
-                "roomId": msg.rid,
-                "msg": msg.msg,
-                "ts": msg.ts.to_iso8601(),
-                "user": {"id": msg.u.id, "username": msg.u.username, "name": msg.u.name},
-                "seq": seq,
-            });
+            let payload = wire::room::meeting_message(&msg, seq);
             self.meeting(MeetingEvent::Message, seq, msg.ts, raw(&payload));
         }
         if self.hub.wants_my_messages() {
             let listeners = self.members_listening(UserEvent::MyMessages);
             if !listeners.is_empty() {
-                let meta = json!({
-                    "roomParticipant": true,
-                    "roomType": self.state.kind.as_str(),
-                    "roomName": self.state.name,
-                });
+                let meta = wire::room::my_message_meta(self.state.kind, &self.state.name);
                 let frame = wire::stream_changed_at(
                     "stream-room-messages",
                     "__my_messages__",
@@ -350,12 +322,9 @@ impl RoomActor {
 
     /// The participant object returned by `join-room`; guests also get the
     /// token that lets them reclaim the seat after a reconnect.
-    pub(super) fn participant(&self, m: &Member) -> Value {
-        let mut p = m.participant(&self.state.id, &self.state.host_id, None);
-        if let (Some(t), Value::Object(o)) = (m.guest_token.as_ref().and_then(|t| t.secret()), &mut p) {
-            o.insert("guestToken".into(), Value::from(t));
-        }
-        p
+    pub(super) fn participant(&self, m: &Member) -> ParticipantView {
+        let guest_token = m.guest_token.as_ref().and_then(|t| t.secret()).map(str::to_owned);
+        ParticipantView { guest_token, ..self.state.participant(m, None) }
     }
 
     /// The oldest `ts` the retention policy still keeps at `now` (0: all).

@@ -10,7 +10,9 @@ use super::RoomError;
 use super::actor::RoomActor;
 use super::handle::{Reply, RoomCommand, SendParams};
 use super::listener::RoomListener;
+use super::model::Message;
 use super::state::{Flag, Joined, RoleKind, Setting};
+use super::view::Seated;
 use crate::cluster::entry::{EntryV1, OpV1, WhoV1, user_row};
 use crate::cluster::{Cluster, ClusterError, entry_bytes};
 use crate::ids::{ConnId, MessageId};
@@ -28,9 +30,10 @@ pub(super) enum Waiter {
         conn: ConnId,
         listener: Option<Arc<dyn RoomListener>>,
         since: Option<u64>,
-        respond_to: Reply<Value>,
+        respond_to: Reply<Seated>,
     },
-    Value(Reply<Value>),
+    /// `sendMessage`: the stored message.
+    Message(Reply<Message>),
     Unit(Reply<()>),
     Bool(Reply<bool>),
 }
@@ -40,7 +43,7 @@ impl Waiter {
         match self {
             Waiter::Joined(tx) => drop(tx.send(Err(e))),
             Waiter::ByCode { respond_to, .. } => drop(respond_to.send(Err(e))),
-            Waiter::Value(tx) => drop(tx.send(Err(e))),
+            Waiter::Message(tx) => drop(tx.send(Err(e))),
             Waiter::Unit(tx) => drop(tx.send(Err(e))),
             Waiter::Bool(tx) => drop(tx.send(Err(e))),
         }
@@ -104,7 +107,7 @@ impl RoomActor {
             RoomCommand::Send { who, params, respond_to } => {
                 let SendParams { id, msg, tmid } = *params;
                 let id = id.unwrap_or_else(MessageId::generate).to_string();
-                (OpV1::Send { who: WhoV1::from(&*who), id, msg, tmid }, Some(Waiter::Value(respond_to)))
+                (OpV1::Send { who: WhoV1::from(&*who), id, msg, tmid }, Some(Waiter::Message(respond_to)))
             }
             RoomCommand::AddMember { who, target, respond_to } => (
                 OpV1::AddMember { who: WhoV1::from(&*who), target: user_row(&target) },
@@ -335,7 +338,7 @@ fn command(op: OpV1, waiter: Option<Waiter>) -> Option<RoomCommand> {
             who: Box::new(who.into()),
             params: Box::new(SendParams { id: Some(MessageId::from(id.as_str())), msg, tmid }),
             respond_to: match waiter {
-                Some(Waiter::Value(tx)) => tx,
+                Some(Waiter::Message(tx)) => tx,
                 _ => nobody(),
             },
         },

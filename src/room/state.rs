@@ -3,16 +3,20 @@
 //! simply by handling one command at a time.
 //!
 //! Operations return what happened as [`Effect`]s; the actor turns them into
-//! stored system messages and stream events. Nothing here knows about tokio,
-//! sockets or JSON frames, which is what lets `tests/it/model.rs` drive it
-//! with random operation sequences.
+//! stored system messages and stream events. Reads return typed views
+//! ([`super::view`]): the rules decide who may see what (the join code hidden
+//! from non-members), `wire::room` shapes the documents. Nothing here knows
+//! about tokio, sockets or JSON, which is what lets `tests/it/model.rs` drive
+//! it with random operation sequences.
 
 use super::RoomError;
-use super::model::{Member, RoomRoles, RoomType, SeatToken, UserRef};
+use super::model::{CustomFields, Member, RoomRoles, RoomType, SeatToken, UserRef};
+use super::view::{
+    DirectMembers, MeetingStatus, ParticipantList, ParticipantView, RoleHolder, RoomView, SubscriptionView,
+};
 use crate::ids::{MessageId, RoomCode, RoomId, UserId};
 use crate::permissions::{Permission, Principal, allowed};
 use crate::time::Millis;
-use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 /// What a system message announces. Its wire code (the message's `t`) is
@@ -204,7 +208,7 @@ pub struct CreateOptions {
     pub locked: bool,
     pub guest_access: bool,
     pub guest_chat: bool,
-    pub custom_fields: Map<String, Value>,
+    pub custom_fields: CustomFields,
 }
 
 /// The whole state of one room. Its stored form is `store::rows::RoomRowV1`
@@ -248,7 +252,7 @@ pub struct RoomState {
     /// members post whatever it says.
     pub guest_chat: bool,
     /// The creator's `customFields`, kept and shown as given.
-    pub custom_fields: Map<String, Value>,
+    pub custom_fields: CustomFields,
     /// Messages sent in the room, system messages included.
     pub message_count: u64,
     /// The position (`seq`) of the latest event the room decided: each
@@ -1006,26 +1010,23 @@ impl RoomState {
         self.is_member(uid) || (public_ok && self.kind == RoomType::Channel && !uid.is_guest())
     }
 
-    /// The room document as `uid` may see it, if they may read the room. A
+    /// The room as `uid` may see it, if they may read the room. A
     /// non-member of a room with a join code does not get the shareable
     /// code, which would let them in by `join-room` without the join code.
-    pub fn doc_for(&self, uid: &UserId) -> Result<Value, RoomError> {
+    pub fn view_for(&self, uid: &UserId) -> Result<RoomView<'_>, RoomError> {
         if !self.can_read(uid, true) {
             return Err(RoomError::NotAllowed);
         }
-        let mut doc = self.to_doc();
-        if !self.is_member(uid)
-            && self.join_code.is_some()
-            && let Value::Object(o) = &mut doc
-        {
-            o.remove("code");
+        let mut view = self.view();
+        if !self.is_member(uid) && self.join_code.is_some() {
+            view.code = None;
         }
-        Ok(doc)
+        Ok(view)
     }
 
-    /// `getRoomRoles` entries (members holding a room role), if `uid` may
-    /// read the room.
-    pub fn roles_for(&self, uid: &UserId) -> Result<Vec<Value>, RoomError> {
+    /// Members holding a room role (`getRoomRoles`), if `uid` may read the
+    /// room.
+    pub fn role_holders(&self, uid: &UserId) -> Result<Vec<RoleHolder<'_>>, RoomError> {
         if !self.can_read(uid, true) {
             return Err(RoomError::NotAllowed);
         }
@@ -1033,122 +1034,112 @@ impl RoomState {
             .members
             .values()
             .filter(|m| m.roles != RoomRoles::NONE)
-            .map(|m| json!({"rid": self.id, "u": m.user, "roles": m.roles.names()}))
+            .map(|m| RoleHolder { room: &self.id, user: &m.user, roles: m.roles })
             .collect())
     }
 
-    /// `getRoomParticipants`: the room's summary and its participants,
-    /// oldest seat first (a stable order for lists), each with a display
-    /// `name`, if `uid` is a member (guests included). Never carries a
-    /// guest's seat token. An ended room has no members, so it answers
-    /// not-allowed through this same check.
-    pub fn participants_for(&self, uid: &UserId) -> Result<Value, RoomError> {
+    /// `getRoomParticipants`: the room and its participants, oldest seat
+    /// first (a stable order for lists), each with a display name, if `uid`
+    /// is a member (guests included). Never carries a guest's seat token.
+    /// An ended room has no members, so it answers not-allowed through this
+    /// same check.
+    pub fn participant_list(&self, uid: &UserId) -> Result<ParticipantList<'_>, RoomError> {
         if !self.is_member(uid) {
             return Err(RoomError::NotAllowed);
         }
         let mut members: Vec<&Member> = self.members.values().collect();
         members.sort_by(|a, b| (a.joined_at, &a.participant_id).cmp(&(b.joined_at, &b.participant_id)));
-        let participants: Vec<Value> = members
+        let participants = members
             .into_iter()
-            .map(|m| {
-                let mut p = m.participant(&self.id, &self.host_id, None);
-                // A user's id alone means nothing to a guest.
-                if let Value::Object(o) = &mut p {
-                    o.insert("name".into(), Value::from(m.user.name.as_deref().unwrap_or(&m.user.username)));
-                }
-                p
+            .map(|m| ParticipantView {
+                display_name: Some(m.user.name.as_ref().unwrap_or(&m.user.username).clone()),
+                ..self.participant(m, None)
             })
             .collect();
-        Ok(json!({
-            "room": {
-                "_id": self.id,
-                "name": self.name,
-                "code": self.code,
-                "locked": self.locked,
-                "active": self.active,
-                "maxParticipants": self.max_participants,
-                "participantCount": self.members.len(),
-                "guestChat": self.guest_chat,
-            },
-            "participants": participants,
-        }))
+        Ok(ParticipantList { room: self.view(), participants })
     }
 
-    /// The member's subscription document (Rocket.Chat `subscriptions/get`).
-    pub fn subscription_doc(&self, uid: &UserId) -> Option<Value> {
+    /// `m` as the meeting API shows a participant of this room; `left_at`
+    /// is set for the `left` event (`m` may no longer be a member). Only a
+    /// signed-in member can be the host.
+    pub fn participant(&self, m: &Member, left_at: Option<Millis>) -> ParticipantView {
+        ParticipantView {
+            id: m.participant_id.clone(),
+            room: self.id.clone(),
+            user: (!m.guest).then(|| m.user.id.clone()),
+            guest_name: m.guest.then(|| m.user.username.clone()),
+            host: !m.guest && m.user.id == self.host_id,
+            joined_at: m.joined_at,
+            left_at,
+            display_name: None,
+            guest_token: None,
+        }
+    }
+
+    /// The member's subscription (Rocket.Chat `subscriptions/get`), if
+    /// `uid` is a member.
+    pub fn subscription(&self, uid: &UserId) -> Option<SubscriptionView<'_>> {
         let m = self.members.get(uid)?;
-        Some(json!({
-            "_id": format!("{}{}", self.id, uid),
-            "rid": self.id,
-            "u": {"_id": m.user.id, "username": m.user.username},
-            "name": self.name,
-            "fname": self.display_name,
-            "t": self.kind.as_str(),
-            "ts": m.joined_at,
-            "ls": m.joined_at,
-            "_updatedAt": self.updated_at.max(m.joined_at),
-            "open": m.open,
-            "alert": false,
-            "unread": 0,
-            "f": m.favorite,
-            "roles": m.roles.names(),
-        }))
-    }
-
-    /// `room-updated` payload of the meeting view.
-    pub fn meeting_status(&self) -> Value {
-        json!({
-            "isLocked": self.locked,
-            "isActive": self.active,
-            "maxParticipants": self.max_participants,
-            "participantCount": self.members.len(),
+        Some(SubscriptionView {
+            room: &self.id,
+            user: &m.user,
+            name: &self.name,
+            display_name: &self.display_name,
+            kind: self.kind,
+            joined_at: m.joined_at,
+            updated_at: self.updated_at.max(m.joined_at),
+            open: m.open,
+            favorite: m.favorite,
+            roles: m.roles,
         })
     }
 
-    /// The room document in Rocket.Chat's shape plus roomd's fields.
-    pub fn to_doc(&self) -> Value {
-        let mut doc = json!({
-            "_id": self.id,
-            "name": self.name,
-            "fname": self.display_name,
-            "t": self.kind.as_str(),
-            "msgs": self.message_count,
-            "usersCount": self.members.len(),
-            "u": {"_id": self.creator.id, "username": self.creator.username},
-            "ts": self.created_at,
-            "ro": self.read_only,
-            "default": self.default,
-            "sysMes": self.system_messages,
-            "_updatedAt": self.updated_at,
-            "customFields": self.custom_fields,
-            "archived": self.archived,
-            "code": self.code,
-            "locked": self.locked,
-            "maxParticipants": self.max_participants,
-            "active": self.active,
-            "joinCodeRequired": self.join_code.is_some(),
-            "guestAccess": self.guest_access,
-            "guestChat": self.guest_chat,
-            "hostId": self.host_id,
-        });
-        if let Value::Object(o) = &mut doc {
-            if self.kind == RoomType::Direct {
-                let mut names: Vec<&str> = self.members.values().map(|m| m.user.username.as_str()).collect();
-                names.sort_unstable();
-                o.insert("usernames".into(), json!(names));
-                o.insert("uids".into(), json!(self.members.keys().collect::<Vec<_>>()));
-            }
-            for (k, v) in [
-                ("topic", &self.topic),
-                ("description", &self.description),
-                ("announcement", &self.announcement),
-            ] {
-                if let Some(v) = v {
-                    o.insert(k.into(), Value::from(v.as_str()));
-                }
-            }
+    /// The meeting view's room status (`room-updated`).
+    pub fn status(&self) -> MeetingStatus {
+        MeetingStatus {
+            locked: self.locked,
+            active: self.active,
+            max_participants: self.max_participants,
+            participant_count: self.members.len(),
         }
-        doc
+    }
+
+    /// The whole room, unfiltered: what the room itself publishes to its
+    /// members and what `RoomCommand::Doc` answers.
+    pub fn view(&self) -> RoomView<'_> {
+        let direct = (self.kind == RoomType::Direct).then(|| {
+            let mut usernames: Vec<&str> = self.members.values().map(|m| m.user.username.as_str()).collect();
+            usernames.sort_unstable();
+            DirectMembers { usernames, ids: self.members.keys().collect() }
+        });
+        RoomView {
+            id: &self.id,
+            name: &self.name,
+            display_name: &self.display_name,
+            kind: self.kind,
+            message_count: self.message_count,
+            member_count: self.members.len(),
+            creator: &self.creator,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            read_only: self.read_only,
+            default: self.default,
+            system_messages: self.system_messages,
+            custom_fields: &self.custom_fields,
+            archived: self.archived,
+            code: Some(&self.code),
+            locked: self.locked,
+            max_participants: self.max_participants,
+            active: self.active,
+            join_code_required: self.join_code.is_some(),
+            guest_access: self.guest_access,
+            guest_chat: self.guest_chat,
+            host_id: &self.host_id,
+            direct,
+            topic: self.topic.as_deref(),
+            description: self.description.as_deref(),
+            announcement: self.announcement.as_deref(),
+        }
     }
 }
 
