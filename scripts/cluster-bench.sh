@@ -17,6 +17,12 @@
 #             with the clients spread over the 3 nodes
 #   failover  r3: clients on node 1, kill -9 node 1, time until each client
 #             succeeds on node 2 or 3
+#   partitions  r3 with --cluster-partitions 1 vs 3 (ROOMD_CLUSTER_PARTITIONS),
+#             alternated run by run: closed-loop writers (WRITERS, default 40, over
+#             20 rooms, spread over the 3 nodes) for 15 s; acked writes/s and the
+#             nats-servers' CPU per acked entry; the streams' leaders and the load
+#             average are written to partitions-leaders.txt / load.txt
+#             (not in the default set)
 # Env: RUNS (3), OUT (results dir), PORT0 (3300: roomd nodes PORT0..PORT0+2),
 #      NATS_PORT0 (14222: client ports; route +100, monitor +200),
 #      NATS_SERVER (nats-server binary; default: PATH, ~/.local/bin, then
@@ -174,6 +180,23 @@ case_percpu() {
       up "$topo"
       lg "percpu-fanout-$topo" fanout 20 50 200 --duration 10s --url "$(urls "${all[@]}")" \
         --server-pid "$(pids "${NODE_PIDS[@]}")"
+    done
+  done
+}
+
+case_partitions() {
+  local p w=${WRITERS:-40}
+  for _ in $(seq "$RUNS"); do
+    for p in 1 3; do
+      echo "partitions=$p writers=$w $(date -u +%T) $(uptime)" >>"$OUT/load.txt"
+      ROOMD_CLUSTER_PARTITIONS=$p up r3
+      lg "partitions-$p-w$w" fanout 20 1 1 --closed-loop --duration 15s --senders-per-room $((w / 20)) \
+        --url "$(urls 0 1 2)" --sender-url "$(urls 0 1 2)" --server-pid "$(pids "${NODE_PIDS[@]}")"
+      curl -sf "http://127.0.0.1:$((NATS_PORT0 + 200))/jsz?streams=true" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["account_details"][0]["stream_detail"]
+print(" ".join("%s:%s" % (s["name"], (s.get("cluster") or {}).get("leader")) for s in d))' \
+        >>"$OUT/partitions-leaders.txt" 2>/dev/null || true
     done
   done
 }

@@ -3,13 +3,15 @@
 # room log (issue 19; BENCHMARKS.md "Cluster growth").
 #
 # Usage: scripts/cluster-growth.sh ROOMD_BIN LOADGEN_BIN MESSAGES [EXTRA_ROOMD_FLAGS...]
-#   Starts one nats-server (JetStream, default sync, R1) and a writer
+#   Starts one nats-server (JetStream, default sync, R1) -- or NATS_N=3 clustered
+#   servers and R3 streams, issue 19's setup -- and a writer
 #   node, sends about MESSAGES messages with `loadgen fanout` (20 rooms, 2
 #   senders each = 40 writers), then starts a second node and reports the
 #   time from its spawn to `GET /readyz` 200, its VmRSS once ready, and the
 #   streams' sizes. Every process it starts is stopped by its PID.
 # Env: NATS_SERVER (default: PATH), RATE (msgs/s, 4000), PORT0 (3400),
-#      NATS_PORT (14400; monitor +100).
+#      NATS_PORT (14400; monitor +100; with NATS_N=3 servers use NATS_PORT..+2,
+#      monitors +100..+102, routes +200..+202), NATS_N (1 or 3).
 set -euo pipefail
 ROOMD=$1 LOADGEN=$2 MESSAGES=$3
 shift 3
@@ -24,23 +26,42 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-cat >"$DIR/nats.conf" <<EOF
-listen: 127.0.0.1:$NATS_PORT
-http: 127.0.0.1:$MON
-jetstream { store_dir: "$DIR/js" }
-EOF
-"$NATS" -c "$DIR/nats.conf" >"$DIR/nats.log" 2>&1 &
-PIDS+=($!)
-until curl -sf "http://127.0.0.1:$MON/healthz" >/dev/null; do sleep 0.1; done
+NATS_N=${NATS_N:-1}
+ROUTES=""
+for i in $(seq 0 $((NATS_N - 1))); do ROUTES+="${ROUTES:+, }\"nats-route://127.0.0.1:$((NATS_PORT + 200 + i))\""; done
+URLS=""
+for i in $(seq 0 $((NATS_N - 1))); do
+  URLS+="${URLS:+,}nats://127.0.0.1:$((NATS_PORT + i))"
+  {
+    echo "server_name: s$i"
+    echo "listen: 127.0.0.1:$((NATS_PORT + i))"
+    echo "http: 127.0.0.1:$((MON + i))"
+    echo "jetstream { store_dir: \"$DIR/js$i\" }"
+    if [ "$NATS_N" -gt 1 ]; then
+      echo "cluster { name: growth, listen: \"127.0.0.1:$((NATS_PORT + 200 + i))\", routes: [$ROUTES] }"
+    fi
+  } >"$DIR/nats$i.conf"
+  "$NATS" -c "$DIR/nats$i.conf" >"$DIR/nats$i.log" 2>&1 &
+  PIDS+=($!)
+done
+for i in $(seq 0 $((NATS_N - 1))); do
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$((MON + i))/healthz?js-enabled-only=true" >/dev/null && break; sleep 0.1; done
+done
+REPL=(--cluster-replicas 1)
+if [ "$NATS_N" -gt 1 ]; then REPL=(); fi
 
 node() { # node <id> <port> [flags...]
   local id=$1 port=$2
   shift 2
-  "$ROOMD" --cluster "nats://127.0.0.1:$NATS_PORT" --cluster-replicas 1 --node-id "$id" \
+  "$ROOMD" --cluster "$URLS" "${REPL[@]}" --node-id "$id" \
     --listen "127.0.0.1:$port" --no-rate-limits --data-dir "$DIR/$id" "$@" >"$DIR/$id.log" 2>&1 &
   echo $!
 }
-wait_ready() { until curl -sf "http://127.0.0.1:$1/readyz" >/dev/null; do sleep 0.01; done; }
+wait_ready() { # bounded: 120 s
+  local i
+  for i in $(seq 12000); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.01; done
+  echo "port $1 not ready after 120 s" >&2; exit 1
+}
 
 W=$(node w "$PORT0" "$@")
 PIDS+=("$W")

@@ -27,14 +27,15 @@
 //!   race [--clients 300] [--seats 5] [--iterations 50] [--pause 250ms]
 //!       all clients race `join-room` for a fresh room of `seats` places per iteration,
 //!       then the winners leave; exit 1 on any over- or under-admission.
-//!   fanout R M RATE [--duration 10s] [--ramp] [--senders-per-room S]
+//!   fanout R M RATE [--duration 10s] [--ramp] [--senders-per-room S] [--closed-loop]
 //!       R rooms x M members subscribed to stream-room-messages; bot senders send RATE
 //!       msgs/s in total (round-robin over rooms) carrying a send timestamp; reports
 //!       end-to-end latency, deliveries/s, deliveries per server CPU-second, sendMessage
 //!       latency, rate-limited calls. --ramp multiplies RATE by --ramp-factor (1.5) every
 //!       --step (5s) until p99 > --p99-limit (100ms), deliveries < 95% of expected,
 //!       >1% of sends are refused, or a subscriber is disconnected; reports the highest
-//!       sustainable rate.
+//!       sustainable rate. --closed-loop: each sender bot instead keeps one sendMessage
+//!       in flight for --duration (RATE ignored): acknowledged writes/s at saturation.
 //!   chat [--clients 200] [--duration 60s] [--think 1s] [--sample 5s]
 //!       mixed steady workload (per client every ~think: 50% sendMessage, 25% typing,
 //!       12% loadHistory, 13% leave then join another room) with a server RSS series.
@@ -263,6 +264,11 @@ enum Scenario {
         /// sendMessage per connection, default 5/s burst 10).
         #[arg(long, default_value_t = 1)]
         senders_per_room: usize,
+        /// Closed loop: every sender bot keeps exactly one sendMessage in flight
+        /// (sends the next when the previous is acknowledged) for --duration; RATE is
+        /// ignored. Measures the acknowledged writes/s the server sustains.
+        #[arg(long, conflicts_with = "ramp")]
+        closed_loop: bool,
     },
     /// Mixed steady workload with an RSS series (soak).
     Chat {
@@ -428,6 +434,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
             max_steps,
             drain,
             senders_per_room,
+            closed_loop,
         } => {
             let a = FanoutArgs {
                 rooms,
@@ -442,6 +449,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
                 max_steps,
                 drain,
                 senders_per_room,
+                closed_loop,
             };
             fanout(&ctx, a).await
         }

@@ -15,6 +15,7 @@ pub(crate) struct FanoutArgs {
     pub max_steps: usize,
     pub drain: Duration,
     pub senders_per_room: usize,
+    pub closed_loop: bool,
 }
 
 #[derive(Default)]
@@ -135,6 +136,7 @@ struct StepPlan {
     rate: f64,
     dur: Duration,
     drain: Duration,
+    closed_loop: bool,
 }
 
 async fn fanout_step(
@@ -144,7 +146,7 @@ async fn fanout_step(
     members: usize,
     plan: StepPlan,
 ) -> StepResult {
-    let StepPlan { step, rate, dur, drain } = plan;
+    let StepPlan { step, rate, dur, drain, closed_loop } = plan;
     let st = &fs.steps[step];
     let outstanding = Arc::new(AtomicI64::new(0));
     let disconnects_before = ddp::DISCONNECTS.load(Relaxed);
@@ -153,42 +155,80 @@ async fn fanout_step(
     let start_us = unix_micros();
     let deadline = start + dur;
     let mut sent: u64 = 0;
-    loop {
-        let el = start.elapsed();
-        if el >= dur {
-            break;
-        }
-        // Message k is due at k / rate.
-        let due = (el.as_secs_f64() * rate) as u64 + 1;
-        while sent < due {
-            let (client, room) = &senders[(sent % senders.len() as u64) as usize];
-            let t = Instant::now();
-            let text = format!("{}{step}:{}", fs.tag, unix_micros());
-            let pending = client.start("sendMessage", json!([{ "rid": room.rid, "msg": text }]));
-            outstanding.fetch_add(1, Relaxed);
-            let (fs2, out2) = (fs.clone(), outstanding.clone());
-            tokio::spawn(async move {
-                let r = pending.wait().await;
+    if closed_loop {
+        // One call in flight per sender: the offered load adapts to what the
+        // server acknowledges, so the count of acks over `dur` is its throughput.
+        let mut tasks = Vec::with_capacity(senders.len());
+        for (client, room) in senders.iter().cloned() {
+            let fs2 = fs.clone();
+            tasks.push(tokio::spawn(async move {
                 let st = &fs2.steps[step];
-                match r {
-                    Ok(_) => {
-                        st.send_lat.lock().unwrap().record(t.elapsed());
-                        st.send_ok.fetch_add(1, Relaxed);
-                    }
-                    Err(e) if e.is("too-many-requests") => {
-                        st.rate_limited.fetch_add(1, Relaxed);
-                    }
-                    Err(e) => {
-                        st.send_err.fetch_add(1, Relaxed);
-                        fs2.errors.add(format!("sendMessage:{}", e.code()));
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let text = format!("{}{step}:{}", fs2.tag, unix_micros());
+                    let r =
+                        client.start("sendMessage", json!([{ "rid": room.rid, "msg": text }])).wait().await;
+                    n += 1;
+                    match r {
+                        Ok(_) => {
+                            st.send_lat.lock().unwrap().record(t.elapsed());
+                            st.send_ok.fetch_add(1, Relaxed);
+                        }
+                        Err(e) if e.is("too-many-requests") => {
+                            st.rate_limited.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            st.send_err.fetch_add(1, Relaxed);
+                            fs2.errors.add(format!("sendMessage:{}", e.code()));
+                        }
                     }
                 }
-                out2.fetch_sub(1, Relaxed);
-            });
-            sent += 1;
+                n
+            }));
         }
-        let next = start + Duration::from_secs_f64(sent as f64 / rate);
-        tokio::time::sleep_until(next.min(deadline).into()).await;
+        for t in tasks {
+            sent += t.await.unwrap_or(0);
+        }
+    }
+    if !closed_loop {
+        loop {
+            let el = start.elapsed();
+            if el >= dur {
+                break;
+            }
+            // Message k is due at k / rate.
+            let due = (el.as_secs_f64() * rate) as u64 + 1;
+            while sent < due {
+                let (client, room) = &senders[(sent % senders.len() as u64) as usize];
+                let t = Instant::now();
+                let text = format!("{}{step}:{}", fs.tag, unix_micros());
+                let pending = client.start("sendMessage", json!([{ "rid": room.rid, "msg": text }]));
+                outstanding.fetch_add(1, Relaxed);
+                let (fs2, out2) = (fs.clone(), outstanding.clone());
+                tokio::spawn(async move {
+                    let r = pending.wait().await;
+                    let st = &fs2.steps[step];
+                    match r {
+                        Ok(_) => {
+                            st.send_lat.lock().unwrap().record(t.elapsed());
+                            st.send_ok.fetch_add(1, Relaxed);
+                        }
+                        Err(e) if e.is("too-many-requests") => {
+                            st.rate_limited.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            st.send_err.fetch_add(1, Relaxed);
+                            fs2.errors.add(format!("sendMessage:{}", e.code()));
+                        }
+                    }
+                    out2.fetch_sub(1, Relaxed);
+                });
+                sent += 1;
+            }
+            let next = start + Duration::from_secs_f64(sent as f64 / rate);
+            tokio::time::sleep_until(next.min(deadline).into()).await;
+        }
     }
     // Drain: wait for replies and deliveries (or give up after `drain`).
     let drain_end = Instant::now() + drain;
@@ -296,7 +336,7 @@ pub(crate) async fn fanout(ctx: &Ctx, a: FanoutArgs) -> Result<bool, String> {
     for step in 0..steps_cap {
         let dur = if a.ramp { a.step } else { a.duration };
         ctx.progress(format!("step {step}: {rate:.0} msgs/s for {dur:?}"));
-        let plan = StepPlan { step, rate, dur, drain: a.drain };
+        let plan = StepPlan { step, rate, dur, drain: a.drain, closed_loop: a.closed_loop };
         let r = fanout_step(ctx, &fs, &senders, a.members, plan).await;
         let p99_ok = r.e2e.q_ms(0.99) <= a.p99_limit.as_secs_f64() * 1e3;
         let keeping_up = r.delivered_ratio() >= 0.95;
@@ -361,10 +401,21 @@ pub(crate) async fn fanout(ctx: &Ctx, a: FanoutArgs) -> Result<bool, String> {
 
     if !a.ramp {
         let r = &results[0];
-        ctx.say(format!(
-            "sent        {} messages ({} ok, {} rate-limited, {} other errors) at {} msgs/s target",
-            r.sent, r.ok, r.rate_limited, r.send_err, a.rate
-        ));
+        if a.closed_loop {
+            ctx.say(format!(
+                "sent        {} messages ({} ok, {} rate-limited, {} other errors) closed loop: {:.0} acked/s",
+                r.sent,
+                r.ok,
+                r.rate_limited,
+                r.send_err,
+                r.ok as f64 / a.duration.as_secs_f64()
+            ));
+        } else {
+            ctx.say(format!(
+                "sent        {} messages ({} ok, {} rate-limited, {} other errors) at {} msgs/s target",
+                r.sent, r.ok, r.rate_limited, r.send_err, a.rate
+            ));
+        }
         ctx.say(format!(
             "delivered   {} of {} expected ({:.2}%) = {} deliveries/s, {} deliveries per server CPU-s",
             r.delivered,
@@ -409,6 +460,8 @@ pub(crate) async fn fanout(ctx: &Ctx, a: FanoutArgs) -> Result<bool, String> {
                 "rooms": a.rooms,
                 "members": a.members,
                 "ramp": a.ramp,
+                "closed_loop": a.closed_loop,
+                "acked_per_s": results.first().map(|r| r.ok as f64 / a.duration.as_secs_f64()),
                 "setup": setup.json(),
                 "steps": results.iter().map(StepResult::json).collect::<Vec<_>>(),
                 "best_rate": best,
