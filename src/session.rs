@@ -197,7 +197,7 @@ impl Session {
             self.guest_id = Some(g);
         }
         if !self.guest_rooms.iter().any(|r| r.id == room.id) {
-            self.guest_rooms.push(room.clone());
+            push_snug(&mut self.guest_rooms, room.clone());
         }
     }
 
@@ -634,6 +634,23 @@ fn log_error(e: &MethodError, method: &str, conn: crate::ids::ConnId) {
     }
 }
 
+/// Below this many elements, [`push_snug`] grows a vector one slot at a
+/// time. The embedded web app holds two subs per room and a guest joins one
+/// room by code, while `Vec`'s first push reserves 4 slots: 288 B for one
+/// sub, 160 B for one room, per idle connection (BENCHMARKS.md, issue 21).
+const SNUG_UP_TO: usize = 4;
+
+/// Pushes `item`, growing a full vector by exactly one slot while it is
+/// short: a connection's small vectors then hold what it uses, not 4 slots.
+/// The reallocations this costs are a few, on subscribe or join, never on
+/// the per-message path; past [`SNUG_UP_TO`] growth is amortized again.
+fn push_snug<T>(v: &mut Vec<T>, item: T) {
+    if v.len() == v.capacity() && v.len() < SNUG_UP_TO {
+        v.reserve_exact(1);
+    }
+    v.push(item);
+}
+
 /// A connection's open subscriptions by DDP sub id. A short vector, not a
 /// hash map: connections hold a handful of subs (bounded by the
 /// subscription limit), and an empty vector costs nothing per idle
@@ -645,7 +662,7 @@ impl SubMap {
     pub(crate) fn insert(&mut self, id: String, sub: Sub) {
         match self.0.iter_mut().find(|(k, _)| *k == id) {
             Some(slot) => slot.1 = sub,
-            None => self.0.push((id, sub)),
+            None => push_snug(&mut self.0, (id, sub)),
         }
     }
 
@@ -672,5 +689,26 @@ impl SubMap {
 
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = (String, Sub)> + '_ {
         self.0.drain(..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_snug;
+
+    /// A short vector holds what it uses (what an idle connection keeps),
+    /// and a long one still grows amortized.
+    #[test]
+    fn push_snug_grows_one_slot_while_short() {
+        let mut v: Vec<u64> = Vec::new();
+        for n in 1..=super::SNUG_UP_TO {
+            push_snug(&mut v, n as u64);
+            assert_eq!(v.capacity(), n, "after {n} pushes");
+        }
+        for n in super::SNUG_UP_TO + 1..=64 {
+            push_snug(&mut v, n as u64);
+        }
+        assert_eq!(v, (1..=64).collect::<Vec<u64>>());
+        assert!(v.capacity() < 128, "amortized growth past the short range: {}", v.capacity());
     }
 }

@@ -12,7 +12,7 @@
 //! cargo run --release --example loadgen -- <scenario> [args] [options]
 //!
 //! scenarios
-//!   idle N [--guests F] [--shard K/M] [--settle 5s] [--hold D] [--baseline-rss-kb KB]
+//!   idle N [--guests F] [--shard K/M] [--settle 5s] [--hold D] [--baseline-rss-kb KB] [--door ddp|sio]
 //!       N connections (fraction F as guests) spread over N/10 rooms (guestAccess), each
 //!       joined via `join-room` and subscribed to the room's messages; after --settle,
 //!       reports the server's RSS delta and bytes per connection. Measure on a freshly
@@ -210,6 +210,10 @@ enum Scenario {
         /// (RSS - baseline) / N over all shards.
         #[arg(long)]
         baseline_rss_kb: Option<u64>,
+        /// ddp: DDP connections (see --guests); sio: Socket.IO guests over the
+        /// websocket transport, each joining its room by code (`join-room`).
+        #[arg(long, value_enum, default_value_t = scenarios::IdleDoor::Ddp)]
+        door: scenarios::IdleDoor,
     },
     /// C clients join R rooms of capacity K; verifies accepted == min(C, R*K).
     Join {
@@ -397,7 +401,17 @@ async fn run(cli: Cli) -> Result<bool, String> {
     };
     use scenarios::*;
     match cli.scenario {
-        Scenario::Idle { n, guests, shard, room_size, room_capacity, settle, hold, baseline_rss_kb } => {
+        Scenario::Idle {
+            n,
+            guests,
+            shard,
+            room_size,
+            room_capacity,
+            settle,
+            hold,
+            baseline_rss_kb,
+            door,
+        } => {
             if !(0.0..=1.0).contains(&guests) {
                 return Err("--guests must be a fraction in 0..=1".into());
             }
@@ -410,6 +424,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
                 settle,
                 hold,
                 baseline_rss_kb,
+                door,
             };
             idle(&ctx, a).await
         }

@@ -1,5 +1,6 @@
 //! A minimal Socket.IO v5 (Engine.IO v4, WebSocket transport only) guest client
-//! for the churn scenario: CONNECT, events with acknowledgements, close or cut.
+//! for the churn and idle scenarios: CONNECT, events with acknowledgements,
+//! close or cut, or stay (answering pings).
 use super::ddp::{DdpError, Endpoint};
 use super::*;
 use futures_util::{SinkExt, StreamExt};
@@ -100,6 +101,18 @@ impl Sio {
                 return Err(DdpError::Method { error, reason });
             }
             return Ok(v);
+        }
+    }
+
+    /// Stays connected, answering the server's pings, until the connection
+    /// ends (the idle scenario keeps sockets this way).
+    pub(crate) async fn keep(mut self) {
+        while let Some(Ok(m)) = self.ws.next().await {
+            match m {
+                Message::Text(t) if t.as_str() == "2" && self.send("3".into()).await.is_err() => return,
+                Message::Close(_) => return,
+                _ => {}
+            }
         }
     }
 

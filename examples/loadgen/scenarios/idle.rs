@@ -11,12 +11,93 @@ pub(crate) struct IdleArgs {
     pub settle: Duration,
     pub hold: Option<Duration>,
     pub baseline_rss_kb: Option<u64>,
+    pub door: IdleDoor,
+}
+
+/// Which door the idle connections come through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum IdleDoor {
+    /// DDP: signed-in users, or guests (`--guests`), joined and subscribed.
+    Ddp,
+    /// Socket.IO guests (websocket transport): CONNECT without auth,
+    /// `join-room {code, guestName}`; `--guests` does not apply.
+    Sio,
+}
+
+/// One idle connection, whichever door it came through.
+enum Idler {
+    Ddp(Client),
+    /// The task that keeps the socket (answers pings); aborted on drop,
+    /// which closes the socket.
+    Sio(tokio::task::JoinHandle<()>),
+}
+
+impl Idler {
+    fn is_alive(&self) -> bool {
+        match self {
+            Idler::Ddp(c) => c.is_alive(),
+            Idler::Sio(t) => !t.is_finished(),
+        }
+    }
+}
+
+impl Drop for Idler {
+    fn drop(&mut self) {
+        if let Idler::Sio(t) = self {
+            t.abort();
+        }
+    }
+}
+
+/// Socket.IO guests `mine[j]` each join `rooms[j % rooms.len()]` by code,
+/// `ctx.concurrency` at a time, recording setup latency and failures.
+async fn setup_sio(
+    ctx: &Ctx,
+    mine: &[usize],
+    rooms: &[Room],
+    lat: &SharedLat,
+    failures: &Arc<Tally>,
+) -> Vec<Option<Idler>> {
+    let jobs: Vec<(usize, Room)> =
+        mine.iter().enumerate().map(|(j, &i)| (i, rooms[j % rooms.len()].clone())).collect();
+    bounded(jobs.len(), ctx.concurrency, |j| {
+        let (i, room) = jobs[j].clone();
+        let ep = ctx.eps[i % ctx.eps.len()].clone();
+        let lat = lat.clone();
+        let failures = failures.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = async {
+                let mut s = super::sio::Sio::open(&ep, i).await.map_err(|e| ("connect", e))?;
+                s.ask("join-room", json!({"code": room.code, "guestName": format!("Guest {i}")}))
+                    .await
+                    .map_err(|e| ("join", e))?;
+                Ok::<_, (&str, DdpError)>(s)
+            }
+            .await;
+            match r {
+                Ok(s) => {
+                    lat.lock().unwrap().record(t0.elapsed());
+                    Some(Idler::Sio(tokio::spawn(s.keep())))
+                }
+                Err((stage, e)) => {
+                    if failures.total() < 3 {
+                        eprintln!("[loadgen] setup failed at {stage}: {e}");
+                    }
+                    failures.add(format!("{stage}:{}", e.code()));
+                    None
+                }
+            }
+        }
+    })
+    .await
 }
 
 pub(crate) async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
     let (k, m) = a.shard;
     let mine: Vec<usize> = (0..a.n).filter(|i| i % m == k - 1).collect();
-    let is_guest = |i: usize| ((i + 1) as f64 * a.guests).floor() > (i as f64 * a.guests).floor();
+    let sio = a.door == IdleDoor::Sio;
+    let is_guest = |i: usize| sio || ((i + 1) as f64 * a.guests).floor() > (i as f64 * a.guests).floor();
     let n_rooms = mine.len().div_ceil(a.room_size.max(1)).max(1);
     procfs::check_fd_budget(mine.len() + ctx.creator_bots(n_rooms))?;
     let guests = mine.iter().filter(|&&i| is_guest(i)).count();
@@ -36,8 +117,8 @@ pub(crate) async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
     }
     let rooms = creators.create_many(ctx, n_rooms, &format!("idle{k}"), extra).await?;
 
-    let mut plans = Vec::with_capacity(mine.len());
-    for (j, &i) in mine.iter().enumerate() {
+    let mut plans = Vec::with_capacity(if sio { 0 } else { mine.len() });
+    for (j, &i) in mine.iter().enumerate().filter(|_| !sio) {
         let guest = is_guest(i);
         let token = if guest { None } else { Some(ctx.token("u", i, "user")?) };
         let guest_name = guest.then(|| format!("Guest {i}"));
@@ -46,7 +127,11 @@ pub(crate) async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
     let lat = shared_lat();
     let failures = Arc::new(Tally::default());
     let before = ctx.snap();
-    let clients = setup_many(ctx, plans, &lat, &failures).await;
+    let clients: Vec<Option<Idler>> = if sio {
+        setup_sio(ctx, &mine, &rooms, &lat, &failures).await
+    } else {
+        setup_many(ctx, plans, &lat, &failures).await.into_iter().map(|c| c.map(Idler::Ddp)).collect()
+    };
     let after_setup = ctx.snap();
     let ok = clients.iter().flatten().count();
     ctx.progress(format!("{ok} connections settled; waiting {:?}", a.settle));
@@ -66,8 +151,9 @@ pub(crate) async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
     let per_conn = delta_kb.map(|d| d as f64 * 1024.0 / divisor.max(1) as f64);
 
     ctx.say(format!(
-        "== idle: {} connections ({guests} guests) in {n_rooms} rooms, shard {k}/{m} ==",
-        mine.len()
+        "== idle: {} {} connections ({guests} guests) in {n_rooms} rooms, shard {k}/{m} ==",
+        mine.len(),
+        if sio { "Socket.IO" } else { "DDP" }
     ));
     ctx.say(format!(
         "setup       {ok} ok, {} failed in {:.2} s = {} setups/s wall, {} setups per server CPU-s",
@@ -77,7 +163,8 @@ pub(crate) async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
         opt_rate(setup.per_cpu(ok as f64)),
     ));
     ctx.say(format!("            {}", setup.text()));
-    ctx.say(format!("latency     connect+login+join+subscribe {}", lat.text()));
+    let stages = if sio { "connect+join" } else { "connect+login+join+subscribe" };
+    ctx.say(format!("latency     {stages} {}", lat.text()));
     match (base_kb, now_kb, delta_kb, per_conn) {
         (Some(b), Some(n), Some(d), Some(p)) => ctx.say(format!(
             "server RSS  {} {:.1} MiB -> {:.1} MiB after {:.0} s settle: delta {:+.1} MiB = {:.0} bytes/connection (over {divisor}{})",
@@ -110,6 +197,7 @@ pub(crate) async fn idle(ctx: &Ctx, a: IdleArgs) -> Result<bool, String> {
             "{}",
             json!({
                 "scenario": "idle",
+                "door": if sio { "sio" } else { "ddp" },
                 "connections": mine.len(),
                 "total_n": a.n,
                 "shard": format!("{k}/{m}"),
