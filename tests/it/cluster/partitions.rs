@@ -18,6 +18,19 @@ fn port_of(nats: &Nats) -> u16 {
     nats.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("nats url has a port")
 }
 
+/// Starts a node with `--cluster-partitions n` that must refuse to start:
+/// exit status 1; returns its log.
+async fn refused_at_start(nats: &Nats, n: usize) -> String {
+    let mut b = RoomdCmd::server()
+        .args(["--no-rate-limits", "--cluster", &nats.url, "--node-id", "b", "--cluster-replicas", "1"])
+        .args(["--cluster-partitions", &n.to_string(), "--cluster-start-timeout", "10s"])
+        .env("ROOMD_JWT_SECRET", super::nodes::SECRET)
+        .start();
+    let st = b.exit_status(Duration::from_secs(15)).await;
+    assert_eq!(st.code(), Some(1), "{}", b.log().all());
+    b.log().all()
+}
+
 /// A JetStream API request; `None` when the server answered a status or
 /// an error.
 fn js(port: u16, subject: &str, body: Value) -> Option<Value> {
@@ -140,14 +153,7 @@ async fn a_different_partition_count_is_refused_at_start() {
     alice.ok("sendMessage", json!([{"rid": rid, "msg": "kept"}])).await;
     assert_eq!(record(port_of(&nats)), Some(json!({"partitions": 2})));
 
-    let mut b = RoomdCmd::server()
-        .args(["--no-rate-limits", "--cluster", &nats.url, "--node-id", "b", "--cluster-replicas", "1"])
-        .args(["--cluster-partitions", "3", "--cluster-start-timeout", "10s"])
-        .env("ROOMD_JWT_SECRET", super::nodes::SECRET)
-        .start();
-    let st = b.exit_status(Duration::from_secs(15)).await;
-    assert_eq!(st.code(), Some(1), "{}", b.log().all());
-    let logs = b.log().all();
+    let logs = refused_at_start(&nats, 3).await;
     assert!(
         logs.contains("--cluster-partitions 3 disagrees with this cluster's 2 partitions")
             && logs.contains("start without the flag or with 2"),
@@ -194,14 +200,7 @@ async fn a_cluster_made_before_partitions_is_one_partition() {
     assert!(js(port, "$JS.API.STREAM.UPDATE.ROOMLOG", cfg).is_some());
     assert_eq!(record(port), None);
 
-    let mut b = RoomdCmd::server()
-        .args(["--no-rate-limits", "--cluster", &nats.url, "--node-id", "b", "--cluster-replicas", "1"])
-        .args(["--cluster-partitions", "3", "--cluster-start-timeout", "10s"])
-        .env("ROOMD_JWT_SECRET", super::nodes::SECRET)
-        .start();
-    let st = b.exit_status(Duration::from_secs(15)).await;
-    assert_eq!(st.code(), Some(1), "{}", b.log().all());
-    let logs = b.log().all();
+    let logs = refused_at_start(&nats, 3).await;
     assert!(
         logs.contains("holds a cluster created before partitions") && logs.contains("or with 1"),
         "{logs}"
