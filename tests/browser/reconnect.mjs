@@ -40,8 +40,17 @@ class Server {
     return `http://127.0.0.1:${this.port}`;
   }
   async start() {
-    // A generous guest grace: the restart must not release the guest's seat.
-    const args = ["--listen", `127.0.0.1:${this.port}`, "--data-dir", path.join(this.dir, "data"), "--guest-grace", "60s"];
+    // A generous guest grace: the restart must not release the guest's seat. No rate limits: the host types 30
+    // messages as fast as the browser sends them, past sendMessage's 5 a second (the limits have tests of their own).
+    const args = [
+      "--listen",
+      `127.0.0.1:${this.port}`,
+      "--data-dir",
+      path.join(this.dir, "data"),
+      "--guest-grace",
+      "60s",
+      "--no-rate-limits",
+    ];
     this.proc = spawn(BIN, args, { env: process.env, stdio: ["ignore", this.log, this.log] });
     const proc = this.proc;
     await until("roomd ready", async () => {
@@ -115,7 +124,13 @@ const chatLines = (page) => page.getByRole("log", { name: "Chat messages" }).loc
 async function say(page, text) {
   await page.getByLabel("Message", { exact: true }).fill(text);
   await page.getByRole("button", { name: "Send" }).click();
-  await until(`"${text}" in the sender's chat`, async () => (await chatLines(page)).some((l) => l.includes(text)));
+  await until(`"${text}" in the sender's chat`, async () => {
+    if ((await chatLines(page)).some((l) => l.includes(text))) return true;
+    // A refused send shows its reason under the composer: the timeout then names it.
+    const refused = await page.locator(".chat .notice").filter({ hasText: /\S/ }).allInnerTexts();
+    if (refused.length) throw new Error(`sending "${text}" was refused: ${refused.join(" / ")}`);
+    return false;
+  });
 }
 
 /** Comes back online: the relay lets it through, and the page hears `online` (it retries at once, as on a phone). */
