@@ -131,6 +131,24 @@ impl ddp::Listener for FanoutShared {
 }
 
 /// One measured sending period of the fanout scenario.
+/// Counts one `sendMessage` answer of step `st`: its latency if it was
+/// acknowledged, a rate-limit refusal, or another error.
+fn tally_send(fs: &FanoutShared, st: &StepStats, r: Result<Value, ddp::DdpError>, took: Duration) {
+    match r {
+        Ok(_) => {
+            st.send_lat.lock().unwrap().record(took);
+            st.send_ok.fetch_add(1, Relaxed);
+        }
+        Err(e) if e.is("too-many-requests") => {
+            st.rate_limited.fetch_add(1, Relaxed);
+        }
+        Err(e) => {
+            st.send_err.fetch_add(1, Relaxed);
+            fs.errors.add(format!("sendMessage:{}", e.code()));
+        }
+    }
+}
+
 struct StepPlan {
     step: usize,
     rate: f64,
@@ -170,19 +188,7 @@ async fn fanout_step(
                     let r =
                         client.start("sendMessage", json!([{ "rid": room.rid, "msg": text }])).wait().await;
                     n += 1;
-                    match r {
-                        Ok(_) => {
-                            st.send_lat.lock().unwrap().record(t.elapsed());
-                            st.send_ok.fetch_add(1, Relaxed);
-                        }
-                        Err(e) if e.is("too-many-requests") => {
-                            st.rate_limited.fetch_add(1, Relaxed);
-                        }
-                        Err(e) => {
-                            st.send_err.fetch_add(1, Relaxed);
-                            fs2.errors.add(format!("sendMessage:{}", e.code()));
-                        }
-                    }
+                    tally_send(&fs2, st, r, t.elapsed());
                 }
                 n
             }));
@@ -209,19 +215,7 @@ async fn fanout_step(
                 tokio::spawn(async move {
                     let r = pending.wait().await;
                     let st = &fs2.steps[step];
-                    match r {
-                        Ok(_) => {
-                            st.send_lat.lock().unwrap().record(t.elapsed());
-                            st.send_ok.fetch_add(1, Relaxed);
-                        }
-                        Err(e) if e.is("too-many-requests") => {
-                            st.rate_limited.fetch_add(1, Relaxed);
-                        }
-                        Err(e) => {
-                            st.send_err.fetch_add(1, Relaxed);
-                            fs2.errors.add(format!("sendMessage:{}", e.code()));
-                        }
-                    }
+                    tally_send(&fs2, st, r, t.elapsed());
                     out2.fetch_sub(1, Relaxed);
                 });
                 sent += 1;
