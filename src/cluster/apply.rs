@@ -142,8 +142,11 @@ async fn run(
         if seq <= part.applied {
             continue;
         }
+        // Not applied (a room could not be reloaded): read again from here.
+        apply(cluster, state, m.subject.as_str(), &m.payload, (seq, stored))
+            .await
+            .map_err(|e| e.to_string())?;
         part.applied = seq;
-        apply(cluster, state, m.subject.as_str(), &m.payload, (seq, stored)).await;
         crate::metrics::cluster_applied(&part.sequence, seq);
         if seq >= target {
             part.caught_up(state, replaying).await;
@@ -152,7 +155,7 @@ async fn run(
 }
 
 /// When the stream stored an entry, in milliseconds.
-fn stored_at(published: async_nats::datetime::DateTime) -> Millis {
+pub(super) fn stored_at(published: async_nats::datetime::DateTime) -> Millis {
     Millis(i64::try_from(published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
 }
 
@@ -178,18 +181,24 @@ async fn replayed(state: &ServerState) {
 /// `updatedSince`). Every replica reads the same time from the stream; the
 /// room's clock keeps the times strictly increasing if the stream's leader
 /// changes to a server whose clock is behind.
-async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &[u8], at: (u64, Millis)) {
+async fn apply(
+    cluster: &Cluster,
+    state: &ServerState,
+    subject: &str,
+    payload: &[u8],
+    at: (u64, Millis),
+) -> Result<(), super::ClusterError> {
     let (seq, stored) = at;
     if let Some(placed) = cluster.layout.room_here(subject) {
         let Ok(rid) = placed else {
             tracing::error!(subject, "log entry outside its room's partition skipped");
-            return;
+            return Ok(());
         };
         let mut entry: EntryV1 = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(subject, error = %e, "unreadable room log entry skipped");
-                return;
+                return Ok(());
             }
         };
         entry.now = stored.0;
@@ -199,9 +208,12 @@ async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &
             state.apply_create(entry);
             cluster.created(&id);
             cluster.started(&RoomId::from(rid));
-            return;
+            return Ok(());
         }
         match state.registry.get(rid) {
+            Some(room) if matches!(entry.op, OpV1::Snapshot(_)) => {
+                return super::compact::held_snapshot(cluster, &room, rid, entry).await;
+            }
             Some(room) => room.tell(RoomCommand::Apply(Box::new(entry))).await,
             // A room whose log was compacted starts from its snapshot.
             None => super::compact::unknown_room(cluster, state, rid, entry).await,
@@ -213,6 +225,7 @@ async fn apply(cluster: &Cluster, state: &ServerState, subject: &str, payload: &
         }
     }
     // `roomname.*` claims only guard uniqueness; the rooms carry the names.
+    Ok(())
 }
 
 fn apply_fact(cluster: &Cluster, state: &ServerState, fact: FactV1) {

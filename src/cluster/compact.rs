@@ -229,15 +229,8 @@ pub(super) async fn unknown_room(cluster: &Cluster, state: &ServerState, rid: &s
     };
     let held =
         cluster.compaction.early.lock().unwrap_or_else(|e| e.into_inner()).remove(rid).unwrap_or_default();
-    let mut room = RoomState::from((*snap.room).clone());
-    for m in &snap.members {
-        room.members.insert(m.user.id.clone(), m.clone().into());
-    }
-    for g in &snap.guests {
-        room.members.insert(g.user.id.clone(), g.clone().into());
-    }
     let covers = snap.covers;
-    state.apply_replica(room);
+    state.apply_replica(snapshot_state(snap));
     let rid = RoomId::from(rid);
     cluster.started(&rid);
     let Some(handle) = state.registry.get(&rid) else { return };
@@ -251,4 +244,93 @@ pub(super) async fn unknown_room(cluster: &Cluster, state: &ServerState, rid: &s
         handle.tell(RoomCommand::Apply(Box::new(e))).await;
     }
     handle.tell(RoomCommand::Apply(Box::new(entry))).await;
+}
+
+/// The room state a snapshot holds (members and guest seats included).
+fn snapshot_state(snap: &SnapshotV1) -> RoomState {
+    let mut room = RoomState::from((*snap.room).clone());
+    for m in &snap.members {
+        room.members.insert(m.user.id.clone(), m.clone().into());
+    }
+    for g in &snap.guests {
+        room.members.insert(g.user.id.clone(), g.clone().into());
+    }
+    room
+}
+
+/// How long reading a room's entries back may wait for the next one.
+const READ_BACK_WAIT: Duration = Duration::from_secs(10);
+
+/// The applier met a snapshot entry of a room this node holds. The room
+/// applies it if it holds everything the snapshot covers; if it does not
+/// (it read behind a purge, see `RoomActor::holds_all_before`), the room is
+/// reloaded from the snapshot and its entries between `covers` and the
+/// snapshot entry, read back from the log. An error leaves the entry
+/// unapplied, for the applier to deliver again.
+pub(super) async fn held_snapshot(
+    cluster: &Cluster,
+    room: &crate::room::RoomHandle,
+    rid: &str,
+    entry: EntryV1,
+) -> Result<(), ClusterError> {
+    let OpV1::Snapshot(snap) = &entry.op else { return Ok(()) };
+    let state = snapshot_state(snap);
+    let covers = snap.covers;
+    let whole =
+        room.ask(|tx| RoomCommand::ApplySnapshot { entry: Box::new(entry.clone()), respond_to: tx }).await;
+    // An error is a room that retired meanwhile: nothing to reload.
+    if whole.unwrap_or(true) {
+        return Ok(());
+    }
+    let entries = read_back(cluster, &RoomId::from(rid), covers, entry.seq).await?;
+    room.tell(RoomCommand::Reseed { state: Box::new(state), snapshot: Box::new(entry), entries }).await;
+    Ok(())
+}
+
+/// Room `rid`'s log entries after sequence `after` and before `before`
+/// (the snapshot entry that follows them), read with a consumer of its own.
+async fn read_back(
+    cluster: &Cluster,
+    rid: &RoomId,
+    after: u64,
+    before: u64,
+) -> Result<Vec<EntryV1>, ClusterError> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    use futures_util::StreamExt;
+    let unavailable = |e: String| ClusterError::Unavailable(format!("reading room {rid}'s log back: {e}"));
+    let (log, subject) = cluster.room_log(rid).await?;
+    let consumer = log
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut messages = consumer.messages().await.map_err(|e| unavailable(e.to_string()))?;
+    let mut entries = Vec::new();
+    loop {
+        // The snapshot entry itself (or, if a later snapshot purged it, an
+        // entry after it) ends the read: one always comes.
+        let m = match tokio::time::timeout(READ_BACK_WAIT, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(unavailable(e.to_string())),
+            Ok(None) => return Err(unavailable("the consumer ended".into())),
+            Err(_) => return Err(unavailable("no entry came".into())),
+        };
+        let info = m.info().map_err(|e| unavailable(e.to_string()))?;
+        let (seq, stored) = (info.stream_sequence, super::apply::stored_at(info.published));
+        if seq >= before {
+            return Ok(entries);
+        }
+        match serde_json::from_slice::<EntryV1>(&m.payload) {
+            Ok(mut e) => {
+                e.now = stored.0;
+                e.seq = seq;
+                entries.push(e);
+            }
+            // Skipped here as the applier skipped it.
+            Err(e) => tracing::error!(room = %rid, error = %e, "unreadable room log entry skipped"),
+        }
+    }
 }

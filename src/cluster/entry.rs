@@ -171,6 +171,15 @@ pub struct SnapshotV1 {
     /// The ids the previous snapshot carried: still refused until this
     /// snapshot entry itself is applied (every replica switches there).
     pub prev_ids: Vec<String>,
+    /// The `covers` of the snapshot this one follows (0: none), and how
+    /// many entries of the room the writer applied after it, up to
+    /// `covers`. A replica that counted fewer from the same base read past
+    /// entries a purge removed before it got to them, and reloads the room
+    /// from this snapshot (`None`: written before roomd counted; trusted).
+    #[serde(default)]
+    pub base: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// Where one chunk of a room's history is (`roomhist.<rid>`).

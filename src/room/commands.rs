@@ -23,6 +23,20 @@ impl RoomActor {
     pub(super) fn handle(&mut self, cmd: RoomCommand) {
         let cmd = match (&self.cluster, cmd) {
             (_, RoomCommand::Apply(entry)) => return self.apply_logged(*entry),
+            (_, RoomCommand::ApplySnapshot { entry, respond_to }) => {
+                let whole = match &entry.op {
+                    crate::cluster::entry::OpV1::Snapshot(snap) => self.holds_all_before(snap),
+                    _ => true,
+                };
+                if whole {
+                    self.apply_logged(*entry);
+                }
+                let _ = respond_to.send(Ok(whole));
+                return;
+            }
+            (_, RoomCommand::Reseed { state, snapshot, entries }) => {
+                return self.reseed(*state, *snapshot, entries);
+            }
             (_, RoomCommand::Unlogged { id, error }) => return self.unlogged(&id, error),
             (Some(cluster), cmd) => match self.submit(&cluster.clone(), cmd) {
                 Some(cmd) => cmd,
@@ -77,7 +91,7 @@ impl RoomActor {
             C::GuestGone { uid } => self.guest_gone(&uid, now),
             C::ReapGuests { alive } => self.reap_guests(&alive),
             // Taken care of in `handle`.
-            C::Apply(_) | C::Unlogged { .. } => {}
+            C::Apply(_) | C::ApplySnapshot { .. } | C::Reseed { .. } | C::Unlogged { .. } => {}
             C::Send { who, params, respond_to } => {
                 let r = self.send_message(&who, *params, now);
                 self.reply(respond_to, r);

@@ -17,6 +17,7 @@ use super::actor::{Out, RoomActor};
 use super::handle::Reply;
 use super::model::Message;
 use super::publish::HistoryPage;
+use super::state::RoomState;
 use crate::cluster::entry::{ChunkRefV1, EntryV1, OpV1, SnapshotV1};
 use crate::cluster::{SnapshotJob, read_chunk, write_snapshot};
 use crate::ids::MessageId;
@@ -129,6 +130,57 @@ impl RoomActor {
         c.since.retain(|s| *s > covers);
     }
 
+    /// Whether this replica applied every entry a snapshot in its place in
+    /// the log covers, so that adopting its chunk index leaves nothing out.
+    /// A replica reading behind the log's head can find entries below a
+    /// newer snapshot purged before it read them (the purge follows the
+    /// snapshot entry, which it has not reached yet): it then counts fewer
+    /// entries since the same base than the writer did, or does not share
+    /// the writer's base at all. Such a replica reloads the room from the
+    /// snapshot (`reseed`) instead.
+    pub(super) fn holds_all_before(&self, snap: &SnapshotV1) -> bool {
+        let c = &self.compaction;
+        let Some(count) = snap.count else { return true };
+        if snap.covers <= c.covered {
+            // Older than or the same as what it applied: ignored anyway.
+            return true;
+        }
+        snap.base == c.covered && c.since.iter().filter(|s| **s <= snap.covers).count() as u64 == count
+    }
+
+    /// Starts the room over from `snapshot` (an entry in its place in the
+    /// log) and the entries after what it covers, read back from the log:
+    /// the replica missed entries a purge removed (see
+    /// [`RoomActor::holds_all_before`]). The entries are applied silently:
+    /// this node's listeners heard them (or the state they were decided on)
+    /// when they first came; sockets coming back with a position get
+    /// `recovered: false` and refetch, as the replay window starts afresh.
+    pub(super) fn reseed(&mut self, state: RoomState, snapshot: EntryV1, entries: Vec<EntryV1>) {
+        tracing::warn!(
+            room = %self.state.id,
+            entries = entries.len(),
+            "this node read the room's log behind a purge; room reloaded from its snapshot"
+        );
+        self.state = state;
+        self.history.clear();
+        self.history_ids.clear();
+        let writing = self.compaction.writing.clone();
+        self.compaction = RoomCompaction { writing, ..Default::default() };
+        let mut seed = snapshot.clone();
+        seed.seq = 0;
+        self.apply_logged(seed);
+        let (covered, at) = (self.compaction.covered, snapshot.seq);
+        for e in entries.into_iter().filter(|e| e.seq > covered && e.seq < at) {
+            self.apply_logged(e);
+            self.staged.clear();
+            self.ops.clear();
+        }
+        self.apply_logged(snapshot);
+        self.staged.clear();
+        self.ops.clear();
+        self.replay = super::replay::ReplayWindow::new(self.cfg.replay.clone(), self.state.seq);
+    }
+
     /// Writes a snapshot if one is due and this node appended the entry
     /// that made it due: every `--cluster-snapshot-every` entries; if that
     /// node is gone (no snapshot came), the node of the entry a tenth of
@@ -168,6 +220,8 @@ impl RoomActor {
             chunks: c.chunks.clone(),
             ids,
             prev_ids: c.ids.clone(),
+            base: c.covered,
+            count: Some(n),
         };
         let job = SnapshotJob { rid: self.state.id.clone(), snapshot, messages, base: c.covered };
         let writing = c.writing.clone();

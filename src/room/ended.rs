@@ -97,6 +97,10 @@ impl EndedRoom {
             C::Unsubscribe { respond_to, .. } => {
                 let _ = respond_to.send(Ok(()));
             }
+            // Nothing left to reload.
+            C::ApplySnapshot { respond_to, .. } => {
+                let _ = respond_to.send(Ok(true));
+            }
             C::Send { who, params, respond_to } => {
                 // No member, so no id lookup is reached.
                 let r = s.check_send(&who, params.id.as_ref(), |_| Ok(false));
@@ -110,6 +114,7 @@ impl EndedRoom {
             | C::GuestGone { .. }
             | C::ReapGuests { .. }
             | C::Apply(_)
+            | C::Reseed { .. }
             | C::Unlogged { .. }
             | C::Notify { .. } => {}
         }

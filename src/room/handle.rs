@@ -170,6 +170,18 @@ pub enum RoomCommand {
     /// Cluster mode: an entry of this room's log, to apply (every node
     /// applies every entry, in log order).
     Apply(Box<crate::cluster::entry::EntryV1>),
+    /// Cluster mode: a snapshot entry in its place in the log. Applied,
+    /// answering `true`, if this replica applied everything it covers;
+    /// otherwise nothing is applied and the answer is `false` (the applier
+    /// then sends `Reseed`).
+    ApplySnapshot { entry: Box<crate::cluster::entry::EntryV1>, respond_to: Reply<bool> },
+    /// Cluster mode: start over from a snapshot entry, the room state it
+    /// holds, and the room's entries between what it covers and itself.
+    Reseed {
+        state: Box<super::state::RoomState>,
+        snapshot: Box<crate::cluster::entry::EntryV1>,
+        entries: Vec<crate::cluster::entry::EntryV1>,
+    },
     /// Cluster mode: this node's entry `id` could not be appended; its
     /// caller gets `error`.
     Unlogged { id: String, error: RoomError },

@@ -340,3 +340,71 @@ async fn a_reused_message_id_is_refused_within_two_snapshot_intervals_on_every_n
     assert_eq!(views[0].get("later"), Some(&1));
     assert!(!views[0].contains_key("again"));
 }
+
+/// A node that falls behind while other nodes compact the room's log (here
+/// it is stopped with SIGSTOP) finds entries it had not read yet purged:
+/// when it meets the snapshot that purged them it notices it missed some
+/// and reloads the room from that snapshot and the log after it. Without
+/// that, its replica kept a hole (messages it never pages) and a member
+/// list that differs from the other nodes'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_purge_reloads_the_room_and_agrees_with_the_others() {
+    let Some(bin) = nats_or_skip() else { return };
+    let nats = start_nats(&bin, &tempdir("cc5"));
+    let mut a = node(&nats, "a", 50, &[]);
+    let mut d = node(&nats, "d", 50, &[]);
+    ready(&mut a).await;
+    ready(&mut d).await;
+    let mut alice = login(&a.url, "alice").await;
+    let room = alice.call("createChannel", json!([unique("behind"), []])).await;
+    let rid = room["result"]["rid"].as_str().unwrap_or_else(|| panic!("{room}")).to_owned();
+    let mut bob = login(&d.url, "bob").await;
+    assert_eq!(bob.call("joinRoom", json!([rid])).await["result"], json!(true));
+    drop(bob);
+
+    d.proc.signal("STOP");
+    send_many(&mut alice, &rid, "a", 500).await;
+    let mut carol = login(&a.url, "carol").await;
+    assert_eq!(carol.call("joinRoom", json!([rid])).await["result"], json!(true));
+    send_many(&mut alice, &rid, "b", 500).await;
+    d.proc.signal("CONT");
+
+    let expected: Vec<String> =
+        ["a", "b"].iter().flat_map(|t| (0..500).map(move |i| format!("{t}-{i}"))).collect();
+    let mut eve = login(&d.url, "eve").await;
+    assert_eq!(eve.call("joinRoom", json!([rid])).await["result"], json!(true));
+    let want = members(&mut alice, &rid).await;
+    assert_eq!(want.len(), 4, "alice, bob, carol and eve: {want:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = page_all(&mut eve, &rid, 100).await;
+        let got = members(&mut eve, &rid).await;
+        if (seen.len() < expected.len() || got != want) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_each_once(&seen, &expected, "the node that was behind");
+        assert_eq!(got, want, "members on the node that was behind");
+        break;
+    }
+    // The scenario did make the node read behind a purge.
+    let log = d.proc.log().all();
+    assert!(
+        log.contains("room reloaded from its snapshot"),
+        "no reload on node d:\n{}",
+        d.proc.log().tail(30)
+    );
+}
+
+/// The room's participants' user ids as one node lists them, sorted.
+async fn members(c: &mut Client, rid: &str) -> Vec<String> {
+    let p = c.call("getRoomParticipants", json!([rid])).await;
+    let mut ids: Vec<String> = p["result"]["participants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{p}"))
+        .iter()
+        .map(|x| x["userId"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
