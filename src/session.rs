@@ -7,7 +7,7 @@ use crate::error::MethodError;
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{RoomId, UserId};
 use crate::limits::{self, ConnLimiter, MethodClass};
-use crate::method::{Method, MethodResult};
+use crate::method::{Call, Method, MethodResult};
 use crate::metrics::ConnKind;
 use crate::permissions::Principal;
 use crate::room::{RoomCommand, RoomError, RoomHandle, RoomListener, Topic};
@@ -134,10 +134,32 @@ impl Session {
         self.room_listener.clone()
     }
 
-    /// One method call from a door other than DDP: the same limits, brakes,
-    /// dispatch, metrics and error logging as a DDP `method` frame.
-    pub(crate) async fn call(&mut self, method: Method, params: Vec<Value>) -> MethodResult {
-        let result = self.run_method(method.name(), params).await;
+    /// One typed method call from a door other than DDP: the same limits,
+    /// brakes, dispatch, metrics and error logging as a DDP `method` frame.
+    pub(crate) async fn call<C: Call>(&mut self, call: C) -> Result<C::Output, MethodError> {
+        self.call_parsed(call.method(), Ok(call)).await
+    }
+
+    /// Like [`Session::call`], for a call whose parameters the door could not
+    /// build: `call`'s error is answered where the DDP door answers a bad
+    /// parameter, after the limits and the caller checks of `method`, so a
+    /// door refuses exactly as DDP does.
+    pub(crate) async fn call_parsed<C: Call>(
+        &mut self,
+        method: Method,
+        call: Result<C, MethodError>,
+    ) -> Result<C::Output, MethodError> {
+        let result = match self.open_call(Some(method)) {
+            Opened::Busy(e) => Err(e),
+            Opened::Refused(e) => self.close_call(Some(method), None, Err(e)).await,
+            Opened::Admitted(a) => {
+                let r = match C::precheck(self, method).and(call) {
+                    Ok(c) => c.run(self).await,
+                    Err(e) => Err(e),
+                };
+                self.close_call(Some(method), Some(a), r).await
+            }
+        };
         if let Err(e) = &result {
             log_error(e, method.name(), self.conn.id);
         }
@@ -363,6 +385,26 @@ impl Session {
     /// dispatcher and the metrics. The caller answers it and then lowers
     /// `pending_calls`.
     async fn run_method(&mut self, name: &str, params: Vec<Value>) -> MethodResult {
+        // Parsed once: everything below asks the `Method`. An unknown name
+        // still draws from the "other" bucket before it is refused.
+        let parsed = Method::parse(name);
+        let method = parsed.as_ref().ok().copied();
+        match self.open_call(method) {
+            Opened::Busy(e) => Err(e),
+            Opened::Refused(e) => self.close_call(method, None, Err(e)).await,
+            Opened::Admitted(a) => {
+                let r = match parsed {
+                    Ok(m) => m.apply(self, params).await,
+                    Err(e) => Err(e),
+                };
+                self.close_call(method, Some(a), r).await
+            }
+        }
+    }
+
+    /// A call's start: the cap on unanswered calls, then the session-level
+    /// limits ([`Session::admit`]). Raises `pending_calls` in every case.
+    fn open_call(&mut self, method: Option<Method>) -> Opened {
         // Calls run one at a time, to completion: the reader takes the next
         // frame only after this call's reply is queued. So a connection has
         // at most one unanswered call, and this cap can only be reached if
@@ -372,29 +414,33 @@ impl Session {
         if self.pending_calls >= self.server.session_limits.max_pending_calls {
             self.pending_calls += 1;
             self.server.metrics.rate_limited("pending_calls");
-            return Err(MethodError::TooManyRequests(1));
+            return Opened::Busy(MethodError::TooManyRequests(1));
         }
         self.pending_calls += 1;
         let started = Instant::now();
-        // Parsed once: everything below asks the `Method`. An unknown name
-        // still draws from the "other" bucket before it is refused.
-        let parsed = Method::parse(name);
-        let method = parsed.as_ref().ok().copied();
         let mut created_by = None;
-        let result = match self.admit(method, started, &mut created_by) {
-            Ok(()) => {
-                let r = match parsed {
-                    Ok(m) => m.apply(self, params).await,
-                    Err(e) => Err(e),
-                };
-                let secs = started.elapsed().as_secs_f64();
-                self.server.metrics.method_call(method, r.is_ok(), secs);
-                r
+        match self.admit(method, started, &mut created_by) {
+            Ok(()) => Opened::Admitted(Admitted { started, created_by }),
+            Err(e) => Opened::Refused(e),
+        }
+    }
+
+    /// A call's end, whatever door it came through: its metrics, the room
+    /// creation it was charged given back if it failed, the join-code
+    /// brakes told of a wrong code. `admitted` is `None` for a call the
+    /// limits refused (it ran nothing, so it is not timed).
+    async fn close_call<T>(
+        &mut self,
+        method: Option<Method>,
+        admitted: Option<Admitted>,
+        result: Result<T, MethodError>,
+    ) -> Result<T, MethodError> {
+        if let Some(a) = &admitted {
+            let secs = a.started.elapsed().as_secs_f64();
+            self.server.metrics.method_call(method, result.is_ok(), secs);
+            if let (Some(uid), Err(_)) = (&a.created_by, &result) {
+                self.server.room_creations.refund(uid);
             }
-            Err(e) => Err(e),
-        };
-        if let (Some(uid), Err(_)) = (&created_by, &result) {
-            self.server.room_creations.refund(uid);
         }
         let Some(method) = method else { return result };
         let metrics = &self.server.metrics;
@@ -622,6 +668,22 @@ pub(crate) fn user_principal(u: &User) -> Principal {
         bot: u.has_role(GlobalRole::Bot),
         guest: false,
     }
+}
+
+/// How a call's start went ([`Session::open_call`]).
+enum Opened {
+    /// Over the cap on unanswered calls: refused before anything else.
+    Busy(MethodError),
+    /// Refused by a limit (rate, join-code brake, room creations).
+    Refused(MethodError),
+    Admitted(Admitted),
+}
+
+/// A call the limits let through.
+struct Admitted {
+    started: Instant,
+    /// The user charged a room creation for it, given back if it fails.
+    created_by: Option<UserId>,
 }
 
 /// The one place method errors are logged: client mistakes at `debug`,
