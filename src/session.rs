@@ -74,14 +74,30 @@ pub(crate) struct Session {
     /// When the signed-in user's token expires: the connection is closed
     /// then (4010) unless a `login` with a fresher token moved it.
     token_expiry: Option<Instant>,
-    /// For a door that hears rooms as events (Socket.IO): the rooms it joins
-    /// by code send their meeting events here. `None` for DDP.
-    room_listener: Option<Arc<dyn RoomListener>>,
-    /// A session that lives for one HTTP request (REST): it is not a
-    /// connection, so signing in neither marks the user online (no
-    /// `user-status` flap per request) nor moves the connection gauges,
-    /// and it has no client to show the user's own record to.
-    per_request: bool,
+    /// What the door this session serves gives its calls.
+    door: DoorContext,
+}
+
+/// The little a door tells the calls of its sessions: whether the session
+/// is a connection at all, and how it hears the rooms it joins by code.
+/// Everything else about a call is the same from every door.
+pub(crate) enum DoorContext {
+    /// A DDP connection: rooms reach it through its subscriptions.
+    Ddp,
+    /// A connection of a door that hears rooms as events (Socket.IO): the
+    /// rooms it joins by code send their meeting events to this listener.
+    Listening(Arc<dyn RoomListener>),
+    /// One HTTP request (REST): not a connection, so signing in neither
+    /// marks the user online (no `user-status` flap per request) nor moves
+    /// the connection gauges, and it has no client to show the user's own
+    /// record to.
+    Request,
+}
+
+impl DoorContext {
+    fn is_request(&self) -> bool {
+        matches!(self, DoorContext::Request)
+    }
 }
 
 impl Session {
@@ -100,8 +116,7 @@ impl Session {
             kind: ConnKind::Guest,
             peer,
             token_expiry: None,
-            room_listener: None,
-            per_request: false,
+            door: DoorContext::Ddp,
             server,
         }
     }
@@ -111,7 +126,7 @@ impl Session {
     pub(crate) fn per_request(conn: ConnHandle, server: Arc<ServerState>, peer: std::net::IpAddr) -> Self {
         let mut s = Session::new(conn, server, peer);
         s.connected = true;
-        s.per_request = true;
+        s.door = DoorContext::Request;
         s
     }
 
@@ -125,13 +140,16 @@ impl Session {
     ) -> Self {
         let mut s = Session::new(conn, server, peer);
         s.connected = true;
-        s.room_listener = Some(listener);
+        s.door = DoorContext::Listening(listener);
         s
     }
 
     /// Where rooms joined by code send meeting events, if this door hears them.
     pub(crate) fn room_listener(&self) -> Option<Arc<dyn RoomListener>> {
-        self.room_listener.clone()
+        match &self.door {
+            DoorContext::Listening(l) => Some(l.clone()),
+            DoorContext::Ddp | DoorContext::Request => None,
+        }
     }
 
     /// One typed method call from a door other than DDP: the same limits,
@@ -511,7 +529,7 @@ impl Session {
     /// Moves this connection between the user and guest gauges after a
     /// login or logout.
     fn sync_kind(&mut self) {
-        if self.per_request {
+        if self.door.is_request() {
             return;
         }
         let now = if self.user.is_some() { ConnKind::User } else { ConnKind::Guest };
@@ -547,7 +565,7 @@ impl Session {
     /// last one closes (in cluster mode: on any node; the other nodes hear
     /// of this node's firsts and lasts).
     fn set_online(&mut self, uid: Option<(UserId, String)>) {
-        if self.per_request {
+        if self.door.is_request() {
             return;
         }
         if self.online_as.as_ref() == uid.as_ref().map(|(u, _)| u) {
@@ -584,7 +602,7 @@ impl Session {
     /// other connections get `changed` if the record's fields changed.
     /// Called before `self.user` is set.
     fn show_own_record(&mut self, user: &Arc<User>) {
-        if self.per_request {
+        if self.door.is_request() {
             return;
         }
         let records = &self.server.hub.records;
@@ -596,7 +614,7 @@ impl Session {
 
     /// On `logout`: `removed` for the signed-in user's record.
     fn hide_own_record(&mut self) {
-        if self.per_request {
+        if self.door.is_request() {
             return;
         }
         if let Some(u) = &self.user {

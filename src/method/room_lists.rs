@@ -8,7 +8,7 @@ use super::{MethodResult, Params};
 use crate::ids::UserId;
 use crate::room::Reply;
 use crate::room::RoomCommand;
-use crate::room::view::RoomInfo;
+use crate::room::view::{RoomInfo, SubscriptionInfo};
 use crate::session::Session;
 use crate::time::{Millis, parse_date};
 use crate::wire;
@@ -20,7 +20,8 @@ pub(super) async fn rooms(s: &mut Session, p: Params) -> MethodResult {
 }
 
 pub(super) async fn subscriptions(s: &mut Session, p: Params) -> MethodResult {
-    collect(s, p, |uid, tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx }, |d| d).await
+    let doc = |s: Option<SubscriptionInfo>| s.map(|s| wire::room::subscription(&s.view()));
+    collect(s, p, |uid, tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx }, doc).await
 }
 
 /// Asks each of the caller's rooms for one answer, shaped by `doc` into a

@@ -111,9 +111,9 @@ impl RoomActor {
                 self.rule(now, respond_to, |s, fx| s.set_flag(&uid, flag, fx))
             }
             C::SubscriptionDoc { uid, respond_to } => {
-                self.reply(respond_to, Ok(self.state.subscription_doc(&uid)))
+                self.reply(respond_to, Ok(self.state.subscription_info(&uid)))
             }
-            C::Roles { uid, respond_to } => self.reply(respond_to, self.state.roles_for(&uid)),
+            C::Roles { uid, respond_to } => self.reply(respond_to, self.state.role_entries(&uid)),
             C::Participants { uid, respond_to } => self.reply(respond_to, self.state.participants(&uid)),
             C::Notify { from, uid, topic, event, args } => {
                 if self.state.is_member(&uid) {

@@ -76,10 +76,10 @@ impl EndedRoom {
                 let _ = respond_to.send(s.info_for(&uid));
             }
             C::SubscriptionDoc { uid, respond_to } => {
-                let _ = respond_to.send(Ok(s.subscription_doc(&uid)));
+                let _ = respond_to.send(Ok(s.subscription_info(&uid)));
             }
             C::Roles { uid, respond_to } => {
-                let _ = respond_to.send(s.roles_for(&uid));
+                let _ = respond_to.send(s.role_entries(&uid));
             }
             C::Participants { uid, respond_to } => {
                 let _ = respond_to.send(s.participants(&uid));

@@ -6,7 +6,7 @@ use super::actor;
 use super::ended::EndedRoom;
 use super::state::{Flag, Joined, RoleKind, RoomState, Setting};
 use super::view::Seated;
-use super::view::{ChannelEntry, ChannelRoom, Participants, RoomInfo};
+use super::view::{ChannelEntry, ChannelRoom, Participants, RoleEntry, RoomInfo, SubscriptionInfo};
 use super::{Message, RoomError, RoomListener, UserRef};
 use crate::conn::ConnHandle;
 use crate::durability::Durability;
@@ -154,9 +154,9 @@ pub enum RoomCommand {
     /// `toggleFavorite`, `hideRoom`, `openRoom` on the caller's membership.
     SetFlag { uid: UserId, flag: Flag, respond_to: Reply<()> },
     /// The caller's subscription document, `None` if not a member.
-    SubscriptionDoc { uid: UserId, respond_to: Reply<Option<Value>> },
+    SubscriptionDoc { uid: UserId, respond_to: Reply<Option<SubscriptionInfo>> },
     /// `getRoomRoles` entries, if `uid` may read the room.
-    Roles { uid: UserId, respond_to: Reply<Vec<Value>> },
+    Roles { uid: UserId, respond_to: Reply<Vec<RoleEntry>> },
     /// `getRoomParticipants`: the summary and current participants, for
     /// members (guests included) only.
     Participants { uid: UserId, respond_to: Reply<Participants> },

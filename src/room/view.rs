@@ -280,6 +280,69 @@ pub enum ChannelEntry {
     Archived,
 }
 
+/// [`RoleHolder`] owning its fields, to leave the room as an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleEntry {
+    pub room: RoomId,
+    pub user: UserRef,
+    pub roles: RoomRoles,
+}
+
+impl RoleEntry {
+    pub fn view(&self) -> RoleHolder<'_> {
+        RoleHolder { room: &self.room, user: &self.user, roles: self.roles }
+    }
+}
+
+/// [`SubscriptionView`] owning its fields, to leave the room as an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionInfo {
+    pub room: RoomId,
+    pub user: UserRef,
+    pub name: String,
+    pub display_name: String,
+    pub kind: RoomType,
+    pub joined_at: Millis,
+    pub updated_at: Millis,
+    pub open: bool,
+    pub favorite: bool,
+    pub roles: RoomRoles,
+}
+
+impl SubscriptionInfo {
+    pub fn view(&self) -> SubscriptionView<'_> {
+        SubscriptionView {
+            room: &self.room,
+            user: &self.user,
+            name: &self.name,
+            display_name: &self.display_name,
+            kind: self.kind,
+            joined_at: self.joined_at,
+            updated_at: self.updated_at,
+            open: self.open,
+            favorite: self.favorite,
+            roles: self.roles,
+        }
+    }
+}
+
+impl From<&SubscriptionView<'_>> for SubscriptionInfo {
+    fn from(s: &SubscriptionView<'_>) -> Self {
+        SubscriptionInfo {
+            room: s.room.clone(),
+            user: s.user.clone(),
+            name: s.name.to_owned(),
+            display_name: s.display_name.to_owned(),
+            kind: s.kind,
+            joined_at: s.joined_at,
+            updated_at: s.updated_at,
+            open: s.open,
+            favorite: s.favorite,
+            roles: s.roles,
+        }
+    }
+}
+
 /// The read rules' answers as they leave the room.
 impl super::RoomState {
     /// The whole room, unfiltered ([`RoomState::view`](super::RoomState::view)).
@@ -290,6 +353,20 @@ impl super::RoomState {
     /// The room as `uid` may see it ([`RoomState::view_for`](super::RoomState::view_for)).
     pub fn info_for(&self, uid: &UserId) -> Result<RoomInfo, super::RoomError> {
         self.view_for(uid).map(|v| RoomInfo::from(&v))
+    }
+
+    /// `getRoomRoles` ([`RoomState::role_holders`](super::RoomState::role_holders)).
+    pub fn role_entries(&self, uid: &UserId) -> Result<Vec<RoleEntry>, super::RoomError> {
+        self.role_holders(uid).map(|hs| {
+            hs.iter()
+                .map(|h| RoleEntry { room: h.room.clone(), user: h.user.clone(), roles: h.roles })
+                .collect()
+        })
+    }
+
+    /// The member's subscription ([`RoomState::subscription`](super::RoomState::subscription)).
+    pub fn subscription_info(&self, uid: &UserId) -> Option<SubscriptionInfo> {
+        self.subscription(uid).map(|s| SubscriptionInfo::from(&s))
     }
 
     /// `getRoomParticipants` ([`RoomState::participant_list`](super::RoomState::participant_list)).

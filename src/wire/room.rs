@@ -5,7 +5,6 @@
 //! reader see into JSON; it decides nothing about who sees what.
 
 use crate::ids::{RoomId, UserId};
-use crate::room::RoomError;
 use crate::room::view::{
     MeetingStatus, ParticipantList, ParticipantView, Participants, RoleHolder, RoomView, Seated,
     SubscriptionView,
@@ -234,11 +233,6 @@ impl RoomState {
         room_doc(&self.view())
     }
 
-    /// `getRoomRoles` entries ([`RoomState::role_holders`]).
-    pub fn roles_for(&self, uid: &UserId) -> Result<Vec<Value>, RoomError> {
-        self.role_holders(uid).map(|hs| hs.iter().map(role_entry).collect())
-    }
-
     /// The member's subscription document ([`RoomState::subscription`]).
     pub fn subscription_doc(&self, uid: &UserId) -> Option<Value> {
         self.subscription(uid).map(|s| subscription(&s))
@@ -337,7 +331,8 @@ mod tests {
         let got = s.participants(&UserId("guest-x".into())).map(|p| participants(&p).to_string());
         let want = r#"{"participants":[{"guestName":null,"id":"p0","isActive":true,"isHost":true,"joinedAt":"1970-01-01T00:00:01.000Z","leftAt":null,"name":"N host","roomId":"rid1","userId":"host"},{"guestName":null,"id":"p1","isActive":true,"isHost":false,"joinedAt":"1970-01-01T00:00:02.000Z","leftAt":null,"name":"N bob","roomId":"rid1","userId":"bob"},{"guestName":"guest-x","id":"p2","isActive":true,"isHost":false,"joinedAt":"1970-01-01T00:00:03.000Z","leftAt":null,"name":"guest-x","roomId":"rid1","userId":null}],"room":{"_id":"rid1","active":true,"code":"abc-def-ghi","guestChat":false,"locked":true,"maxParticipants":7,"name":"room-a","participantCount":3}}"#;
         assert_eq!(got.as_deref(), Ok(want));
-        let got = s.subscription_doc(&UserId("bob".into())).map(|v| v.to_string());
+        let got = s.subscription_info(&UserId("bob".into())).map(|i| subscription(&i.view()).to_string());
+        assert_eq!(got, s.subscription_doc(&UserId("bob".into())).map(|v| v.to_string()));
         let want = r#"{"_id":"rid1bob","_updatedAt":{"$date":2500},"alert":false,"f":true,"fname":"room-a","ls":{"$date":2000},"name":"room-a","open":false,"rid":"rid1","roles":[],"t":"c","ts":{"$date":2000},"u":{"_id":"bob","username":"bob"},"unread":0}"#;
         assert_eq!(got.as_deref(), Some(want));
         let mut d = s.clone();
