@@ -5,8 +5,12 @@
 //! after the parse compares method-name strings.
 //!
 //! One file per method, or per family of near-identical methods, named
-//! after what it does. Each returns `Ok(Some(value))` for a `result`,
-//! `Ok(None)` to omit it, or a `MethodError`; the session writes the reply.
+//! after what it does. The methods the other doors use have typed
+//! parameters and results ([`Call`]): the file's DDP `call` parses them from
+//! the positional params and shapes the result as DDP's (`Ok(Some(value))`
+//! for a `result`, `Ok(None)` to omit it); the Socket.IO and REST doors
+//! build the same structs and shape the same results their own way. The
+//! rest are DDP-only and still take [`Params`] directly.
 
 mod archive;
 mod create_room;

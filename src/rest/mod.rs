@@ -5,8 +5,8 @@
 //! Both are thin adapters, as the Socket.IO door is: a request signs in a
 //! [`Session`] of its own with the DDP `login` (the token's signature,
 //! expiry, revocation and username ownership, the user's record made
-//! durable), then runs one or a few typed [`Method`]s through
-//! [`Session::call`], so permissions, join-code brakes, durability waits,
+//! durable), then runs one or a few typed calls ([`Call`]: each method's
+//! parameters, built here from the request) through [`Session::call`], so permissions, join-code brakes, durability waits,
 //! metrics and error logging are the DDP ones, and DDP and Socket.IO
 //! clients see the same events whichever door a change came through. A
 //! response is written only after the method returned, which is after its
