@@ -470,6 +470,28 @@ impl ServerState {
         }
         tracing::info!(rooms, users, "state restored");
     }
+
+    /// Slack's `channels.join` as one operation: the public channel named
+    /// `name` in any letter case joined by `who`, or created by `who` when
+    /// no room has the name ([`ServerState::channel_or_create`]: of
+    /// concurrent callers exactly one creates; `may_create` as there).
+    pub(crate) async fn join_or_create_channel<E: From<RoomError>>(
+        &self,
+        name: &str,
+        who: &Principal,
+        may_create: impl FnOnce() -> Result<(), E>,
+    ) -> Result<crate::room::view::ChannelEntry, E> {
+        match self.channel_or_create(name, who, may_create).await? {
+            ChannelJoin::Existing(room) => Ok(room.join_channel(who.clone()).await?),
+            ChannelJoin::Created(doc) => {
+                // The creation answers with the document it built (the
+                // create path's typed result is still to come): its id.
+                let id = doc.get("_id").and_then(Value::as_str).unwrap_or_default();
+                let room = self.registry.get(id).ok_or(RoomError::Unavailable)?;
+                Ok(crate::room::view::ChannelEntry::Created(room.channel_room(&who.id).await?))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

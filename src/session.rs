@@ -7,7 +7,7 @@ use crate::error::MethodError;
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{RoomId, UserId};
 use crate::limits::{self, ConnLimiter, MethodClass};
-use crate::method::{Method, MethodResult};
+use crate::method::{Call, Method, MethodResult};
 use crate::metrics::ConnKind;
 use crate::permissions::Principal;
 use crate::room::{RoomCommand, RoomError, RoomHandle, RoomListener, Topic};
@@ -74,14 +74,30 @@ pub(crate) struct Session {
     /// When the signed-in user's token expires: the connection is closed
     /// then (4010) unless a `login` with a fresher token moved it.
     token_expiry: Option<Instant>,
-    /// For a door that hears rooms as events (Socket.IO): the rooms it joins
-    /// by code send their meeting events here. `None` for DDP.
-    room_listener: Option<Arc<dyn RoomListener>>,
-    /// A session that lives for one HTTP request (REST): it is not a
-    /// connection, so signing in neither marks the user online (no
-    /// `user-status` flap per request) nor moves the connection gauges,
-    /// and it has no client to show the user's own record to.
-    per_request: bool,
+    /// What the door this session serves gives its calls.
+    door: DoorContext,
+}
+
+/// The little a door tells the calls of its sessions: whether the session
+/// is a connection at all, and how it hears the rooms it joins by code.
+/// Everything else about a call is the same from every door.
+pub(crate) enum DoorContext {
+    /// A DDP connection: rooms reach it through its subscriptions.
+    Ddp,
+    /// A connection of a door that hears rooms as events (Socket.IO): the
+    /// rooms it joins by code send their meeting events to this listener.
+    Listening(Arc<dyn RoomListener>),
+    /// One HTTP request (REST): not a connection, so signing in neither
+    /// marks the user online (no `user-status` flap per request) nor moves
+    /// the connection gauges, and it has no client to show the user's own
+    /// record to.
+    Request,
+}
+
+impl DoorContext {
+    fn is_request(&self) -> bool {
+        matches!(self, DoorContext::Request)
+    }
 }
 
 impl Session {
@@ -100,8 +116,7 @@ impl Session {
             kind: ConnKind::Guest,
             peer,
             token_expiry: None,
-            room_listener: None,
-            per_request: false,
+            door: DoorContext::Ddp,
             server,
         }
     }
@@ -111,7 +126,7 @@ impl Session {
     pub(crate) fn per_request(conn: ConnHandle, server: Arc<ServerState>, peer: std::net::IpAddr) -> Self {
         let mut s = Session::new(conn, server, peer);
         s.connected = true;
-        s.per_request = true;
+        s.door = DoorContext::Request;
         s
     }
 
@@ -125,19 +140,44 @@ impl Session {
     ) -> Self {
         let mut s = Session::new(conn, server, peer);
         s.connected = true;
-        s.room_listener = Some(listener);
+        s.door = DoorContext::Listening(listener);
         s
     }
 
     /// Where rooms joined by code send meeting events, if this door hears them.
     pub(crate) fn room_listener(&self) -> Option<Arc<dyn RoomListener>> {
-        self.room_listener.clone()
+        match &self.door {
+            DoorContext::Listening(l) => Some(l.clone()),
+            DoorContext::Ddp | DoorContext::Request => None,
+        }
     }
 
-    /// One method call from a door other than DDP: the same limits, brakes,
-    /// dispatch, metrics and error logging as a DDP `method` frame.
-    pub(crate) async fn call(&mut self, method: Method, params: Vec<Value>) -> MethodResult {
-        let result = self.run_method(method.name(), params).await;
+    /// One typed method call from a door other than DDP: the same limits,
+    /// brakes, dispatch, metrics and error logging as a DDP `method` frame.
+    pub(crate) async fn call<C: Call>(&mut self, call: C) -> Result<C::Output, MethodError> {
+        self.call_parsed(call.method(), Ok(call)).await
+    }
+
+    /// Like [`Session::call`], for a call whose parameters the door could not
+    /// build: `call`'s error is answered where the DDP door answers a bad
+    /// parameter, after the limits and the caller checks of `method`, so a
+    /// door refuses exactly as DDP does.
+    pub(crate) async fn call_parsed<C: Call>(
+        &mut self,
+        method: Method,
+        call: Result<C, MethodError>,
+    ) -> Result<C::Output, MethodError> {
+        let result = match self.open_call(Some(method)) {
+            Opened::Busy(e) => Err(e),
+            Opened::Refused(e) => self.close_call(Some(method), None, Err(e)).await,
+            Opened::Admitted(a) => {
+                let r = match C::precheck(self, method).and(call) {
+                    Ok(c) => c.run(self).await,
+                    Err(e) => Err(e),
+                };
+                self.close_call(Some(method), Some(a), r).await
+            }
+        };
         if let Err(e) = &result {
             log_error(e, method.name(), self.conn.id);
         }
@@ -363,6 +403,26 @@ impl Session {
     /// dispatcher and the metrics. The caller answers it and then lowers
     /// `pending_calls`.
     async fn run_method(&mut self, name: &str, params: Vec<Value>) -> MethodResult {
+        // Parsed once: everything below asks the `Method`. An unknown name
+        // still draws from the "other" bucket before it is refused.
+        let parsed = Method::parse(name);
+        let method = parsed.as_ref().ok().copied();
+        match self.open_call(method) {
+            Opened::Busy(e) => Err(e),
+            Opened::Refused(e) => self.close_call(method, None, Err(e)).await,
+            Opened::Admitted(a) => {
+                let r = match parsed {
+                    Ok(m) => m.apply(self, params).await,
+                    Err(e) => Err(e),
+                };
+                self.close_call(method, Some(a), r).await
+            }
+        }
+    }
+
+    /// A call's start: the cap on unanswered calls, then the session-level
+    /// limits ([`Session::admit`]). Raises `pending_calls` in every case.
+    fn open_call(&mut self, method: Option<Method>) -> Opened {
         // Calls run one at a time, to completion: the reader takes the next
         // frame only after this call's reply is queued. So a connection has
         // at most one unanswered call, and this cap can only be reached if
@@ -372,29 +432,33 @@ impl Session {
         if self.pending_calls >= self.server.session_limits.max_pending_calls {
             self.pending_calls += 1;
             self.server.metrics.rate_limited("pending_calls");
-            return Err(MethodError::TooManyRequests(1));
+            return Opened::Busy(MethodError::TooManyRequests(1));
         }
         self.pending_calls += 1;
         let started = Instant::now();
-        // Parsed once: everything below asks the `Method`. An unknown name
-        // still draws from the "other" bucket before it is refused.
-        let parsed = Method::parse(name);
-        let method = parsed.as_ref().ok().copied();
         let mut created_by = None;
-        let result = match self.admit(method, started, &mut created_by) {
-            Ok(()) => {
-                let r = match parsed {
-                    Ok(m) => m.apply(self, params).await,
-                    Err(e) => Err(e),
-                };
-                let secs = started.elapsed().as_secs_f64();
-                self.server.metrics.method_call(method, r.is_ok(), secs);
-                r
+        match self.admit(method, started, &mut created_by) {
+            Ok(()) => Opened::Admitted(Admitted { started, created_by }),
+            Err(e) => Opened::Refused(e),
+        }
+    }
+
+    /// A call's end, whatever door it came through: its metrics, the room
+    /// creation it was charged given back if it failed, the join-code
+    /// brakes told of a wrong code. `admitted` is `None` for a call the
+    /// limits refused (it ran nothing, so it is not timed).
+    async fn close_call<T>(
+        &mut self,
+        method: Option<Method>,
+        admitted: Option<Admitted>,
+        result: Result<T, MethodError>,
+    ) -> Result<T, MethodError> {
+        if let Some(a) = &admitted {
+            let secs = a.started.elapsed().as_secs_f64();
+            self.server.metrics.method_call(method, result.is_ok(), secs);
+            if let (Some(uid), Err(_)) = (&a.created_by, &result) {
+                self.server.room_creations.refund(uid);
             }
-            Err(e) => Err(e),
-        };
-        if let (Some(uid), Err(_)) = (&created_by, &result) {
-            self.server.room_creations.refund(uid);
         }
         let Some(method) = method else { return result };
         let metrics = &self.server.metrics;
@@ -465,7 +529,7 @@ impl Session {
     /// Moves this connection between the user and guest gauges after a
     /// login or logout.
     fn sync_kind(&mut self) {
-        if self.per_request {
+        if self.door.is_request() {
             return;
         }
         let now = if self.user.is_some() { ConnKind::User } else { ConnKind::Guest };
@@ -501,7 +565,7 @@ impl Session {
     /// last one closes (in cluster mode: on any node; the other nodes hear
     /// of this node's firsts and lasts).
     fn set_online(&mut self, uid: Option<(UserId, String)>) {
-        if self.per_request {
+        if self.door.is_request() {
             return;
         }
         if self.online_as.as_ref() == uid.as_ref().map(|(u, _)| u) {
@@ -538,7 +602,7 @@ impl Session {
     /// other connections get `changed` if the record's fields changed.
     /// Called before `self.user` is set.
     fn show_own_record(&mut self, user: &Arc<User>) {
-        if self.per_request {
+        if self.door.is_request() {
             return;
         }
         let records = &self.server.hub.records;
@@ -550,7 +614,7 @@ impl Session {
 
     /// On `logout`: `removed` for the signed-in user's record.
     fn hide_own_record(&mut self) {
-        if self.per_request {
+        if self.door.is_request() {
             return;
         }
         if let Some(u) = &self.user {
@@ -622,6 +686,22 @@ pub(crate) fn user_principal(u: &User) -> Principal {
         bot: u.has_role(GlobalRole::Bot),
         guest: false,
     }
+}
+
+/// How a call's start went ([`Session::open_call`]).
+enum Opened {
+    /// Over the cap on unanswered calls: refused before anything else.
+    Busy(MethodError),
+    /// Refused by a limit (rate, join-code brake, room creations).
+    Refused(MethodError),
+    Admitted(Admitted),
+}
+
+/// A call the limits let through.
+struct Admitted {
+    started: Instant,
+    /// The user charged a room creation for it, given back if it fails.
+    created_by: Option<UserId>,
 }
 
 /// The one place method errors are logged: client mistakes at `debug`,

@@ -25,10 +25,10 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
         }
     }
     let room = s.server().direct_room(&who, others).await?;
-    let mut doc = room.ask(|tx| RoomCommand::Doc { respond_to: tx }).await?;
+    let info = room.ask(|tx| RoomCommand::Doc { respond_to: tx }).await?;
+    let mut doc = crate::wire::room::room_doc(&info.view());
     if let Value::Object(o) = &mut doc {
-        let id = o.get("_id").cloned().unwrap_or(Value::Null);
-        o.insert("rid".into(), id);
+        o.insert("rid".into(), Value::from(info.id.as_str()));
     }
     Ok(Some(doc))
 }

@@ -4,26 +4,67 @@
 //! fits beside the events queued for the same client; clients page on with
 //! `end` = the oldest `ts` they got.
 
-use super::{MethodResult, Params, room};
+use super::{Call, Method, MethodResult, Params, room};
 use crate::error::MethodError;
 use crate::room::{RoomCommand, RoomError};
 use crate::session::Session;
+use crate::time::Millis;
+use serde_json::Value;
 use serde_json::json;
 
 /// Upper bound on one page, whatever the client asks for.
 const MAX_LIMIT: u64 = 1000;
 
+/// `loadHistory`'s parameters.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadHistory {
+    pub(crate) rid: String,
+    /// Only messages before this time; `None` for the newest.
+    pub(crate) end: Option<Millis>,
+    /// At most this many (20 unless given; capped at [`MAX_LIMIT`]).
+    pub(crate) limit: Option<u64>,
+}
+
+impl Call for LoadHistory {
+    /// The page's messages, newest first, as the room's history holds them
+    /// (wire documents: the history keeps what it published).
+    type Output = Vec<Value>;
+
+    fn method(&self) -> Method {
+        Method::LoadHistory
+    }
+
+    fn precheck(s: &Session, _: Method) -> Result<(), MethodError> {
+        s.require_user().map(drop)
+    }
+
+    async fn run(self, s: &mut Session) -> Result<Vec<Value>, MethodError> {
+        let who = s.require_user()?;
+        let limit = self.limit.unwrap_or(20).min(MAX_LIMIT) as usize;
+        let room = room(s, &self.rid)?;
+        let max_bytes = s.conn().max_frame_bytes() / 2;
+        let end = self.end;
+        Ok(room
+            .ask(|tx| RoomCommand::History {
+                uid: who.id,
+                end,
+                after: None,
+                limit,
+                max_bytes,
+                respond_to: tx,
+            })
+            .await?)
+    }
+}
+
+/// The DDP door: `(rid, end, limit, lastSeen)`.
 pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
-    let who = s.require_user()?;
-    let rid = p.str(0, "rid")?;
+    LoadHistory::precheck(s, Method::LoadHistory)?;
+    let rid = p.str(0, "rid")?.to_owned();
     let end = p.opt_date(1, "end")?;
-    let limit = p.opt_uint(2, "limit")?.unwrap_or(20).min(MAX_LIMIT) as usize;
+    let limit = p.opt_uint(2, "limit")?;
     let _last_seen = p.opt_date(3, "lastSeen")?;
-    let room = room(s, rid)?;
-    let max_bytes = s.conn().max_frame_bytes() / 2;
-    let messages = room
-        .ask(|tx| RoomCommand::History { uid: who.id, end, after: None, limit, max_bytes, respond_to: tx })
-        .await?;
+    let messages = LoadHistory { rid, end, limit }.run(s).await?;
     Ok(Some(json!({"messages": messages, "unreadNotLoaded": 0})))
 }
 

@@ -1,6 +1,6 @@
 //! `login` with a resume token (a JWT) and `logout`.
 
-use super::{MethodResult, Params};
+use super::{Call, Method, MethodResult, Params};
 use crate::auth::AuthError;
 use crate::durability::DurabilityError;
 use crate::error::MethodError;
@@ -15,15 +15,52 @@ use std::time::Duration;
 /// connection's login; the store answers in milliseconds unless it is gone.
 const RECORD_WAIT: Duration = Duration::from_secs(10);
 
+/// `login({resume})`: sign in with a token (a JWT), as every door does.
+#[derive(Debug, Clone)]
+pub(crate) struct Resume {
+    pub(crate) token: String,
+}
+
+/// A sign-in: who, and until when the token holds.
+#[derive(Debug, Clone)]
+pub(crate) struct SignedIn {
+    pub(crate) user: crate::ids::UserId,
+    pub(crate) token: String,
+    pub(crate) expires: Millis,
+}
+
+impl Call for Resume {
+    type Output = SignedIn;
+
+    fn method(&self) -> Method {
+        Method::Login
+    }
+
+    async fn run(self, s: &mut Session) -> Result<SignedIn, MethodError> {
+        resume(s, self.token).await
+    }
+}
+
+/// The DDP door: parses `[{resume}]`, answers DDP's login result.
 pub(super) async fn login(s: &mut Session, p: Params) -> MethodResult {
     let opts = p.obj(0, "params[0]")?;
     let token = match opts.get("resume") {
-        Some(Value::String(t)) => t,
+        Some(Value::String(t)) => t.clone(),
         Some(_) => return Err(MethodError::matching("resume", "a string")),
         // Password and OAuth logins belong to an identity provider, not here.
         None => return Err(MethodError::UnrecognizedLogin),
     };
-    let user = s.server().auth.verify(token)?;
+    let r = resume(s, token).await?;
+    Ok(Some(json!({
+        "id": r.user,
+        "token": r.token,
+        "tokenExpires": r.expires,
+        "type": "resume",
+    })))
+}
+
+async fn resume(s: &mut Session, token: String) -> Result<SignedIn, MethodError> {
+    let user = s.server().auth.verify(&token)?;
     let users = &s.server().users;
     if users.is_revoked(&user.token_key) {
         return Err(AuthError::Revoked.into());
@@ -56,15 +93,10 @@ pub(super) async fn login(s: &mut Session, p: Params) -> MethodResult {
             }
         }
     }
-    let result = json!({
-        "id": user.id,
-        "token": token,
-        "tokenExpires": Millis(user.expires_ms),
-        "type": "resume",
-    });
+    let result = SignedIn { user: user.id.clone(), token, expires: Millis(user.expires_ms) };
     tracing::debug!(conn = %s.conn().id, user = %user.id, "logged in");
     s.sign_in(user).await;
-    Ok(Some(result))
+    Ok(result)
 }
 
 /// Ends the connection's identity and the token it signed in with: the

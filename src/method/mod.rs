@@ -5,12 +5,15 @@
 //! after the parse compares method-name strings.
 //!
 //! One file per method, or per family of near-identical methods, named
-//! after what it does. Each returns `Ok(Some(value))` for a `result`,
-//! `Ok(None)` to omit it, or a `MethodError`; the session writes the reply.
+//! after what it does. The methods the other doors use have typed
+//! parameters and results ([`Call`]): the file's DDP `call` parses them from
+//! the positional params and shapes the result as DDP's (`Ok(Some(value))`
+//! for a `result`, `Ok(None)` to omit it); the Socket.IO and REST doors
+//! build the same structs and shape the same results their own way. The
+//! rest are DDP-only and still take [`Params`] directly.
 
 mod archive;
 mod create_room;
-pub(crate) use create_room::join_or_create_channel;
 mod direct_message;
 mod end_room;
 mod join_by_code;
@@ -42,6 +45,42 @@ use serde_json::Value;
 use subscription_flags::Which;
 
 pub(crate) type MethodResult = Result<Option<Value>, MethodError>;
+
+pub(crate) use create_room::{CreateRoom, JoinChannel, JoinOrCreateChannel, ddp_doc};
+pub(crate) use end_room::EndRoom;
+pub(crate) use join_by_code::JoinByCode;
+pub(crate) use join_by_id::JoinRoom;
+pub(crate) use leave_room::LeaveRoom;
+pub(crate) use load_history::LoadHistory;
+pub(crate) use login::Resume;
+pub(crate) use room_lookup::{GetRoomById, GetRoomIdByNameOrId};
+pub(crate) use room_participants::GetRoomParticipants;
+pub(crate) use save_room_settings::{SaveRoomSettings, done as settings_saved};
+pub(crate) use send_message::SendMessage;
+
+/// A method call with typed parameters, as a door builds it: the DDP door
+/// parses one from a `method` frame's positional params (each method's
+/// `call`), the Socket.IO and REST doors build one from their own input.
+/// [`Session::call`] runs it through the DDP limits, brakes and metrics;
+/// its typed `Output` is shaped by each door (`wire::*` for DDP), so no
+/// door reads another door's JSON.
+pub(crate) trait Call: Send + Sized {
+    type Output: Send;
+
+    /// The method it is (its limits, metrics, and the name errors carry).
+    fn method(&self) -> Method;
+
+    /// What is checked of the caller before the parameters are looked at
+    /// (signed in, may create rooms…), so a refusal reads the same whether
+    /// the parameters were good or not, from every door.
+    fn precheck(_s: &Session, _method: Method) -> Result<(), MethodError> {
+        Ok(())
+    }
+
+    /// Runs it as `s` (the caller checks again: they give the caller's
+    /// identity).
+    fn run(self, s: &mut Session) -> impl Future<Output = Result<Self::Output, MethodError>> + Send;
+}
 
 /// Declares [`Method`] from one table of `Variant = "wire name"` rows, so the
 /// parse, the name and the list of every method cannot disagree.
@@ -158,8 +197,8 @@ impl Method {
         match self {
             Method::Login => login::login(s, p).await,
             Method::Logout => login::logout(s).await,
-            Method::CreateChannel => create_room::call(s, p, RoomType::Channel, self.permission()).await,
-            Method::CreatePrivateGroup => create_room::call(s, p, RoomType::Private, self.permission()).await,
+            Method::CreateChannel => create_room::call(s, p, RoomType::Channel).await,
+            Method::CreatePrivateGroup => create_room::call(s, p, RoomType::Private).await,
             Method::JoinRoom => join_by_id::call(s, p).await,
             Method::LeaveRoom => leave_room::call(s, p).await,
             Method::JoinByCode => join_by_code::call(s, p).await,

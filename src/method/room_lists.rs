@@ -8,23 +8,29 @@ use super::{MethodResult, Params};
 use crate::ids::UserId;
 use crate::room::Reply;
 use crate::room::RoomCommand;
+use crate::room::view::{RoomInfo, SubscriptionInfo};
 use crate::session::Session;
 use crate::time::{Millis, parse_date};
+use crate::wire;
 use serde_json::{Value, json};
 
 pub(super) async fn rooms(s: &mut Session, p: Params) -> MethodResult {
-    collect(s, p, |uid, tx| RoomCommand::DocFor { uid, respond_to: tx }).await
+    let doc = |r: RoomInfo| Some(wire::room::room_doc(&r.view()));
+    collect(s, p, |uid, tx| RoomCommand::DocFor { uid, respond_to: tx }, doc).await
 }
 
 pub(super) async fn subscriptions(s: &mut Session, p: Params) -> MethodResult {
-    collect(s, p, |uid, tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx }).await
+    let doc = |s: Option<SubscriptionInfo>| s.map(|s| wire::room::subscription(&s.view()));
+    collect(s, p, |uid, tx| RoomCommand::SubscriptionDoc { uid, respond_to: tx }, doc).await
 }
 
-/// Asks each of the caller's rooms for one document (`None` skips a room).
-async fn collect<T: Into<Option<Value>>>(
+/// Asks each of the caller's rooms for one answer, shaped by `doc` into a
+/// document (`None` skips a room).
+async fn collect<T>(
     s: &mut Session,
     p: Params,
     make: impl Fn(UserId, Reply<T>) -> RoomCommand,
+    doc: impl Fn(T) -> Option<Value>,
 ) -> MethodResult {
     let who = s.require_user()?;
     let since = p.opt_date(0, "updatedSince")?;
@@ -32,8 +38,8 @@ async fn collect<T: Into<Option<Value>>>(
     for rid in s.server().users.rooms_of(&who.id) {
         let Some(room) = s.server().registry.get(&rid) else { continue };
         let uid = who.id.clone();
-        if let Ok(doc) = room.ask(|tx| make(uid, tx)).await
-            && let Some(doc) = doc.into()
+        if let Ok(doc_of) = room.ask(|tx| make(uid, tx)).await
+            && let Some(doc) = doc(doc_of)
         {
             docs.push(doc);
         }

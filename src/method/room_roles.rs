@@ -22,5 +22,5 @@ pub(super) async fn get(s: &mut Session, p: Params) -> MethodResult {
     let rid = p.str(0, "rid")?;
     let room = room(s, rid)?;
     let roles = room.ask(|tx| RoomCommand::Roles { uid: who.id, respond_to: tx }).await?;
-    Ok(Some(Value::Array(roles)))
+    Ok(Some(Value::Array(roles.iter().map(|r| crate::wire::room::role_entry(&r.view())).collect())))
 }

@@ -5,8 +5,8 @@
 //! Both are thin adapters, as the Socket.IO door is: a request signs in a
 //! [`Session`] of its own with the DDP `login` (the token's signature,
 //! expiry, revocation and username ownership, the user's record made
-//! durable), then runs one or a few typed [`Method`]s through
-//! [`Session::call`], so permissions, join-code brakes, durability waits,
+//! durable), then runs one or a few typed calls ([`Call`]: each method's
+//! parameters, built here from the request) through [`Session::call`], so permissions, join-code brakes, durability waits,
 //! metrics and error logging are the DDP ones, and DDP and Socket.IO
 //! clients see the same events whichever door a change came through. A
 //! response is written only after the method returned, which is after its
@@ -35,7 +35,7 @@ use crate::conn::ConnHandle;
 use crate::error::MethodError;
 use crate::ids::UserId;
 use crate::limits::{self, ConnLimiter, MethodClass};
-use crate::method::{Method, MethodResult};
+use crate::method::{Call, Method, Resume};
 use crate::server::KeepAlive;
 use crate::server::{HttpContext, Peer};
 use crate::session::Session;
@@ -45,7 +45,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -138,7 +138,7 @@ impl Caller {
         match known {
             Some(user) => session.sign_in(user).await,
             None => {
-                session.call(Method::Login, vec![json!({ "resume": token })]).await?;
+                session.call(Resume { token: token.to_owned() }).await?;
                 if let (Some(k), Some(u)) = (keep, session.user())
                     && let Ok(mut slot) = k.signed_in.lock()
                 {
@@ -151,13 +151,18 @@ impl Caller {
     }
 
     /// One method call, exactly as a DDP `method` frame would run it.
-    pub(crate) async fn call(&mut self, method: Method, params: Vec<Value>) -> MethodResult {
-        self.session.call(method, params).await
+    pub(crate) async fn call<C: Call>(&mut self, call: C) -> Result<C::Output, MethodError> {
+        self.session.call(call).await
     }
 
-    /// Like [`Caller::call`], for methods that always return a value.
-    pub(crate) async fn value(&mut self, method: Method, params: Vec<Value>) -> Result<Value, MethodError> {
-        Ok(self.call(method, params).await?.unwrap_or(Value::Null))
+    /// [`Caller::call`] of parameters the request may have got wrong
+    /// ([`Session::call_parsed`]).
+    pub(crate) async fn call_parsed<C: Call>(
+        &mut self,
+        method: Method,
+        call: Result<C, MethodError>,
+    ) -> Result<C::Output, MethodError> {
+        self.session.call_parsed(method, call).await
     }
 
     /// The session's end, as a connection's would be (it holds nothing a
@@ -353,6 +358,7 @@ pub(crate) fn parse_iso(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn iso_dates_round_trip() {

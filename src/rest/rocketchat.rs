@@ -9,7 +9,14 @@
 
 use super::{Caller, Ctx, Input, InputError, RestState, dates_to_iso, json_response, parse_iso};
 use crate::error::MethodError;
-use crate::method::Method;
+use crate::ids::RoomId;
+use crate::method::{
+    CreateRoom, GetRoomById, GetRoomIdByNameOrId, GetRoomParticipants, JoinRoom, LeaveRoom, LoadHistory,
+    Method, SaveRoomSettings, SendMessage,
+};
+use crate::room::RoomType;
+use crate::time::Millis;
+use crate::wire;
 use crate::wire::WireError;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -143,49 +150,47 @@ async fn run(ep: Endpoint, c: &mut Caller, input: &Input) -> Result<Value, Metho
         // Answered by `login` before any caller exists.
         Endpoint::Login => return Err(MethodError::UnrecognizedLogin),
         Endpoint::Me => me(c),
-        Endpoint::ChannelsCreate => json!({ "channel": create(c, input, Method::CreateChannel).await? }),
-        Endpoint::GroupsCreate => json!({ "group": create(c, input, Method::CreatePrivateGroup).await? }),
+        Endpoint::ChannelsCreate => json!({ "channel": create(c, input, RoomType::Channel).await? }),
+        Endpoint::GroupsCreate => json!({ "group": create(c, input, RoomType::Private).await? }),
         Endpoint::ChannelsSetJoinCode => {
             let rid = room_id(c, input).await?;
             let code =
                 input.opt_str("joinCode")?.ok_or_else(|| MethodError::matching("joinCode", "a string"))?;
-            c.call(Method::SaveRoomSettings, vec![json!(rid), json!({ "joinCode": code })]).await?;
-            json!({ "channel": c.value(Method::GetRoomById, vec![json!(rid)]).await? })
+            let change = SaveRoomSettings::from_pairs(rid.clone(), &[("joinCode", &Value::from(code))]);
+            c.call_parsed(Method::SaveRoomSettings, change).await?;
+            json!({ "channel": room_doc(c, rid).await? })
         }
         Endpoint::ChannelsJoin => {
             let rid = room_id(c, input).await?;
-            let code = input.opt_str("joinCode")?;
-            c.call(Method::JoinRoom, vec![json!(rid), json!(code)]).await?;
-            json!({ "channel": c.value(Method::GetRoomById, vec![json!(rid)]).await? })
+            let code = input.opt_str("joinCode")?.map(str::to_owned);
+            c.call(JoinRoom { rid: rid.clone(), code }).await?;
+            json!({ "channel": room_doc(c, rid).await? })
         }
         Endpoint::ChannelsLeave => {
             let rid = room_id(c, input).await?;
-            let before = c.value(Method::GetRoomById, vec![json!(rid)]).await?;
-            c.call(Method::LeaveRoom, vec![json!(rid)]).await?;
+            let before = room_doc(c, rid.clone()).await?;
+            c.call(LeaveRoom { rid: rid.clone() }).await?;
             // A private room is no longer readable once left.
-            let after = c.value(Method::GetRoomById, vec![json!(rid)]).await.unwrap_or(before);
+            let after = room_doc(c, rid).await.unwrap_or(before);
             json!({ "channel": after })
         }
-        Endpoint::ChannelsInfo => json!({ "channel": info(c, input, Some("c")).await? }),
-        Endpoint::GroupsInfo => json!({ "group": info(c, input, Some("p")).await? }),
+        Endpoint::ChannelsInfo => json!({ "channel": info(c, input, Some(RoomType::Channel)).await? }),
+        Endpoint::GroupsInfo => json!({ "group": info(c, input, Some(RoomType::Private)).await? }),
         Endpoint::RoomsInfo => json!({ "room": info(c, input, None).await? }),
         Endpoint::ChannelsHistory => {
             let rid = room_id(c, input).await?;
             let end = match input.opt_str("latest")? {
-                Some(s) => {
-                    let ms = parse_iso(s)
-                        .ok_or_else(|| MethodError::matching("latest", "an ISO 8601 UTC date"))?;
-                    json!({ "$date": ms })
-                }
-                None => Value::Null,
+                Some(s) => Some(Millis(
+                    parse_iso(s).ok_or_else(|| MethodError::matching("latest", "an ISO 8601 UTC date"))?,
+                )),
+                None => None,
             };
             let count = input.opt_uint("count")?.unwrap_or(20);
             // `offset` pages from `latest` (the way `rocketchat-api`
             // pages); `loadHistory` caps the window it reads.
             let offset = input.opt_uint("offset")?.unwrap_or(0);
-            let window = json!(offset.saturating_add(count));
-            let page = c.value(Method::LoadHistory, vec![json!(rid), end, window, Value::Null]).await?;
-            let all = page.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+            let limit = Some(offset.saturating_add(count));
+            let all = c.call(LoadHistory { rid, end, limit }).await?;
             let messages: Vec<Value> =
                 all.into_iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)).collect();
             json!({ "messages": messages, "count": messages.len(), "offset": offset })
@@ -196,29 +201,44 @@ async fn run(ep: Endpoint, c: &mut Caller, input: &Input) -> Result<Value, Metho
                 (Some(rid), _) => (rid.to_owned(), rid.to_owned()),
                 (None, Some(ch)) => {
                     let name = ch.strip_prefix('#').unwrap_or(ch);
-                    (by_name(c, name).await?, ch.to_owned())
+                    (by_name(c, name).await?.as_str().to_owned(), ch.to_owned())
                 }
                 (None, None) => return Err(MethodError::matching("roomId", "a string (or channel)")),
             };
-            let text = input.opt_str("text")?.unwrap_or("");
-            let message = c.value(Method::SendMessage, vec![json!({ "rid": rid, "msg": text })]).await?;
-            let ts = message.get("ts").and_then(crate::time::parse_date).map_or(0, |t| t.0);
-            json!({ "ts": ts, "channel": channel, "message": message })
+            let msg = input.opt_str("text")?.unwrap_or("").to_owned();
+            let message = c.call(SendMessage { rid, msg, id: None, tmid: None }).await?;
+            json!({ "ts": message.ts.0, "channel": channel, "message": wire::room::message(&message) })
         }
         Endpoint::ChatSendMessage => {
             let message = match input.get("message") {
-                Some(Value::Object(m)) => m.clone(),
+                Some(Value::Object(m)) => m,
                 _ => return Err(MethodError::matching("message", "an object {rid, msg, _id?}")),
             };
-            let mut m = Map::new();
-            for key in ["rid", "msg", "_id", "tmid"] {
-                if let Some(v) = message.get(key) {
-                    m.insert(key.into(), v.clone());
-                }
-            }
-            json!({ "message": c.value(Method::SendMessage, vec![Value::Object(m)]).await? })
+            let send = (|| {
+                Ok(SendMessage {
+                    rid: text(message, "rid")?.ok_or_else(|| MethodError::matching("rid", "a string"))?,
+                    msg: text(message, "msg")?.unwrap_or_default(),
+                    id: text(message, "_id")?,
+                    tmid: text(message, "tmid")?,
+                })
+            })();
+            json!({ "message": wire::room::message(&c.call_parsed(Method::SendMessage, send).await?) })
         }
     })
+}
+
+/// A string field of a JSON object parameter.
+fn text(o: &Map<String, Value>, key: &str) -> Result<Option<String>, MethodError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(MethodError::matching(key, "a string")),
+    }
+}
+
+/// The room document of `rid` as the caller may see it (`getRoomById`).
+async fn room_doc(c: &mut Caller, rid: String) -> Result<Value, MethodError> {
+    Ok(wire::room::room_doc(&c.call(GetRoomById { rid }).await?.view()))
 }
 
 /// `POST /api/v1/login` with `{"resume": "<JWT>"}`: the DDP `login`;
@@ -266,7 +286,7 @@ fn me(c: &Caller) -> Value {
 
 /// `channels.create` / `groups.create`: the DDP create with Rocket.Chat's
 /// REST fields; roomd's room options may also be top-level fields.
-async fn create(c: &mut Caller, input: &Input, method: Method) -> Result<Value, MethodError> {
+async fn create(c: &mut Caller, input: &Input, kind: RoomType) -> Result<Value, MethodError> {
     if input.opt_bool("excludeSelf")? == Some(true) {
         // The creator is the room's first owner in roomd.
         return Err(MethodError::matching("excludeSelf", "false (the creator is always a member)"));
@@ -281,21 +301,20 @@ async fn create(c: &mut Caller, input: &Input, method: Method) -> Result<Value, 
             extra.insert(key.into(), v.clone());
         }
     }
-    let read_only = input.opt_bool("readOnly")?.unwrap_or(false);
-    let params = vec![
-        input.get("name").cloned().unwrap_or(Value::Null),
-        input.get("members").cloned().unwrap_or_else(|| json!([])),
-        json!(read_only),
-        input.get("customFields").cloned().unwrap_or_else(|| json!({})),
-        Value::Object(extra),
-    ];
-    let mut doc = c.value(method, params).await?;
-    if let Value::Object(o) = &mut doc {
-        // DDP-only keys of the create result.
-        o.remove("rid");
-        o.remove("inserted");
-    }
-    Ok(doc)
+    let read_only = Value::Bool(input.opt_bool("readOnly")?.unwrap_or(false));
+    let create = CreateRoom::from_fields(
+        kind,
+        input.get("name"),
+        input.get("members"),
+        Some(&read_only),
+        input.get("customFields"),
+        Some(&extra),
+    );
+    let method = match kind {
+        RoomType::Private => Method::CreatePrivateGroup,
+        _ => Method::CreateChannel,
+    };
+    Ok(c.call_parsed(method, create).await?.doc)
 }
 
 /// The room a request names: `roomId`, or `roomName` looked up as the DDP
@@ -305,24 +324,23 @@ async fn room_id(c: &mut Caller, input: &Input) -> Result<String, MethodError> {
         return Ok(rid.to_owned());
     }
     match input.opt_str("roomName")? {
-        Some(name) => by_name(c, name).await,
+        Some(name) => Ok(by_name(c, name).await?.as_str().to_owned()),
         None => Err(MethodError::matching("roomId", "a string (or roomName)")),
     }
 }
 
-async fn by_name(c: &mut Caller, name: &str) -> Result<String, MethodError> {
-    let id = c.value(Method::GetRoomIdByNameOrId, vec![json!(name)]).await?;
-    id.as_str().map(str::to_owned).ok_or(MethodError::InvalidRoom)
+async fn by_name(c: &mut Caller, name: &str) -> Result<RoomId, MethodError> {
+    c.call(GetRoomIdByNameOrId { name_or_id: name.to_owned() }).await
 }
 
 /// `*.info`: the room document, refused as not found when it is not of the
-/// endpoint's type (`channels.info` on a private group).
-async fn info(c: &mut Caller, input: &Input, t: Option<&str>) -> Result<Value, MethodError> {
+/// endpoint's kind (`channels.info` on a private group).
+async fn info(c: &mut Caller, input: &Input, kind: Option<RoomType>) -> Result<Value, MethodError> {
     let rid = room_id(c, input).await?;
-    let doc = c.value(Method::GetRoomById, vec![json!(rid)]).await?;
-    match t {
-        Some(t) if doc.get("t").and_then(Value::as_str) != Some(t) => Err(MethodError::InvalidRoom),
-        _ => Ok(doc),
+    let room = c.call(GetRoomById { rid }).await?;
+    match kind {
+        Some(k) if room.kind != k => Err(MethodError::InvalidRoom),
+        _ => Ok(wire::room::room_doc(&room.view())),
     }
 }
 
@@ -335,23 +353,19 @@ async fn members(c: &mut Caller, input: &Input) -> Result<Value, MethodError> {
     let rid = room_id(c, input).await?;
     let offset = input.opt_uint("offset")?.unwrap_or(0) as usize;
     let count = input.opt_uint("count")?.unwrap_or(50).min(MAX_MEMBERS_PAGE) as usize;
-    let view = c.value(Method::GetRoomParticipants, vec![json!(rid)]).await?;
-    let all = view.get("participants").and_then(Value::as_array).cloned().unwrap_or_default();
+    let all = c.call(GetRoomParticipants { rid }).await?.participants;
     let users = &c.session.server().users;
     let members: Vec<Value> = all
         .iter()
         .skip(offset)
         .take(count)
-        .map(|p| {
-            let name = p.get("name").cloned().unwrap_or(Value::Null);
-            match p.get("userId").and_then(Value::as_str) {
-                Some(uid) => {
-                    let username = users.by_id(&crate::ids::UserId::from(uid)).map(|u| u.username);
-                    json!({ "_id": uid, "username": username, "name": name, "status": "online" })
-                }
-                // A guest of the meeting family: no account, no username.
-                None => json!({ "_id": p.get("id"), "username": Value::Null, "name": name, "guest": true }),
+        .map(|p| match &p.user {
+            Some(uid) => {
+                let username = users.by_id(uid).map(|u| u.username);
+                json!({ "_id": uid, "username": username, "name": p.display_name, "status": "online" })
             }
+            // A guest of the meeting family: no account, no username.
+            None => json!({ "_id": p.id, "username": Value::Null, "name": p.display_name, "guest": true }),
         })
         .collect();
     Ok(json!({ "members": members, "count": members.len(), "offset": offset, "total": all.len() }))

@@ -1,7 +1,7 @@
 //! Slack's Web API `channels.join` (join-or-create by name) and its
-//! replacement `conversations.join` (join by id), as thin adapters onto the
-//! DDP methods: `getRoomById`, `joinRoom`, `createChannel`,
-//! `getRoomParticipants`.
+//! replacement `conversations.join` (join by id), as thin adapters: each is
+//! one typed call of the room core ([`JoinOrCreateChannel`],
+//! [`JoinChannel`]) whose typed answer ([`ChannelEntry`]) this door shapes.
 //!
 //! Slack answers HTTP 200 with `{"ok": false, "error": "<code>"}` for every
 //! failure except a rate limit (`429`, `Retry-After`, `ratelimited`); the
@@ -11,9 +11,9 @@
 use super::{Caller, Ctx, Input, InputError, RestState, json_response, retry_after_secs};
 use crate::auth::AuthError;
 use crate::error::MethodError;
-use crate::lobby::ChannelJoin;
-use crate::method::{Method, join_or_create_channel};
-use crate::room::RoomError;
+use crate::method::{JoinChannel, JoinOrCreateChannel, Method};
+use crate::room::view::{ChannelEntry, ChannelRoom, RoomInfo};
+use crate::room::{RoomError, RoomType};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -208,117 +208,72 @@ fn answer(result: Result<Value, Failure>) -> Response {
 }
 
 /// `channels.join`: join the public channel named `name`, creating it
-/// (the caller its creator) if no room has that name.
+/// (the caller its creator) if no room has that name: one operation of the
+/// room core ([`JoinOrCreateChannel`]).
 async fn channels_join(c: &mut Caller, input: &Input) -> Result<Value, Failure> {
     let raw = input.opt_str("name")?.ok_or(Failure::plain("missing_argument"))?;
     let validate = input.opt_bool("validate")?.unwrap_or(false);
     let name = channel_name(raw, validate).map_err(|e| Failure::plain(e.code()))?;
-    // One step in the lobby: the room with this name in any letter case
-    // (waiting for a concurrent creation of it), or a new one of ours.
-    let rid = match join_or_create_channel(&mut c.session, &name).await {
-        Ok(ChannelJoin::Created(doc)) => return Ok(json!({ "channel": full_channel(c, &doc).await? })),
-        Ok(ChannelJoin::Existing(room)) => room.id,
-        Err(e) => {
-            log_refusal(&e);
-            return Err(e.into());
+    Ok(match c.call(JoinOrCreateChannel { name }).await? {
+        ChannelEntry::Created(now) | ChannelEntry::Joined(now) => json!({ "channel": full_channel(&now) }),
+        ChannelEntry::AlreadyIn { before, .. } => {
+            json!({ "already_in_channel": true, "channel": limited_channel(&before) })
         }
-    };
-    // A private group's name is taken, and it cannot be joined this way.
-    let doc = match c.value(Method::GetRoomById, vec![json!(rid.as_str())]).await {
-        Ok(doc) if doc["t"] == "c" => doc,
-        Ok(_) | Err(MethodError::Room(RoomError::NotAllowed)) => {
-            return Err(Failure::plain("name_taken"));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if doc["archived"] == true {
-        return Err(Failure::plain("is_archived"));
-    }
-    match c.call(Method::JoinRoom, vec![json!(rid.as_str())]).await? {
-        Some(_) => Ok(json!({ "channel": full_channel(c, &doc).await? })),
-        None => Ok(json!({ "already_in_channel": true, "channel": limited_channel(&doc) })),
-    }
-}
-
-/// The join-or-create step runs outside [`Caller::call`], so it logs its
-/// own failure as a method call would (server faults at error).
-fn log_refusal(e: &MethodError) {
-    if e.is_server_fault() {
-        tracing::error!(error = %e, "channels.join failed");
-    } else {
-        tracing::debug!(error = %e, "channels.join refused");
-    }
+        // A private group's name is taken, and it cannot be joined this way.
+        ChannelEntry::NotAChannel => return Err(Failure::plain("name_taken")),
+        ChannelEntry::Archived => return Err(Failure::plain("is_archived")),
+    })
 }
 
 /// `conversations.join`: join the public channel with id `channel`.
 async fn conversations_join(c: &mut Caller, input: &Input) -> Result<Value, Failure> {
     let rid = input.opt_str("channel")?.ok_or(Failure::plain("missing_argument"))?.to_owned();
-    let doc = match c.value(Method::GetRoomById, vec![json!(rid)]).await {
-        Ok(doc) if doc["t"] == "c" => doc,
-        Ok(_) | Err(MethodError::Room(RoomError::NotAllowed)) => {
-            return Err(Failure::plain("method_not_supported_for_channel_type"));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if doc["archived"] == true {
-        return Err(Failure::plain("is_archived"));
-    }
-    let joined = c.call(Method::JoinRoom, vec![json!(rid)]).await?;
-    let channel = full_channel(c, &doc).await?;
-    Ok(match joined {
-        Some(_) => json!({ "channel": channel }),
-        None => json!({
-            "channel": channel,
+    Ok(match c.call(JoinChannel { rid }).await? {
+        ChannelEntry::Created(now) | ChannelEntry::Joined(now) => json!({ "channel": full_channel(&now) }),
+        ChannelEntry::AlreadyIn { now, .. } => json!({
+            "channel": full_channel(&now),
             "warning": "already_in_channel",
             "response_metadata": { "warnings": ["already_in_channel"] },
         }),
+        ChannelEntry::NotAChannel => return Err(Failure::plain("method_not_supported_for_channel_type")),
+        ChannelEntry::Archived => return Err(Failure::plain("is_archived")),
     })
 }
 
-fn created_secs(doc: &Value) -> i64 {
-    doc.get("ts").and_then(crate::time::parse_date).map_or(0, |t| t.0 / 1000)
-}
-
-/// The channel object of a join, from the room document read after it.
-async fn full_channel(c: &mut Caller, doc: &Value) -> Result<Value, Failure> {
-    let rid = doc["_id"].clone();
-    let doc = c.value(Method::GetRoomById, vec![rid.clone()]).await?;
-    let view = c.value(Method::GetRoomParticipants, vec![rid]).await?;
-    let members: Vec<Value> = view["participants"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p.get("userId").filter(|u| u.is_string()).cloned()).collect())
-        .unwrap_or_default();
-    let text = |key: &str| json!({ "value": doc.get(key).and_then(Value::as_str).unwrap_or(""), "creator": "", "last_set": 0 });
-    Ok(json!({
-        "id": doc["_id"],
-        "name": doc["name"],
+/// The channel object of a join, from the room as read after it.
+fn full_channel(now: &ChannelRoom) -> Value {
+    let r = &now.room;
+    let text = |v: Option<&str>| json!({ "value": v.unwrap_or(""), "creator": "", "last_set": 0 });
+    json!({
+        "id": r.id,
+        "name": r.name,
         "is_channel": true,
-        "created": created_secs(&doc),
-        "creator": doc["u"]["_id"],
-        "is_archived": doc["archived"] == true,
-        "is_general": doc["default"] == true,
-        "name_normalized": doc["name"],
+        "created": r.created_at.0 / 1000,
+        "creator": r.creator.id,
+        "is_archived": r.archived,
+        "is_general": r.default,
+        "name_normalized": r.name,
         "is_shared": false,
         "is_org_shared": false,
         "is_member": true,
-        "is_private": doc["t"] == "p",
+        "is_private": r.kind == RoomType::Private,
         "is_mpim": false,
-        "members": members,
-        "topic": text("topic"),
-        "purpose": text("description"),
+        "members": now.members,
+        "topic": text(r.topic.as_deref()),
+        "purpose": text(r.description.as_deref()),
         "previous_names": [],
-    }))
+    })
 }
 
 /// The limited channel object Slack returns when already in the channel.
-fn limited_channel(doc: &Value) -> Value {
+fn limited_channel(r: &RoomInfo) -> Value {
     json!({
-        "id": doc["_id"],
-        "name": doc["name"],
-        "created": created_secs(doc),
-        "creator": doc["u"]["_id"],
-        "is_archived": doc["archived"] == true,
-        "is_general": doc["default"] == true,
+        "id": r.id,
+        "name": r.name,
+        "created": r.created_at.0 / 1000,
+        "creator": r.creator.id,
+        "is_archived": r.archived,
+        "is_general": r.default,
     })
 }
 

@@ -71,8 +71,8 @@ impl RoomActor {
             C::Leave { uid, respond_to } => self.leave(&uid, now, respond_to),
             C::End { who, respond_to } => self.rule(now, respond_to, |s, fx| s.end(&who, now, fx)),
             C::Settings { who, settings, respond_to } => self.save_settings(&who, settings, now, respond_to),
-            C::Doc { respond_to } => self.reply(respond_to, Ok(self.state.to_doc())),
-            C::DocFor { uid, respond_to } => self.reply(respond_to, self.state.doc_for(&uid)),
+            C::Doc { respond_to } => self.reply(respond_to, Ok(self.state.info())),
+            C::DocFor { uid, respond_to } => self.reply(respond_to, self.state.info_for(&uid)),
             C::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to } => {
                 let r = if self.state.can_read(&uid, signed_in && topic == Topic::Messages) {
                     self.staged.push(Out::AddSub { conn, uid, topic, sub_id });
@@ -125,10 +125,10 @@ impl RoomActor {
                 self.rule(now, respond_to, |s, fx| s.set_flag(&uid, flag, fx))
             }
             C::SubscriptionDoc { uid, respond_to } => {
-                self.reply(respond_to, Ok(self.state.subscription_doc(&uid)))
+                self.reply(respond_to, Ok(self.state.subscription_info(&uid)))
             }
-            C::Roles { uid, respond_to } => self.reply(respond_to, self.state.roles_for(&uid)),
-            C::Participants { uid, respond_to } => self.reply(respond_to, self.state.participants_for(&uid)),
+            C::Roles { uid, respond_to } => self.reply(respond_to, self.state.role_entries(&uid)),
+            C::Participants { uid, respond_to } => self.reply(respond_to, self.state.participants(&uid)),
             C::Notify { from, uid, topic, event, args } => {
                 if self.state.is_member(&uid) {
                     self.relay(from, topic, &event, &args);

@@ -10,8 +10,8 @@
 //! ended room never changes again.
 
 use super::handle::RoomCommand;
+use super::view::RoomInfo;
 use super::{RoomError, RoomState};
-use serde_json::Value;
 
 #[derive(Debug)]
 pub struct EndedRoom {
@@ -25,9 +25,9 @@ impl EndedRoom {
         EndedRoom { state }
     }
 
-    /// The final document (unfiltered, as `RoomCommand::Doc` answers).
-    pub fn doc(&self) -> Value {
-        self.state.to_doc()
+    /// The final room (unfiltered, as `RoomCommand::Doc` answers).
+    pub fn info(&self) -> RoomInfo {
+        self.state.info()
     }
 
     /// Answers `cmd` as the ended, empty room would have.
@@ -70,19 +70,19 @@ impl EndedRoom {
                 let _ = respond_to.send(r);
             }
             C::Doc { respond_to } => {
-                let _ = respond_to.send(Ok(self.doc()));
+                let _ = respond_to.send(Ok(self.info()));
             }
             C::DocFor { uid, respond_to } => {
-                let _ = respond_to.send(s.doc_for(&uid));
+                let _ = respond_to.send(s.info_for(&uid));
             }
             C::SubscriptionDoc { uid, respond_to } => {
-                let _ = respond_to.send(Ok(s.subscription_doc(&uid)));
+                let _ = respond_to.send(Ok(s.subscription_info(&uid)));
             }
             C::Roles { uid, respond_to } => {
-                let _ = respond_to.send(s.roles_for(&uid));
+                let _ = respond_to.send(s.role_entries(&uid));
             }
             C::Participants { uid, respond_to } => {
-                let _ = respond_to.send(s.participants_for(&uid));
+                let _ = respond_to.send(s.participants(&uid));
             }
             C::History { uid, respond_to, .. } => {
                 // Readable as the live room would be; the history stays on

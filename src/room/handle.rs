@@ -6,6 +6,7 @@ use super::actor;
 use super::ended::EndedRoom;
 use super::state::{Flag, Joined, RoleKind, RoomState, Setting};
 use super::view::Seated;
+use super::view::{ChannelEntry, ChannelRoom, Participants, RoleEntry, RoomInfo, SubscriptionInfo};
 use super::{Message, RoomError, RoomListener, UserRef};
 use crate::conn::ConnHandle;
 use crate::durability::Durability;
@@ -96,9 +97,9 @@ pub enum RoomCommand {
     Settings { who: Box<Principal>, settings: Vec<Setting>, respond_to: Reply<()> },
     /// The whole room document, unfiltered, for server-side callers that
     /// already decided the caller may see it (a new direct message).
-    Doc { respond_to: Reply<Value> },
+    Doc { respond_to: Reply<RoomInfo> },
     /// Room doc only if `uid` may see it (member, or public channel).
-    DocFor { uid: UserId, respond_to: Reply<Value> },
+    DocFor { uid: UserId, respond_to: Reply<RoomInfo> },
     /// A connection starts listening to `topic`, if `uid` may read it.
     Subscribe {
         conn: ConnHandle,
@@ -153,12 +154,12 @@ pub enum RoomCommand {
     /// `toggleFavorite`, `hideRoom`, `openRoom` on the caller's membership.
     SetFlag { uid: UserId, flag: Flag, respond_to: Reply<()> },
     /// The caller's subscription document, `None` if not a member.
-    SubscriptionDoc { uid: UserId, respond_to: Reply<Option<Value>> },
+    SubscriptionDoc { uid: UserId, respond_to: Reply<Option<SubscriptionInfo>> },
     /// `getRoomRoles` entries, if `uid` may read the room.
-    Roles { uid: UserId, respond_to: Reply<Vec<Value>> },
+    Roles { uid: UserId, respond_to: Reply<Vec<RoleEntry>> },
     /// `getRoomParticipants`: the summary and current participants, for
     /// members (guests included) only.
-    Participants { uid: UserId, respond_to: Reply<Value> },
+    Participants { uid: UserId, respond_to: Reply<Participants> },
     /// `stream-notify-room` typing/user-activity, re-emitted to others.
     Notify { from: ConnId, uid: UserId, topic: Topic, event: String, args: Value },
     /// Cluster mode: a guest's grace ran out on the node that held it;
@@ -258,6 +259,36 @@ impl RoomHandle {
         let (tx, rx) = oneshot::channel();
         self.tell(make(tx)).await;
         rx.await.map_err(|_| RoomError::Unavailable)?
+    }
+
+    /// Joins the public channel this room is, as `who` (no join code): the
+    /// room refuses a private one or an archived one before any join is
+    /// tried, then its join rules decide (lock, capacity, join code).
+    pub async fn join_channel(&self, who: Principal) -> Result<ChannelEntry, RoomError> {
+        let uid = who.id.clone();
+        let before = match self.ask(|tx| RoomCommand::DocFor { uid: uid.clone(), respond_to: tx }).await {
+            Ok(r) if r.kind == super::RoomType::Channel => r,
+            Ok(_) | Err(RoomError::NotAllowed) => return Ok(ChannelEntry::NotAChannel),
+            Err(e) => return Err(e),
+        };
+        if before.archived {
+            return Ok(ChannelEntry::Archived);
+        }
+        let joined =
+            self.ask(|tx| RoomCommand::JoinSelf { who: Box::new(who), code: None, respond_to: tx }).await?;
+        let now = self.channel_room(&uid).await?;
+        Ok(match joined {
+            Joined::New(_) => ChannelEntry::Joined(now),
+            Joined::Existing(_) => ChannelEntry::AlreadyIn { before: Box::new(before), now },
+        })
+    }
+
+    /// The channel as member `uid` sees it, with its signed-in members.
+    pub async fn channel_room(&self, uid: &UserId) -> Result<ChannelRoom, RoomError> {
+        let room = self.ask(|tx| RoomCommand::DocFor { uid: uid.clone(), respond_to: tx }).await?;
+        let list = self.ask(|tx| RoomCommand::Participants { uid: uid.clone(), respond_to: tx }).await?;
+        let members = list.participants.into_iter().filter_map(|p| p.user).collect();
+        Ok(ChannelRoom { room, members })
     }
 
     /// Fire-and-forget for notices that need no answer. Waits for mailbox

@@ -17,11 +17,11 @@
 use super::Door;
 use super::emit::{Sinked, SocketSink};
 use crate::conn::{CloseReason, ConnHandle, Tap, Wire};
-use crate::method::Method;
+use crate::method::Resume;
 use crate::metrics::Metrics;
 use crate::server::Peer;
 use crate::session::Session;
-use serde_json::{Value, json};
+use serde_json::Value;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 use std::net::{IpAddr, Ipv4Addr};
@@ -155,7 +155,7 @@ pub(super) async fn sign_in(
     let listener = Arc::new(Sinked(sink.clone()));
     let mut session = Session::for_door(conn.clone(), state.clone(), peer_ip(&s), listener);
     if let Some(token) = token {
-        let r = session.call(Method::Login, vec![json!({ "resume": token })]).await;
+        let r = session.call(Resume { token }).await;
         if let Err(e) = r {
             return Err(Refused(format!("sign-in refused: {}", e.to_wire("").reason)));
         }

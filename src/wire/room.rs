@@ -5,9 +5,9 @@
 //! reader see into JSON; it decides nothing about who sees what.
 
 use crate::ids::{RoomId, UserId};
-use crate::room::RoomError;
 use crate::room::view::{
-    MeetingStatus, ParticipantList, ParticipantView, RoleHolder, RoomView, Seated, SubscriptionView,
+    MeetingStatus, ParticipantList, ParticipantView, Participants, RoleHolder, RoomView, Seated,
+    SubscriptionView,
 };
 use crate::room::{Message, RoomState, RoomType, UserRef};
 use crate::time::Millis;
@@ -165,7 +165,15 @@ fn with_seq(mut v: Value, seq: u64) -> Value {
 
 /// `getRoomParticipants`' answer: the room's summary and its participants.
 pub fn participant_list(l: &ParticipantList<'_>) -> Value {
-    let r = &l.room;
+    participants_of(&l.room, &l.participants)
+}
+
+/// [`participant_list`] of a room's answer.
+pub fn participants(p: &Participants) -> Value {
+    participants_of(&p.room.view(), &p.participants)
+}
+
+fn participants_of(r: &RoomView<'_>, participants: &[ParticipantView]) -> Value {
     json!({
         "room": {
             "_id": r.id,
@@ -177,7 +185,7 @@ pub fn participant_list(l: &ParticipantList<'_>) -> Value {
             "participantCount": r.member_count,
             "guestChat": r.guest_chat,
         },
-        "participants": l.participants.iter().map(participant).collect::<Vec<_>>(),
+        "participants": participants.iter().map(participant).collect::<Vec<_>>(),
     })
 }
 
@@ -223,21 +231,6 @@ impl RoomState {
     /// The whole room document, unfiltered.
     pub fn to_doc(&self) -> Value {
         room_doc(&self.view())
-    }
-
-    /// The room document as `uid` may see it ([`RoomState::view_for`]).
-    pub fn doc_for(&self, uid: &UserId) -> Result<Value, RoomError> {
-        self.view_for(uid).map(|v| room_doc(&v))
-    }
-
-    /// `getRoomRoles` entries ([`RoomState::role_holders`]).
-    pub fn roles_for(&self, uid: &UserId) -> Result<Vec<Value>, RoomError> {
-        self.role_holders(uid).map(|hs| hs.iter().map(role_entry).collect())
-    }
-
-    /// `getRoomParticipants` ([`RoomState::participant_list`]).
-    pub fn participants_for(&self, uid: &UserId) -> Result<Value, RoomError> {
-        self.participant_list(uid).map(|l| participant_list(&l))
     }
 
     /// The member's subscription document ([`RoomState::subscription`]).
@@ -324,28 +317,30 @@ mod tests {
 
     #[test]
     fn a_non_member_sees_the_room_without_its_code() {
-        let got = room().doc_for(&UserId("stranger".into())).map(|v| v.to_string());
+        let got = room().info_for(&UserId("stranger".into())).map(|i| room_doc(&i.view()).to_string());
         let want = r#"{"_id":"rid1","_updatedAt":{"$date":2500},"active":true,"announcement":"ann","archived":false,"customFields":{"dept":{"n":1,"z":[1,"a"]}},"default":false,"fname":"room-a","guestAccess":true,"guestChat":false,"hostId":"host","joinCodeRequired":true,"locked":true,"maxParticipants":7,"msgs":9,"name":"room-a","ro":true,"sysMes":true,"t":"c","topic":"t\"opic","ts":{"$date":1000},"u":{"_id":"host","username":"host"},"usersCount":3}"#;
         assert_eq!(got.as_deref(), Ok(want));
         // A member gets the same document with the code.
-        let member = room().doc_for(&UserId("bob".into())).map(|v| v["code"].clone());
+        let member = room().info_for(&UserId("bob".into())).map(|i| room_doc(&i.view())["code"].clone());
         assert_eq!(member, Ok(json!("abc-def-ghi")));
     }
 
     #[test]
     fn participants_subscription_and_a_direct_room_keep_their_shapes() {
         let s = room();
-        let got = s.participants_for(&UserId("guest-x".into())).map(|v| v.to_string());
+        let got = s.participants(&UserId("guest-x".into())).map(|p| participants(&p).to_string());
         let want = r#"{"participants":[{"guestName":null,"id":"p0","isActive":true,"isHost":true,"joinedAt":"1970-01-01T00:00:01.000Z","leftAt":null,"name":"N host","roomId":"rid1","userId":"host"},{"guestName":null,"id":"p1","isActive":true,"isHost":false,"joinedAt":"1970-01-01T00:00:02.000Z","leftAt":null,"name":"N bob","roomId":"rid1","userId":"bob"},{"guestName":"guest-x","id":"p2","isActive":true,"isHost":false,"joinedAt":"1970-01-01T00:00:03.000Z","leftAt":null,"name":"guest-x","roomId":"rid1","userId":null}],"room":{"_id":"rid1","active":true,"code":"abc-def-ghi","guestChat":false,"locked":true,"maxParticipants":7,"name":"room-a","participantCount":3}}"#;
         assert_eq!(got.as_deref(), Ok(want));
-        let got = s.subscription_doc(&UserId("bob".into())).map(|v| v.to_string());
+        let got = s.subscription_info(&UserId("bob".into())).map(|i| subscription(&i.view()).to_string());
+        assert_eq!(got, s.subscription_doc(&UserId("bob".into())).map(|v| v.to_string()));
         let want = r#"{"_id":"rid1bob","_updatedAt":{"$date":2500},"alert":false,"f":true,"fname":"room-a","ls":{"$date":2000},"name":"room-a","open":false,"rid":"rid1","roles":[],"t":"c","ts":{"$date":2000},"u":{"_id":"bob","username":"bob"},"unread":0}"#;
         assert_eq!(got.as_deref(), Some(want));
         let mut d = s.clone();
         d.kind = RoomType::Direct;
         d.members.retain(|uid, _| uid.as_str() == "host");
         d.description = Some("d".into());
-        let doc = d.to_doc();
+        let doc = room_doc(&d.info().view());
+        assert_eq!(doc, d.to_doc());
         assert_eq!(
             (&doc["usernames"], &doc["uids"], &doc["description"]),
             (&json!(["host"]), &json!(["host"]), &json!("d"))

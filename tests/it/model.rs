@@ -590,11 +590,11 @@ fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
             prop_assert_eq!(got.err(), want, "sendMessage: {}", ctx);
         }
         let got = ask(&ended, |tx| RoomCommand::DocFor { uid: who.id.clone(), respond_to: tx });
-        prop_assert_eq!(got, state.doc_for(&who.id), "getRoomById: {}", ctx);
+        prop_assert_eq!(got, state.info_for(&who.id), "getRoomById: {}", ctx);
         let got = ask(&ended, |tx| RoomCommand::Roles { uid: who.id.clone(), respond_to: tx });
-        prop_assert_eq!(got, state.roles_for(&who.id), "getRoomRoles: {}", ctx);
+        prop_assert_eq!(got, state.role_entries(&who.id), "getRoomRoles: {}", ctx);
         let got = ask(&ended, |tx| RoomCommand::SubscriptionDoc { uid: who.id.clone(), respond_to: tx });
-        prop_assert_eq!(got, Ok(state.subscription_doc(&who.id)), "subscription: {}", ctx);
+        prop_assert_eq!(got, Ok(state.subscription_info(&who.id)), "subscription: {}", ctx);
         // History is read as the live room would allow; its messages are no
         // longer kept in memory.
         let got = ask(&ended, |tx| RoomCommand::History {
