@@ -246,9 +246,12 @@ pub(super) async fn unknown_room(cluster: &Cluster, state: &ServerState, rid: &s
     // its own place in the log.
     let mut seed = entry.clone();
     seed.seq = 0;
-    handle.tell(RoomCommand::Apply(Box::new(seed))).await;
-    for e in held.into_iter().filter(|e| e.seq > covers) {
-        handle.tell(RoomCommand::Apply(Box::new(e))).await;
+    for e in std::iter::once(seed).chain(held.into_iter().filter(|e| e.seq > covers)) {
+        if let Some(e) = super::room_log::delivered(e) {
+            handle.tell(RoomCommand::Apply(Box::new(e))).await;
+        }
     }
-    handle.tell(RoomCommand::Apply(Box::new(entry))).await;
+    if let Some(entry) = super::room_log::delivered(entry) {
+        handle.tell(RoomCommand::Apply(Box::new(entry))).await;
+    }
 }

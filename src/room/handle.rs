@@ -161,16 +161,13 @@ pub enum RoomCommand {
     Participants { uid: UserId, respond_to: Reply<Value> },
     /// `stream-notify-room` typing/user-activity, re-emitted to others.
     Notify { from: ConnId, uid: UserId, topic: Topic, event: String, args: Value },
-    /// Cluster mode: a guest's grace ran out on the node that held it;
-    /// applied from the log on every node.
-    GuestGone { uid: UserId },
-    /// Cluster mode: the nodes alive now (origins); guests held by any
+    /// A delivered log: the nodes alive now (origins); guests held by any
     /// other node for longer than the guest grace are removed.
     ReapGuests { alive: Arc<std::collections::HashSet<String>> },
-    /// Cluster mode: an entry of this room's log, to apply (every node
+    /// A delivered log: an entry of this room's log, to apply (every node
     /// applies every entry, in log order).
-    Apply(Box<crate::cluster::entry::EntryV1>),
-    /// Cluster mode: this node's entry `id` could not be appended; its
+    Apply(Box<super::log::Entry>),
+    /// A delivered log: this node's entry `id` could not be appended; its
     /// caller gets `error`.
     Unlogged { id: String, error: RoomError },
 }
@@ -212,12 +209,12 @@ pub struct RoomDeps {
     pub registry: Arc<Registry>,
     pub users: Arc<Directory>,
     pub hub: Arc<UserHub>,
-    /// Where changes become durable; `None` runs in memory only (or in
-    /// cluster mode, where the room's log is `cluster`).
+    /// Where changes become durable; `None` runs in memory only (or with a
+    /// delivered log, which is itself durable).
     pub store: Option<Arc<dyn Durability>>,
-    /// Cluster mode: changes are appended to the room's log and applied
-    /// when they come back from it.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Where changes are put in order: applied at once, or appended and
+    /// applied when the log delivers them (`room/log.rs`).
+    pub log: Arc<dyn super::log::RoomLog>,
 }
 
 impl RoomHandle {

@@ -244,7 +244,7 @@ impl RoomActor {
             }
         }
         let msg = Arc::new(msg);
-        if self.cluster.is_some() {
+        if self.order == super::log::Order::Delivered {
             self.compaction.accepted(&msg);
         }
         self.history_ids.insert(msg.id.clone());
