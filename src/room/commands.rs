@@ -1,5 +1,7 @@
 //! What the room actor does with each [`RoomCommand`]: the dispatch from a
-//! command to the rules in `state.rs`, one small method per command. Each
+//! command to the rules in `state.rs`, one small method per command. A
+//! command that changes the room is split into its [`RoomOp`] first
+//! (`replicated.rs`) and reaches the rules through `apply_op`. Each
 //! method stages its reply and events (through `publish` and `reply`); the
 //! loop in `actor.rs` then commits and delivers them in order.
 
