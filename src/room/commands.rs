@@ -354,9 +354,10 @@ impl RoomActor {
 impl RoomActor {
     fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Message, RoomError> {
         let member = self.state.check_send(who, p.id.as_ref(), |id| self.message_known(id))?;
-        let id = p.id.unwrap_or_else(MessageId::generate);
+        let user = member.user.clone();
+        let id = p.id.unwrap_or_else(|| MessageId::drawn(&mut self.state.draw));
         let ts = self.clock.stamp(now);
-        let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, ts);
+        let msg = Message::user(id, &self.state.id, p.msg, user, p.tmid, ts);
         // The caller's door shapes its copy; the store row and the frames
         // share one serialisation (see `store_and_broadcast`).
         let reply = msg.clone();

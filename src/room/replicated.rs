@@ -15,7 +15,7 @@ use super::log::{Entry, Order, RoomOp, fixed_id};
 use super::model::Message;
 use super::state::{Joined, Setting};
 use super::view::Seated;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Ids};
 use crate::time::Millis;
 use std::sync::Arc;
 
@@ -112,11 +112,12 @@ pub(super) enum Split {
     Done,
 }
 
-/// What an op is applied with: the clock it is decided at and, for an
-/// entry every replica applies, the seed of the ids it draws.
-pub(super) struct ApplyCtx<'a> {
+/// What an op is applied with, explicitly: the clock it is decided at and
+/// where the ids it draws come from (for an entry every replica applies, a
+/// generator seeded by the entry's id).
+pub(super) struct ApplyCtx {
     pub(super) at: Millis,
-    pub(super) seed: Option<&'a str>,
+    pub(super) ids: Ids,
 }
 
 impl RoomActor {
@@ -196,19 +197,20 @@ impl RoomActor {
     /// room's log and applied when it comes back.
     pub(super) fn sequence(&mut self, op: RoomOp, waiter: Option<Waiter>, claim: Option<String>) {
         match self.order {
-            Order::Now => self.apply(op, Caller(waiter), ApplyCtx { at: Millis::now(), seed: None }),
+            Order::Now => self.apply(op, Caller(waiter), ApplyCtx { at: Millis::now(), ids: Ids::random() }),
             Order::Delivered => self.append_entry(op, waiter, claim),
         }
     }
 
     /// The one place an op meets the rules: decided at the room's time
-    /// after `ctx.at`, with the ids `ctx.seed` fixes (if any).
-    pub(super) fn apply(&mut self, op: RoomOp, caller: Caller, ctx: ApplyCtx<'_>) {
+    /// after `ctx.at`, drawing its ids from `ctx.ids`.
+    pub(super) fn apply(&mut self, op: RoomOp, caller: Caller, ctx: ApplyCtx) {
         let now = self.clock.now(ctx.at);
-        match ctx.seed {
-            Some(seed) => crate::ids::replayed(seed, || self.apply_op(op, caller, now)),
-            None => self.apply_op(op, caller, now),
-        }
+        self.state.draw = ctx.ids;
+        self.apply_op(op, caller, now);
+        // Nothing outside this change draws from its generator: a seeded
+        // one is predictable.
+        self.state.draw = Ids::random();
         self.clock.saw(self.state.updated_at);
     }
 
@@ -312,7 +314,8 @@ impl RoomActor {
             }
             return;
         }
-        self.apply(entry.op, Caller(waiter), ApplyCtx { at: entry.now, seed: Some(&entry.id) });
+        let ids = Ids::seeded(&entry.id);
+        self.apply(entry.op, Caller(waiter), ApplyCtx { at: entry.now, ids });
         // Guests who left (or never got in) need no holder any more.
         if self.guest_nodes.len() > self.state.members.len() {
             let members = &self.state.members;
