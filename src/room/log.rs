@@ -238,9 +238,11 @@ impl RoomLog for LocalLog {
         ""
     }
 
-    fn append(&self, _: RoomId, _: Entry, _: Option<String>) -> BoxFuture<'static, Result<(), RoomError>> {
-        // The actor applies at once; nothing is ever appended here.
-        Box::pin(async { Ok(()) })
+    fn append(&self, rid: RoomId, _: Entry, _: Option<String>) -> BoxFuture<'static, Result<(), RoomError>> {
+        // The actor applies at once ([`Order::Now`]) and never appends; a
+        // change that got here anyway is refused, not silently dropped.
+        tracing::error!(room = %rid, "a change was appended to the local log, which applies at once");
+        Box::pin(async { Err(RoomError::Unavailable) })
     }
 
     fn relay_notice(&self, _: &RoomId, _: &UserId, _: Topic, _: &str, _: &Value) {}
