@@ -25,44 +25,61 @@ const CODE_ALPHABET: [char; 26] = [
 fn random_bytes(size: usize) -> Vec<u8> {
     use rand::Rng;
     let mut bytes = vec![0u8; size];
-    let seeded = REPLAY.with(|r| match r.borrow_mut().as_mut() {
-        Some(rng) => {
-            rng.fill(&mut bytes[..]);
-            true
-        }
-        None => false,
-    });
-    if !seeded {
-        rand::rng().fill(&mut bytes[..]);
-    }
+    rand::rng().fill(&mut bytes[..]);
     bytes
 }
 
-thread_local! {
-    /// Set only while [`replayed`] runs.
-    static REPLAY: std::cell::RefCell<Option<rand::rngs::StdRng>> = const { std::cell::RefCell::new(None) };
+/// Where the ids and secrets a room's change draws come from, handed to
+/// the rules by the change's apply context (`room::log`, `ApplyCtx`):
+/// fresh randomness, or, for a change every replica of a room applies from
+/// its log, a generator seeded by the change's entry id, so all replicas
+/// draw the same participant ids, system message ids and guest tokens and
+/// stay identical.
+#[derive(Clone, Default)]
+pub struct Ids(Option<rand::rngs::StdRng>);
+
+impl fmt::Debug for Ids {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the generator's state: it predicts the ids it draws.
+        f.write_str(if self.0.is_some() { "Ids(seeded)" } else { "Ids(random)" })
+    }
 }
 
-/// Runs `f` with every id and secret drawn on this thread coming from a
-/// generator seeded by `seed`. In cluster mode each node applies the same
-/// log entry on its own; seeding by the entry's id makes them all draw the
-/// same participant ids, system message ids and guest tokens, so the
-/// replicas stay identical. `f` must not await (it runs on one thread).
-pub fn replayed<T>(seed: &str, f: impl FnOnce() -> T) -> T {
-    use rand::SeedableRng;
-    use sha2::Digest;
-    let digest: [u8; 32] = sha2::Sha256::digest(seed.as_bytes()).into();
-    REPLAY.with(|r| *r.borrow_mut() = Some(rand::rngs::StdRng::from_seed(digest)));
-    // Cleared even if `f` panics, so no later id on this thread is
-    // predictable.
-    struct Clear;
-    impl Drop for Clear {
-        fn drop(&mut self) {
-            REPLAY.with(|r| *r.borrow_mut() = None);
+impl Ids {
+    /// Fresh randomness (the thread's CSPRNG).
+    pub fn random() -> Self {
+        Ids(None)
+    }
+
+    /// The same sequence on every node for the same `seed`.
+    pub fn seeded(seed: &str) -> Self {
+        use rand::SeedableRng;
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(seed.as_bytes()).into();
+        Ids(Some(rand::rngs::StdRng::from_seed(digest)))
+    }
+
+    fn bytes(&mut self, size: usize) -> Vec<u8> {
+        use rand::Rng;
+        match &mut self.0 {
+            Some(rng) => {
+                let mut bytes = vec![0u8; size];
+                rng.fill(&mut bytes[..]);
+                bytes
+            }
+            None => random_bytes(size),
         }
     }
-    let _clear = Clear;
-    f()
+
+    /// A 17-character Meteor-style id (see [`meteor_id`]).
+    pub fn meteor_id(&mut self) -> String {
+        nanoid::format(|n| self.bytes(n), &METEOR_ALPHABET, 17)
+    }
+
+    /// A secret of `len` characters (see [`secret`]).
+    pub fn secret(&mut self, len: usize) -> String {
+        nanoid::format(|n| self.bytes(n), &nanoid::alphabet::SAFE, len)
+    }
 }
 
 /// A fresh 17-character Meteor-style id (~98 bits of entropy).
@@ -139,6 +156,11 @@ impl MessageId {
     pub fn generate() -> Self {
         Self(meteor_id())
     }
+
+    /// A message id drawn from `ids`.
+    pub fn drawn(ids: &mut Ids) -> Self {
+        Self(ids.meteor_id())
+    }
 }
 
 impl UserId {
@@ -196,6 +218,24 @@ mod tests {
         assert!(!RoomCode::is_well_formed("abc-def-gh"));
         assert!(!RoomCode::is_well_formed("abc_def-ghi"));
         assert!(!RoomCode::is_well_formed("ABC-def-ghi"));
+    }
+
+    /// Every replica applying the same entry draws the same ids, in the
+    /// same order; another entry draws others.
+    #[test]
+    fn seeded_ids_repeat_per_seed() {
+        let draw = |seed: &str| {
+            let mut ids = Ids::seeded(seed);
+            (ids.meteor_id(), ids.secret(32), ids.meteor_id())
+        };
+        let a = draw("entry-a");
+        assert_eq!(a, draw("entry-a"));
+        assert_ne!(a, draw("entry-b"));
+        assert_ne!(a.0, a.2, "later draws move on");
+        assert_eq!(a.0.len(), 17);
+        assert_eq!(a.1.len(), 32);
+        let mut random = Ids::random();
+        assert_ne!(random.meteor_id(), random.meteor_id());
     }
 
     #[test]

@@ -26,7 +26,11 @@
 //!   return (`view`), the handle and commands
 //!   (`handle`), the actor that owns a room: its loop and commit pipeline
 //!   (`actor`) and what each command does (`commands`), effects to frames
-//!   (`publish`), ended rooms answered from the same checks (`ended`), data (`model`).
+//!   (`publish`), ended rooms answered from the same checks (`ended`), data (`model`);
+//!   `room::log`, the room-log seam: the room operations (`RoomOp`), the one
+//!   `apply` they go through (`replicated`), and the `RoomLog` trait with its
+//!   local implementation (sequence now, apply now, durable through
+//!   [`durability`]). The room core, `lobby` and `session` name no cluster.
 //! - `lobby`: creating rooms (name, code, actor, registration) and restoring them.
 //! - `hub`: user-scoped streams (notify-user, __my_messages__, notify-logged).
 //! - `account`: the signed-in user's own `users` record.
@@ -38,7 +42,8 @@
 //!   machine whose log is a NATS JetStream subject; appends and create-only
 //!   claims, the stored entry types, the applier that hands every entry to
 //!   its room, node liveness, presence and typing across nodes
-//!   (docs/cluster.md). `room::replicated` is its side in the actor.
+//!   (docs/cluster.md). `cluster::room_log` is its implementation of the
+//!   room-log seam (append, apply when delivered; claims in the stream).
 //! - `registry`: rooms by id, name, code. `users`: users seen, their rooms.
 //! - [`auth`]: JWT verification and minting. [`permissions`]: who may do what.
 //! - `error`: method errors and the one mapping of every error to a wire code.

@@ -1,19 +1,16 @@
 //! Creating rooms: the steps that happen before a room has an actor
 //! (reserving its name and code, spawning it, registering it).
 
-use crate::cluster::entry::{EntryV1, OpV1};
-use crate::cluster::{Cluster, entry_bytes};
-use crate::durability::{RoomBatch, RoomChange, Snapshot};
+use crate::durability::Snapshot;
 use crate::hub::UserEvent;
 use crate::ids::RoomId;
 use crate::permissions::Principal;
 use crate::registry::{DirectLookup, DirectReservation, NameFound, NameLookup, NameReservation, dm_key};
+use crate::room::log::{Claim, Creation, Order};
 use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::server::ServerState;
-use crate::store::rows::{MemberRowV1, RoomRowV1};
 use crate::time::Millis;
 use crate::wire;
-use bytes::Bytes;
 use serde_json::Value;
 use serde_json::json;
 
@@ -23,12 +20,9 @@ const DIRECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a lookup or creation by name waits for a concurrent creation of
 /// the same name to end before answering `Unavailable` (retryable): one
-/// store commit on one node; a log append and its return in a cluster.
+/// store commit on one node; a log append and its return with a delivered
+/// log.
 const NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How long a cluster-mode creation waits for its entry to come back from
-/// the log and start the room on this node.
-const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What [`ServerState::channel_or_create`] gave its caller.
 #[derive(Debug)]
@@ -48,14 +42,14 @@ enum NameClaim<'a> {
 /// How [`ServerState::create_named`] ended.
 enum Named {
     Created(Value),
-    /// Another node's room won the name (cluster mode).
+    /// Another node's room won the name (a delivered log).
     Taken(RoomHandle),
 }
 
 /// How a new room's commit ended.
 enum Committed {
     Started(RoomHandle),
-    /// Cluster mode: another node claimed the name first; its room.
+    /// A delivered log: another node claimed the name first; its room.
     Taken(RoomHandle),
 }
 
@@ -65,10 +59,10 @@ impl ServerState {
             registry: self.registry.clone(),
             users: self.users.clone(),
             hub: self.hub.clone(),
-            // In cluster mode the store seam carries only facts: rooms
-            // append commands to their log.
-            store: if self.cluster.is_some() { None } else { self.store.clone() },
-            cluster: self.cluster.clone(),
+            // With a delivered log the store seam carries only facts:
+            // rooms append commands to their log.
+            store: if self.log.order() == Order::Delivered { None } else { self.store.clone() },
+            log: self.log.clone(),
         }
     }
 
@@ -160,7 +154,7 @@ impl ServerState {
 
     /// Creates the room `reservation` holds the name of: a code, the store
     /// (or the log), the actor, the registry; only then do waiters for the
-    /// name find it. In a cluster another node may have claimed the name
+    /// name find it. With a delivered log another node may have claimed the name
     /// first: then its room, once started here, is the answer.
     async fn create_named(
         &self,
@@ -211,28 +205,16 @@ impl ServerState {
             match self.registry.direct_or_reserve(&key) {
                 DirectLookup::Room(id) => return self.registry.get(&id).ok_or(RoomError::Unavailable),
                 DirectLookup::Reserved(reservation) => {
-                    let Some(cluster) = &self.cluster else {
-                        return self.create_direct(reservation, creator, others, RoomId::generate()).await;
-                    };
-                    // Across nodes the member set is claimed in the log:
-                    // the first claim's room is everyone's.
+                    // The registry's reservation holds the member set on
+                    // this node; the log's claim across nodes (the first
+                    // claim's room is everyone's).
                     let id = RoomId::generate();
-                    let held = cluster
-                        .claim_or_get(Cluster::direct_subject(&key), Bytes::from(id.to_string()))
-                        .await
-                        .map_err(|e| {
-                            tracing::error!(error = %e, "cannot claim a direct-message room");
-                            RoomError::Unavailable
-                        })?;
-                    if held == id.as_str().as_bytes() {
-                        return self.create_direct(reservation, creator, others, id).await;
-                    }
-                    drop(reservation);
-                    let theirs = RoomId::from(String::from_utf8_lossy(&held).as_ref());
-                    let started = cluster.room_started(&self.registry, &theirs);
-                    return match tokio::time::timeout(CREATE_WAIT, started).await {
-                        Ok(true) => self.registry.get(&theirs).ok_or(RoomError::Unavailable),
-                        _ => Err(RoomError::Unavailable),
+                    return match self.log.claim_direct(&key, &id).await? {
+                        Claim::Mine => self.create_direct(reservation, creator, others, id).await,
+                        Claim::Theirs(theirs) => {
+                            drop(reservation);
+                            self.started_elsewhere(&theirs).await
+                        }
                     };
                 }
                 DirectLookup::Creating(mut done) => {
@@ -288,85 +270,31 @@ impl ServerState {
     }
 
     /// Makes a new room durable and starts it; `claim_name` also claims its
-    /// name across the cluster (direct messages have no name to claim).
+    /// name in the log (direct messages have no name to claim): a name
+    /// another node claimed first answers that node's room once it runs
+    /// here.
     async fn commit_new_room(&self, state: RoomState, claim_name: bool) -> Result<Committed, RoomError> {
-        if let Some(cluster) = &self.cluster {
-            return self.create_in_cluster(cluster, state, claim_name).await;
+        if claim_name && let Claim::Theirs(theirs) = self.log.claim_name(&state.name, &state.id).await? {
+            return self.started_elsewhere(&theirs).await.map(Committed::Taken);
         }
-        self.persist_new_room(&state).await?;
-        Ok(Committed::Started(self.activate(state)))
-    }
-
-    /// Cluster mode: claims the name (by its key, so names are unique
-    /// regardless of case across nodes too), appends
-    /// the creation to the room's log and waits until this node's applier
-    /// has started the room (every node starts it the same way, from the
-    /// same entry). A name another node claimed first answers that node's
-    /// room once it runs here.
-    async fn create_in_cluster(
-        &self,
-        cluster: &Cluster,
-        state: RoomState,
-        claim_name: bool,
-    ) -> Result<Committed, RoomError> {
-        let id = state.id.clone();
-        if claim_name {
-            let mine = Bytes::from(id.to_string());
-            let subject = Cluster::name_subject(&state.name);
-            let held = cluster.claim_or_get(subject, mine.clone()).await.map_err(|e| {
-                tracing::error!(room = %id, error = %e, "cannot claim the room name");
-                RoomError::Unavailable
-            })?;
-            if held != mine {
-                let theirs = RoomId::from(String::from_utf8_lossy(&held).as_ref());
-                let started = cluster.room_started(&self.registry, &theirs);
-                return match tokio::time::timeout(CREATE_WAIT, started).await {
-                    Ok(true) => {
-                        self.registry.get(&theirs).map(Committed::Taken).ok_or(RoomError::Unavailable)
-                    }
-                    _ => Err(RoomError::Unavailable),
-                };
-            }
-        }
-        let mut members: Vec<MemberRowV1> = state.members.values().map(MemberRowV1::from).collect();
-        members.sort_by(|a, b| a.user.id.cmp(&b.user.id));
-        let entry = EntryV1 {
-            id: crate::ids::secret(22),
-            origin: cluster.origin().to_owned(),
-            now: state.created_at.0,
-            seq: 0,
-            op: OpV1::Create { room: Box::new(RoomRowV1::from(&state)), members },
-        };
-        let started = cluster.await_creation(&entry.id);
-        if let Err(e) = cluster.append(Cluster::room_subject(&id), &entry.id, entry_bytes(&entry)).await {
-            cluster.forget_creation(&entry.id);
-            tracing::error!(room = %id, error = %e, "cannot append the room's creation");
-            return Err(RoomError::Unavailable);
-        }
-        match tokio::time::timeout(CREATE_WAIT, started).await {
-            Ok(Ok(())) => self.registry.get(&id).map(Committed::Started).ok_or(RoomError::Unavailable),
-            _ => {
-                cluster.forget_creation(&entry.id);
-                tracing::error!(room = %id, "room created in the log but not applied in time");
-                Err(RoomError::Unavailable)
+        match self.log.create(&state).await? {
+            Creation::Durable => Ok(Committed::Started(self.activate(state))),
+            Creation::Started => {
+                self.registry.get(&state.id).map(Committed::Started).ok_or(RoomError::Unavailable)
             }
         }
     }
 
-    /// Cluster mode: starts a room whose creation came through the log (on
-    /// every node, the creating one included). Replays of an entry already
-    /// applied change nothing.
-    pub(crate) fn apply_create(&self, entry: EntryV1) {
-        let OpV1::Create { room, members } = entry.op else { return };
-        let mut state = RoomState::from(*room);
-        for m in members {
-            state.members.insert(m.user.id.clone(), m.into());
+    /// Room `rid`, created by another node, once it runs here.
+    async fn started_elsewhere(&self, rid: &RoomId) -> Result<RoomHandle, RoomError> {
+        match self.log.started(&self.registry, rid).await {
+            true => self.registry.get(rid).ok_or(RoomError::Unavailable),
+            false => Err(RoomError::Unavailable),
         }
-        self.apply_replica(state);
     }
 
-    /// Cluster mode: starts a room this node does not hold yet from its
-    /// creation or its latest snapshot (`cluster::compact`), and indexes
+    /// A delivered log: starts a room this node does not hold yet from its
+    /// creation or its latest snapshot, and indexes
     /// it as a creation would. A room already held is left alone.
     pub(crate) fn apply_replica(&self, state: RoomState) {
         if self.registry.get(&state.id).is_some() {
@@ -385,18 +313,6 @@ impl ServerState {
             Some(key) => self.registry.restore_direct(key, &id),
             None => self.registry.force_name(&name, &id),
         }
-    }
-
-    /// Writes a new room and its members; returns once durable.
-    async fn persist_new_room(&self, state: &RoomState) -> Result<(), RoomError> {
-        let Some(store) = &self.store else { return Ok(()) };
-        let mut changes = vec![RoomChange::room(state)];
-        changes.extend(state.members.values().map(RoomChange::member));
-        let batch = RoomBatch { rid: state.id.clone(), changes };
-        store.append(batch).await.await.map_err(|e| {
-            tracing::error!(room = %state.id, error = %e, "cannot store new room");
-            RoomError::Storage
-        })
     }
 
     /// Indexes a new room, starts its actor, and tells its members'

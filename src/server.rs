@@ -58,6 +58,9 @@ pub struct ServerState {
     /// Cluster mode's link to the shared log (`--cluster`); `None` on one
     /// node. Rooms then append commands there instead of store batches.
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Where rooms put their changes in order, and names and member sets
+    /// are claimed (`room/log.rs`): this node alone, or the cluster's log.
+    pub(crate) log: Arc<dyn crate::room::log::RoomLog>,
     /// Knobs every room actor gets (mailbox, history, guest grace).
     pub(crate) room_config: Arc<RoomConfig>,
     /// Knobs every connection gets (queues, byte budgets, heartbeats).
@@ -104,6 +107,7 @@ impl ServerState {
             registry: Arc::new(Registry::default()),
             users: Arc::new(Directory::default()),
             hub: Arc::new(UserHub::default()),
+            log: Arc::new(crate::room::log::LocalLog::new(store.clone())),
             store,
             cluster: None,
             room_config: Arc::new(RoomConfig {
@@ -154,6 +158,7 @@ impl ServerState {
             limits,
             store: Some((store, crate::durability::Snapshot::default())),
         });
+        state.log = Arc::new(crate::cluster::room_log::NatsLog(cluster.clone()));
         state.cluster = Some(cluster);
         // Replaying from the start: no door may answer before the applier
         // has caught up (it clears this), not even before it is spawned.

@@ -572,7 +572,7 @@ impl Session {
             return;
         }
         let hub = &self.server.hub;
-        let cluster = self.server.cluster.as_ref();
+        let log = &self.server.log;
         if let Some(old) = self.online_as.take() {
             let flip = hub.offline(&old);
             if flip.here {
@@ -580,9 +580,7 @@ impl Session {
                 if flip.everywhere {
                     hub.announce_status(&old, &name, false);
                 }
-                if let Some(c) = cluster {
-                    c.announce_presence(&old, &name, false);
-                }
+                log.presence(&old, &name, false);
             }
         }
         if let Some((uid, name)) = uid {
@@ -590,8 +588,8 @@ impl Session {
             if flip.everywhere {
                 hub.announce_status(&uid, &name, true);
             }
-            if let (true, Some(c)) = (flip.here, cluster) {
-                c.announce_presence(&uid, &name, true);
+            if flip.here {
+                log.presence(&uid, &name, true);
             }
             self.online_as = Some(uid);
         }

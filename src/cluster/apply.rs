@@ -203,10 +203,15 @@ async fn apply(
         };
         entry.now = stored.0;
         entry.seq = seq;
-        if let OpV1::Create { .. } = &entry.op {
-            let id = entry.id.clone();
-            state.apply_create(entry);
-            cluster.created(&id);
+        if let OpV1::Create { room, members } = entry.op {
+            // Started on every node, the creating one included. Replays of
+            // an entry already applied change nothing.
+            let mut room = crate::room::RoomState::from(*room);
+            for m in members {
+                room.members.insert(m.user.id.clone(), m.into());
+            }
+            state.apply_replica(room);
+            cluster.created(&entry.id);
             cluster.started(&RoomId::from(rid));
             return Ok(());
         }
@@ -214,7 +219,11 @@ async fn apply(
             Some(room) if matches!(entry.op, OpV1::Snapshot(_)) => {
                 return super::compact::held_snapshot(cluster, &room, rid, entry).await;
             }
-            Some(room) => room.tell(RoomCommand::Apply(Box::new(entry))).await,
+            Some(room) => {
+                if let Some(entry) = super::room_log::delivered(entry) {
+                    room.tell(RoomCommand::Apply(Box::new(entry))).await
+                }
+            }
             // A room whose log was compacted starts from its snapshot.
             None => super::compact::unknown_room(cluster, state, rid, entry).await,
         }

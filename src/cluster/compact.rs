@@ -239,11 +239,14 @@ pub(super) async fn unknown_room(cluster: &Cluster, state: &ServerState, rid: &s
     // its own place in the log.
     let mut seed = entry.clone();
     seed.seq = 0;
-    handle.tell(RoomCommand::Apply(Box::new(seed))).await;
-    for e in held.into_iter().filter(|e| e.seq > covers) {
-        handle.tell(RoomCommand::Apply(Box::new(e))).await;
+    for e in std::iter::once(seed).chain(held.into_iter().filter(|e| e.seq > covers)) {
+        if let Some(e) = super::room_log::delivered(e) {
+            handle.tell(RoomCommand::Apply(Box::new(e))).await;
+        }
     }
-    handle.tell(RoomCommand::Apply(Box::new(entry))).await;
+    if let Some(entry) = super::room_log::delivered(entry) {
+        handle.tell(RoomCommand::Apply(Box::new(entry))).await;
+    }
 }
 
 /// The room state a snapshot holds (members and guest seats included).
@@ -276,14 +279,21 @@ pub(super) async fn held_snapshot(
     let OpV1::Snapshot(snap) = &entry.op else { return Ok(()) };
     let state = snapshot_state(snap);
     let covers = snap.covers;
+    let at = entry.seq;
+    let Some(delivered) = super::room_log::delivered(entry.clone()) else { return Ok(()) };
     let whole =
-        room.ask(|tx| RoomCommand::ApplySnapshot { entry: Box::new(entry.clone()), respond_to: tx }).await;
+        room.ask(|tx| RoomCommand::ApplySnapshot { entry: Box::new(delivered), respond_to: tx }).await;
     // An error is a room that retired meanwhile: nothing to reload.
     if whole.unwrap_or(true) {
         return Ok(());
     }
-    let entries = read_back(cluster, &RoomId::from(rid), covers, entry.seq).await?;
-    room.tell(RoomCommand::Reseed { state: Box::new(state), snapshot: Box::new(entry), entries }).await;
+    let entries: Vec<_> = read_back(cluster, &RoomId::from(rid), covers, at)
+        .await?
+        .into_iter()
+        .filter_map(super::room_log::delivered)
+        .collect();
+    let Some(snapshot) = super::room_log::delivered(entry) else { return Ok(()) };
+    room.tell(RoomCommand::Reseed { state: Box::new(state), snapshot: Box::new(snapshot), entries }).await;
     Ok(())
 }
 

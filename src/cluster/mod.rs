@@ -24,6 +24,7 @@ mod liveness;
 mod notices;
 pub mod partition;
 mod presence;
+pub mod room_log;
 
 pub(crate) use apply::spawn_applier;
 pub use compact::DEFAULT_SNAPSHOT_EVERY;

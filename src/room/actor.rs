@@ -15,6 +15,7 @@ use super::RoomError;
 use super::ended::EndedRoom;
 use super::handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, Topic};
 use super::listener::{MeetingEvent, RoomListener};
+use super::log::{Order, RoomLog};
 use super::model::Message;
 use super::state::{RoomClock, RoomState};
 use super::throttle::CodeThrottle;
@@ -82,8 +83,8 @@ pub(super) struct RoomActor {
     pub(super) history_complete: bool,
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
     pub(super) history_ids: HashSet<MessageId>,
-    /// Cluster mode: what the replica keeps between snapshots of its log
-    /// (recent messages and ids, the history chunks' index).
+    /// A delivered log: what the replica keeps between snapshots of its
+    /// log (recent messages and ids, the history chunks' index).
     pub(super) compaction: super::compacted::RoomCompaction,
     /// Ids of messages submitted to the store and not yet committed: a
     /// burst can push them out of `history` before the store has them.
@@ -92,19 +93,22 @@ pub(super) struct RoomActor {
     pub(super) guest_epochs: HashMap<UserId, u64>,
     /// The connection currently holding each guest's seat.
     pub(super) guest_holders: HashMap<UserId, ConnId>,
-    /// Cluster mode: the node (origin) holding each guest's seat, as the log
-    /// says (the node that appended its join or latest resume).
+    /// A delivered log: the node (origin) holding each guest's seat, as the
+    /// log says (the node that appended its join or latest resume).
     pub(super) guest_nodes: HashMap<UserId, String>,
-    /// Cluster mode: guests whose node was first seen gone at this instant.
+    /// A delivered log: guests whose node was first seen gone at this instant.
     pub(super) orphaned: HashMap<UserId, Instant>,
     /// Numbers grace timers, so a stale timer is recognised and ignored.
     pub(super) next_epoch: u64,
-    /// `None` runs in memory only (and in cluster mode).
+    /// `None` runs in memory only (and with a delivered log).
     pub(super) store: Option<Arc<dyn Durability>>,
-    /// Cluster mode: the shared log this room's changes go through.
-    pub(super) cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// Cluster mode: callers on this node waiting for their entry to come
-    /// back from the log, by entry id.
+    /// Where this room's changes are put in order (`room/log.rs`).
+    pub(super) log: Arc<dyn RoomLog>,
+    /// `log`'s order, read once: the per-message path branches on this
+    /// field, not through the trait object.
+    pub(super) order: Order,
+    /// A delivered log: callers on this node waiting for their entry to
+    /// come back from the log, by entry id.
     pub(super) waiters: HashMap<String, super::replicated::Waiter>,
     /// Wrong join codes for this room, from any connection.
     pub(super) code_throttle: CodeThrottle,
@@ -137,7 +141,7 @@ pub(super) fn spawn(
     me: mpsc::WeakSender<RoomCommand>,
     summary: Arc<OnceLock<Arc<EndedRoom>>>,
 ) {
-    let RoomDeps { registry, users, hub, store, cluster } = deps;
+    let RoomDeps { registry, users, hub, store, log } = deps;
     // Resumes after the latest time the room handed out, so a restart
     // (or a clock that stepped back meanwhile) never stamps behind it.
     let last = history.iter().map(|m| m.ts).fold(state.updated_at, Millis::max);
@@ -171,7 +175,8 @@ pub(super) fn spawn(
         orphaned: HashMap::new(),
         next_epoch: 0,
         store,
-        cluster,
+        order: log.order(),
+        log,
         waiters: HashMap::new(),
         code_throttle: CodeThrottle::default(),
         staged: Vec::new(),
@@ -182,12 +187,13 @@ pub(super) fn spawn(
         actor.history_ids.insert(m.id.clone());
         actor.history.push_back(Arc::new(m));
     }
-    if actor.cluster.is_none() {
+    if actor.order == Order::Now {
         // Guests of a restored room: no connection holds their seats after
         // a restart, so each has the guest grace from now to come back with
         // its token, as if its connection had just closed. (A new room has
-        // no guests. Cluster mode releases the guests of a gone node
-        // itself, see `cluster::liveness`.)
+        // no guests. A delivered log outlives a node's restart; the
+        // guests of a gone node are released through it, see
+        // `cluster::liveness`.)
         let guests: Vec<UserId> = actor.state.guests().cloned().collect();
         for uid in guests {
             actor.start_guest_grace(uid);
@@ -315,7 +321,7 @@ impl RoomActor {
                 }
                 // While commits lag, stop taking commands: the bounded mailbox
                 // then pushes back on callers instead of `pending` growing.
-                // (Cluster mode has no commits here: its waiters are bounded
+                // (A delivered log has no commits here: its waiters are bounded
                 // in `submit`, and the mailbox must keep flowing, since the
                 // log's entries that answer them arrive through it.)
                 cmd = self.rx.recv(), if self.pending.len() < MAX_PENDING => match cmd {

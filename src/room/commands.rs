@@ -1,5 +1,7 @@
 //! What the room actor does with each [`RoomCommand`]: the dispatch from a
-//! command to the rules in `state.rs`, one small method per command. Each
+//! command to the rules in `state.rs`, one small method per command. A
+//! command that changes the room is split into its [`RoomOp`] first
+//! (`replicated.rs`) and reaches the rules through `apply_op`. Each
 //! method stages its reply and events (through `publish` and `reply`); the
 //! loop in `actor.rs` then commits and delivers them in order.
 
@@ -7,7 +9,9 @@ use super::RoomError;
 use super::actor::{Out, Resume, RoomActor};
 use super::handle::{Reply, RoomCommand, SendParams, Topic};
 use super::listener::RoomListener;
+use super::log::{Order, RoomOp};
 use super::model::Message;
+use super::replicated::{Caller, Split};
 use super::state::{Effect, Joined, RoomState, Setting, SystemKind};
 use super::view::{ParticipantView, Seated};
 use crate::ids::{ConnId, MessageId, UserId};
@@ -21,11 +25,11 @@ use std::time::Instant;
 /// Dispatch: which command runs where, and when.
 impl RoomActor {
     pub(super) fn handle(&mut self, cmd: RoomCommand) {
-        let cmd = match (&self.cluster, cmd) {
-            (_, RoomCommand::Apply(entry)) => return self.apply_logged(*entry),
-            (_, RoomCommand::ApplySnapshot { entry, respond_to }) => {
+        let cmd = match cmd {
+            RoomCommand::Apply(entry) => return self.apply_logged(*entry),
+            RoomCommand::ApplySnapshot { entry, respond_to } => {
                 let whole = match &entry.op {
-                    crate::cluster::entry::OpV1::Snapshot(snap) => self.holds_all_before(snap),
+                    RoomOp::Snapshot(snap) => self.holds_all_before(snap),
                     _ => true,
                 };
                 if whole {
@@ -34,23 +38,21 @@ impl RoomActor {
                 let _ = respond_to.send(Ok(whole));
                 return;
             }
-            (_, RoomCommand::Reseed { state, snapshot, entries }) => {
+            RoomCommand::Reseed { state, snapshot, entries } => {
                 return self.reseed(*state, *snapshot, entries);
             }
-            (_, RoomCommand::Unlogged { id, error }) => return self.unlogged(&id, error),
-            (Some(cluster), cmd) => match self.submit(&cluster.clone(), cmd) {
-                Some(cmd) => cmd,
-                None => return,
+            RoomCommand::Unlogged { id, error } => return self.unlogged(&id, error),
+            cmd => match self.split(cmd) {
+                Split::Change(op, waiter, claim) => return self.sequence(op, waiter, claim),
+                Split::Other(cmd) => cmd,
+                Split::Done => return,
             },
-            (None, cmd) => cmd,
         };
         self.handle_at(cmd, Millis::now());
     }
 
-    /// Handles one command with the clock at `clock`: on one node, every
-    /// command as it arrives; in cluster mode, reads as they arrive and
-    /// changes as the log delivers them (`clock` is then the entry's, so
-    /// every replica stamps the same times).
+    /// Handles one command that changes nothing in the room's log (a
+    /// read, or this node's connections) with the clock at `clock`.
     pub(super) fn handle_at(&mut self, cmd: RoomCommand, clock: Millis) {
         self.decide(cmd, self.clock.now(clock));
         self.clock.saw(self.state.updated_at);
@@ -61,16 +63,9 @@ impl RoomActor {
     fn decide(&mut self, cmd: RoomCommand, now: Millis) {
         use RoomCommand as C;
         match cmd {
-            C::JoinSelf { who, code, respond_to } => self.join_self(&who, code, now, respond_to),
-            C::JoinByCode { who, conn, listener, since, respond_to } => {
-                self.join_by_code(&who, conn, Tuned { listener, since }, now, respond_to)
-            }
             C::ResumeGuest { token, conn, current, listener, since, respond_to } => {
                 self.resume_guest(&token, conn, current, Tuned { listener, since }, respond_to)
             }
-            C::Leave { uid, respond_to } => self.leave(&uid, now, respond_to),
-            C::End { who, respond_to } => self.rule(now, respond_to, |s, fx| s.end(&who, now, fx)),
-            C::Settings { who, settings, respond_to } => self.save_settings(&who, settings, now, respond_to),
             C::Doc { respond_to } => self.reply(respond_to, Ok(self.state.info())),
             C::DocFor { uid, respond_to } => self.reply(respond_to, self.state.info_for(&uid)),
             C::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to } => {
@@ -87,42 +82,27 @@ impl RoomActor {
                 self.reply(respond_to, Ok(()));
             }
             C::ConnClosed { conn, guest } => self.conn_closed(conn, guest),
-            C::GuestExpired { uid, epoch } => self.guest_expired(&uid, epoch, now),
-            C::GuestGone { uid } => self.guest_gone(&uid, now),
             C::ReapGuests { alive } => self.reap_guests(&alive),
-            // Taken care of in `handle`.
-            C::Apply(_) | C::ApplySnapshot { .. } | C::Reseed { .. } | C::Unlogged { .. } => {}
-            C::Send { who, params, respond_to } => {
-                let r = self.send_message(&who, *params, now);
-                self.reply(respond_to, r);
-            }
+            // Changes and log deliveries: split off in `handle`.
+            C::Apply(_)
+            | C::ApplySnapshot { .. }
+            | C::Reseed { .. }
+            | C::Unlogged { .. }
+            | C::JoinSelf { .. }
+            | C::JoinByCode { .. }
+            | C::Leave { .. }
+            | C::End { .. }
+            | C::Settings { .. }
+            | C::GuestExpired { .. }
+            | C::Send { .. }
+            | C::AddMember { .. }
+            | C::RemoveMember { .. }
+            | C::SetRole { .. }
+            | C::SetMuted { .. }
+            | C::SetArchived { .. }
+            | C::SetFlag { .. } => {}
             C::History { uid, end, after, limit, max_bytes, respond_to } => {
                 self.history(&uid, (end, after), limit, max_bytes, now, respond_to)
-            }
-            C::AddMember { who, target, respond_to } => {
-                let name = target.username.clone();
-                let mut fx = Vec::new();
-                let r = self.state.add_member(&who, target, now, &mut fx);
-                if let Ok(false) = r {
-                    self.notice(&who.id, &format!("{name} is already in here"), now);
-                }
-                self.publish(fx, now);
-                self.reply(respond_to, r);
-            }
-            C::RemoveMember { who, target, respond_to } => {
-                self.rule(now, respond_to, |s, fx| s.remove_by(&who, &target, now, fx))
-            }
-            C::SetRole { who, target, role, add, respond_to } => {
-                self.rule(now, respond_to, |s, fx| s.set_role(&who, &target, role, add, now, fx))
-            }
-            C::SetMuted { who, target, muted, respond_to } => {
-                self.rule(now, respond_to, |s, fx| s.set_muted(&who, &target, muted, now, fx))
-            }
-            C::SetArchived { who, archived, respond_to } => {
-                self.rule(now, respond_to, |s, fx| s.set_archived(&who, archived, now, fx))
-            }
-            C::SetFlag { uid, flag, respond_to } => {
-                self.rule(now, respond_to, |s, fx| s.set_flag(&uid, flag, fx))
             }
             C::SubscriptionDoc { uid, respond_to } => {
                 self.reply(respond_to, Ok(self.state.subscription_info(&uid)))
@@ -134,9 +114,62 @@ impl RoomActor {
                     self.relay(from, topic, &event, &args);
                     // From a connection here (not relayed from another node):
                     // the other nodes' listeners hear it too.
-                    if let (Some(cluster), false) = (&self.cluster, from == ConnId(0)) {
-                        cluster.relay_notice(&self.state.id, &uid, topic, &event, &args);
+                    if from != ConnId(0) {
+                        self.log.relay_notice(&self.state.id, &uid, topic, &event, &args);
                     }
+                }
+            }
+        }
+    }
+
+    /// Applies one change decided at `now` (see `replicated::apply`, the
+    /// only caller): the rules it runs, answering `caller`.
+    pub(super) fn apply_op(&mut self, op: RoomOp, caller: Caller, now: Millis) {
+        use RoomOp as O;
+        match op {
+            O::JoinSelf { who, code } => self.join_self(&who, code, now, caller.joined()),
+            O::JoinByCode { who } => {
+                let (conn, listener, since, respond_to) = caller.by_code();
+                self.join_by_code(&who, conn, Tuned { listener, since }, now, respond_to)
+            }
+            O::Leave { uid } => self.leave(&uid, now, caller.unit()),
+            O::End { who } => self.rule(now, caller.unit(), |s, fx| s.end(&who, now, fx)),
+            O::Settings { who, settings } => self.save_settings(&who, settings, now, caller.unit()),
+            O::GuestGone { uid } => self.guest_gone(&uid, now),
+            O::Send { who, params } => {
+                let r = self.send_message(&who, *params, now);
+                self.reply(caller.message(), r);
+            }
+            O::AddMember { who, target } => {
+                let name = target.username.clone();
+                let mut fx = Vec::new();
+                let r = self.state.add_member(&who, target, now, &mut fx);
+                if let Ok(false) = r {
+                    self.notice(&who.id, &format!("{name} is already in here"), now);
+                }
+                self.publish(fx, now);
+                self.reply(caller.boolean(), r);
+            }
+            O::RemoveMember { who, target } => {
+                self.rule(now, caller.unit(), |s, fx| s.remove_by(&who, &target, now, fx))
+            }
+            O::SetRole { who, target, role, add } => {
+                self.rule(now, caller.unit(), |s, fx| s.set_role(&who, &target, role, add, now, fx))
+            }
+            O::SetMuted { who, target, muted } => {
+                self.rule(now, caller.unit(), |s, fx| s.set_muted(&who, &target, muted, now, fx))
+            }
+            O::SetArchived { who, archived } => {
+                self.rule(now, caller.unit(), |s, fx| s.set_archived(&who, archived, now, fx))
+            }
+            O::SetFlag { uid, flag } => self.rule(now, caller.unit(), |s, fx| s.set_flag(&uid, flag, fx)),
+            // Where the guest's seat is held and the log's compaction
+            // point: bookkeeping of the delivered log, taken care of before
+            // an entry gets here (`apply_entry`, `apply_logged`).
+            O::GuestHeld { .. } | O::Snapshot(_) => {}
+            O::Unreadable(e) => {
+                if let Some(w) = caller.0 {
+                    w.fail(e);
                 }
             }
         }
@@ -230,12 +263,12 @@ impl RoomActor {
     fn save_settings(&mut self, who: &Principal, settings: Vec<Setting>, now: Millis, respond_to: Reply<()>) {
         let mut fx = Vec::new();
         let (registry, rid) = (&self.registry, self.state.id.clone());
-        let clustered = self.cluster.is_some();
+        let delivered = self.order == Order::Delivered;
         let r = self.state.save_settings(who, settings, now, &mut fx, |name| {
             // A rename must win the name in the registry before
-            // anything changes. In cluster mode it already won the
+            // anything changes. From a delivered log it already won the
             // name's claim in the log, before the entry was written.
-            if clustered {
+            if delivered {
                 registry.force_name(name, &rid);
                 Ok(())
             } else {
@@ -293,13 +326,6 @@ impl RoomActor {
         }
     }
 
-    fn guest_expired(&mut self, uid: &UserId, epoch: u64, now: Millis) {
-        if self.guest_epochs.get(uid) == Some(&epoch) {
-            self.guest_epochs.remove(uid);
-            self.remove_guest(uid, now);
-        }
-    }
-
     fn guest_gone(&mut self, uid: &UserId, now: Millis) {
         self.forget_guest(uid);
         self.remove_guest(uid, now);
@@ -344,9 +370,10 @@ impl RoomActor {
 impl RoomActor {
     fn send_message(&mut self, who: &Principal, p: SendParams, now: Millis) -> Result<Message, RoomError> {
         let member = self.state.check_send(who, p.id.as_ref(), |id| self.message_known(id))?;
-        let id = p.id.unwrap_or_else(MessageId::generate);
+        let user = member.user.clone();
+        let id = p.id.unwrap_or_else(|| MessageId::drawn(&mut self.state.draw));
         let ts = self.clock.stamp(now);
-        let msg = Message::user(id, &self.state.id, p.msg, member.user.clone(), p.tmid, ts);
+        let msg = Message::user(id, &self.state.id, p.msg, user, p.tmid, ts);
         // The caller's door shapes its copy; the store row and the frames
         // share one serialisation (see `store_and_broadcast`).
         let reply = msg.clone();
@@ -362,7 +389,7 @@ impl RoomActor {
     /// than parking the room behind a round trip to another thread; only
     /// client-chosen ids reach it.
     fn message_known(&self, id: &MessageId) -> Result<bool, RoomError> {
-        if self.cluster.is_some() {
+        if self.order == Order::Delivered {
             // Only what every replica holds alike decides (not the
             // per-node window).
             return Ok(self.compaction.knows(id));
@@ -399,8 +426,8 @@ impl RoomActor {
             .max(after.map_or(Millis(0), |t| Millis(t.0.saturating_add(1))))
             .max(self.state.read_floor(uid));
         let page = self.history_page(end, floor, limit, max_bytes);
-        if self.cluster.is_some() {
-            return self.cluster_page(page, end, floor, limit, max_bytes, respond_to);
+        if self.order == Order::Delivered {
+            return self.compacted_page(page, end, floor, limit, max_bytes, respond_to);
         }
         match (&self.store, page.wants_more(limit) && !self.history_complete) {
             (Some(store), true) => {

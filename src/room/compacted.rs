@@ -1,5 +1,6 @@
-//! Cluster mode: a room's part in compacting its log (`cluster::compact`
-//! writes and reads; this decides when, and what the room keeps).
+//! A delivered log: a room's part in compacting its log (the log writes
+//! and reads snapshots and chunks, `RoomLog::write_snapshot`/`read_chunk`;
+//! this decides when, and what the room keeps).
 //!
 //! What a replica keeps instead of every message id and every message:
 //! - the messages accepted since the latest snapshot it applied (`tail`,
@@ -15,20 +16,18 @@
 use super::RoomError;
 use super::actor::{Out, RoomActor};
 use super::handle::Reply;
+use super::log::{ChunkRef, Entry, RoomOp, RoomSnapshot, SnapshotJob};
 use super::model::Message;
 use super::publish::HistoryPage;
 use super::state::RoomState;
-use crate::cluster::entry::{ChunkRefV1, EntryV1, OpV1, SnapshotV1};
-use crate::cluster::{SnapshotJob, read_chunk, write_snapshot};
 use crate::ids::MessageId;
-use crate::store::rows::{GuestSeatRowV1, MemberRowV1, RoomRowV1};
 use crate::time::Millis;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A replica's compaction state (cluster mode only; empty otherwise).
+/// A replica's compaction state (a delivered log only; empty otherwise).
 #[derive(Debug, Default)]
 pub(super) struct RoomCompaction {
     /// The log sequence the latest applied snapshot covers (0: none).
@@ -51,7 +50,7 @@ pub(super) struct RoomCompaction {
     /// Between starting from a snapshot and applying its entry in the log:
     /// no snapshot is written meanwhile.
     seeded: bool,
-    chunks: Vec<ChunkRefV1>,
+    chunks: Vec<ChunkRef>,
     /// The sequence of the entry being applied.
     applying: u64,
     /// This node is writing a snapshot of the room.
@@ -83,10 +82,10 @@ impl RoomCompaction {
 
 impl RoomActor {
     /// Applies one entry of the room's log, counting it towards the next
-    /// snapshot (cluster mode).
-    pub(super) fn apply_logged(&mut self, entry: EntryV1) {
+    /// snapshot.
+    pub(super) fn apply_logged(&mut self, entry: Entry) {
         let entry = match entry.op {
-            OpV1::Snapshot(snap) => return self.apply_snapshot(*snap, entry.seq),
+            RoomOp::Snapshot(snap) => return self.apply_snapshot(*snap, entry.seq),
             _ => entry,
         };
         let (seq, origin) = (entry.seq, entry.origin.clone());
@@ -99,11 +98,11 @@ impl RoomActor {
     /// A snapshot entry. Sequence 0 is a room this node starts from the
     /// snapshot (`cluster::compact::unknown_room`); otherwise it is the
     /// entry in its place in the log.
-    fn apply_snapshot(&mut self, snap: SnapshotV1, seq: u64) {
+    fn apply_snapshot(&mut self, snap: RoomSnapshot, seq: u64) {
         let c = &mut self.compaction;
         if seq == 0 {
             self.guest_nodes = snap.guest_nodes.into_iter().collect();
-            self.clock.saw(Millis(snap.clock));
+            self.clock.saw(snap.clock);
             c.covered = snap.covers;
             c.extra = snap.prev_ids.iter().map(|i| MessageId::from(i.as_str())).collect();
             c.set_ids(snap.ids);
@@ -138,7 +137,7 @@ impl RoomActor {
     /// entries since the same base than the writer did, or does not share
     /// the writer's base at all. Such a replica reloads the room from the
     /// snapshot (`reseed`) instead.
-    pub(super) fn holds_all_before(&self, snap: &SnapshotV1) -> bool {
+    pub(super) fn holds_all_before(&self, snap: &RoomSnapshot) -> bool {
         let c = &self.compaction;
         let Some(count) = snap.count else { return true };
         if snap.covers <= c.covered {
@@ -155,7 +154,9 @@ impl RoomActor {
     /// this node's listeners heard them (or the state they were decided on)
     /// when they first came; sockets coming back with a position get
     /// `recovered: false` and refetch, as the replay window starts afresh.
-    pub(super) fn reseed(&mut self, state: RoomState, snapshot: EntryV1, entries: Vec<EntryV1>) {
+    pub(super) fn reseed(&mut self, state: RoomState, snapshot: Entry, entries: Vec<Entry>) {
+        let at = snapshot.seq;
+        let RoomOp::Snapshot(snap) = snapshot.op else { return };
         tracing::warn!(
             room = %self.state.id,
             entries = entries.len(),
@@ -166,16 +167,17 @@ impl RoomActor {
         self.history_ids.clear();
         let writing = self.compaction.writing.clone();
         self.compaction = RoomCompaction { writing, ..Default::default() };
-        let mut seed = snapshot.clone();
-        seed.seq = 0;
-        self.apply_logged(seed);
-        let (covered, at) = (self.compaction.covered, snapshot.seq);
+        // As a node meeting the room first at this snapshot: the snapshot
+        // as the starting point, the entries after it, then the snapshot
+        // entry in its place.
+        self.apply_snapshot((*snap).clone(), 0);
+        let covered = self.compaction.covered;
         for e in entries.into_iter().filter(|e| e.seq > covered && e.seq < at) {
             self.apply_logged(e);
             self.staged.clear();
             self.ops.clear();
         }
-        self.apply_logged(snapshot);
+        self.apply_snapshot(*snap, at);
         self.staged.clear();
         self.ops.clear();
         self.replay = super::replay::ReplayWindow::new(self.cfg.replay.clone(), self.state.seq);
@@ -186,14 +188,16 @@ impl RoomActor {
     /// node is gone (no snapshot came), the node of the entry a tenth of
     /// the interval later tries, and so on.
     fn maybe_snapshot(&mut self, origin: &str) {
-        let Some(cluster) = self.cluster.clone() else { return };
-        let every = cluster.snapshot_every();
+        let every = self.log.snapshot_every();
+        if every == 0 {
+            return;
+        }
         let retry = (every / 10).max(1);
         let n = self.compaction.since.len() as u64;
         let c = &self.compaction;
         if n < every
             || !(n - every).is_multiple_of(retry)
-            || origin != cluster.origin()
+            || origin != self.log.origin()
             || c.seeded
             || c.writing.load(Ordering::Acquire)
         {
@@ -202,33 +206,23 @@ impl RoomActor {
         let Some(&covers) = c.since.back() else { return };
         let messages: Vec<Arc<Message>> = c.tail.iter().map(|(_, m)| m.clone()).collect();
         let ids = messages.iter().filter(|m| m.t.is_none()).map(|m| m.id.to_string()).collect();
-        let (mut members, mut guests) = (Vec::new(), Vec::new());
-        for m in self.state.members.values() {
-            if m.guest {
-                guests.push(GuestSeatRowV1::from(m));
-            } else {
-                members.push(MemberRowV1::from(m));
-            }
-        }
-        let snapshot = SnapshotV1 {
+        let snapshot = RoomSnapshot {
             covers,
-            room: Box::new(RoomRowV1::from(&self.state)),
-            members,
-            guests,
             guest_nodes: self.guest_nodes.iter().map(|(u, n)| (u.clone(), n.clone())).collect(),
-            clock: self.clock.last().0,
+            clock: self.clock.last(),
             chunks: c.chunks.clone(),
             ids,
             prev_ids: c.ids.clone(),
             base: c.covered,
             count: Some(n),
         };
-        let job = SnapshotJob { rid: self.state.id.clone(), snapshot, messages, base: c.covered };
+        let job = SnapshotJob { state: self.state.clone(), snapshot, messages, base: c.covered };
         let writing = c.writing.clone();
         writing.store(true, Ordering::Release);
+        let rid = self.state.id.clone();
+        let write = self.log.write_snapshot(job);
         tokio::spawn(async move {
-            let rid = job.rid.clone();
-            match write_snapshot(&cluster, job).await {
+            match write.await {
                 Ok(true) => tracing::debug!(room = %rid, covers, "room log compacted"),
                 Ok(false) => tracing::debug!(room = %rid, covers, "another node's snapshot landed first"),
                 // Nothing is lost: the entries stay until a snapshot lands.
@@ -240,12 +234,12 @@ impl RoomActor {
         });
     }
 
-    /// `loadHistory` in cluster mode past the window: messages accepted
+    /// `loadHistory` from a delivered log past the window: messages accepted
     /// since the latest snapshot from memory, older ones from the history
     /// chunks (read off the room's loop). Each message is in exactly one of
     /// window, tail and chunks below `before`, and `ts` strictly increases,
     /// so pages neither skip nor repeat.
-    pub(super) fn cluster_page(
+    pub(super) fn compacted_page(
         &mut self,
         mut page: HistoryPage,
         end: Option<Millis>,
@@ -254,7 +248,6 @@ impl RoomActor {
         max_bytes: usize,
         respond_to: Reply<Vec<Value>>,
     ) {
-        let Some(cluster) = self.cluster.clone() else { return self.reply(respond_to, Ok(page.messages)) };
         if !page.wants_more(limit) || self.history_complete {
             return self.reply(respond_to, Ok(page.messages));
         }
@@ -272,21 +265,22 @@ impl RoomActor {
                 break;
             }
         }
-        let older: Vec<ChunkRefV1> = self
+        let older: Vec<ChunkRef> = self
             .compaction
             .chunks
             .iter()
-            .filter(|c| c.first_ts < before.0 && c.last_ts >= floor.0)
+            .filter(|c| c.first_ts < before && c.last_ts >= floor)
             .cloned()
             .collect();
         if !page.wants_more(limit) || older.is_empty() {
             return self.reply(respond_to, Ok(page.messages));
         }
         let rid = self.state.id.clone();
+        let log = self.log.clone();
         self.staged.push(Out::Reply(Box::new(move |_| {
             tokio::spawn(async move {
-                for chunk in older.iter().rev() {
-                    let messages = match read_chunk(&cluster, chunk).await {
+                for chunk in older.into_iter().rev() {
+                    let messages = match log.read_chunk(chunk).await {
                         Ok(m) => m,
                         Err(e) => {
                             tracing::error!(room = %rid, error = %e, "cannot read a history chunk");

@@ -111,7 +111,6 @@ impl EndedRoom {
             // on other nodes decide the same).
             C::ConnClosed { .. }
             | C::GuestExpired { .. }
-            | C::GuestGone { .. }
             | C::ReapGuests { .. }
             | C::Apply(_)
             | C::Reseed { .. }

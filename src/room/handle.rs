@@ -162,28 +162,25 @@ pub enum RoomCommand {
     Participants { uid: UserId, respond_to: Reply<Participants> },
     /// `stream-notify-room` typing/user-activity, re-emitted to others.
     Notify { from: ConnId, uid: UserId, topic: Topic, event: String, args: Value },
-    /// Cluster mode: a guest's grace ran out on the node that held it;
-    /// applied from the log on every node.
-    GuestGone { uid: UserId },
-    /// Cluster mode: the nodes alive now (origins); guests held by any
+    /// A delivered log: the nodes alive now (origins); guests held by any
     /// other node for longer than the guest grace are removed.
     ReapGuests { alive: Arc<std::collections::HashSet<String>> },
-    /// Cluster mode: an entry of this room's log, to apply (every node
+    /// A delivered log: an entry of this room's log, to apply (every node
     /// applies every entry, in log order).
-    Apply(Box<crate::cluster::entry::EntryV1>),
-    /// Cluster mode: a snapshot entry in its place in the log. Applied,
+    Apply(Box<super::log::Entry>),
+    /// A delivered log: a snapshot entry in its place in the log. Applied,
     /// answering `true`, if this replica applied everything it covers;
     /// otherwise nothing is applied and the answer is `false` (the applier
     /// then sends `Reseed`).
-    ApplySnapshot { entry: Box<crate::cluster::entry::EntryV1>, respond_to: Reply<bool> },
-    /// Cluster mode: start over from a snapshot entry, the room state it
+    ApplySnapshot { entry: Box<super::log::Entry>, respond_to: Reply<bool> },
+    /// A delivered log: start over from a snapshot entry, the room state it
     /// holds, and the room's entries between what it covers and itself.
     Reseed {
         state: Box<super::state::RoomState>,
-        snapshot: Box<crate::cluster::entry::EntryV1>,
-        entries: Vec<crate::cluster::entry::EntryV1>,
+        snapshot: Box<super::log::Entry>,
+        entries: Vec<super::log::Entry>,
     },
-    /// Cluster mode: this node's entry `id` could not be appended; its
+    /// A delivered log: this node's entry `id` could not be appended; its
     /// caller gets `error`.
     Unlogged { id: String, error: RoomError },
 }
@@ -225,12 +222,12 @@ pub struct RoomDeps {
     pub registry: Arc<Registry>,
     pub users: Arc<Directory>,
     pub hub: Arc<UserHub>,
-    /// Where changes become durable; `None` runs in memory only (or in
-    /// cluster mode, where the room's log is `cluster`).
+    /// Where changes become durable; `None` runs in memory only (or with a
+    /// delivered log, which is itself durable).
     pub store: Option<Arc<dyn Durability>>,
-    /// Cluster mode: changes are appended to the room's log and applied
-    /// when they come back from it.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Where changes are put in order: applied at once, or appended and
+    /// applied when the log delivers them (`room/log.rs`).
+    pub log: Arc<dyn super::log::RoomLog>,
 }
 
 impl RoomHandle {

@@ -12,6 +12,7 @@ mod ended;
 mod error;
 mod handle;
 mod listener;
+pub mod log;
 pub mod model;
 mod publish;
 mod replay;

@@ -1,7 +1,7 @@
 //! Plain data of a room: members, roles, messages. No rules, no tokio, and
 //! no serde shapes: stored rows live in `store::rows`, wire shapes in `wire`.
 
-use crate::ids::{MessageId, RoomId, UserId};
+use crate::ids::{Ids, MessageId, RoomId, UserId};
 use crate::time::Millis;
 use std::borrow::Cow;
 
@@ -102,16 +102,23 @@ pub struct Member {
 
 impl Member {
     pub fn new(user: UserRef, guest: bool, now: Millis) -> Self {
+        Self::drawn(user, guest, now, &mut Ids::random())
+    }
+
+    /// A new member whose participant id and guest token come from `ids`
+    /// (a change's apply context: the same on every replica).
+    pub fn drawn(user: UserRef, guest: bool, now: Millis, ids: &mut Ids) -> Self {
+        let participant_id = ids.meteor_id();
         Member {
             user,
             guest,
             roles: RoomRoles::NONE,
-            participant_id: crate::ids::meteor_id(),
+            participant_id,
             joined_at: now,
             muted: false,
             favorite: false,
             open: true,
-            guest_token: guest.then(SeatToken::generate),
+            guest_token: guest.then(|| SeatToken::from_secret(ids.secret(32))),
         }
     }
 }
@@ -130,11 +137,6 @@ pub struct SeatToken {
 }
 
 impl SeatToken {
-    /// A fresh random token.
-    pub fn generate() -> Self {
-        Self::from_secret(crate::ids::secret(32))
-    }
-
     /// A token the guest presented (and that matched).
     pub fn from_secret(secret: String) -> Self {
         SeatToken { digest: Self::digest(&secret), secret: Some(secret) }
@@ -199,9 +201,16 @@ pub struct Message {
 
 impl Message {
     /// A system message of type `t`; `groupable: false` as Rocket.Chat sets.
-    pub fn system(rid: &RoomId, t: &'static str, msg: String, u: UserRef, now: Millis) -> Self {
+    pub fn system(
+        id: MessageId,
+        rid: &RoomId,
+        t: &'static str,
+        msg: String,
+        u: UserRef,
+        now: Millis,
+    ) -> Self {
         Message {
-            id: MessageId::generate(),
+            id,
             rid: rid.clone(),
             msg,
             t: Some(Cow::Borrowed(t)),

@@ -13,7 +13,7 @@ use super::state::{Effect, SystemKind};
 use super::view::ParticipantView;
 use crate::durability::{Durability, RoomChange};
 use crate::hub::{LoggedEvent, UserEvent};
-use crate::ids::{ConnId, RoomId, UserId};
+use crate::ids::{ConnId, MessageId, RoomId, UserId};
 use crate::time::Millis;
 use crate::wire;
 use serde::Serialize;
@@ -74,7 +74,15 @@ impl RoomActor {
             match e {
                 Effect::System { kind, msg, by, role } => {
                     let ended = kind == SystemKind::RoomEnded;
-                    let mut m = Message::system(&rid, kind.code(), msg, by, self.clock.stamp(now));
+                    let ts = self.clock.stamp(now);
+                    let mut m = Message::system(
+                        MessageId::drawn(&mut self.state.draw),
+                        &rid,
+                        kind.code(),
+                        msg,
+                        by,
+                        ts,
+                    );
                     m.role = role.map(|r| Cow::Borrowed(r.name()));
                     let seq = self.store_and_broadcast(m);
                     if ended {
@@ -244,7 +252,7 @@ impl RoomActor {
             }
         }
         let msg = Arc::new(msg);
-        if self.cluster.is_some() {
+        if self.order == super::log::Order::Delivered {
             self.compaction.accepted(&msg);
         }
         self.history_ids.insert(msg.id.clone());
@@ -271,7 +279,8 @@ impl RoomActor {
             return;
         }
         let bot = UserRef { id: UserId::from("rocket.cat"), username: "rocket.cat".into(), name: None };
-        let mut m = Message::system(&self.state.id, "ephemeral", text.to_owned(), bot, now);
+        let id = MessageId::drawn(&mut self.state.draw);
+        let mut m = Message::system(id, &self.state.id, "ephemeral", text.to_owned(), bot, now);
         m.t = None;
         m.groupable = None;
         let frame = wire::stream_changed("stream-notify-user", &format!("{uid}/message"), &[m]);

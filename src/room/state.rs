@@ -14,7 +14,7 @@ use super::model::{CustomFields, Member, RoomRoles, RoomType, SeatToken, UserRef
 use super::view::{
     DirectMembers, MeetingStatus, ParticipantList, ParticipantView, RoleHolder, RoomView, SubscriptionView,
 };
-use crate::ids::{MessageId, RoomCode, RoomId, UserId};
+use crate::ids::{Ids, MessageId, RoomCode, RoomId, UserId};
 use crate::permissions::{Permission, Principal, allowed};
 use crate::time::Millis;
 use std::collections::HashMap;
@@ -215,6 +215,11 @@ pub struct CreateOptions {
 /// (without members, which are stored one row each).
 #[derive(Debug, Clone)]
 pub struct RoomState {
+    /// Where the change being applied draws its ids (participant ids,
+    /// guest tokens, message ids): set from the change's apply context by
+    /// the room's `apply` and reset after it (`room::replicated`); fresh
+    /// randomness otherwise. Never stored.
+    pub(crate) draw: Ids,
     /// Stable id, never reused: what every method and stream names the room by.
     pub id: RoomId,
     /// Unique among rooms (the registry's name index follows renames);
@@ -305,6 +310,7 @@ impl RoomState {
             }
         }
         RoomState {
+            draw: Ids::random(),
             id,
             display_name: name.clone(),
             name,
@@ -503,7 +509,7 @@ impl RoomState {
     }
 
     fn admit(&mut self, who: &Principal, now: Millis, fx: &mut Vec<Effect>) -> Member {
-        let member = Member::new(user_ref(who), who.guest, now);
+        let member = Member::drawn(user_ref(who), who.guest, now, &mut self.draw);
         self.members.insert(who.id.clone(), member.clone());
         self.updated_at = now;
         fx.push(Effect::MembershipAdded(who.id.clone()));
@@ -806,7 +812,7 @@ impl RoomState {
         if self.is_full() {
             return Err(RoomError::Full);
         }
-        let member = Member::new(target, false, now);
+        let member = Member::drawn(target, false, now, &mut self.draw);
         self.members.insert(member.user.id.clone(), member.clone());
         self.updated_at = now;
         fx.push(Effect::MembershipAdded(member.user.id.clone()));

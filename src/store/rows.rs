@@ -177,6 +177,7 @@ impl From<RoomRowV1> for RoomState {
     /// The room without members (they are restored from their own rows).
     fn from(r: RoomRowV1) -> Self {
         RoomState {
+            draw: crate::ids::Ids::random(),
             id: r.id,
             name: r.name,
             display_name: r.fname,
