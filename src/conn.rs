@@ -1,6 +1,6 @@
-//! One WebSocket connection: a reader that processes the client's frames
-//! strictly in order, and a writer that drains the bounded outbound queue to
-//! the socket in batches (feed, feed, …, flush).
+//! One WebSocket connection, one task: it processes the client's frames
+//! strictly in order and, polled beside them, drains the bounded outbound
+//! queue to the socket in batches (one framed buffer, one write).
 //!
 //! Rooms never write to the socket; they put shared, pre-serialised frames on
 //! the queue with [`ConnHandle::try_send`]. A full queue means the client is
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -281,9 +281,9 @@ pub(crate) struct ConnConfig {
     pub connect_timeout: Duration,
 }
 
-/// An upgraded socket, split for its two tasks: tungstenite parses the
-/// client's frames (and enforces the frame and message limits), roomd's
-/// writer frames what it sends itself.
+/// An upgraded socket: tungstenite parses the client's frames (and enforces
+/// the frame and message limits), roomd frames what it sends itself; both
+/// run in the connection's one task ([`serve`]).
 ///
 /// Why not tungstenite's writer: its write buffer keeps the capacity of the
 /// largest batch it ever wrote, for the connection's whole life, and its API
@@ -292,15 +292,13 @@ pub(crate) struct ConnConfig {
 /// so an idle connection holds no write buffer. tungstenite still writes
 /// its own control frames (pongs, the reply to a client's close); they go
 /// to the outbox ([`ReaderIo`]) and the writer puts them between whole
-/// frames, so only one task ever writes to the socket.
+/// frames, so a frame on the wire is never cut by another.
 pub(crate) struct Socket<S> {
     ws: Box<WebSocketStream<ReaderIo<S>>>,
-    wire: Arc<Wire>,
-    write: WriteHalf<Tracked<S>>,
     outbox: Arc<Outbox>,
 }
 
-/// Splits an upgraded socket (`rest`: bytes the client sent after its
+/// Wraps an upgraded socket (`rest`: bytes the client sent after its
 /// request head) into a [`Socket`] with an empty outbound queue.
 pub(crate) async fn open<S>(
     stream: Tracked<S>,
@@ -312,18 +310,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let outbox = Arc::new(Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone()));
-    let wire = stream.wire().clone();
-    let (read, write) = tokio::io::split(stream);
-    let io = ReaderIo { read, outbox: outbox.clone() };
+    let io = ReaderIo { io: stream, outbox: outbox.clone() };
     let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_cfg)).await;
-    Socket { ws: Box::new(ws), wire, write, outbox }
+    Socket { ws: Box::new(ws), outbox }
 }
 
 /// The socket as tungstenite's frame reader sees it: reads come from the
 /// socket; what it writes (only control frames: roomd never sends through
-/// it) becomes control bytes in the outbox, for the writer task.
+/// it) becomes control bytes in the outbox, for the writer. The writer
+/// writes to the socket itself (`io`, reached through the stream), not
+/// through this.
 pub(crate) struct ReaderIo<S> {
-    read: ReadHalf<Tracked<S>>,
+    io: Tracked<S>,
     outbox: Arc<Outbox>,
 }
 
@@ -333,7 +331,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReaderIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -378,11 +376,16 @@ pub(crate) fn close_frame(reason: CloseReason) -> Vec<u8> {
     bytes
 }
 
-/// Runs a connection to completion. `shutdown` is the server-wide token.
+/// Runs a connection to completion, in one task: the client's frames are
+/// read and handled, and the outbox is written to the socket, by the same
+/// future. (Two tasks, a reader and a writer, cost a second task cell and
+/// a second set of handles per connection: ~600 B per idle connection,
+/// BENCHMARKS.md issue 21.) `shutdown` is the server-wide token.
 ///
-/// Order of the end: the reader stops (after finishing the frame it is
-/// handling), the session cleans up, then the writer delivers what is still
-/// queued (unless the queue is the problem) and the close frame.
+/// Order of the end: frames stop being read (the one being handled is
+/// finished first, the writer still running while it is), the writer
+/// stops, the session cleans up, then what is still queued (unless the
+/// queue is the problem) and the close frame are written.
 ///
 /// The setup runs here, before the returned future is first polled, and the
 /// future is an `async` block rather than an `async fn`: an `async fn` keeps
@@ -399,11 +402,10 @@ pub(crate) fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let cfg = &server.conn_config;
-    let Socket { ws: mut stream, wire, write, outbox } = socket;
+    let Socket { ws: mut stream, outbox } = socket;
     let handle = ConnHandle {
         id,
-        outbox: outbox.clone(),
+        outbox,
         shared: Arc::new(ConnShared {
             cancel: shutdown.child_token(),
             reason: OnceLock::new(),
@@ -411,32 +413,31 @@ where
         }),
     };
     server.metrics.connection_opened();
-    let reader_done = CancellationToken::new();
-    let stall = Stall { wire, timeout: cfg.write_stall_timeout };
-    let writer = tokio::spawn(write_loop(write, outbox, handle.clone(), reader_done.clone(), stall));
     let srv = server.clone();
     let mut session = Session::new(handle.clone(), server, peer);
     async move {
+        let mut writer = Writer::default();
         // A panic while handling a frame (a bug) ends this connection with
         // 1011 and is logged once, here; the cleanup below still runs.
-        let peer_sent_close = match AssertUnwindSafe(read_loop(&mut stream, &mut session, &srv.conn_config))
-            .catch_unwind()
-            .await
-        {
-            Ok(close) => close,
-            Err(_) => {
-                tracing::error!(conn = %id, "connection task panicked");
-                handle.close(CloseReason::InternalError);
-                false
-            }
-        };
+        let peer_sent_close =
+            match AssertUnwindSafe(read_loop(&mut stream, &mut writer, &mut session, &srv.conn_config))
+                .catch_unwind()
+                .await
+            {
+                Ok(close) => close,
+                Err(_) => {
+                    tracing::error!(conn = %id, "connection task panicked");
+                    handle.close(CloseReason::InternalError);
+                    false
+                }
+            };
         // Pin the reason now: a cancel without one came from server
         // shutdown; no cancel at all means the peer went away.
         let reason = if handle.is_closed() { handle.reason() } else { CloseReason::PeerClosed };
         if reason == CloseReason::PeerClosed {
             if peer_sent_close {
                 // tungstenite answers a client's close on its next write:
-                // this hands the answer (same code) to the writer, so the
+                // this hands the answer (same code) to the outbox, so the
                 // client sees a clean close instead of 1006.
                 let _ = stream.flush().now_or_never();
             } else {
@@ -448,8 +449,10 @@ where
         // Boxed for the same reason as the frame handler: idle connections
         // should not carry the cleanup's state.
         Box::pin(session.finish()).await;
-        reader_done.cancel();
-        let _ = writer.await;
+        if !writer.broken {
+            let sink = &mut stream.get_mut().io;
+            Box::pin(close_writer(sink, writer.out, &handle.outbox, reason)).await;
+        }
         if reason != CloseReason::PeerClosed {
             // Read (and ignore) what the peer still sends until it answers
             // the close, for a bounded time: dropping a socket with unread
@@ -497,17 +500,27 @@ fn close_linger(reason: CloseReason) -> Duration {
 /// instead of seeing a reset.
 const CLOSE_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Handles the client's frames until the connection is to end; true if it
-/// ended with the client's close frame.
+/// What the read loop waits for next.
+enum Next {
+    Closed,
+    Timer,
+    Frame(Option<Result<Message, WsError>>),
+}
+
+/// Handles the client's frames, and writes what is queued for it, until
+/// the connection is to end; true if it ended with the client's close
+/// frame.
 async fn read_loop<S>(
     stream: &mut WebSocketStream<ReaderIo<S>>,
+    writer: &mut Writer,
     session: &mut Session,
     cfg: &ConnConfig,
 ) -> bool
 where
-    S: AsyncRead + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let conn = session.conn().clone();
+    let stall = cfg.write_stall_timeout;
     let opened = Instant::now();
     let mut last_in = opened;
     let mut pinged = false;
@@ -532,12 +545,26 @@ where
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
-        tokio::select! {
+        let next = std::future::poll_fn(|cx| {
             // Once the connection is closing, no new frame is started; the
             // one being handled (below) always runs to completion first.
-            biased;
-            _ = &mut closed => return false,
-            _ = &mut timer => {
+            if closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Next::Closed);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Next::Timer);
+            }
+            writer.drive(cx, &conn, &mut stream.get_mut().io, stall);
+            if conn.is_closed() {
+                // The writer closed it (a failed or stalled socket).
+                return Poll::Ready(Next::Closed);
+            }
+            stream.poll_next_unpin(cx).map(Next::Frame)
+        })
+        .await;
+        match next {
+            Next::Closed => return false,
+            Next::Timer => {
                 if session.token_expiry().is_some_and(|t| t <= Instant::now()) {
                     conn.close(CloseReason::TokenExpired);
                     return false;
@@ -554,11 +581,12 @@ where
                     return false;
                 }
                 pinged = true;
-                if !Box::pin(conn.send(crate::wire::ping())).await {
+                let ping = Box::pin(conn.send(crate::wire::ping()));
+                if !writing_while(ping, writer, stream, &conn, stall).await {
                     return false;
                 }
             }
-            item = stream.next() => {
+            Next::Frame(item) => {
                 last_in = Instant::now();
                 pinged = false;
                 match item {
@@ -570,7 +598,8 @@ where
                         // Boxed: the frame handler's future is large (it can
                         // hold any method's state) and is only needed while a
                         // frame is handled, not by every idle connection.
-                        if !Box::pin(session.handle_text(&text)).await {
+                        let handled = Box::pin(session.handle_text(&text));
+                        if !writing_while(handled, writer, stream, &conn, stall).await {
                             return false;
                         }
                     }
@@ -595,95 +624,117 @@ where
     }
 }
 
-/// The writer task. Like [`serve`], an `async` block (its arguments are
-/// not kept twice); what is not needed while the connection is open (the
-/// close path, the write-stall timer) is boxed when it is needed, so an
-/// idle writer's state is the outbox wait and little else.
-#[allow(clippy::manual_async_fn, reason = "an async fn would keep its arguments twice")]
-fn write_loop<W>(
-    mut sink: W,
-    outbox: Arc<Outbox>,
-    conn: ConnHandle,
-    reader_done: CancellationToken,
-    stall: Stall,
-) -> impl Future<Output = ()> + Send + 'static
+/// Runs `work` (a frame's handling, a ping being queued) to completion
+/// while the writer keeps writing: a reply waits for outbox space, and in
+/// this one task only the writer frees it.
+async fn writing_while<S, F>(
+    work: Pin<Box<F>>,
+    writer: &mut Writer,
+    stream: &mut WebSocketStream<ReaderIo<S>>,
+    conn: &ConnHandle,
+    stall: Duration,
+) -> F::Output
 where
-    W: AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future + ?Sized,
 {
-    async move {
-        // The framed bytes of the batch being written and how far the
-        // kernel has taken them; freed once written, so an idle connection
-        // holds no buffer.
-        let mut out = Unsent::default();
-        {
-            let closed = conn.closed();
-            tokio::pin!(closed);
-            let mut batch = Vec::new();
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut closed => break,
-                    n = outbox.pop_many(&mut batch, &mut out.bytes, 64) => {
-                        if n == 0 {
-                            break;
-                        }
-                        let bytes = out.frame(&mut batch);
-                        // A peer that stops reading blocks this write once
-                        // the kernel buffers are full; the close must not wait
-                        // for it, and a peer that accepts nothing for the
-                        // stall timeout is cut (pongs alone do not keep it:
-                        // they say nothing of reading).
-                        let write = out.write(&mut sink);
-                        tokio::pin!(write);
-                        // The watch (and its timer) is created only when the
-                        // write cannot finish at once: writes that complete
-                        // cost no timer, and an idle writer holds none.
-                        let mut watch = None;
-                        let step = std::future::poll_fn(|cx| {
-                            if closed.as_mut().poll(cx).is_ready() {
-                                return Poll::Ready(Written::Closed);
-                            }
-                            if let Poll::Ready(r) = write.as_mut().poll(cx) {
-                                return Poll::Ready(Written::Done(r.is_ok()));
-                            }
-                            let w = watch.get_or_insert_with(|| Box::pin(stall.stalled()));
-                            if w.as_mut().poll(cx).is_ready() {
-                                return Poll::Ready(Written::Stalled);
-                            }
-                            Poll::Pending
-                        })
-                        .await;
-                        match step {
-                            Written::Closed => break,
-                            Written::Stalled => {
-                                conn.slow_consumer("socket accepted no bytes for the write-stall timeout");
-                                break;
-                            }
-                            Written::Done(true) => outbox.written(bytes),
-                            Written::Done(false) => {
-                                // The socket is broken: end the whole
-                                // connection, so the reader does not wait on
-                                // a queue nobody drains.
-                                conn.close(CloseReason::PeerClosed);
-                                return;
-                            }
-                        }
+    let mut work = work;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = work.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        writer.drive(cx, conn, &mut stream.get_mut().io, stall);
+        Poll::Pending
+    })
+    .await
+}
+
+/// The sending side of a connection: takes batches from the outbox, frames
+/// them and writes them, polled beside the socket's reads in the
+/// connection's task. What is not needed while the connection is open (the
+/// close path, the write-stall timer) is boxed when it is needed, so an
+/// idle writer is a few words.
+#[derive(Default)]
+struct Writer {
+    /// The framed bytes of the batch being written and how far the kernel
+    /// has taken them; freed once written, so an idle connection holds no
+    /// buffer.
+    out: Unsent,
+    /// The batch's payload bytes, as the outbox counts them.
+    payload: usize,
+    /// `out` holds a batch not yet all written.
+    writing: bool,
+    /// The write-stall watch, created only when a write cannot finish at
+    /// once: writes that complete cost no timer, and an idle writer holds
+    /// none.
+    watch: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// No longer driven: the connection is closing (what is unwritten
+    /// stays in `out` for the close path), or the outbox is closed.
+    stopped: bool,
+    /// The socket failed: nothing more is written to it.
+    broken: bool,
+}
+
+/// Batches written per poll of the connection before it yields: a room
+/// that keeps the outbox full must not keep the client's frames unread.
+const BATCHES_PER_POLL: usize = 16;
+
+impl Writer {
+    /// Writes what the outbox holds until the outbox is empty or the socket
+    /// takes no more. A socket that fails ends the connection (peer
+    /// closed); one that accepts no byte for the stall timeout while frames
+    /// wait ends it as a slow consumer (pongs alone do not keep it: they
+    /// say nothing of reading). Once the connection is closing, it stops.
+    fn drive<S: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &ConnHandle,
+        sink: &mut Tracked<S>,
+        stall: Duration,
+    ) {
+        if self.stopped || conn.is_closed() {
+            self.stopped = true;
+            return;
+        }
+        for _ in 0..BATCHES_PER_POLL {
+            if !self.writing {
+                match conn.outbox.poll_pop_many(cx, &mut self.out.batch, &mut self.out.bytes, 64) {
+                    Poll::Pending => return,
+                    Poll::Ready(0) => {
+                        self.stopped = true;
+                        return;
+                    }
+                    Poll::Ready(_) => {
+                        self.payload = self.out.frame();
+                        self.writing = true;
                     }
                 }
             }
+            match self.out.poll_write(cx, sink) {
+                Poll::Ready(Ok(())) => {
+                    conn.outbox.written(std::mem::take(&mut self.payload));
+                    self.writing = false;
+                    self.watch = None;
+                }
+                Poll::Ready(Err(_)) => {
+                    // The socket is broken: end the whole connection.
+                    self.stopped = true;
+                    self.broken = true;
+                    conn.close(CloseReason::PeerClosed);
+                    return;
+                }
+                Poll::Pending => {
+                    let watch = self.watch.get_or_insert_with(|| Box::pin(stalled(sink.wire.clone(), stall)));
+                    if watch.as_mut().poll(cx).is_ready() {
+                        self.stopped = true;
+                        conn.slow_consumer("socket accepted no bytes for the write-stall timeout");
+                    }
+                    return;
+                }
+            }
         }
-        Box::pin(close_writer(sink, out, outbox, conn, reader_done)).await;
+        cx.waker().wake_by_ref();
     }
-}
-
-/// How one batch's write ended.
-enum Written {
-    /// The connection is closing; what is unwritten stays in [`Unsent`].
-    Closed,
-    /// The socket accepted nothing for the write-stall timeout.
-    Stalled,
-    /// Written (true) or the socket failed (false).
-    Done(bool),
 }
 
 /// Framed bytes on their way to the socket.
@@ -692,12 +743,15 @@ struct Unsent {
     bytes: Vec<u8>,
     /// How many of `bytes` the kernel has taken.
     at: usize,
+    /// Frames taken from the outbox, not yet framed into `bytes`.
+    batch: Vec<Utf8Bytes>,
 }
 
 impl Unsent {
     /// Frames `batch` (emptying it) after what is already here; returns
     /// the payload bytes, as the outbox counts them.
-    fn frame(&mut self, batch: &mut Vec<Utf8Bytes>) -> usize {
+    fn frame(&mut self) -> usize {
+        let batch = &mut self.batch;
         let payload: usize = batch.iter().map(|f| f.len()).sum();
         self.bytes.reserve(payload + 10 * batch.len());
         for f in batch.drain(..) {
@@ -714,42 +768,41 @@ impl Unsent {
     /// between two `write` calls loses nothing: what the kernel took is
     /// counted in `at`, the rest stays for the close path, so frames on
     /// the wire stay whole.
-    async fn write<W: AsyncWrite + Unpin>(&mut self, sink: &mut W) -> std::io::Result<()> {
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut W,
+    ) -> Poll<std::io::Result<()>> {
         while self.at < self.bytes.len() {
-            let n = sink.write(&self.bytes[self.at..]).await?;
+            let n = std::task::ready!(Pin::new(&mut *sink).poll_write(cx, &self.bytes[self.at..]))?;
             if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
             self.at += n;
         }
         self.bytes = Vec::new();
         self.at = 0;
-        sink.flush().await
+        Pin::new(sink).poll_flush(cx)
+    }
+
+    async fn write<W: AsyncWrite + Unpin>(&mut self, sink: &mut W) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write(cx, sink)).await
     }
 }
 
-/// The writer's end: the close frame, after what was queued before it.
-async fn close_writer<W>(
-    mut sink: W,
-    mut out: Unsent,
-    outbox: Arc<Outbox>,
-    conn: ConnHandle,
-    reader_done: CancellationToken,
-) where
+/// The connection's end: the close frame, after what was queued before it.
+async fn close_writer<W>(sink: &mut W, mut out: Unsent, outbox: &Outbox, reason: CloseReason)
+where
     W: AsyncWrite + Unpin,
 {
-    // Let the reader finish the frame it is handling: its reply is queued
-    // and delivered below, before the close frame.
-    reader_done.cancelled().await;
-    let reason = conn.reason();
     if reason == CloseReason::PeerClosed {
-        // The reader left its answer to the peer's close frame (or a bare
-        // close, if the peer vanished) as control bytes: after the frame
-        // being written, they end the stream, so the client sees a clean
-        // close instead of 1006.
+        // The answer to the peer's close frame (or a bare close, if the
+        // peer vanished) is in the control bytes: after the frame being
+        // written, they end the stream, so the client sees a clean close
+        // instead of 1006.
         out.bytes.extend(outbox.take_control());
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            if out.write(&mut sink).await.is_ok() {
+            if out.write(sink).await.is_ok() {
                 let _ = sink.shutdown().await;
             }
         })
@@ -767,11 +820,11 @@ async fn close_writer<W>(
         // is the problem. A frame already partly written is finished in
         // any case: a close frame after half a frame would be garbage.
         if reason != CloseReason::SlowConsumer {
-            let mut rest = outbox.drain_now();
-            out.frame(&mut rest);
+            out.batch.extend(outbox.drain_now());
+            out.frame();
         }
         out.bytes.extend(close_frame(reason));
-        if out.write(&mut sink).await.is_ok() {
+        if out.write(sink).await.is_ok() {
             let _ = sink.shutdown().await;
         }
     })
@@ -1089,28 +1142,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
-/// The write-stall watch of one connection.
-struct Stall {
-    wire: Arc<Wire>,
-    timeout: Duration,
-}
-
-impl Stall {
-    /// Resolves once the socket has accepted no byte for the timeout.
-    /// Checked a few times per timeout, so it fires within 1¼ of it.
-    async fn stalled(&self) {
-        let step = (self.timeout / 4).max(Duration::from_millis(5));
-        let mut seen = self.wire.progress.load(Ordering::Relaxed);
-        let mut since = Instant::now();
-        loop {
-            tokio::time::sleep(step).await;
-            let now = self.wire.progress.load(Ordering::Relaxed);
-            if now != seen {
-                seen = now;
-                since = Instant::now();
-            } else if since.elapsed() >= self.timeout {
-                return;
-            }
+/// Resolves once the socket has accepted no byte for `timeout` (the
+/// write-stall watch of one write). Checked a few times per timeout, so it
+/// fires within 1¼ of it.
+async fn stalled(wire: Arc<Wire>, timeout: Duration) {
+    let step = (timeout / 4).max(Duration::from_millis(5));
+    let mut seen = wire.progress.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(step).await;
+        let now = wire.progress.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            since = Instant::now();
+        } else if since.elapsed() >= timeout {
+            return;
         }
     }
 }
@@ -1173,18 +1219,17 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// Every open connection holds both futures for its whole life, so
-    /// their size is memory per idle connection. Before they were reshaped
-    /// (an `async fn` keeping its 320-byte stream argument twice, the close
-    /// path and the stall timer inline) they were 1,744 and 744 bytes in a
-    /// release build.
+    /// Every open connection holds this future for its whole life, so its
+    /// size is memory per idle connection. Before it was reshaped (an
+    /// `async fn` keeping its 320-byte stream argument twice, the close
+    /// path and the stall timer inline) the reader's was 1,744 bytes and
+    /// the writer task's 744 in a release build; the writer now lives in
+    /// the same future.
     #[test]
-    fn connection_futures_stay_small() {
+    fn the_connection_future_stays_small() {
         type S = tokio::net::TcpStream;
         let serve = returned_size(serve::<S>);
-        let writer = returned_size(write_loop::<WriteHalf<Tracked<S>>>);
-        eprintln!("serve {serve} B, write_loop {writer} B");
-        assert!(serve <= 1100, "connection future is {serve} bytes");
-        assert!(writer <= 500, "writer future is {writer} bytes");
+        eprintln!("serve {serve} B");
+        assert!(serve <= 1200, "connection future is {serve} bytes");
     }
 }

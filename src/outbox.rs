@@ -1,5 +1,6 @@
 //! A connection's outbound queue: bounded, many producers (rooms, the hub,
-//! the connection's own replies), one consumer (its writer task).
+//! the connection's own replies), one consumer (the connection's task, which
+//! polls it next to the socket, see `conn::serve`).
 //!
 //! Why not `tokio::sync::mpsc`: its channel allocates a 32-slot block up
 //! front (about 1.5 KiB with its bookkeeping) for every connection, idle or
@@ -8,9 +9,11 @@
 //! thousands of idle connections that difference is most of the memory
 //! budget. Producers never wait on it except a connection's own replies.
 
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -151,8 +154,10 @@ pub(crate) enum PushError {
 
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer when frames arrive or the queue closes.
-    ready: Notify,
+    /// Wakes the connection's task when frames arrive or the queue closes.
+    /// One consumer, polled (not awaited) beside the socket: a waker slot,
+    /// not a `Notify`.
+    ready: AtomicWaker,
     /// Wakes a reply waiting for space.
     space: Notify,
     cap: usize,
@@ -174,7 +179,7 @@ impl Outbox {
     pub(crate) fn new(cap: usize, budget: Arc<Budget>) -> Self {
         Outbox {
             state: Mutex::new(State { queue: VecDeque::new(), control: Vec::new(), bytes: 0, closed: false }),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             space: Notify::new(),
             cap: cap.max(1),
             budget,
@@ -216,7 +221,7 @@ impl Outbox {
             }
             st.queue.push_back(frame);
         }
-        self.ready.notify_one();
+        self.ready.wake();
         Ok(())
     }
 
@@ -248,7 +253,7 @@ impl Outbox {
                     st.queue.push_back(frame);
                     st.queue.extend(second);
                     drop(st);
-                    self.ready.notify_one();
+                    self.ready.wake();
                     return Ok(());
                 }
             }
@@ -257,43 +262,52 @@ impl Outbox {
     }
 
     /// Moves up to `max` frames into `out` and any control bytes into
-    /// `control`, waiting while there are neither. Returns 0 once the queue
+    /// `control`; pending while there are neither. `Ready(0)` once the queue
     /// is closed and drained. The frames' bytes stay counted until
     /// [`Outbox::written`].
+    pub(crate) fn poll_pop_many(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Utf8Bytes>,
+        control: &mut Vec<u8>,
+        max: usize,
+    ) -> Poll<usize> {
+        // Registered before the check, so a push in between is not missed.
+        self.ready.register(cx.waker());
+        let mut st = self.lock();
+        if !st.control.is_empty() {
+            control.append(&mut st.control);
+            st.control = Vec::new();
+        }
+        if !st.queue.is_empty() {
+            let n = st.queue.len().min(max);
+            out.extend(st.queue.drain(..n));
+            if st.queue.is_empty() && st.queue.capacity() > KEEP {
+                st.queue.shrink_to(KEEP);
+            }
+            drop(st);
+            // The frame count went down even if the bytes did not.
+            self.space.notify_waiters();
+            return Poll::Ready(n);
+        }
+        if !control.is_empty() {
+            return Poll::Ready(1);
+        }
+        if st.closed {
+            return Poll::Ready(0);
+        }
+        Poll::Pending
+    }
+
+    /// [`Outbox::poll_pop_many`] as a future.
+    #[cfg(test)]
     pub(crate) async fn pop_many(
         &self,
         out: &mut Vec<Utf8Bytes>,
         control: &mut Vec<u8>,
         max: usize,
     ) -> usize {
-        loop {
-            let ready = self.ready.notified();
-            {
-                let mut st = self.lock();
-                if !st.control.is_empty() {
-                    control.append(&mut st.control);
-                    st.control = Vec::new();
-                }
-                if !st.queue.is_empty() {
-                    let n = st.queue.len().min(max);
-                    out.extend(st.queue.drain(..n));
-                    if st.queue.is_empty() && st.queue.capacity() > KEEP {
-                        st.queue.shrink_to(KEEP);
-                    }
-                    drop(st);
-                    // The frame count went down even if the bytes did not.
-                    self.space.notify_waiters();
-                    return n;
-                }
-                if !control.is_empty() {
-                    return 1;
-                }
-                if st.closed {
-                    return 0;
-                }
-            }
-            ready.await;
-        }
+        std::future::poll_fn(|cx| self.poll_pop_many(cx, out, control, max)).await
     }
 
     /// Queues a control frame the frame reader wrote (a pong, the answer to
@@ -315,7 +329,7 @@ impl Outbox {
             }
             st.control.extend_from_slice(bytes);
         }
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     /// Takes the control bytes not yet written (the close path).
@@ -354,7 +368,7 @@ impl Outbox {
     #[cfg(test)]
     pub(crate) fn close(&self) {
         self.lock().closed = true;
-        self.ready.notify_one();
+        self.ready.wake();
         self.space.notify_waiters();
     }
 

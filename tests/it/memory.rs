@@ -286,3 +286,32 @@ async fn guest_sessions_that_come_and_go_leave_no_memory_behind_once_warm() {
         assert_eq!(doc["usersCount"], 1, "{doc}");
     }
 }
+
+/// A joined DDP connection is one task: its frames are read and its outbox
+/// written by the same future (issue 21: a second task per connection, with
+/// its own cell and handles, cost ~600 B of every idle connection).
+#[tokio::test]
+async fn a_ddp_connection_is_one_task() {
+    const N: usize = 20;
+    let server = TestServer::start().await;
+    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    // One first connection starts whatever the server starts lazily.
+    let mut clients = vec![server.guest().await];
+    clients[0].assert_alive().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = tasks();
+    for _ in 0..N {
+        clients.push(server.guest().await);
+    }
+    for c in &mut clients {
+        c.assert_alive().await;
+    }
+    // The upgrade's HTTP task ends on its own, shortly after the upgrade.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut added = tasks() - before;
+    while added > N && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        added = tasks() - before;
+    }
+    assert_eq!(added, N, "{added} tasks for {N} connections");
+}
