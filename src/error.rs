@@ -119,7 +119,9 @@ impl MethodError {
                 (Str("error-reply-too-large"), format!("Reply exceeds {max} bytes"), Shown(413))
             }
             MethodError::Room(e) => match e {
-                RoomError::NotAllowed => (Str("error-not-allowed"), "Not allowed".into(), Shown(403)),
+                RoomError::NotAllowed | RoomError::NotAChannel => {
+                    (Str("error-not-allowed"), "Not allowed".into(), Shown(403))
+                }
                 RoomError::GuestsNotAllowed => {
                     (Str("error-not-allowed"), "Guests are not allowed in this room".into(), Shown(403))
                 }

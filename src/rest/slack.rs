@@ -214,14 +214,16 @@ async fn channels_join(c: &mut Caller, input: &Input) -> Result<Value, Failure> 
     let raw = input.opt_str("name")?.ok_or(Failure::plain("missing_argument"))?;
     let validate = input.opt_bool("validate")?.unwrap_or(false);
     let name = channel_name(raw, validate).map_err(|e| Failure::plain(e.code()))?;
-    Ok(match c.call(JoinOrCreateChannel { name }).await? {
+    let entry = match c.call(JoinOrCreateChannel { name }).await {
+        // A private group's name is taken, and it cannot be joined this way.
+        Err(MethodError::Room(RoomError::NotAChannel)) => return Err(Failure::plain("name_taken")),
+        r => r?,
+    };
+    Ok(match entry {
         ChannelEntry::Created(now) | ChannelEntry::Joined(now) => json!({ "channel": full_channel(&now) }),
         ChannelEntry::AlreadyIn { before, .. } => {
             json!({ "already_in_channel": true, "channel": limited_channel(&before) })
         }
-        // A private group's name is taken, and it cannot be joined this way.
-        ChannelEntry::NotAChannel => return Err(Failure::plain("name_taken")),
-        ChannelEntry::Archived => return Err(Failure::plain("is_archived")),
     })
 }
 
@@ -235,8 +237,6 @@ async fn conversations_join(c: &mut Caller, input: &Input) -> Result<Value, Fail
             "warning": "already_in_channel",
             "response_metadata": { "warnings": ["already_in_channel"] },
         }),
-        ChannelEntry::NotAChannel => return Err(Failure::plain("method_not_supported_for_channel_type")),
-        ChannelEntry::Archived => return Err(Failure::plain("is_archived")),
     })
 }
 
@@ -295,6 +295,8 @@ fn slack_code(e: &MethodError) -> &'static str {
         MethodError::ReplyTooLarge(_) => "internal_error",
         MethodError::Room(r) => match r {
             RoomError::Archived | RoomError::Inactive => "is_archived",
+            // `channels.join` answers `name_taken` instead (see there).
+            RoomError::NotAChannel => "method_not_supported_for_channel_type",
             RoomError::DuplicateName(_) => "name_taken",
             RoomError::InvalidRoomName(_) => "invalid_name",
             // Slack's "you may not": a permission (create-c), or a room rule

@@ -6,6 +6,10 @@
 pub enum RoomError {
     #[error("room is private and caller is not a member")]
     NotAllowed,
+    /// Slack's joins: the room is a private group or direct message (or one
+    /// the caller may not see), which such a join never enters.
+    #[error("room is not a public channel")]
+    NotAChannel,
     #[error("room is archived")]
     Archived,
     #[error("room has ended")]

@@ -265,11 +265,12 @@ impl RoomHandle {
         let uid = who.id.clone();
         let before = match self.ask(|tx| RoomCommand::DocFor { uid: uid.clone(), respond_to: tx }).await {
             Ok(r) if r.kind == super::RoomType::Channel => r,
-            Ok(_) | Err(RoomError::NotAllowed) => return Ok(ChannelEntry::NotAChannel),
+            // Refused as errors, so the join counts as refused too.
+            Ok(_) | Err(RoomError::NotAllowed) => return Err(RoomError::NotAChannel),
             Err(e) => return Err(e),
         };
         if before.archived {
-            return Ok(ChannelEntry::Archived);
+            return Err(RoomError::Archived);
         }
         let joined =
             self.ask(|tx| RoomCommand::JoinSelf { who: Box::new(who), code: None, respond_to: tx }).await?;

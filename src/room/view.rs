@@ -273,11 +273,6 @@ pub enum ChannelEntry {
     /// The caller was a member already; `before` is the room as read
     /// before the join was tried.
     AlreadyIn { before: Box<RoomInfo>, now: ChannelRoom },
-    /// Not a public channel: a private group or direct message (or a room
-    /// the caller may not see, which is one of those).
-    NotAChannel,
-    /// Archived: nobody joins it.
-    Archived,
 }
 
 /// [`RoleHolder`] owning its fields, to leave the room as an answer.

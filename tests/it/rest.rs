@@ -565,6 +565,12 @@ async fn slack_channels_join_names_and_errors() {
         &slack(&s, "/api/conversations.join", Some(&alice), &format!("channel={rid}")).await,
         "method_not_supported_for_channel_type",
     );
+    // Refused joins count as refused, by the reason DDP would give.
+    let body = crate::http::get(s.addr, "/metrics").await.body;
+    for reason in ["error-room-archived", "error-not-allowed"] {
+        let sample = format!("roomd_room_join_rejections_total{{reason=\"{reason}\"}}");
+        assert_eq!(crate::http::sample(&body, &sample), Some(2.0), "{sample}:\n{body}");
+    }
     let coded = channel(&mut owner, json!({})).await;
     owner.ok("saveRoomSettings", json!([coded["_id"], "joinCode", "secret"])).await;
     let name = coded["name"].as_str().unwrap();
