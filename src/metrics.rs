@@ -361,6 +361,7 @@ struct ClusterMetrics {
     append_retries: Counter,
     append_failures: Counter,
     applied: Counter,
+    reloads: Counter,
     /// Kept to register one `roomd_cluster_applied_sequence` gauge per
     /// partition stream (a closed set fixed at start).
     recorder: PrometheusRecorder,
@@ -390,6 +391,10 @@ fn cluster() -> &'static ClusterMetrics {
             "Appends given up after the retry deadline (their callers got an error).",
         );
         describe("roomd_cluster_applied_total", "Log entries this node applied (its own and other nodes').");
+        describe(
+            "roomd_cluster_room_reloads_total",
+            "Rooms reloaded from a snapshot because this node read their log behind a purge.",
+        );
         r.describe_gauge(
             "roomd_cluster_applied_sequence".into(),
             None,
@@ -402,6 +407,7 @@ fn cluster() -> &'static ClusterMetrics {
             append_retries: r.register_counter(&key("roomd_cluster_append_retries_total"), &METADATA),
             append_failures: r.register_counter(&key("roomd_cluster_append_failures_total"), &METADATA),
             applied: r.register_counter(&key("roomd_cluster_applied_total"), &METADATA),
+            reloads: r.register_counter(&key("roomd_cluster_room_reloads_total"), &METADATA),
             handle: r.handle(),
             recorder: r,
         }
@@ -422,6 +428,11 @@ pub(crate) fn cluster_append(ok: bool, secs: f64) {
 
 pub(crate) fn cluster_append_retry() {
     cluster().append_retries.increment(1);
+}
+
+/// A room was reloaded from its snapshot (`cluster::compact::held_snapshot`).
+pub(crate) fn cluster_room_reload() {
+    cluster().reloads.increment(1);
 }
 
 /// The gauge of the last sequence this node applied from partition stream

@@ -293,6 +293,7 @@ pub(super) async fn held_snapshot(
         .filter_map(super::room_log::delivered)
         .collect();
     let Some(snapshot) = super::room_log::delivered(entry) else { return Ok(()) };
+    crate::metrics::cluster_room_reload();
     room.tell(RoomCommand::Reseed { state: Box::new(state), snapshot: Box::new(snapshot), entries }).await;
     Ok(())
 }

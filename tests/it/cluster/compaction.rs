@@ -394,6 +394,7 @@ async fn a_node_behind_a_purge_reloads_the_room_and_agrees_with_the_others() {
         "no reload on node d:\n{}",
         d.proc.log().tail(30)
     );
+    assert!(metric(&d, "roomd_cluster_room_reloads_total ") >= 1.0, "the reload is counted");
 }
 
 /// The room's participants' user ids as one node lists them, sorted.
