@@ -20,7 +20,7 @@ use super::log::{ChunkRef, Entry, RoomOp, RoomSnapshot, SnapshotJob};
 use super::model::Message;
 use super::publish::HistoryPage;
 use super::state::RoomState;
-use crate::ids::MessageId;
+use crate::ids::{MessageId, UserId};
 use crate::time::Millis;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
@@ -162,6 +162,7 @@ impl RoomActor {
             entries = entries.len(),
             "this node read the room's log behind a purge; room reloaded from its snapshot"
         );
+        let before: Vec<UserId> = self.state.members.keys().cloned().collect();
         self.state = state;
         self.history.clear();
         self.history_ids.clear();
@@ -181,6 +182,15 @@ impl RoomActor {
         self.staged.clear();
         self.ops.clear();
         self.replay = super::replay::ReplayWindow::new(self.cfg.replay.clone(), self.state.seq);
+        // Whoever left while this replica was not looking stops hearing the
+        // room here too, as a leave applied in its place would have made
+        // them (and a room that went private keeps only its members).
+        for uid in before.into_iter().filter(|u| !self.state.members.contains_key(u)) {
+            self.staged.push(Out::DropSubs(uid));
+        }
+        if self.state.kind == super::RoomType::Private {
+            self.staged.push(Out::DropNonMembers);
+        }
     }
 
     /// Writes a snapshot if one is due and this node appended the entry
