@@ -65,6 +65,13 @@ pub fn message(m: &Message) -> Value {
     serde_json::to_value(m).unwrap_or(Value::Null)
 }
 
+/// A `loadHistory`/`loadMissedMessages`/`channels.history` page's
+/// messages, in the page's order. Built as `Value`s (sorted keys), the
+/// shape these answers have always had, unlike the streams' frames.
+pub fn history(messages: &[std::sync::Arc<Message>]) -> Vec<Value> {
+    messages.iter().map(|m| message(m)).collect()
+}
+
 /// The meeting API's participant object.
 pub fn participant(p: &ParticipantView) -> Value {
     let mut v = json!({
