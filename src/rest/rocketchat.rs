@@ -314,7 +314,7 @@ async fn create(c: &mut Caller, input: &Input, kind: RoomType) -> Result<Value, 
         RoomType::Private => Method::CreatePrivateGroup,
         _ => Method::CreateChannel,
     };
-    Ok(c.call_parsed(method, create).await?.doc)
+    Ok(wire::room::room_doc(&c.call_parsed(method, create).await?.view()))
 }
 
 /// The room a request names: `roomId`, or `roomName` looked up as the DDP

@@ -6,7 +6,7 @@
 
 use crate::ids::{RoomId, UserId};
 use crate::room::view::{
-    MeetingStatus, ParticipantList, ParticipantView, Participants, RoleHolder, RoomView, Seated,
+    MeetingStatus, ParticipantList, ParticipantView, Participants, RoleHolder, RoomInfo, RoomView, Seated,
     SubscriptionView,
 };
 use crate::room::{Message, RoomState, RoomType, UserRef};
@@ -54,6 +54,18 @@ pub fn room_doc(v: &RoomView<'_>) -> Value {
                 o.insert(k.into(), Value::from(text));
             }
         }
+    }
+    doc
+}
+
+/// A creation's answer from DDP's `createChannel`/`createPrivateGroup` and
+/// Socket.IO's `create-room`: the room document as its creator sees it,
+/// plus `rid` and `inserted`.
+pub fn created_room(info: &RoomInfo) -> Value {
+    let mut doc = room_doc(&info.view());
+    if let Value::Object(o) = &mut doc {
+        o.insert("rid".into(), Value::from(info.id.as_str()));
+        o.insert("inserted".into(), Value::Bool(true));
     }
     doc
 }
