@@ -7,11 +7,11 @@ use crate::ids::RoomId;
 use crate::permissions::Principal;
 use crate::registry::{DirectLookup, DirectReservation, NameFound, NameLookup, NameReservation, dm_key};
 use crate::room::log::{Claim, Creation, Order};
+use crate::room::view::RoomInfo;
 use crate::room::{CreateOptions, RoomDeps, RoomError, RoomHandle, RoomState, RoomType, UserRef};
 use crate::server::ServerState;
 use crate::time::Millis;
 use crate::wire;
-use serde_json::Value;
 use serde_json::json;
 
 /// How long a `createDirectMessage` waits for a concurrent creation of the
@@ -27,8 +27,9 @@ const NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// What [`ServerState::channel_or_create`] gave its caller.
 #[derive(Debug)]
 pub(crate) enum ChannelJoin {
-    /// A new channel, the caller its creator and only member: its document.
-    Created(Value),
+    /// A new channel, the caller its creator and only member: the room as
+    /// its creator sees it.
+    Created(Box<RoomInfo>),
     /// The room that had the name (the caller still has to join it).
     Existing(RoomHandle),
 }
@@ -41,7 +42,7 @@ enum NameClaim<'a> {
 
 /// How [`ServerState::create_named`] ended.
 enum Named {
-    Created(Value),
+    Created(Box<RoomInfo>),
     /// Another node's room won the name (a delivered log).
     Taken(RoomHandle),
 }
@@ -69,7 +70,7 @@ impl ServerState {
     /// Creates a room named `name` (`createChannel`, `createPrivateGroup`):
     /// refused as a duplicate if a room has the name in any letter case
     /// (after waiting for a creation of it in progress). Returns the room
-    /// document.
+    /// as its creator sees it (each door shapes its document).
     pub(crate) async fn create_room(
         &self,
         name: String,
@@ -77,13 +78,13 @@ impl ServerState {
         creator: &Principal,
         others: Vec<UserRef>,
         opts: CreateOptions,
-    ) -> Result<Value, RoomError> {
+    ) -> Result<RoomInfo, RoomError> {
         let reservation = match self.name_or_reserve(&name).await? {
             NameClaim::Existing(_) => return Err(RoomError::DuplicateName(name)),
             NameClaim::Reserved(r) => r,
         };
         match self.create_named(reservation, t, creator, others, opts).await? {
-            Named::Created(doc) => Ok(doc),
+            Named::Created(info) => Ok(*info),
             Named::Taken(_) => Err(RoomError::DuplicateName(name)),
         }
     }
@@ -110,7 +111,7 @@ impl ServerState {
             .create_named(reservation, RoomType::Channel, creator, Vec::new(), CreateOptions::default())
             .await?;
         Ok(match created {
-            Named::Created(doc) => ChannelJoin::Created(doc),
+            Named::Created(info) => ChannelJoin::Created(info),
             Named::Taken(room) => ChannelJoin::Existing(room),
         })
     }
@@ -168,11 +169,13 @@ impl ServerState {
         let code = self.registry.reserve_code(&id);
         let name = reservation.name().to_owned();
         let state = RoomState::new(id.clone(), name, t, code.clone(), creator, others, opts, Millis::now());
-        let doc = state.to_doc();
+        // Taken before the state moves into its actor: the room as its
+        // creator (a member) sees it at creation.
+        let info = Box::new(RoomInfo::from(&state.view()));
         match self.commit_new_room(state, true).await {
             Ok(Committed::Started(_)) => {
                 reservation.fulfil(&id);
-                Ok(Named::Created(doc))
+                Ok(Named::Created(info))
             }
             Ok(Committed::Taken(theirs)) => {
                 self.registry.release_code(&code);
@@ -399,11 +402,8 @@ impl ServerState {
     ) -> Result<crate::room::view::ChannelEntry, E> {
         match self.channel_or_create(name, who, may_create).await? {
             ChannelJoin::Existing(room) => Ok(room.join_channel(who.clone()).await?),
-            ChannelJoin::Created(doc) => {
-                // The creation answers with the document it built (the
-                // create path's typed result is still to come): its id.
-                let id = doc.get("_id").and_then(Value::as_str).unwrap_or_default();
-                let room = self.registry.get(id).ok_or(RoomError::Unavailable)?;
+            ChannelJoin::Created(info) => {
+                let room = self.registry.get(&info.id).ok_or(RoomError::Unavailable)?;
                 Ok(crate::room::view::ChannelEntry::Created(room.channel_room(&who.id).await?))
             }
         }

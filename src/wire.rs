@@ -306,6 +306,27 @@ pub fn to_frame<T: Serialize>(v: &T) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned()))
 }
 
+/// Length of `v` as compact JSON, counted while serialising without
+/// building a string or a `Value`: what a history page's byte budget
+/// measures. An object's length does not depend on its key order, so this
+/// equals the length of the same document built as a `Value` and sent.
+pub fn json_len<T: Serialize + ?Sized>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Our own types always serialise (see `to_frame`).
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 pub fn connected(session: &str) -> Utf8Bytes {
     to_frame(&json!({"msg": "connected", "session": session}))
 }
@@ -515,6 +536,30 @@ impl Serialize for crate::room::Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A history page measures each message with `json_len` and answers it
+    /// as a `Value` (sorted keys): the two must agree byte for byte, or the
+    /// page's byte budget would drift from what is sent.
+    #[test]
+    fn json_len_counts_the_sent_document() {
+        use crate::ids::{MessageId, RoomId, UserId};
+        use crate::room::{Message, UserRef};
+        use crate::time::Millis;
+        let u = UserRef { id: UserId::from("u1"), username: "ann \"é\"".into(), name: Some("Ann\n".into()) };
+        let rid = RoomId::from("r1");
+        for m in [
+            Message::user(MessageId::generate(), &rid, "hi <\u{1}> ✓".into(), u.clone(), None, Millis(5)),
+            Message::system(MessageId::generate(), &rid, "uj", String::new(), u, Millis(7)),
+        ] {
+            let sent = serde_json::to_string(&crate::wire::room::message(&m)).unwrap();
+            assert_eq!(json_len(&m), sent.len());
+            assert_ne!(
+                sent,
+                serde_json::to_string(&m).unwrap(),
+                "key order differs; only the length is shared"
+            );
+        }
+    }
 
     #[test]
     fn parses_and_rejects() {

@@ -3,12 +3,12 @@
 
 use super::{Call, Method, MethodResult, Params};
 use crate::error::MethodError;
-use crate::ids::RoomId;
 use crate::permissions::{Permission, allowed};
 use crate::room::state::valid_room_name;
-use crate::room::view::ChannelEntry;
+use crate::room::view::{ChannelEntry, RoomInfo};
 use crate::room::{CreateOptions, RoomError, RoomRoles, RoomState, RoomType};
 use crate::session::Session;
+use crate::wire;
 use serde_json::{Map, Value};
 
 /// `createChannel`/`createPrivateGroup`'s parameters, checked.
@@ -19,13 +19,6 @@ pub(crate) struct CreateRoom {
     /// Usernames to add; unknown ones are skipped, as Rocket.Chat does.
     pub(crate) members: Vec<String>,
     pub(crate) opts: CreateOptions,
-}
-
-/// A new room: its id and its document (as the lobby answers a creation).
-#[derive(Debug, Clone)]
-pub(crate) struct NewRoom {
-    pub(crate) id: RoomId,
-    pub(crate) doc: Value,
 }
 
 impl CreateRoom {
@@ -99,7 +92,9 @@ fn room_options(extra: &Map<String, Value>, opts: &mut CreateOptions) -> Result<
 }
 
 impl Call for CreateRoom {
-    type Output = NewRoom;
+    /// The new room as its creator sees it; each door shapes its document
+    /// (DDP and Socket.IO: [`wire::room::created_room`]).
+    type Output = RoomInfo;
 
     fn method(&self) -> Method {
         method_of(self.kind)
@@ -114,7 +109,7 @@ impl Call for CreateRoom {
         Ok(())
     }
 
-    async fn run(self, s: &mut Session) -> Result<NewRoom, MethodError> {
+    async fn run(self, s: &mut Session) -> Result<RoomInfo, MethodError> {
         CreateRoom::precheck(s, self.method())?;
         let who = s.require_user()?;
         let CreateRoom { kind, name, members, opts } = self;
@@ -128,11 +123,7 @@ impl Call for CreateRoom {
             }
         }
         RoomState::check_initial_capacity(1 + others.len(), opts.max_participants)?;
-        let doc = s.server().create_room(name, kind, &who, others, opts).await?;
-        // The lobby answers a creation with the room's document; its id is
-        // read back once, here.
-        let id = doc.get("_id").and_then(Value::as_str).map(RoomId::from).ok_or(RoomError::Storage)?;
-        Ok(NewRoom { id, doc })
+        Ok(s.server().create_room(name, kind, &who, others, opts).await?)
     }
 }
 
@@ -148,17 +139,7 @@ fn method_of(kind: RoomType) -> Method {
 pub(super) async fn call(s: &mut Session, p: Params, kind: RoomType) -> MethodResult {
     CreateRoom::precheck(s, method_of(kind))?;
     let created = CreateRoom::parse(kind, &p)?.run(s).await?;
-    Ok(Some(ddp_doc(created)))
-}
-
-/// A creation's DDP answer (Socket.IO's `create-room` acknowledges the same).
-pub(crate) fn ddp_doc(created: NewRoom) -> Value {
-    let mut doc = created.doc;
-    if let Value::Object(o) = &mut doc {
-        o.insert("rid".into(), Value::from(created.id.as_str()));
-        o.insert("inserted".into(), Value::Bool(true));
-    }
-    doc
+    Ok(Some(wire::room::created_room(&created)))
 }
 
 /// Slack's `channels.join` by name: the public channel named `name` in any

@@ -6,11 +6,12 @@
 
 use super::{Call, Method, MethodResult, Params, room};
 use crate::error::MethodError;
-use crate::room::{RoomCommand, RoomError};
+use crate::room::{Message, RoomCommand, RoomError};
 use crate::session::Session;
 use crate::time::Millis;
-use serde_json::Value;
-use serde_json::json;
+use crate::wire;
+use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Upper bound on one page, whatever the client asks for.
 const MAX_LIMIT: u64 = 1000;
@@ -26,9 +27,9 @@ pub(crate) struct LoadHistory {
 }
 
 impl Call for LoadHistory {
-    /// The page's messages, newest first, as the room's history holds them
-    /// (wire documents: the history keeps what it published).
-    type Output = Vec<Value>;
+    /// The page's messages, newest first, as the room's history holds them;
+    /// each door shapes them ([`crate::wire::room::history`]).
+    type Output = Vec<Arc<Message>>;
 
     fn method(&self) -> Method {
         Method::LoadHistory
@@ -38,7 +39,7 @@ impl Call for LoadHistory {
         s.require_user().map(drop)
     }
 
-    async fn run(self, s: &mut Session) -> Result<Vec<Value>, MethodError> {
+    async fn run(self, s: &mut Session) -> Result<Vec<Arc<Message>>, MethodError> {
         let who = s.require_user()?;
         let limit = self.limit.unwrap_or(20).min(MAX_LIMIT) as usize;
         let room = room(s, &self.rid)?;
@@ -65,7 +66,7 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     let limit = p.opt_uint(2, "limit")?;
     let _last_seen = p.opt_date(3, "lastSeen")?;
     let messages = LoadHistory { rid, end, limit }.run(s).await?;
-    Ok(Some(json!({"messages": messages, "unreadNotLoaded": 0})))
+    Ok(Some(json!({"messages": wire::room::history(&messages), "unreadNotLoaded": 0})))
 }
 
 /// `loadMissedMessages(rid, {$date})`, what Rocket.Chat clients call after a
@@ -100,5 +101,5 @@ pub(super) async fn missed(s: &mut Session, p: Params) -> MethodResult {
             respond_to: tx,
         })
         .await?;
-    Ok(Some(serde_json::Value::Array(messages)))
+    Ok(Some(Value::Array(wire::room::history(&messages))))
 }

@@ -46,7 +46,7 @@ use subscription_flags::Which;
 
 pub(crate) type MethodResult = Result<Option<Value>, MethodError>;
 
-pub(crate) use create_room::{CreateRoom, JoinChannel, JoinOrCreateChannel, ddp_doc};
+pub(crate) use create_room::{CreateRoom, JoinChannel, JoinOrCreateChannel};
 pub(crate) use end_room::EndRoom;
 pub(crate) use join_by_code::JoinByCode;
 pub(crate) use join_by_id::JoinRoom;

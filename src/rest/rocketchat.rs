@@ -191,8 +191,8 @@ async fn run(ep: Endpoint, c: &mut Caller, input: &Input) -> Result<Value, Metho
             let offset = input.opt_uint("offset")?.unwrap_or(0);
             let limit = Some(offset.saturating_add(count));
             let all = c.call(LoadHistory { rid, end, limit }).await?;
-            let messages: Vec<Value> =
-                all.into_iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)).collect();
+            let messages =
+                wire::room::history(all.get(usize::try_from(offset).unwrap_or(usize::MAX)..).unwrap_or(&[]));
             json!({ "messages": messages, "count": messages.len(), "offset": offset })
         }
         Endpoint::ChannelsMembers => members(c, input).await?,
@@ -314,7 +314,7 @@ async fn create(c: &mut Caller, input: &Input, kind: RoomType) -> Result<Value, 
         RoomType::Private => Method::CreatePrivateGroup,
         _ => Method::CreateChannel,
     };
-    Ok(c.call_parsed(method, create).await?.doc)
+    Ok(wire::room::room_doc(&c.call_parsed(method, create).await?.view()))
 }
 
 /// The room a request names: `roomId`, or `roomName` looked up as the DDP

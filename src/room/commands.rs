@@ -17,7 +17,6 @@ use super::view::{ParticipantView, Seated};
 use crate::ids::{ConnId, MessageId, UserId};
 use crate::permissions::Principal;
 use crate::time::Millis;
-use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -415,7 +414,7 @@ impl RoomActor {
         limit: usize,
         max_bytes: usize,
         now: Millis,
-        respond_to: Reply<Vec<Value>>,
+        respond_to: Reply<Vec<Arc<Message>>>,
     ) {
         if !self.state.can_read(uid, true) {
             return self.reply(respond_to, Err(RoomError::NotAllowed));

@@ -22,7 +22,6 @@ use super::publish::HistoryPage;
 use super::state::RoomState;
 use crate::ids::{MessageId, UserId};
 use crate::time::Millis;
-use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -256,7 +255,7 @@ impl RoomActor {
         floor: Millis,
         limit: usize,
         max_bytes: usize,
-        respond_to: Reply<Vec<Value>>,
+        respond_to: Reply<Vec<Arc<Message>>>,
     ) {
         if !page.wants_more(limit) || self.history_complete {
             return self.reply(respond_to, Ok(page.messages));
@@ -271,7 +270,7 @@ impl RoomActor {
             if m.ts >= before || m.ts < floor {
                 continue;
             }
-            if !page.wants_more(limit) || !page.push(m, max_bytes) {
+            if !page.wants_more(limit) || !page.push(Arc::clone(m), max_bytes) {
                 break;
             }
         }
@@ -298,8 +297,8 @@ impl RoomActor {
                             return;
                         }
                     };
-                    for m in messages.iter().rev().filter(|m| m.ts < before && m.ts >= floor) {
-                        if !page.wants_more(limit) || !page.push(m, max_bytes) {
+                    for m in messages.into_iter().rev().filter(|m| m.ts < before && m.ts >= floor) {
+                        if !page.wants_more(limit) || !page.push(Arc::new(m), max_bytes) {
                             let _ = respond_to.send(Ok(page.messages));
                             return;
                         }

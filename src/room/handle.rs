@@ -138,7 +138,7 @@ pub enum RoomCommand {
         /// The page stops before the message that would take its JSON past
         /// this size (the first message always fits).
         max_bytes: usize,
-        respond_to: Reply<Vec<Value>>,
+        respond_to: Reply<Vec<Arc<Message>>>,
     },
     /// `addUserToRoom` / `addUsersToRoom` (one target each); `false` if the
     /// target was already a member.

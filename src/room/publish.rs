@@ -358,7 +358,7 @@ impl RoomActor {
     ) -> HistoryPage {
         let mut page = HistoryPage::default();
         for m in self.history.iter().rev().filter(|m| end.is_none_or(|e| m.ts < e) && m.ts >= floor) {
-            if !page.wants_more(limit) || !page.push(m, max_bytes) {
+            if !page.wants_more(limit) || !page.push(Arc::clone(m), max_bytes) {
                 break;
             }
         }
@@ -366,10 +366,12 @@ impl RoomActor {
     }
 }
 
-/// A `loadHistory` page being built, newest first.
+/// A `loadHistory` page being built, newest first: the room's own
+/// messages (shared with the window where it holds them); each door shapes
+/// them.
 #[derive(Debug, Default)]
 pub(super) struct HistoryPage {
-    pub(super) messages: Vec<Value>,
+    pub(super) messages: Vec<Arc<Message>>,
     /// Bytes of `messages` as a JSON array's elements.
     bytes: usize,
     /// The byte budget stopped the page.
@@ -383,15 +385,14 @@ impl HistoryPage {
     }
 
     /// Adds `m` unless it would take the page past `max_bytes` (the first
-    /// message always fits); `false` once the page is full. Messages are
-    /// built and measured one at a time, so a page never holds more than
-    /// the cap in memory.
-    pub(super) fn push(&mut self, m: &Message, max_bytes: usize) -> bool {
-        let v = serde_json::to_value(m).unwrap_or(Value::Null);
+    /// message always fits); `false` once the page is full. Each message is
+    /// measured as its wire document by serialising it into a counter, so
+    /// the room builds no JSON for a page and holds at most the cap.
+    pub(super) fn push(&mut self, m: Arc<Message>, max_bytes: usize) -> bool {
         let first = self.messages.is_empty();
-        self.bytes += json_len(&v) + 1;
+        self.bytes += wire::json_len(&*m) + 1;
         if first || self.bytes <= max_bytes {
-            self.messages.push(v);
+            self.messages.push(m);
             true
         } else {
             self.full = true;
@@ -409,7 +410,7 @@ impl HistoryPage {
         floor: Millis,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Value>, RoomError> {
+    ) -> Result<Vec<Arc<Message>>, RoomError> {
         let want = limit.saturating_sub(self.messages.len());
         let older = store
             .history_before(rid, before.unwrap_or(Millis(i64::MAX)), floor, want)
@@ -418,28 +419,11 @@ impl HistoryPage {
                 tracing::error!(room = %rid, error = %e, "cannot read history from the store");
                 RoomError::Storage
             })?;
-        for m in &older {
-            if !self.wants_more(limit) || !self.push(m, max_bytes) {
+        for m in older {
+            if !self.wants_more(limit) || !self.push(Arc::new(m), max_bytes) {
                 break;
             }
         }
         Ok(self.messages)
     }
-}
-
-/// Length of `v` as compact JSON, without building the string.
-fn json_len(v: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }

@@ -6,7 +6,7 @@ use super::connect::ConnRef;
 use crate::error::MethodError;
 use crate::method::{
     CreateRoom, EndRoom, GetRoomParticipants, JoinByCode, LeaveRoom, Method, SaveRoomSettings, SendMessage,
-    ddp_doc, settings_saved,
+    settings_saved,
 };
 use crate::room::RoomType;
 use crate::session::Session;
@@ -125,7 +125,7 @@ async fn run(s: &mut Session, call: EventCall, slot: &Mutex<Option<String>>) -> 
         EventCall::Create(c) => {
             let created = s.call_parsed(Method::CreatePrivateGroup, c).await?;
             remember(Some(created.id.as_str()));
-            ddp_doc(created)
+            wire::room::created_room(&created)
         }
         EventCall::Settings(rid, c) => {
             s.call_parsed(Method::SaveRoomSettings, c).await?;

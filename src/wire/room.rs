@@ -6,7 +6,7 @@
 
 use crate::ids::{RoomId, UserId};
 use crate::room::view::{
-    MeetingStatus, ParticipantList, ParticipantView, Participants, RoleHolder, RoomView, Seated,
+    MeetingStatus, ParticipantList, ParticipantView, Participants, RoleHolder, RoomInfo, RoomView, Seated,
     SubscriptionView,
 };
 use crate::room::{Message, RoomState, RoomType, UserRef};
@@ -58,11 +58,30 @@ pub fn room_doc(v: &RoomView<'_>) -> Value {
     doc
 }
 
+/// A creation's answer from DDP's `createChannel`/`createPrivateGroup` and
+/// Socket.IO's `create-room`: the room document as its creator sees it,
+/// plus `rid` and `inserted`.
+pub fn created_room(info: &RoomInfo) -> Value {
+    let mut doc = room_doc(&info.view());
+    if let Value::Object(o) = &mut doc {
+        o.insert("rid".into(), Value::from(info.id.as_str()));
+        o.insert("inserted".into(), Value::Bool(true));
+    }
+    doc
+}
+
 /// A message as a method returns it (Rocket.Chat's message document, the
 /// same shape the message streams carry).
 pub fn message(m: &Message) -> Value {
     // Our own types always serialise; the `null` fallback is unreachable.
     serde_json::to_value(m).unwrap_or(Value::Null)
+}
+
+/// A `loadHistory`/`loadMissedMessages`/`channels.history` page's
+/// messages, in the page's order. Built as `Value`s (sorted keys), the
+/// shape these answers have always had, unlike the streams' frames.
+pub fn history(messages: &[std::sync::Arc<Message>]) -> Vec<Value> {
+    messages.iter().map(|m| message(m)).collect()
 }
 
 /// The meeting API's participant object.
