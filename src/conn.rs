@@ -528,7 +528,6 @@ where
     // register with the cancellation tree and the timer wheel every time.
     let closed = conn.closed();
     tokio::pin!(closed);
-    let side = conn.outbox.side_waker();
     let timer = tokio::time::sleep_until(opened + cfg.connect_timeout);
     tokio::pin!(timer);
     loop {
@@ -554,30 +553,35 @@ where
         // frame: two locks in the cancellation tree and `Notify`, the
         // timer entry, tungstenite's waker proxies and the socket's
         // readiness lock (BENCHMARKS.md, issue 21).
-        let mut first = true;
+        // (A mark, not a flag in this future: every idle connection holds
+        // the future.)
+        conn.outbox.mark_side_woken();
         let next = std::future::poll_fn(|cx| {
             conn.outbox.register(cx.waker());
-            let side_woken = conn.outbox.take_side_woken() | std::mem::take(&mut first);
-            let mut side_cx = Context::from_waker(&side);
-            if side_woken {
-                // Once the connection is closing, no new frame is started;
-                // the one being handled (below) always runs to completion
-                // first.
-                if closed.as_mut().poll(&mut side_cx).is_ready() {
-                    return Poll::Ready(Next::Closed);
-                }
-                if timer.as_mut().poll(&mut side_cx).is_ready() {
-                    return Poll::Ready(Next::Timer);
-                }
+            let side_woken = conn.outbox.take_side_woken();
+            if !side_woken {
+                // A close decided elsewhere woke the close token, so the
+                // writer does not ask the token again here.
+                return match writer.pump(cx, &conn, &mut stream.get_mut().io, stall) {
+                    // The writer closed it (a failed or stalled socket).
+                    true => Poll::Ready(Next::Closed),
+                    false => Poll::Pending,
+                };
             }
-            // A close decided elsewhere woke the close token, so the
-            // writer does not ask the token again here.
-            if writer.pump(cx, &conn, &mut stream.get_mut().io, stall) {
-                // The writer closed it (a failed or stalled socket).
+            // Made here, not kept in this future: it is an `Arc` clone, and
+            // every idle connection would carry it.
+            let side = conn.outbox.side_waker();
+            let mut side_cx = Context::from_waker(&side);
+            // Once the connection is closing, no new frame is started; the
+            // one being handled (below) always runs to completion first.
+            if closed.as_mut().poll(&mut side_cx).is_ready() {
                 return Poll::Ready(Next::Closed);
             }
-            if !side_woken {
-                return Poll::Pending;
+            if timer.as_mut().poll(&mut side_cx).is_ready() {
+                return Poll::Ready(Next::Timer);
+            }
+            if writer.pump(cx, &conn, &mut stream.get_mut().io, stall) {
+                return Poll::Ready(Next::Closed);
             }
             stream.poll_next_unpin(&mut side_cx).map(Next::Frame)
         })

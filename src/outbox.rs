@@ -323,6 +323,12 @@ impl Outbox {
         Waker::from(self.clone())
     }
 
+    /// Makes the next [`Outbox::take_side_woken`] say yes: the task's
+    /// first poll of a wait looks at every source.
+    pub(crate) fn mark_side_woken(&self) {
+        self.side_woken.store(true, Ordering::Release);
+    }
+
     /// Whether a side source woke the task since the last call; clears it.
     pub(crate) fn take_side_woken(&self) -> bool {
         self.side_woken.swap(false, Ordering::AcqRel)
