@@ -545,21 +545,45 @@ where
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
+        // The first poll of each wait looks at every source; after that,
+        // the close token, the timer and the socket's read side are polled
+        // only when one of them woke the task (they were given the side
+        // waker), and a wake from a room (a push) only drives the writer.
+        // Those three are what a delivery would otherwise pay for on every
+        // frame: two locks in the cancellation tree and `Notify`, the
+        // timer entry, tungstenite's waker proxies and the socket's
+        // readiness lock (BENCHMARKS.md, issue 21).
+        // (A mark, not a flag in this future: every idle connection holds
+        // the future.)
+        conn.outbox.mark_side_woken();
         let next = std::future::poll_fn(|cx| {
+            conn.outbox.register(cx.waker());
+            let side_woken = conn.outbox.take_side_woken();
+            if !side_woken {
+                // A close decided elsewhere woke the close token, so the
+                // writer does not ask the token again here.
+                return match writer.pump(cx, &conn, &mut stream.get_mut().io, stall) {
+                    // The writer closed it (a failed or stalled socket).
+                    true => Poll::Ready(Next::Closed),
+                    false => Poll::Pending,
+                };
+            }
+            // Made here, not kept in this future: it is an `Arc` clone, and
+            // every idle connection would carry it.
+            let side = conn.outbox.side_waker();
+            let mut side_cx = Context::from_waker(&side);
             // Once the connection is closing, no new frame is started; the
             // one being handled (below) always runs to completion first.
-            if closed.as_mut().poll(cx).is_ready() {
+            if closed.as_mut().poll(&mut side_cx).is_ready() {
                 return Poll::Ready(Next::Closed);
             }
-            if timer.as_mut().poll(cx).is_ready() {
+            if timer.as_mut().poll(&mut side_cx).is_ready() {
                 return Poll::Ready(Next::Timer);
             }
-            writer.drive(cx, &conn, &mut stream.get_mut().io, stall);
-            if conn.is_closed() {
-                // The writer closed it (a failed or stalled socket).
+            if writer.pump(cx, &conn, &mut stream.get_mut().io, stall) {
                 return Poll::Ready(Next::Closed);
             }
-            stream.poll_next_unpin(cx).map(Next::Frame)
+            stream.poll_next_unpin(&mut side_cx).map(Next::Frame)
         })
         .await;
         match next {
@@ -696,13 +720,29 @@ impl Writer {
             self.stopped = true;
             return;
         }
+        let _ = self.pump(cx, conn, sink, stall);
+    }
+
+    /// [`Writer::drive`] for a caller that has already seen the connection
+    /// is not closing; true if the writer itself closed it (a failed or
+    /// stalled socket).
+    fn pump<S: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &ConnHandle,
+        sink: &mut Tracked<S>,
+        stall: Duration,
+    ) -> bool {
+        if self.stopped {
+            return false;
+        }
         for _ in 0..BATCHES_PER_POLL {
             if !self.writing {
                 match conn.outbox.poll_pop_many(cx, &mut self.out.batch, &mut self.out.bytes, 64) {
-                    Poll::Pending => return,
+                    Poll::Pending => return false,
                     Poll::Ready(0) => {
                         self.stopped = true;
-                        return;
+                        return false;
                     }
                     Poll::Ready(_) => {
                         self.payload = self.out.frame();
@@ -721,19 +761,21 @@ impl Writer {
                     self.stopped = true;
                     self.broken = true;
                     conn.close(CloseReason::PeerClosed);
-                    return;
+                    return true;
                 }
                 Poll::Pending => {
                     let watch = self.watch.get_or_insert_with(|| Box::pin(stalled(sink.wire.clone(), stall)));
                     if watch.as_mut().poll(cx).is_ready() {
                         self.stopped = true;
                         conn.slow_consumer("socket accepted no bytes for the write-stall timeout");
+                        return true;
                     }
-                    return;
+                    return false;
                 }
             }
         }
         cx.waker().wake_by_ref();
+        false
     }
 }
 
@@ -1213,6 +1255,90 @@ mod tests {
             assert!(scan(&fragments_over, split));
             assert!(scan(&huge, split));
         }
+    }
+
+    /// A socket that counts the polls of its read side.
+    struct CountReads<S> {
+        inner: S,
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for CountReads<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for CountReads<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A frame a room queues wakes the connection to write it, and only
+    /// that: the socket's read side is polled when the socket woke the task
+    /// (each poll of it costs tungstenite's waker proxies and the socket's
+    /// readiness lock, per delivered frame; BENCHMARKS.md, issue 21). Over
+    /// a real TCP socket; the client's frames are still read and answered.
+    #[tokio::test]
+    async fn a_queued_frame_does_not_poll_the_read_side() {
+        use futures_util::{SinkExt, StreamExt};
+        const N: usize = 50;
+        let wait = Duration::from_secs(5);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, client) = tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
+        let (server_io, _) = accepted.unwrap();
+        let limits = crate::config::Limits::default();
+        let server = Arc::new(ServerState::new(crate::server::ServerParts {
+            auth: crate::auth::Authenticator::hs256(b"k"),
+            limits: &limits,
+            store: None,
+        }));
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = Tracked::new(CountReads { inner: server_io, reads: reads.clone() });
+        let socket = open(io, Vec::new(), WebSocketConfig::default(), &server.conn_config).await;
+        let outbox = socket.outbox.clone();
+        let shutdown = CancellationToken::new();
+        let conn =
+            tokio::spawn(serve(socket, server.next_conn_id(), addr.ip(), server.clone(), shutdown.clone()));
+        let mut ws = WebSocketStream::from_raw_socket(client.unwrap(), Role::Client, None).await;
+
+        ws.send(Message::text(r#"{"msg":"connect","version":"1","support":["1"]}"#)).await.unwrap();
+        let m = tokio::time::timeout(wait, ws.next()).await.expect("in time").unwrap().unwrap();
+        assert!(m.to_text().unwrap().contains("connected"), "{m}");
+        let before = reads.load(Ordering::Relaxed);
+        for i in 0..N {
+            let frame = format!(r#"{{"msg":"changed","n":{i}}}"#);
+            outbox.try_push(Utf8Bytes::from(frame.clone())).unwrap();
+            let m = tokio::time::timeout(wait, ws.next()).await.expect("in time").unwrap().unwrap();
+            assert_eq!(m.to_text().unwrap(), frame);
+        }
+        let polled = reads.load(Ordering::Relaxed) - before;
+        assert!(polled < N / 5, "{polled} polls of the read side for {N} queued frames");
+        // The read side still answers the client.
+        ws.send(Message::text(r#"{"msg":"ping","id":"p1"}"#)).await.unwrap();
+        let m = tokio::time::timeout(wait, ws.next()).await.expect("in time").unwrap().unwrap();
+        assert!(m.to_text().unwrap().contains("pong"), "{m}");
+        shutdown.cancel();
+        tokio::time::timeout(wait, conn).await.expect("the connection ends").unwrap();
     }
 
     fn returned_size<A, B, C, D, E, R>(_: impl Fn(A, B, C, D, E) -> R) -> usize {

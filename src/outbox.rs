@@ -11,9 +11,9 @@
 
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -158,6 +158,10 @@ pub(crate) struct Outbox {
     /// One consumer, polled (not awaited) beside the socket: a waker slot,
     /// not a `Notify`.
     ready: AtomicWaker,
+    /// Set when a source other than the queue (the socket's read side, the
+    /// heartbeat timer, the close token) woke the connection's task: see
+    /// [`Outbox::side_waker`].
+    side_woken: AtomicBool,
     /// Wakes a reply waiting for space.
     space: Notify,
     cap: usize,
@@ -180,6 +184,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State { queue: VecDeque::new(), control: Vec::new(), bytes: 0, closed: false }),
             ready: AtomicWaker::new(),
+            side_woken: AtomicBool::new(true),
             space: Notify::new(),
             cap: cap.max(1),
             budget,
@@ -299,6 +304,36 @@ impl Outbox {
         Poll::Pending
     }
 
+    /// Makes `waker` (the connection's task) the one woken by pushes and by
+    /// the side waker. Registered on every poll, before the side flag is
+    /// read, so a wake in between is not missed.
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.ready.register(waker);
+    }
+
+    /// The waker the connection's task gives to the sources it rarely
+    /// hears from (the socket's read side, the heartbeat timer, the close
+    /// token): it marks that one of them woke the task, then wakes it. A
+    /// wake from a room (a push) leaves the mark alone, so the task then
+    /// writes without polling those sources: one wake per delivered frame
+    /// costs what the old writer task's did (BENCHMARKS.md, issue 21). It
+    /// lives in this allocation, which every connection already has, so it
+    /// costs no memory per connection.
+    pub(crate) fn side_waker(self: &Arc<Self>) -> Waker {
+        Waker::from(self.clone())
+    }
+
+    /// Makes the next [`Outbox::take_side_woken`] say yes: the task's
+    /// first poll of a wait looks at every source.
+    pub(crate) fn mark_side_woken(&self) {
+        self.side_woken.store(true, Ordering::Release);
+    }
+
+    /// Whether a side source woke the task since the last call; clears it.
+    pub(crate) fn take_side_woken(&self) -> bool {
+        self.side_woken.swap(false, Ordering::AcqRel)
+    }
+
     /// [`Outbox::poll_pop_many`] as a future.
     #[cfg(test)]
     pub(crate) async fn pop_many(
@@ -384,6 +419,20 @@ impl Outbox {
         };
         drop(dropped);
         self.space.notify_waiters();
+    }
+}
+
+/// Only for [`Outbox::side_waker`]: a wake from a side source.
+impl Wake for Outbox {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Marked before the wake: the task reads the mark after it has
+        // registered, so it either sees it or is woken again.
+        self.side_woken.store(true, Ordering::Release);
+        self.ready.wake();
     }
 }
 
