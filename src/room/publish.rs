@@ -17,8 +17,8 @@ use crate::ids::{ConnId, MessageId, RoomId, UserId};
 use crate::time::Millis;
 use crate::wire;
 use serde::Serialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -129,7 +129,7 @@ impl RoomActor {
                             &uid,
                             UserEvent::SubscriptionsChanged,
                             "subscriptions-changed",
-                            &json!(["inserted", sub]),
+                            &("inserted", sub),
                         );
                     }
                     if self.hub.has_listener(&uid, UserEvent::RoomsChanged) {
@@ -158,13 +158,13 @@ impl RoomActor {
                         &uid,
                         UserEvent::SubscriptionsChanged,
                         "subscriptions-changed",
-                        &json!(["removed", wire::room::subscription_gone(&rid, &uid)]),
+                        &("removed", wire::room::subscription_gone(&rid, &uid)),
                     );
                     self.notify_user(
                         &uid,
                         UserEvent::RoomsChanged,
                         "rooms-changed",
-                        &json!(["removed", {"_id": rid}]),
+                        &("removed", wire::room::room_gone(&rid)),
                     );
                     // A member who left stops hearing the room right after
                     // the events announcing it.
@@ -195,7 +195,7 @@ impl RoomActor {
                             &uid,
                             UserEvent::SubscriptionsChanged,
                             "subscriptions-changed",
-                            &json!(["updated", sub]),
+                            &("updated", sub),
                         );
                     }
                 }

@@ -158,6 +158,11 @@ pub fn my_message_meta(kind: RoomType, name: &str) -> Value {
     })
 }
 
+/// The room a member lost, as `rooms-changed` `removed` names it.
+pub fn room_gone(room: &RoomId) -> Value {
+    json!({"_id": room})
+}
+
 /// The subscription a member lost, as `subscriptions-changed` `removed`
 /// names it.
 pub fn subscription_gone(room: &RoomId, uid: &UserId) -> Value {
