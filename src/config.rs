@@ -124,6 +124,13 @@ pub struct ServeArgs {
     /// entries below purged). See docs/cluster.md.
     #[arg(long, env = "ROOMD_CLUSTER_SNAPSHOT_EVERY", default_value_t = crate::cluster::DEFAULT_SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
     pub cluster_snapshot_every: u64,
+    /// Cluster mode: which rooms a node holds. `all` (the default): every
+    /// node applies every room's log. `interest`: a node holds a room only
+    /// once it is used through it (a call, a subscription, a signed-in
+    /// member here), loading it from its snapshot and the log after it;
+    /// see docs/cluster.md, "Rooms by interest".
+    #[arg(long, env = "ROOMD_CLUSTER_ROOMS", value_enum, default_value_t = ClusterRooms::All)]
+    pub cluster_rooms: ClusterRooms,
     /// Cluster mode: how long a starting node waits for the NATS servers and
     /// its stream before it exits with status 1 (it serves `/healthz` and a
     /// `503` `/readyz` meanwhile).
@@ -474,4 +481,13 @@ mod tests {
         assert!(Cli::try_parse_from(["roomd", "--public-url", "chat.example"]).is_err());
         assert!(Cli::try_parse_from(["roomd", "--public-url", "https://chat.example/app"]).is_err());
     }
+}
+
+/// `--cluster-rooms`: which rooms a cluster node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterRooms {
+    /// Every room, on every node.
+    All,
+    /// The rooms used through this node.
+    Interest,
 }

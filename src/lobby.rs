@@ -123,7 +123,7 @@ impl ServerState {
         let deadline = tokio::time::Instant::now() + NAME_WAIT;
         loop {
             match self.registry.lookup_name(name) {
-                NameFound::Room(id) => return Ok(self.registry.get(&id)),
+                NameFound::Room(id) => return self.room(id.as_str()).await,
                 NameFound::Free => return Ok(None),
                 NameFound::Creating(mut done) => {
                     if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
@@ -141,7 +141,11 @@ impl ServerState {
         loop {
             match self.registry.name_or_reserve(name) {
                 NameLookup::Room(id) => {
-                    return self.registry.get(&id).map(NameClaim::Existing).ok_or(RoomError::Unavailable);
+                    return self
+                        .room(id.as_str())
+                        .await?
+                        .map(NameClaim::Existing)
+                        .ok_or(RoomError::Unavailable);
                 }
                 NameLookup::Reserved(r) => return Ok(NameClaim::Reserved(r)),
                 NameLookup::Creating(mut done) => {
@@ -206,7 +210,7 @@ impl ServerState {
         let deadline = tokio::time::Instant::now() + DIRECT_WAIT;
         loop {
             match self.registry.direct_or_reserve(&key) {
-                DirectLookup::Room(id) => return self.registry.get(&id).ok_or(RoomError::Unavailable),
+                DirectLookup::Room(id) => return self.room(id.as_str()).await?.ok_or(RoomError::Unavailable),
                 DirectLookup::Reserved(reservation) => {
                     // The registry's reservation holds the member set on
                     // this node; the log's claim across nodes (the first
@@ -291,7 +295,7 @@ impl ServerState {
     /// Room `rid`, created by another node, once it runs here.
     async fn started_elsewhere(&self, rid: &RoomId) -> Result<RoomHandle, RoomError> {
         match self.log.started(&self.registry, rid).await {
-            true => self.registry.get(rid).ok_or(RoomError::Unavailable),
+            true => self.room(rid.as_str()).await?.ok_or(RoomError::Unavailable),
             false => Err(RoomError::Unavailable),
         }
     }
@@ -315,6 +319,48 @@ impl ServerState {
         match direct {
             Some(key) => self.registry.restore_direct(key, &id),
             None => self.registry.force_name(&name, &id),
+        }
+    }
+
+    /// Starts a room this node did not hold (`--cluster-rooms interest`)
+    /// and indexes it, without telling anyone: it is not new, only new
+    /// here. An already held room is returned as it is.
+    pub(crate) fn hold_replica(&self, state: RoomState) -> RoomHandle {
+        if let Some(held) = self.registry.get(&state.id) {
+            return held;
+        }
+        let (id, name) = (state.id.clone(), state.name.clone());
+        let direct = (state.kind == RoomType::Direct).then(|| {
+            let ids: Vec<&str> = state.members.keys().map(|u| u.as_str()).collect();
+            dm_key(&ids)
+        });
+        self.registry.claim_code(&state.code, &state.id);
+        let handle = self.start(state, Vec::new());
+        match direct {
+            Some(key) => self.registry.restore_direct(key, &id),
+            None => self.registry.force_name(&name, &id),
+        }
+        handle
+    }
+
+    /// The room with id `rid`, loading it first if this node holds rooms by
+    /// interest and does not hold it yet (`None`: no such room).
+    pub(crate) async fn room(&self, rid: &str) -> Result<Option<RoomHandle>, RoomError> {
+        if let Some(held) = self.registry.get(rid) {
+            return Ok(Some(held));
+        }
+        let rid = RoomId::from(rid);
+        Ok(match self.log.load(&rid).await? {
+            true => self.registry.get(&rid),
+            false => None,
+        })
+    }
+
+    /// The room with join code `code`, loaded as [`room`](Self::room) does.
+    pub(crate) async fn room_by_code(&self, code: &str) -> Result<Option<RoomHandle>, RoomError> {
+        match self.registry.id_by_code(code) {
+            Some(id) => self.room(id.as_str()).await,
+            None => Ok(None),
         }
     }
 

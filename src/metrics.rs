@@ -62,6 +62,7 @@ pub(crate) struct Metrics {
     conn_guest: Gauge,
     connections_total: Counter,
     rooms: Gauge,
+    rooms_loaded: Gauge,
     joins: Counter,
     leaves: Counter,
     messages: Counter,
@@ -120,6 +121,11 @@ impl Metrics {
             "Sockets dropped or refused before the WebSocket was established.",
         );
         describe("roomd_rooms", None, "Rooms currently registered.");
+        describe(
+            "roomd_rooms_loaded",
+            None,
+            "Rooms whose state this node holds (with --cluster-rooms interest, the rooms used through it).",
+        );
         describe("roomd_room_joins_total", None, "Successful joins (joinRoom, join-room).");
         describe("roomd_room_join_rejections_total", None, "Refused joins by error code.");
         describe("roomd_room_leaves_total", None, "Successful leaveRoom calls.");
@@ -157,6 +163,7 @@ impl Metrics {
             conn_guest: gauge("roomd_connections", &[("kind", ConnKind::Guest.label().into())]),
             connections_total: counter("roomd_connections_total", &[]),
             rooms: gauge("roomd_rooms", &[]),
+            rooms_loaded: gauge("roomd_rooms_loaded", &[]),
             joins: counter("roomd_room_joins_total", &[]),
             leaves: counter("roomd_room_leaves_total", &[]),
             messages: counter("roomd_messages_sent_total", &[]),
@@ -276,6 +283,7 @@ impl Metrics {
     /// room count sampled now, followed by the process-wide store metrics.
     pub(crate) fn render(&self, rooms: usize) -> String {
         self.rooms.set(rooms as f64);
+        self.rooms_loaded.set(rooms as f64);
         let mut out = self.handle.render();
         out.push_str(&STORE.handle.render());
         if let Some(cluster) = CLUSTER.get() {
@@ -362,6 +370,7 @@ struct ClusterMetrics {
     append_failures: Counter,
     applied: Counter,
     reloads: Counter,
+    load_seconds: Histogram,
     /// Kept to register one `roomd_cluster_applied_sequence` gauge per
     /// partition stream (a closed set fixed at start).
     recorder: PrometheusRecorder,
@@ -400,6 +409,12 @@ fn cluster() -> &'static ClusterMetrics {
             None,
             "Stream sequence of the last entry this node applied, per partition stream.".into(),
         );
+        r.describe_histogram(
+            "roomd_cluster_room_load_seconds".into(),
+            Some(Unit::Seconds),
+            "Time to load a room this node did not hold (--cluster-rooms interest), its log read included."
+                .into(),
+        );
         let key = Key::from_static_name;
         ClusterMetrics {
             append_seconds: r.register_histogram(&key("roomd_cluster_append_seconds"), &METADATA),
@@ -408,6 +423,7 @@ fn cluster() -> &'static ClusterMetrics {
             append_failures: r.register_counter(&key("roomd_cluster_append_failures_total"), &METADATA),
             applied: r.register_counter(&key("roomd_cluster_applied_total"), &METADATA),
             reloads: r.register_counter(&key("roomd_cluster_room_reloads_total"), &METADATA),
+            load_seconds: r.register_histogram(&key("roomd_cluster_room_load_seconds"), &METADATA),
             handle: r.handle(),
             recorder: r,
         }
@@ -428,6 +444,12 @@ pub(crate) fn cluster_append(ok: bool, secs: f64) {
 
 pub(crate) fn cluster_append_retry() {
     cluster().append_retries.increment(1);
+}
+
+/// A room this node did not hold was loaded in `secs`
+/// (`cluster::interest`).
+pub(crate) fn cluster_room_load(secs: f64) {
+    cluster().load_seconds.record(secs);
 }
 
 /// A room was reloaded from its snapshot (`cluster::compact::held_snapshot`).

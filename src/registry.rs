@@ -188,9 +188,9 @@ impl Registry {
         self.by_id.get(id).map(|h| h.clone())
     }
 
-    pub fn get_by_code(&self, code: &str) -> Option<RoomHandle> {
-        let id = self.by_code.get(code)?.clone();
-        self.get(&id)
+    /// The id of the room with join code `code`, held here or not.
+    pub fn id_by_code(&self, code: &str) -> Option<RoomId> {
+        self.by_code.get(code).map(|id| id.clone())
     }
 
     /// What holds `name` now, without waiting or reserving: the room, a

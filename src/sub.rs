@@ -105,7 +105,7 @@ async fn room_topic(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Resul
 }
 
 async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Result<(), MethodError> {
-    let room = s.server().registry.get(rid).ok_or(MethodError::SubNotAllowed)?;
+    let room = s.server().room(rid).await?.ok_or(MethodError::SubNotAllowed)?;
     let (uid, signed_in) = match (s.user(), s.guest_id()) {
         (Some(u), _) => (u.id.clone(), true),
         (None, Some(g)) => (g.clone(), false),

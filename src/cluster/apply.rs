@@ -45,6 +45,9 @@ pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     let replaying = Arc::new(AtomicUsize::new(cluster.layout.count()));
     for p in 0..cluster.layout.count() {
         let (cluster, state, replaying) = (cluster.clone(), state.clone(), replaying.clone());
+        // Loads of rooms this node does not hold (`interest`) are served
+        // by their partition's applier, between two entries.
+        let mut loads = cluster.loads.take(p).unwrap_or_else(|| tokio::sync::mpsc::channel(1).1);
         tokio::spawn(async move {
             let mut part = Partition {
                 name: Layout::stream(p),
@@ -53,7 +56,7 @@ pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
                 sequence: crate::metrics::cluster_applied_sequence(&Layout::stream(p)),
             };
             loop {
-                if let Err(e) = run(&cluster, &state, &mut part, &replaying).await {
+                if let Err(e) = run(&cluster, &state, &mut part, &replaying, &mut loads).await {
                     tracing::error!(stream = %part.name, error = %e, applied = part.applied, "reading the room log failed; retrying");
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -92,6 +95,7 @@ async fn run(
     state: &ServerState,
     part: &mut Partition,
     replaying: &AtomicUsize,
+    loads: &mut tokio::sync::mpsc::Receiver<super::interest::Load>,
 ) -> Result<(), String> {
     let mut stream = cluster.js.get_stream(&part.name).await.map_err(|e| e.to_string())?;
     let target = stream.info().await.map_err(|e| e.to_string())?.state.last_sequence;
@@ -110,7 +114,15 @@ async fn run(
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     loop {
-        let m = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+        let next = tokio::select! {
+            biased;
+            Some(load) = loads.recv() => {
+                super::interest::serve(cluster, state, part.applied, load).await;
+                continue;
+            }
+            next = tokio::time::timeout(STALL_CHECK, messages.next()) => next,
+        };
+        let m = match next {
             Ok(Some(m)) => m.map_err(|e| e.to_string())?,
             Ok(None) => return Err("the consumer ended".into()),
             Err(_) => {
@@ -203,6 +215,18 @@ async fn apply(
         };
         entry.now = stored.0;
         entry.seq = seq;
+        if cluster.by_interest() && state.registry.get(rid).is_none() {
+            if !super::interest::unheld(cluster, state, rid, &entry) {
+                return Ok(());
+            }
+            // Held from this entry on: the room catches up with the log
+            // before it, then applies this one as it comes.
+            if !matches!(entry.op, OpV1::Create { .. })
+                && !super::interest::load_before(cluster, state, &RoomId::from(rid), seq).await?
+            {
+                return Ok(());
+            }
+        }
         if let OpV1::Create { room, members } = entry.op {
             // Started on every node, the creating one included. Replays of
             // an entry already applied change nothing.

@@ -250,7 +250,7 @@ pub(super) async fn unknown_room(cluster: &Cluster, state: &ServerState, rid: &s
 }
 
 /// The room state a snapshot holds (members and guest seats included).
-fn snapshot_state(snap: &SnapshotV1) -> RoomState {
+pub(super) fn snapshot_state(snap: &SnapshotV1) -> RoomState {
     let mut room = RoomState::from((*snap.room).clone());
     for m in &snap.members {
         room.members.insert(m.user.id.clone(), m.clone().into());

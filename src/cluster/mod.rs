@@ -20,6 +20,7 @@
 mod apply;
 mod compact;
 pub mod entry;
+mod interest;
 mod liveness;
 mod notices;
 pub mod partition;
@@ -105,6 +106,11 @@ pub struct Cluster {
     nodes: Option<async_nats::jetstream::kv::Store>,
     /// Snapshots and history chunks (see `compact`).
     compaction: compact::Compaction,
+    /// `--cluster-rooms interest`: hold only the rooms used here (see
+    /// `interest`).
+    interest: bool,
+    /// Room loads asked of each partition's applier (see `interest`).
+    loads: interest::Loads,
 }
 
 /// How a starting node waits for NATS (`Cluster::connect`).
@@ -117,6 +123,9 @@ pub struct StartOptions<'a> {
     pub partitions: Option<usize>,
     /// `--cluster-snapshot-every`: entries of a room between snapshots.
     pub snapshot_every: u64,
+    /// `--cluster-rooms interest`: hold only the rooms used through this
+    /// node.
+    pub interest: bool,
     /// `--cluster-start-timeout`: the whole wait, from the first attempt.
     pub timeout: Duration,
     /// Told why the node is still waiting, after each failed attempt (for
@@ -134,7 +143,8 @@ impl Cluster {
     /// Connects, checks the servers, and creates or checks the stream,
     /// retrying until `opts.timeout` has passed.
     pub async fn connect(opts: StartOptions<'_>) -> Result<Arc<Cluster>, ClusterError> {
-        let StartOptions { urls, node, replicas, partitions, snapshot_every, timeout, waiting } = opts;
+        let StartOptions { urls, node, replicas, partitions, snapshot_every, interest, timeout, waiting } =
+            opts;
         let joined = urls.join(",");
         if node.is_empty() || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(ClusterError::Connect(joined, format!("bad --node-id {node:?}")));
@@ -146,7 +156,7 @@ impl Cluster {
         let attempts = async {
             let mut pause = Duration::from_millis(250);
             loop {
-                match Self::try_connect(urls, node, replicas, partitions, snapshot_every).await {
+                match Self::try_connect(urls, node, replicas, partitions, snapshot_every, interest).await {
                     Ok(c) => return Ok(c),
                     Err(
                         e @ (ClusterError::OldServer(_)
@@ -177,6 +187,7 @@ impl Cluster {
         replicas: usize,
         partitions: Option<usize>,
         snapshot_every: u64,
+        interest: bool,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let joined = urls.join(",");
         let client = async_nats::ConnectOptions::new()
@@ -209,6 +220,7 @@ impl Cluster {
         // The boot suffix tells this run from the node's earlier ones: their
         // guests are not this run's.
         let origin = format!("{node}/{}", crate::ids::secret(8).replace(['-', '_'], "x"));
+        let layout_count = layout.count();
         Ok(Arc::new(Cluster {
             js,
             stream,
@@ -218,6 +230,8 @@ impl Cluster {
             starts: DashMap::new(),
             nodes,
             compaction,
+            interest,
+            loads: interest::Loads::new(layout_count),
         }))
     }
 
@@ -473,6 +487,12 @@ impl Cluster {
         };
         // Registered before this look, so a start in between still wakes us.
         if registry.get(rid).is_some() {
+            return true;
+        }
+        // Holding rooms by interest, its creation may have gone by
+        // unapplied: then the log holds it (a load finds it), or it comes
+        // later and the applier starts it for this waiter.
+        if self.interest && self.load(rid).await.unwrap_or(false) {
             return true;
         }
         rx.await.is_ok()

@@ -126,6 +126,18 @@ impl RoomLog for NatsLog {
     fn presence(&self, uid: &UserId, username: &str, online: bool) {
         self.0.announce_presence(uid, username, online);
     }
+
+    fn load<'a>(&'a self, rid: &'a RoomId) -> BoxFuture<'a, Result<bool, RoomError>> {
+        Box::pin(async move {
+            if !self.0.by_interest() {
+                return Ok(false);
+            }
+            self.0.load(rid).await.map_err(|e| {
+                tracing::error!(room = %rid, error = %e, "cannot load the room");
+                RoomError::Unavailable
+            })
+        })
+    }
 }
 
 impl NatsLog {

@@ -223,7 +223,7 @@ impl Call for JoinChannel {
 
     async fn run(self, s: &mut Session) -> Result<ChannelEntry, MethodError> {
         let who = s.require_user()?;
-        let room = super::room(s, &self.rid)?;
+        let room = super::room(s, &self.rid).await?;
         Ok(room.join_channel(who).await?)
     }
 }

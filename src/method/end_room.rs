@@ -23,7 +23,7 @@ impl Call for EndRoom {
 
     async fn run(self, s: &mut Session) -> Result<(), MethodError> {
         let who = s.require_user()?;
-        let room = room(s, &self.rid)?;
+        let room = room(s, &self.rid).await?;
         Ok(room.ask(|tx| RoomCommand::End { who: Box::new(who), respond_to: tx }).await?)
     }
 }

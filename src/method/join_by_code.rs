@@ -86,7 +86,7 @@ async fn join(s: &mut Session, c: JoinByCode) -> Result<Seated, MethodError> {
     if !RoomCode::is_well_formed(&code) {
         return Err(MethodError::RoomNotFound);
     }
-    let room = s.server().registry.get_by_code(&code).ok_or(MethodError::RoomNotFound)?;
+    let room = s.server().room_by_code(&code).await?.ok_or(MethodError::RoomNotFound)?;
     let conn = s.conn().id;
     let listener = s.room_listener();
     if !who.guest {

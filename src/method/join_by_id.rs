@@ -26,7 +26,7 @@ impl Call for JoinRoom {
 
     async fn run(self, s: &mut Session) -> Result<bool, MethodError> {
         let who = s.require_user()?;
-        let room = room(s, &self.rid)?;
+        let room = room(s, &self.rid).await?;
         let code = self.code;
         match room.ask(|tx| RoomCommand::JoinSelf { who: Box::new(who), code, respond_to: tx }).await? {
             Joined::New(_) => Ok(true),

@@ -38,7 +38,7 @@ impl Call for LeaveRoom {
 
     async fn run(self, s: &mut Session) -> Result<(), MethodError> {
         let uid = member_id(s)?;
-        let room = room(s, &self.rid)?;
+        let room = room(s, &self.rid).await?;
         match room.ask(|tx| RoomCommand::Leave { uid, respond_to: tx }).await {
             // Decided by the room in its order, so a leave racing a join of the
             // same user is answered from the state that command saw.

@@ -42,7 +42,7 @@ impl Call for LoadHistory {
     async fn run(self, s: &mut Session) -> Result<Vec<Arc<Message>>, MethodError> {
         let who = s.require_user()?;
         let limit = self.limit.unwrap_or(20).min(MAX_LIMIT) as usize;
-        let room = room(s, &self.rid)?;
+        let room = room(s, &self.rid).await?;
         let max_bytes = s.conn().max_frame_bytes() / 2;
         let end = self.end;
         Ok(room
@@ -86,7 +86,7 @@ pub(super) async fn missed(s: &mut Session, p: Params) -> MethodResult {
     let after = p
         .opt_date(1, "lastUpdate")?
         .ok_or_else(|| crate::error::MethodError::matching("lastUpdate", "a {\"$date\": ms} date"))?;
-    let room = room(s, rid)?;
+    let room = room(s, rid).await?;
     // A guest that never called `join-room` holds no seat anywhere.
     let uid = uid.ok_or(MethodError::Room(RoomError::NotAllowed))?;
     let max_bytes = s.conn().max_frame_bytes() / 2;

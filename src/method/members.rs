@@ -32,7 +32,7 @@ pub(super) async fn add_many(s: &mut Session, p: Params) -> MethodResult {
 async fn add(s: &mut Session, o: &serde_json::Map<String, Value>, usernames: Vec<String>) -> MethodResult {
     let who = s.require_user()?;
     let rid = field_str(o, "rid")?.ok_or_else(|| MethodError::matching("rid", "a string"))?;
-    let room = room(s, rid)?;
+    let room = room(s, rid).await?;
     // Resolve every name first: an unknown one fails the call before anyone
     // is added.
     let mut targets = Vec::with_capacity(usernames.len());
@@ -54,7 +54,7 @@ async fn add(s: &mut Session, o: &serde_json::Map<String, Value>, usernames: Vec
 
 pub(super) async fn remove(s: &mut Session, p: Params) -> MethodResult {
     let who = s.require_user()?;
-    let (room, target) = room_and_user(s, &p)?;
+    let (room, target) = room_and_user(s, &p).await?;
     room.ask(|tx| RoomCommand::RemoveMember { who: Box::new(who), target: target.id, respond_to: tx })
         .await?;
     Ok(Some(Value::Bool(true)))

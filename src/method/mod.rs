@@ -244,12 +244,12 @@ impl std::fmt::Display for Method {
 
 /// `[{rid, username}]`: the room and the user it names, for the methods
 /// that act on another member (remove, mute, unmute).
-fn room_and_user(s: &Session, p: &Params) -> Result<(RoomHandle, crate::room::UserRef), MethodError> {
+async fn room_and_user(s: &Session, p: &Params) -> Result<(RoomHandle, crate::room::UserRef), MethodError> {
     let o = p.obj(0, "params[0]")?;
     let rid = params::field_str(o, "rid")?.ok_or_else(|| MethodError::matching("rid", "a string"))?;
     let username =
         params::field_str(o, "username")?.ok_or_else(|| MethodError::matching("username", "a string"))?;
-    let room = room(s, rid)?;
+    let room = room(s, rid).await?;
     let user = s
         .server()
         .users
@@ -259,8 +259,8 @@ fn room_and_user(s: &Session, p: &Params) -> Result<(RoomHandle, crate::room::Us
 }
 
 /// The room with id `rid`, or `error-invalid-room`.
-fn room(s: &Session, rid: &str) -> Result<RoomHandle, MethodError> {
-    s.server().registry.get(rid).ok_or(MethodError::InvalidRoom)
+async fn room(s: &Session, rid: &str) -> Result<RoomHandle, MethodError> {
+    s.server().room(rid).await?.ok_or(MethodError::InvalidRoom)
 }
 
 #[cfg(test)]

@@ -36,7 +36,9 @@ async fn collect<T>(
     let since = p.opt_date(0, "updatedSince")?;
     let mut docs = Vec::new();
     for rid in s.server().users.rooms_of(&who.id) {
-        let Some(room) = s.server().registry.get(&rid) else { continue };
+        // A room this node does not hold is loaded: the user's own rooms
+        // are this node's interest while they are signed in here.
+        let Ok(Some(room)) = s.server().room(rid.as_str()).await else { continue };
         let uid = who.id.clone();
         if let Ok(doc_of) = room.ask(|tx| make(uid, tx)).await
             && let Some(doc) = doc(doc_of)

@@ -28,7 +28,7 @@ impl Call for GetRoomById {
 
     async fn run(self, s: &mut Session) -> Result<RoomInfo, MethodError> {
         let who = s.require_user()?;
-        let room = room(s, &self.rid)?;
+        let room = room(s, &self.rid).await?;
         Ok(room.ask(|tx| RoomCommand::DocFor { uid: who.id, respond_to: tx }).await?)
     }
 }
@@ -69,7 +69,7 @@ impl Call for GetRoomIdByNameOrId {
         let server = s.server();
         // By name in any letter case; a room being created is waited for, not
         // reported missing.
-        let handle = match server.registry.get(key) {
+        let handle = match server.room(key).await? {
             Some(h) => h,
             None => server.room_by_name(key).await?.ok_or(MethodError::InvalidRoom)?,
         };

@@ -26,7 +26,7 @@ impl Call for GetRoomParticipants {
             (Some(u), _) => Some(u.id.clone()),
             (None, g) => g.cloned(),
         };
-        let room = room(s, &self.rid)?;
+        let room = room(s, &self.rid).await?;
         // A guest that never called `join-room` is a member of no room.
         let uid = uid.ok_or(MethodError::Room(RoomError::NotAllowed))?;
         Ok(room.ask(|tx| RoomCommand::Participants { uid, respond_to: tx }).await?)

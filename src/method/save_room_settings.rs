@@ -40,7 +40,7 @@ impl Call for SaveRoomSettings {
 
     async fn run(self, s: &mut Session) -> Result<(), MethodError> {
         let who = s.require_user()?;
-        let room = room(s, &self.rid)?;
+        let room = room(s, &self.rid).await?;
         let settings = self.settings;
         Ok(room.ask(|tx| RoomCommand::Settings { who: Box::new(who), settings, respond_to: tx }).await?)
     }

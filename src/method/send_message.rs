@@ -65,7 +65,7 @@ impl Call for SendMessage {
             Some(id) => Some(MessageId::from(id.as_str())),
             None => None,
         };
-        let room = room(s, &rid)?;
+        let room = room(s, &rid).await?;
         let params = Box::new(SendParams { id, msg, tmid });
         Ok(room.ask(|tx| RoomCommand::Send { who: Box::new(who), params, respond_to: tx }).await?)
     }

@@ -21,7 +21,7 @@ pub(super) async fn call(s: &mut Session, p: Params, which: Which) -> MethodResu
         Which::Hide => Flag::Open(false),
         Which::Open => Flag::Open(true),
     };
-    let room = room(s, rid)?;
+    let room = room(s, rid).await?;
     room.ask(|tx| RoomCommand::SetFlag { uid: who.id, flag, respond_to: tx }).await?;
     Ok(Some(Value::from(1)))
 }

@@ -36,7 +36,7 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     if username != who.username {
         return Ok(None);
     }
-    let room = room(s, rid)?;
+    let room = room(s, rid).await?;
     let args = Value::Array(p.0[1..].to_vec());
     room.tell(RoomCommand::Notify { from: s.conn().id, uid: who.id, topic, event: event.to_owned(), args })
         .await;

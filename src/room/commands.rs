@@ -40,6 +40,7 @@ impl RoomActor {
             RoomCommand::Reseed { state, snapshot, entries } => {
                 return self.reseed(*state, *snapshot, entries);
             }
+            RoomCommand::Load { snapshot, entries } => return self.load(snapshot.map(|s| *s), entries),
             RoomCommand::Unlogged { id, error } => return self.unlogged(&id, error),
             cmd => match self.split(cmd) {
                 Split::Change(op, waiter, claim) => return self.sequence(op, waiter, claim),
@@ -86,6 +87,7 @@ impl RoomActor {
             C::Apply(_)
             | C::ApplySnapshot { .. }
             | C::Reseed { .. }
+            | C::Load { .. }
             | C::Unlogged { .. }
             | C::JoinSelf { .. }
             | C::JoinByCode { .. }

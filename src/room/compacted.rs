@@ -170,17 +170,7 @@ impl RoomActor {
         // As a node meeting the room first at this snapshot: the snapshot
         // as the starting point, the entries after it, then the snapshot
         // entry in its place.
-        self.apply_snapshot((*snap).clone(), 0);
-        let covered = self.compaction.covered;
-        for e in entries.into_iter().filter(|e| e.seq > covered && e.seq < at) {
-            self.apply_logged(e);
-            self.staged.clear();
-            self.ops.clear();
-        }
-        self.apply_snapshot(*snap, at);
-        self.staged.clear();
-        self.ops.clear();
-        self.replay = super::replay::ReplayWindow::new(self.cfg.replay.clone(), self.state.seq);
+        self.seed(*snap, at, entries.into_iter().filter(|e| e.seq < at).collect());
         // Whoever left while this replica was not looking stops hearing the
         // room here too, as a leave applied in its place would have made
         // them (and a room that went private keeps only its members).
@@ -189,6 +179,52 @@ impl RoomActor {
         }
         if self.state.kind == super::RoomType::Private {
             self.staged.push(Out::DropNonMembers);
+        }
+    }
+
+    /// Starts from `snap` (an entry at log sequence `at`), as a node
+    /// meeting the room first at this snapshot: the snapshot as the
+    /// starting point, the entries after what it covers, the snapshot entry
+    /// in its place, then any later entries; all applied silently, and the
+    /// replay window starts afresh.
+    fn seed(&mut self, snap: RoomSnapshot, at: u64, entries: Vec<Entry>) {
+        self.apply_snapshot(snap.clone(), 0);
+        let covered = self.compaction.covered;
+        let (before, after): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().filter(|e| e.seq > covered).partition(|e| e.seq < at);
+        for e in before {
+            self.apply_silently(e);
+        }
+        self.apply_snapshot(snap, at);
+        self.staged.clear();
+        self.ops.clear();
+        for e in after {
+            self.apply_silently(e);
+        }
+        self.replay = super::replay::ReplayWindow::new(self.cfg.replay.clone(), self.state.seq);
+    }
+
+    /// Applies a log entry without telling anyone: its listeners heard it
+    /// when it came, or it came before this node held the room.
+    fn apply_silently(&mut self, e: Entry) {
+        self.apply_logged(e);
+        self.staged.clear();
+        self.ops.clear();
+    }
+
+    /// A room this node just started (`--cluster-rooms interest`) from its
+    /// latest snapshot, or from its creation when it has none, catches up
+    /// with the entries the log holds after it. Silent: they were decided
+    /// before this node held the room, and it has no listeners yet.
+    pub(super) fn load(&mut self, snapshot: Option<Entry>, entries: Vec<Entry>) {
+        match snapshot {
+            Some(Entry { seq, op: RoomOp::Snapshot(snap), .. }) => self.seed(*snap, seq, entries),
+            _ => {
+                for e in entries {
+                    self.apply_silently(e);
+                }
+                self.replay = super::replay::ReplayWindow::new(self.cfg.replay.clone(), self.state.seq);
+            }
         }
     }
 

@@ -114,6 +114,7 @@ impl EndedRoom {
             | C::ReapGuests { .. }
             | C::Apply(_)
             | C::Reseed { .. }
+            | C::Load { .. }
             | C::Unlogged { .. }
             | C::Notify { .. } => {}
         }

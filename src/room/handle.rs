@@ -180,6 +180,11 @@ pub enum RoomCommand {
         snapshot: Box<super::log::Entry>,
         entries: Vec<super::log::Entry>,
     },
+    /// A delivered log: a room this node just started from its creation or
+    /// its latest snapshot (`snapshot`) catches up with the entries after
+    /// it, applied silently (`--cluster-rooms interest`: they happened
+    /// before this node held the room).
+    Load { snapshot: Option<Box<super::log::Entry>>, entries: Vec<super::log::Entry> },
     /// A delivered log: this node's entry `id` could not be appended; its
     /// caller gets `error`.
     Unlogged { id: String, error: RoomError },

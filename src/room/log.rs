@@ -219,6 +219,10 @@ pub trait RoomLog: Send + Sync + std::fmt::Debug {
     /// A user's first connection on this node opened (`online`) or its
     /// last one closed: the other nodes' `user-status` hears it.
     fn presence(&self, uid: &UserId, username: &str, online: bool);
+    /// Makes room `rid` held on this node if it is not (a node holding
+    /// rooms by interest loads it from the log): `false` when there is no
+    /// such room.
+    fn load<'a>(&'a self, rid: &'a RoomId) -> BoxFuture<'a, Result<bool, RoomError>>;
 }
 
 /// One node: sequence now, apply now, durable through the store.
@@ -292,6 +296,11 @@ impl RoomLog for LocalLog {
     }
 
     fn presence(&self, _: &UserId, _: &str, _: bool) {}
+
+    /// One node holds every room it has.
+    fn load<'a>(&'a self, _: &'a RoomId) -> BoxFuture<'a, Result<bool, RoomError>> {
+        Box::pin(async { Ok(false) })
+    }
 }
 
 /// Fixes a send's message id before it is logged.

@@ -17,6 +17,8 @@
 //! - `scenarios`: issue 12's "What CI must show", one test each.
 //! - `replay`: issue 20 across nodes: a Socket.IO socket whose node was
 //!   killed comes back through another with `since`.
+//! - `interest`: rooms by interest (`--cluster-rooms interest`): held only
+//!   where used, loaded anywhere on first use.
 //! - `smoke`: the NATS fixture alone (no roomd needed).
 //!
 //! Without a `nats-server` these tests print a loud skip notice and pass,
@@ -29,6 +31,7 @@
 mod backup;
 mod basics;
 mod compaction;
+mod interest;
 pub(crate) mod nats;
 pub(crate) mod nodes;
 mod partitions;
