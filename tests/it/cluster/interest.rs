@@ -154,3 +154,36 @@ async fn a_member_added_through_another_node_hears_it_and_lists_the_room() {
         subs["result"].as_array().unwrap_or_else(|| panic!("{subs}")).iter().map(|s| &s["rid"]).collect();
     assert!(names.contains(&&json!(rid)), "bob's subscriptions on node b name the group: {subs}");
 }
+
+/// When the only node holding a room is killed, a surviving node that never
+/// held it serves it on the first call: it loads the room (snapshot and the
+/// entries after it), and nothing acknowledged through the dead node is
+/// missing. Prints how long that first call took (docs/cluster.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_survivor_serves_a_room_it_did_not_hold_when_its_holder_dies() {
+    let Some(bin) = nats_or_skip() else { return };
+    let nats = start_nats(&bin, &tempdir("ci3"));
+    let (mut a, mut b) = (node(&nats, "a", 100), node(&nats, "b", 100));
+    ready(&mut a).await;
+    ready(&mut b).await;
+    let mut alice = login(&a.url, "alice").await;
+    let (rid, _) = channel(&mut alice, "die").await;
+    for i in 0..250 {
+        alice.ok("sendMessage", json!([{"rid": rid, "msg": format!("k-{i}")}])).await;
+    }
+    assert_eq!(loaded(&b), 0.0, "node b never held the room");
+    a.proc.kill9();
+    let started = std::time::Instant::now();
+    let mut back = login(&b.url, "alice").await;
+    let first = back.call("loadHistory", json!([rid, null, 300, null])).await;
+    let took = started.elapsed();
+    println!("first call on a room the survivor did not hold, after its holder died: {took:?} (sign-in included)");
+    let n = first["result"]["messages"].as_array().unwrap_or_else(|| panic!("{first}")).len();
+    assert!(n >= 250, "the survivor serves the whole recent history: {n} messages");
+    let seen = page_all(&mut back, &rid, 100).await;
+    for i in 0..250 {
+        assert_eq!(seen.get(&format!("k-{i}")), Some(&1), "k-{i} after the holder died: {seen:?}");
+    }
+    back.ok("sendMessage", json!([{"rid": rid, "msg": "still here"}])).await;
+    assert_eq!(loaded(&b), 1.0);
+}
