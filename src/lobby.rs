@@ -304,28 +304,19 @@ impl ServerState {
     /// creation or its latest snapshot, and indexes
     /// it as a creation would. A room already held is left alone.
     pub(crate) fn apply_replica(&self, state: RoomState) {
-        if self.registry.get(&state.id).is_some() {
-            return;
-        }
-        let (id, name) = (state.id.clone(), state.name.clone());
-        let direct = (state.kind == RoomType::Direct).then(|| {
-            let ids: Vec<&str> = state.members.keys().map(|u| u.as_str()).collect();
-            dm_key(&ids)
-        });
-        self.registry.claim_code(&state.code, &state.id);
-        // Registered by id before by name: whoever finds the name finds
-        // the room.
-        self.activate(state);
-        match direct {
-            Some(key) => self.registry.restore_direct(key, &id),
-            None => self.registry.force_name(&name, &id),
-        }
+        self.replica(state, true);
     }
 
     /// Starts a room this node did not hold (`--cluster-rooms interest`)
     /// and indexes it, without telling anyone: it is not new, only new
     /// here. An already held room is returned as it is.
     pub(crate) fn hold_replica(&self, state: RoomState) -> RoomHandle {
+        self.replica(state, false)
+    }
+
+    /// Starts and indexes a replica (`announce`: and tells its members, as
+    /// a creation would), unless the room is held already.
+    fn replica(&self, state: RoomState, announce: bool) -> RoomHandle {
         if let Some(held) = self.registry.get(&state.id) {
             return held;
         }
@@ -335,7 +326,9 @@ impl ServerState {
             dm_key(&ids)
         });
         self.registry.claim_code(&state.code, &state.id);
-        let handle = self.start(state, Vec::new());
+        // Registered by id before by name: whoever finds the name finds
+        // the room.
+        let handle = if announce { self.activate(state) } else { self.start(state, Vec::new()) };
         match direct {
             Some(key) => self.registry.restore_direct(key, &id),
             None => self.registry.force_name(&name, &id),

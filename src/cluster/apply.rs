@@ -114,8 +114,9 @@ async fn run(
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     loop {
+        // Loads and entries take turns (no `biased`): a burst of loads
+        // does not hold the partition's entries back for long.
         let next = tokio::select! {
-            biased;
             Some(load) = loads.recv() => {
                 super::interest::serve(cluster, state, part.applied, load).await;
                 continue;

@@ -179,6 +179,11 @@ async fn load_room(
             break;
         }
     }
+    if entries.is_empty() {
+        // Created after the point the applier has reached: not a room here
+        // yet (the applier starts it if a caller here waits for it).
+        return Ok(false);
+    }
     start(cluster, state, rid, entries).await
 }
 

@@ -177,7 +177,9 @@ async fn a_survivor_serves_a_room_it_did_not_hold_when_its_holder_dies() {
     let mut back = login(&b.url, "alice").await;
     let first = back.call("loadHistory", json!([rid, null, 300, null])).await;
     let took = started.elapsed();
-    println!("first call on a room the survivor did not hold, after its holder died: {took:?} (sign-in included)");
+    println!(
+        "first call on a room the survivor did not hold, after its holder died: {took:?} (sign-in included)"
+    );
     let n = first["result"]["messages"].as_array().unwrap_or_else(|| panic!("{first}")).len();
     assert!(n >= 250, "the survivor serves the whole recent history: {n} messages");
     let seen = page_all(&mut back, &rid, 100).await;
