@@ -287,7 +287,9 @@ pub(super) async fn held_snapshot(
     if whole.unwrap_or(true) {
         return Ok(());
     }
-    let entries: Vec<_> = read_back(cluster, &RoomId::from(rid), covers, at)
+    // Up to the snapshot entry, which ends the read (or, if a later
+    // snapshot purged it, an entry after it).
+    let entries: Vec<_> = read_entries(cluster, &RoomId::from(rid), covers, at - 1)
         .await?
         .into_iter()
         .filter_map(super::room_log::delivered)
@@ -298,17 +300,19 @@ pub(super) async fn held_snapshot(
     Ok(())
 }
 
-/// Room `rid`'s log entries after sequence `after` and before `before`
-/// (the snapshot entry that follows them), read with a consumer of its own.
-async fn read_back(
+/// Room `rid`'s log entries after sequence `after` up to `upto`
+/// (inclusive), read with a consumer of its own. The read ends at `upto`
+/// or at the room's first entry beyond it: one of them always comes (the
+/// caller knows an entry at or after `upto` exists).
+pub(super) async fn read_entries(
     cluster: &Cluster,
     rid: &RoomId,
     after: u64,
-    before: u64,
+    upto: u64,
 ) -> Result<Vec<EntryV1>, ClusterError> {
     use async_nats::jetstream::consumer::{DeliverPolicy, pull};
     use futures_util::StreamExt;
-    let unavailable = |e: String| ClusterError::Unavailable(format!("reading room {rid}'s log back: {e}"));
+    let unavailable = |e: String| ClusterError::Unavailable(format!("reading room {rid}'s log: {e}"));
     let (log, subject) = cluster.room_log(rid).await?;
     let consumer = log
         .create_consumer(pull::OrderedConfig {
@@ -321,8 +325,6 @@ async fn read_back(
     let mut messages = consumer.messages().await.map_err(|e| unavailable(e.to_string()))?;
     let mut entries = Vec::new();
     loop {
-        // The snapshot entry itself (or, if a later snapshot purged it, an
-        // entry after it) ends the read: one always comes.
         let m = match tokio::time::timeout(READ_BACK_WAIT, messages.next()).await {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => return Err(unavailable(e.to_string())),
@@ -331,7 +333,7 @@ async fn read_back(
         };
         let info = m.info().map_err(|e| unavailable(e.to_string()))?;
         let (seq, stored) = (info.stream_sequence, super::apply::stored_at(info.published));
-        if seq >= before {
+        if seq > upto {
             return Ok(entries);
         }
         match serde_json::from_slice::<EntryV1>(&m.payload) {
@@ -340,8 +342,11 @@ async fn read_back(
                 e.seq = seq;
                 entries.push(e);
             }
-            // Skipped here as the applier skipped it.
+            // Skipped here as the applier skips it.
             Err(e) => tracing::error!(room = %rid, error = %e, "unreadable room log entry skipped"),
+        }
+        if seq == upto {
+            return Ok(entries);
         }
     }
 }

@@ -25,17 +25,12 @@ use crate::ids::{RoomId, UserId};
 use crate::room::RoomCommand;
 use crate::server::ServerState;
 use crate::store::rows::{RoomRowV1, RoomTypeV1};
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use futures_util::StreamExt;
 use std::sync::Mutex;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Loads waiting for one partition's applier. Callers beyond this wait for
 /// a slot (bounded, as every queue is).
 const LOAD_QUEUE: usize = 256;
-/// How long reading a room's entries may wait for the next one.
-const LOAD_READ_WAIT: Duration = Duration::from_secs(10);
 
 /// A caller waiting for a room to be loaded: `true` once it is held here,
 /// `false` if the log has no such room.
@@ -135,50 +130,15 @@ async fn load_room(
     rid: &RoomId,
     applied: u64,
 ) -> Result<bool, ClusterError> {
-    let unavailable = |e: String| ClusterError::Unavailable(format!("reading room {rid}'s log: {e}"));
     let (log, subject) = cluster.room_log(rid).await?;
     let last = match log.get_last_raw_message_by_subject(&subject).await {
         Ok(m) => m.sequence,
         Err(e) if is_not_found(&e) => return Ok(false),
-        Err(e) => return Err(unavailable(e.to_string())),
+        Err(e) => return Err(ClusterError::Unavailable(format!("reading room {rid}'s log: {e}"))),
     };
-    let consumer = log
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: subject,
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(e.to_string()))?;
-    let mut entries: Vec<EntryV1> = Vec::new();
-    loop {
-        let m = match tokio::time::timeout(LOAD_READ_WAIT, messages.next()).await {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Err(unavailable(e.to_string())),
-            Ok(None) => return Err(unavailable("the consumer ended".into())),
-            Err(_) => return Err(unavailable("no entry came".into())),
-        };
-        let info = m.info().map_err(|e| unavailable(e.to_string()))?;
-        let seq = info.stream_sequence;
-        // What the applier has not reached yet, it delivers to the room
-        // once the room is held.
-        if seq > applied {
-            break;
-        }
-        match serde_json::from_slice::<EntryV1>(&m.payload) {
-            Ok(mut e) => {
-                e.now = super::apply::stored_at(info.published).0;
-                e.seq = seq;
-                entries.push(e);
-            }
-            // Skipped here as the applier skips it.
-            Err(e) => tracing::error!(room = %rid, error = %e, "unreadable room log entry skipped"),
-        }
-        if seq >= last {
-            break;
-        }
-    }
+    // What the applier has not reached yet, it delivers to the room once
+    // the room is held.
+    let entries = super::compact::read_entries(cluster, rid, 0, last.min(applied)).await?;
     if entries.is_empty() {
         // Created after the point the applier has reached: not a room here
         // yet (the applier starts it if a caller here waits for it).

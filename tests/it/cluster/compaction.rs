@@ -406,7 +406,7 @@ async fn a_node_behind_a_purge_reloads_the_room_and_agrees_with_the_others() {
 }
 
 /// The room's participants' user ids as one node lists them, sorted.
-async fn members(c: &mut Client, rid: &str) -> Vec<String> {
+pub(crate) async fn members(c: &mut Client, rid: &str) -> Vec<String> {
     let p = c.call("getRoomParticipants", json!([rid])).await;
     let mut ids: Vec<String> = p["result"]["participants"]
         .as_array()

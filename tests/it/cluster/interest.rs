@@ -4,7 +4,7 @@
 //! that held it all along.
 
 use super::basics::{Nats, Node, ready, start_nats, start_node_env};
-use super::compaction::page_all;
+use super::compaction::{members as participants, page_all};
 use crate::cluster::nodes::{try_guest, user as login};
 use crate::proc::{http_get, tempdir};
 use crate::support::{Client, unique};
@@ -36,19 +36,6 @@ fn loaded(node: &Node) -> f64 {
 async fn channel(c: &mut Client, prefix: &str) -> (String, String) {
     let doc = c.ok("createChannel", json!([unique(prefix), [], false, {}, {"guestAccess": true}])).await;
     (doc["_id"].as_str().unwrap().to_owned(), doc["code"].as_str().unwrap().to_owned())
-}
-
-/// The room's participants' user ids as one node lists them, sorted.
-async fn participants(c: &mut Client, rid: &str) -> Vec<String> {
-    let p = c.call("getRoomParticipants", json!([rid])).await;
-    let mut ids: Vec<String> = p["result"]["participants"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{p}"))
-        .iter()
-        .map(|m| m["_id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// Issue 19's bar: 3 nodes, 300 rooms each used only through one node:
