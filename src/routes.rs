@@ -138,6 +138,8 @@ async fn socketio_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Res
         ctx.state.metrics.handshake_failed("origin");
         return text(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
+    // The engine keeps the head of a request that opens a session.
+    let req = crate::socketio::own_head(req);
     // The session's bytes are counted on the socket its WebSocket runs on,
     // and released by the polls that take them (`socketio::Taps`).
     let wire = req.extensions().get::<Arc<crate::conn::Wire>>();

@@ -12,7 +12,7 @@ use crate::room::RoomType;
 use crate::session::Session;
 use crate::wire;
 use serde_json::{Map, Value, json};
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use std::sync::Mutex;
 
 /// Every client → server event name (`protocol/socketio.md` documents each).
@@ -28,12 +28,18 @@ pub const CLIENT_EVENTS: [&str; 9] = [
     "end-room",
 ];
 
+/// One handler takes every event of the socket: socketioxide keeps each
+/// socket's handlers in a map of its own, and nine closures boxed per
+/// socket held ~800 B of every idle socket (BENCHMARKS.md, issue 21).
 pub(super) fn register(s: &SocketRef) {
-    for event in CLIENT_EVENTS {
-        s.on(event, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-            handle(event, s, data.ok(), ack)
-        });
-    }
+    s.on_fallback(on_event);
+}
+
+/// An event that is not one of [`CLIENT_EVENTS`] is dropped unanswered, as
+/// socketioxide drops an event no handler is registered for.
+async fn on_event(s: SocketRef, Event(name): Event, TryData(data): TryData<Value>, ack: AckSender) {
+    let Some(event) = CLIENT_EVENTS.into_iter().find(|e| *e == name) else { return };
+    handle(event, s, data.ok(), ack).await
 }
 
 /// Runs one event and acknowledges it: the method's result (or

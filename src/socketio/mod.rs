@@ -24,7 +24,7 @@ pub use events::CLIENT_EVENTS;
 
 use crate::conn::{Tap, Wire};
 use crate::server::ServerState;
-use axum::http::{Method, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use dashmap::DashMap;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
@@ -104,6 +104,36 @@ impl Taps {
     }
 }
 
+/// A `/socket.io/` request that opens an Engine.IO session (no `sid`),
+/// with its URI and header values copied into allocations of their own.
+///
+/// engineioxide keeps the head of that request (`http::request::Parts`) for
+/// the whole life of the session (`SocketRef::req_parts`). hyper parses the
+/// URI and every header value as a slice of the connection's read buffer
+/// (8 KiB at first), so the kept head kept that whole buffer alive: about
+/// 8 KiB per idle socket for a few hundred bytes of head. Copying costs a
+/// few small allocations once per session; every other request is passed
+/// on as it is.
+pub(crate) fn own_head<B>(req: Request<B>) -> Request<B> {
+    let opens = !req.uri().query().unwrap_or_default().split('&').any(|p| p.starts_with("sid="));
+    if !opens {
+        return req;
+    }
+    let (mut parts, body) = req.into_parts();
+    if let Ok(uri) = parts.uri.to_string().parse::<Uri>() {
+        parts.uri = uri;
+    }
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        // Cannot fail: the bytes were a header value already. Should it,
+        // the shared value is kept (correct, only larger).
+        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        headers.append(name.clone(), value);
+    }
+    parts.headers = headers;
+    Request::from_parts(parts, body)
+}
+
 /// The tower layer to put on the router (it answers `/socket.io/` and
 /// passes every other request on) and the handle that closes every socket
 /// at shutdown ([`SocketIo::close`]).
@@ -132,4 +162,51 @@ pub fn layer(state: Arc<ServerState>, cfg: DoorConfig) -> (SocketIoLayer, Socket
         .build_layer();
     io.ns("/", connect::on_connect.with(connect::sign_in));
     (layer, io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// Whether `s` points into `buf`'s allocation.
+    fn inside(buf: &Bytes, s: &[u8]) -> bool {
+        let (start, p) = (buf.as_ptr() as usize, s.as_ptr() as usize);
+        p >= start && p < start + buf.len()
+    }
+
+    /// A head as hyper hands it over: the URI and the header values are
+    /// slices of one read buffer.
+    fn shared_head(path: &str) -> (Bytes, Request<()>) {
+        let buf = Bytes::from(format!("{path}websocketdGhlIHNhbXBsZSBub25jZQ=="));
+        let uri = Uri::from_maybe_shared(buf.slice(..path.len())).unwrap();
+        let mut req = Request::builder().uri(uri).body(()).unwrap();
+        let h = req.headers_mut();
+        h.insert("upgrade", HeaderValue::from_maybe_shared(buf.slice(path.len()..path.len() + 9)).unwrap());
+        h.insert("sec-websocket-key", HeaderValue::from_maybe_shared(buf.slice(path.len() + 9..)).unwrap());
+        (buf, req)
+    }
+
+    #[test]
+    fn a_request_that_opens_a_session_keeps_no_slice_of_the_read_buffer() {
+        let (buf, req) = shared_head("/socket.io/?EIO=4&transport=websocket");
+        assert!(req.headers().values().all(|v| inside(&buf, v.as_bytes())), "the setup shares the buffer");
+        let req = own_head(req);
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(req.headers()["upgrade"], "websocket");
+        assert_eq!(req.headers()["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+        for v in req.headers().values() {
+            assert!(!inside(&buf, v.as_bytes()), "{v:?} still points into the read buffer");
+        }
+        assert!(!inside(&buf, req.uri().path().as_bytes()));
+        assert!(!inside(&buf, req.uri().query().unwrap_or_default().as_bytes()));
+    }
+
+    #[test]
+    fn a_request_of_a_running_session_is_passed_on_as_it_is() {
+        let (buf, req) = shared_head("/socket.io/?EIO=4&transport=polling&sid=abc");
+        let req = own_head(req);
+        assert!(req.headers().values().all(|v| inside(&buf, v.as_bytes())));
+        assert!(inside(&buf, req.uri().path().as_bytes()));
+    }
 }
