@@ -123,6 +123,10 @@ struct ConnShared {
     reason: OnceLock<CloseReason>,
     /// Counts drops and slow-consumer disconnects where they happen.
     metrics: Arc<Metrics>,
+    /// The id and queue again, so that this `Arc` alone is what a room
+    /// holds of the connection (see the `RoomSink` impl at the end).
+    id: ConnId,
+    outbox: Arc<Outbox>,
 }
 
 /// The part of a connection other tasks hold: a way to queue frames and a
@@ -144,15 +148,7 @@ impl ConnHandle {
     /// Queues a frame without waiting. Returns false if the connection is
     /// gone or was just closed for being too slow.
     pub fn try_send(&self, frame: Utf8Bytes) -> bool {
-        match self.outbox.try_push(frame) {
-            Ok(()) => true,
-            Err(e @ (PushError::Full | PushError::ServerFull | PushError::TooLarge)) => {
-                self.shared.metrics.outbound_dropped();
-                self.slow_consumer(push_why(&e));
-                false
-            }
-            Err(PushError::Closed) => false,
-        }
+        self.shared.try_send(frame)
     }
 
     /// Queues a reply to this connection's own request, waiting for space;
@@ -190,10 +186,7 @@ impl ConnHandle {
 
     /// Closes a client that does not keep up, counting it once.
     fn slow_consumer(&self, why: &'static str) {
-        if self.close(CloseReason::SlowConsumer) {
-            tracing::debug!(conn = %self.id, why, "closing slow consumer");
-            self.shared.metrics.slow_consumer();
-        }
+        self.shared.slow_consumer(why)
     }
 
     /// A reply that cannot be queued (the server-wide budget is spent, or
@@ -223,7 +216,8 @@ impl ConnHandle {
     ) -> Self {
         let outbox = Arc::new(Outbox::new(1, budget));
         outbox.finish();
-        ConnHandle { id, outbox, shared: Arc::new(ConnShared { cancel, reason: OnceLock::new(), metrics }) }
+        let shared = ConnShared { cancel, reason: OnceLock::new(), metrics, id, outbox: outbox.clone() };
+        ConnHandle { id, outbox, shared: Arc::new(shared) }
     }
 
     /// The most a connection can hold unsent: the largest reply it can get.
@@ -234,9 +228,7 @@ impl ConnHandle {
     /// Closes the connection with `reason`; the first reason given wins.
     /// Returns whether this call decided the reason.
     pub fn close(&self, reason: CloseReason) -> bool {
-        let first = self.shared.reason.set(reason).is_ok() && !self.shared.cancel.is_cancelled();
-        self.shared.cancel.cancel();
-        first
+        self.shared.close(reason)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -405,11 +397,13 @@ where
     let Socket { ws: mut stream, outbox } = socket;
     let handle = ConnHandle {
         id,
-        outbox,
+        outbox: outbox.clone(),
         shared: Arc::new(ConnShared {
             cancel: shutdown.child_token(),
             reason: OnceLock::new(),
             metrics: server.metrics.clone(),
+            id,
+            outbox,
         }),
     };
     server.metrics.connection_opened();
@@ -1200,6 +1194,90 @@ async fn stalled(wire: Arc<Wire>, timeout: Duration) {
         } else if since.elapsed() >= timeout {
             return;
         }
+    }
+}
+
+/// What a room holds of a subscribed connection: its shared state, the
+/// same `Arc` every handle of it holds (no allocation per subscription).
+/// Closing and why stay here; the room only hears `false`.
+impl crate::room::RoomSink for ConnShared {
+    fn id(&self) -> ConnId {
+        self.id
+    }
+
+    fn try_send(&self, frame: Utf8Bytes) -> bool {
+        ConnShared::try_send(self, frame)
+    }
+}
+
+impl ConnShared {
+    /// See [`ConnHandle::try_send`].
+    fn try_send(&self, frame: Utf8Bytes) -> bool {
+        match self.outbox.try_push(frame) {
+            Ok(()) => true,
+            Err(e @ (PushError::Full | PushError::ServerFull | PushError::TooLarge)) => {
+                self.metrics.outbound_dropped();
+                self.slow_consumer(push_why(&e));
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
+    /// See [`ConnHandle::close`].
+    fn close(&self, reason: CloseReason) -> bool {
+        let first = self.reason.set(reason).is_ok() && !self.cancel.is_cancelled();
+        self.cancel.cancel();
+        first
+    }
+
+    /// Closes a client that does not keep up, counting it once.
+    fn slow_consumer(&self, why: &'static str) {
+        if self.close(CloseReason::SlowConsumer) {
+            tracing::debug!(conn = %self.id, why, "closing slow consumer");
+            self.metrics.slow_consumer();
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn({})", self.id)
+    }
+}
+
+impl ConnHandle {
+    /// This connection as a room holds it.
+    pub fn sink(&self) -> Arc<dyn crate::room::RoomSink> {
+        self.shared.clone()
+    }
+}
+
+#[cfg(test)]
+mod sink_tests {
+    use super::*;
+
+    /// A room's subscriber entry is the connection's own shared state (a
+    /// reference count, no allocation per subscription), and a full queue
+    /// seen through it closes the connection as a slow consumer.
+    #[test]
+    fn a_room_sink_is_the_connections_shared_state() {
+        let id = ConnId(7);
+        let outbox = Arc::new(Outbox::new(1, Arc::new(Budget::new(1 << 16, 1 << 20))));
+        let metrics = Arc::new(Metrics::new());
+        let cancel = CancellationToken::new();
+        let shared = ConnShared { cancel, reason: OnceLock::new(), metrics, id, outbox: outbox.clone() };
+        let conn = ConnHandle { id, outbox, shared: Arc::new(shared) };
+        let (a, b) = (conn.sink(), conn.clone().sink());
+        let at = |s: &Arc<dyn crate::room::RoomSink>| Arc::as_ptr(s).cast::<()>();
+        assert_eq!(at(&a), Arc::as_ptr(&conn.shared).cast::<()>());
+        assert_eq!(at(&a), at(&b));
+        assert_eq!(a.id(), id);
+        assert!(a.try_send(Utf8Bytes::from_static("one")));
+        assert!(!conn.is_closed());
+        assert!(!a.try_send(Utf8Bytes::from_static("two")), "a queue of one is full");
+        assert_eq!(conn.closed_reason(), Some(CloseReason::SlowConsumer));
+        assert!(!b.try_send(Utf8Bytes::from_static("three")));
     }
 }
 

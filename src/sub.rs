@@ -111,9 +111,9 @@ async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Re
         (None, Some(g)) => (g.clone(), false),
         (None, None) => return Err(MethodError::SubNotAllowed),
     };
-    let conn = s.conn().clone();
+    let sink = s.conn().sink();
     let sub_id = id.to_owned();
-    room.ask(|tx| RoomCommand::Subscribe { conn, uid, signed_in, topic, sub_id, respond_to: tx })
+    room.ask(|tx| RoomCommand::Subscribe { sink, uid, signed_in, topic, sub_id, respond_to: tx })
         .await
         .map_err(|_| MethodError::SubNotAllowed)?;
     s.add_sub(id.to_owned(), Sub::Room { room, topic });

@@ -7,7 +7,7 @@
 //!
 //! Flow control: connections reach the actor through a bounded mailbox with
 //! `send().await` (a busy room slows its callers down); the actor reaches
-//! connections only through [`ConnHandle::try_send`] on their bounded
+//! connections only through [`RoomSink::try_send`] on their bounded
 //! outbound queues, so a slow client is disconnected and never stalls the
 //! room. There is no cycle of awaiting sends.
 
@@ -17,9 +17,9 @@ use super::handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, Topic}
 use super::listener::{MeetingEvent, RoomListener};
 use super::log::{Order, RoomLog};
 use super::model::Message;
+use super::sink::RoomSink;
 use super::state::{RoomClock, RoomState};
 use super::throttle::CodeThrottle;
-use crate::conn::ConnHandle;
 use crate::durability::{Committed, Durability, DurabilityError, RoomBatch, RoomChange};
 use crate::hub::{LoggedEvent, UserEvent, UserHub};
 use crate::ids::{ConnId, MessageId, UserId};
@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One connection listening to this room.
 pub(super) struct Subscriber {
-    pub(super) conn: ConnHandle,
+    pub(super) sink: Arc<dyn RoomSink>,
     /// Who is listening: their subscriptions end if they leave, or if the
     /// room goes private while they are not members.
     pub(super) uid: UserId,
@@ -225,7 +225,7 @@ pub(super) enum Out {
         frame: Utf8Bytes,
     },
     AddSub {
-        conn: ConnHandle,
+        sink: Arc<dyn RoomSink>,
         uid: UserId,
         topic: Topic,
         sub_id: String,
@@ -420,9 +420,9 @@ impl RoomActor {
                     }
                     self.listeners.insert(conn, Listening { sink, uid });
                 }
-                Out::AddSub { conn, uid, topic, sub_id } => {
-                    let entry = self.subscribers.entry(conn.id).or_insert_with(|| Subscriber {
-                        conn,
+                Out::AddSub { sink, uid, topic, sub_id } => {
+                    let entry = self.subscribers.entry(sink.id()).or_insert_with(|| Subscriber {
+                        sink,
                         uid,
                         topics: 0,
                         sub_ids: Vec::new(),
@@ -520,7 +520,7 @@ impl RoomActor {
             if s.topics & bit == 0 || Some(*id) == except {
                 continue;
             }
-            if !s.conn.try_send(frame.clone()) {
+            if !s.sink.try_send(frame.clone()) {
                 dead.push(*id);
             }
         }

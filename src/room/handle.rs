@@ -7,8 +7,7 @@ use super::ended::EndedRoom;
 use super::state::{Flag, Joined, RoleKind, RoomState, Setting};
 use super::view::Seated;
 use super::view::{ChannelEntry, ChannelRoom, Participants, RoleEntry, RoomInfo, SubscriptionInfo};
-use super::{Message, RoomError, RoomListener, UserRef};
-use crate::conn::ConnHandle;
+use super::{Message, RoomError, RoomListener, RoomSink, UserRef};
 use crate::durability::Durability;
 use crate::hub::UserHub;
 use crate::ids::{ConnId, MessageId, RoomId, UserId};
@@ -102,7 +101,8 @@ pub enum RoomCommand {
     DocFor { uid: UserId, respond_to: Reply<RoomInfo> },
     /// A connection starts listening to `topic`, if `uid` may read it.
     Subscribe {
-        conn: ConnHandle,
+        /// The connection; it holds this room's topics in one entry.
+        sink: Arc<dyn RoomSink>,
         uid: UserId,
         /// Signed-in non-members may read public channels' messages.
         signed_in: bool,

@@ -17,6 +17,7 @@ pub mod model;
 mod publish;
 mod replay;
 mod replicated;
+mod sink;
 pub mod state;
 mod throttle;
 pub mod view;
@@ -27,4 +28,5 @@ pub use handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParam
 pub use listener::{MeetingEvent, RoomListener};
 pub use model::{Member, Message, RoomRoles, RoomType, SeatToken, UserRef};
 pub use replay::ReplayLimits;
+pub use sink::RoomSink;
 pub use state::{CreateOptions, Effect, Flag, Joined, RoleKind, RoomState, Setting, SystemKind};

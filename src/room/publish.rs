@@ -28,7 +28,7 @@ impl Subscriber {
     /// the room went private or retired), so none ends silently.
     pub(super) fn end_subs(&self) {
         for id in &self.sub_ids {
-            self.conn.try_send(wire::nosub(id, None));
+            self.sink.try_send(wire::nosub(id, None));
         }
     }
 }

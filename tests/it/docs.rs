@@ -360,3 +360,24 @@ fn docs_every_flag_and_env_var_is_in_operations_md() {
         .collect();
     assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
 }
+
+/// The room core reaches DDP connections only through `room::RoomSink`
+/// (and Socket.IO's through `RoomListener`): no file of `src/room/` names
+/// the connection module, its handle or its close reasons (issue 18).
+#[test]
+fn docs_room_core_names_no_connection_type() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/room");
+    let mut read = 0;
+    for entry in std::fs::read_dir(&dir).expect("src/room") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable source");
+        read += 1;
+        for name in ["crate::conn", "ConnHandle", "CloseReason"] {
+            assert!(!text.contains(name), "{} names {name}", path.display());
+        }
+    }
+    assert!(read >= 10, "read only {read} files under {}", dir.display());
+}
