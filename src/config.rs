@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// see docs/cluster.md, "Rooms by interest".
     #[arg(long, env = "ROOMD_CLUSTER_ROOMS", value_enum, default_value_t = ClusterRooms::All)]
     pub cluster_rooms: ClusterRooms,
+    /// With `--cluster-rooms interest`: a room nothing on this node has
+    /// used for about this long (between it and twice it) is let go.
+    #[arg(long, env = "ROOMD_CLUSTER_UNLOAD_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub cluster_unload_after: std::time::Duration,
     /// Cluster mode: how long a starting node waits for the NATS servers and
     /// its stream before it exits with status 1 (it serves `/healthz` and a
     /// `503` `/readyz` meanwhile).

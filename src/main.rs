@@ -217,7 +217,8 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                 replicas: args.cluster_replicas,
                 partitions: args.cluster_partitions.map(|n| n as usize),
                 snapshot_every: args.cluster_snapshot_every,
-                interest: args.cluster_rooms == roomd::config::ClusterRooms::Interest,
+                interest: (args.cluster_rooms == roomd::config::ClusterRooms::Interest)
+                    .then_some(args.cluster_unload_after),
                 timeout: args.cluster_start_timeout,
                 waiting: &waiting,
             });

@@ -371,6 +371,7 @@ struct ClusterMetrics {
     applied: Counter,
     reloads: Counter,
     load_seconds: Histogram,
+    unloads: Counter,
     /// Kept to register one `roomd_cluster_applied_sequence` gauge per
     /// partition stream (a closed set fixed at start).
     recorder: PrometheusRecorder,
@@ -415,6 +416,10 @@ fn cluster() -> &'static ClusterMetrics {
             "Time to load a room this node did not hold (--cluster-rooms interest), its log read included."
                 .into(),
         );
+        describe(
+            "roomd_cluster_room_unloads_total",
+            "Rooms this node let go after they went unused here (--cluster-rooms interest).",
+        );
         let key = Key::from_static_name;
         ClusterMetrics {
             append_seconds: r.register_histogram(&key("roomd_cluster_append_seconds"), &METADATA),
@@ -424,6 +429,7 @@ fn cluster() -> &'static ClusterMetrics {
             applied: r.register_counter(&key("roomd_cluster_applied_total"), &METADATA),
             reloads: r.register_counter(&key("roomd_cluster_room_reloads_total"), &METADATA),
             load_seconds: r.register_histogram(&key("roomd_cluster_room_load_seconds"), &METADATA),
+            unloads: r.register_counter(&key("roomd_cluster_room_unloads_total"), &METADATA),
             handle: r.handle(),
             recorder: r,
         }
@@ -450,6 +456,11 @@ pub(crate) fn cluster_append_retry() {
 /// (`cluster::interest`).
 pub(crate) fn cluster_room_load(secs: f64) {
     cluster().load_seconds.record(secs);
+}
+
+/// A room unused here was let go (`cluster::interest`).
+pub(crate) fn cluster_room_unload() {
+    cluster().unloads.increment(1);
 }
 
 /// A room was reloaded from its snapshot (`cluster::compact::held_snapshot`).

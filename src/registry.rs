@@ -368,6 +368,19 @@ impl Registry {
     }
 
     /// Every room's handle (a snapshot; for sweeps that visit all rooms).
+    /// The ids of the rooms held here.
+    pub fn ids(&self) -> Vec<RoomId> {
+        self.by_id.iter().map(|h| h.key().clone()).collect()
+    }
+
+    /// Lets room `id` go if nothing but the registry holds its handle (see
+    /// `RoomHandle::unshared`): checked and removed under the map's lock,
+    /// so no caller can take the handle in between. Its names and code stay
+    /// indexed; its actor ends once its mailbox is empty.
+    pub fn remove_unshared(&self, id: &RoomId) -> bool {
+        self.by_id.remove_if(id, |_, h| h.unshared()).is_some()
+    }
+
     pub fn live_handles(&self) -> Vec<RoomHandle> {
         self.by_id.iter().map(|h| h.value().clone()).collect()
     }

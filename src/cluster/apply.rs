@@ -40,6 +40,7 @@ pub(crate) fn spawn_applier(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     super::liveness::spawn(cluster.clone(), state.clone());
     super::presence::spawn(cluster.clone(), state.clone());
     super::notices::spawn(cluster.clone(), state.clone());
+    super::interest::spawn_sweeper(cluster.clone(), state.clone());
     // Partitions still replaying; the one that brings it to zero opens
     // the node.
     let replaying = Arc::new(AtomicUsize::new(cluster.layout.count()));

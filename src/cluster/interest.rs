@@ -25,7 +25,9 @@ use crate::ids::{RoomId, UserId};
 use crate::room::RoomCommand;
 use crate::server::ServerState;
 use crate::store::rows::{RoomRowV1, RoomTypeV1};
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Loads waiting for one partition's applier. Callers beyond this wait for
@@ -66,7 +68,7 @@ impl Loads {
 impl Cluster {
     /// Whether this node holds only the rooms used through it.
     pub(crate) fn by_interest(&self) -> bool {
-        self.interest
+        self.interest.is_some()
     }
 
     /// Makes room `rid` held here, loading it if it is not: `Ok(false)`
@@ -83,6 +85,45 @@ impl Cluster {
             Err(_) => Err(unavailable("the applier stopped")),
         }
     }
+}
+
+/// Lets go of the rooms nothing on this node used for about `after`: every
+/// `after / 2`, each held room is asked whether anything here needs it, and
+/// one found unused twice in a row is removed from the registry if no
+/// caller, subscription or seat holds its handle (checked under the
+/// registry's lock, see `Registry::remove_unshared`). The applier then
+/// skips its entries; a later use loads it again.
+pub(super) fn spawn_sweeper(cluster: Arc<Cluster>, state: Arc<ServerState>) {
+    let Some(after) = cluster.interest else { return };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval((after / 2).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unused_before: HashSet<RoomId> = HashSet::new();
+        loop {
+            tick.tick().await;
+            let mut unused_now = HashSet::new();
+            for id in state.registry.ids() {
+                // The handle is dropped before the removal: it would count
+                // as a holder.
+                let unused = match state.registry.get(&id) {
+                    Some(room) => {
+                        room.ask(|tx| RoomCommand::Unused { respond_to: tx }).await.unwrap_or(false)
+                    }
+                    None => false,
+                };
+                if !unused {
+                    continue;
+                }
+                if unused_before.contains(&id) && state.registry.remove_unshared(&id) {
+                    crate::metrics::cluster_room_unload();
+                    tracing::debug!(room = %id, "room unused here; let go");
+                } else {
+                    unused_now.insert(id);
+                }
+            }
+            unused_before = unused_now;
+        }
+    });
 }
 
 /// Answers one load request, in the applier of the room's partition, which

@@ -106,9 +106,9 @@ pub struct Cluster {
     nodes: Option<async_nats::jetstream::kv::Store>,
     /// Snapshots and history chunks (see `compact`).
     compaction: compact::Compaction,
-    /// `--cluster-rooms interest`: hold only the rooms used here (see
-    /// `interest`).
-    interest: bool,
+    /// `--cluster-rooms interest`: hold only the rooms used here, and let
+    /// one go after this long unused (see `interest`).
+    interest: Option<Duration>,
     /// Room loads asked of each partition's applier (see `interest`).
     loads: interest::Loads,
 }
@@ -124,8 +124,9 @@ pub struct StartOptions<'a> {
     /// `--cluster-snapshot-every`: entries of a room between snapshots.
     pub snapshot_every: u64,
     /// `--cluster-rooms interest`: hold only the rooms used through this
-    /// node.
-    pub interest: bool,
+    /// node, letting a room go once unused for this long
+    /// (`--cluster-unload-after`).
+    pub interest: Option<Duration>,
     /// `--cluster-start-timeout`: the whole wait, from the first attempt.
     pub timeout: Duration,
     /// Told why the node is still waiting, after each failed attempt (for
@@ -187,7 +188,7 @@ impl Cluster {
         replicas: usize,
         partitions: Option<usize>,
         snapshot_every: u64,
-        interest: bool,
+        interest: Option<Duration>,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let joined = urls.join(",");
         let client = async_nats::ConnectOptions::new()
@@ -492,7 +493,7 @@ impl Cluster {
         // Holding rooms by interest, its creation may have gone by
         // unapplied: then the log holds it (a load finds it), or it comes
         // later and the applier starts it for this waiter.
-        if self.interest && self.load(rid).await.unwrap_or(false) {
+        if self.interest.is_some() && self.load(rid).await.unwrap_or(false) {
             return true;
         }
         rx.await.is_ok()

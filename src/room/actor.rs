@@ -289,6 +289,31 @@ impl RoomActor {
             && self.waiters.is_empty()
     }
 
+    /// `--cluster-rooms interest`: whether nothing on this node needs this
+    /// replica, so it may be let go (`cluster::interest`'s sweep; callers
+    /// and subscriptions holding the room's handle are checked there). A
+    /// guest seated through this node, a grace timer or a snapshot running
+    /// here, a caller waiting for its entry, or a member listening here to
+    /// their `rooms-changed`/`subscriptions-changed` streams keeps it.
+    pub(super) fn unused_here(&self) -> bool {
+        use crate::hub::UserEvent;
+        let origin = self.log.origin();
+        self.subscribers.is_empty()
+            && self.listeners.is_empty()
+            && self.guest_holders.is_empty()
+            && self.guest_epochs.is_empty()
+            && self.orphaned.is_empty()
+            && !self.guest_nodes.values().any(|n| n == origin)
+            && self.waiters.is_empty()
+            && self.pending.is_empty()
+            && self.staged.is_empty()
+            && !self.compaction.writing()
+            && !self.state.members.keys().any(|uid| {
+                self.hub.has_listener(uid, UserEvent::RoomsChanged)
+                    || self.hub.has_listener(uid, UserEvent::SubscriptionsChanged)
+            })
+    }
+
     /// Replaces this room in the registry with its summary, answers whatever
     /// is still queued from the summary, and lets the task end.
     async fn retire(mut self) {

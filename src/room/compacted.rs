@@ -57,6 +57,11 @@ pub(super) struct RoomCompaction {
 }
 
 impl RoomCompaction {
+    /// Whether this node is writing a snapshot of the room now.
+    pub(super) fn writing(&self) -> bool {
+        self.writing.load(Ordering::Acquire)
+    }
+
     /// A message the room accepted while applying the current entry.
     pub(super) fn accepted(&mut self, m: &Arc<Message>) {
         if m.t.is_none() {

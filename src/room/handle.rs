@@ -185,6 +185,9 @@ pub enum RoomCommand {
     /// it, applied silently (`--cluster-rooms interest`: they happened
     /// before this node held the room).
     Load { snapshot: Option<Box<super::log::Entry>>, entries: Vec<super::log::Entry> },
+    /// `--cluster-rooms interest`: whether nothing on this node needs the
+    /// room (see `RoomActor::unused_here`).
+    Unused { respond_to: Reply<bool> },
     /// A delivered log: this node's entry `id` could not be appended; its
     /// caller gets `error`.
     Unlogged { id: String, error: RoomError },
@@ -319,6 +322,15 @@ impl RoomHandle {
     }
 
     /// The handle of a room that ended and emptied: no task behind it.
+    /// Whether this is the only handle of a live room left (the
+    /// registry's): no caller, subscription or seat holds another.
+    pub(crate) fn unshared(&self) -> bool {
+        match &self.inner {
+            Inner::Live(tx, _) => tx.strong_count() == 1,
+            Inner::Ended(_) => false,
+        }
+    }
+
     pub(super) fn ended(id: RoomId, e: Arc<EndedRoom>) -> Self {
         RoomHandle { id, inner: Inner::Ended(e) }
     }

@@ -176,3 +176,52 @@ async fn a_survivor_serves_a_room_it_did_not_hold_when_its_holder_dies() {
     back.ok("sendMessage", json!([{"rid": rid, "msg": "still here"}])).await;
     assert_eq!(loaded(&b), 1.0);
 }
+
+/// A node lets go of a room nothing there uses any more, and a later use
+/// loads it again with everything that happened meanwhile; a room someone
+/// listens to through the node is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unused_room_is_let_go_and_loads_again_with_what_happened_meanwhile() {
+    let Some(bin) = nats_or_skip() else { return };
+    let nats = start_nats(&bin, &tempdir("ci4"));
+    let mut a = node(&nats, "a", 50);
+    let args =
+        ["--cluster-rooms", "interest", "--cluster-snapshot-every", "50", "--cluster-unload-after", "1s"];
+    let mut b = start_node_env(&nats.url, "b", &args, &[]);
+    ready(&mut a).await;
+    ready(&mut b).await;
+    let mut alice = login(&a.url, "alice").await;
+    let (kept, _) = channel(&mut alice, "kept").await;
+    let (gone, _) = channel(&mut alice, "gone").await;
+    // Bob listens to one room through node b and only reads the other.
+    let mut bob = login(&b.url, "bob").await;
+    bob.sub_ok("stream-room-messages", json!([kept, false])).await;
+    let r = bob.call("loadHistory", json!([gone, null, 10, null])).await;
+    assert!(r.get("error").is_none(), "{r}");
+    assert_eq!(loaded(&b), 2.0);
+    // Unused for a few sweeps: the read room goes, the listened one stays.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while loaded(&b) > 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "node b never let the unused room go");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(loaded(&b), 1.0, "the room bob listens to stays held");
+    // Meanwhile the room lives on through node a (past a snapshot too).
+    for i in 0..80 {
+        alice.ok("sendMessage", json!([{"rid": gone, "msg": format!("g-{i}")}])).await;
+    }
+    let mut carol = login(&a.url, "carol").await;
+    assert_eq!(carol.call("joinRoom", json!([gone])).await["result"], json!(true));
+    // Used again through node b: loaded with all of it.
+    let seen = page_all(&mut bob, &gone, 30).await;
+    for i in 0..80 {
+        assert_eq!(seen.get(&format!("g-{i}")), Some(&1), "g-{i} after the reload: {seen:?}");
+    }
+    let mut alice_on_b = login(&b.url, "alice").await;
+    assert_eq!(participants(&mut alice_on_b, &gone).await, participants(&mut alice, &gone).await);
+    // And the kept room still delivers to bob.
+    alice.ok("sendMessage", json!([{"rid": kept, "msg": "still listening"}])).await;
+    let heard = bob.expect(|f| f["fields"]["args"][0]["msg"] == "still listening");
+    tokio::time::timeout(Duration::from_secs(10), heard).await.expect("bob hears the kept room");
+}
