@@ -398,8 +398,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
         loop {
             match self {
                 Reader::Idle(io) => {
-                    let mut buf = [0u8; IDLE_READ];
-                    let mut read = ReadBuf::new(&mut buf);
+                    // Uninitialised: zeroing 4 KB per read would be paid
+                    // by every message a client sends.
+                    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
+                    let mut read = ReadBuf::uninit(&mut buf);
                     match Pin::new(&mut *io).poll_read(cx, &mut read) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(WsError::Io(e)))),
