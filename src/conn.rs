@@ -271,6 +271,9 @@ pub(crate) struct ConnConfig {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
+    /// tungstenite's limits and buffer sizes, for the parser a connection
+    /// makes when a client's message arrives (`Reader`).
+    pub ws: WebSocketConfig,
 }
 
 /// An upgraded socket: tungstenite parses the client's frames (and enforces
@@ -286,7 +289,7 @@ pub(crate) struct ConnConfig {
 /// to the outbox ([`ReaderIo`]) and the writer puts them between whole
 /// frames, so a frame on the wire is never cut by another.
 pub(crate) struct Socket<S> {
-    ws: Box<WebSocketStream<ReaderIo<S>>>,
+    reader: Reader<S>,
     outbox: Arc<Outbox>,
 }
 
@@ -302,9 +305,131 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let outbox = Arc::new(Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone()));
-    let io = ReaderIo { io: stream, outbox: outbox.clone() };
-    let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_cfg)).await;
-    Socket { ws: Box::new(ws), outbox }
+    let reader = match rest.is_empty() {
+        true => Reader::Idle(stream),
+        false => Reader::Parsing(parser(stream, rest, &outbox, ws_cfg)),
+    };
+    Socket { reader, outbox }
+}
+
+/// The read side of a connection. tungstenite's parser (its read buffer,
+/// 512 B, and the boxed stream around it with its waker proxies, ~450 B)
+/// exists only while a client's message is on its way: between messages
+/// the connection holds the bare socket, and the first bytes of the next
+/// message are read into a buffer on the stack, then handed to a new
+/// parser. The parser is only dropped at a message boundary (followed with
+/// a [`FrameScan`] of the bytes it was given), where it holds nothing but
+/// its configuration, so every frame check, limit and close code is still
+/// tungstenite's (BENCHMARKS.md, issue 21).
+enum Reader<S> {
+    /// Between messages: no parser, no buffer.
+    Idle(Tracked<S>),
+    /// A message (or more) is being read.
+    Parsing(Box<WebSocketStream<ReaderIo<S>>>),
+    /// Only while moving from one to the other.
+    Moving,
+}
+
+/// Bytes read at once from an idle socket, on the stack.
+const IDLE_READ: usize = 4096;
+
+/// A parser over `io` that has been given `read` (bytes already taken from
+/// the socket) to start with.
+fn parser<S>(
+    io: Tracked<S>,
+    read: Vec<u8>,
+    outbox: &Arc<Outbox>,
+    cfg: WebSocketConfig,
+) -> Box<WebSocketStream<ReaderIo<S>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut scan = FrameScan::default();
+    scan.feed(&read, u64::MAX);
+    let io = ReaderIo { io, outbox: outbox.clone(), scan };
+    #[cfg(test)]
+    tests::PARSERS.with(|p| p.set(p.get() + 1));
+    // Making the stream does not wait on anything (it skips the
+    // handshake): the future is ready on its first poll.
+    let ws = WebSocketStream::from_partially_read(io, read, Role::Server, Some(cfg))
+        .now_or_never()
+        .expect("a stream without a handshake is ready at once");
+    Box::new(ws)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
+    /// The socket, for the writer.
+    fn sink(&mut self) -> &mut Tracked<S> {
+        match self {
+            Reader::Idle(io) => io,
+            Reader::Parsing(ws) => &mut ws.get_mut().io,
+            Reader::Moving => unreachable!("the reader is never left moving"),
+        }
+    }
+
+    /// tungstenite's stream over the socket, made if there is none (the
+    /// close path reads the client's last frames through it).
+    fn stream(&mut self, outbox: &Arc<Outbox>, cfg: WebSocketConfig) -> &mut WebSocketStream<ReaderIo<S>> {
+        if let Reader::Idle(_) = self {
+            let Reader::Idle(io) = std::mem::replace(self, Reader::Moving) else { unreachable!() };
+            *self = Reader::Parsing(parser(io, Vec::new(), outbox, cfg));
+        }
+        match self {
+            Reader::Parsing(ws) => ws,
+            _ => unreachable!("made above"),
+        }
+    }
+
+    /// The client's next message, as tungstenite's stream gives it.
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        outbox: &Arc<Outbox>,
+        cfg: WebSocketConfig,
+    ) -> Poll<Option<Result<Message, WsError>>> {
+        loop {
+            match self {
+                Reader::Idle(io) => {
+                    // Uninitialised: zeroing 4 KB per read would be paid
+                    // by every message a client sends.
+                    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
+                    let mut read = ReadBuf::uninit(&mut buf);
+                    match Pin::new(&mut *io).poll_read(cx, &mut read) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(WsError::Io(e)))),
+                        // The peer went away between messages.
+                        Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(None),
+                        Poll::Ready(Ok(())) => {
+                            let read = read.filled().to_vec();
+                            let Reader::Idle(io) = std::mem::replace(self, Reader::Moving) else {
+                                unreachable!()
+                            };
+                            *self = Reader::Parsing(parser(io, read, outbox, cfg));
+                        }
+                    }
+                }
+                Reader::Parsing(ws) => {
+                    let next = ws.poll_next_unpin(cx);
+                    // Pending: tungstenite has taken every whole frame it
+                    // had and waits for the socket; at a message boundary
+                    // it holds no bytes, so it can go.
+                    if next.is_pending() && ws.get_ref().scan.between_messages() {
+                        let Reader::Parsing(ws) = std::mem::replace(self, Reader::Moving) else {
+                            unreachable!()
+                        };
+                        *self = Reader::Idle(ws.into_inner().io);
+                        #[cfg(test)]
+                        tests::PARSERS.with(|p| p.set(p.get() - 1));
+                        // Polled again: the socket's wake-up now comes
+                        // straight to this task, not through the parser.
+                        continue;
+                    }
+                    return next;
+                }
+                Reader::Moving => unreachable!("the reader is never left moving"),
+            }
+        }
+    }
 }
 
 /// The socket as tungstenite's frame reader sees it: reads come from the
@@ -315,6 +440,9 @@ where
 pub(crate) struct ReaderIo<S> {
     io: Tracked<S>,
     outbox: Arc<Outbox>,
+    /// Where the frames read so far end: the parser may go only between
+    /// messages.
+    scan: FrameScan,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReaderIo<S> {
@@ -323,7 +451,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReaderIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            self.scan.feed(&buf.filled()[before..], u64::MAX);
+        }
+        r
     }
 }
 
@@ -394,7 +527,7 @@ pub(crate) fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Socket { ws: mut stream, outbox } = socket;
+    let Socket { reader: mut stream, outbox } = socket;
     let handle = ConnHandle {
         id,
         outbox: outbox.clone(),
@@ -413,18 +546,23 @@ where
         let mut writer = Writer::default();
         // A panic while handling a frame (a bug) ends this connection with
         // 1011 and is logged once, here; the cleanup below still runs.
-        let peer_sent_close =
-            match AssertUnwindSafe(read_loop(&mut stream, &mut writer, &mut session, &srv.conn_config))
-                .catch_unwind()
-                .await
-            {
-                Ok(close) => close,
-                Err(_) => {
-                    tracing::error!(conn = %id, "connection task panicked");
-                    handle.close(CloseReason::InternalError);
-                    false
-                }
-            };
+        let peer_sent_close = match AssertUnwindSafe(read_loop(
+            &mut stream,
+            &mut writer,
+            &mut session,
+            &handle,
+            &srv.conn_config,
+        ))
+        .catch_unwind()
+        .await
+        {
+            Ok(close) => close,
+            Err(_) => {
+                tracing::error!(conn = %id, "connection task panicked");
+                handle.close(CloseReason::InternalError);
+                false
+            }
+        };
         // Pin the reason now: a cancel without one came from server
         // shutdown; no cancel at all means the peer went away.
         let reason = if handle.is_closed() { handle.reason() } else { CloseReason::PeerClosed };
@@ -433,7 +571,7 @@ where
                 // tungstenite answers a client's close on its next write:
                 // this hands the answer (same code) to the outbox, so the
                 // client sees a clean close instead of 1006.
-                let _ = stream.flush().now_or_never();
+                let _ = stream.stream(&handle.outbox, srv.conn_config.ws).flush().now_or_never();
             } else {
                 // The peer vanished or broke the protocol: a bare close.
                 handle.outbox.push_control(&CLOSE_BARE);
@@ -444,7 +582,7 @@ where
         // should not carry the cleanup's state.
         Box::pin(session.finish()).await;
         if !writer.broken {
-            let sink = &mut stream.get_mut().io;
+            let sink = stream.sink();
             Box::pin(close_writer(sink, writer.out, &handle.outbox, reason)).await;
         }
         if reason != CloseReason::PeerClosed {
@@ -452,6 +590,7 @@ where
             // the close, for a bounded time: dropping a socket with unread
             // input resets it, and the reset can destroy the close frame
             // (say, 4001) before the peer has read it.
+            let stream = stream.stream(&handle.outbox, srv.conn_config.ws);
             let _ = tokio::time::timeout(close_linger(reason), async {
                 while let Some(Ok(m)) = stream.next().await {
                     if m.is_close() {
@@ -505,16 +644,17 @@ enum Next {
 /// the connection is to end; true if it ended with the client's close
 /// frame.
 async fn read_loop<S>(
-    stream: &mut WebSocketStream<ReaderIo<S>>,
+    stream: &mut Reader<S>,
     writer: &mut Writer,
     session: &mut Session,
+    conn: &ConnHandle,
     cfg: &ConnConfig,
 ) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let conn = session.conn().clone();
-    let stall = cfg.write_stall_timeout;
+    // `conn` and the stall timeout are borrowed, not copied: this future
+    // is part of every idle connection's.
     let opened = Instant::now();
     let mut last_in = opened;
     let mut pinged = false;
@@ -556,7 +696,7 @@ where
             if !side_woken {
                 // A close decided elsewhere woke the close token, so the
                 // writer does not ask the token again here.
-                return match writer.pump(cx, &conn, &mut stream.get_mut().io, stall) {
+                return match writer.pump(cx, conn, stream.sink(), cfg.write_stall_timeout) {
                     // The writer closed it (a failed or stalled socket).
                     true => Poll::Ready(Next::Closed),
                     false => Poll::Pending,
@@ -574,10 +714,10 @@ where
             if timer.as_mut().poll(&mut side_cx).is_ready() {
                 return Poll::Ready(Next::Timer);
             }
-            if writer.pump(cx, &conn, &mut stream.get_mut().io, stall) {
+            if writer.pump(cx, conn, stream.sink(), cfg.write_stall_timeout) {
                 return Poll::Ready(Next::Closed);
             }
-            stream.poll_next_unpin(&mut side_cx).map(Next::Frame)
+            stream.poll_next(&mut side_cx, &conn.outbox, cfg.ws).map(Next::Frame)
         })
         .await;
         match next {
@@ -600,7 +740,7 @@ where
                 }
                 pinged = true;
                 let ping = Box::pin(conn.send(crate::wire::ping()));
-                if !writing_while(ping, writer, stream, &conn, stall).await {
+                if !writing_while(ping, writer, stream, conn, cfg.write_stall_timeout).await {
                     return false;
                 }
             }
@@ -617,7 +757,7 @@ where
                         // hold any method's state) and is only needed while a
                         // frame is handled, not by every idle connection.
                         let handled = Box::pin(session.handle_text(&text));
-                        if !writing_while(handled, writer, stream, &conn, stall).await {
+                        if !writing_while(handled, writer, stream, conn, cfg.write_stall_timeout).await {
                             return false;
                         }
                     }
@@ -648,7 +788,7 @@ where
 async fn writing_while<S, F>(
     work: Pin<Box<F>>,
     writer: &mut Writer,
-    stream: &mut WebSocketStream<ReaderIo<S>>,
+    stream: &mut Reader<S>,
     conn: &ConnHandle,
     stall: Duration,
 ) -> F::Output
@@ -661,7 +801,7 @@ where
         if let Poll::Ready(r) = work.as_mut().poll(cx) {
             return Poll::Ready(r);
         }
-        writer.drive(cx, conn, &mut stream.get_mut().io, stall);
+        writer.drive(cx, conn, stream.sink(), stall);
         Poll::Pending
     })
     .await
@@ -954,6 +1094,8 @@ struct FrameScan {
     left: u64,
     /// Bytes of the data message so far (its fragments' payloads).
     message: u64,
+    /// A data message has begun and its final fragment has not.
+    open: bool,
     /// How much of [`CLOSE_TOO_BIG`] has been written.
     close_sent: usize,
 }
@@ -995,13 +1137,24 @@ impl FrameScan {
                 self.message = if opcode == 0 { self.message.saturating_add(len) } else { len };
             }
             over |= len > max || (opcode < 8 && self.message > max);
-            if fin && opcode < 8 {
-                self.message = 0;
+            if opcode < 8 {
+                self.open = !fin;
+                if fin {
+                    self.message = 0;
+                }
             }
             self.left = len;
             self.have = 0;
         }
         over
+    }
+}
+
+impl FrameScan {
+    /// Whether the bytes so far end where a frame ends, outside a
+    /// fragmented message.
+    fn between_messages(&self) -> bool {
+        self.have == 0 && self.left == 0 && !self.open
     }
 }
 
@@ -1417,6 +1570,111 @@ mod tests {
         assert!(m.to_text().unwrap().contains("pong"), "{m}");
         shutdown.cancel();
         tokio::time::timeout(wait, conn).await.expect("the connection ends").unwrap();
+    }
+
+    thread_local! {
+        /// tungstenite parsers made and not yet dropped between messages,
+        /// on this thread (a `#[tokio::test]` runs its tasks on its own).
+        pub(super) static PARSERS: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn parsers() -> isize {
+        PARSERS.with(|p| p.get())
+    }
+
+    /// A client frame: masked, `fin` or not.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [7u8, 1, 9, 3];
+        assert!(payload.len() < 126);
+        let mut f = vec![if fin { 0x80 } else { 0 } | opcode, 0x80 | payload.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    /// Reads from `client` until what it read contains `want`.
+    async fn read_until(client: &mut tokio::net::TcpStream, want: &str) {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains(want) {
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+                .await
+                .expect("in time")
+                .unwrap();
+            assert!(n > 0, "closed before {want:?}: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Waits (bounded) until the connection holds `n` parsers.
+    async fn settle_at(n: isize) {
+        for _ in 0..400 {
+            if parsers() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{} parsers, expected {n}", parsers());
+    }
+
+    /// Between messages a connection holds no tungstenite parser, so no
+    /// read buffer (512 B) and no boxed stream (~450 B with its waker
+    /// proxies): one is made when a message's first bytes arrive and
+    /// dropped once the socket has nothing more. It stays while a frame or
+    /// a fragmented message is unfinished. Over a real TCP socket.
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_parser() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, client) = tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
+        let (server_io, _) = accepted.unwrap();
+        let mut client = client.unwrap();
+        let limits = crate::config::Limits::default();
+        let server = Arc::new(ServerState::new(crate::server::ServerParts {
+            auth: crate::auth::Authenticator::hs256(b"k"),
+            limits: &limits,
+            store: None,
+        }));
+        let socket =
+            open(Tracked::new(server_io), Vec::new(), server.conn_config.ws, &server.conn_config).await;
+        let shutdown = CancellationToken::new();
+        let conn =
+            tokio::spawn(serve(socket, server.next_conn_id(), addr.ip(), server.clone(), shutdown.clone()));
+
+        let connect = client_frame(true, 1, br#"{"msg":"connect","version":"1","support":["1"]}"#);
+        client.write_all(&connect).await.unwrap();
+        read_until(&mut client, "connected").await;
+        settle_at(0).await;
+
+        // Half a frame: the parser holds it until the rest comes.
+        let ping = client_frame(true, 1, br#"{"msg":"ping","id":"a"}"#);
+        client.write_all(&ping[..9]).await.unwrap();
+        settle_at(1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(parsers(), 1, "a parser holds the unfinished frame");
+        client.write_all(&ping[9..]).await.unwrap();
+        read_until(&mut client, r#""id":"a""#).await;
+        settle_at(0).await;
+
+        // A message in two fragments, the first alone for a while.
+        client.write_all(&client_frame(false, 1, br#"{"msg":"pi"#)).await.unwrap();
+        settle_at(1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(parsers(), 1, "a parser holds the unfinished message");
+        client.write_all(&client_frame(true, 0, br#"ng","id":"b"}"#)).await.unwrap();
+        read_until(&mut client, r#""id":"b""#).await;
+        settle_at(0).await;
+
+        // A WebSocket ping is still answered (pong, opcode 0xA) by the
+        // parser made for it.
+        client.write_all(&client_frame(true, 9, b"hi")).await.unwrap();
+        read_until(&mut client, "hi").await;
+        settle_at(0).await;
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), conn).await.expect("the connection ends").unwrap();
     }
 
     fn returned_size<A, B, C, D, E, R>(_: impl Fn(A, B, C, D, E) -> R) -> usize {

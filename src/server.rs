@@ -128,6 +128,7 @@ impl ServerState {
                 ping_interval: limits.ping_interval,
                 ping_timeout: limits.ping_timeout,
                 connect_timeout: limits.connect_timeout,
+                ws: ws_config(limits.max_frame_bytes),
             },
             session_limits: limits.session_limits(),
             room_creations: RoomCreationLimiter::default(),
