@@ -64,12 +64,12 @@ export ROOMD_NATS_SERVER="$nats" ROOMD_REQUIRE_NATS=1
 step "cargo test (unit, integration, crash, restart and cluster tests)"
 cargo test --all-targets
 
-# The cluster's other room placement: every cluster test again with nodes
-# holding rooms by interest (docs/cluster.md, "Rooms by interest"), so both
+# The cluster's other room placement: every cluster test again with every
+# node holding every room (docs/cluster.md, "Rooms by interest"), so both
 # settings of --cluster-rooms keep every guarantee. The nodes read the
 # setting from the environment.
-step "cargo test cluster:: with --cluster-rooms interest"
-ROOMD_CLUSTER_ROOMS=interest cargo test --test it -- cluster::
+step "cargo test cluster:: with --cluster-rooms all"
+ROOMD_CLUSTER_ROOMS=all cargo test --test it -- cluster::
 
 step "cargo build --release (binary for interop tests)"
 cargo build --release

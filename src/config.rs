@@ -124,12 +124,12 @@ pub struct ServeArgs {
     /// entries below purged). See docs/cluster.md.
     #[arg(long, env = "ROOMD_CLUSTER_SNAPSHOT_EVERY", default_value_t = crate::cluster::DEFAULT_SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
     pub cluster_snapshot_every: u64,
-    /// Cluster mode: which rooms a node holds. `all` (the default): every
-    /// node applies every room's log. `interest`: a node holds a room only
-    /// once it is used through it (a call, a subscription, a signed-in
-    /// member here), loading it from its snapshot and the log after it;
-    /// see docs/cluster.md, "Rooms by interest".
-    #[arg(long, env = "ROOMD_CLUSTER_ROOMS", value_enum, default_value_t = ClusterRooms::All)]
+    /// Cluster mode: which rooms a node holds. `interest` (the default): a
+    /// node holds a room only while it is used through it (a call, a
+    /// subscription, a seat, a signed-in member listening here), loading it
+    /// from its snapshot and the log after it; `all`: every node applies
+    /// every room's log. See docs/cluster.md, "Rooms by interest".
+    #[arg(long, env = "ROOMD_CLUSTER_ROOMS", value_enum, default_value_t = ClusterRooms::Interest)]
     pub cluster_rooms: ClusterRooms,
     /// With `--cluster-rooms interest`: a room nothing on this node has
     /// used for about this long (between it and twice it) is let go.
