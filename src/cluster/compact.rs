@@ -261,11 +261,11 @@ pub(super) fn snapshot_state(snap: &SnapshotV1) -> RoomState {
     room
 }
 
-/// How long reading a room's entries may wait for the next one. Short: the
-/// read runs in its partition's applier (a load, a reload), whose other
+/// How long reading a room's entries may wait for the next one. Not long:
+/// the read runs in its partition's applier (a load, a reload), whose other
 /// rooms wait meanwhile; a read that stalls (its server died) fails, and
-/// its caller or the applier tries again on a fresh consumer.
-const READ_BACK_WAIT: Duration = Duration::from_secs(2);
+/// the load or the applier tries again on a fresh consumer.
+const READ_BACK_WAIT: Duration = Duration::from_secs(5);
 
 /// The applier met a snapshot entry of a room this node holds. The room
 /// applies it if it holds everything the snapshot covers; if it does not

@@ -30,6 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+/// How long a caller's load is retried: as long as an append is
+/// (`APPEND_DEADLINE`), since a load fails for the same reasons.
+const LOAD_DEADLINE: Duration = super::APPEND_DEADLINE;
 /// Loads waiting for one partition's applier. Callers beyond this wait for
 /// a slot (bounded, as every queue is).
 const LOAD_QUEUE: usize = 256;
@@ -73,8 +76,25 @@ impl Cluster {
 
     /// Makes room `rid` held here, loading it if it is not: `Ok(false)`
     /// when the log has no such room. Callers wait for the load; nothing
-    /// answers from a room before it has caught up.
+    /// answers from a room before it has caught up. A load that fails (the
+    /// stream's leader is being elected, a server is slow to answer) is
+    /// tried again, up to [`LOAD_DEADLINE`].
     pub(crate) async fn load(&self, rid: &RoomId) -> Result<bool, ClusterError> {
+        let deadline = tokio::time::Instant::now() + LOAD_DEADLINE;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.load_once(rid).await {
+                Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(room = %rid, error = %e, "room load failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn load_once(&self, rid: &RoomId) -> Result<bool, ClusterError> {
         let unavailable = |why: &str| ClusterError::Unavailable(format!("loading room {rid}: {why}"));
         let (done, answer) = oneshot::channel();
         let queue = &self.loads.senders[self.layout.of(rid.as_str())];
@@ -143,7 +163,8 @@ pub(super) async fn serve(cluster: &Cluster, state: &ServerState, applied: u64, 
             cluster.started(&rid);
         }
         Ok(false) => {}
-        Err(e) => tracing::error!(room = %rid, error = %e, "loading a room failed"),
+        // Retried by the caller (`Cluster::load`), which logs the last failure.
+        Err(e) => tracing::warn!(room = %rid, error = %e, "loading a room failed"),
     }
     let _ = done.send(r.map_err(|e| e.to_string()));
 }
