@@ -458,8 +458,8 @@ pub(crate) fn cluster_room_load(secs: f64) {
     cluster().load_seconds.record(secs);
 }
 
-/// A room unused here was let go (`cluster::interest`).
-pub(crate) fn cluster_room_unload() {
+/// A room unused here was let go (`RoomActor::sweep`).
+pub(crate) fn room_let_go() {
     cluster().unloads.increment(1);
 }
 

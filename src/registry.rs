@@ -11,7 +11,7 @@
 //! that window wait for it instead of answering "no such room".
 
 use crate::ids::{RoomCode, RoomId};
-use crate::room::{RoomError, RoomHandle};
+use crate::room::{RoomCommand, RoomError, RoomHandle};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::watch;
@@ -371,6 +371,15 @@ impl Registry {
     /// The ids of the rooms held here.
     pub fn ids(&self) -> Vec<RoomId> {
         self.by_id.iter().map(|h| h.key().clone()).collect()
+    }
+
+    /// Hands room `id` a command without cloning its handle (a clone would
+    /// count as a holder, see [`remove_unshared`](Self::remove_unshared)),
+    /// if its mailbox has room at once.
+    pub fn try_tell(&self, id: &RoomId, cmd: RoomCommand) {
+        if let Some(room) = self.by_id.get(id) {
+            room.try_tell(cmd);
+        }
     }
 
     /// Lets room `id` go if nothing but the registry holds its handle (see

@@ -25,7 +25,6 @@ use crate::ids::{RoomId, UserId};
 use crate::room::RoomCommand;
 use crate::server::ServerState;
 use crate::store::rows::{RoomRowV1, RoomTypeV1};
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -108,40 +107,20 @@ impl Cluster {
 }
 
 /// Lets go of the rooms nothing on this node used for about `after`: every
-/// `after / 2`, each held room is asked whether anything here needs it, and
-/// one found unused twice in a row is removed from the registry if no
-/// caller, subscription or seat holds its handle (checked under the
-/// registry's lock, see `Registry::remove_unshared`). The applier then
-/// skips its entries; a later use loads it again.
+/// `after / 2` each held room is told to sweep itself (`RoomActor::sweep`:
+/// one unused at two sweeps in a row leaves the registry if nothing else
+/// holds its handle). The applier then skips its entries; a later use
+/// loads it again.
 pub(super) fn spawn_sweeper(cluster: Arc<Cluster>, state: Arc<ServerState>) {
     let Some(after) = cluster.interest else { return };
     tokio::spawn(async move {
         let mut tick = tokio::time::interval((after / 2).max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut unused_before: HashSet<RoomId> = HashSet::new();
         loop {
             tick.tick().await;
-            let mut unused_now = HashSet::new();
             for id in state.registry.ids() {
-                // The handle is dropped before the removal: it would count
-                // as a holder.
-                let unused = match state.registry.get(&id) {
-                    Some(room) => {
-                        room.ask(|tx| RoomCommand::Unused { respond_to: tx }).await.unwrap_or(false)
-                    }
-                    None => false,
-                };
-                if !unused {
-                    continue;
-                }
-                if unused_before.contains(&id) && state.registry.remove_unshared(&id) {
-                    crate::metrics::cluster_room_unload();
-                    tracing::debug!(room = %id, "room unused here; let go");
-                } else {
-                    unused_now.insert(id);
-                }
+                state.registry.try_tell(&id, RoomCommand::Sweep);
             }
-            unused_before = unused_now;
         }
     });
 }

@@ -128,6 +128,8 @@ pub(super) struct RoomActor {
     /// that changed nothing still queue behind earlier ones, so every
     /// connection sees replies and events in the order the actor decided.
     pending: VecDeque<Pending>,
+    /// Sweeps in a row that found the room unused here (see `sweep`).
+    unused_sweeps: u8,
 }
 
 /// Starts the actor of `state` on mailbox `rx`; `history` is a restored
@@ -182,6 +184,7 @@ pub(super) fn spawn(
         staged: Vec::new(),
         ops: Vec::new(),
         pending: VecDeque::new(),
+        unused_sweeps: 0,
     };
     for m in history {
         actor.history_ids.insert(m.id.clone());
@@ -289,13 +292,31 @@ impl RoomActor {
             && self.waiters.is_empty()
     }
 
-    /// `--cluster-rooms interest`: whether nothing on this node needs this
-    /// replica, so it may be let go (`cluster::interest`'s sweep; callers
-    /// and subscriptions holding the room's handle are checked there). A
-    /// guest seated through this node, a grace timer or a snapshot running
-    /// here, a caller waiting for its entry, or a member listening here to
-    /// their `rooms-changed`/`subscriptions-changed` streams keeps it.
-    pub(super) fn unused_here(&self) -> bool {
+    /// `--cluster-rooms interest`'s sweep: a room that nothing on this node
+    /// needed at two sweeps in a row leaves the registry, if nothing but
+    /// the registry holds its handle (a caller, a subscription, a session's
+    /// seat; checked under the registry's lock, so none can take it in
+    /// between). Decided here, between two commands: no entry can change
+    /// the room between the check and the removal. The actor then ends once
+    /// its mailbox is empty; the next use loads the room again.
+    pub(super) fn sweep(&mut self) {
+        if !self.unused_here() {
+            self.unused_sweeps = 0;
+            return;
+        }
+        self.unused_sweeps = self.unused_sweeps.saturating_add(1);
+        if self.unused_sweeps >= 2 && self.registry.remove_unshared(&self.state.id) {
+            crate::metrics::room_let_go();
+            tracing::debug!(room = %self.state.id, "room unused here; let go");
+        }
+    }
+
+    /// Whether nothing on this node needs this replica: a guest seated
+    /// through this node, a grace timer or a snapshot running here, a caller
+    /// waiting for its entry, a subscriber or listener, or a member
+    /// listening here to their `rooms-changed`/`subscriptions-changed`
+    /// streams keeps it.
+    fn unused_here(&self) -> bool {
         use crate::hub::UserEvent;
         let origin = self.log.origin();
         self.subscribers.is_empty()

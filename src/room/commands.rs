@@ -68,7 +68,7 @@ impl RoomActor {
             }
             C::Doc { respond_to } => self.reply(respond_to, Ok(self.state.info())),
             C::DocFor { uid, respond_to } => self.reply(respond_to, self.state.info_for(&uid)),
-            C::Unused { respond_to } => self.reply(respond_to, Ok(self.unused_here())),
+            C::Sweep => self.sweep(),
             C::Subscribe { sink, uid, signed_in, topic, sub_id, respond_to } => {
                 let r = if self.state.can_read(&uid, signed_in && topic == Topic::Messages) {
                     self.staged.push(Out::AddSub { sink, uid, topic, sub_id });

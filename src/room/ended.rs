@@ -101,10 +101,6 @@ impl EndedRoom {
             C::ApplySnapshot { respond_to, .. } => {
                 let _ = respond_to.send(Ok(true));
             }
-            // A summary without a task costs next to nothing: kept.
-            C::Unused { respond_to } => {
-                let _ = respond_to.send(Ok(false));
-            }
             C::Send { who, params, respond_to } => {
                 // No member, so no id lookup is reached.
                 let r = s.check_send(&who, params.id.as_ref(), |_| Ok(false));
@@ -120,6 +116,7 @@ impl EndedRoom {
             | C::Reseed { .. }
             | C::Load { .. }
             | C::Unlogged { .. }
+            | C::Sweep
             | C::Notify { .. } => {}
         }
     }

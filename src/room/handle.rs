@@ -185,9 +185,10 @@ pub enum RoomCommand {
     /// it, applied silently (`--cluster-rooms interest`: they happened
     /// before this node held the room).
     Load { snapshot: Option<Box<super::log::Entry>>, entries: Vec<super::log::Entry> },
-    /// `--cluster-rooms interest`: whether nothing on this node needs the
-    /// room (see `RoomActor::unused_here`).
-    Unused { respond_to: Reply<bool> },
+    /// `--cluster-rooms interest`'s sweep: the room lets itself go if
+    /// nothing on this node has needed it for two sweeps in a row (see
+    /// `RoomActor::sweep`).
+    Sweep,
     /// A delivered log: this node's entry `id` could not be appended; its
     /// caller gets `error`.
     Unlogged { id: String, error: RoomError },
@@ -299,6 +300,14 @@ impl RoomHandle {
 
     /// Fire-and-forget for notices that need no answer. Waits for mailbox
     /// space (bounded), never drops.
+    /// Hands `cmd` over only if the mailbox has room at once (a busy room
+    /// skips it); ended rooms ignore it.
+    pub(crate) fn try_tell(&self, cmd: RoomCommand) {
+        if let Inner::Live(tx, _) = &self.inner {
+            let _ = tx.try_send(cmd);
+        }
+    }
+
     pub async fn tell(&self, cmd: RoomCommand) {
         match &self.inner {
             Inner::Live(tx, summary) => {
