@@ -108,10 +108,36 @@ pub(crate) fn alive(pid: u32) -> bool {
 }
 
 /// `n` distinct loopback ports that were free a moment ago (all held at
-/// once while choosing, so they differ from each other).
+/// once while choosing, so they differ from each other), chosen below the
+/// kernel's ephemeral range: a server restarted on its port (a killed NATS
+/// server, a roomd node) must find it free again, and a port of the
+/// ephemeral range can meanwhile become the local end of any outgoing
+/// connection on the machine (it did, in a full run: "bind: address already
+/// in use" for a restarted NATS server).
 pub(crate) fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    use std::hash::{BuildHasher, RandomState};
+    const FIRST: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let mut held: Vec<TcpListener> = Vec::new();
+    if ephemeral > FIRST + 1_000 {
+        let random = RandomState::new();
+        for i in 0..10_000u64 {
+            if held.len() == n {
+                break;
+            }
+            let port = FIRST + (random.hash_one(i) % u64::from(ephemeral - FIRST)) as u16;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                held.push(l);
+            }
+        }
+    }
+    // No room below the ephemeral range here: any free port.
+    while held.len() < n {
+        held.push(TcpListener::bind("127.0.0.1:0").expect("bind a free port"));
+    }
     held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
