@@ -16,9 +16,9 @@ use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
@@ -115,26 +115,36 @@ impl CloseReason {
     }
 }
 
+/// A connection's one shared allocation: every handle, the room's
+/// subscriber entries (the `RoomSink` impl at the end), the frame reader's
+/// socket adapter and the task's side waker are this `Arc`. The queue is
+/// inline, and closing is a flag here plus the queue's `Notify` rather
+/// than a `CancellationToken` child (a 121-byte node per connection in
+/// the token's tree, BENCHMARKS.md issue 21).
 struct ConnShared {
-    /// Cancelled when the connection is to end: the reader stops taking new
-    /// frames, the writer stops waiting on a stuck socket.
-    cancel: CancellationToken,
+    id: ConnId,
+    outbox: Outbox,
+    /// Set by [`ConnHandle::close`]: the reader stops taking new frames,
+    /// the writer stops waiting on a stuck socket. Waiters are woken
+    /// through the outbox (its side waker for the connection's task, its
+    /// `Notify` for [`ConnHandle::closed`]).
+    closing: AtomicBool,
     /// The first close reason given; it decides the close frame.
     reason: OnceLock<CloseReason>,
+    /// A token from outside whose cancel closes the connection without a
+    /// reason: the server-wide shutdown token itself (a reference count,
+    /// not a child node), or the token a Socket.IO socket or REST call
+    /// ends its handle with.
+    outer: CancellationToken,
     /// Counts drops and slow-consumer disconnects where they happen.
     metrics: Arc<Metrics>,
-    /// The id and queue again, so that this `Arc` alone is what a room
-    /// holds of the connection (see the `RoomSink` impl at the end).
-    id: ConnId,
-    outbox: Arc<Outbox>,
 }
 
 /// The part of a connection other tasks hold: a way to queue frames and a
-/// way to close it. Cheap to clone.
+/// way to close it. Cheap to clone: one reference count.
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    outbox: Arc<Outbox>,
     shared: Arc<ConnShared>,
 }
 
@@ -160,8 +170,8 @@ impl ConnHandle {
         let r = tokio::select! {
             // Push first: with space, a reply is queued even while closing.
             biased;
-            r = self.outbox.push(frame) => r,
-            _ = self.shared.cancel.cancelled() => return false,
+            r = self.shared.outbox.push(frame) => r,
+            _ = self.closed() => return false,
         };
         self.after_push(r)
     }
@@ -171,8 +181,8 @@ impl ConnHandle {
     pub async fn send_pair(&self, first: Utf8Bytes, second: Utf8Bytes) -> bool {
         let r = tokio::select! {
             biased;
-            r = self.outbox.push_pair(first, second) => r,
-            _ = self.shared.cancel.cancelled() => return false,
+            r = self.shared.outbox.push_pair(first, second) => r,
+            _ = self.closed() => return false,
         };
         self.after_push(r)
     }
@@ -214,15 +224,14 @@ impl ConnHandle {
         cancel: CancellationToken,
         budget: Arc<Budget>,
     ) -> Self {
-        let outbox = Arc::new(Outbox::new(1, budget));
+        let outbox = Outbox::new(1, budget);
         outbox.finish();
-        let shared = ConnShared { cancel, reason: OnceLock::new(), metrics, id, outbox: outbox.clone() };
-        ConnHandle { id, outbox, shared: Arc::new(shared) }
+        ConnHandle { id, shared: ConnShared::new(id, outbox, cancel, metrics) }
     }
 
     /// The most a connection can hold unsent: the largest reply it can get.
     pub fn max_frame_bytes(&self) -> usize {
-        self.outbox.budget().per_conn()
+        self.shared.outbox.budget().per_conn()
     }
 
     /// Closes the connection with `reason`; the first reason given wins.
@@ -232,11 +241,29 @@ impl ConnHandle {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.shared.cancel.is_cancelled()
+        self.shared.is_closed()
     }
 
+    /// Completes once the connection is closing; any number of tasks may
+    /// wait (a reply waiting for space, the Socket.IO write-stall watch).
     pub(crate) async fn closed(&self) {
-        self.shared.cancel.cancelled().await
+        let shared = &*self.shared;
+        let outer = shared.outer.cancelled();
+        tokio::pin!(outer);
+        loop {
+            // Enabled before the flag is read: a close in between either
+            // shows in the flag or wakes this.
+            let changed = shared.outbox.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if shared.closing.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = &mut outer => return,
+            }
+        }
     }
 
     /// The reason the connection was closed with, if one was given.
@@ -289,27 +316,24 @@ pub(crate) struct ConnConfig {
 /// to the outbox ([`ReaderIo`]) and the writer puts them between whole
 /// frames, so a frame on the wire is never cut by another.
 pub(crate) struct Socket<S> {
-    reader: Reader<S>,
-    outbox: Arc<Outbox>,
+    io: Tracked<S>,
+    /// Bytes the client sent after its request head: the first parser's.
+    rest: Vec<u8>,
+    ws: WebSocketConfig,
 }
 
 /// Wraps an upgraded socket (`rest`: bytes the client sent after its
-/// request head) into a [`Socket`] with an empty outbound queue.
+/// request head) into a [`Socket`]; [`serve`] gives it its queue.
 pub(crate) async fn open<S>(
     stream: Tracked<S>,
     rest: Vec<u8>,
     ws_cfg: WebSocketConfig,
-    cfg: &ConnConfig,
+    _cfg: &ConnConfig,
 ) -> Socket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let outbox = Arc::new(Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone()));
-    let reader = match rest.is_empty() {
-        true => Reader::Idle(stream),
-        false => Reader::Parsing(parser(stream, rest, &outbox, ws_cfg)),
-    };
-    Socket { reader, outbox }
+    Socket { io: stream, rest, ws: ws_cfg }
 }
 
 /// The read side of a connection. tungstenite's parser (its read buffer,
@@ -338,7 +362,7 @@ const IDLE_READ: usize = 4096;
 fn parser<S>(
     io: Tracked<S>,
     read: Vec<u8>,
-    outbox: &Arc<Outbox>,
+    conn: &Arc<ConnShared>,
     cfg: WebSocketConfig,
 ) -> Box<WebSocketStream<ReaderIo<S>>>
 where
@@ -346,7 +370,7 @@ where
 {
     let mut scan = FrameScan::default();
     scan.feed(&read, u64::MAX);
-    let io = ReaderIo { io, outbox: outbox.clone(), scan };
+    let io = ReaderIo { io, conn: conn.clone(), scan };
     #[cfg(test)]
     tests::PARSERS.with(|p| p.set(p.get() + 1));
     // Making the stream does not wait on anything (it skips the
@@ -369,10 +393,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
 
     /// tungstenite's stream over the socket, made if there is none (the
     /// close path reads the client's last frames through it).
-    fn stream(&mut self, outbox: &Arc<Outbox>, cfg: WebSocketConfig) -> &mut WebSocketStream<ReaderIo<S>> {
+    fn stream(&mut self, conn: &Arc<ConnShared>, cfg: WebSocketConfig) -> &mut WebSocketStream<ReaderIo<S>> {
         if let Reader::Idle(_) = self {
             let Reader::Idle(io) = std::mem::replace(self, Reader::Moving) else { unreachable!() };
-            *self = Reader::Parsing(parser(io, Vec::new(), outbox, cfg));
+            *self = Reader::Parsing(parser(io, Vec::new(), conn, cfg));
         }
         match self {
             Reader::Parsing(ws) => ws,
@@ -384,7 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
     fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
-        outbox: &Arc<Outbox>,
+        conn: &Arc<ConnShared>,
         cfg: WebSocketConfig,
     ) -> Poll<Option<Result<Message, WsError>>> {
         loop {
@@ -404,7 +428,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
                             let Reader::Idle(io) = std::mem::replace(self, Reader::Moving) else {
                                 unreachable!()
                             };
-                            *self = Reader::Parsing(parser(io, read, outbox, cfg));
+                            *self = Reader::Parsing(parser(io, read, conn, cfg));
                         }
                     }
                 }
@@ -439,7 +463,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
 /// through this.
 pub(crate) struct ReaderIo<S> {
     io: Tracked<S>,
-    outbox: Arc<Outbox>,
+    conn: Arc<ConnShared>,
     /// Where the frames read so far end: the parser may go only between
     /// messages.
     scan: FrameScan,
@@ -462,7 +486,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReaderIo<S> {
 
 impl<S> AsyncWrite for ReaderIo<S> {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.outbox.push_control(buf);
+        self.conn.outbox.push_control(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -527,22 +551,34 @@ pub(crate) fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Socket { reader: mut stream, outbox } = socket;
-    let handle = ConnHandle {
-        id,
-        outbox: outbox.clone(),
-        shared: Arc::new(ConnShared {
-            cancel: shutdown.child_token(),
-            reason: OnceLock::new(),
-            metrics: server.metrics.clone(),
-            id,
-            outbox,
-        }),
+    start(socket, id, peer, server, shutdown).1
+}
+
+/// [`serve`], also returning the connection's handle (tests queue frames
+/// through it as a room would).
+fn start<S>(
+    socket: Socket<S>,
+    id: ConnId,
+    peer: std::net::IpAddr,
+    server: Arc<ServerState>,
+    shutdown: CancellationToken,
+) -> (ConnHandle, impl Future<Output = ()> + Send + 'static)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &server.conn_config;
+    let outbox = Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone());
+    let handle = ConnHandle { id, shared: ConnShared::new(id, outbox, shutdown, server.metrics.clone()) };
+    let Socket { io, rest, ws } = socket;
+    let mut stream = match rest.is_empty() {
+        true => Reader::Idle(io),
+        false => Reader::Parsing(parser(io, rest, &handle.shared, ws)),
     };
     server.metrics.connection_opened();
+    let returned = handle.clone();
     let srv = server.clone();
     let mut session = Session::new(handle.clone(), server, peer);
-    async move {
+    let fut = async move {
         let mut writer = Writer::default();
         // A panic while handling a frame (a bug) ends this connection with
         // 1011 and is logged once, here; the cleanup below still runs.
@@ -571,10 +607,10 @@ where
                 // tungstenite answers a client's close on its next write:
                 // this hands the answer (same code) to the outbox, so the
                 // client sees a clean close instead of 1006.
-                let _ = stream.stream(&handle.outbox, srv.conn_config.ws).flush().now_or_never();
+                let _ = stream.stream(&handle.shared, srv.conn_config.ws).flush().now_or_never();
             } else {
                 // The peer vanished or broke the protocol: a bare close.
-                handle.outbox.push_control(&CLOSE_BARE);
+                handle.shared.outbox.push_control(&CLOSE_BARE);
             }
         }
         handle.close(reason);
@@ -583,14 +619,14 @@ where
         Box::pin(session.finish()).await;
         if !writer.broken {
             let sink = stream.sink();
-            Box::pin(close_writer(sink, writer.out, &handle.outbox, reason)).await;
+            Box::pin(close_writer(sink, writer.out, &handle.shared.outbox, reason)).await;
         }
         if reason != CloseReason::PeerClosed {
             // Read (and ignore) what the peer still sends until it answers
             // the close, for a bounded time: dropping a socket with unread
             // input resets it, and the reset can destroy the close frame
             // (say, 4001) before the peer has read it.
-            let stream = stream.stream(&handle.outbox, srv.conn_config.ws);
+            let stream = stream.stream(&handle.shared, srv.conn_config.ws);
             let _ = tokio::time::timeout(close_linger(reason), async {
                 while let Some(Ok(m)) = stream.next().await {
                     if m.is_close() {
@@ -602,14 +638,15 @@ where
         }
         // Rooms that still hold this handle now see it closed and drop it;
         // what was queued for a client that is gone is released.
-        handle.outbox.finish();
+        handle.shared.outbox.finish();
         let reason = handle.reason();
         srv.metrics.connection_closed(session.kind(), reason.label());
         match reason {
             CloseReason::PeerClosed | CloseReason::ServerRestart => {}
             other => tracing::debug!(conn = %id, reason = other.label(), "connection closed by server"),
         }
-    }
+    };
+    (returned, fut)
 }
 
 /// How long a connection the server closed waits for the peer's close,
@@ -659,9 +696,12 @@ where
     let mut last_in = opened;
     let mut pinged = false;
     // Both futures are created once: re-creating them per frame would
-    // register with the cancellation tree and the timer wheel every time.
-    let closed = conn.closed();
-    tokio::pin!(closed);
+    // register with the shutdown token and the timer wheel every time. A
+    // close decided by this server for this connection is the flag in its
+    // shared state, read below; the task hears of it through the side
+    // waker.
+    let shutdown = conn.shared.outer.cancelled();
+    tokio::pin!(shutdown);
     let timer = tokio::time::sleep_until(opened + cfg.connect_timeout);
     tokio::pin!(timer);
     loop {
@@ -680,22 +720,22 @@ where
             timer.as_mut().reset(deadline);
         }
         // The first poll of each wait looks at every source; after that,
-        // the close token, the timer and the socket's read side are polled
-        // only when one of them woke the task (they were given the side
-        // waker), and a wake from a room (a push) only drives the writer.
-        // Those three are what a delivery would otherwise pay for on every
-        // frame: two locks in the cancellation tree and `Notify`, the
-        // timer entry, tungstenite's waker proxies and the socket's
-        // readiness lock (BENCHMARKS.md, issue 21).
+        // the close (flag and shutdown token), the timer and the socket's
+        // read side are polled only when one of them woke the task (they
+        // were given the side waker; a close wakes it too), and a wake from
+        // a room (a push) only drives the writer. Those are what a delivery
+        // would otherwise pay for on every frame: the shutdown token's lock
+        // and `Notify`, the timer entry, tungstenite's waker proxies and
+        // the socket's readiness lock (BENCHMARKS.md, issue 21).
         // (A mark, not a flag in this future: every idle connection holds
         // the future.)
-        conn.outbox.mark_side_woken();
+        conn.shared.outbox.mark_side_woken();
         let next = std::future::poll_fn(|cx| {
-            conn.outbox.register(cx.waker());
-            let side_woken = conn.outbox.take_side_woken();
+            conn.shared.outbox.register(cx.waker());
+            let side_woken = conn.shared.outbox.take_side_woken();
             if !side_woken {
-                // A close decided elsewhere woke the close token, so the
-                // writer does not ask the token again here.
+                // A close decided elsewhere marks the side wake (see
+                // `ConnShared::close`), so it is not asked again here.
                 return match writer.pump(cx, conn, stream.sink(), cfg.write_stall_timeout) {
                     // The writer closed it (a failed or stalled socket).
                     true => Poll::Ready(Next::Closed),
@@ -704,11 +744,12 @@ where
             }
             // Made here, not kept in this future: it is an `Arc` clone, and
             // every idle connection would carry it.
-            let side = conn.outbox.side_waker();
+            let side = Waker::from(conn.shared.clone());
             let mut side_cx = Context::from_waker(&side);
             // Once the connection is closing, no new frame is started; the
             // one being handled (below) always runs to completion first.
-            if closed.as_mut().poll(&mut side_cx).is_ready() {
+            if conn.shared.closing.load(Ordering::Acquire) || shutdown.as_mut().poll(&mut side_cx).is_ready()
+            {
                 return Poll::Ready(Next::Closed);
             }
             if timer.as_mut().poll(&mut side_cx).is_ready() {
@@ -717,7 +758,7 @@ where
             if writer.pump(cx, conn, stream.sink(), cfg.write_stall_timeout) {
                 return Poll::Ready(Next::Closed);
             }
-            stream.poll_next(&mut side_cx, &conn.outbox, cfg.ws).map(Next::Frame)
+            stream.poll_next(&mut side_cx, &conn.shared, cfg.ws).map(Next::Frame)
         })
         .await;
         match next {
@@ -872,7 +913,7 @@ impl Writer {
         }
         for _ in 0..BATCHES_PER_POLL {
             if !self.writing {
-                match conn.outbox.poll_pop_many(cx, &mut self.out.batch, &mut self.out.bytes, 64) {
+                match conn.shared.outbox.poll_pop_many(cx, &mut self.out.batch, &mut self.out.bytes, 64) {
                     Poll::Pending => return false,
                     Poll::Ready(0) => {
                         self.stopped = true;
@@ -886,7 +927,7 @@ impl Writer {
             }
             match self.out.poll_write(cx, sink) {
                 Poll::Ready(Ok(())) => {
-                    conn.outbox.written(std::mem::take(&mut self.payload));
+                    conn.shared.outbox.written(std::mem::take(&mut self.payload));
                     self.writing = false;
                     self.watch = None;
                 }
@@ -1377,11 +1418,35 @@ impl ConnShared {
         }
     }
 
+    fn new(id: ConnId, outbox: Outbox, outer: CancellationToken, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(ConnShared {
+            id,
+            outbox,
+            closing: AtomicBool::new(false),
+            reason: OnceLock::new(),
+            outer,
+            metrics,
+        })
+    }
+
+    /// See [`ConnHandle::is_closed`].
+    fn is_closed(&self) -> bool {
+        self.closing.load(Ordering::Acquire) || self.outer.is_cancelled()
+    }
+
     /// See [`ConnHandle::close`].
     fn close(&self, reason: CloseReason) -> bool {
-        let first = self.reason.set(reason).is_ok() && !self.cancel.is_cancelled();
-        self.cancel.cancel();
-        first
+        // The reason first: whoever sees the flag finds it.
+        let set = self.reason.set(reason).is_ok();
+        let outer = self.outer.is_cancelled();
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            // Flag before wakes: each waiter rechecks it once woken. The
+            // connection's task (side waker: it polls the flag), then
+            // every `closed()` and every reply waiting for space.
+            self.outbox.side_wake();
+            self.outbox.wake_waiters();
+        }
+        set && !outer
     }
 
     /// Closes a client that does not keep up, counting it once.
@@ -1396,6 +1461,18 @@ impl ConnShared {
 impl std::fmt::Debug for ConnShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Conn({})", self.id)
+    }
+}
+
+/// The connection task's side waker (see `Outbox::side_wake`): this
+/// connection's one allocation, so making it costs a reference count.
+impl Wake for ConnShared {
+    fn wake(self: Arc<Self>) {
+        self.outbox.side_wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.outbox.side_wake();
     }
 }
 
@@ -1416,11 +1493,9 @@ mod sink_tests {
     #[test]
     fn a_room_sink_is_the_connections_shared_state() {
         let id = ConnId(7);
-        let outbox = Arc::new(Outbox::new(1, Arc::new(Budget::new(1 << 16, 1 << 20))));
+        let outbox = Outbox::new(1, Arc::new(Budget::new(1 << 16, 1 << 20)));
         let metrics = Arc::new(Metrics::new());
-        let cancel = CancellationToken::new();
-        let shared = ConnShared { cancel, reason: OnceLock::new(), metrics, id, outbox: outbox.clone() };
-        let conn = ConnHandle { id, outbox, shared: Arc::new(shared) };
+        let conn = ConnHandle { id, shared: ConnShared::new(id, outbox, CancellationToken::new(), metrics) };
         let (a, b) = (conn.sink(), conn.clone().sink());
         let at = |s: &Arc<dyn crate::room::RoomSink>| Arc::as_ptr(s).cast::<()>();
         assert_eq!(at(&a), Arc::as_ptr(&conn.shared).cast::<()>());
@@ -1431,6 +1506,89 @@ mod sink_tests {
         assert!(!a.try_send(Utf8Bytes::from_static("two")), "a queue of one is full");
         assert_eq!(conn.closed_reason(), Some(CloseReason::SlowConsumer));
         assert!(!b.try_send(Utf8Bytes::from_static("three")));
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+
+    fn conn(cap: usize, outer: CancellationToken) -> ConnHandle {
+        let id = ConnId(9);
+        let outbox = Outbox::new(cap, Arc::new(Budget::new(1 << 16, 1 << 20)));
+        ConnHandle { id, shared: ConnShared::new(id, outbox, outer, Arc::new(Metrics::new())) }
+    }
+
+    /// Waits (bounded) for `task`, which must end.
+    async fn ends<T>(task: tokio::task::JoinHandle<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("ends in time").unwrap()
+    }
+
+    /// A handle is one reference count (the queue inline in the shared
+    /// state), and closing is a flag plus the queue's `Notify`, not a
+    /// cancellation-token child: every waiter hears a close (any number of
+    /// `closed()`, a reply waiting for space), a drain or a write in
+    /// between ends none of them but the reply, and the outer token
+    /// (server shutdown) closes the connection without a reason.
+    #[tokio::test]
+    async fn a_close_wakes_every_waiter_and_only_a_close_does() {
+        assert_eq!(std::mem::size_of::<ConnHandle>(), 16, "the id and one Arc");
+        let outer = CancellationToken::new();
+        let c = conn(1, outer.clone());
+        assert!(c.try_send(Utf8Bytes::from_static("a")));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.closed().await })
+            })
+            .collect();
+        let reply = tokio::spawn({
+            let c = c.clone();
+            async move { c.send(Utf8Bytes::from_static("b")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!reply.is_finished(), "a queue of one is full");
+        // The writer takes "a" and writes it: the reply gets its space, the
+        // close waiters (woken by the same `Notify`) wait on.
+        let (mut out, mut control) = (Vec::new(), Vec::new());
+        assert_eq!(c.shared.outbox.pop_many(&mut out, &mut control, 8).await, 1);
+        c.shared.outbox.written(1);
+        assert!(ends(reply).await, "queued once there was space");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()), "a drain is not a close");
+        assert!(!c.is_closed());
+
+        let stuck = tokio::spawn({
+            let c = c.clone();
+            async move { c.send(Utf8Bytes::from_static("c")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(c.close(CloseReason::HeartbeatTimeout), "the first reason decides");
+        assert!(!c.close(CloseReason::SlowConsumer));
+        for w in waiters {
+            ends(w).await;
+        }
+        assert!(!ends(stuck).await, "a full queue and a close: the reply gives up");
+        assert!(c.is_closed());
+        assert_eq!(c.reason(), CloseReason::HeartbeatTimeout);
+        c.closed().await;
+        assert!(!outer.is_cancelled(), "a connection's close is its own");
+
+        // The outer token: closed without a reason, so a server restart.
+        let outer = CancellationToken::new();
+        let c = conn(1, outer.clone());
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.closed().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        outer.cancel();
+        ends(waiter).await;
+        assert!(c.is_closed());
+        assert_eq!(c.closed_reason(), None);
+        assert_eq!(c.reason(), CloseReason::ServerRestart);
+        assert!(!c.close(CloseReason::SlowConsumer), "shutdown came first");
     }
 }
 
@@ -1546,10 +1704,10 @@ mod tests {
         let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let io = Tracked::new(CountReads { inner: server_io, reads: reads.clone() });
         let socket = open(io, Vec::new(), WebSocketConfig::default(), &server.conn_config).await;
-        let outbox = socket.outbox.clone();
         let shutdown = CancellationToken::new();
-        let conn =
-            tokio::spawn(serve(socket, server.next_conn_id(), addr.ip(), server.clone(), shutdown.clone()));
+        let (handle, conn) =
+            start(socket, server.next_conn_id(), addr.ip(), server.clone(), shutdown.clone());
+        let conn = tokio::spawn(conn);
         let mut ws = WebSocketStream::from_raw_socket(client.unwrap(), Role::Client, None).await;
 
         ws.send(Message::text(r#"{"msg":"connect","version":"1","support":["1"]}"#)).await.unwrap();
@@ -1558,7 +1716,7 @@ mod tests {
         let before = reads.load(Ordering::Relaxed);
         for i in 0..N {
             let frame = format!(r#"{{"msg":"changed","n":{i}}}"#);
-            outbox.try_push(Utf8Bytes::from(frame.clone())).unwrap();
+            assert!(handle.try_send(Utf8Bytes::from(frame.clone())));
             let m = tokio::time::timeout(wait, ws.next()).await.expect("in time").unwrap().unwrap();
             assert_eq!(m.to_text().unwrap(), frame);
         }

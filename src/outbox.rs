@@ -13,7 +13,7 @@ use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -159,10 +159,11 @@ pub(crate) struct Outbox {
     /// not a `Notify`.
     ready: AtomicWaker,
     /// Set when a source other than the queue (the socket's read side, the
-    /// heartbeat timer, the close token) woke the connection's task: see
-    /// [`Outbox::side_waker`].
+    /// heartbeat timer, a close) woke the connection's task: see
+    /// [`Outbox::side_wake`].
     side_woken: AtomicBool,
-    /// Wakes a reply waiting for space.
+    /// Wakes a reply waiting for space, and whoever waits for the
+    /// connection to close ([`Outbox::changed`]).
     space: Notify,
     cap: usize,
     budget: Arc<Budget>,
@@ -311,16 +312,33 @@ impl Outbox {
         self.ready.register(waker);
     }
 
-    /// The waker the connection's task gives to the sources it rarely
-    /// hears from (the socket's read side, the heartbeat timer, the close
-    /// token): it marks that one of them woke the task, then wakes it. A
+    /// What the waker the connection's task gives to the sources it rarely
+    /// hears from (the socket's read side, the heartbeat timer, a close)
+    /// does: it marks that one of them woke the task, then wakes it. A
     /// wake from a room (a push) leaves the mark alone, so the task then
     /// writes without polling those sources: one wake per delivered frame
-    /// costs what the old writer task's did (BENCHMARKS.md, issue 21). It
-    /// lives in this allocation, which every connection already has, so it
-    /// costs no memory per connection.
-    pub(crate) fn side_waker(self: &Arc<Self>) -> Waker {
-        Waker::from(self.clone())
+    /// costs what the old writer task's did (BENCHMARKS.md, issue 21). The
+    /// waker itself is the connection's shared state (`conn::ConnShared`),
+    /// which holds this outbox inline: no memory per connection.
+    pub(crate) fn side_wake(&self) {
+        // Marked before the wake: the task reads the mark after it has
+        // registered, so it either sees it or is woken again.
+        self.side_woken.store(true, Ordering::Release);
+        self.ready.wake();
+    }
+
+    /// Wakes every reply waiting for space and every [`Outbox::changed`]
+    /// waiter: the connection is closing (`conn::ConnHandle::close`).
+    pub(crate) fn wake_waiters(&self) {
+        self.space.notify_waiters();
+    }
+
+    /// Completes at the next [`Outbox::wake_waiters`], drain or write (a
+    /// caller enables it, then checks what it waits for): the connection's
+    /// close signal shares the `Notify` replies wait on for space, so a
+    /// connection pays for one.
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.space.notified()
     }
 
     /// Makes the next [`Outbox::take_side_woken`] say yes: the task's
@@ -419,20 +437,6 @@ impl Outbox {
         };
         drop(dropped);
         self.space.notify_waiters();
-    }
-}
-
-/// Only for [`Outbox::side_waker`]: a wake from a side source.
-impl Wake for Outbox {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Marked before the wake: the task reads the mark after it has
-        // registered, so it either sees it or is woken again.
-        self.side_woken.store(true, Ordering::Release);
-        self.ready.wake();
     }
 }
 

@@ -623,7 +623,7 @@ impl Session {
     /// Drops every room subscription, answering each with `nosub` carrying
     /// `error` (used when the identity they were granted to goes away).
     async fn drop_all_subs(&mut self, error: &MethodError) {
-        let ids: Vec<String> = self.subs.keys().cloned().collect();
+        let ids: Vec<String> = self.subs.keys().map(str::to_owned).collect();
         for id in ids {
             self.unsubscribe(&id).await;
             let _ = self.conn.send(wire::nosub(&id, Some(&error.to_wire("")))).await;
@@ -732,25 +732,27 @@ fn push_snug<T>(v: &mut Vec<T>, item: T) {
 /// A connection's open subscriptions by DDP sub id. A short vector, not a
 /// hash map: connections hold a handful of subs (bounded by the
 /// subscription limit), and an empty vector costs nothing per idle
-/// connection.
+/// connection. The id is a `Box<str>`, not a `String`: an entry is then 64
+/// bytes, an allocator size class, where 72 took the 80-byte one (16 B per
+/// open subscription, BENCHMARKS.md issue 21).
 #[derive(Debug, Default)]
-pub(crate) struct SubMap(Vec<(String, Sub)>);
+pub(crate) struct SubMap(Vec<(Box<str>, Sub)>);
 
 impl SubMap {
     pub(crate) fn insert(&mut self, id: String, sub: Sub) {
-        match self.0.iter_mut().find(|(k, _)| *k == id) {
+        match self.0.iter_mut().find(|(k, _)| **k == *id) {
             Some(slot) => slot.1 = sub,
-            None => push_snug(&mut self.0, (id, sub)),
+            None => push_snug(&mut self.0, (id.into_boxed_str(), sub)),
         }
     }
 
     pub(crate) fn remove(&mut self, id: &str) -> Option<Sub> {
-        let i = self.0.iter().position(|(k, _)| k == id)?;
+        let i = self.0.iter().position(|(k, _)| **k == *id)?;
         Some(self.0.swap_remove(i).1)
     }
 
     pub(crate) fn contains_key(&self, id: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == id)
+        self.0.iter().any(|(k, _)| **k == *id)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -761,11 +763,11 @@ impl SubMap {
         self.0.iter().map(|(_, s)| s)
     }
 
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(k, _)| k)
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| &**k)
     }
 
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (String, Sub)> + '_ {
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (Box<str>, Sub)> + '_ {
         self.0.drain(..)
     }
 }
@@ -773,6 +775,25 @@ impl SubMap {
 #[cfg(test)]
 mod tests {
     use super::push_snug;
+
+    /// An open subscription's entry fits the allocator's 64-byte class
+    /// (with a `String` id it was 72 bytes, so 80 in mimalloc and glibc).
+    #[test]
+    fn a_subscription_entry_is_64_bytes() {
+        fn entry<T>(_: &[T]) -> usize {
+            std::mem::size_of::<T>()
+        }
+        let mut subs = super::SubMap::default();
+        assert_eq!(entry(&subs.0), 64);
+        assert!(subs.remove("1").is_none());
+        let sub = super::Sub::Logged(crate::hub::LoggedEvent::UserStatus);
+        subs.insert("1".to_owned(), sub.clone());
+        subs.insert("2".to_owned(), sub.clone());
+        subs.insert("1".to_owned(), sub);
+        assert_eq!(subs.len(), 2, "the same id replaces its entry");
+        assert!(subs.contains_key("2") && subs.remove("1").is_some() && !subs.contains_key("1"));
+        assert_eq!(subs.keys().collect::<Vec<_>>(), ["2"]);
+    }
 
     /// A short vector holds what it uses (what an idle connection keeps),
     /// and a long one still grows amortized.
