@@ -7,7 +7,7 @@
 
 use crate::error::MethodError;
 use crate::hub::{LoggedEvent, UserEvent};
-use crate::room::{RoomCommand, Topic};
+use crate::room::{RoomCommand, SubscribeParams, Topic};
 use crate::session::{Session, Sub};
 use crate::wire;
 use serde_json::Value;
@@ -113,9 +113,12 @@ async fn room_topic_of(s: &mut Session, id: &str, rid: &str, topic: Topic) -> Re
     };
     let sink = s.conn().sink();
     let sub_id = id.to_owned();
-    room.ask(|tx| RoomCommand::Subscribe { sink, uid, signed_in, topic, sub_id, respond_to: tx })
-        .await
-        .map_err(|_| MethodError::SubNotAllowed)?;
+    room.ask(|tx| RoomCommand::Subscribe {
+        params: Box::new(SubscribeParams { sink, uid, signed_in, topic, sub_id }),
+        respond_to: tx,
+    })
+    .await
+    .map_err(|_| MethodError::SubNotAllowed)?;
     s.add_sub(id.to_owned(), Sub::Room { room, topic });
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use super::Cluster;
 use crate::ids::{ConnId, RoomId, UserId};
-use crate::room::{RoomCommand, Topic};
+use crate::room::{NotifyParams, RoomCommand, Topic};
 use crate::server::ServerState;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -74,13 +74,13 @@ pub(super) fn spawn(cluster: Arc<Cluster>, state: Arc<ServerState>) {
                 if let Some(room) = state.registry.get(rid) {
                     // Connection 0 is nobody's: every listener here hears it,
                     // and it is not passed on again.
-                    let cmd = RoomCommand::Notify {
+                    let cmd = RoomCommand::Notify(Box::new(NotifyParams {
                         from: ConnId(0),
                         uid: n.uid,
                         topic,
                         event: n.event,
                         args: n.args,
-                    };
+                    }));
                     room.tell(cmd).await;
                 }
             }

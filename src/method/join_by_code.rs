@@ -6,8 +6,8 @@ use super::{Call, Method, MethodResult, Params};
 use crate::error::MethodError;
 use crate::ids::{RoomCode, UserId};
 use crate::permissions::Principal;
-use crate::room::RoomCommand;
 use crate::room::view::Seated;
+use crate::room::{JoinParams, ResumeParams, RoomCommand};
 use crate::session::{Session, user_principal};
 use crate::wire;
 use serde_json::{Map, Value};
@@ -91,7 +91,11 @@ async fn join(s: &mut Session, c: JoinByCode) -> Result<Seated, MethodError> {
     let listener = s.room_listener();
     if !who.guest {
         let participant = room
-            .ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, since, respond_to: tx })
+            .ask(|tx| RoomCommand::JoinByCode {
+                who: Box::new(who),
+                params: Box::new(JoinParams { conn, listener, since }),
+                respond_to: tx,
+            })
             .await?;
         return Ok(participant);
     }
@@ -102,7 +106,10 @@ async fn join(s: &mut Session, c: JoinByCode) -> Result<Seated, MethodError> {
         let current = s.guest_id().cloned();
         let listener = listener.clone();
         let resumed = room
-            .ask(|tx| RoomCommand::ResumeGuest { token, conn, current, listener, since, respond_to: tx })
+            .ask(|tx| RoomCommand::ResumeGuest {
+                params: Box::new(ResumeParams { token, current, join: JoinParams { conn, listener, since } }),
+                respond_to: tx,
+            })
             .await;
         match resumed {
             Ok(Some((gid, participant))) => {
@@ -118,7 +125,11 @@ async fn join(s: &mut Session, c: JoinByCode) -> Result<Seated, MethodError> {
     }
     let gid = who.id.clone();
     let joined = room
-        .ask(|tx| RoomCommand::JoinByCode { who: Box::new(who), conn, listener, since, respond_to: tx })
+        .ask(|tx| RoomCommand::JoinByCode {
+            who: Box::new(who),
+            params: Box::new(JoinParams { conn, listener, since }),
+            respond_to: tx,
+        })
         .await;
     s.record_guest(&room, Some(gid));
     joined.map_err(MethodError::from)

@@ -6,7 +6,7 @@
 
 use super::{Call, Method, MethodResult, Params, room};
 use crate::error::MethodError;
-use crate::room::{Message, RoomCommand, RoomError};
+use crate::room::{HistoryParams, Message, RoomCommand, RoomError};
 use crate::session::Session;
 use crate::time::Millis;
 use crate::wire;
@@ -47,11 +47,7 @@ impl Call for LoadHistory {
         let end = self.end;
         Ok(room
             .ask(|tx| RoomCommand::History {
-                uid: who.id,
-                end,
-                after: None,
-                limit,
-                max_bytes,
+                params: Box::new(HistoryParams { uid: who.id, end, after: None, limit, max_bytes }),
                 respond_to: tx,
             })
             .await?)
@@ -93,11 +89,7 @@ pub(super) async fn missed(s: &mut Session, p: Params) -> MethodResult {
     let limit = MAX_LIMIT as usize;
     let messages = room
         .ask(|tx| RoomCommand::History {
-            uid,
-            end: None,
-            after: Some(after),
-            limit,
-            max_bytes,
+            params: Box::new(HistoryParams { uid, end: None, after: Some(after), limit, max_bytes }),
             respond_to: tx,
         })
         .await?;

@@ -47,7 +47,12 @@ async fn add(s: &mut Session, o: &serde_json::Map<String, Value>, usernames: Vec
     }
     for target in targets {
         let who = who.clone();
-        room.ask(|tx| RoomCommand::AddMember { who: Box::new(who), target, respond_to: tx }).await?;
+        room.ask(|tx| RoomCommand::AddMember {
+            who: Box::new(who),
+            target: Box::new(target),
+            respond_to: tx,
+        })
+        .await?;
     }
     Ok(Some(Value::Bool(true)))
 }

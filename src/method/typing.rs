@@ -7,7 +7,7 @@
 
 use super::{MethodResult, Params, room};
 use crate::error::MethodError;
-use crate::room::{RoomCommand, Topic};
+use crate::room::{NotifyParams, RoomCommand, Topic};
 use crate::session::Session;
 use serde_json::Value;
 
@@ -38,7 +38,13 @@ pub(super) async fn call(s: &mut Session, p: Params) -> MethodResult {
     }
     let room = room(s, rid).await?;
     let args = Value::Array(p.0[1..].to_vec());
-    room.tell(RoomCommand::Notify { from: s.conn().id, uid: who.id, topic, event: event.to_owned(), args })
-        .await;
+    room.tell(RoomCommand::Notify(Box::new(NotifyParams {
+        from: s.conn().id,
+        uid: who.id,
+        topic,
+        event: event.to_owned(),
+        args,
+    })))
+    .await;
     Ok(None)
 }

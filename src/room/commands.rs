@@ -7,7 +7,10 @@
 
 use super::RoomError;
 use super::actor::{Out, Resume, RoomActor};
-use super::handle::{Reply, RoomCommand, SendParams, Topic};
+use super::handle::{
+    HistoryParams, JoinParams, NotifyParams, Reply, ResumeParams, RoomCommand, SendParams, SubscribeParams,
+    Topic,
+};
 use super::listener::RoomListener;
 use super::log::{Order, RoomOp};
 use super::model::Message;
@@ -41,7 +44,7 @@ impl RoomActor {
                 return self.reseed(*state, *snapshot, entries);
             }
             RoomCommand::Load { snapshot, entries } => return self.load(snapshot.map(|s| *s), entries),
-            RoomCommand::Unlogged { id, error } => return self.unlogged(&id, error),
+            RoomCommand::Unlogged { id, error } => return self.unlogged(&id, *error),
             cmd => match self.split(cmd) {
                 Split::Change(op, waiter, claim) => return self.sequence(op, waiter, claim),
                 Split::Other(cmd) => cmd,
@@ -63,13 +66,15 @@ impl RoomActor {
     fn decide(&mut self, cmd: RoomCommand, now: Millis) {
         use RoomCommand as C;
         match cmd {
-            C::ResumeGuest { token, conn, current, listener, since, respond_to } => {
+            C::ResumeGuest { params, respond_to } => {
+                let ResumeParams { token, current, join: JoinParams { conn, listener, since } } = *params;
                 self.resume_guest(&token, conn, current, Tuned { listener, since }, respond_to)
             }
             C::Doc { respond_to } => self.reply(respond_to, Ok(self.state.info())),
             C::DocFor { uid, respond_to } => self.reply(respond_to, self.state.info_for(&uid)),
             C::Sweep => self.sweep(),
-            C::Subscribe { sink, uid, signed_in, topic, sub_id, respond_to } => {
+            C::Subscribe { params, respond_to } => {
+                let SubscribeParams { sink, uid, signed_in, topic, sub_id } = *params;
                 let r = if self.state.can_read(&uid, signed_in && topic == Topic::Messages) {
                     self.staged.push(Out::AddSub { sink, uid, topic, sub_id });
                     Ok(())
@@ -103,7 +108,8 @@ impl RoomActor {
             | C::SetMuted { .. }
             | C::SetArchived { .. }
             | C::SetFlag { .. } => {}
-            C::History { uid, end, after, limit, max_bytes, respond_to } => {
+            C::History { params, respond_to } => {
+                let HistoryParams { uid, end, after, limit, max_bytes } = *params;
                 self.history(&uid, (end, after), limit, max_bytes, now, respond_to)
             }
             C::SubscriptionDoc { uid, respond_to } => {
@@ -111,7 +117,8 @@ impl RoomActor {
             }
             C::Roles { uid, respond_to } => self.reply(respond_to, self.state.role_entries(&uid)),
             C::Participants { uid, respond_to } => self.reply(respond_to, self.state.participants(&uid)),
-            C::Notify { from, uid, topic, event, args } => {
+            C::Notify(params) => {
+                let NotifyParams { from, uid, topic, event, args } = *params;
                 if self.state.is_member(&uid) {
                     self.relay(from, topic, &event, &args);
                     // From a connection here (not relayed from another node):

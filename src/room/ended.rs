@@ -84,7 +84,8 @@ impl EndedRoom {
             C::Participants { uid, respond_to } => {
                 let _ = respond_to.send(s.participants(&uid));
             }
-            C::History { uid, respond_to, .. } => {
+            C::History { params, respond_to } => {
+                let uid = params.uid;
                 // Readable as the live room would be; the history stays on
                 // disk but is not kept in memory for a released room.
                 let r = if s.can_read(&uid, true) { Ok(Vec::new()) } else { Err(RoomError::NotAllowed) };
@@ -117,7 +118,7 @@ impl EndedRoom {
             | C::Load { .. }
             | C::Unlogged { .. }
             | C::Sweep
-            | C::Notify { .. } => {}
+            | C::Notify(_) => {}
         }
     }
 }

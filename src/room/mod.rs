@@ -24,7 +24,10 @@ pub mod view;
 
 pub use ended::EndedRoom;
 pub use error::RoomError;
-pub use handle::{Reply, RoomCommand, RoomConfig, RoomDeps, RoomHandle, SendParams, Topic};
+pub use handle::{
+    HistoryParams, JoinParams, NotifyParams, Reply, ResumeParams, RoomCommand, RoomConfig, RoomDeps,
+    RoomHandle, SendParams, SubscribeParams, Topic,
+};
 pub use listener::{MeetingEvent, RoomListener};
 pub use model::{Member, Message, RoomRoles, RoomType, SeatToken, UserRef};
 pub use replay::ReplayLimits;

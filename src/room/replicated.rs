@@ -9,7 +9,7 @@
 
 use super::RoomError;
 use super::actor::RoomActor;
-use super::handle::{Reply, RoomCommand};
+use super::handle::{JoinParams, Reply, RoomCommand};
 use super::listener::RoomListener;
 use super::log::{Entry, Order, RoomOp, fixed_id};
 use super::model::Message;
@@ -129,7 +129,8 @@ impl RoomActor {
             RoomCommand::JoinSelf { who, code, respond_to } => {
                 (RoomOp::JoinSelf { who, code }, Waiter::Joined(respond_to))
             }
-            RoomCommand::JoinByCode { who, conn, listener, since, respond_to } => {
+            RoomCommand::JoinByCode { who, params, respond_to } => {
+                let JoinParams { conn, listener, since } = *params;
                 (RoomOp::JoinByCode { who }, Waiter::ByCode { conn, listener, since, respond_to })
             }
             RoomCommand::Leave { uid, respond_to } => (RoomOp::Leave { uid }, Waiter::Unit(respond_to)),
@@ -171,7 +172,7 @@ impl RoomActor {
                 (RoomOp::Send { who, params }, Waiter::Message(respond_to))
             }
             RoomCommand::AddMember { who, target, respond_to } => {
-                (RoomOp::AddMember { who, target }, Waiter::Bool(respond_to))
+                (RoomOp::AddMember { who, target: *target }, Waiter::Bool(respond_to))
             }
             RoomCommand::RemoveMember { who, target, respond_to } => {
                 (RoomOp::RemoveMember { who, target }, Waiter::Unit(respond_to))
@@ -242,7 +243,7 @@ impl RoomActor {
             if let Err(error) = append.await
                 && let Some(tx) = me.upgrade()
             {
-                let _ = tx.send(RoomCommand::Unlogged { id, error }).await;
+                let _ = tx.send(RoomCommand::Unlogged { id, error: Box::new(error) }).await;
             }
         });
     }

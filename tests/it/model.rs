@@ -15,8 +15,8 @@ use proptest::test_runner::Config;
 use roomd::ids::{ConnId, MessageId, RoomCode, RoomId, UserId};
 use roomd::permissions::Principal;
 use roomd::room::{
-    CreateOptions, Effect, EndedRoom, Flag, Joined, Reply, RoleKind, RoomCommand, RoomError, RoomRoles,
-    RoomState, RoomType, SendParams, Setting, SystemKind,
+    CreateOptions, Effect, EndedRoom, Flag, HistoryParams, JoinParams, Joined, Reply, RoleKind, RoomCommand,
+    RoomError, RoomRoles, RoomState, RoomType, SendParams, Setting, SystemKind,
 };
 use roomd::time::Millis;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -568,9 +568,7 @@ fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
         }
         let got = ask(&ended, |tx| RoomCommand::JoinByCode {
             who: Box::new(who.clone()),
-            conn: ConnId(1),
-            listener: None,
-            since: None,
+            params: Box::new(JoinParams { conn: ConnId(1), listener: None, since: None }),
             respond_to: tx,
         });
         let want = live().join_by_code(&who, now, &mut Vec::new());
@@ -598,11 +596,13 @@ fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
         // History is read as the live room would allow; its messages are no
         // longer kept in memory.
         let got = ask(&ended, |tx| RoomCommand::History {
-            uid: who.id.clone(),
-            end: None,
-            after: None,
-            limit: 10,
-            max_bytes: 1 << 20,
+            params: Box::new(HistoryParams {
+                uid: who.id.clone(),
+                end: None,
+                after: None,
+                limit: 10,
+                max_bytes: 1 << 20,
+            }),
             respond_to: tx,
         });
         let want = if state.can_read(&who.id, true) { Ok(Vec::new()) } else { Err(RoomError::NotAllowed) };
@@ -653,7 +653,11 @@ fn ended_answers_as_live(mut state: RoomState) -> Result<(), TestCaseError> {
         );
         let target_ref = roomd::room::UserRef { id: target.clone(), username: "name3".into(), name: None };
         prop_assert_eq!(
-            ask(&ended, |tx| RoomCommand::AddMember { who: who(), target: target_ref, respond_to: tx }),
+            ask(&ended, |tx| RoomCommand::AddMember {
+                who: who(),
+                target: Box::new(target_ref),
+                respond_to: tx
+            }),
             Err(RoomError::Inactive)
         );
     }
