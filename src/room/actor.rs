@@ -45,6 +45,18 @@ pub(super) struct Subscriber {
     pub(super) sub_ids: Vec<String>,
 }
 
+impl Subscriber {
+    /// Adds a DDP sub id once. Most connections hold one or two subs on a
+    /// room, for the room's life: a `push` on an empty `Vec` would make
+    /// room for four (96 B where one needs 24).
+    fn add_sub_id(&mut self, sub_id: String) {
+        if !self.sub_ids.contains(&sub_id) {
+            self.sub_ids.reserve_exact(1);
+            self.sub_ids.push(sub_id);
+        }
+    }
+}
+
 /// A connection that joined by code through a door that hears the room as
 /// events (Socket.IO): it hears every meeting event from its join on.
 pub(super) struct Listening {
@@ -76,7 +88,7 @@ pub(super) struct RoomActor {
     /// The latest `history_limit` messages, oldest first: a cache of the
     /// newest part of the room's history, which `loadHistory` answers from
     /// before it reads older pages from the store.
-    pub(super) history: VecDeque<Arc<Message>>,
+    pub(super) history: VecDeque<super::recent::Recent>,
     /// Whether `history` holds every message the room has (a new room, or a
     /// restored one that had fewer than the window): then no page needs the
     /// store. Cleared for good when the window first drops a message.
@@ -84,8 +96,10 @@ pub(super) struct RoomActor {
     /// Ids in `history`, to refuse a client-chosen `_id` twice.
     pub(super) history_ids: HashSet<MessageId>,
     /// A delivered log: what the replica keeps between snapshots of its
-    /// log (recent messages and ids, the history chunks' index).
-    pub(super) compaction: super::compacted::RoomCompaction,
+    /// log (recent messages and ids, the history chunks' index). Made on
+    /// first use, so a room that never applies a log (one node) holds a
+    /// pointer instead of ~300 B and an `Arc`.
+    pub(super) compaction: Option<Box<super::compacted::RoomCompaction>>,
     /// Ids of messages submitted to the store and not yet committed: a
     /// burst can push them out of `history` before the store has them.
     pub(super) unconfirmed: HashSet<MessageId>,
@@ -170,7 +184,7 @@ pub(super) fn spawn(
         history_complete,
         history_ids: HashSet::new(),
         unconfirmed: HashSet::new(),
-        compaction: Default::default(),
+        compaction: None,
         guest_epochs: HashMap::new(),
         guest_holders: HashMap::new(),
         guest_nodes: HashMap::new(),
@@ -188,7 +202,7 @@ pub(super) fn spawn(
     };
     for m in history {
         actor.history_ids.insert(m.id.clone());
-        actor.history.push_back(Arc::new(m));
+        actor.history.push_back(super::recent::Recent::new(m, &actor.state.id));
     }
     if actor.order == Order::Now {
         // Guests of a restored room: no connection holds their seats after
@@ -328,7 +342,7 @@ impl RoomActor {
             && self.waiters.is_empty()
             && self.pending.is_empty()
             && self.staged.is_empty()
-            && !self.compaction.writing()
+            && !self.compaction.as_ref().is_some_and(|c| c.writing())
             && !self.state.members.keys().any(|uid| {
                 self.hub.has_listener(uid, UserEvent::RoomsChanged)
                     || self.hub.has_listener(uid, UserEvent::SubscriptionsChanged)
@@ -482,9 +496,7 @@ impl RoomActor {
                         sub_ids: Vec::new(),
                     });
                     entry.topics |= topic.bit();
-                    if !entry.sub_ids.contains(&sub_id) {
-                        entry.sub_ids.push(sub_id);
-                    }
+                    entry.add_sub_id(sub_id);
                 }
                 Out::RemoveSub { conn, topic, sub_id, last } => {
                     if let Some(s) = self.subscribers.get_mut(&conn) {
@@ -612,5 +624,42 @@ mod tests {
         let run = returned_size(RoomActor::run);
         eprintln!("actor {actor} B, run {run} B");
         assert!(run <= actor + 512, "room future is {run} bytes for a {actor}-byte actor");
+    }
+
+    /// Every room holds its actor for its whole life, idle or not (in rooms
+    /// of 10, a tenth of it per connection). It was 1,792 bytes: the
+    /// compaction state of a delivered log (~290 B) inline in rooms that
+    /// never apply one, and the seeded id generator (~330 B) inline in
+    /// every room's state though only a change applied from a log uses it.
+    #[test]
+    fn the_room_actor_stays_small() {
+        let actor = std::mem::size_of::<RoomActor>();
+        let state = std::mem::size_of::<RoomState>();
+        eprintln!("actor {actor} B, state {state} B");
+        assert!(actor <= ACTOR_MAX, "the room actor is {actor} bytes");
+    }
+    const ACTOR_MAX: usize = 1_200;
+
+    /// A subscriber's sub ids take what they hold, not a `Vec`'s first
+    /// four slots.
+    #[test]
+    fn a_subscriber_holds_its_sub_ids_snugly() {
+        #[derive(Debug)]
+        struct Nowhere;
+        impl RoomSink for Nowhere {
+            fn id(&self) -> ConnId {
+                ConnId(1)
+            }
+            fn try_send(&self, _: Utf8Bytes) -> bool {
+                true
+            }
+        }
+        let mut s =
+            Subscriber { sink: Arc::new(Nowhere), uid: UserId::from("u"), topics: 0, sub_ids: Vec::new() };
+        s.add_sub_id("s1".into());
+        s.add_sub_id("s1".into());
+        assert_eq!((s.sub_ids.len(), s.sub_ids.capacity()), (1, 1));
+        s.add_sub_id("s2".into());
+        assert_eq!((s.sub_ids.len(), s.sub_ids.capacity()), (2, 2));
     }
 }

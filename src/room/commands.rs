@@ -401,7 +401,7 @@ impl RoomActor {
         if self.order == Order::Delivered {
             // Only what every replica holds alike decides (not the
             // per-node window).
-            return Ok(self.compaction.knows(id));
+            return Ok(self.compaction.as_ref().is_some_and(|c| c.knows(id)));
         }
         if self.history_ids.contains(id) || self.unconfirmed.contains(id) {
             return Ok(true);
@@ -444,7 +444,8 @@ impl RoomActor {
                 // store, off this loop, once earlier commits are
                 // durable (a burst may have pushed messages out of
                 // the window before the store had them).
-                let before = self.history.front().map_or(end, |m| Some(end.map_or(m.ts, |e| e.min(m.ts))));
+                let before =
+                    self.history.front().map_or(end, |m| Some(end.map_or(m.ts(), |e| e.min(m.ts()))));
                 let (store, rid) = (store.clone(), self.state.id.clone());
                 self.staged.push(Out::Reply(Box::new(move |failed| {
                     if failed.is_some() {

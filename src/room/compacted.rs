@@ -56,6 +56,11 @@ pub(super) struct RoomCompaction {
     writing: Arc<AtomicBool>,
 }
 
+/// The room's compaction state, made on its first use (a delivered log).
+pub(super) fn made(c: &mut Option<Box<RoomCompaction>>) -> &mut RoomCompaction {
+    c.get_or_insert_with(Box::default)
+}
+
 impl RoomCompaction {
     /// Whether this node is writing a snapshot of the room now.
     pub(super) fn writing(&self) -> bool {
@@ -93,9 +98,9 @@ impl RoomActor {
             _ => entry,
         };
         let (seq, origin) = (entry.seq, entry.origin.clone());
-        self.compaction.applying = seq;
+        made(&mut self.compaction).applying = seq;
         self.apply_entry(entry);
-        self.compaction.since.push_back(seq);
+        made(&mut self.compaction).since.push_back(seq);
         self.maybe_snapshot(&origin);
     }
 
@@ -103,7 +108,7 @@ impl RoomActor {
     /// snapshot (`cluster::compact::unknown_room`); otherwise it is the
     /// entry in its place in the log.
     fn apply_snapshot(&mut self, snap: RoomSnapshot, seq: u64) {
-        let c = &mut self.compaction;
+        let c = made(&mut self.compaction);
         if seq == 0 {
             self.guest_nodes = snap.guest_nodes.into_iter().collect();
             self.clock.saw(snap.clock);
@@ -142,13 +147,17 @@ impl RoomActor {
     /// the writer's base at all. Such a replica reloads the room from the
     /// snapshot (`reseed`) instead.
     pub(super) fn holds_all_before(&self, snap: &RoomSnapshot) -> bool {
-        let c = &self.compaction;
         let Some(count) = snap.count else { return true };
-        if snap.covers <= c.covered {
+        // No compaction state yet: nothing applied, as a fresh one says.
+        let (covered, applied) = self
+            .compaction
+            .as_deref()
+            .map_or((0, 0), |c| (c.covered, c.since.iter().filter(|s| **s <= snap.covers).count() as u64));
+        if snap.covers <= covered {
             // Older than or the same as what it applied: ignored anyway.
             return true;
         }
-        snap.base == c.covered && c.since.iter().filter(|s| **s <= snap.covers).count() as u64 == count
+        snap.base == covered && applied == count
     }
 
     /// Starts the room over from `snapshot` (an entry in its place in the
@@ -170,8 +179,9 @@ impl RoomActor {
         self.state = state;
         self.history.clear();
         self.history_ids.clear();
-        let writing = self.compaction.writing.clone();
-        self.compaction = RoomCompaction { writing, ..Default::default() };
+        // Keeps the flag of a snapshot this node may be writing now.
+        let writing = self.compaction.as_ref().map(|c| c.writing.clone()).unwrap_or_default();
+        self.compaction = Some(Box::new(RoomCompaction { writing, ..Default::default() }));
         // As a node meeting the room first at this snapshot: the snapshot
         // as the starting point, the entries after it, then the snapshot
         // entry in its place.
@@ -194,7 +204,7 @@ impl RoomActor {
     /// replay window starts afresh.
     fn seed(&mut self, snap: RoomSnapshot, at: u64, entries: Vec<Entry>) {
         self.apply_snapshot(snap.clone(), 0);
-        let covered = self.compaction.covered;
+        let covered = self.compaction.as_ref().map_or(0, |c| c.covered);
         let (before, after): (Vec<Entry>, Vec<Entry>) =
             entries.into_iter().filter(|e| e.seq > covered).partition(|e| e.seq < at);
         for e in before {
@@ -243,8 +253,8 @@ impl RoomActor {
             return;
         }
         let retry = (every / 10).max(1);
-        let n = self.compaction.since.len() as u64;
-        let c = &self.compaction;
+        let c = made(&mut self.compaction);
+        let n = c.since.len() as u64;
         if n < every
             || !(n - every).is_multiple_of(retry)
             || origin != self.log.origin()
@@ -302,12 +312,13 @@ impl RoomActor {
             return self.reply(respond_to, Ok(page.messages));
         }
         let before = match (self.history.front(), end) {
-            (Some(m), Some(e)) => m.ts.min(e),
-            (Some(m), None) => m.ts,
+            (Some(m), Some(e)) => m.ts().min(e),
+            (Some(m), None) => m.ts(),
             (None, Some(e)) => e,
             (None, None) => Millis(i64::MAX),
         };
-        for (_, m) in self.compaction.tail.iter().rev() {
+        let c = self.compaction.as_deref();
+        for (_, m) in c.into_iter().flat_map(|c| c.tail.iter()).rev() {
             if m.ts >= before || m.ts < floor {
                 continue;
             }
@@ -315,10 +326,9 @@ impl RoomActor {
                 break;
             }
         }
-        let older: Vec<ChunkRef> = self
-            .compaction
-            .chunks
-            .iter()
+        let older: Vec<ChunkRef> = c
+            .into_iter()
+            .flat_map(|c| c.chunks.iter())
             .filter(|c| c.first_ts < before && c.last_ts >= floor)
             .cloned()
             .collect();

@@ -2,8 +2,9 @@
 //! reads return ([`view`], shaped into documents by `wire::room`), the
 //! handle everyone else holds (`handle`), the actor that owns a room's state and its
 //! subscribers (`actor`: its loop and commit pipeline), what it does with
-//! each command (`commands`), what it publishes (`publish`), and what
-//! remains of a room that ended and emptied (`ended`).
+//! each command (`commands`), what it publishes (`publish`), how it keeps
+//! its recent history (`recent`), and what remains of a room that ended
+//! and emptied (`ended`).
 
 mod actor;
 mod commands;
@@ -15,6 +16,7 @@ mod listener;
 pub mod log;
 pub mod model;
 mod publish;
+mod recent;
 mod replay;
 mod replicated;
 mod sink;

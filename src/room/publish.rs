@@ -9,6 +9,7 @@ use super::actor::{Out, RoomActor, Subscriber};
 use super::handle::Topic;
 use super::listener::MeetingEvent;
 use super::model::{Member, Message};
+use super::recent::Recent;
 use super::state::{Effect, SystemKind};
 use super::view::ParticipantView;
 use crate::durability::{Durability, RoomChange};
@@ -251,15 +252,19 @@ impl RoomActor {
                 self.staged.extend(outs);
             }
         }
-        let msg = Arc::new(msg);
-        if self.order == super::log::Order::Delivered {
-            self.compaction.accepted(&msg);
-        }
         self.history_ids.insert(msg.id.clone());
-        self.history.push_back(msg);
+        let kept = if self.order == super::log::Order::Delivered {
+            // The compaction tail holds it too: one `Arc` for both.
+            let msg = Arc::new(msg);
+            super::compacted::made(&mut self.compaction).accepted(&msg);
+            Recent::Full(msg)
+        } else {
+            Recent::new(msg, &self.state.id)
+        };
+        self.history.push_back(kept);
         while self.history.len() > self.cfg.history_limit {
             if let Some(old) = self.history.pop_front() {
-                self.history_ids.remove(&old.id);
+                self.history_ids.remove(old.id());
                 self.history_complete = false;
             }
         }
@@ -357,8 +362,8 @@ impl RoomActor {
         max_bytes: usize,
     ) -> HistoryPage {
         let mut page = HistoryPage::default();
-        for m in self.history.iter().rev().filter(|m| end.is_none_or(|e| m.ts < e) && m.ts >= floor) {
-            if !page.wants_more(limit) || !page.push(Arc::clone(m), max_bytes) {
+        for m in self.history.iter().rev().filter(|m| end.is_none_or(|e| m.ts() < e) && m.ts() >= floor) {
+            if !page.wants_more(limit) || !page.push(m.message(&self.state.id), max_bytes) {
                 break;
             }
         }
