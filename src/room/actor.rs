@@ -260,6 +260,9 @@ pub(super) enum Out {
         seq: u64,
         at: Millis,
         payload: Arc<RawValue>,
+        /// A `room-updated` event's status, which `payload` renders: the
+        /// replay window keeps this instead of the bytes.
+        status: Option<super::view::MeetingStatus>,
     },
     /// A connection starts hearing meeting events (it joined by code).
     Listen {
@@ -469,9 +472,9 @@ impl RoomActor {
                     // to every signed-in user.
                     self.hub.send_logged_to(event, &frame, |uid| self.state.can_read(uid, true))
                 }
-                Out::Meeting { event, seq, at, payload } if failed.is_none() => {
+                Out::Meeting { event, seq, at, payload, status } if failed.is_none() => {
                     self.deliver_meeting(event, &payload);
-                    self.replay.push(seq, at, event, payload);
+                    self.replay.push(seq, at, event, payload, status);
                 }
                 Out::Room { .. } | Out::User { .. } | Out::Logged { .. } | Out::Meeting { .. } => {}
                 Out::Listen { conn, uid, sink, resume } => {
@@ -481,7 +484,7 @@ impl RoomActor {
                         // Inside the actor, between the events decided
                         // before the seat and those after: nothing is
                         // missed or heard twice.
-                        if !missed.into_iter().all(|e| sink.emit(e.event, &e.payload)) {
+                        if !missed.into_iter().all(|e| sink.emit(e.event, &e.payload())) {
                             continue;
                         }
                         r.recovered.store(true, std::sync::atomic::Ordering::Release);

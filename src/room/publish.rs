@@ -54,6 +54,11 @@ impl DocOnce {
     }
 }
 
+/// A `room-updated` event's payload: the one rendering, live and replayed.
+pub(super) fn replay_status(status: &super::view::MeetingStatus, seq: u64) -> Box<RawValue> {
+    raw(&wire::room::meeting_status_event(status, seq))
+}
+
 /// `v` as JSON bytes that later frames embed without serialising it again.
 fn raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
     // Our own types always serialise; the `null` fallback is unreachable.
@@ -110,14 +115,18 @@ impl RoomActor {
                 }
                 Effect::RoomUpdated => {
                     let seq = self.next_seq();
-                    let status = raw(&wire::room::meeting_status_event(&self.state.status(), seq));
+                    let compact = self.state.status();
+                    let status = replay_status(&compact, seq);
                     if self.wants(Topic::Participants) {
                         let args = ("room-updated", &*status);
                         let event = format!("{rid}/participants");
                         let frame = wire::stream_changed_at("stream-notify-room", &event, &args, Some(seq));
                         self.broadcast(Topic::Participants, &frame, None);
                     }
-                    self.meeting(MeetingEvent::RoomUpdated, seq, now, status);
+                    // Every join and leave makes one, and the replay window
+                    // keeps it: as its four fields, not its ~90 bytes.
+                    let (event, payload) = (MeetingEvent::RoomUpdated, status.into());
+                    self.staged.push(Out::Meeting { event, seq, at: now, payload, status: Some(compact) });
                 }
                 Effect::MembershipAdded(uid) => {
                     self.users.add_membership(&uid, &rid);
@@ -326,7 +335,7 @@ impl RoomActor {
 
     /// Stages a meeting event for every listener (see `RoomListener`).
     fn meeting(&mut self, event: MeetingEvent, seq: u64, at: Millis, payload: impl Into<Arc<RawValue>>) {
-        self.staged.push(Out::Meeting { event, seq, at, payload: payload.into() });
+        self.staged.push(Out::Meeting { event, seq, at, payload: payload.into(), status: None });
     }
 
     /// Stages one pre-serialised frame for every subscriber of `topic`.

@@ -11,8 +11,11 @@
 //! commit failed was never heard, so it is never replayed.
 
 use super::listener::MeetingEvent;
+use super::publish::replay_status;
+use super::view::MeetingStatus;
 use crate::time::Millis;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,12 +57,30 @@ pub(super) struct Replayable {
     /// every node ages its window alike).
     at: Millis,
     pub(super) event: MeetingEvent,
-    pub(super) payload: Arc<RawValue>,
+    /// The payload's length, counted against the limits as its bytes.
+    len: u32,
+    payload: Kept,
+}
+
+/// An event's payload: its bytes, or for a `room-updated` event (one per
+/// join and leave) the status they render, rendered again the same way
+/// (`publish::replay_status`) when a socket comes back.
+enum Kept {
+    Bytes(Arc<RawValue>),
+    Status(MeetingStatus),
 }
 
 impl Replayable {
     fn cost(&self) -> usize {
-        self.payload.get().len() + ENTRY_OVERHEAD
+        self.len as usize + ENTRY_OVERHEAD
+    }
+
+    /// The bytes its listeners got.
+    pub(super) fn payload(&self) -> Cow<'_, RawValue> {
+        match &self.payload {
+            Kept::Bytes(b) => Cow::Borrowed(&**b),
+            Kept::Status(s) => Cow::Owned(replay_status(s, self.seq)),
+        }
     }
 }
 
@@ -80,8 +101,24 @@ impl ReplayWindow {
     }
 
     /// Keeps a delivered event, then trims the window to its limits.
-    pub(super) fn push(&mut self, seq: u64, at: Millis, event: MeetingEvent, payload: Arc<RawValue>) {
-        let e = Replayable { seq, at, event, payload };
+    /// `status` is what `payload` renders, if it is a `room-updated` event.
+    pub(super) fn push(
+        &mut self,
+        seq: u64,
+        at: Millis,
+        event: MeetingEvent,
+        payload: Arc<RawValue>,
+        status: Option<MeetingStatus>,
+    ) {
+        let Ok(len) = u32::try_from(payload.get().len()) else {
+            // Larger than any frame a connection takes: never replayable.
+            return self.drop_all(seq);
+        };
+        let payload = match status {
+            Some(s) => Kept::Status(s),
+            None => Kept::Bytes(payload),
+        };
+        let e = Replayable { seq, at, event, len, payload };
         let cost = e.cost();
         self.bytes += cost;
         self.limits.total.fetch_add(cost, Ordering::Relaxed);
@@ -101,6 +138,14 @@ impl ReplayWindow {
             }
             self.drop_front();
         }
+    }
+
+    /// Forgets every event up to `seq`: a `since` before it is not recovered.
+    fn drop_all(&mut self, seq: u64) {
+        while !self.events.is_empty() {
+            self.drop_front();
+        }
+        self.floor = seq;
     }
 
     fn drop_front(&mut self) {
@@ -146,12 +191,12 @@ mod tests {
         assert!(w.after(4, 5).is_none(), "before the window");
         assert_eq!(w.after(5, 5).map(|i| i.count()), Some(0));
         for seq in 6..=10 {
-            w.push(seq, Millis(1000), MeetingEvent::Message, payload(10));
+            w.push(seq, Millis(1000), MeetingEvent::Message, payload(10), None);
         }
         // All young: all kept.
         assert_eq!(w.after(5, 10).map(|i| i.count()), Some(5));
         // Old now: only the last three stay.
-        w.push(11, Millis(100_000), MeetingEvent::Message, payload(10));
+        w.push(11, Millis(100_000), MeetingEvent::Message, payload(10), None);
         assert!(w.after(7, 11).is_none());
         let seqs: Vec<u64> = w.after(8, 11).unwrap().map(|e| e.seq).collect();
         assert_eq!(seqs, [9, 10, 11]);
@@ -166,13 +211,31 @@ mod tests {
         let mut a = ReplayWindow::new(limits.clone(), 0);
         let mut b = ReplayWindow::new(limits.clone(), 0);
         for seq in 1..=20 {
-            a.push(seq, Millis(0), MeetingEvent::Message, payload(100));
+            a.push(seq, Millis(0), MeetingEvent::Message, payload(100), None);
         }
         assert!(a.bytes <= 1000);
         for seq in 1..=20 {
-            b.push(seq, Millis(0), MeetingEvent::Message, payload(100));
+            b.push(seq, Millis(0), MeetingEvent::Message, payload(100), None);
         }
         assert!(limits.total_bytes() <= 1500, "{}", limits.total_bytes());
         assert!(a.after(0, 20).is_none());
+    }
+
+    /// A `room-updated` event is kept as its status and replayed as the
+    /// same bytes its listeners got; it counts as those bytes.
+    #[test]
+    fn a_status_is_kept_as_its_fields_and_replayed_as_the_same_bytes() {
+        let limits = Arc::new(ReplayLimits::new(1000, Duration::from_secs(600), 1 << 20, 1 << 20));
+        let mut w = ReplayWindow::new(limits.clone(), 0);
+        let status =
+            MeetingStatus { locked: false, active: true, max_participants: Some(11), participant_count: 7 };
+        let live: Arc<RawValue> = replay_status(&status, 1).into();
+        w.push(1, Millis(0), MeetingEvent::RoomUpdated, live.clone(), Some(status));
+        w.push(2, Millis(0), MeetingEvent::Message, payload(10), None);
+        let got: Vec<String> = w.after(0, 2).unwrap().map(|e| e.payload().get().to_owned()).collect();
+        assert_eq!(got, [live.get().to_owned(), payload(10).get().to_owned()]);
+        assert!(matches!(w.events[0].payload, Kept::Status(_)));
+        assert_eq!(limits.total_bytes(), live.get().len() + 12 + 2 * ENTRY_OVERHEAD);
+        assert!(std::mem::size_of::<Replayable>() <= 48, "{}", std::mem::size_of::<Replayable>());
     }
 }
