@@ -15,8 +15,8 @@ use crate::wire;
 use serde_json::{Value, json};
 
 pub(super) async fn rooms(s: &mut Session, p: Params) -> MethodResult {
-    let doc = |r: RoomInfo| Some(wire::room::room_doc(&r.view()));
-    collect(s, p, |uid, tx| RoomCommand::DocFor { uid, respond_to: tx }, doc).await
+    let doc = |r: Option<RoomInfo>| r.map(|r| wire::room::room_doc(&r.view()));
+    collect(s, p, |uid, tx| RoomCommand::MemberDoc { uid, respond_to: tx }, doc).await
 }
 
 pub(super) async fn subscriptions(s: &mut Session, p: Params) -> MethodResult {

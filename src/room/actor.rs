@@ -309,7 +309,7 @@ impl RoomActor {
             && self.waiters.is_empty()
     }
 
-    /// `--cluster-rooms interest`'s sweep: a room that nothing on this node
+    /// A log that holds rooms by interest sweeps them: a room that nothing on this node
     /// needed at two sweeps in a row leaves the registry, if nothing but
     /// the registry holds its handle (a caller, a subscription, a session's
     /// seat; checked under the registry's lock, so none can take it in

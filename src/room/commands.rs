@@ -113,7 +113,18 @@ impl RoomActor {
                 self.history(&uid, (end, after), limit, max_bytes, now, respond_to)
             }
             C::SubscriptionDoc { uid, respond_to } => {
-                self.reply(respond_to, Ok(self.state.subscription_info(&uid)))
+                let sub = self.state.subscription_info(&uid);
+                if sub.is_none() {
+                    self.forget_stale_membership(&uid);
+                }
+                self.reply(respond_to, Ok(sub))
+            }
+            C::MemberDoc { uid, respond_to } => {
+                let info = self.state.member_info(&uid);
+                if info.is_none() {
+                    self.forget_stale_membership(&uid);
+                }
+                self.reply(respond_to, Ok(info))
             }
             C::Roles { uid, respond_to } => self.reply(respond_to, self.state.role_entries(&uid)),
             C::Participants { uid, respond_to } => self.reply(respond_to, self.state.participants(&uid)),
@@ -364,6 +375,14 @@ impl RoomActor {
     }
 
     /// The epoch of `uid`'s running grace timer, if any.
+    /// `uid` is not a member, yet their room list led here: what led here
+    /// was a note made before this room decided (a join it may have
+    /// refused) or before a leave the note did not follow. Dropped in the
+    /// room's own turn, so no membership this room grants later is lost.
+    fn forget_stale_membership(&self, uid: &UserId) {
+        self.users.remove_membership(uid, &self.state.id);
+    }
+
     pub(super) fn guest_epoch(&self, uid: &UserId) -> Option<u64> {
         self.guest_epochs.get(uid).copied()
     }

@@ -227,7 +227,7 @@ impl RoomActor {
         self.ops.clear();
     }
 
-    /// A room this node just started (`--cluster-rooms interest`) from its
+    /// A room this node just started (a log holding rooms by interest) from its
     /// latest snapshot, or from its creation when it has none, catches up
     /// with the entries the log holds after it. Silent: they were decided
     /// before this node held the room, and it has no listeners yet.

@@ -78,6 +78,9 @@ impl EndedRoom {
             C::SubscriptionDoc { uid, respond_to } => {
                 let _ = respond_to.send(Ok(s.subscription_info(&uid)));
             }
+            C::MemberDoc { uid, respond_to } => {
+                let _ = respond_to.send(Ok(s.member_info(&uid)));
+            }
             C::Roles { uid, respond_to } => {
                 let _ = respond_to.send(s.role_entries(&uid));
             }

@@ -144,6 +144,10 @@ pub enum RoomCommand {
     Doc { respond_to: Reply<RoomInfo> },
     /// Room doc only if `uid` may see it (member, or public channel).
     DocFor { uid: UserId, respond_to: Reply<RoomInfo> },
+    /// The room doc for a user's room list: `None` unless `uid` is a member
+    /// (then the room also drops a stale note of `uid` in the users'
+    /// membership index, as [`SubscriptionDoc`](Self::SubscriptionDoc) does).
+    MemberDoc { uid: UserId, respond_to: Reply<Option<RoomInfo>> },
     /// A connection starts listening to `topic`, if `uid` may read it.
     Subscribe { params: Box<SubscribeParams>, respond_to: Reply<()> },
     /// A connection stops one DDP sub on this room.
@@ -178,7 +182,10 @@ pub enum RoomCommand {
     SetArchived { who: Box<Principal>, archived: bool, respond_to: Reply<()> },
     /// `toggleFavorite`, `hideRoom`, `openRoom` on the caller's membership.
     SetFlag { uid: UserId, flag: Flag, respond_to: Reply<()> },
-    /// The caller's subscription document, `None` if not a member.
+    /// The caller's subscription document, `None` if not a member (then
+    /// the room drops a stale note of `uid` in the users' membership index:
+    /// a log that delivers entries of rooms a node does not hold notes
+    /// joins before the room decides them, and no leaves).
     SubscriptionDoc { uid: UserId, respond_to: Reply<Option<SubscriptionInfo>> },
     /// `getRoomRoles` entries, if `uid` may read the room.
     Roles { uid: UserId, respond_to: Reply<Vec<RoleEntry>> },
@@ -207,10 +214,10 @@ pub enum RoomCommand {
     },
     /// A delivered log: a room this node just started from its creation or
     /// its latest snapshot (`snapshot`) catches up with the entries after
-    /// it, applied silently (`--cluster-rooms interest`: they happened
+    /// it, applied silently (a log holding rooms by interest: they happened
     /// before this node held the room).
     Load { snapshot: Option<Box<super::log::Entry>>, entries: Vec<super::log::Entry> },
-    /// `--cluster-rooms interest`'s sweep: the room lets itself go if
+    /// A log holding rooms by interest sweeps them: the room lets itself go if
     /// nothing on this node has needed it for two sweeps in a row (see
     /// `RoomActor::sweep`).
     Sweep,

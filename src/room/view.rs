@@ -350,6 +350,11 @@ impl super::RoomState {
         self.view_for(uid).map(|v| RoomInfo::from(&v))
     }
 
+    /// The room for `uid`'s room list: `None` unless a member.
+    pub fn member_info(&self, uid: &UserId) -> Option<RoomInfo> {
+        self.is_member(uid).then(|| RoomInfo::from(&self.view()))
+    }
+
     /// `getRoomRoles` ([`RoomState::role_holders`](super::RoomState::role_holders)).
     pub fn role_entries(&self, uid: &UserId) -> Result<Vec<RoleEntry>, super::RoomError> {
         self.role_holders(uid).map(|hs| {

@@ -225,3 +225,47 @@ async fn an_unused_room_is_let_go_and_loads_again_with_what_happened_meanwhile()
     let heard = bob.expect(|f| f["fields"]["args"][0]["msg"] == "still listening");
     tokio::time::timeout(Duration::from_secs(10), heard).await.expect("bob hears the kept room");
 }
+
+/// A node that does not hold a room notes its joins (before the room
+/// decides them) but not its leaves. A user who joined and left through
+/// node a and then lists their rooms through node b, which never held the
+/// room, must not find it there: the room, loaded for the list, answers
+/// that they are not a member, and drops the stale note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_room_left_through_another_node_is_not_listed() {
+    let Some(bin) = nats_or_skip() else { return };
+    let nats = start_nats(&bin, &tempdir("ci5"));
+    let (mut a, mut b) = (node(&nats, "a", 1000), node(&nats, "b", 1000));
+    ready(&mut a).await;
+    ready(&mut b).await;
+    let mut alice = login(&a.url, "alice").await;
+    let (left, _) = channel(&mut alice, "left").await;
+    let (kept, _) = channel(&mut alice, "kept").await;
+    let mut bob = login(&a.url, "bob").await;
+    for rid in [&left, &kept] {
+        assert_eq!(bob.call("joinRoom", json!([rid])).await["result"], json!(true));
+    }
+    let gone = bob.call("leaveRoom", json!([left])).await;
+    assert!(gone.get("error").is_none(), "{gone}");
+    // Node b applies entries within milliseconds; the list below must come
+    // after it applied the leave (else the room, loaded up to before the
+    // leave, rightly still lists bob).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(loaded(&b), 0.0, "node b holds no room yet");
+    let mut bob_b = login(&b.url, "bob").await;
+    for method in ["rooms/get", "subscriptions/get"] {
+        let list = bob_b.call(method, json!([])).await;
+        let rids: Vec<&str> = list["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{list}"))
+            .iter()
+            .filter_map(|d| d["rid"].as_str().or(d["_id"].as_str()))
+            .collect();
+        let kept_key = if method == "rooms/get" { "_id" } else { "rid" };
+        assert!(
+            list["result"].as_array().unwrap().iter().any(|d| d[kept_key] == kept.as_str()),
+            "{method} through node b lists the room bob is in: {list}"
+        );
+        assert!(!rids.contains(&left.as_str()), "{method} through node b lists the room bob left: {list}");
+    }
+}
