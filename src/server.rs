@@ -613,30 +613,34 @@ async fn serve_socket(
     // Tracked from the start: a Socket.IO WebSocket is written by the
     // engine, and its byte budgets and cut act on this wrapper (`Wire`).
     let stream = Tracked::new(stream);
-    let svc = router
-        .map_request({
-            let ka = ka.clone();
-            let wire = stream.wire().clone();
-            move |mut req: Request<hyper::body::Incoming>| {
-                ka.requests.fetch_add(1, Ordering::Relaxed);
-                ka.busy.fetch_add(1, Ordering::Relaxed);
-                ka.activity.notify_one();
-                req.extensions_mut().insert(Peer(peer));
-                req.extensions_mut().insert(wire.clone());
-                req.extensions_mut().insert(ka.clone());
-                req
-            }
-        })
-        .map_response({
-            let ka = ka.clone();
-            move |res| {
+    let svc = hyper::service::service_fn({
+        let (ka, ctx) = (ka.clone(), ctx.clone());
+        let wire = stream.wire().clone();
+        move |mut req: Request<hyper::body::Incoming>| {
+            ka.requests.fetch_add(1, Ordering::Relaxed);
+            ka.busy.fetch_add(1, Ordering::Relaxed);
+            ka.activity.notify_one();
+            req.extensions_mut().insert(Peer(peer));
+            req.extensions_mut().insert(wire.clone());
+            req.extensions_mut().insert(ka.clone());
+            let (ka, ctx, router) = (ka.clone(), ctx.clone(), router.clone());
+            async move {
+                // The DDP endpoint skips the router (see `routes::ddp_door`).
+                let res = if crate::routes::is_ddp_path(req.uri().path()) {
+                    crate::routes::ddp_door(ctx, req.map(axum::body::Body::new)).await
+                } else {
+                    match router.oneshot(req).await {
+                        Ok(res) => res,
+                        Err(never) => match never {},
+                    }
+                };
                 ka.busy.fetch_sub(1, Ordering::Relaxed);
                 ka.activity.notify_one();
-                res
+                Ok::<_, std::convert::Infallible>(res)
             }
-        });
-    let conn =
-        ctx.http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc)).with_upgrades();
+        }
+    });
+    let conn = ctx.http1.serve_connection(TokioIo::new(stream), svc).with_upgrades();
     tokio::pin!(conn);
     let idle = tokio::time::sleep(ctx.keepalive_idle);
     tokio::pin!(idle);
