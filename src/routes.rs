@@ -21,7 +21,7 @@ use crate::webapp;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -79,23 +79,61 @@ async fn nosniff(mut res: Response) -> Response {
 /// `Origin` headers: `400`) or, on a loopback listener, a host that is not
 /// this machine's (`421`: DNS rebinding), whatever the path.
 async fn host_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    match host_refusal(&ctx, req.headers()) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+/// [`host_guard`]'s answer when it refuses the request.
+fn host_refusal(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
     let metrics = &ctx.state.metrics;
-    if let Some(name) = http::duplicated(req.headers()) {
+    if let Some(name) = http::duplicated(headers) {
         tracing::debug!(header = name, "header sent twice");
         metrics.handshake_failed("bad-request");
-        return text(StatusCode::BAD_REQUEST, format!("more than one {name} header\n"));
+        return Some(text(StatusCode::BAD_REQUEST, format!("more than one {name} header\n")));
     }
-    let host = http::header_str(req.headers(), &header::HOST);
+    let host = http::header_str(headers, &header::HOST);
     if !ctx.hosts.host_allowed(host) {
         tracing::debug!(host = host.unwrap_or(""), "host not allowed");
         metrics.handshake_failed("host");
-        return text(
+        return Some(text(
             StatusCode::MISDIRECTED_REQUEST,
             "host not allowed: roomd listens on a loopback address and answers only to \
              localhost, 127.0.0.1, [::1] and the hosts of --public-url\n",
-        );
+        ));
     }
-    next.run(req).await
+    None
+}
+
+/// Whether `path` is the DDP endpoint (`/websocket`, `/websocket/`; the
+/// query is not part of the path).
+pub(crate) fn is_ddp_path(path: &str) -> bool {
+    path == "/websocket" || path == "/websocket/"
+}
+
+/// The DDP endpoint without the router: `serve_socket` calls this for
+/// [`is_ddp_path`] requests, which every DDP connection starts with. It
+/// runs what the router's stack runs for that path, in the same order:
+/// the `Host` checks ([`host_guard`]), the replay refusal
+/// ([`replay_guard`]), then [`websocket`] (the origin check and the `101`),
+/// and [`keep_alive_or_close`]'s decision on any other answer. The
+/// Socket.IO layer and guard pass these paths on untouched. Skipping the
+/// router's matching and the middlewares' boxed futures is a few percent
+/// of a join's CPU (BENCHMARKS.md, "Joins: the DDP handshake").
+pub(crate) async fn ddp_door(ctx: Ctx, req: Request) -> Response {
+    let ka = req.extensions().get::<Arc<KeepAlive>>().cloned();
+    let mut res = if let Some(refused) = host_refusal(&ctx, req.headers()) {
+        refused
+    } else if ctx.state.is_replaying() {
+        replay_refusal(&ctx)
+    } else {
+        websocket(State(ctx.clone()), req).await
+    };
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        close_unless_kept(&ctx, ka, &mut res);
+    }
+    res
 }
 
 /// Whether the connection stays open after this answer (HTTP/1.1
@@ -114,11 +152,16 @@ async fn keep_alive_or_close(State(ctx): State<Ctx>, req: Request, next: Next) -
     if polling || res.status() == StatusCode::SWITCHING_PROTOCOLS {
         return res;
     }
+    close_unless_kept(&ctx, ka, &mut res);
+    res
+}
+
+/// `Connection: close` on `res` unless its connection stays open.
+fn close_unless_kept(ctx: &Ctx, ka: Option<Arc<KeepAlive>>, res: &mut Response) {
     // Without the extension (not served by `serve_socket`): one answer.
     if !ka.is_some_and(|ka| ctx.keep_open(&ka)) {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    res
 }
 
 fn is_socketio(req: &Request) -> bool {
@@ -182,6 +225,11 @@ async fn replay_guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Respo
     if !(path.starts_with("/websocket") || path.starts_with("/api/") || is_socketio(&req)) {
         return next.run(req).await;
     }
+    replay_refusal(&ctx)
+}
+
+/// [`replay_guard`]'s answer.
+fn replay_refusal(ctx: &Ctx) -> Response {
     ctx.state.metrics.handshake_failed("replaying");
     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "replaying the room log; retry shortly\n");
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(crate::server::RETRY_AFTER_SECS));

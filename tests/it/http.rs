@@ -388,3 +388,54 @@ async fn public_url_host_and_origin_are_accepted() {
     let r = upgrade_with(s.addr, "Host: 127.0.0.1\r\nOrigin: http://chat.example\r\n").await;
     assert_eq!(r.status, 403, "{r:?}");
 }
+
+/// The DDP endpoint is answered without the router (`routes::ddp_door`):
+/// every spelling of its path still gets the `Host`, duplicate-header and
+/// `Origin` checks, and a refusal there is kept alive like any answer.
+#[tokio::test]
+async fn the_ddp_door_keeps_the_routers_checks_on_every_spelling() {
+    let s = TestServer::with_limits(|l| l.allowed_origins = vec!["https://app.example".into()]).await;
+    let port = s.addr.port();
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    for path in ["/websocket", "/websocket/", "/websocket?x=1", "/websocket/?y=%2F"] {
+        let ask = |headers: String| async move {
+            let req = format!("GET {path} HTTP/1.1\r\n{headers}{upgrade}\r\n");
+            let mut out = Vec::new();
+            let mut c = TcpStream::connect(s.addr).await.expect("tcp connect");
+            c.write_all(req.as_bytes()).await.expect("write request");
+            let mut buf = [0u8; 1024];
+            let read = async {
+                while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = c.read(&mut buf).await.expect("read response");
+                    assert!(n > 0, "closed before the answer");
+                    out.extend_from_slice(&buf[..n]);
+                }
+            };
+            tokio::time::timeout(WAIT, read).await.expect("response timed out");
+            parse(&String::from_utf8_lossy(&out))
+        };
+        let r = ask(format!("Host: rebind.evil.example:{port}\r\n")).await;
+        assert_eq!(r.status, 421, "{path}: {r:?}");
+        let r = ask(format!("Host: {}\r\nHost: evil.example\r\n", s.addr)).await;
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        let r = ask(format!("Host: {}\r\nOrigin: https://evil.example\r\n", s.addr)).await;
+        assert_eq!(r.status, 403, "{path}: {r:?}");
+        let r = ask(format!("Host: {}\r\nOrigin: https://app.example\r\n", s.addr)).await;
+        assert_eq!(r.status, 101, "{path}: {r:?}");
+    }
+    // A refusal on a kept-alive connection leaves it open for the next
+    // request, as the router's answers do.
+    let host = s.addr;
+    let reply = raw(
+        s.addr,
+        format!(
+            "GET /websocket HTTP/1.1\r\nHost: {host}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request"), "{reply}");
+    assert!(reply.contains("expected a WebSocket upgrade"), "{reply}");
+    assert!(reply.contains("HTTP/1.1 200 OK") && reply.ends_with("ok\n"), "{reply}");
+}
