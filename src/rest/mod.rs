@@ -23,6 +23,7 @@
 //!
 //! `protocol/rest.md` is the wire contract.
 
+mod encode;
 mod rocketchat;
 mod slack;
 
@@ -84,7 +85,11 @@ impl RestState {
         if self.limiters.len() > LIMITERS_PRUNE_AT {
             self.limiters.clear();
         }
-        let mut limiter = self.limiters.entry(uid.clone()).or_insert_with(|| ConnLimiter::new(limits, now));
+        // A known user's buckets without cloning its id for the lookup.
+        let mut limiter = match self.limiters.get_mut(uid) {
+            Some(l) => l,
+            None => self.limiters.entry(uid.clone()).or_insert_with(|| ConnLimiter::new(limits, now)),
+        };
         limiter.admit(class, now).map_err(|wait| {
             ctx.state.metrics.rate_limited(class.label());
             MethodError::TooManyRequests(limits::millis_ceil(wait))
@@ -219,9 +224,11 @@ impl Input {
                 fields.insert(k, Value::String(v));
             }
         } else if !bytes.iter().all(u8::is_ascii_whitespace) {
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Object(o)) => fields.extend(o),
-                _ => return Err(InputError::Malformed("JSON object body")),
+            // Straight into a map: anything but an object fails here too.
+            match serde_json::from_slice::<Map<String, Value>>(&bytes) {
+                Ok(o) if fields.is_empty() => fields = o,
+                Ok(o) => fields.extend(o),
+                Err(_) => return Err(InputError::Malformed("JSON object body")),
             }
         }
         let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
@@ -285,11 +292,16 @@ fn parse_form(bytes: &[u8]) -> Option<Vec<(String, String)>> {
 
 /// A JSON answer with `status`.
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    encoded_response(status, body.to_string().into_bytes())
+}
+
+/// A JSON answer with `status` whose body is already encoded.
+pub(crate) fn encoded_response(status: StatusCode, body: Vec<u8>) -> Response {
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
     ];
-    (status, headers, Body::from(body.to_string())).into_response()
+    (status, headers, Body::from(body)).into_response()
 }
 
 /// The wait a rate-limit refusal carries, in whole seconds (at least 1),

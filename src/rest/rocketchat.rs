@@ -7,7 +7,10 @@
 //! Rocket.Chat's REST shape, with a status from [`http_status`]. Dates are
 //! ISO strings, as Rocket.Chat's REST API writes them.
 
-use super::{Caller, Ctx, Input, InputError, RestState, dates_to_iso, json_response, parse_iso};
+use super::{
+    Caller, Ctx, Input, InputError, RestState, dates_to_iso, encode, encoded_response, json_response,
+    parse_iso,
+};
 use crate::error::MethodError;
 use crate::ids::RoomId;
 use crate::method::{
@@ -133,20 +136,28 @@ async fn handle(ep: Endpoint, ctx: Ctx, rest: Arc<RestState>, req: Request) -> R
     };
     caller.finish().await;
     match result {
-        Ok(mut body) => {
+        Ok(Answer::Doc(mut body)) => {
             dates_to_iso(&mut body);
             if let Value::Object(o) = &mut body {
                 o.insert("success".into(), Value::Bool(true));
             }
             json_response(StatusCode::OK, &body)
         }
+        Ok(Answer::Encoded(bytes)) => encoded_response(StatusCode::OK, bytes),
         Err(e) => failure(&ctx, &e, method),
     }
 }
 
+/// A successful answer: a document still to be finished (ISO dates,
+/// `success`), or, for the hot endpoints, the final bytes ([`encode`]).
+enum Answer {
+    Doc(Value),
+    Encoded(Vec<u8>),
+}
+
 /// The endpoint's calls and the shape of its answer (without `success`).
-async fn run(ep: Endpoint, c: &mut Caller, input: &Input) -> Result<Value, MethodError> {
-    Ok(match ep {
+async fn run(ep: Endpoint, c: &mut Caller, input: &Input) -> Result<Answer, MethodError> {
+    Ok(Answer::Doc(match ep {
         // Answered by `login` before any caller exists.
         Endpoint::Login => return Err(MethodError::UnrecognizedLogin),
         Endpoint::Me => me(c),
@@ -207,7 +218,7 @@ async fn run(ep: Endpoint, c: &mut Caller, input: &Input) -> Result<Value, Metho
             };
             let msg = input.opt_str("text")?.unwrap_or("").to_owned();
             let message = c.call(SendMessage { rid, msg, id: None, tmid: None }).await?;
-            json!({ "ts": message.ts.0, "channel": channel, "message": wire::room::message(&message) })
+            return Ok(Answer::Encoded(encode::posted_message(&channel, &message)));
         }
         Endpoint::ChatSendMessage => {
             let message = match input.get("message") {
@@ -222,9 +233,10 @@ async fn run(ep: Endpoint, c: &mut Caller, input: &Input) -> Result<Value, Metho
                     tmid: text(message, "tmid")?,
                 })
             })();
-            json!({ "message": wire::room::message(&c.call_parsed(Method::SendMessage, send).await?) })
+            let message = c.call_parsed(Method::SendMessage, send).await?;
+            return Ok(Answer::Encoded(encode::sent_message(&message)));
         }
-    })
+    }))
 }
 
 /// A string field of a JSON object parameter.

@@ -246,3 +246,39 @@ async fn a_remembered_rest_sign_in_ends_with_logout() {
     assert_eq!(a.status, 200, "{a:?}");
     assert!(!a.says_close(), "{a:?}");
 }
+
+fn me(addr: SocketAddr, token: &str, uid: &str) -> String {
+    format!("GET /api/v1/me HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {token}\r\nX-User-Id: {uid}\r\n\r\n")
+}
+
+/// A kept connection remembers one sign-in; it must answer for nobody
+/// else: another user's token on the same connection signs in as that
+/// user, the remembered token with someone else's `X-User-Id` is refused,
+/// and a token that expired since its last request is refused.
+#[tokio::test]
+async fn a_remembered_rest_sign_in_serves_only_its_own_token_user_and_lifetime() {
+    let s = TestServer::start().await;
+    let ann = s.token("id-ann", "ann", &["user"]);
+    let bob = s.token("id-bob", "bob", &["user"]);
+    let mut c = Conn::open(s.addr).await;
+    let id_of = |a: &Answer| {
+        assert_eq!(a.status, 200, "{a:?}");
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        v["_id"].as_str().expect("me's _id").to_owned()
+    };
+    assert_eq!(id_of(&c.ask(&me(s.addr, &ann, "id-ann")).await), "id-ann");
+    assert_eq!(id_of(&c.ask(&me(s.addr, &bob, "id-bob")).await), "id-bob", "bob answered as ann");
+    assert_eq!(id_of(&c.ask(&me(s.addr, &ann, "id-ann")).await), "id-ann", "ann answered as bob");
+    let a = c.ask(&me(s.addr, &ann, "id-bob")).await;
+    assert_eq!(a.status, 401, "ann's remembered token passed as bob: {a:?}");
+
+    // A token 27 s past its expiry: still inside the verifier's 30 s
+    // leeway (`auth::LEEWAY_SECS`) for its first request, outside it 4 s on.
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 27;
+    let claims = json!({"sub": "id-cy", "username": "cy", "roles": ["user"], "exp": exp});
+    let short = s.token_with(&claims, jsonwebtoken::Algorithm::HS256, SECRET);
+    assert_eq!(id_of(&c.ask(&me(s.addr, &short, "id-cy")).await), "id-cy");
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let a = c.ask(&me(s.addr, &short, "id-cy")).await;
+    assert_eq!(a.status, 401, "an expired remembered token still signs in: {a:?}");
+}
