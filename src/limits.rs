@@ -177,51 +177,125 @@ impl SessionLimits {
     }
 }
 
-/// One connection's buckets.
+/// The buckets of one connection, compact: a session holds one for its
+/// whole life, idle or not, inside the connection's task (BENCHMARKS.md,
+/// issue 21: four full [`TokenBucket`]s were 168 of a session's 368 bytes).
+/// The rates are the server's ([`SessionLimits`], passed to every call), and
+/// the four buckets are refilled together, so they share one instant: only
+/// the token counts are per bucket. Refilling a bucket in several steps or
+/// in one gives the same count (it is capped at the burst either way).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionLimiter {
+    /// When the buckets were last refilled.
+    last: Instant,
+    /// Tokens of the buckets, indexed by [`SessionLimiter::MESSAGES`] and the
+    /// rest. Fractional: a bucket refills continuously.
+    /// Fractional, and `f64` as in [`TokenBucket`], so a compact bucket
+    /// decides as a full one would.
+    tokens: [f64; 4],
+}
+
+impl SessionLimiter {
+    const MESSAGES: usize = 0;
+    const JOINS: usize = 1;
+    const OTHER: usize = 2;
+    /// Drained by each failed join code; while empty, joins are refused.
+    const CODE_FAILURES: usize = 3;
+
+    fn specs(l: &SessionLimits) -> [RateSpec; 4] {
+        [l.messages, l.joins, l.other, l.code_failure_spec()]
+    }
+
+    /// All buckets full.
+    pub(crate) fn new(l: &SessionLimits, now: Instant) -> Self {
+        SessionLimiter { last: now, tokens: Self::specs(l).map(|s| f64::from(s.burst)) }
+    }
+
+    /// Refills every bucket up to `now`; returns the rates.
+    fn refill(&mut self, l: &SessionLimits, now: Instant) -> [RateSpec; 4] {
+        let specs = Self::specs(l);
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        for (t, s) in self.tokens.iter_mut().zip(&specs) {
+            *t = (*t + dt * s.per_sec).min(f64::from(s.burst));
+        }
+        self.last = self.last.max(now);
+        specs
+    }
+
+    /// Whether bucket `i` has a token, without taking it.
+    fn check(&mut self, l: &SessionLimits, i: usize, now: Instant) -> Result<(), Duration> {
+        let specs = self.refill(l, now);
+        let t = self.tokens[i];
+        if t >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - t) / specs[i].per_sec)) }
+    }
+
+    fn try_take(&mut self, l: &SessionLimits, i: usize, now: Instant) -> Result<(), Duration> {
+        self.check(l, i, now)?;
+        self.tokens[i] -= 1.0;
+        Ok(())
+    }
+
+    /// Admits one call of `class`, or says how long until it would be.
+    pub(crate) fn admit(
+        &mut self,
+        l: &SessionLimits,
+        class: MethodClass,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        if !l.rate_limits {
+            return Ok(());
+        }
+        let i = match class {
+            MethodClass::Message => Self::MESSAGES,
+            MethodClass::Join => Self::JOINS,
+            MethodClass::Other => Self::OTHER,
+        };
+        self.try_take(l, i, now)
+    }
+
+    /// Whether this connection may try a join code now.
+    pub(crate) fn may_try_code(&mut self, l: &SessionLimits, now: Instant) -> Result<(), Duration> {
+        if !l.rate_limits {
+            return Ok(());
+        }
+        self.check(l, Self::CODE_FAILURES, now)
+    }
+
+    /// A join failed because of a wrong code.
+    pub(crate) fn code_failed(&mut self, l: &SessionLimits, now: Instant) {
+        if l.rate_limits {
+            let _ = self.try_take(l, Self::CODE_FAILURES, now);
+        }
+    }
+}
+
+/// A [`SessionLimiter`] that keeps its own copy of the limits: one per
+/// user for REST requests (not a connection, so there is no session to
+/// pass them in).
 #[derive(Debug)]
 pub(crate) struct ConnLimiter {
-    enabled: bool,
-    messages: TokenBucket,
-    joins: TokenBucket,
-    other: TokenBucket,
-    /// Drained by each failed join code; while empty, joins are refused.
-    code_failures: TokenBucket,
+    limits: Box<SessionLimits>,
+    buckets: SessionLimiter,
 }
 
 impl ConnLimiter {
     pub(crate) fn new(l: &SessionLimits, now: Instant) -> Self {
-        ConnLimiter {
-            enabled: l.rate_limits,
-            messages: TokenBucket::new(l.messages, now),
-            joins: TokenBucket::new(l.joins, now),
-            other: TokenBucket::new(l.other, now),
-            code_failures: TokenBucket::new(l.code_failure_spec(), now),
-        }
+        ConnLimiter { limits: Box::new(l.clone()), buckets: SessionLimiter::new(l, now) }
     }
 
     /// Admits one call of `class`, or says how long until it would be.
     pub(crate) fn admit(&mut self, class: MethodClass, now: Instant) -> Result<(), Duration> {
-        if !self.enabled {
-            return Ok(());
-        }
-        match class {
-            MethodClass::Message => self.messages.try_take(now),
-            MethodClass::Join => self.joins.try_take(now),
-            MethodClass::Other => self.other.try_take(now),
-        }
+        self.buckets.admit(&self.limits, class, now)
     }
 
-    /// Whether this connection may try a join code now.
-    pub(crate) fn may_try_code(&mut self, now: Instant) -> Result<(), Duration> {
-        if !self.enabled {
-            return Ok(());
-        }
-        self.code_failures.check(now)
+    #[cfg(test)]
+    fn may_try_code(&mut self, now: Instant) -> Result<(), Duration> {
+        self.buckets.may_try_code(&self.limits, now)
     }
 
-    /// A join failed because of a wrong code.
-    pub(crate) fn code_failed(&mut self, now: Instant) {
-        let _ = self.code_failures.try_take(now);
+    #[cfg(test)]
+    fn code_failed(&mut self, now: Instant) {
+        self.buckets.code_failed(&self.limits, now)
     }
 }
 
@@ -375,6 +449,56 @@ mod tests {
         assert_eq!(millis_ceil(wait), 200);
         assert!(b.try_take(t0 + Duration::from_millis(199)).is_err());
         assert!(b.try_take(t0 + Duration::from_millis(201)).is_ok());
+    }
+
+    /// A session holds one for the connection's life: four token counts
+    /// and one instant, not four full buckets (168 bytes).
+    #[test]
+    fn a_session_limiter_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<SessionLimiter>(), 48);
+    }
+
+    /// The compact buckets decide as full ones: each bucket its own rate
+    /// and burst, refilled continuously, the others untouched by a take.
+    #[test]
+    fn session_limiter_buckets_are_separate() {
+        let l = SessionLimits {
+            rate_limits: true,
+            messages: "5:10".parse().unwrap(),
+            joins: "1:2".parse().unwrap(),
+            other: "2:1".parse().unwrap(),
+            max_code_failures: 1,
+            max_code_failures_per_address: 1,
+            code_failure_window: Duration::from_secs(60),
+            max_rooms_per_minute: 1,
+            max_subscriptions: 1,
+            max_pending_calls: 1,
+        };
+        let t0 = Instant::now();
+        let mut s = SessionLimiter::new(&l, t0);
+        for _ in 0..10 {
+            assert!(s.admit(&l, MethodClass::Message, t0).is_ok());
+        }
+        assert_eq!(millis_ceil(s.admit(&l, MethodClass::Message, t0).unwrap_err()), 200);
+        assert!(s.admit(&l, MethodClass::Join, t0).is_ok());
+        assert!(s.admit(&l, MethodClass::Join, t0).is_ok());
+        assert_eq!(millis_ceil(s.admit(&l, MethodClass::Join, t0).unwrap_err()), 1000);
+        assert!(s.admit(&l, MethodClass::Other, t0).is_ok());
+        assert_eq!(millis_ceil(s.admit(&l, MethodClass::Other, t0).unwrap_err()), 500);
+        assert!(s.may_try_code(&l, t0).is_ok());
+        s.code_failed(&l, t0);
+        assert_eq!(millis_ceil(s.may_try_code(&l, t0).unwrap_err()), 60_000);
+        // 300 ms later: one message back (5/s), no join yet (1/s), the
+        // other bucket still short of its token (2/s), capped bursts kept.
+        let t1 = t0 + Duration::from_millis(300);
+        assert!(s.admit(&l, MethodClass::Message, t1).is_ok());
+        assert!(s.admit(&l, MethodClass::Message, t1).is_err());
+        assert_eq!(millis_ceil(s.admit(&l, MethodClass::Join, t1).unwrap_err()), 700);
+        assert_eq!(millis_ceil(s.admit(&l, MethodClass::Other, t1).unwrap_err()), 200);
+        let t2 = t0 + Duration::from_secs(10);
+        assert!(s.admit(&l, MethodClass::Join, t2).is_ok());
+        assert!(s.admit(&l, MethodClass::Join, t2).is_ok());
+        assert!(s.admit(&l, MethodClass::Join, t2).is_err(), "the burst caps the refill");
     }
 
     #[test]

@@ -165,7 +165,9 @@ pub(crate) struct Outbox {
     /// Wakes a reply waiting for space, and whoever waits for the
     /// connection to close ([`Outbox::changed`]).
     space: Notify,
-    cap: usize,
+    /// Frames a connection may hold queued (`--outbound-queue`); a `u32`,
+    /// packed beside `side_woken` (every connection holds an outbox).
+    cap: u32,
     budget: Arc<Budget>,
 }
 
@@ -173,7 +175,11 @@ struct State {
     queue: VecDeque<Utf8Bytes>,
     /// WebSocket control frames (pongs) the connection's frame reader
     /// wrote, already framed: the writer puts them between two frames.
-    control: Vec<u8>,
+    /// Boxed on the first: most connections never get a ping, and every
+    /// connection holds its outbox (a word, not a `Vec`'s three, keeps the
+    /// connection's one allocation in a smaller size class).
+    #[allow(clippy::box_collection, reason = "a word inline instead of three; pongs are rare")]
+    control: Option<Box<Vec<u8>>>,
     /// Unsent bytes: the frames in `queue` plus those the writer has taken
     /// but not yet written (released by [`Outbox::written`]).
     bytes: usize,
@@ -183,11 +189,11 @@ struct State {
 impl Outbox {
     pub(crate) fn new(cap: usize, budget: Arc<Budget>) -> Self {
         Outbox {
-            state: Mutex::new(State { queue: VecDeque::new(), control: Vec::new(), bytes: 0, closed: false }),
+            state: Mutex::new(State { queue: VecDeque::new(), control: None, bytes: 0, closed: false }),
             ready: AtomicWaker::new(),
             side_woken: AtomicBool::new(true),
             space: Notify::new(),
-            cap: cap.max(1),
+            cap: u32::try_from(cap.max(1)).unwrap_or(u32::MAX),
             budget,
         }
     }
@@ -207,7 +213,7 @@ impl Outbox {
         if adding > self.budget.per_conn {
             return Err(PushError::TooLarge);
         }
-        if st.queue.len() >= self.cap || st.bytes + adding > self.budget.per_conn {
+        if st.queue.len() >= self.cap as usize || st.bytes + adding > self.budget.per_conn {
             return Ok(false);
         }
         if !self.budget.reserve(adding) {
@@ -281,9 +287,8 @@ impl Outbox {
         // Registered before the check, so a push in between is not missed.
         self.ready.register(cx.waker());
         let mut st = self.lock();
-        if !st.control.is_empty() {
-            control.append(&mut st.control);
-            st.control = Vec::new();
+        if let Some(mut c) = st.control.take() {
+            control.append(&mut c);
         }
         if !st.queue.is_empty() {
             let n = st.queue.len().min(max);
@@ -377,17 +382,18 @@ impl Outbox {
             if st.closed || bytes.len() > MAX_CONTROL {
                 return;
             }
-            if st.control.len() + bytes.len() > MAX_CONTROL {
-                st.control.clear();
+            let control = st.control.get_or_insert_default();
+            if control.len() + bytes.len() > MAX_CONTROL {
+                control.clear();
             }
-            st.control.extend_from_slice(bytes);
+            control.extend_from_slice(bytes);
         }
         self.ready.wake();
     }
 
     /// Takes the control bytes not yet written (the close path).
     pub(crate) fn take_control(&self) -> Vec<u8> {
-        std::mem::take(&mut self.lock().control)
+        self.lock().control.take().map(|c| *c).unwrap_or_default()
     }
 
     /// The writer handed `bytes` of popped frames to the kernel.
@@ -432,7 +438,7 @@ impl Outbox {
             let mut st = self.lock();
             st.closed = true;
             self.budget.release(std::mem::take(&mut st.bytes));
-            st.control = Vec::new();
+            st.control = None;
             std::mem::take(&mut st.queue)
         };
         drop(dropped);

@@ -6,7 +6,7 @@ use crate::conn::{CloseReason, ConnHandle};
 use crate::error::MethodError;
 use crate::hub::{LoggedEvent, UserEvent};
 use crate::ids::{RoomId, UserId};
-use crate::limits::{self, ConnLimiter, MethodClass};
+use crate::limits::{self, MethodClass, SessionLimiter};
 use crate::method::{Call, Method, MethodResult};
 use crate::metrics::ConnKind;
 use crate::permissions::Principal;
@@ -64,9 +64,10 @@ pub(crate) struct Session {
     /// The user this connection counts as online for.
     online_as: Option<UserId>,
     /// Rate limits and the join-code brake of this connection.
-    limiter: ConnLimiter,
-    /// Method calls read and not yet answered (see `run_method`).
-    pending_calls: usize,
+    limiter: SessionLimiter,
+    /// Method calls read and not yet answered (see `run_method`); at most
+    /// one while calls run one at a time, so a `u32` packs beside the flags.
+    pending_calls: u32,
     /// How this connection is counted in `roomd_connections`.
     kind: ConnKind,
     /// The client's address, for the per-address join-code brake.
@@ -111,7 +112,7 @@ impl Session {
             guest_rooms: Vec::new(),
             subs: SubMap::default(),
             online_as: None,
-            limiter: ConnLimiter::new(&server.session_limits, Instant::now()),
+            limiter: SessionLimiter::new(&server.session_limits, Instant::now()),
             pending_calls: 0,
             kind: ConnKind::Guest,
             peer,
@@ -376,15 +377,17 @@ impl Session {
                 sent
             }
             ClientFrame::Sub { id, name, params } => {
-                let frames = match self.limiter.admit(MethodClass::Other, Instant::now()) {
-                    Ok(()) => crate::sub::subscribe(self, &id, &name, params).await,
-                    Err(wait) => {
-                        self.server.metrics.rate_limited(MethodClass::Other.label());
-                        let e = MethodError::TooManyRequests(limits::millis_ceil(wait));
-                        tracing::debug!(conn = %self.conn.id, stream = %name, "sub rate limited");
-                        vec![wire::nosub(&id, Some(&e.to_wire("")))]
-                    }
-                };
+                let frames =
+                    match self.limiter.admit(&self.server.session_limits, MethodClass::Other, Instant::now())
+                    {
+                        Ok(()) => crate::sub::subscribe(self, &id, &name, params).await,
+                        Err(wait) => {
+                            self.server.metrics.rate_limited(MethodClass::Other.label());
+                            let e = MethodError::TooManyRequests(limits::millis_ceil(wait));
+                            tracing::debug!(conn = %self.conn.id, stream = %name, "sub rate limited");
+                            vec![wire::nosub(&id, Some(&e.to_wire("")))]
+                        }
+                    };
                 for f in frames {
                     if !self.conn.send(f).await {
                         return false;
@@ -429,7 +432,7 @@ impl Session {
         // calls ever run concurrently; it is the guard of that invariant,
         // not a queue bound (TCP backpressure bounds what a client can
         // pipeline).
-        if self.pending_calls >= self.server.session_limits.max_pending_calls {
+        if self.pending_calls as usize >= self.server.session_limits.max_pending_calls {
             self.pending_calls += 1;
             self.server.metrics.rate_limited("pending_calls");
             return Opened::Busy(MethodError::TooManyRequests(1));
@@ -472,7 +475,7 @@ impl Session {
                     || (m == Method::JoinByCode && matches!(e, MethodError::RoomNotFound));
                 if wrong_code {
                     let now = Instant::now();
-                    self.limiter.code_failed(now);
+                    self.limiter.code_failed(&self.server.session_limits, now);
                     let user = self.user.as_ref().map(|u| &u.id);
                     let hold =
                         self.server.code_brakes.failed(&self.server.session_limits, user, self.peer, now);
@@ -507,9 +510,9 @@ impl Session {
             metrics.rate_limited(label);
             MethodError::TooManyRequests(limits::millis_ceil(wait))
         };
-        self.limiter.admit(class, now).map_err(|w| refuse(class.label(), w))?;
+        self.limiter.admit(limits, class, now).map_err(|w| refuse(class.label(), w))?;
         if method.is_some_and(Method::is_join) {
-            self.limiter.may_try_code(now).map_err(|w| refuse("join_codes", w))?;
+            self.limiter.may_try_code(limits, now).map_err(|w| refuse("join_codes", w))?;
             let user = self.user.as_ref().map(|u| &u.id);
             self.server.code_brakes.may_try(limits, user, now).map_err(|w| refuse("join_codes", w))?;
         }
@@ -793,6 +796,17 @@ mod tests {
         assert_eq!(subs.len(), 2, "the same id replaces its entry");
         assert!(subs.contains_key("2") && subs.remove("1").is_some() && !subs.contains_key("1"));
         assert_eq!(subs.keys().collect::<Vec<_>>(), ["2"]);
+    }
+
+    /// Every connection's task holds its session for its whole life, idle
+    /// or not; its rate-limit buckets were 168 of its 368 bytes (debug).
+    /// Now they are four token counts and one instant, the rates read from
+    /// the server's limits (`limits::SessionLimiter`).
+    #[test]
+    fn a_session_stays_small() {
+        let session = std::mem::size_of::<super::Session>();
+        eprintln!("session {session} B");
+        assert!(session <= 240, "the session is {session} bytes");
     }
 
     /// A short vector holds what it uses (what an idle connection keeps),
