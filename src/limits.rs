@@ -451,6 +451,23 @@ mod tests {
         assert!(b.try_take(t0 + Duration::from_millis(201)).is_ok());
     }
 
+    /// Limits with the given switch and `rate:burst` buckets (messages,
+    /// joins, other), every other limit 1.
+    fn limits(rate_limits: bool, messages: &str, joins: &str, other: &str) -> SessionLimits {
+        SessionLimits {
+            rate_limits,
+            messages: messages.parse().unwrap(),
+            joins: joins.parse().unwrap(),
+            other: other.parse().unwrap(),
+            max_code_failures: 1,
+            max_code_failures_per_address: 1,
+            code_failure_window: Duration::from_secs(60),
+            max_rooms_per_minute: 1,
+            max_subscriptions: 1,
+            max_pending_calls: 1,
+        }
+    }
+
     /// A session holds one for the connection's life: four token counts
     /// and one instant, not four full buckets (168 bytes).
     #[test]
@@ -462,18 +479,7 @@ mod tests {
     /// and burst, refilled continuously, the others untouched by a take.
     #[test]
     fn session_limiter_buckets_are_separate() {
-        let l = SessionLimits {
-            rate_limits: true,
-            messages: "5:10".parse().unwrap(),
-            joins: "1:2".parse().unwrap(),
-            other: "2:1".parse().unwrap(),
-            max_code_failures: 1,
-            max_code_failures_per_address: 1,
-            code_failure_window: Duration::from_secs(60),
-            max_rooms_per_minute: 1,
-            max_subscriptions: 1,
-            max_pending_calls: 1,
-        };
+        let l = limits(true, "5:10", "1:2", "2:1");
         let t0 = Instant::now();
         let mut s = SessionLimiter::new(&l, t0);
         for _ in 0..10 {
@@ -503,18 +509,7 @@ mod tests {
 
     #[test]
     fn disabled_limiter_admits_everything() {
-        let l = SessionLimits {
-            rate_limits: false,
-            messages: "1:1".parse().unwrap(),
-            joins: "1:1".parse().unwrap(),
-            other: "1:1".parse().unwrap(),
-            max_code_failures: 1,
-            max_code_failures_per_address: 1,
-            code_failure_window: Duration::from_secs(60),
-            max_rooms_per_minute: 1,
-            max_subscriptions: 1,
-            max_pending_calls: 1,
-        };
+        let l = limits(false, "1:1", "1:1", "1:1");
         let now = Instant::now();
         let mut c = ConnLimiter::new(&l, now);
         for _ in 0..100 {

@@ -106,7 +106,7 @@ fn iso(b: &mut Vec<u8>, t: Millis) {
     let ms = t.0.rem_euclid(1000);
     let secs = t.0.div_euclid(1000);
     let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let (y, m, d) = crate::time::civil_from_days(secs.div_euclid(86_400));
     if !(0..=9999).contains(&y) {
         b.push(b'"');
         b.extend_from_slice(t.to_iso8601().as_bytes());
@@ -121,27 +121,13 @@ fn iso(b: &mut Vec<u8>, t: Millis) {
         }
     };
     put(1, 4, y);
-    put(6, 2, m);
-    put(9, 2, d);
+    put(6, 2, i64::from(m));
+    put(9, 2, i64::from(d));
     put(12, 2, sod / 3600);
     put(15, 2, sod % 3600 / 60);
     put(18, 2, sod % 60);
     put(21, 3, ms);
     b.extend_from_slice(&out);
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's
-/// `civil_from_days` (the derivation `time.rs` uses).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// An integer as decimal text, on the stack.

@@ -34,10 +34,10 @@ pub(super) struct Notice {
 impl Recent {
     /// `m`, a message of room `rid`, compactly if it is a notice.
     pub(super) fn new(m: Message, rid: &RoomId) -> Self {
-        // Destructured whole, so a field added to `Message` must be
-        // considered here before it compiles.
+        // Matched whole, so a field added to `Message` must be considered
+        // here before it compiles.
         let Message {
-            id,
+            id: _,
             rid: m_rid,
             msg,
             t,
@@ -51,43 +51,25 @@ impl Recent {
             mentions,
             channels,
             md,
-        } = m;
-        let notice = match &t {
-            // Only codes given in `SystemKind::code` (borrowed); a stored
-            // message carries an owned code and stays as it is.
-            Some(Cow::Borrowed(code)) => {
-                m_rid == *rid
-                    && msg == u.username
-                    && updated_at == ts
-                    && groupable == Some(false)
-                    && tmid.is_none()
-                    && role.is_none()
-                    && urls.is_none()
-                    && mentions.is_none()
-                    && channels.is_none()
-                    && md.is_none()
-                    && !code.is_empty()
+        } = &m;
+        // Only codes given in `SystemKind::code` (borrowed); a stored
+        // message carries an owned code and stays as it is.
+        let notice = matches!(t, Some(Cow::Borrowed(code)) if !code.is_empty())
+            && m_rid == rid
+            && *msg == u.username
+            && updated_at == ts
+            && *groupable == Some(false)
+            && tmid.is_none()
+            && role.is_none()
+            && urls.is_none()
+            && mentions.is_none()
+            && channels.is_none()
+            && md.is_none();
+        match m {
+            Message { id, t: Some(Cow::Borrowed(t)), ts, u, .. } if notice => {
+                Recent::Notice(Box::new(Notice { id, t, ts, u }))
             }
-            _ => false,
-        };
-        match t {
-            Some(Cow::Borrowed(t)) if notice => Recent::Notice(Box::new(Notice { id, t, ts, u })),
-            t => Recent::Full(Arc::new(Message {
-                id,
-                rid: m_rid,
-                msg,
-                t,
-                ts,
-                u,
-                updated_at,
-                groupable,
-                tmid,
-                role,
-                urls,
-                mentions,
-                channels,
-                md,
-            })),
+            m => Recent::Full(Arc::new(m)),
         }
     }
 
