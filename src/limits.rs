@@ -58,6 +58,17 @@ impl fmt::Display for RateSpec {
     }
 }
 
+/// `tokens` after `dt` seconds at `per_sec`, capped at `burst`: the one
+/// refill rule of [`TokenBucket`] and [`SessionLimiter`].
+fn refilled(tokens: f64, dt: f64, per_sec: f64, burst: f64) -> f64 {
+    (tokens + dt * per_sec).min(burst)
+}
+
+/// `Ok` if a token is there, else how long until one is at `per_sec`.
+fn available(tokens: f64, per_sec: f64) -> Result<(), Duration> {
+    if tokens >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - tokens) / per_sec)) }
+}
+
 /// A token bucket. Starts full.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenBucket {
@@ -79,7 +90,7 @@ impl TokenBucket {
 
     fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.per_sec).min(self.burst);
+        self.tokens = refilled(self.tokens, dt, self.per_sec, self.burst);
         self.last = now;
     }
 
@@ -93,11 +104,7 @@ impl TokenBucket {
     /// Whether a token is available, without taking it.
     pub(crate) fn check(&mut self, now: Instant) -> Result<(), Duration> {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
-        }
+        available(self.tokens, self.per_sec)
     }
 
     /// Gives back a token taken for something that did not happen.
@@ -216,7 +223,7 @@ impl SessionLimiter {
         let specs = Self::specs(l);
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         for (t, s) in self.tokens.iter_mut().zip(&specs) {
-            *t = (*t + dt * s.per_sec).min(f64::from(s.burst));
+            *t = refilled(*t, dt, s.per_sec, f64::from(s.burst));
         }
         self.last = self.last.max(now);
         specs
@@ -225,8 +232,7 @@ impl SessionLimiter {
     /// Whether bucket `i` has a token, without taking it.
     fn check(&mut self, l: &SessionLimits, i: usize, now: Instant) -> Result<(), Duration> {
         let specs = self.refill(l, now);
-        let t = self.tokens[i];
-        if t >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - t) / specs[i].per_sec)) }
+        available(self.tokens[i], specs[i].per_sec)
     }
 
     fn try_take(&mut self, l: &SessionLimits, i: usize, now: Instant) -> Result<(), Duration> {
