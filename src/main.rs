@@ -185,6 +185,16 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before the address is printed: whoever reads it may signal at
+        // once, and a signal that finds no handler kills the process
+        // without a clean stop (the store unflushed, exit status lost).
+        let mut stop = match Stop::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let listener = match listen(args.listen) {
             Ok(l) => l,
             Err(e) => {
@@ -222,11 +232,10 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
                 timeout: args.cluster_start_timeout,
                 waiting: &waiting,
             });
-            let stop = shutdown_signal();
             let started = server::serve_while_starting(&listener, &run_cfg, status, async {
                 tokio::select! {
                     c = connect => Some(c),
-                    _ = stop => None,
+                    _ = stop.wait() => None,
                 }
             })
             .await;
@@ -249,7 +258,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
             cluster.check_limits(args.limits.max_frame_bytes, args.limits.max_message_len);
             let state = Arc::new(ServerState::clustered(auth, &args.limits, cluster.clone()));
             state.start_applier();
-            server::run(listener, state.clone(), run_cfg, shutdown_signal()).await;
+            server::run(listener, state.clone(), run_cfg, stop.wait()).await;
             cluster.shutdown().await;
             tracing::info!("stopped");
             return ExitCode::SUCCESS;
@@ -286,7 +295,7 @@ fn serve(args: roomd::config::ServeArgs) -> ExitCode {
         let state = Arc::new(ServerState::new(ServerParts { auth, limits: &args.limits, store }));
         let mut run_cfg = RunConfig::from_limits(&args.limits);
         run_cfg.max_connections = max_connections;
-        server::run(listener, state.clone(), run_cfg, shutdown_signal()).await;
+        server::run(listener, state.clone(), run_cfg, stop.wait()).await;
         if let Some(store) = store_handle {
             store.shutdown().await;
         }
@@ -332,24 +341,36 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     socket.listen(4096)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, registered once for the whole life of the process:
+/// a signal that arrives while the store opens or the cluster connects is
+/// kept and ends the run as soon as it starts.
+struct Stop {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Stop { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
         }
+        #[cfg(not(unix))]
+        Ok(Stop {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -232,6 +232,22 @@ async fn try_call(c: &mut Client, method: &str, params: Value) -> Option<Value> 
     c.try_call(method, params).await
 }
 
+/// A SIGTERM sent the moment the address is printed (a supervisor or a
+/// script may) stops the server cleanly, even while it is still opening
+/// its store: the handlers are in place before the line is printed.
+#[test]
+fn sigterm_right_after_the_address_line_stops_cleanly() {
+    let dir = tempdir("earlyterm");
+    // A store with something in it, so opening it takes a moment.
+    let mut server = start(&dir);
+    assert_eq!(server.sigterm().code(), Some(0));
+    for round in 0..5 {
+        let mut server = start(&dir);
+        let st = server.sigterm();
+        assert_eq!(st.code(), Some(0), "round {round}: {st}\n{}", server.log().tail(20));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_restart_keeps_everything() {
     let dir = tempdir("graceful");

@@ -389,14 +389,19 @@ impl Roomd {
     pub(crate) fn wait_addr(&mut self, within: Duration) -> SocketAddr {
         let end = Instant::now() + within;
         loop {
-            if let Some(a) = self.try_addr() {
+            if let Some(a) = self.addr {
                 return a;
+            }
+            // Wakes the moment the line is read, so a caller acts on a
+            // server that has only just printed it.
+            if let Ok(a) = self.addr_rx.recv_timeout(Duration::from_millis(20)) {
+                self.addr = Some(a);
+                continue;
             }
             if let Some(st) = self.exited() {
                 panic!("roomd exited ({st}) before reporting its address:\n{}", self.log.tail(40));
             }
             assert!(Instant::now() < end, "roomd did not report its address:\n{}", self.log.tail(40));
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
