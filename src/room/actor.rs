@@ -260,9 +260,10 @@ pub(super) enum Out {
         seq: u64,
         at: Millis,
         payload: Arc<RawValue>,
-        /// A `room-updated` event's status, which `payload` renders: the
-        /// replay window keeps this instead of the bytes.
-        status: Option<super::view::MeetingStatus>,
+        /// What `payload` renders (a `room-updated` event's status, a
+        /// `joined`/`left` event's participant): the replay window keeps
+        /// this instead of the bytes.
+        fields: Option<super::replay::Fields>,
     },
     /// A connection starts hearing meeting events (it joined by code).
     Listen {
@@ -472,9 +473,9 @@ impl RoomActor {
                     // to every signed-in user.
                     self.hub.send_logged_to(event, &frame, |uid| self.state.can_read(uid, true))
                 }
-                Out::Meeting { event, seq, at, payload, status } if failed.is_none() => {
+                Out::Meeting { event, seq, at, payload, fields } if failed.is_none() => {
                     self.deliver_meeting(event, &payload);
-                    self.replay.push(seq, at, event, payload, status);
+                    self.replay.push(seq, at, event, payload, fields);
                 }
                 Out::Room { .. } | Out::User { .. } | Out::Logged { .. } | Out::Meeting { .. } => {}
                 Out::Listen { conn, uid, sink, resume } => {
@@ -484,7 +485,7 @@ impl RoomActor {
                         // Inside the actor, between the events decided
                         // before the seat and those after: nothing is
                         // missed or heard twice.
-                        if !missed.into_iter().all(|e| sink.emit(e.event, &e.payload())) {
+                        if !missed.into_iter().all(|e| sink.emit(e.event, &e.payload(&self.state.id))) {
                             continue;
                         }
                         r.recovered.store(true, std::sync::atomic::Ordering::Release);

@@ -10,6 +10,7 @@ use super::handle::Topic;
 use super::listener::MeetingEvent;
 use super::model::{Member, Message};
 use super::recent::Recent;
+use super::replay::{Fields, SeatEvent};
 use super::state::{Effect, SystemKind};
 use super::view::ParticipantView;
 use crate::durability::{Durability, RoomChange};
@@ -59,6 +60,11 @@ pub(super) fn replay_status(status: &super::view::MeetingStatus, seq: u64) -> Bo
     raw(&wire::room::meeting_status_event(status, seq))
 }
 
+/// A `joined`/`left` event's payload: the one rendering, live and replayed.
+pub(super) fn participant_payload(p: &ParticipantView, seq: u64) -> Box<RawValue> {
+    raw(&wire::room::participant_event(p, seq))
+}
+
 /// `v` as JSON bytes that later frames embed without serialising it again.
 fn raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
     // Our own types always serialise; the `null` fallback is unreachable.
@@ -101,8 +107,8 @@ impl RoomActor {
                 // window keeps them for sockets that come back.
                 Effect::Participant { joined, member, at } => {
                     let seq = self.next_seq();
-                    let p = self.state.participant(&member, (!joined).then_some(at));
-                    let p = raw(&wire::room::participant_event(&p, seq));
+                    let view = self.state.participant(&member, (!joined).then_some(at));
+                    let p = participant_payload(&view, seq);
                     if self.wants(Topic::Participants) {
                         let args = (if joined { "joined" } else { "left" }, &*p);
                         let event = format!("{rid}/participants");
@@ -111,7 +117,12 @@ impl RoomActor {
                     }
                     let event =
                         if joined { MeetingEvent::ParticipantJoined } else { MeetingEvent::ParticipantLeft };
-                    self.meeting(event, seq, now, p);
+                    // Every join and leave makes one, and the replay window
+                    // keeps it: as its fields, not its ~190 bytes.
+                    let kept = SeatEvent::of(&view);
+                    debug_assert!(kept.as_ref().is_none_or(|k| k.view(&rid) == view));
+                    let fields = kept.map(Fields::Participant);
+                    self.staged.push(Out::Meeting { event, seq, at: now, payload: p.into(), fields });
                 }
                 Effect::RoomUpdated => {
                     let seq = self.next_seq();
@@ -126,7 +137,8 @@ impl RoomActor {
                     // Every join and leave makes one, and the replay window
                     // keeps it: as its four fields, not its ~90 bytes.
                     let (event, payload) = (MeetingEvent::RoomUpdated, status.into());
-                    self.staged.push(Out::Meeting { event, seq, at: now, payload, status: Some(compact) });
+                    let fields = Some(Fields::Status(compact));
+                    self.staged.push(Out::Meeting { event, seq, at: now, payload, fields });
                 }
                 Effect::MembershipAdded(uid) => {
                     self.users.add_membership(&uid, &rid);
@@ -335,7 +347,7 @@ impl RoomActor {
 
     /// Stages a meeting event for every listener (see `RoomListener`).
     fn meeting(&mut self, event: MeetingEvent, seq: u64, at: Millis, payload: impl Into<Arc<RawValue>>) {
-        self.staged.push(Out::Meeting { event, seq, at, payload: payload.into(), status: None });
+        self.staged.push(Out::Meeting { event, seq, at, payload: payload.into(), fields: None });
     }
 
     /// Stages one pre-serialised frame for every subscriber of `topic`.

@@ -11,8 +11,9 @@
 //! commit failed was never heard, so it is never replayed.
 
 use super::listener::MeetingEvent;
-use super::publish::replay_status;
-use super::view::MeetingStatus;
+use super::publish::{participant_payload, replay_status};
+use super::view::{MeetingStatus, ParticipantView};
+use crate::ids::{RoomId, UserId};
 use crate::time::Millis;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -62,12 +63,80 @@ pub(super) struct Replayable {
     payload: Kept,
 }
 
-/// An event's payload: its bytes, or for a `room-updated` event (one per
-/// join and leave) the status they render, rendered again the same way
-/// (`publish::replay_status`) when a socket comes back.
+/// An event's payload: its bytes, or for the events every join and leave
+/// makes (`joined`/`left` and `room-updated`) the fields they render,
+/// rendered again by the same function (`publish::participant_payload`,
+/// `publish::replay_status`) when a socket comes back.
 enum Kept {
     Bytes(Arc<RawValue>),
     Status(MeetingStatus),
+    Participant(Box<SeatEvent>),
+}
+
+/// What a meeting event's payload renders, when the window may keep that
+/// instead of the bytes (see [`Kept`]).
+pub(super) enum Fields {
+    /// A `room-updated` event's status.
+    Status(MeetingStatus),
+    /// A `joined`/`left` event's participant.
+    Participant(Box<SeatEvent>),
+}
+
+/// A `joined`/`left` event's participant as its fields: ~70 B in one box
+/// and one string where its JSON takes ~190 B (issue 21: one per join,
+/// kept in every room's window). The room's id is the window's own,
+/// given back when the event is rendered.
+pub(super) struct SeatEvent {
+    /// The participant id followed by the user's id (a signed-in member)
+    /// or the guest's name, in one allocation; `split` is where the
+    /// second begins.
+    text: Box<str>,
+    split: u32,
+    guest: bool,
+    host: bool,
+    joined_at: Millis,
+    left_at: Option<Millis>,
+}
+
+impl SeatEvent {
+    /// `p`'s fields, if these are all it shows: an event's participant has
+    /// no list name or seat token, and is either a user or a guest.
+    pub(super) fn of(p: &ParticipantView) -> Option<Box<SeatEvent>> {
+        if p.display_name.is_some() || p.guest_token.is_some() {
+            return None;
+        }
+        let (guest, who) = match (&p.user, &p.guest_name) {
+            (Some(u), None) => (false, u.as_str()),
+            (None, Some(name)) => (true, name.as_str()),
+            _ => return None,
+        };
+        let split = u32::try_from(p.id.len()).ok()?;
+        let text = [p.id.as_str(), who].concat().into_boxed_str();
+        Some(Box::new(SeatEvent {
+            text,
+            split,
+            guest,
+            host: p.host,
+            joined_at: p.joined_at,
+            left_at: p.left_at,
+        }))
+    }
+
+    /// The participant again, in `room`.
+    pub(super) fn view(&self, room: &RoomId) -> ParticipantView {
+        let (id, who) = self.text.split_at(self.split as usize);
+        ParticipantView {
+            id: id.to_owned(),
+            room: room.clone(),
+            user: (!self.guest).then(|| UserId::from(who)),
+            guest_name: self.guest.then(|| who.to_owned()),
+            host: self.host,
+            joined_at: self.joined_at,
+            left_at: self.left_at,
+            display_name: None,
+            guest_token: None,
+        }
+    }
 }
 
 impl Replayable {
@@ -75,11 +144,12 @@ impl Replayable {
         self.len as usize + ENTRY_OVERHEAD
     }
 
-    /// The bytes its listeners got.
-    pub(super) fn payload(&self) -> Cow<'_, RawValue> {
+    /// The bytes its listeners got; `room` is the window's room.
+    pub(super) fn payload(&self, room: &RoomId) -> Cow<'_, RawValue> {
         match &self.payload {
             Kept::Bytes(b) => Cow::Borrowed(&**b),
             Kept::Status(s) => Cow::Owned(replay_status(s, self.seq)),
+            Kept::Participant(p) => Cow::Owned(participant_payload(&p.view(room), self.seq)),
         }
     }
 }
@@ -101,21 +171,22 @@ impl ReplayWindow {
     }
 
     /// Keeps a delivered event, then trims the window to its limits.
-    /// `status` is what `payload` renders, if it is a `room-updated` event.
+    /// `fields` is what `payload` renders, if the window may keep that.
     pub(super) fn push(
         &mut self,
         seq: u64,
         at: Millis,
         event: MeetingEvent,
         payload: Arc<RawValue>,
-        status: Option<MeetingStatus>,
+        fields: Option<Fields>,
     ) {
         let Ok(len) = u32::try_from(payload.get().len()) else {
             // Larger than any frame a connection takes: never replayable.
             return self.drop_all(seq);
         };
-        let payload = match status {
-            Some(s) => Kept::Status(s),
+        let payload = match fields {
+            Some(Fields::Status(s)) => Kept::Status(s),
+            Some(Fields::Participant(p)) => Kept::Participant(p),
             None => Kept::Bytes(payload),
         };
         let e = Replayable { seq, at, event, len, payload };
@@ -230,12 +301,112 @@ mod tests {
         let status =
             MeetingStatus { locked: false, active: true, max_participants: Some(11), participant_count: 7 };
         let live: Arc<RawValue> = replay_status(&status, 1).into();
-        w.push(1, Millis(0), MeetingEvent::RoomUpdated, live.clone(), Some(status));
+        w.push(1, Millis(0), MeetingEvent::RoomUpdated, live.clone(), Some(Fields::Status(status)));
         w.push(2, Millis(0), MeetingEvent::Message, payload(10), None);
-        let got: Vec<String> = w.after(0, 2).unwrap().map(|e| e.payload().get().to_owned()).collect();
+        let room = RoomId::from("r1");
+        let got: Vec<String> = w.after(0, 2).unwrap().map(|e| e.payload(&room).get().to_owned()).collect();
         assert_eq!(got, [live.get().to_owned(), payload(10).get().to_owned()]);
         assert!(matches!(w.events[0].payload, Kept::Status(_)));
         assert_eq!(limits.total_bytes(), live.get().len() + 12 + 2 * ENTRY_OVERHEAD);
         assert!(std::mem::size_of::<Replayable>() <= 48, "{}", std::mem::size_of::<Replayable>());
+    }
+
+    /// A guest and a signed-in member, joining and leaving, with names
+    /// and ids that need JSON escapes and take several UTF-8 bytes.
+    fn seats() -> Vec<(MeetingEvent, ParticipantView)> {
+        let guest = ParticipantView {
+            id: "pAbCdEfGhIjKlMnOp".into(),
+            room: RoomId::from("GENERAL\"room\"/ü"),
+            user: None,
+            guest_name: Some("Zoë \"the\" 🦀\\ </script>\n\u{1}".into()),
+            host: false,
+            joined_at: Millis(1_765_000_000_123),
+            left_at: None,
+            display_name: None,
+            guest_token: None,
+        };
+        let host = ParticipantView {
+            id: "qRsTuVwXyZ0123456".into(),
+            user: Some(UserId::from("u-\"émile\"-🎉")),
+            guest_name: None,
+            host: true,
+            ..guest.clone()
+        };
+        let left =
+            |p: &ParticipantView| ParticipantView { left_at: Some(Millis(1_765_000_099_999)), ..p.clone() };
+        vec![
+            (MeetingEvent::ParticipantJoined, guest.clone()),
+            (MeetingEvent::ParticipantJoined, host.clone()),
+            (MeetingEvent::ParticipantLeft, left(&guest)),
+            (MeetingEvent::ParticipantLeft, left(&host)),
+        ]
+    }
+
+    /// A `joined`/`left` event is kept as its participant's fields and
+    /// replayed as the same bytes its listeners got (rendered by the live
+    /// path's function); it counts as those bytes.
+    #[test]
+    fn a_participant_is_kept_as_its_fields_and_replayed_as_the_same_bytes() {
+        let limits = Arc::new(ReplayLimits::new(1000, Duration::from_secs(600), 1 << 20, 1 << 20));
+        let mut w = ReplayWindow::new(limits.clone(), 0);
+        let mut live = Vec::new();
+        for (seq, (event, p)) in (1..).zip(seats()) {
+            let bytes: Arc<RawValue> = participant_payload(&p, seq).into();
+            w.push(seq, Millis(0), event, bytes.clone(), SeatEvent::of(&p).map(Fields::Participant));
+            live.push(bytes.get().to_owned());
+        }
+        let room = seats()[0].1.room.clone();
+        let got: Vec<String> = w.after(0, 4).unwrap().map(|e| e.payload(&room).get().to_owned()).collect();
+        assert_eq!(got, live);
+        assert!(live[0].contains("\\u0001") && live[1].contains("🎉"), "{}", live[0]);
+        assert!(w.events.iter().all(|e| matches!(e.payload, Kept::Participant(_))));
+        let counted: usize = live.iter().map(|l| l.len() + ENTRY_OVERHEAD).sum();
+        assert_eq!(limits.total_bytes(), counted);
+        assert!(std::mem::size_of::<Replayable>() <= 48, "{}", std::mem::size_of::<Replayable>());
+    }
+
+    /// What the window holds on the heap for an event besides its entry.
+    fn held(e: &Replayable) -> usize {
+        match &e.payload {
+            // The `Arc`'s two counts and the bytes.
+            Kept::Bytes(b) => 16 + b.get().len(),
+            Kept::Status(_) => 0,
+            Kept::Participant(p) => std::mem::size_of::<SeatEvent>() + p.text.len(),
+        }
+    }
+
+    /// Issue 21: the join's event is kept in well under half of its JSON
+    /// (the typical guest's: a 17-character id, a short name, a room id).
+    #[test]
+    fn a_participant_event_is_kept_compact() {
+        let limits = Arc::new(ReplayLimits::new(1000, Duration::from_secs(600), 1 << 20, 1 << 20));
+        let mut w = ReplayWindow::new(limits, 0);
+        let p = ParticipantView {
+            id: "pAbCdEfGhIjKlMnOp".into(),
+            room: RoomId::from("kXw3pQ9mZr2LtY8vB"),
+            guest_name: Some("Guest 4711".into()),
+            ..seats()[0].1.clone()
+        };
+        let bytes: Arc<RawValue> = participant_payload(&p, 7).into();
+        w.push(
+            7,
+            Millis(0),
+            MeetingEvent::ParticipantJoined,
+            bytes.clone(),
+            SeatEvent::of(&p).map(Fields::Participant),
+        );
+        let kept = held(&w.events[0]);
+        assert!(kept * 2 < bytes.get().len(), "{kept} B kept for {} B of JSON", bytes.get().len());
+        assert!(std::mem::size_of::<SeatEvent>() <= 48, "{}", std::mem::size_of::<SeatEvent>());
+    }
+
+    /// A participant with fields an event never shows (a list name, a seat
+    /// token) is not taken apart: its bytes are kept.
+    #[test]
+    fn a_participant_with_more_fields_keeps_its_bytes() {
+        let p = seats()[0].1.clone();
+        assert!(SeatEvent::of(&ParticipantView { guest_token: Some("t".into()), ..p.clone() }).is_none());
+        assert!(SeatEvent::of(&ParticipantView { display_name: Some("n".into()), ..p.clone() }).is_none());
+        assert!(SeatEvent::of(&ParticipantView { user: Some(UserId::from("u")), ..p }).is_none());
     }
 }
