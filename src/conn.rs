@@ -1082,8 +1082,9 @@ where
 pub(crate) struct Tracked<S> {
     inner: S,
     wire: Arc<Wire>,
-    /// Only on a Socket.IO WebSocket: where its client's frames are.
-    frames: Option<Box<FrameScan>>,
+    /// Only on a Socket.IO WebSocket: where its client's frames are, and
+    /// the end of a socket closed for a message too large.
+    frames: Option<Box<EngineScan<S>>>,
 }
 
 impl<S> Tracked<S> {
@@ -1235,6 +1236,34 @@ const CLOSE_TOO_BIG: [u8; 19] = [
     b'e',
 ];
 
+/// What [`Tracked`] keeps of a Socket.IO WebSocket, once its client has
+/// sent a byte.
+struct EngineScan<S> {
+    frames: FrameScan,
+    /// After [`CLOSE_TOO_BIG`], the write side is shut (FIN follows it).
+    shut: bool,
+    /// Bytes of the client's read and dropped since ([`DRAIN_BYTES`]).
+    drained: u64,
+    /// When the wait for more of them ends ([`DRAIN_TIME`]).
+    drain_until: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// `S`'s read, taken where `S` is known to be readable (`poll_read`):
+    /// the drain runs in `poll_write`, whose bounds do not say it (DDP's
+    /// writer writes to any `AsyncWrite`).
+    read: fn(Pin<&mut S>, &mut Context<'_>, &mut ReadBuf<'_>) -> Poll<std::io::Result<()>>,
+}
+
+/// After [`CLOSE_TOO_BIG`], what roomd reads and drops of what the client
+/// still sends (the rest of the message over the limit, anything after
+/// it) before the engine drops the socket, and how long it waits for it.
+/// Dropped with unread bytes, the socket would be answered by the kernel
+/// with a reset, which throws away its send queue: the close frame too,
+/// if the client had not taken it yet, and the client would see no close
+/// frame. The client ends its side once it has the close frame and the FIN
+/// after it, so the wait is short; the bounds hold only the engine's
+/// writer task, and only for this close.
+const DRAIN_BYTES: u64 = 256 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 /// A Socket.IO session's hold on the socket the engine writes it to: the
 /// bytes it has unsent, and a cut that ends the socket from outside, even
 /// while the engine's writer is blocked on it (the engine's own close waits
@@ -1315,7 +1344,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     }
 }
 
-impl<S> Tracked<S> {
+impl<S: AsyncRead + Unpin> Tracked<S> {
     /// On a Socket.IO WebSocket, follows the client's frames as they are
     /// read, before the engine's tungstenite sees them: a frame or message
     /// over the limit marks the socket (and its session) the moment it is
@@ -1325,7 +1354,16 @@ impl<S> Tracked<S> {
         if bytes.is_empty() || engine.too_big.load(Ordering::Relaxed) {
             return;
         }
-        if self.frames.get_or_insert_with(Box::default).feed(bytes, engine.max) {
+        let scan = self.frames.get_or_insert_with(|| {
+            Box::new(EngineScan {
+                frames: FrameScan::default(),
+                shut: false,
+                drained: 0,
+                drain_until: None,
+                read: |s, cx, buf| s.poll_read(cx, buf),
+            })
+        });
+        if scan.frames.feed(bytes, engine.max) {
             engine.too_big.store(true, Ordering::SeqCst);
             std::sync::atomic::fence(Ordering::SeqCst);
             if let Some(tap) = self.wire.tap.get() {
@@ -1336,16 +1374,45 @@ impl<S> Tracked<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Tracked<S> {
-    /// Writes [`CLOSE_TOO_BIG`] in place of the engine's bare close frame;
-    /// `Ready(Ok(2))` once all of it is written.
+    /// Writes [`CLOSE_TOO_BIG`] in place of the engine's bare close frame,
+    /// then ends the socket in order: shuts the write side and reads what
+    /// the client still sends, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+    /// `Ready(Ok(2))` once that is done; the engine drops the socket next.
     fn poll_close_too_big(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let Some(frames) = self.frames.as_mut() else { return Poll::Ready(Ok(CLOSE_BARE.len())) };
+        let Some(scan) = self.frames.as_mut() else { return Poll::Ready(Ok(CLOSE_BARE.len())) };
+        let frames = &mut scan.frames;
         while frames.close_sent < CLOSE_TOO_BIG.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &CLOSE_TOO_BIG[frames.close_sent..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => frames.close_sent += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
+            }
+        }
+        if !scan.shut {
+            match Pin::new(&mut self.inner).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => scan.shut = true,
+                // The peer is gone already: nothing left to drain.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(CLOSE_BARE.len())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let mut scratch = [0u8; 2048];
+        while scan.drained < DRAIN_BYTES {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match (scan.read)(Pin::new(&mut self.inner), cx, &mut buf) {
+                // The client's FIN: the socket can close without a reset.
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => scan.drained += buf.filled().len() as u64,
+                Poll::Ready(Err(_)) => break,
+                Poll::Pending => {
+                    let until =
+                        scan.drain_until.get_or_insert_with(|| Box::pin(tokio::time::sleep(DRAIN_TIME)));
+                    if until.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    break;
+                }
             }
         }
         Poll::Ready(Ok(CLOSE_BARE.len()))

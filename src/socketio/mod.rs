@@ -24,7 +24,7 @@ pub use events::CLIENT_EVENTS;
 
 use crate::conn::{Tap, Wire};
 use crate::server::ServerState;
-use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use dashmap::DashMap;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
@@ -104,8 +104,18 @@ impl Taps {
     }
 }
 
+/// The headers of a request that opens an Engine.IO session that anything
+/// reads once roomd's guards have passed it: engineioxide reads
+/// `Sec-WebSocket-Key` to answer the upgrade. The head it keeps for the
+/// session is read later only for its extensions (roomd's `Peer` and
+/// `Wire`); neither engineioxide, socketioxide nor roomd's handlers read
+/// its headers, so a browser's cookies and user agent (~1 KB) would be
+/// kept per socket for nothing.
+const KEPT_HEADERS: [HeaderName; 1] = [header::SEC_WEBSOCKET_KEY];
+
 /// A `/socket.io/` request that opens an Engine.IO session (no `sid`),
-/// with its URI and header values copied into allocations of their own.
+/// with its URI and the headers in [`KEPT_HEADERS`] copied into
+/// allocations of their own, the other headers dropped.
 ///
 /// engineioxide keeps the head of that request (`http::request::Parts`) for
 /// the whole life of the session (`SocketRef::req_parts`). hyper parses the
@@ -123,12 +133,16 @@ pub(crate) fn own_head<B>(req: Request<B>) -> Request<B> {
     if let Ok(uri) = parts.uri.to_string().parse::<Uri>() {
         parts.uri = uri;
     }
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        // Cannot fail: the bytes were a header value already. Should it,
-        // the shared value is kept (correct, only larger).
-        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        headers.append(name.clone(), value);
+    // Sized to what is kept: a map's spare slots are ~100 B each.
+    let kept = KEPT_HEADERS.iter().map(|n| parts.headers.get_all(n).iter().count()).sum();
+    let mut headers = HeaderMap::with_capacity(kept);
+    for name in KEPT_HEADERS {
+        for value in parts.headers.get_all(&name) {
+            // Cannot fail: the bytes were a header value already. Should
+            // it, the shared value is kept (correct, only larger).
+            let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            headers.append(name.clone(), value);
+        }
     }
     parts.headers = headers;
     Request::from_parts(parts, body)
@@ -193,13 +207,39 @@ mod tests {
         assert!(req.headers().values().all(|v| inside(&buf, v.as_bytes())), "the setup shares the buffer");
         let req = own_head(req);
         assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
-        assert_eq!(req.headers()["upgrade"], "websocket");
         assert_eq!(req.headers()["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
         for v in req.headers().values() {
             assert!(!inside(&buf, v.as_bytes()), "{v:?} still points into the read buffer");
         }
         assert!(!inside(&buf, req.uri().path().as_bytes()));
         assert!(!inside(&buf, req.uri().query().unwrap_or_default().as_bytes()));
+    }
+
+    /// Of a browser's head, the session keeps the WebSocket key the engine
+    /// answers the upgrade with, not its cookies or user agent.
+    #[test]
+    fn a_request_that_opens_a_session_keeps_only_the_headers_read_later() {
+        let cookie = format!("session={}", "c".repeat(1000));
+        let agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+        let req = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header("host", "127.0.0.1:3000")
+            .header("cookie", &cookie)
+            .header("user-agent", agent)
+            .header("accept-language", "en-US,en;q=0.9")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap();
+        let before: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        let req = own_head(req);
+        let kept: Vec<_> = req.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(kept, ["sec-websocket-key"]);
+        assert_eq!(req.headers()["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+        let after: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        // The header bytes the session no longer holds (values the copy
+        // allocated one by one, names of the map's entries).
+        assert!(before - after > 1100, "{before} -> {after}");
     }
 
     #[test]

@@ -42,10 +42,35 @@ impl Sio {
 
     async fn open_at(ws_url: &str, auth: Option<Value>) -> Connect {
         let url = ws_url.replace("/websocket", "/socket.io/?EIO=4&transport=websocket");
-        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("socket.io connect timed out")
             .expect("socket.io upgrade refused");
+        Sio::handshake(ws, auth).await
+    }
+
+    /// A socket whose TCP receive buffer is as small as the kernel allows:
+    /// what the server sends it and it does not read soon waits in the
+    /// server's send queue.
+    async fn connect_small_window(srv: &TestServer) -> Sio {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", srv.addr);
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(1).unwrap();
+        let tcp =
+            tokio::time::timeout(WAIT, sock.connect(srv.addr)).await.expect("connect timed out").unwrap();
+        let (ws, _) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)))
+                .await
+                .expect("socket.io connect timed out")
+                .expect("socket.io upgrade refused");
+        match Sio::handshake(ws, None).await {
+            Connect::Ok(s) => *s,
+            Connect::Refused(m) => panic!("CONNECT refused: {m}"),
+        }
+    }
+
+    /// The Engine.IO open packet and the Socket.IO CONNECT on `ws`.
+    async fn handshake(mut ws: WebSocketStream<MaybeTlsStream<TcpStream>>, auth: Option<Value>) -> Connect {
         let open = next_text(&mut ws).await.expect("engine.io open packet");
         assert!(open.starts_with("0{"), "{open}");
         let connect = match auth {
@@ -631,8 +656,57 @@ async fn a_packet_over_the_frame_limit_closes_1009() {
     let last = Frame::message(format!("{chunk}\"}}]"), OpCode::Data(Data::Continue), true);
     let _ = s.ws.send(Message::Frame(last)).await;
     assert_eq!(close_of(&mut s.ws).await, too_big);
+    // A client ends its side once it has the close frame (the server waits
+    // for that, within bounds, before it drops the socket).
+    drop(s);
 
     all_closed(&srv).await;
     assert_eq!(closed_for(&srv, "too_big"), 2.0, "{}", srv.state.render_metrics());
     assert_eq!(closed_for(&srv, "peer_closed"), 0.0, "{}", srv.state.render_metrics());
+}
+
+/// The `1009` close frame reaches the client even when more of the
+/// client's bytes follow the packet over the limit. A socket dropped with
+/// unread bytes is answered by the kernel with a reset, which throws away
+/// whatever of the server's bytes were still queued to send (the close
+/// frame among them); the server closes its side in order instead: FIN
+/// after the close frame, the rest of what the client sends read and
+/// dropped. Here the client's receive window is full of acks it has not
+/// read yet, so the close frame is still queued when the server closes,
+/// and 64 KiB follow the packet: thirty sockets, each must see `1009`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_1009_close_frame_survives_bytes_sent_after_the_packet() {
+    use tokio::io::AsyncWriteExt;
+    const ROUNDS: usize = 30;
+    let srv = TestServer::with_limits(|l| l.max_frame_bytes = 1024).await;
+    // One masked text frame announcing 2,000 bytes (mask key zero: the
+    // payload is sent as it is), then 64 KiB the server never parses, all
+    // in one write, so they are in the server's receive buffer when the
+    // engine closes.
+    let mut bytes = vec![0x81, 0x80 | 126, (2000u16 >> 8) as u8, 2000u16 as u8, 0, 0, 0, 0];
+    bytes.extend(format!("42[\"send-message\",{{\"msg\":\"{}\"}}]", "b".repeat(1971)).into_bytes());
+    bytes.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    let mut lost = Vec::new();
+    for round in 0..ROUNDS {
+        let mut s = Sio::connect_small_window(&srv).await;
+        // Acks the client does not read before the close: more than its
+        // receive window holds.
+        for id in 0..40 {
+            let packet = format!("42{id}{}", json!(["get-participants", {"roomId": "r".repeat(100)}]));
+            s.ws.send(Message::Text(packet.into())).await.unwrap();
+        }
+        // Time for the acks to be written (bounded; a late ack only makes
+        // the round easier).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let MaybeTlsStream::Plain(tcp) = s.ws.get_mut() else { unreachable!("plain ws://") };
+        // The server may reset the connection while this is written.
+        let _ = tokio::time::timeout(WAIT, tcp.write_all(&bytes)).await.expect("write timed out");
+        let close = close_of(&mut s.ws).await;
+        if close != Some((1009, "frame too large".to_owned())) {
+            lost.push((round, close));
+        }
+    }
+    assert!(lost.is_empty(), "{} of {ROUNDS} sockets ended without the 1009 close: {lost:?}", lost.len());
+    all_closed(&srv).await;
+    assert_eq!(closed_for(&srv, "too_big"), ROUNDS as f64, "{}", srv.state.render_metrics());
 }
