@@ -570,35 +570,30 @@ where
     let outbox = Outbox::new(cfg.outbound_queue, cfg.outbound_bytes.clone());
     let handle = ConnHandle { id, shared: ConnShared::new(id, outbox, shutdown, server.metrics.clone()) };
     let Socket { io, rest, ws } = socket;
-    let mut stream = match rest.is_empty() {
+    let stream = match rest.is_empty() {
         true => Reader::Idle(io),
         false => Reader::Parsing(parser(io, rest, &handle.shared, ws)),
     };
     server.metrics.connection_opened();
     let returned = handle.clone();
     let srv = server.clone();
-    let mut session = Session::new(handle.clone(), server, peer);
+    let session = Session::new(handle.clone(), server, peer);
+    let mut live = Live { stream, writer: Writer::default(), session, conn: handle };
     let fut = async move {
-        let mut writer = Writer::default();
         // A panic while handling a frame (a bug) ends this connection with
         // 1011 and is logged once, here; the cleanup below still runs.
-        let peer_sent_close = match AssertUnwindSafe(read_loop(
-            &mut stream,
-            &mut writer,
-            &mut session,
-            &handle,
-            &srv.conn_config,
-        ))
-        .catch_unwind()
-        .await
-        {
-            Ok(close) => close,
-            Err(_) => {
-                tracing::error!(conn = %id, "connection task panicked");
-                handle.close(CloseReason::InternalError);
-                false
-            }
-        };
+        let peer_sent_close =
+            match AssertUnwindSafe(read_loop(&mut live, &srv.conn_config)).catch_unwind().await {
+                Ok(close) => close,
+                Err(_) => {
+                    let handle = &live.conn;
+                    tracing::error!(conn = %handle.id, "connection task panicked");
+                    handle.close(CloseReason::InternalError);
+                    false
+                }
+            };
+        let Live { stream, writer, session, conn: handle } = &mut live;
+        let id = handle.id;
         // Pin the reason now: a cancel without one came from server
         // shutdown; no cancel at all means the peer went away.
         let reason = if handle.is_closed() { handle.reason() } else { CloseReason::PeerClosed };
@@ -619,7 +614,8 @@ where
         Box::pin(session.finish()).await;
         if !writer.broken {
             let sink = stream.sink();
-            Box::pin(close_writer(sink, writer.out, &handle.shared.outbox, reason)).await;
+            let out = std::mem::take(&mut writer.out);
+            Box::pin(close_writer(sink, out, &handle.shared.outbox, reason)).await;
         }
         if reason != CloseReason::PeerClosed {
             // Read (and ignore) what the peer still sends until it answers
@@ -677,21 +673,26 @@ enum Next {
     Frame(Option<Result<Message, WsError>>),
 }
 
+/// A connection's parts, owned by its future and lent to the read loop as
+/// one reference: every reference the loop keeps across its idle wait is
+/// 8 bytes of every idle connection (BENCHMARKS.md, issue 21).
+struct Live<S> {
+    stream: Reader<S>,
+    writer: Writer,
+    session: Session,
+    conn: ConnHandle,
+}
+
 /// Handles the client's frames, and writes what is queued for it, until
 /// the connection is to end; true if it ended with the client's close
 /// frame.
-async fn read_loop<S>(
-    stream: &mut Reader<S>,
-    writer: &mut Writer,
-    session: &mut Session,
-    conn: &ConnHandle,
-    cfg: &ConnConfig,
-) -> bool
+async fn read_loop<S>(live: &mut Live<S>, cfg: &ConnConfig) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // `conn` and the stall timeout are borrowed, not copied: this future
-    // is part of every idle connection's. One instant is kept: until
+    // The connection's parts are reached through one reference, not one
+    // each (this future, and the wait's closure below, are part of every
+    // idle connection's). One instant is kept: until
     // `connect` it is the upgrade's (other frames do not buy time), after
     // it the last frame's; the deadline is recomputed, not kept.
     let mut last_in = Instant::now();
@@ -701,12 +702,19 @@ where
     // close decided by this server for this connection is the flag in its
     // shared state, read below; the task hears of it through the side
     // waker.
-    let shutdown = conn.shared.outer.cancelled();
+    // Owned (a reference count, same size as the borrowing one): a borrow
+    // of `live` here would keep the wait's closure from lending all of it.
+    let shutdown = live.conn.shared.outer.clone().cancelled_owned();
     tokio::pin!(shutdown);
-    let timer = tokio::time::sleep_until(last_in + cfg.connect_timeout);
-    tokio::pin!(timer);
+    // Boxed: tokio's timer entry is 112 bytes, and inline it kept the task
+    // cell (header, this future, trailer: 128-aligned) at 1,152 B, which
+    // mimalloc serves from its 1,280 B class (an aligned block over 1 KiB
+    // is over-allocated by 127 B). Out of line the cell is ≤ 1,024 B, a
+    // naturally aligned class of its own: 1,024 + 112 B instead of 1,280 B
+    // (BENCHMARKS.md, "The task cell under 1 KiB").
+    let mut timer = Box::pin(tokio::time::sleep_until(last_in + cfg.connect_timeout));
     loop {
-        let deadline = deadline(session, last_in, pinged, cfg);
+        let deadline = deadline(&live.session, last_in, pinged, cfg);
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
@@ -720,8 +728,13 @@ where
         // the socket's readiness lock (BENCHMARKS.md, issue 21).
         // (A mark, not a flag in this future: every idle connection holds
         // the future.)
-        conn.shared.outbox.mark_side_woken();
-        let next = std::future::poll_fn(|cx| {
+        live.conn.shared.outbox.mark_side_woken();
+        // A `move` closure over reborrows: it holds these four references
+        // (a closure naming `live.conn`, `live.writer`, ... would hold one
+        // per field it uses).
+        let (l, mut shutdown, mut timer) = (&mut *live, shutdown.as_mut(), timer.as_mut());
+        let next = std::future::poll_fn(move |cx| {
+            let Live { stream, writer, conn, .. } = &mut *l;
             conn.shared.outbox.register(cx.waker());
             let side_woken = conn.shared.outbox.take_side_woken();
             if !side_woken {
@@ -752,17 +765,18 @@ where
             stream.poll_next(&mut side_cx, &conn.shared, cfg.ws).map(Next::Frame)
         })
         .await;
+        let conn = &live.conn;
         match next {
             Next::Closed => return false,
             Next::Timer => {
-                if session.token_expiry().is_some_and(|t| t <= Instant::now()) {
+                if live.session.token_expiry().is_some_and(|t| t <= Instant::now()) {
                     conn.close(CloseReason::TokenExpired);
                     return false;
                 }
-                if Instant::now() < heartbeat_deadline(session, last_in, pinged, cfg) {
+                if Instant::now() < heartbeat_deadline(&live.session, last_in, pinged, cfg) {
                     continue;
                 }
-                if !session.is_connected() {
+                if !live.session.is_connected() {
                     conn.close(CloseReason::ConnectTimeout);
                     return false;
                 }
@@ -772,12 +786,14 @@ where
                 }
                 pinged = true;
                 let ping = Box::pin(conn.send(crate::wire::ping()));
-                if !writing_while(ping, writer, stream, conn, cfg.write_stall_timeout).await {
+                if !writing_while(ping, &mut live.writer, &mut live.stream, conn, cfg.write_stall_timeout)
+                    .await
+                {
                     return false;
                 }
             }
             Next::Frame(item) => {
-                if session.is_connected() {
+                if live.session.is_connected() {
                     last_in = Instant::now();
                 }
                 pinged = false;
@@ -790,15 +806,23 @@ where
                         // Boxed: the frame handler's future is large (it can
                         // hold any method's state) and is only needed while a
                         // frame is handled, not by every idle connection.
-                        let connected = session.is_connected();
+                        let connected = live.session.is_connected();
                         // The frame goes into the box too: only the box's
                         // pointer is in this future while it is handled.
-                        let s = &mut *session;
+                        let s = &mut live.session;
                         let handled = Box::pin(async move { s.handle_text(&text).await });
-                        if !writing_while(handled, writer, stream, conn, cfg.write_stall_timeout).await {
+                        if !writing_while(
+                            handled,
+                            &mut live.writer,
+                            &mut live.stream,
+                            conn,
+                            cfg.write_stall_timeout,
+                        )
+                        .await
+                        {
                             return false;
                         }
-                        if !connected && session.is_connected() {
+                        if !connected && live.session.is_connected() {
                             // The heartbeat counts from `connect` on.
                             last_in = Instant::now();
                         }
@@ -1977,8 +2001,10 @@ mod tests {
         type S = tokio::net::TcpStream;
         let serve = returned_size(serve::<S>);
         eprintln!("serve {serve} B");
-        // Debug build; release is 872 B (1,032 before): see BENCHMARKS.md,
-        // "The connection future's idle state" (issue 21).
-        assert!(serve <= 880, "connection future is {serve} bytes");
+        // Debug build (752 B; 864 with the heartbeat's timer inline, 880
+        // before the read loop took one reference): the task cell must
+        // stay ≤ 1,024 B in release, see BENCHMARKS.md, "The task cell
+        // under 1 KiB" (issue 21).
+        assert!(serve <= 760, "connection future is {serve} bytes");
     }
 }
