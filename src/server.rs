@@ -5,7 +5,8 @@
 //! a test that bound `127.0.0.1:0`), in the manner of mini-redis. Each socket
 //! is served by hyper's HTTP/1 connection with the router of `routes.rs`;
 //! `/websocket` is upgraded and handed, as the `Tracked` `TcpStream` it was accepted as, to the DDP
-//! connection code.
+//! connection code, which runs in the socket's own task (one task per
+//! socket, HTTP phase and DDP connection alike).
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
