@@ -16,7 +16,7 @@
 //! are added in [`router`], as routes or as a layer, inside those two.
 
 use crate::http::{self, UpgradeError};
-use crate::server::{HttpContext, KeepAlive, Peer};
+use crate::server::{HttpContext, KeepAlive};
 use crate::webapp;
 use axum::Router;
 use axum::body::Body;
@@ -288,7 +288,7 @@ async fn probe(State(ctx): State<Ctx>, req: Request) -> Response {
 }
 
 /// `GET /websocket`: checks the upgrade and the origin and answers `101`;
-/// the DDP connection then starts on the upgraded socket.
+/// the socket's task then runs the DDP connection on the upgraded socket.
 async fn websocket(State(ctx): State<Ctx>, mut req: Request) -> Response {
     let metrics = &ctx.state.metrics;
     if ctx.state.is_draining() {
@@ -314,10 +314,10 @@ async fn websocket(State(ctx): State<Ctx>, mut req: Request) -> Response {
         metrics.handshake_failed("origin");
         return text(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
-    let Some(&Peer(peer)) = req.extensions().get::<Peer>() else {
-        // `serve_socket` adds it to every request; without it the
-        // connection could not be braked per address.
-        tracing::error!("request without a peer address");
+    let Some(ka) = req.extensions().get::<Arc<KeepAlive>>().cloned() else {
+        // `serve_socket` adds it to every request; without it no task
+        // would take the upgraded socket.
+        tracing::error!("request without its connection's hand-over slot");
         return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
     };
     let Ok(accept) = HeaderValue::try_from(accept) else {
@@ -326,7 +326,8 @@ async fn websocket(State(ctx): State<Ctx>, mut req: Request) -> Response {
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Nothing of the request lives on into the connection.
     drop(req);
-    ctx.start_ddp(on_upgrade, peer);
+    // The socket's own task runs the connection once the `101` is out.
+    ka.hand_over(on_upgrade);
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();

@@ -5,7 +5,8 @@
 //! a test that bound `127.0.0.1:0`), in the manner of mini-redis. Each socket
 //! is served by hyper's HTTP/1 connection with the router of `routes.rs`;
 //! `/websocket` is upgraded and handed, as the `Tracked` `TcpStream` it was accepted as, to the DDP
-//! connection code.
+//! connection code, which runs in the socket's own task (one task per
+//! socket, HTTP phase and DDP connection alike).
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
@@ -347,8 +348,6 @@ pub(crate) struct HttpContext {
     pub(crate) ws_cfg: WebSocketConfig,
     /// One permit per open connection, DDP or Socket.IO (`--max-connections`).
     permits: Arc<Semaphore>,
-    /// Socket tasks and DDP connections: shutdown waits for them.
-    tracker: TaskTracker,
     /// Cancelled when shutdown begins; DDP connections then close with 1012.
     stop: CancellationToken,
     /// hyper's HTTP/1 settings: head size and time limits.
@@ -399,7 +398,6 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
         ws_cfg: ws_config(cfg.max_frame_bytes),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         state: state.clone(),
-        tracker: tracker.clone(),
         stop: stop.clone(),
         http1,
         keepalive_idle: cfg.http_keepalive_idle,
@@ -432,6 +430,8 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, cfg: RunConfig,
         tokio::select! {
             _ = &mut shutdown => break,
             (stream, peer) = accept(&listener, &mut backoff) => {
+                // The socket's one task, DDP connection included: shutdown
+                // waits for it.
                 tracker.spawn(serve_socket(ctx.clone(), router.clone(), stream, peer, stop.clone()));
             }
         }
@@ -564,6 +564,10 @@ pub(crate) struct KeepAlive {
     /// request with the same token (`rest::SignedIn`). A lock of this
     /// connection alone.
     pub(crate) signed_in: std::sync::Mutex<Option<Box<crate::rest::SignedIn>>>,
+    /// The hand-over: `/websocket`'s handler leaves the upgrade of its `101`
+    /// here, and the socket's task, once hyper lets the socket go, runs the
+    /// DDP connection on it ([`serve_socket`]). Set at most once.
+    ddp_upgrade: std::sync::Mutex<Option<OnUpgrade>>,
 }
 
 impl std::fmt::Debug for KeepAlive {
@@ -575,6 +579,18 @@ impl std::fmt::Debug for KeepAlive {
 impl KeepAlive {
     fn holds_slot(&self) -> bool {
         self.slot.lock().is_ok_and(|s| s.is_some())
+    }
+
+    /// Leaves the upgrade of a DDP `101` for the socket's task to take when
+    /// hyper's connection ends (see [`serve_socket`]).
+    pub(crate) fn hand_over(&self, on_upgrade: OnUpgrade) {
+        if let Ok(mut slot) = self.ddp_upgrade.lock() {
+            *slot = Some(on_upgrade);
+        }
+    }
+
+    fn take_upgrade(&self) -> Option<OnUpgrade> {
+        self.ddp_upgrade.lock().ok()?.take()
     }
 }
 
@@ -596,19 +612,58 @@ impl HttpContext {
     }
 }
 
-/// One accepted socket, served by hyper until it is closed or upgraded.
-/// The future ends at the upgrade (hyper hands the socket over and frees its
-/// buffers), so a long-lived DDP connection holds none of the HTTP phase's
-/// state. Between requests of a kept-alive connection it closes the
-/// connection after `--http-keepalive-idle` without a request, when
-/// shutdown begins, or when the realtime doors need its slot.
-async fn serve_socket(
+/// One accepted socket, for its whole life, in ONE task: served by hyper
+/// until it is closed or upgraded, then, when the answer was a DDP `101`,
+/// the DDP connection on the same socket ([`HttpContext::start_ddp`]). The
+/// floor does accept, handshake and serve in one task too: a second task per
+/// join (spawn, tracker entry, wake across tasks) was ~14 % of a join's user
+/// time (BENCHMARKS.md, "Joins: one task across the hand-over").
+///
+/// The HTTP phase ([`serve_http`]: hyper's connection, its buffers, the idle
+/// timer) is boxed and freed at the upgrade: this future is the task cell of
+/// every open DDP connection, so it holds the DDP connection's future and
+/// little else (`tests::the_socket_task_stays_small`). A plain `fn` rather
+/// than an `async fn`, which would keep its five arguments beside the
+/// connection for its whole life.
+fn serve_socket(
     ctx: Arc<HttpContext>,
     router: Router,
     stream: TcpStream,
     peer: SocketAddr,
     stop: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
+    let http = Box::pin(serve_http(ctx, router, stream, peer, stop));
+    async move {
+        let Some(DdpStart { serve, permit, id }) = http.await else { return };
+        serve.await;
+        drop(permit);
+        tracing::debug!(conn = %id, "disconnected");
+    }
+}
+
+/// What the HTTP phase of a socket hands its DDP phase, in the same task:
+/// the connection, ready to run, with its `--max-connections` slot.
+struct DdpStart<F> {
+    /// `conn::serve`'s future.
+    serve: F,
+    /// Held until the connection ends.
+    permit: OwnedSemaphorePermit,
+    id: ConnId,
+}
+
+/// The HTTP phase of one socket: hyper serves it until it is closed or
+/// upgraded. Between requests of a kept-alive connection it closes the
+/// connection after `--http-keepalive-idle` without a request, when
+/// shutdown begins, or when the realtime doors need its slot. After a DDP
+/// `101` (the handler left the upgrade in the connection's [`KeepAlive`])
+/// it returns the DDP connection to run.
+async fn serve_http(
+    ctx: Arc<HttpContext>,
+    router: Router,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) -> Option<DdpStart<impl Future<Output = ()> + Send + 'static>> {
     let ka = Arc::new(KeepAlive::default());
     // Tracked from the start: a Socket.IO WebSocket is written by the
     // engine, and its byte budgets and cut act on this wrapper (`Wire`).
@@ -671,18 +726,25 @@ async fn serve_socket(
             }
         }
     };
+    // Given back before a DDP connection on this socket asks for its own.
     if let Ok(mut slot) = ka.slot.lock() {
         slot.take();
     }
+    // hyper has fulfilled the upgrade when its connection ends with `Ok`
+    // after a `101`; an error leaves it unfulfilled (counted below).
+    if let (Ok(()), Some(on_upgrade)) = (&r, ka.take_upgrade()) {
+        drop(ka);
+        return ctx.start_ddp(on_upgrade, peer).await;
+    }
     let answered = ka.requests.load(Ordering::Relaxed) > 0;
     let label = match &r {
-        Ok(()) if answered => return,
+        Ok(()) if answered => return None,
         Ok(()) => "closed",
         // A head timeout after a request is an idle keep-alive connection
         // closing, not a failed handshake.
         Err(e) if e.is_timeout() => {
             if answered {
-                return;
+                return None;
             }
             "timeout"
         }
@@ -694,37 +756,32 @@ async fn serve_socket(
         tracing::debug!(%peer, error = %e, reason = label, "HTTP connection failed");
     }
     ctx.state.metrics.handshake_failed(label);
+    None
 }
 
 impl HttpContext {
-    /// After a `101`: waits for hyper to hand the socket over, then runs the
-    /// DDP connection on it (or closes it with 1013 when the server is at
-    /// `--max-connections`). Spawned on the tracker, so shutdown waits for
-    /// it.
-    pub(crate) fn start_ddp(self: &Arc<Self>, on_upgrade: OnUpgrade, peer: SocketAddr) {
-        let ctx = self.clone();
-        self.tracker.spawn(async move {
-            // Boxed, and the stream returned by value: the upgrade's state
-            // is freed before the connection starts, so the task holds only
-            // the DDP connection's.
-            let Some((stream, rest)) = Box::pin(ctx.take_upgraded(on_upgrade, peer)).await else { return };
-            let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "over the connection limit");
-                ctx.state.metrics.handshake_failed("too-many-connections");
-                ctx.reclaim.notify_waiters();
-                reject(stream, CloseReason::TooManyConnections).await;
-                return;
-            };
-            let state = ctx.state.clone();
-            let stop = ctx.stop.clone();
-            let socket = conn::open(stream, rest, ctx.ws_cfg, &state.conn_config).await;
-            drop(ctx);
-            let id = state.next_conn_id();
-            tracing::debug!(conn = %id, %peer, "connected");
-            conn::serve(socket, id, peer.ip(), state, stop).await;
-            drop(permit);
-            tracing::debug!(conn = %id, "disconnected");
-        });
+    /// After a `101`, in the socket's task: takes the socket back from hyper
+    /// and returns the DDP connection to run on it, or closes it with 1013
+    /// when the server is at `--max-connections`.
+    async fn start_ddp(
+        self: Arc<Self>,
+        on_upgrade: OnUpgrade,
+        peer: SocketAddr,
+    ) -> Option<DdpStart<impl Future<Output = ()> + Send + 'static>> {
+        let (stream, rest) = self.take_upgraded(on_upgrade, peer).await?;
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "over the connection limit");
+            self.state.metrics.handshake_failed("too-many-connections");
+            self.reclaim.notify_waiters();
+            reject(stream, CloseReason::TooManyConnections).await;
+            return None;
+        };
+        let state = self.state.clone();
+        let socket = conn::open(stream, rest, self.ws_cfg, &state.conn_config).await;
+        let id = state.next_conn_id();
+        tracing::debug!(conn = %id, %peer, "connected");
+        let serve = conn::serve(socket, id, peer.ip(), state, self.stop.clone());
+        Some(DdpStart { serve, permit, id })
     }
 
     /// The upgraded socket as the `Tracked` `TcpStream` (the type the DDP
@@ -891,5 +948,25 @@ mod tests {
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
         assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+    }
+
+    fn returned_size<A, B, C, D, E, R>(_: impl Fn(A, B, C, D, E) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// The socket's task future is the task cell of every open DDP
+    /// connection, so its size is memory per idle connection: the DDP
+    /// connection's future (`conn::tests::the_connection_future_stays_small`)
+    /// and a few words, never hyper's connection (boxed and freed at the
+    /// upgrade). tokio adds 96 B to it (and the tracker 8 B) and rounds the
+    /// cell to 128; mimalloc serves an aligned cell of ≤ 1,024 B from its
+    /// small pages, and one ≤ 1,152 B from its 1,280-byte class
+    /// (BENCHMARKS.md, "Joins: one task across the hand-over").
+    #[test]
+    fn the_socket_task_stays_small() {
+        let task = returned_size(serve_socket);
+        let ddp = returned_size(conn::serve::<TcpStream>);
+        eprintln!("socket task {task} B, DDP connection {ddp} B");
+        assert!(task <= ddp + 40, "the socket task is {task} bytes, its DDP connection {ddp}");
     }
 }

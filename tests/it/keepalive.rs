@@ -206,6 +206,38 @@ async fn kept_connections_hold_a_slot_and_yield_it_to_realtime_clients() {
     }
 }
 
+/// A kept connection that then upgrades to DDP gives its keep-alive slot
+/// back before its DDP connection takes one (the socket's one task does
+/// both, in that order): at `--max-connections 1` it is admitted, not
+/// refused with 1013 by its own slot.
+#[tokio::test]
+async fn a_kept_connection_upgrades_to_ddp_at_the_limit() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::with_limits(|l| l.max_connections = 1).await;
+    let mut kept = Conn::open(s.addr).await;
+    assert!(!kept.ask(&get(s.addr, "/healthz")).await.says_close(), "first answer kept open");
+    let (mut ws, res) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(s.url(), kept.r.into_inner()))
+            .await
+            .expect("upgrade timed out")
+            .expect("upgrade on the kept connection");
+    assert_eq!(res.status(), 101);
+    let hello = json!({"msg": "connect", "version": "1", "support": ["1"]});
+    ws.send(Message::Text(hello.to_string().into())).await.expect("send connect");
+    let connected = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m {
+                return t.contains(r#""msg":"connected""#);
+            }
+        }
+        false
+    })
+    .await
+    .expect("no answer to connect");
+    assert!(connected, "the upgraded kept connection was not served");
+}
+
 #[tokio::test]
 async fn shutdown_closes_idle_kept_connections() {
     let s = TestServer::start().await;

@@ -306,7 +306,7 @@ async fn a_ddp_connection_is_one_task() {
     for c in &mut clients {
         c.assert_alive().await;
     }
-    // The upgrade's HTTP task ends on its own, shortly after the upgrade.
+    // The socket's HTTP phase and its DDP connection are one task.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut added = tasks() - before;
     while added > N && Instant::now() < deadline {
