@@ -545,6 +545,9 @@ async fn rooms_whose_names_differ_only_in_case_still_restore() {
     let mut alice = login(&server.url(), "ncalice").await;
     let name = unique("Legacy");
     let older = alice.ok("createChannel", json!([name])).await["_id"].as_str().unwrap().to_owned();
+    // "Oldest" is by creation time; two rooms made in the same millisecond
+    // tie and are ordered by id, which this test does not choose.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let younger = alice.ok("createChannel", json!([unique("tmp")])).await["_id"].as_str().unwrap().to_owned();
     alice.close().await;
     assert_eq!(server.sigterm().code(), Some(0));

@@ -267,7 +267,11 @@ async fn guest_sessions_that_come_and_go_leave_no_memory_behind_once_warm() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         samples.push(rss_anon_kb(pid));
     }
-    let warm = samples[CHURN_WARM - 1];
+    // The highest of the warm samples after the first: the allocator
+    // returns pages to the system on its own schedule, so any one sample
+    // can dip by a few hundred kB (seen: 8,740 then 7,716 then 8,208 kB
+    // with nothing kept), and a dip taken as the baseline reads as growth.
+    let warm = *samples[1..CHURN_WARM].iter().max().unwrap();
     let peak = *samples[CHURN_WARM..].iter().max().unwrap();
     eprintln!("RssAnon kB after each batch of {CHURN_BATCH} guest sessions: {samples:?}");
     assert!(
