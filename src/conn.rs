@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -622,14 +622,10 @@ where
             // the close, for a bounded time: dropping a socket with unread
             // input resets it, and the reset can destroy the close frame
             // (say, 4001) before the peer has read it.
-            let stream = stream.stream(&handle.shared, srv.conn_config.ws);
-            let _ = tokio::time::timeout(close_linger(reason), async {
-                while let Some(Ok(m)) = stream.next().await {
-                    if m.is_close() {
-                        break;
-                    }
-                }
-            })
+            let _ = tokio::time::timeout(
+                close_linger(reason),
+                Box::pin(linger(stream, &handle.shared, srv.conn_config.ws)),
+            )
             .await;
         }
         // Rooms that still hold this handle now see it closed and drop it;
@@ -655,6 +651,39 @@ fn close_linger(reason: CloseReason) -> Duration {
         // before it reaches the close frame.
         CloseReason::SlowConsumer => Duration::from_secs(5),
         _ => Duration::from_secs(1),
+    }
+}
+
+/// At most this much of what a client sends after the server closed is
+/// read and dropped (see [`linger`]).
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Reads what the peer still sends after the server's close, until its
+/// close frame or its end of stream (the caller bounds the time). Frames
+/// go through tungstenite; once tungstenite stops at a frame it refused
+/// (too large, malformed), the bytes after it are read raw and dropped,
+/// up to [`LINGER_BYTES`]: a `1009` close would otherwise be reset by the
+/// rest of the very frame it refuses.
+async fn linger<S>(stream: &mut Reader<S>, conn: &Arc<ConnShared>, cfg: WebSocketConfig)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ws = stream.stream(conn, cfg);
+    loop {
+        match ws.next().await {
+            Some(Ok(m)) if m.is_close() => return,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+    let raw = stream.sink();
+    let mut buf = vec![0u8; 4096];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match raw.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
     }
 }
 

@@ -581,3 +581,67 @@ async fn garbage_never_kills_the_server() {
     let mut d = s.guest().await;
     d.assert_alive().await;
 }
+
+/// The `1009` close survives what the client sends after the frame that
+/// was too large: dropping a socket with that still unread would reset
+/// it, and a reset throws away the close frame if the client has not read
+/// it yet. Here the client's receive window is full of pongs it has not
+/// read, so the close frame is still queued when the server closes, and
+/// 64 KiB follow the frame: thirty connections, each must see `1009`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_1009_close_frame_survives_bytes_sent_after_the_frame() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::MaybeTlsStream;
+    use tokio_tungstenite::tungstenite::Message;
+    const ROUNDS: usize = 30;
+    const WAIT: Duration = Duration::from_secs(10);
+    let srv = TestServer::with_limits(|l| l.max_frame_bytes = 1024).await;
+    // One masked text frame announcing 2,000 bytes (mask key zero: the
+    // payload goes as it is), then 64 KiB the server never parses, in one
+    // write, so they sit in the server's receive buffer when it closes.
+    let mut bytes = vec![0x81, 0x80 | 126, (2000u16 >> 8) as u8, 2000u16 as u8, 0, 0, 0, 0];
+    let frame = format!(r#"{{"msg":"ping","pad":"{}"}}"#, "b".repeat(2000 - 23));
+    assert_eq!(frame.len(), 2000);
+    bytes.extend(frame.into_bytes());
+    bytes.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    let mut lost = Vec::new();
+    for round in 0..ROUNDS {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(1).unwrap();
+        let tcp =
+            tokio::time::timeout(WAIT, sock.connect(srv.addr)).await.expect("connect timed out").unwrap();
+        let url = format!("ws://{}/websocket", srv.addr);
+        let (mut ws, _) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)))
+                .await
+                .expect("handshake timed out")
+                .expect("upgrade refused");
+        ws.send(Message::Text(r#"{"msg":"connect","version":"1","support":["1"]}"#.into())).await.unwrap();
+        // Pongs the client does not read before the close: more than its
+        // receive window holds.
+        for i in 0..40 {
+            let ping = json!({"msg": "ping", "id": format!("{i:03}{}", "p".repeat(200))});
+            ws.send(Message::Text(ping.to_string().into())).await.unwrap();
+        }
+        // Time for the pongs to be written (bounded; a late pong only makes
+        // the round easier).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let MaybeTlsStream::Plain(tcp) = ws.get_mut() else { unreachable!("plain ws://") };
+        // The server may reset the connection while this is written.
+        let _ = tokio::time::timeout(WAIT, tcp.write_all(&bytes)).await.expect("write timed out");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let close = loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await.expect("timed out waiting for the close")
+            {
+                Some(Ok(Message::Close(f))) => break f.map(|f| (u16::from(f.code), f.reason.to_string())),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break None,
+            }
+        };
+        if close != Some((1009, "frame too large".to_owned())) {
+            lost.push((round, close));
+        }
+    }
+    assert!(lost.is_empty(), "{} of {ROUNDS} connections ended without the 1009 close: {lost:?}", lost.len());
+}
