@@ -259,11 +259,8 @@ pub(super) enum Out {
         event: MeetingEvent,
         seq: u64,
         at: Millis,
-        payload: Arc<RawValue>,
-        /// What `payload` renders (a `room-updated` event's status, a
-        /// `joined`/`left` event's participant): the replay window keeps
-        /// this instead of the bytes.
-        fields: Option<super::replay::Fields>,
+        /// Its bytes, or a chat message rendered only if someone listens.
+        payload: super::replay::Staged,
     },
     /// A connection starts hearing meeting events (it joined by code).
     Listen {
@@ -473,9 +470,13 @@ impl RoomActor {
                     // to every signed-in user.
                     self.hub.send_logged_to(event, &frame, |uid| self.state.can_read(uid, true))
                 }
-                Out::Meeting { event, seq, at, payload, fields } if failed.is_none() => {
-                    self.deliver_meeting(event, &payload);
-                    self.replay.push(seq, at, event, payload, fields);
+                Out::Meeting { event, seq, at, payload } if failed.is_none() => {
+                    // Most rooms have no listener now: a message is then
+                    // rendered only if a socket comes back for it.
+                    if !self.listeners.is_empty() {
+                        self.deliver_meeting(event, &payload.live(seq));
+                    }
+                    self.replay.push(seq, at, event, payload);
                 }
                 Out::Room { .. } | Out::User { .. } | Out::Logged { .. } | Out::Meeting { .. } => {}
                 Out::Listen { conn, uid, sink, resume } => {

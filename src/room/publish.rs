@@ -10,7 +10,7 @@ use super::handle::Topic;
 use super::listener::MeetingEvent;
 use super::model::{Member, Message};
 use super::recent::Recent;
-use super::replay::{Fields, SeatEvent};
+use super::replay::{Fields, SeatEvent, Staged};
 use super::state::{Effect, SystemKind};
 use super::view::ParticipantView;
 use crate::durability::{Durability, RoomChange};
@@ -63,6 +63,14 @@ pub(super) fn replay_status(status: &super::view::MeetingStatus, seq: u64) -> Bo
 /// A `joined`/`left` event's payload: the one rendering, live and replayed.
 pub(super) fn participant_payload(p: &ParticipantView, seq: u64) -> Box<RawValue> {
     raw(&wire::room::participant_event(p, seq))
+}
+
+/// A chat message's `message` event payload: the one rendering, live (only
+/// when the room has meeting listeners) and replayed.
+pub(super) fn message_payload(m: &Message, seq: u64) -> Box<RawValue> {
+    #[cfg(test)]
+    tests::RENDERED.with(|n| n.set(n.get() + 1));
+    raw(&wire::room::meeting_message(m, seq))
 }
 
 /// `v` as JSON bytes that later frames embed without serialising it again.
@@ -121,8 +129,8 @@ impl RoomActor {
                     // keeps it: as its fields, not its ~190 bytes.
                     let kept = SeatEvent::of(&view);
                     debug_assert!(kept.as_ref().is_none_or(|k| k.view(&rid) == view));
-                    let fields = kept.map(Fields::Participant);
-                    self.staged.push(Out::Meeting { event, seq, at: now, payload: p.into(), fields });
+                    let payload = Staged::Bytes(p.into(), kept.map(Fields::Participant));
+                    self.staged.push(Out::Meeting { event, seq, at: now, payload });
                 }
                 Effect::RoomUpdated => {
                     let seq = self.next_seq();
@@ -136,9 +144,9 @@ impl RoomActor {
                     }
                     // Every join and leave makes one, and the replay window
                     // keeps it: as its four fields, not its ~90 bytes.
-                    let (event, payload) = (MeetingEvent::RoomUpdated, status.into());
-                    let fields = Some(Fields::Status(compact));
-                    self.staged.push(Out::Meeting { event, seq, at: now, payload, fields });
+                    let payload = Staged::Bytes(status.into(), Some(Fields::Status(compact)));
+                    let event = MeetingEvent::RoomUpdated;
+                    self.staged.push(Out::Meeting { event, seq, at: now, payload });
                 }
                 Effect::MembershipAdded(uid) => {
                     self.users.add_membership(&uid, &rid);
@@ -238,9 +246,18 @@ impl RoomActor {
     pub(super) fn store_and_broadcast(&mut self, msg: Message) -> u64 {
         self.state.message_count += 1;
         let seq = self.next_seq();
-        let bytes = raw(&msg);
+        // A chat message is shared at once: the replay window keeps the
+        // history's `Arc` (and, with a delivered log, the compaction tail
+        // too). A notice the history keeps compactly stays owned.
+        let shared = msg.t.is_none() || self.order == super::log::Order::Delivered;
+        let msg = if shared { Ok(Arc::new(msg)) } else { Err(msg) };
+        let m: &Message = match &msg {
+            Ok(a) => a,
+            Err(m) => m,
+        };
+        let bytes = raw(m);
         if self.store.is_some() {
-            self.ops.push(RoomChange::message(&msg));
+            self.ops.push(RoomChange::message(m));
         }
         if self.wants(Topic::Messages) {
             let frame = wire::stream_changed_at(
@@ -251,9 +268,13 @@ impl RoomActor {
             );
             self.broadcast(Topic::Messages, &frame, None);
         }
-        if msg.t.is_none() {
-            let payload = wire::room::meeting_message(&msg, seq);
-            self.meeting(MeetingEvent::Message, seq, msg.ts, raw(&payload));
+        if let Ok(shared) = &msg
+            && shared.t.is_none()
+        {
+            // Rendered on delivery, and only if someone listens then.
+            let payload = Staged::Message(Arc::clone(shared));
+            let (event, at) = (MeetingEvent::Message, shared.ts);
+            self.staged.push(Out::Meeting { event, seq, at, payload });
         }
         if self.hub.wants_my_messages() {
             let listeners = self.members_listening(UserEvent::MyMessages);
@@ -273,14 +294,15 @@ impl RoomActor {
                 self.staged.extend(outs);
             }
         }
-        self.history_ids.insert(msg.id.clone());
-        let kept = if self.order == super::log::Order::Delivered {
-            // The compaction tail holds it too: one `Arc` for both.
-            let msg = Arc::new(msg);
-            super::compacted::made(&mut self.compaction).accepted(&msg);
-            Recent::Full(msg)
-        } else {
-            Recent::new(msg, &self.state.id)
+        self.history_ids.insert(m.id.clone());
+        let kept = match msg {
+            Ok(msg) => {
+                if self.order == super::log::Order::Delivered {
+                    super::compacted::made(&mut self.compaction).accepted(&msg);
+                }
+                Recent::Full(msg)
+            }
+            Err(msg) => Recent::new(msg, &self.state.id),
         };
         self.history.push_back(kept);
         while self.history.len() > self.cfg.history_limit {
@@ -347,7 +369,7 @@ impl RoomActor {
 
     /// Stages a meeting event for every listener (see `RoomListener`).
     fn meeting(&mut self, event: MeetingEvent, seq: u64, at: Millis, payload: impl Into<Arc<RawValue>>) {
-        self.staged.push(Out::Meeting { event, seq, at, payload: payload.into(), fields: None });
+        self.staged.push(Out::Meeting { event, seq, at, payload: Staged::Bytes(payload.into(), None) });
     }
 
     /// Stages one pre-serialised frame for every subscriber of `topic`.
@@ -451,5 +473,119 @@ impl HistoryPage {
             }
         }
         Ok(self.messages)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// `message` event payloads rendered on this thread (a test's
+        /// current-thread runtime runs its rooms here).
+        pub(in crate::room) static RENDERED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    use crate::auth::Authenticator;
+    use crate::config::Limits;
+    use crate::ids::{ConnId, UserId};
+    use crate::permissions::Principal;
+    use crate::room::{
+        CreateOptions, JoinParams, MeetingEvent, RoomCommand, RoomHandle, RoomListener, RoomType, SendParams,
+    };
+    use crate::server::{ServerParts, ServerState};
+    use serde_json::value::RawValue;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// A door's listener that keeps the `message` events it hears, as bytes.
+    #[derive(Debug, Default)]
+    struct Heard(Mutex<Vec<String>>);
+
+    impl RoomListener for Heard {
+        fn emit(&self, event: MeetingEvent, payload: &RawValue) -> bool {
+            if event == MeetingEvent::Message {
+                self.0.lock().unwrap().push(payload.get().to_owned());
+            }
+            true
+        }
+    }
+
+    impl Heard {
+        /// The `n` messages heard so far, waiting (bounded) for them.
+        async fn messages(&self, n: usize) -> Vec<String> {
+            for _ in 0..200 {
+                let got = self.0.lock().unwrap().clone();
+                if got.len() >= n {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("heard {:?}, want {n}", self.0.lock().unwrap());
+        }
+    }
+
+    fn principal(id: &str, guest: bool) -> Principal {
+        Principal {
+            id: if guest { UserId::new_guest() } else { UserId::from(id) },
+            username: id.to_owned(),
+            name: Some(format!("{id} \"é\" 🦀")),
+            admin: false,
+            bot: false,
+            guest,
+        }
+    }
+
+    /// A guest takes a seat by code (listening if `heard`); the room's
+    /// position at the seat.
+    async fn seat(room: &RoomHandle, name: &str, heard: Option<Arc<Heard>>, since: Option<u64>) -> u64 {
+        let listener = heard.map(|h| h as Arc<dyn RoomListener>);
+        let conn = ConnId(name.len() as u64 + 1000);
+        let params = Box::new(JoinParams { conn, listener, since });
+        let who = Box::new(principal(name, true));
+        let seated = room.ask(|tx| RoomCommand::JoinByCode { who, params, respond_to: tx }).await.unwrap();
+        assert_eq!(seated.recovered, since.map(|_| true), "{name}");
+        seated.seq
+    }
+
+    /// Issue 21: a message in a room nobody listens to by code is not
+    /// rendered as a meeting event; a socket that comes back for it gets
+    /// it rendered then, the same bytes a live listener got.
+    #[tokio::test]
+    async fn a_message_is_rendered_only_for_listeners_and_replayed_as_the_same_bytes() {
+        let limits = Limits::default();
+        let s =
+            ServerState::new(ServerParts { auth: Authenticator::hs256(b"k"), limits: &limits, store: None });
+        let host = principal("host", false);
+        let opts = CreateOptions { guest_access: true, guest_chat: true, ..CreateOptions::default() };
+        let info = s.create_room("talk".into(), RoomType::Channel, &host, Vec::new(), opts).await.unwrap();
+        let room = s.room(info.id.as_str()).await.unwrap().expect("the room");
+        let send = |msg: &str| {
+            let (who, msg) = (Box::new(host.clone()), msg.to_owned());
+            let params = Box::new(SendParams { id: None, msg, tmid: None });
+            room.ask(|tx| RoomCommand::Send { who, params, respond_to: tx })
+        };
+
+        // Seated but not listening: nobody hears the room by code.
+        let before = seat(&room, "Zed", None, None).await;
+        let rendered = RENDERED.get();
+        send("one \"1\" \\ </script>\n\u{1}").await.unwrap();
+        send("two ✓ 🎉").await.unwrap();
+        assert_eq!(RENDERED.get(), rendered, "rendered with no listener");
+
+        // Ann comes back for them: rendered now, for her.
+        let ann = Arc::new(Heard::default());
+        seat(&room, "Ann", Some(ann.clone()), Some(before)).await;
+        let missed = ann.messages(2).await;
+        assert_eq!(RENDERED.get(), rendered + 2);
+        assert!(missed[0].contains("\\u0001") && missed[1].contains("🎉"), "{missed:?}");
+
+        // Live, for Ann; then Bob comes back for it and gets the same bytes.
+        let at = seat(&room, "Cy", None, None).await;
+        send("three").await.unwrap();
+        let live = ann.messages(3).await.pop().unwrap();
+        let bob = Arc::new(Heard::default());
+        seat(&room, "Bob", Some(bob.clone()), Some(at)).await;
+        assert_eq!(bob.messages(1).await, [live]);
     }
 }

@@ -9,12 +9,26 @@
 //! is lost for replay, and a `since` from before it answers
 //! `recovered: false`. Only delivered events enter it: a change whose
 //! commit failed was never heard, so it is never replayed.
+//!
+//! What an event counts against the byte limits: its payload's length as
+//! sent (the JSON its listeners got or would get), plus [`ENTRY_OVERHEAD`].
+//! A chat message is kept as the message itself (the `Arc` the room's
+//! recent history shares), not rendered unless someone listens (issue 21:
+//! most rooms have no meeting listener, and rendering every message cost
+//! ~4 % of a REST `chat.postMessage` profile); it counts as the length of
+//! its `message` event computed from its fields without rendering
+//! ([`wire::room::meeting_message_len`], exact), or as what the message
+//! holds in memory if that is more (its struct, its `Arc`'s counts and
+//! its strings' capacities: the history may let go of it while the window
+//! still holds it), so the limits bound memory as before.
 
 use super::listener::MeetingEvent;
-use super::publish::{participant_payload, replay_status};
+use super::model::Message;
+use super::publish::{message_payload, participant_payload, replay_status};
 use super::view::{MeetingStatus, ParticipantView};
 use crate::ids::{RoomId, UserId};
 use crate::time::Millis;
+use crate::wire;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -64,13 +78,37 @@ pub(super) struct Replayable {
 }
 
 /// An event's payload: its bytes, or for the events every join and leave
-/// makes (`joined`/`left` and `room-updated`) the fields they render,
-/// rendered again by the same function (`publish::participant_payload`,
-/// `publish::replay_status`) when a socket comes back.
+/// makes (`joined`/`left` and `room-updated`) the fields they render, or
+/// for a chat message the message; rendered again by the same function
+/// (`publish::participant_payload`, `publish::replay_status`,
+/// `publish::message_payload`) when a socket comes back.
 enum Kept {
     Bytes(Arc<RawValue>),
     Status(MeetingStatus),
     Participant(Box<SeatEvent>),
+    Message(Arc<Message>),
+}
+
+/// A meeting event's payload as the room stages it for its listeners and
+/// its window.
+pub(super) enum Staged {
+    /// Rendered already (the DDP stream carries the same JSON); `fields`
+    /// is what it renders, if the window may keep that instead.
+    Bytes(Arc<RawValue>, Option<Fields>),
+    /// A chat message, rendered only if someone listens when it is
+    /// delivered (or a socket comes back for it).
+    Message(Arc<Message>),
+}
+
+impl Staged {
+    /// The bytes listeners get for the event at `seq`: the same a replay
+    /// gives ([`Replayable::payload`]).
+    pub(super) fn live(&self, seq: u64) -> Cow<'_, RawValue> {
+        match self {
+            Staged::Bytes(b, _) => Cow::Borrowed(&**b),
+            Staged::Message(m) => Cow::Owned(message_payload(m, seq)),
+        }
+    }
 }
 
 /// What a meeting event's payload renders, when the window may keep that
@@ -150,8 +188,29 @@ impl Replayable {
             Kept::Bytes(b) => Cow::Borrowed(&**b),
             Kept::Status(s) => Cow::Owned(replay_status(s, self.seq)),
             Kept::Participant(p) => Cow::Owned(participant_payload(&p.view(room), self.seq)),
+            Kept::Message(m) => Cow::Owned(message_payload(m, self.seq)),
         }
     }
+}
+
+/// What `m` holds in memory: its struct, its `Arc`'s two counts, its
+/// strings' heap.
+fn held(m: &Message) -> usize {
+    let cow = |c: &Option<Cow<'static, str>>| match c {
+        Some(Cow::Owned(s)) => s.capacity(),
+        _ => 0,
+    };
+    std::mem::size_of::<Message>()
+        + 2 * std::mem::size_of::<usize>()
+        + m.id.0.capacity()
+        + m.rid.0.capacity()
+        + m.msg.capacity()
+        + cow(&m.t)
+        + m.u.id.0.capacity()
+        + m.u.username.capacity()
+        + m.u.name.as_ref().map_or(0, String::capacity)
+        + m.tmid.as_ref().map_or(0, String::capacity)
+        + cow(&m.role)
 }
 
 pub(super) struct ReplayWindow {
@@ -171,23 +230,22 @@ impl ReplayWindow {
     }
 
     /// Keeps a delivered event, then trims the window to its limits.
-    /// `fields` is what `payload` renders, if the window may keep that.
-    pub(super) fn push(
-        &mut self,
-        seq: u64,
-        at: Millis,
-        event: MeetingEvent,
-        payload: Arc<RawValue>,
-        fields: Option<Fields>,
-    ) {
-        let Ok(len) = u32::try_from(payload.get().len()) else {
+    pub(super) fn push(&mut self, seq: u64, at: Millis, event: MeetingEvent, staged: Staged) {
+        let (len, payload) = match staged {
+            Staged::Bytes(b, fields) => {
+                let len = b.get().len();
+                let kept = match fields {
+                    Some(Fields::Status(s)) => Kept::Status(s),
+                    Some(Fields::Participant(p)) => Kept::Participant(p),
+                    None => Kept::Bytes(b),
+                };
+                (len, kept)
+            }
+            Staged::Message(m) => (wire::room::meeting_message_len(&m, seq).max(held(&m)), Kept::Message(m)),
+        };
+        let Ok(len) = u32::try_from(len) else {
             // Larger than any frame a connection takes: never replayable.
             return self.drop_all(seq);
-        };
-        let payload = match fields {
-            Some(Fields::Status(s)) => Kept::Status(s),
-            Some(Fields::Participant(p)) => Kept::Participant(p),
-            None => Kept::Bytes(payload),
         };
         let e = Replayable { seq, at, event, len, payload };
         let cost = e.cost();
@@ -262,12 +320,12 @@ mod tests {
         assert!(w.after(4, 5).is_none(), "before the window");
         assert_eq!(w.after(5, 5).map(|i| i.count()), Some(0));
         for seq in 6..=10 {
-            w.push(seq, Millis(1000), MeetingEvent::Message, payload(10), None);
+            w.push(seq, Millis(1000), MeetingEvent::Message, Staged::Bytes(payload(10), None));
         }
         // All young: all kept.
         assert_eq!(w.after(5, 10).map(|i| i.count()), Some(5));
         // Old now: only the last three stay.
-        w.push(11, Millis(100_000), MeetingEvent::Message, payload(10), None);
+        w.push(11, Millis(100_000), MeetingEvent::Message, Staged::Bytes(payload(10), None));
         assert!(w.after(7, 11).is_none());
         let seqs: Vec<u64> = w.after(8, 11).unwrap().map(|e| e.seq).collect();
         assert_eq!(seqs, [9, 10, 11]);
@@ -282,11 +340,11 @@ mod tests {
         let mut a = ReplayWindow::new(limits.clone(), 0);
         let mut b = ReplayWindow::new(limits.clone(), 0);
         for seq in 1..=20 {
-            a.push(seq, Millis(0), MeetingEvent::Message, payload(100), None);
+            a.push(seq, Millis(0), MeetingEvent::Message, Staged::Bytes(payload(100), None));
         }
         assert!(a.bytes <= 1000);
         for seq in 1..=20 {
-            b.push(seq, Millis(0), MeetingEvent::Message, payload(100), None);
+            b.push(seq, Millis(0), MeetingEvent::Message, Staged::Bytes(payload(100), None));
         }
         assert!(limits.total_bytes() <= 1500, "{}", limits.total_bytes());
         assert!(a.after(0, 20).is_none());
@@ -301,8 +359,13 @@ mod tests {
         let status =
             MeetingStatus { locked: false, active: true, max_participants: Some(11), participant_count: 7 };
         let live: Arc<RawValue> = replay_status(&status, 1).into();
-        w.push(1, Millis(0), MeetingEvent::RoomUpdated, live.clone(), Some(Fields::Status(status)));
-        w.push(2, Millis(0), MeetingEvent::Message, payload(10), None);
+        w.push(
+            1,
+            Millis(0),
+            MeetingEvent::RoomUpdated,
+            Staged::Bytes(live.clone(), Some(Fields::Status(status))),
+        );
+        w.push(2, Millis(0), MeetingEvent::Message, Staged::Bytes(payload(10), None));
         let room = RoomId::from("r1");
         let got: Vec<String> = w.after(0, 2).unwrap().map(|e| e.payload(&room).get().to_owned()).collect();
         assert_eq!(got, [live.get().to_owned(), payload(10).get().to_owned()]);
@@ -352,7 +415,12 @@ mod tests {
         let mut live = Vec::new();
         for (seq, (event, p)) in (1..).zip(seats()) {
             let bytes: Arc<RawValue> = participant_payload(&p, seq).into();
-            w.push(seq, Millis(0), event, bytes.clone(), SeatEvent::of(&p).map(Fields::Participant));
+            w.push(
+                seq,
+                Millis(0),
+                event,
+                Staged::Bytes(bytes.clone(), SeatEvent::of(&p).map(Fields::Participant)),
+            );
             live.push(bytes.get().to_owned());
         }
         let room = seats()[0].1.room.clone();
@@ -372,6 +440,7 @@ mod tests {
             Kept::Bytes(b) => 16 + b.get().len(),
             Kept::Status(_) => 0,
             Kept::Participant(p) => std::mem::size_of::<SeatEvent>() + p.text.len(),
+            Kept::Message(m) => super::held(m),
         }
     }
 
@@ -392,12 +461,84 @@ mod tests {
             7,
             Millis(0),
             MeetingEvent::ParticipantJoined,
-            bytes.clone(),
-            SeatEvent::of(&p).map(Fields::Participant),
+            Staged::Bytes(bytes.clone(), SeatEvent::of(&p).map(Fields::Participant)),
         );
         let kept = held(&w.events[0]);
         assert!(kept * 2 < bytes.get().len(), "{kept} B kept for {} B of JSON", bytes.get().len());
         assert!(std::mem::size_of::<SeatEvent>() <= 48, "{}", std::mem::size_of::<SeatEvent>());
+    }
+
+    /// Chat messages as a room makes them: escapes, emoji, a thread
+    /// parent, with and without a display name, at odd times.
+    fn messages() -> Vec<Message> {
+        use crate::ids::MessageId;
+        use crate::room::UserRef;
+        let rid = RoomId::from("GENERAL\"room\"/ü");
+        let u = UserRef {
+            id: UserId::from("u-\"émile\"-🎉"),
+            username: "émile \\ </script>".into(),
+            name: Some("Émile \"the\" 🦀\n\u{1}".into()),
+        };
+        let plain = UserRef { id: UserId::from("u1"), username: "ann".into(), name: None };
+        let msg = |id: &str, text: &str, u: &UserRef, tmid: Option<&str>, ts: i64| {
+            Message::user(
+                MessageId::from(id),
+                &rid,
+                text.into(),
+                u.clone(),
+                tmid.map(str::to_owned),
+                Millis(ts),
+            )
+        };
+        vec![
+            msg("m1", "hi", &plain, None, 1_765_000_000_123),
+            msg("m\"2", "\u{0}\u{1f}\t\"quoted\" \\ / ✓ 🎉 </script>", &u, Some("m1"), 1_765_000_000_124),
+            msg("m3", "", &u, None, 0),
+            msg("m4", &"long é ".repeat(500), &plain, Some("p\"arent"), -1),
+            msg("m5", "far", &plain, None, 253_402_300_799_999),
+            msg("m6", "farther", &plain, None, 253_402_300_800_000),
+            msg("m7", "before year 0", &u, None, -62_167_219_200_001),
+        ]
+    }
+
+    /// A chat message is kept as the message itself and replayed as the
+    /// same bytes its listeners got (the live path's function, the entry's
+    /// `seq`); it counts as that JSON's length, computed without rendering
+    /// it, or as what it holds in memory if that is more.
+    #[test]
+    fn a_message_is_kept_as_itself_and_replayed_as_the_same_bytes() {
+        let limits = Arc::new(ReplayLimits::new(1000, Duration::from_secs(600), 1 << 20, 1 << 20));
+        let mut w = ReplayWindow::new(limits.clone(), 0);
+        let mut live = Vec::new();
+        let mut counted = 0;
+        for (seq, m) in [1, 9, 10, 99_999, u64::MAX - 7, 12, 13].into_iter().zip(messages()) {
+            let m = Arc::new(m);
+            let staged = Staged::Message(m.clone());
+            let bytes = staged.live(seq).get().to_owned();
+            assert_eq!(bytes, message_payload(&m, seq).get());
+            assert_eq!(wire::room::meeting_message_len(&m, seq), bytes.len(), "{bytes}");
+            counted += bytes.len().max(super::held(&m)) + ENTRY_OVERHEAD;
+            w.push(seq, Millis(0), MeetingEvent::Message, staged);
+            // The window shares the message; it holds no copy.
+            assert_eq!(Arc::strong_count(&m), 2);
+            live.push(bytes);
+        }
+        let room = RoomId::from("elsewhere");
+        let got: Vec<String> =
+            w.after(0, u64::MAX).unwrap().map(|e| e.payload(&room).get().to_owned()).collect();
+        assert_eq!(got, live);
+        assert!(
+            live[1].contains("\\u0000")
+                && live[1].contains("🎉")
+                && live[5].contains("\"10000-")
+                && live[6].contains("\"-001-"),
+            "{live:?}"
+        );
+        assert!(w.events.iter().all(|e| matches!(e.payload, Kept::Message(_))));
+        assert_eq!(limits.total_bytes(), counted);
+        // Never less than it holds, so the limits bound memory.
+        assert!(w.events.iter().all(|e| e.len as usize >= held(e)));
+        assert!(std::mem::size_of::<Replayable>() <= 48, "{}", std::mem::size_of::<Replayable>());
     }
 
     /// A participant with fields an event never shows (a list name, a seat

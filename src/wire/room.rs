@@ -149,6 +149,27 @@ pub fn meeting_message(m: &Message, seq: u64) -> Value {
     })
 }
 
+/// The length of [`meeting_message`]'s JSON, counted from the message's
+/// fields (each string's escaped length, no document built): what the
+/// replay window charges a message it keeps unrendered. Keys and
+/// punctuation are fixed; an object's length does not depend on its key
+/// order. `room::replay`'s tests check it against the rendering.
+pub fn meeting_message_len(m: &Message, seq: u64) -> usize {
+    const FIXED: usize = r#"{"id":,"msg":,"roomId":,"seq":,"ts":,"user":{"id":,"name":,"username":}}"#.len();
+    // Years 0000 to 9999 print as `YYYY-MM-DDTHH:MM:SS.mmmZ`, no escapes.
+    const ISO_RANGE: std::ops::RangeInclusive<i64> = -62_167_219_200_000..=253_402_300_799_999;
+    let ts = if ISO_RANGE.contains(&m.ts.0) { 24 } else { m.ts.to_iso8601().len() } + 2;
+    FIXED
+        + crate::wire::json_len(m.id.as_str())
+        + crate::wire::json_len(&m.msg)
+        + crate::wire::json_len(m.rid.as_str())
+        + crate::wire::json_len(&seq)
+        + ts
+        + crate::wire::json_len(m.u.id.as_str())
+        + crate::wire::json_len(&m.u.name)
+        + crate::wire::json_len(&m.u.username)
+}
+
 /// What `__my_messages__` tells about the room beside each message.
 pub fn my_message_meta(kind: RoomType, name: &str) -> Value {
     json!({
