@@ -435,6 +435,18 @@ async fn a_node_whose_clock_is_an_hour_behind_stamps_nothing_behind() {
         assert!(r.get("error").is_none(), "m{i}: {r}");
     }
 
+    // `a` answers reads from its own replica, which may be a few
+    // milliseconds behind a write through `b` (docs/cluster.md): wait
+    // until it has applied the last message before paging.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = alice.call("loadHistory", json!([rid, null, 1, null])).await;
+        if r["result"]["messages"][0]["msg"] == "m29" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node a never applied m29: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Page back through `a` five at a time.
     let (mut end, mut seen) = (Value::Null, Vec::new());
     for _ in 0..20 {
