@@ -1487,7 +1487,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         // that frame (a payload chunk cannot be: engine frames are JSON
         // text, which holds no NUL byte).
         if buf == CLOSE_BARE && self.wire.engine_ws.get().is_some_and(|e| e.too_big.load(Ordering::Acquire)) {
-            return self.poll_close_too_big(cx);
+            let r = self.poll_close_too_big(cx);
+            // A cut (shutdown, a slow consumer) ends the drain at once too.
+            if let (Poll::Pending, Some(t)) = (&r, tap) {
+                t.writer.register(cx.waker());
+                if t.is_cut() {
+                    return Poll::Ready(Err(cut_error()));
+                }
+            }
+            return r;
         }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         match (&r, tap) {
