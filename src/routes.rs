@@ -112,7 +112,7 @@ pub(crate) fn is_ddp_path(path: &str) -> bool {
     path == "/websocket" || path == "/websocket/"
 }
 
-/// The DDP endpoint without the router: `serve_socket` calls this for
+/// The DDP endpoint without the router: the HTTP phase (`server::serve_http`) calls this for
 /// [`is_ddp_path`] requests, which every DDP connection starts with. It
 /// runs what the router's stack runs for that path, in the same order:
 /// the `Host` checks ([`host_guard`]), the replay refusal
@@ -158,7 +158,7 @@ async fn keep_alive_or_close(State(ctx): State<Ctx>, req: Request, next: Next) -
 
 /// `Connection: close` on `res` unless its connection stays open.
 fn close_unless_kept(ctx: &Ctx, ka: Option<Arc<KeepAlive>>, res: &mut Response) {
-    // Without the extension (not served by `serve_socket`): one answer.
+    // Without the extension (not served by `server::serve_http`): one answer.
     if !ka.is_some_and(|ka| ctx.keep_open(&ka)) {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -315,7 +315,7 @@ async fn websocket(State(ctx): State<Ctx>, mut req: Request) -> Response {
         return text(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
     let Some(ka) = req.extensions().get::<Arc<KeepAlive>>().cloned() else {
-        // `serve_socket` adds it to every request; without it no task
+        // `server::serve_http` adds it to every request; without it no task
         // would take the upgraded socket.
         tracing::error!("request without its connection's hand-over slot");
         return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");

@@ -616,8 +616,9 @@ impl HttpContext {
 /// until it is closed or upgraded, then, when the answer was a DDP `101`,
 /// the DDP connection on the same socket ([`HttpContext::start_ddp`]). The
 /// floor does accept, handshake and serve in one task too: a second task per
-/// join (spawn, tracker entry, wake across tasks) was ~14 % of a join's user
-/// time (BENCHMARKS.md, "Joins: one task across the hand-over").
+/// join (spawn, tracker entry, wake across tasks) was ~2 % of a join's
+/// samples, and its cell ~500 B of every idle connection (BENCHMARKS.md,
+/// "Joins: one task across the hand-over").
 ///
 /// The HTTP phase ([`serve_http`]: hyper's connection, its buffers, the idle
 /// timer) is boxed and freed at the upgrade: this future is the task cell of
