@@ -654,15 +654,11 @@ fn close_linger(reason: CloseReason) -> Duration {
     }
 }
 
-/// At most this much of what a client sends after the server closed is
-/// read and dropped (see [`linger`]).
-const LINGER_BYTES: usize = 256 * 1024;
-
 /// Reads what the peer still sends after the server's close, until its
 /// close frame or its end of stream (the caller bounds the time). Frames
 /// go through tungstenite; once tungstenite stops at a frame it refused
 /// (too large, malformed), the bytes after it are read raw and dropped,
-/// up to [`LINGER_BYTES`]: a `1009` close would otherwise be reset by the
+/// up to [`DRAIN_BYTES`] (as a Socket.IO socket's close does): a `1009` close would otherwise be reset by the
 /// rest of the very frame it refuses.
 async fn linger<S>(stream: &mut Reader<S>, conn: &Arc<ConnShared>, cfg: WebSocketConfig)
 where
@@ -678,11 +674,11 @@ where
     }
     let raw = stream.sink();
     let mut buf = vec![0u8; 4096];
-    let mut left = LINGER_BYTES;
+    let mut left = DRAIN_BYTES;
     while left > 0 {
         match raw.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => left = left.saturating_sub(n),
+            Ok(n) => left = left.saturating_sub(n as u64),
         }
     }
 }
@@ -1314,6 +1310,8 @@ struct EngineScan<S> {
 /// frame. The client ends its side once it has the close frame and the FIN
 /// after it, so the wait is short; the bounds hold only the engine's
 /// writer task, and only for this close.
+///
+/// The byte bound is DDP's too (its [`linger`] after a refused frame).
 const DRAIN_BYTES: u64 = 256 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
@@ -1780,7 +1778,7 @@ mod close_tests {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 
@@ -2022,7 +2020,9 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), conn).await.expect("the connection ends").unwrap();
     }
 
-    fn returned_size<A, B, C, D, E, R>(_: impl Fn(A, B, C, D, E) -> R) -> usize {
+    /// The size of the future a five-argument `fn` returns: what a task
+    /// spawned with it holds in its cell.
+    pub(crate) fn returned_size<A, B, C, D, E, R>(_: impl Fn(A, B, C, D, E) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 

@@ -951,10 +951,6 @@ mod tests {
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
     }
 
-    fn returned_size<A, B, C, D, E, R>(_: impl Fn(A, B, C, D, E) -> R) -> usize {
-        std::mem::size_of::<R>()
-    }
-
     /// The socket's task future is the task cell of every open DDP
     /// connection, so its size is memory per idle connection: the DDP
     /// connection's future (`conn::tests::the_connection_future_stays_small`)
@@ -965,8 +961,8 @@ mod tests {
     /// (BENCHMARKS.md, "Joins: one task across the hand-over").
     #[test]
     fn the_socket_task_stays_small() {
-        let task = returned_size(serve_socket);
-        let ddp = returned_size(conn::serve::<TcpStream>);
+        let task = conn::tests::returned_size(serve_socket);
+        let ddp = conn::tests::returned_size(conn::serve::<TcpStream>);
         eprintln!("socket task {task} B, DDP connection {ddp} B");
         assert!(task <= ddp + 40, "the socket task is {task} bytes, its DDP connection {ddp}");
     }
